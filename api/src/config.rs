@@ -1,0 +1,280 @@
+//! The one typed configuration: command-line flags, each with a `WFO_*` environment variable
+//! (and `DATABASE_URL`). Nothing else in the code base reads the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+
+/// WorkflowOps governs n8n and Make.com workflows across dev, staging and production: sync,
+/// promotions with gates and approvals, snapshots, drift detection, Git backups, audit.
+#[derive(Debug, Parser)]
+#[command(
+    name = "workflowops",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+#[command(
+    after_help = "New here? `workflowops dev` starts everything on a local PostgreSQL.\n\
+Every flag can also be set through the environment variable shown beside it."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// PostgreSQL connection URL.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        global = true,
+        default_value = "postgres://localhost:5432/workflowops",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+    /// Maximum connections in this process's database pool.
+    #[arg(long, env = "WFO_DB_MAX_CONNECTIONS", global = true, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_max_connections: u32,
+    /// Log filter, in `tracing` EnvFilter syntax (e.g. `info`, `workflowops_api=debug,info`).
+    #[arg(long, env = "WFO_LOG", global = true, default_value = "info")]
+    pub log: String,
+    /// Log format: `json` for machines, `pretty` for people, `auto` = pretty on a terminal.
+    #[arg(long, env = "WFO_LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API (REST, SSE, OpenAPI and web UI).
+    Serve(ServeArgs),
+    /// Run a worker process that executes queued runs.
+    Worker(WorkerArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Run everything locally for development: creates the database, migrates, starts the API with
+    /// in-process workers and a demo tenant, and prints how to log in.
+    Dev(DevArgs),
+    /// Print a new random master key for WFO_MASTER_KEY.
+    Keygen,
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Grant or revoke platform administration (cross-tenant support access).
+    #[command(subcommand, name = "platform-admin")]
+    PlatformAdmin(PlatformAdminCommand),
+    /// Manage stored secrets.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+/// The master key that encrypts stored secrets.
+#[derive(Debug, Clone, Args)]
+pub struct KeyArgs {
+    /// Master key for secrets at rest: 32 random bytes, base64 (`workflowops keygen` makes one).
+    #[arg(long, env = "WFO_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<SecretString>,
+    /// Previous master keys, comma-separated, still accepted for reading until `secrets rotate` ran.
+    #[arg(
+        long,
+        env = "WFO_MASTER_KEY_PREVIOUS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub master_key_previous: Vec<SecretString>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "WFO_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// The URL people reach this server at, used in links (invitations); defaults to http://<bind>.
+    #[arg(long, env = "WFO_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Apply pending migrations at start-up (turn off to migrate separately with `migrate`).
+    #[arg(long, env = "WFO_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
+    /// How long a login session lasts (e.g. 30m, 12h, 7d).
+    #[arg(long, env = "WFO_SESSION_TTL", default_value = "12h", value_parser = parse_duration)]
+    pub session_ttl: Duration,
+    /// How long an invitation can be accepted.
+    #[arg(long, env = "WFO_INVITATION_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub invitation_ttl: Duration,
+    /// How long a resolved token is trusted without asking the database; revocations are pushed to
+    /// every server at once, so this only bounds staleness if that push is lost.
+    #[arg(long, env = "WFO_AUTH_CACHE_TTL", default_value = "60s", value_parser = parse_duration)]
+    pub auth_cache_ttl: Duration,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "WFO_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Time limit for one request (streams excepted).
+    #[arg(long, env = "WFO_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Take the client address from X-Forwarded-For (only behind a proxy you control).
+    #[arg(long, env = "WFO_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
+    pub trust_forwarded_for: bool,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Runs this worker executes at once.
+    #[arg(long, env = "WFO_WORKER_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub concurrency: u32,
+    /// Name shown to operators (default: host:pid).
+    #[arg(long, env = "WFO_WORKER_NAME")]
+    pub name: Option<String>,
+    /// How often the worker reports it is alive.
+    #[arg(long, env = "WFO_WORKER_HEARTBEAT", default_value = "10s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Address to listen on.
+    #[arg(long, env = "WFO_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Folder for the generated master key and demo login.
+    #[arg(long, env = "WFO_DEV_DIR", default_value = ".workflowops")]
+    pub dir: PathBuf,
+    /// In-process worker slots.
+    #[arg(long, env = "WFO_WORKER_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant, optionally with its first admin.
+    Create {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// URL-safe identifier (lowercase letters, digits, dashes).
+        #[arg(long)]
+        slug: String,
+        /// Email of an existing user to make the tenant's admin.
+        #[arg(long)]
+        admin_email: Option<String>,
+    },
+    /// List tenants.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; prints a generated password unless one is given.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+        /// Password (at least 12 characters); read from WFO_NEW_PASSWORD, or generated.
+        #[arg(long, env = "WFO_NEW_PASSWORD", hide_env_values = true)]
+        password: Option<SecretString>,
+        /// Add the user to this tenant (slug)...
+        #[arg(long)]
+        tenant: Option<String>,
+        /// ...with this role.
+        #[arg(long, default_value = "viewer", requires = "tenant", value_parser = parse_role)]
+        role: domain::Role,
+    },
+    /// Set a user's password and end their sessions; prints a generated one unless given.
+    SetPassword {
+        #[arg(long)]
+        email: String,
+        #[arg(long, env = "WFO_NEW_PASSWORD", hide_env_values = true)]
+        password: Option<SecretString>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlatformAdminCommand {
+    /// Make an existing user a platform admin.
+    Add {
+        #[arg(long)]
+        email: String,
+    },
+    /// Revoke a platform admin.
+    Remove {
+        #[arg(long)]
+        email: String,
+    },
+    /// List platform admins.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Re-encrypt every stored secret with the current master key (after changing WFO_MASTER_KEY
+    /// and moving the old one to WFO_MASTER_KEY_PREVIOUS).
+    Rotate {
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
+}
+
+fn parse_role(s: &str) -> Result<domain::Role, String> {
+    s.parse()
+        .map_err(|e: domain::rbac::UnknownRole| e.to_string())
+}
+
+/// Parses `90s`, `15m`, `12h`, `7d` (or plain seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (use e.g. 90s, 15m, 12h, 7d)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("`{s}` has an unknown unit (use s, m, h or d)")),
+    };
+    if secs == 0 {
+        return Err("must be longer than zero".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(43_200)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+}

@@ -1,0 +1,181 @@
+//! Request extractors that turn every kind of bad input into a clear problem response:
+//! malformed JSON (400), wrong content type (415), oversized bodies (413), wrong types, missing or
+//! unknown fields and failed validation (422, with the field's path), bad ids (404).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Checks a request body's content beyond its shape. Returns every bad field at once.
+pub trait Validate {
+    fn validate(&self) -> Result<(), domain::Error> {
+        Ok(())
+    }
+}
+
+/// A JSON body, deserialized and validated.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned + Validate,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the request body must be JSON, sent with `Content-Type: application/json`",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the request body is larger than this server accepts",
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "unreadable_body",
+                    "the request body could not be read",
+                )
+            }
+        })?;
+        let value = parse_json::<T>(&bytes)?;
+        value.validate().map_err(ApiError::from)?;
+        Ok(Self(value))
+    }
+}
+
+/// Deserializes JSON, telling syntax errors (400) from shape errors (422, with the path).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let malformed = |e: &serde_json::Error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the request body is not valid JSON: {e}"),
+        )
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => ApiError::validation(vec![domain::FieldError {
+                field: if path == "." { String::new() } else { path },
+                message: strip_position(&inner.to_string()),
+            }]),
+            _ => malformed(&inner),
+        }
+    })?;
+    de.end().map_err(|e| malformed(&e))?;
+    Ok(value)
+}
+
+/// serde's messages end in "at line 1 column 12": noise once the field path is given.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Query-string parameters; a bad value is a 422 naming the parameter.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Self(v))
+            .map_err(|rejection| {
+                let text = rejection.body_text();
+                let detail = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
+                let (field, message) = detail.split_once(": ").unwrap_or(("query", detail));
+                ApiError::validation(vec![domain::FieldError {
+                    field: field.to_owned(),
+                    message: message.to_owned(),
+                }])
+            })
+    }
+}
+
+/// Path parameters. An id that cannot even be parsed names nothing that exists: 404.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| Self(v))
+            .map_err(|_| {
+                ApiError::not_found(
+                    "no such resource: the id in the path is not one this API issued",
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        count: u32,
+    }
+
+    #[test]
+    fn syntax_errors_are_400_and_shape_errors_are_422_with_the_path() {
+        let e = parse_json::<Body>(b"{\"name\": ").err();
+        assert_eq!(e.map(|e| e.code), Some("malformed_json".into()));
+        let e = parse_json::<Body>(br#"{"name": "x", "count": "three"}"#).err();
+        let e = e.as_ref();
+        assert_eq!(e.map(|e| e.status), Some(StatusCode::UNPROCESSABLE_ENTITY));
+        assert_eq!(e.map(|e| e.errors[0].field.as_str()), Some("count"));
+        let e = parse_json::<Body>(br#"{"name": "x", "count": 1, "admin": true}"#).err();
+        assert_eq!(e.map(|e| e.status), Some(StatusCode::UNPROCESSABLE_ENTITY));
+        let e = parse_json::<Body>(b"{\"name\": \"\xff\xfe\", \"count\": 1}").err();
+        assert_eq!(e.map(|e| e.code), Some("malformed_json".into()));
+        assert!(parse_json::<Body>(br#"{"name": "x", "count": 1} trailing"#).is_err());
+    }
+}

@@ -1,0 +1,5 @@
+//! `workflowops`: see `workflowops --help`.
+
+fn main() -> std::process::ExitCode {
+    workflowops_api::cli::main()
+}

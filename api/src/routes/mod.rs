@@ -1,0 +1,84 @@
+//! Route handlers, one module per area. Each handler names the permission it needs through its
+//! extractor (see [`crate::auth`]) and is annotated for the OpenAPI document.
+
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::TenantAccess;
+
+pub mod api_keys;
+pub mod audit_logs;
+pub mod auth;
+pub mod health;
+pub mod platform;
+pub mod team;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::switch_tenant))
+        .routes(routes!(auth::me))
+        .routes(routes!(auth::my_tenants))
+        .routes(routes!(auth::accept_invitation))
+        .routes(routes!(team::list_members))
+        .routes(routes!(
+            team::get_member,
+            team::update_member,
+            team::remove_member
+        ))
+        .routes(routes!(team::create_invitation, team::list_invitations))
+        .routes(routes!(team::revoke_invitation))
+        .routes(routes!(api_keys::create_api_key, api_keys::list_api_keys))
+        .routes(routes!(api_keys::get_api_key, api_keys::revoke_api_key))
+        .routes(routes!(api_keys::rotate_api_key))
+        .routes(routes!(audit_logs::list_audit_logs))
+        .routes(routes!(platform::list_tenants, platform::create_tenant))
+        .routes(routes!(platform::get_tenant))
+        .routes(routes!(
+            platform::list_platform_admins,
+            platform::add_platform_admin
+        ))
+        .routes(routes!(platform::remove_platform_admin))
+}
+
+/// `?cursor=&limit=` on every list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// `next_cursor` from the previous page; omit for the first page.
+    pub cursor: Option<String>,
+    /// Page size, 1-200 (default 50).
+    pub limit: Option<u32>,
+}
+
+impl PageQuery {
+    pub fn page(&self) -> Result<domain::page::PageRequest, domain::Error> {
+        domain::page::PageRequest::parse(self.cursor.as_deref(), self.limit)
+    }
+}
+
+/// A tenant as seen by one of its members.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TenantView {
+    pub id: Uuid,
+    pub slug: String,
+    pub name: String,
+    pub role: domain::Role,
+}
+
+impl From<&TenantAccess> for TenantView {
+    fn from(t: &TenantAccess) -> Self {
+        Self {
+            id: t.id,
+            slug: t.slug.clone(),
+            name: t.name.clone(),
+            role: t.role,
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Platform administration (PLAT-001..004, PLAT-011): tenants across the platform, and who the
+//! platform admins are. Only platform admins reach these routes.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::Duration;
+use domain::audit::{Actor, Entry};
+use domain::page::Page;
+use domain::tenancy::{self, Tenant, User};
+use domain::validate::Validator;
+use domain::{Role, invitations};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::{Invalidation, PlatformAdmin, publish};
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Validate};
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TenantQuery {
+    /// Search by name, slug or id.
+    pub q: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// Every tenant, newest first, searchable (PLAT-004, PLAT-011).
+#[utoipa::path(get, path = "/api/v1/platform/tenants", tag = "platform", security(("bearer" = [])), params(TenantQuery),
+    responses((status = 200, body = Page<Tenant>), (status = 403, body = Problem)))]
+pub async fn list_tenants(
+    State(state): State<AppState>,
+    _admin: PlatformAdmin,
+    ApiQuery(q): ApiQuery<TenantQuery>,
+) -> ApiResult<Json<Page<Tenant>>> {
+    let page = domain::page::PageRequest::parse(q.cursor.as_deref(), q.limit)?;
+    let query = q.q.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    Ok(Json(tenancy::list_tenants(&state.db, query, page).await?))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TenantDetail {
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    pub member_count: i64,
+}
+
+/// One tenant with its member count.
+#[utoipa::path(get, path = "/api/v1/platform/tenants/{tenant_id}", tag = "platform", security(("bearer" = [])),
+    params(("tenant_id" = Uuid, Path, description = "The tenant's id")),
+    responses((status = 200, body = TenantDetail), (status = 404, body = Problem)))]
+pub async fn get_tenant(
+    State(state): State<AppState>,
+    _admin: PlatformAdmin,
+    ApiPath(tenant_id): ApiPath<Uuid>,
+) -> ApiResult<Json<TenantDetail>> {
+    let tenant = tenancy::tenant(&state.db, tenant_id).await?;
+    let member_count = sqlx::query_scalar("select count(*) from memberships where tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_one(&state.db)
+        .await?;
+    Ok(Json(TenantDetail {
+        tenant,
+        member_count,
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenantRequest {
+    pub name: String,
+    /// URL-safe identifier: 2-63 lowercase letters, digits, dashes.
+    pub slug: String,
+    /// The tenant's first admin: added at once if the account exists, invited otherwise.
+    pub admin_email: Option<String>,
+}
+
+impl Validate for CreateTenantRequest {
+    fn validate(&self) -> Result<(), domain::Error> {
+        let mut v = Validator::new();
+        v.text("name", &self.name, 1, 200).slug("slug", &self.slug);
+        if let Some(email) = &self.admin_email {
+            v.email("admin_email", email.trim());
+        }
+        v.finish()
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TenantCreated {
+    pub tenant: Tenant,
+    /// Set when `admin_email` named an existing user, who is now the admin.
+    pub admin_user_id: Option<Uuid>,
+    /// Set when `admin_email` had no account: the invitation token (shown once).
+    pub admin_invitation_token: Option<String>,
+}
+
+/// What creating a tenant did about its first admin.
+pub enum FirstAdmin {
+    None,
+    Added(Uuid),
+    Invited(String),
+}
+
+/// Creates a tenant and its first admin, audited; shared by the API and the CLI.
+pub async fn create_tenant_with_admin(
+    tx: &mut sqlx::PgConnection,
+    actor: &Actor,
+    name: &str,
+    slug: &str,
+    admin_email: Option<&str>,
+    invitation_ttl: Duration,
+) -> Result<(Tenant, FirstAdmin), domain::Error> {
+    let tenant = tenancy::create_tenant(&mut *tx, name, slug).await?;
+    Entry::new(Some(tenant.id), actor, "tenant.created", "tenant")
+        .target(tenant.id)
+        .new_value(&tenant)
+        .record(&mut *tx)
+        .await?;
+    let first = match admin_email {
+        None => FirstAdmin::None,
+        Some(email) => {
+            match tenancy::user_by_email(&mut *tx, email).await? {
+                Some(user) => {
+                    tenancy::add_member(&mut *tx, tenant.id, user.id, Role::Admin).await?;
+                    Entry::new(Some(tenant.id), actor, "member.added", "member")
+                        .target(user.id)
+                        .new_value(&serde_json::json!({"email": user.email, "role": Role::Admin}))
+                        .record(&mut *tx)
+                        .await?;
+                    FirstAdmin::Added(user.id)
+                }
+                None => {
+                    let (token, invitation) = invitations::create(
+                        &mut *tx,
+                        tenant.id,
+                        email,
+                        Role::Admin,
+                        actor.user_id,
+                        invitation_ttl,
+                    )
+                    .await?;
+                    Entry::new(Some(tenant.id), actor, "invitation.created", "invitation")
+                    .target(invitation.id)
+                    .new_value(&serde_json::json!({"email": invitation.email, "role": invitation.role}))
+                    .record(&mut *tx)
+                    .await?;
+                    FirstAdmin::Invited(token.plaintext)
+                }
+            }
+        }
+    };
+    Ok((tenant, first))
+}
+
+/// Create a tenant, optionally with its first admin.
+#[utoipa::path(post, path = "/api/v1/platform/tenants", tag = "platform", security(("bearer" = [])),
+    request_body = CreateTenantRequest,
+    responses((status = 201, body = TenantCreated), (status = 403, body = Problem),
+        (status = 409, description = "Slug taken", body = Problem), (status = 422, body = Problem)))]
+pub async fn create_tenant(
+    State(state): State<AppState>,
+    admin: PlatformAdmin,
+    ApiJson(req): ApiJson<CreateTenantRequest>,
+) -> ApiResult<(StatusCode, Json<TenantCreated>)> {
+    let ttl = Duration::from_std(state.config.invitation_ttl).unwrap_or(Duration::days(7));
+    let mut tx = state.db.begin().await?;
+    let (tenant, first) = create_tenant_with_admin(
+        &mut tx,
+        &admin.actor(),
+        &req.name,
+        &req.slug,
+        req.admin_email.as_deref(),
+        ttl,
+    )
+    .await?;
+    tx.commit().await?;
+    let (admin_user_id, admin_invitation_token) = match first {
+        FirstAdmin::None => (None, None),
+        FirstAdmin::Added(id) => (Some(id), None),
+        FirstAdmin::Invited(token) => (None, Some(token)),
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(TenantCreated {
+            tenant,
+            admin_user_id,
+            admin_invitation_token,
+        }),
+    ))
+}
+
+/// The platform admins (PLAT-001).
+#[utoipa::path(get, path = "/api/v1/platform/admins", tag = "platform", security(("bearer" = [])),
+    responses((status = 200, body = Vec<User>), (status = 403, body = Problem)))]
+pub async fn list_platform_admins(
+    State(state): State<AppState>,
+    _admin: PlatformAdmin,
+) -> ApiResult<Json<Vec<User>>> {
+    Ok(Json(tenancy::list_platform_admins(&state.db).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddPlatformAdminRequest {
+    /// Email of an existing user.
+    pub email: String,
+}
+
+impl Validate for AddPlatformAdminRequest {
+    fn validate(&self) -> Result<(), domain::Error> {
+        Validator::new().email("email", self.email.trim()).finish()
+    }
+}
+
+/// Make an existing user a platform admin (PLAT-002).
+#[utoipa::path(post, path = "/api/v1/platform/admins", tag = "platform", security(("bearer" = [])),
+    request_body = AddPlatformAdminRequest,
+    responses((status = 201, body = User), (status = 403, body = Problem),
+        (status = 404, description = "No such user", body = Problem),
+        (status = 409, description = "Already a platform admin", body = Problem)))]
+pub async fn add_platform_admin(
+    State(state): State<AppState>,
+    admin: PlatformAdmin,
+    ApiJson(req): ApiJson<AddPlatformAdminRequest>,
+) -> ApiResult<(StatusCode, Json<User>)> {
+    let mut tx = state.db.begin().await?;
+    let user = tenancy::user_by_email(&mut *tx, &req.email)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no user with this email"))?;
+    if !tenancy::add_platform_admin(&mut *tx, user.id, Some(admin.user_id)).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_platform_admin",
+            "this user is already a platform admin",
+        ));
+    }
+    Entry::new(None, &admin.actor(), "platform_admin.added", "user")
+        .target(user.id)
+        .new_value(&serde_json::json!({"email": user.email}))
+        .record(&mut *tx)
+        .await?;
+    publish(&mut *tx, Invalidation::User(user.id)).await?;
+    tx.commit().await?;
+    state.auth_cache.evict(Invalidation::User(user.id));
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+/// Revoke a platform admin (PLAT-002). The last one cannot be removed.
+#[utoipa::path(delete, path = "/api/v1/platform/admins/{user_id}", tag = "platform", security(("bearer" = [])),
+    params(("user_id" = Uuid, Path, description = "The admin's user id")),
+    responses((status = 204, description = "Revoked"), (status = 404, body = Problem),
+        (status = 409, description = "The last platform admin", body = Problem)))]
+pub async fn remove_platform_admin(
+    State(state): State<AppState>,
+    admin: PlatformAdmin,
+    ApiPath(user_id): ApiPath<Uuid>,
+) -> ApiResult<StatusCode> {
+    let mut tx = state.db.begin().await?;
+    // Serialise concurrent removals so two cannot both pass the last-admin check.
+    sqlx::query("lock table platform_admins in share row exclusive mode")
+        .execute(&mut *tx)
+        .await?;
+    if !tenancy::is_platform_admin(&mut *tx, user_id).await? {
+        return Err(ApiError::not_found("no platform admin with this id"));
+    }
+    if tenancy::count_platform_admins(&mut *tx).await? <= 1 {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "last_platform_admin",
+            "the last platform admin cannot be removed",
+        ));
+    }
+    tenancy::remove_platform_admin(&mut *tx, user_id).await?;
+    Entry::new(None, &admin.actor(), "platform_admin.removed", "user")
+        .target(user_id)
+        .record(&mut *tx)
+        .await?;
+    publish(&mut *tx, Invalidation::User(user_id)).await?;
+    tx.commit().await?;
+    state.auth_cache.evict(Invalidation::User(user_id));
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,289 @@
+//! Team management (TEAM-001..006): members, roles, invitations.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::Utc;
+use domain::audit::Entry;
+use domain::invitations::{Invitation, InvitationStatus};
+use domain::page::Page;
+use domain::tenancy::Member;
+use domain::validate::Validator;
+use domain::{Role, invitations, tenancy};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::PageQuery;
+use crate::app::AppState;
+use crate::auth::{Invalidation, TenantCtx, perm, publish};
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Validate};
+
+/// The tenant's members, newest first.
+#[utoipa::path(get, path = "/api/v1/team/members", tag = "team", security(("bearer" = [])), params(PageQuery),
+    responses((status = 200, body = Page<Member>), (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn list_members(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::ViewTeam>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Page<Member>>> {
+    Ok(Json(
+        tenancy::list_members(&state.db, ctx.tenant_id(), q.page()?).await?,
+    ))
+}
+
+/// One member.
+#[utoipa::path(get, path = "/api/v1/team/members/{user_id}", tag = "team", security(("bearer" = [])),
+    params(("user_id" = Uuid, Path, description = "The member's user id")),
+    responses((status = 200, body = Member), (status = 404, body = Problem)))]
+pub async fn get_member(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::ViewTeam>,
+    ApiPath(user_id): ApiPath<Uuid>,
+) -> ApiResult<Json<Member>> {
+    Ok(Json(
+        tenancy::member(&state.db, ctx.tenant_id(), user_id).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMemberRequest {
+    pub role: Role,
+}
+
+impl Validate for UpdateMemberRequest {}
+
+fn last_admin() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "last_admin",
+        "a tenant needs at least one admin: make someone else admin first",
+    )
+}
+
+/// Change a member's role (TEAM-002).
+#[utoipa::path(patch, path = "/api/v1/team/members/{user_id}", tag = "team", security(("bearer" = [])),
+    params(("user_id" = Uuid, Path, description = "The member's user id")),
+    request_body = UpdateMemberRequest,
+    responses((status = 200, body = Member), (status = 404, body = Problem),
+        (status = 409, description = "Would leave the tenant without an admin", body = Problem)))]
+pub async fn update_member(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::ManageTeam>,
+    ApiPath(user_id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<UpdateMemberRequest>,
+) -> ApiResult<Json<Member>> {
+    let tenant_id = ctx.tenant_id();
+    let mut tx = state.db.begin().await?;
+    tenancy::lock_tenant(&mut *tx, tenant_id).await?;
+    let before = tenancy::member(&mut *tx, tenant_id, user_id).await?;
+    if before.role == Role::Admin
+        && req.role != Role::Admin
+        && tenancy::count_admins(&mut *tx, tenant_id).await? <= 1
+    {
+        return Err(last_admin());
+    }
+    tenancy::set_role(&mut *tx, tenant_id, user_id, req.role).await?;
+    let after = tenancy::member(&mut *tx, tenant_id, user_id).await?;
+    Entry::new(
+        Some(tenant_id),
+        &ctx.actor(),
+        "member.role_changed",
+        "member",
+    )
+    .target(user_id)
+    .old(&serde_json::json!({"role": before.role}))
+    .new_value(&serde_json::json!({"role": after.role}))
+    .record(&mut *tx)
+    .await?;
+    publish(&mut *tx, Invalidation::User(user_id)).await?;
+    tx.commit().await?;
+    state.auth_cache.evict(Invalidation::User(user_id));
+    Ok(Json(after))
+}
+
+/// Remove a member from the tenant (TEAM-003). Their access ends at once.
+#[utoipa::path(delete, path = "/api/v1/team/members/{user_id}", tag = "team", security(("bearer" = [])),
+    params(("user_id" = Uuid, Path, description = "The member's user id")),
+    responses((status = 204, description = "Removed"), (status = 404, body = Problem),
+        (status = 409, description = "Would leave the tenant without an admin", body = Problem)))]
+pub async fn remove_member(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::ManageTeam>,
+    ApiPath(user_id): ApiPath<Uuid>,
+) -> ApiResult<StatusCode> {
+    let tenant_id = ctx.tenant_id();
+    let mut tx = state.db.begin().await?;
+    tenancy::lock_tenant(&mut *tx, tenant_id).await?;
+    let before = tenancy::member(&mut *tx, tenant_id, user_id).await?;
+    if before.role == Role::Admin && tenancy::count_admins(&mut *tx, tenant_id).await? <= 1 {
+        return Err(last_admin());
+    }
+    tenancy::remove_member(&mut *tx, tenant_id, user_id).await?;
+    Entry::new(Some(tenant_id), &ctx.actor(), "member.removed", "member")
+        .target(user_id)
+        .old(&before)
+        .record(&mut *tx)
+        .await?;
+    publish(&mut *tx, Invalidation::User(user_id)).await?;
+    tx.commit().await?;
+    state.auth_cache.evict(Invalidation::User(user_id));
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInvitationRequest {
+    pub email: String,
+    pub role: Role,
+}
+
+impl Validate for CreateInvitationRequest {
+    fn validate(&self) -> Result<(), domain::Error> {
+        Validator::new().email("email", self.email.trim()).finish()
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct InvitationView {
+    #[serde(flatten)]
+    pub invitation: Invitation,
+    pub status: InvitationStatus,
+}
+
+impl From<Invitation> for InvitationView {
+    fn from(invitation: Invitation) -> Self {
+        Self {
+            status: invitation.status(Utc::now()),
+            invitation,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct InvitationCreated {
+    pub invitation: InvitationView,
+    /// The single-use token; shown once. Email delivery arrives with notifications; until then,
+    /// hand the link to the invitee.
+    pub token: String,
+    pub accept_url: String,
+}
+
+/// Invite someone by email (TEAM-001). Returns the single-use link, shown once.
+#[utoipa::path(post, path = "/api/v1/team/invitations", tag = "team", security(("bearer" = [])),
+    request_body = CreateInvitationRequest,
+    responses((status = 201, body = InvitationCreated),
+        (status = 409, description = "Already a member, already invited, or no seats left", body = Problem),
+        (status = 422, body = Problem)))]
+pub async fn create_invitation(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::ManageTeam>,
+    ApiJson(req): ApiJson<CreateInvitationRequest>,
+) -> ApiResult<(StatusCode, Json<InvitationCreated>)> {
+    let tenant_id = ctx.tenant_id();
+    let mut tx = state.db.begin().await?;
+    let tenant = tenancy::lock_tenant(&mut *tx, tenant_id).await?;
+    if let Some(user) = tenancy::user_by_email(&mut *tx, &req.email).await? {
+        if tenancy::member(&mut *tx, tenant_id, user.id).await.is_ok() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already_member",
+                format!("`{}` is already a member of this tenant", user.email),
+            ));
+        }
+    }
+    if let Some(limit) = tenant.member_limit {
+        if tenancy::seats_used(&mut *tx, tenant_id).await? >= i64::from(limit) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "member_limit_reached",
+                format!(
+                    "this tenant's plan allows {limit} members (invitations included): remove someone or upgrade"
+                ),
+            ));
+        }
+    }
+    let ttl = chrono::Duration::from_std(state.config.invitation_ttl)
+        .unwrap_or(chrono::Duration::days(7));
+    let (token, invitation) = invitations::create(
+        &mut tx,
+        tenant_id,
+        &req.email,
+        req.role,
+        ctx.principal.user_id(),
+        ttl,
+    )
+    .await?;
+    Entry::new(Some(tenant_id), &ctx.actor(), "invitation.created", "invitation")
+        .target(invitation.id)
+        .new_value(&serde_json::json!({"email": invitation.email, "role": invitation.role, "expires_at": invitation.expires_at}))
+        .record(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let accept_url = format!(
+        "{}/invitations/accept#{}",
+        state.config.public_url, token.plaintext
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(InvitationCreated {
+            invitation: invitation.into(),
+            token: token.plaintext,
+            accept_url,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InvitationQuery {
+    /// Only invitations in this state (TEAM-006).
+    pub status: Option<InvitationStatus>,
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// Invitations, newest first, optionally by status.
+#[utoipa::path(get, path = "/api/v1/team/invitations", tag = "team", security(("bearer" = [])), params(InvitationQuery),
+    responses((status = 200, body = Page<InvitationView>), (status = 403, body = Problem)))]
+pub async fn list_invitations(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::ManageTeam>,
+    ApiQuery(q): ApiQuery<InvitationQuery>,
+) -> ApiResult<Json<Page<InvitationView>>> {
+    let page = domain::page::PageRequest::parse(q.cursor.as_deref(), q.limit)?;
+    let list = invitations::list(&state.db, ctx.tenant_id(), q.status, page).await?;
+    Ok(Json(list.map(InvitationView::from)))
+}
+
+/// Revoke a pending invitation; its link stops working.
+#[utoipa::path(delete, path = "/api/v1/team/invitations/{invitation_id}", tag = "team", security(("bearer" = [])),
+    params(("invitation_id" = Uuid, Path, description = "The invitation's id")),
+    responses((status = 204, description = "Revoked"), (status = 404, body = Problem),
+        (status = 409, description = "Already accepted", body = Problem)))]
+pub async fn revoke_invitation(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::ManageTeam>,
+    ApiPath(invitation_id): ApiPath<Uuid>,
+) -> ApiResult<StatusCode> {
+    let tenant_id = ctx.tenant_id();
+    let mut tx = state.db.begin().await?;
+    let before = invitations::get(&mut *tx, tenant_id, invitation_id).await?;
+    let after = invitations::revoke(&mut *tx, tenant_id, invitation_id).await?;
+    if before.revoked_at.is_none() {
+        Entry::new(
+            Some(tenant_id),
+            &ctx.actor(),
+            "invitation.revoked",
+            "invitation",
+        )
+        .target(invitation_id)
+        .old(&serde_json::json!({"email": before.email, "role": before.role}))
+        .new_value(&serde_json::json!({"revoked_at": after.revoked_at}))
+        .record(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

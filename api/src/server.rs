@@ -1,0 +1,76 @@
+//! Running the HTTP server and its background tasks until shutdown, and the shutdown signal.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{self, AppState};
+use crate::{auth, idempotency};
+
+/// Serves `state` on `listener` until `shutdown` is cancelled, then finishes in-flight requests.
+pub async fn run(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let background = tokio_util::task::TaskTracker::new();
+    background.spawn(auth::listen_for_invalidations(
+        state.clone(),
+        shutdown.clone(),
+    ));
+    background.spawn(purge_idempotency_keys(state.clone(), shutdown.clone()));
+    background.close();
+    let app = app::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+    shutdown.cancel();
+    background.wait().await;
+    result
+}
+
+async fn purge_idempotency_keys(state: AppState, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => match idempotency::purge(&state.db).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "purged expired idempotency keys"),
+                Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+            },
+        }
+    }
+}
+
+/// A token cancelled on SIGINT or SIGTERM: the API stops accepting, workers stop claiming.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            () = term => {}
+        }
+        tracing::info!("shutdown requested: draining");
+        cancel.cancel();
+    });
+    token
+}

@@ -1,0 +1,32 @@
+//! The WorkflowOps model and its rules.
+//!
+//! Types (tenants, users, roles, API keys, audit entries, ...), the PostgreSQL store for them
+//! (every function takes an executor so a caller can compose one transaction), and pure logic
+//! (RBAC, validation, secrets encryption). Knows nothing of HTTP or of job execution: `api` and
+//! `jobs` build on it; it depends on none of our other crates.
+
+/// `format!` for SQL assembled only from compile-time constants (column lists, fixed clauses),
+/// never from input: values always travel as bind parameters.
+macro_rules! sqlf {
+    ($($arg:tt)*) => {
+        sqlx::AssertSqlSafe(format!($($arg)*))
+    };
+}
+
+pub mod audit;
+pub mod crypto;
+pub mod error;
+pub mod ids;
+pub mod invitations;
+pub mod keys;
+pub mod page;
+pub mod password;
+pub mod rbac;
+pub mod secrets;
+pub mod sessions;
+pub mod tenancy;
+pub mod tokens;
+pub mod validate;
+
+pub use error::{Error, FieldError, Result};
+pub use rbac::{Permission, Role};
