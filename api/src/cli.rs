@@ -11,6 +11,7 @@ use domain::crypto::Keyring;
 use domain::{password, secrets, sessions, tenancy, tokens};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppConfig, AppState};
 use crate::config::{
@@ -34,7 +35,13 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(async {
+        if !matches!(cli.command, Command::Keygen) {
+            telemetry::init(&cli.global)?;
+        }
+        run(cli, server::shutdown_on_signals()).await
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -43,23 +50,18 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs a parsed command line until it is done or `shutdown` is cancelled (logging must already
+/// be set up).
+pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
     let global = cli.global;
     match cli.command {
         Command::Keygen => {
             println!("{}", Keyring::generate().expose_secret());
-            return Ok(());
+            Ok(())
         }
-        Command::Dev(args) => {
-            telemetry::init(&global)?;
-            return dev::run(&global, args).await;
-        }
-        _ => {}
-    }
-    telemetry::init(&global)?;
-    match cli.command {
-        Command::Serve(args) => serve(&global, args).await,
-        Command::Worker(args) => worker(&global, args).await,
+        Command::Dev(args) => dev::run(&global, args, shutdown).await,
+        Command::Serve(args) => serve(&global, args, shutdown).await,
+        Command::Worker(args) => worker(&global, args, shutdown).await,
         Command::Migrate => {
             let pool = db::connect(&global.database_url, 2).await?;
             db::migrate(&pool).await?;
@@ -79,7 +81,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Keygen | Command::Dev(_) => Ok(()),
     }
 }
 
@@ -114,7 +115,11 @@ fn app_config(args: &ServeArgs) -> AppConfig {
     }
 }
 
-async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(
+    global: &GlobalArgs,
+    args: ServeArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let keyring = keyring(&args.keys, "serve")?;
     let pool = db::connect(&global.database_url, global.db_max_connections).await?;
     if args.migrate_on_start {
@@ -129,7 +134,7 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (WFO_BIND)", args.bind))?;
     let state = AppState::new(pool, keyring, app_config(&args));
     tracing::info!(address = %args.bind, "API listening");
-    server::run(state, listener, server::shutdown_on_signals()).await?;
+    server::run(state, listener, shutdown).await?;
     tracing::info!("API stopped");
     Ok(())
 }
@@ -155,7 +160,11 @@ pub fn worker_config(
     }
 }
 
-async fn worker(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
+async fn worker(
+    global: &GlobalArgs,
+    args: WorkerArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     // Workers will open provider credentials; refuse to start without the key to read them.
     let _keyring = keyring(&args.keys, "worker")?;
     let pool = db::connect(&global.database_url, global.db_max_connections).await?;
@@ -163,7 +172,7 @@ async fn worker(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
         bail!("the database schema is behind this binary: run `workflowops migrate` first");
     }
     let config = worker_config(args.name, args.concurrency, args.heartbeat);
-    engine::run_worker(pool, config, server::shutdown_on_signals()).await?;
+    engine::run_worker(pool, config, shutdown).await?;
     Ok(())
 }
 

@@ -11,6 +11,7 @@ use domain::crypto::Keyring;
 use domain::{Role, password, tenancy, tokens};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppConfig, AppState};
 use crate::config::{DevArgs, GlobalArgs};
@@ -19,7 +20,11 @@ use crate::{cli, db, server};
 pub const DEMO_TENANT_SLUG: &str = "demo";
 pub const DEMO_ADMIN_EMAIL: &str = "admin@demo.local";
 
-pub async fn run(global: &GlobalArgs, args: DevArgs) -> anyhow::Result<()> {
+pub async fn run(
+    global: &GlobalArgs,
+    args: DevArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {} (WFO_DEV_DIR)", args.dir.display()))?;
     let keyring = Keyring::new(&master_key(&args.dir)?, &[])
@@ -33,9 +38,8 @@ pub async fn run(global: &GlobalArgs, args: DevArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("cannot listen on {} (WFO_BIND)", args.bind))?;
-    let url = format!("http://{}", args.bind);
+    let url = format!("http://{}", listener.local_addr()?);
     let state = AppState::new(pool.clone(), keyring, AppConfig::new(url.clone()));
-    let shutdown = server::shutdown_on_signals();
     let worker = tokio::spawn(engine::run_worker(
         pool,
         cli::worker_config(

@@ -1,0 +1,17 @@
+//! End-to-end tests: the real application over HTTP, a fresh PostgreSQL database per test.
+
+mod e2e {
+    mod api_keys;
+    mod audit;
+    mod auth;
+    mod bad_input;
+    mod cli;
+    mod health;
+    mod idempotency;
+    mod isolation;
+    mod openapi;
+    mod platform;
+    mod rbac;
+    mod secrets;
+    mod team;
+}

@@ -1,0 +1,174 @@
+use domain::Role;
+use serde_json::json;
+use workflowops_tests::TestApp;
+
+// SEC-004, SEC-005, SEC-006, SEC-007
+#[tokio::test]
+async fn a_mutation_records_actor_ip_request_id_and_old_and_new_values() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let dev = app.member(&acme, Role::Developer).await;
+    let uid = dev.user_id.unwrap_or_default();
+    let res = app
+        .patch(
+            &format!("/api/v1/team/members/{uid}"),
+            &acme.admin,
+            &json!({"role": "viewer"}),
+        )
+        .await;
+    assert_eq!(res.status, 200);
+    let request_id = res
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+
+    let logs = app
+        .get("/api/v1/audit-logs?action=member.role_changed", &acme.admin)
+        .await;
+    assert_eq!(logs.status, 200);
+    let entry = &logs.body["items"][0];
+    assert_eq!(
+        entry["actor_user_id"],
+        acme.admin
+            .user_id
+            .map(|u| u.to_string())
+            .unwrap_or_default()
+    );
+    assert_eq!(entry["actor_label"], acme.admin.email.as_str());
+    assert_eq!(entry["ip"], "127.0.0.1");
+    assert_eq!(entry["request_id"], request_id.as_str());
+    assert_eq!(entry["target_id"], uid.to_string());
+    assert_eq!(entry["old_value"]["role"], "developer");
+    assert_eq!(entry["new_value"]["role"], "viewer");
+}
+
+// SEC-004, SEC-007
+#[tokio::test]
+async fn secrets_never_enter_the_audit_trail() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let created = app
+        .post("/api/v1/api-keys", &acme.admin, &json!({"name": "deploy"}))
+        .await;
+    let secret = created.body["secret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let invite = app
+        .post(
+            "/api/v1/team/invitations",
+            &acme.admin,
+            &json!({"email": "x@acme.example", "role": "viewer"}),
+        )
+        .await;
+    let token = invite.body["token"].as_str().unwrap_or_default().to_owned();
+    let all: Vec<String> = sqlx::query_scalar("select row_to_json(a)::text from audit_logs a")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap_or_default();
+    assert!(all.len() >= 2);
+    for row in all {
+        assert!(
+            !row.contains(&secret),
+            "API key secret leaked into the audit log"
+        );
+        assert!(
+            !row.contains(&token),
+            "invitation token leaked into the audit log"
+        );
+    }
+}
+
+// SEC-004
+#[tokio::test]
+async fn a_refused_mutation_leaves_no_audit_record_and_no_change() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let before = app.count("audit_logs").await;
+    let uid = acme.admin.user_id.unwrap_or_default();
+    let res = app
+        .delete(&format!("/api/v1/team/members/{uid}"), &acme.admin)
+        .await;
+    assert_eq!(res.status, 409);
+    assert_eq!(app.count("audit_logs").await, before);
+    assert_eq!(app.count("memberships").await, 1);
+}
+
+// SEC-010
+#[tokio::test]
+async fn the_audit_log_filters_and_pages() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    for i in 0..3 {
+        let res = app
+            .post(
+                "/api/v1/api-keys",
+                &acme.admin,
+                &json!({"name": format!("key {i}")}),
+            )
+            .await;
+        assert_eq!(res.status, 201);
+    }
+    app.post(
+        "/api/v1/team/invitations",
+        &acme.admin,
+        &json!({"email": "z@acme.example", "role": "viewer"}),
+    )
+    .await;
+
+    let keys = app
+        .get(
+            "/api/v1/audit-logs?action_prefix=api_key.&limit=2",
+            &acme.admin,
+        )
+        .await;
+    assert_eq!(keys.body["items"].as_array().map(Vec::len), Some(2));
+    let cursor = keys.body["next_cursor"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let rest = app
+        .get(
+            &format!("/api/v1/audit-logs?action_prefix=api_key.&limit=2&cursor={cursor}"),
+            &acme.admin,
+        )
+        .await;
+    assert_eq!(rest.body["items"].as_array().map(Vec::len), Some(1));
+    assert!(rest.body["next_cursor"].is_null());
+
+    let by_target = app
+        .get("/api/v1/audit-logs?target_type=invitation", &acme.admin)
+        .await;
+    assert_eq!(by_target.body["items"].as_array().map(Vec::len), Some(1));
+    let future = app
+        .get("/api/v1/audit-logs?since=2999-01-01T00:00:00Z", &acme.admin)
+        .await;
+    assert_eq!(future.body["items"].as_array().map(Vec::len), Some(0));
+    let searched = app
+        .get("/api/v1/audit-logs?q=invitation.created", &acme.admin)
+        .await;
+    assert_eq!(searched.body["items"].as_array().map(Vec::len), Some(1));
+    let bad = app
+        .get("/api/v1/audit-logs?since=yesterday", &acme.admin)
+        .await;
+    assert_eq!(bad.status, 422);
+    assert_eq!(bad.body["errors"][0]["field"], "since");
+}
+
+// SEC-004
+#[tokio::test]
+async fn audit_records_belong_to_their_tenant_only() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    app.post(
+        "/api/v1/api-keys",
+        &acme.admin,
+        &json!({"name": "acme key"}),
+    )
+    .await;
+    let theirs = app.get("/api/v1/audit-logs", &globex.admin).await;
+    assert_eq!(theirs.body["items"].as_array().map(Vec::len), Some(0));
+}

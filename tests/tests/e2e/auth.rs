@@ -1,0 +1,188 @@
+use domain::Role;
+use reqwest::Method;
+use serde_json::json;
+use workflowops_tests::TestApp;
+use workflowops_tests::app::FIXTURE_PASSWORD;
+
+// SEC-005
+#[tokio::test]
+async fn login_returns_a_session_token_that_resolves_to_tenant_user_and_role() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let dev = app.member(&acme, Role::Developer).await;
+    let res = app
+        .request(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(&json!({"email": dev.email, "password": FIXTURE_PASSWORD})),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{:?}", res.body);
+    let token = res.body["token"].as_str().unwrap_or_default().to_owned();
+    assert!(token.starts_with("wfo_s_"));
+    assert_eq!(res.body["tenant"]["slug"], "acme");
+
+    let me = app
+        .request(Method::GET, "/api/v1/me", Some(&token), None)
+        .await;
+    assert_eq!(me.status, 200);
+    assert_eq!(me.body["kind"], "user");
+    assert_eq!(me.body["user"]["email"], dev.email.as_str());
+    assert_eq!(me.body["tenant"]["role"], "developer");
+    let permissions = me.body["permissions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(permissions.contains(&json!("execute_promotions")));
+    assert!(!permissions.contains(&json!("manage_team")));
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_email_get_the_same_401() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let wrong = app
+        .request(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(&json!({"email": acme.admin.email, "password": "not the password"})),
+        )
+        .await;
+    let unknown = app
+        .request(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(&json!({"email": "nobody@acme.example", "password": "whatever-password"})),
+        )
+        .await;
+    for res in [&wrong, &unknown] {
+        assert_eq!(res.status, 401);
+        assert_eq!(res.code(), "invalid_credentials");
+    }
+    assert_eq!(wrong.body["message"], unknown.body["message"]);
+}
+
+#[tokio::test]
+async fn login_into_a_tenant_the_user_is_not_in_is_refused() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    app.tenant("globex").await;
+    let res = app
+        .request(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(&json!({"email": acme.admin.email, "password": FIXTURE_PASSWORD, "tenant": "globex"})),
+        )
+        .await;
+    assert_eq!(res.status, 403);
+    assert_eq!(res.code(), "not_a_member");
+}
+
+#[tokio::test]
+async fn logout_revokes_the_token_at_once() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    // Warm the auth cache first, so the test proves eviction, not a cold lookup.
+    assert_eq!(app.get("/api/v1/me", &acme.admin).await.status, 200);
+    let res = app
+        .request(
+            Method::POST,
+            "/api/v1/auth/logout",
+            Some(&acme.admin.token),
+            None,
+        )
+        .await;
+    assert_eq!(res.status, 204);
+    let after = app.get("/api/v1/me", &acme.admin).await;
+    assert_eq!(after.status, 401);
+    assert_eq!(after.code(), "token_revoked");
+}
+
+#[tokio::test]
+async fn an_expired_session_is_refused_with_token_expired() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    sqlx::query("update sessions set expires_at = now() - interval '1 second'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let res = app.get("/api/v1/me", &acme.admin).await;
+    assert_eq!(res.status, 401);
+    assert_eq!(res.code(), "token_expired");
+}
+
+#[tokio::test]
+async fn garbage_and_malformed_authorization_headers_are_401_with_distinct_codes() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .request(
+            Method::GET,
+            "/api/v1/me",
+            Some("wfo_s_not-a-real-token"),
+            None,
+        )
+        .await;
+    assert_eq!((res.status.as_u16(), res.code()), (401, "invalid_token"));
+    let res = app.request(Method::GET, "/api/v1/me", None, None).await;
+    assert_eq!((res.status.as_u16(), res.code()), (401, "unauthenticated"));
+    let sent = app
+        .http
+        .get(app.url("/api/v1/me"))
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let res = TestApp::read(sent).await;
+    assert_eq!(
+        (res.status.as_u16(), res.code()),
+        (401, "invalid_authorization")
+    );
+}
+
+#[tokio::test]
+async fn switching_tenant_changes_where_the_session_acts() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    let user_id = acme.admin.user_id.unwrap_or_default();
+    domain::tenancy::add_member(&app.db.pool, globex.id, user_id, Role::Viewer)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let tenants = app.get("/api/v1/me/tenants", &acme.admin).await;
+    assert_eq!(tenants.body.as_array().map(Vec::len), Some(2));
+
+    let res = app
+        .post(
+            "/api/v1/auth/switch-tenant",
+            &acme.admin,
+            &json!({"tenant": "globex"}),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{:?}", res.body);
+    let me = app.get("/api/v1/me", &acme.admin).await;
+    assert_eq!(me.body["tenant"]["slug"], "globex");
+    assert_eq!(me.body["tenant"]["role"], "viewer");
+    // As a viewer in globex, team management is now forbidden.
+    let res = app
+        .post(
+            "/api/v1/team/invitations",
+            &acme.admin,
+            &json!({"email": "x@y.example", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(res.status, 403);
+
+    let res = app
+        .post(
+            "/api/v1/auth/switch-tenant",
+            &acme.admin,
+            &json!({"tenant": "initech"}),
+        )
+        .await;
+    assert_eq!(res.status, 404);
+}

@@ -1,0 +1,123 @@
+//! Tenant isolation: walks every route in the OpenAPI document as tenant B, naming tenant A's
+//! ids, and checks nothing of A's is ever returned or changed.
+
+use std::collections::HashMap;
+
+use domain::Role;
+use reqwest::Method;
+use serde_json::{Value, json};
+use workflowops_tests::TestApp;
+
+/// A body for every operation that takes one (valid in shape, so the id check is what answers).
+fn body_for(method: &str, path: &str) -> Option<Value> {
+    Some(match (method, path) {
+        ("patch", "/api/v1/team/members/{user_id}") => json!({"role": "viewer"}),
+        ("post", "/api/v1/api-keys/{key_id}/rotate") => json!({}),
+        _ => return None,
+    })
+}
+
+#[tokio::test]
+async fn another_tenants_ids_get_404_on_every_route_and_change_nothing() {
+    let app = TestApp::spawn().await;
+    let a = app.tenant("acme").await;
+    let a_member = app.member(&a, Role::Developer).await;
+    let a_key = app.api_key(&a, Role::Developer).await;
+    let invite = app
+        .post(
+            "/api/v1/team/invitations",
+            &a.admin,
+            &json!({"email": "pending@acme.example", "role": "viewer"}),
+        )
+        .await;
+    let a_invitation = invite.body["invitation"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let b = app.tenant("globex").await;
+
+    let ids: HashMap<&str, String> = HashMap::from([
+        (
+            "user_id",
+            a_member.user_id.map(|u| u.to_string()).unwrap_or_default(),
+        ),
+        (
+            "key_id",
+            a_key.key_id.map(|k| k.to_string()).unwrap_or_default(),
+        ),
+        ("invitation_id", a_invitation.clone()),
+        ("tenant_id", a.id.to_string()),
+    ]);
+
+    let doc = app
+        .request(Method::GET, "/api/v1/openapi.json", None, None)
+        .await
+        .body;
+    let paths = doc["paths"].as_object().cloned().unwrap_or_default();
+    let mut walked = 0;
+    for (template, item) in &paths {
+        for (method, op) in item.as_object().cloned().unwrap_or_default() {
+            if template == "/api/v1/auth/logout" {
+                continue; // names no ids, and would end the walking session
+            }
+            let mut path = template.clone();
+            for (name, id) in &ids {
+                path = path.replace(&format!("{{{name}}}"), id);
+            }
+            assert!(
+                !path.contains('{'),
+                "isolation walk: no id of tenant A for a parameter of {template}"
+            );
+            let takes_body = op.get("requestBody").is_some();
+            let body = body_for(&method, template);
+            if template.contains('{') && takes_body {
+                assert!(
+                    body.is_some(),
+                    "isolation walk: add a body for {method} {template}"
+                );
+            }
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap_or(Method::GET);
+            let res = app
+                .request(m, &path, Some(&b.admin.token), body.as_ref())
+                .await;
+            let text = res.body.to_string();
+            for id in ids
+                .values()
+                .filter(|_| template.contains('{') || method == "get")
+            {
+                assert!(
+                    !text.contains(id.as_str()) || template.starts_with("/api/v1/openapi"),
+                    "{method} {template} leaked tenant A's id {id}: {text}"
+                );
+            }
+            if template.contains('{') {
+                let expected = if template.starts_with("/api/v1/platform/") {
+                    403
+                } else {
+                    404
+                };
+                assert_eq!(
+                    res.status.as_u16(),
+                    expected,
+                    "{method} {template} as another tenant: {text}"
+                );
+                walked += 1;
+            }
+        }
+    }
+    assert!(walked >= 8, "walked only {walked} routes with ids");
+
+    // Tenant A is untouched.
+    let member = app
+        .get(
+            &format!("/api/v1/team/members/{}", ids["user_id"]),
+            &a.admin,
+        )
+        .await;
+    assert_eq!(member.body["role"], "developer");
+    assert_eq!(app.get("/api/v1/me", &a_key).await.status, 200);
+    let pending = app
+        .get("/api/v1/team/invitations?status=pending", &a.admin)
+        .await;
+    assert_eq!(pending.body["items"][0]["id"], a_invitation.as_str());
+}

@@ -1,0 +1,349 @@
+use domain::Role;
+use reqwest::Method;
+use serde_json::json;
+use workflowops_tests::TestApp;
+use workflowops_tests::app::FIXTURE_PASSWORD;
+
+// TEAM-001, TEAM-006
+#[tokio::test]
+async fn an_invitation_is_pending_until_accepted_once_which_creates_the_member() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let res = app
+        .post(
+            "/api/v1/team/invitations",
+            &acme.admin,
+            &json!({"email": "New.Person@Acme.example", "role": "developer"}),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{:?}", res.body);
+    let token = res.body["token"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        res.body["accept_url"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with(&token)
+    );
+    assert_eq!(res.body["invitation"]["status"], "pending");
+    assert_eq!(res.body["invitation"]["email"], "new.person@acme.example");
+
+    let pending = app
+        .get("/api/v1/team/invitations?status=pending", &acme.admin)
+        .await;
+    assert_eq!(pending.body["items"].as_array().map(Vec::len), Some(1));
+
+    let accept =
+        json!({"token": token, "name": "New Person", "password": "a-long-enough-password"});
+    let res = app
+        .request(
+            Method::POST,
+            "/api/v1/invitations/accept",
+            None,
+            Some(&accept),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{:?}", res.body);
+    assert_eq!(res.body["tenant"]["role"], "developer");
+    let session = res.body["token"].as_str().unwrap_or_default().to_owned();
+    let me = app
+        .request(Method::GET, "/api/v1/me", Some(&session), None)
+        .await;
+    assert_eq!(me.body["tenant"]["slug"], "acme");
+
+    // Single use.
+    let again = app
+        .request(
+            Method::POST,
+            "/api/v1/invitations/accept",
+            None,
+            Some(&accept),
+        )
+        .await;
+    assert_eq!(
+        (again.status.as_u16(), again.code()),
+        (410, "invitation_used")
+    );
+    let accepted = app
+        .get("/api/v1/team/invitations?status=accepted", &acme.admin)
+        .await;
+    assert_eq!(accepted.body["items"][0]["status"], "accepted");
+    let members = app.get("/api/v1/team/members", &acme.admin).await;
+    assert_eq!(members.body["items"].as_array().map(Vec::len), Some(2));
+}
+
+// TEAM-001
+#[tokio::test]
+async fn an_existing_account_accepts_with_its_own_password() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    let res = app
+        .post(
+            "/api/v1/team/invitations",
+            &globex.admin,
+            &json!({"email": acme.admin.email, "role": "viewer"}),
+        )
+        .await;
+    let token = res.body["token"].as_str().unwrap_or_default().to_owned();
+    let wrong = app
+        .request(
+            Method::POST,
+            "/api/v1/invitations/accept",
+            None,
+            Some(&json!({"token": token, "password": "wrong-password-here"})),
+        )
+        .await;
+    assert_eq!(
+        (wrong.status.as_u16(), wrong.code()),
+        (401, "invalid_credentials")
+    );
+    let ok = app
+        .request(
+            Method::POST,
+            "/api/v1/invitations/accept",
+            None,
+            Some(&json!({"token": token, "password": FIXTURE_PASSWORD})),
+        )
+        .await;
+    assert_eq!(ok.status, 201, "{:?}", ok.body);
+    assert_eq!(ok.body["tenant"]["slug"], "globex");
+}
+
+// TEAM-006
+#[tokio::test]
+async fn revoked_and_expired_invitations_cannot_be_accepted() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let first = app
+        .post(
+            "/api/v1/team/invitations",
+            &acme.admin,
+            &json!({"email": "a@acme.example", "role": "viewer"}),
+        )
+        .await;
+    let id = first.body["invitation"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let dup = app
+        .post(
+            "/api/v1/team/invitations",
+            &acme.admin,
+            &json!({"email": "A@acme.example", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(
+        (dup.status.as_u16(), dup.code()),
+        (409, "invitation_pending")
+    );
+    assert_eq!(
+        app.delete(&format!("/api/v1/team/invitations/{id}"), &acme.admin)
+            .await
+            .status,
+        204
+    );
+    let accept =
+        json!({"token": first.body["token"], "name": "A", "password": "a-long-enough-password"});
+    let res = app
+        .request(
+            Method::POST,
+            "/api/v1/invitations/accept",
+            None,
+            Some(&accept),
+        )
+        .await;
+    assert_eq!(
+        (res.status.as_u16(), res.code()),
+        (410, "invitation_revoked")
+    );
+
+    let second = app
+        .post(
+            "/api/v1/team/invitations",
+            &acme.admin,
+            &json!({"email": "b@acme.example", "role": "viewer"}),
+        )
+        .await;
+    sqlx::query("update invitations set expires_at = now() - interval '1 minute' where email = 'b@acme.example'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let accept =
+        json!({"token": second.body["token"], "name": "B", "password": "a-long-enough-password"});
+    let res = app
+        .request(
+            Method::POST,
+            "/api/v1/invitations/accept",
+            None,
+            Some(&accept),
+        )
+        .await;
+    assert_eq!(
+        (res.status.as_u16(), res.code()),
+        (410, "invitation_expired")
+    );
+    let expired = app
+        .get("/api/v1/team/invitations?status=expired", &acme.admin)
+        .await;
+    assert_eq!(expired.body["items"].as_array().map(Vec::len), Some(1));
+    // An expired invitation does not block a new one.
+    let again = app
+        .post(
+            "/api/v1/team/invitations",
+            &acme.admin,
+            &json!({"email": "b@acme.example", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(again.status, 201);
+}
+
+// TEAM-001
+#[tokio::test]
+async fn inviting_a_current_member_is_a_conflict() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let res = app
+        .post(
+            "/api/v1/team/invitations",
+            &acme.admin,
+            &json!({"email": acme.admin.email, "role": "viewer"}),
+        )
+        .await;
+    assert_eq!((res.status.as_u16(), res.code()), (409, "already_member"));
+}
+
+// TEAM-002
+#[tokio::test]
+async fn a_role_change_takes_effect_on_the_next_request() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let viewer = app.member(&acme, Role::Viewer).await;
+    let uid = viewer.user_id.unwrap_or_default();
+    // Cached as a viewer: refused.
+    assert_eq!(app.get("/api/v1/audit-logs", &viewer).await.status, 403);
+    let res = app
+        .patch(
+            &format!("/api/v1/team/members/{uid}"),
+            &acme.admin,
+            &json!({"role": "admin"}),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{:?}", res.body);
+    assert_eq!(res.body["role"], "admin");
+    assert_eq!(app.get("/api/v1/audit-logs", &viewer).await.status, 200);
+}
+
+// TEAM-002, TEAM-003
+#[tokio::test]
+async fn the_last_admin_cannot_be_demoted_or_removed() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let uid = acme.admin.user_id.unwrap_or_default();
+    let res = app
+        .patch(
+            &format!("/api/v1/team/members/{uid}"),
+            &acme.admin,
+            &json!({"role": "viewer"}),
+        )
+        .await;
+    assert_eq!((res.status.as_u16(), res.code()), (409, "last_admin"));
+    let res = app
+        .delete(&format!("/api/v1/team/members/{uid}"), &acme.admin)
+        .await;
+    assert_eq!((res.status.as_u16(), res.code()), (409, "last_admin"));
+    // With a second admin, stepping down works.
+    app.member(&acme, Role::Admin).await;
+    let res = app
+        .patch(
+            &format!("/api/v1/team/members/{uid}"),
+            &acme.admin,
+            &json!({"role": "viewer"}),
+        )
+        .await;
+    assert_eq!(res.status, 200);
+}
+
+// TEAM-003
+#[tokio::test]
+async fn a_removed_member_loses_access_at_once() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let dev = app.member(&acme, Role::Developer).await;
+    assert_eq!(app.get("/api/v1/team/members", &dev).await.status, 200);
+    let uid = dev.user_id.unwrap_or_default();
+    assert_eq!(
+        app.delete(&format!("/api/v1/team/members/{uid}"), &acme.admin)
+            .await
+            .status,
+        204
+    );
+    let res = app.get("/api/v1/team/members", &dev).await;
+    assert_eq!((res.status.as_u16(), res.code()), (403, "no_tenant"));
+    let res = app
+        .get(&format!("/api/v1/team/members/{uid}"), &acme.admin)
+        .await;
+    assert_eq!(res.status, 404);
+}
+
+// TEAM-004
+#[tokio::test]
+async fn the_member_list_pages_with_a_cursor() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    for _ in 0..4 {
+        app.member(&acme, Role::Viewer).await;
+    }
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/team/members?limit=2".to_owned();
+    loop {
+        let res = app.get(&path, &acme.admin).await;
+        assert_eq!(res.status, 200, "{:?}", res.body);
+        let items = res.body["items"].as_array().cloned().unwrap_or_default();
+        assert!(items.len() <= 2);
+        seen.extend(
+            items
+                .iter()
+                .map(|m| m["user_id"].as_str().unwrap_or_default().to_owned()),
+        );
+        match res.body["next_cursor"].as_str() {
+            Some(c) => path = format!("/api/v1/team/members?limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(seen.len(), 5);
+    assert_eq!(unique.len(), 5);
+}
+
+// TEAM-005
+#[tokio::test]
+async fn invitations_stop_at_the_member_limit() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    sqlx::query("update tenants set member_limit = 2 where id = $1")
+        .bind(acme.id)
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let first = app
+        .post(
+            "/api/v1/team/invitations",
+            &acme.admin,
+            &json!({"email": "a@acme.example", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(first.status, 201);
+    let second = app
+        .post(
+            "/api/v1/team/invitations",
+            &acme.admin,
+            &json!({"email": "b@acme.example", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(
+        (second.status.as_u16(), second.code()),
+        (409, "member_limit_reached")
+    );
+}
