@@ -225,7 +225,7 @@ async fn tenant(global: &GlobalArgs, cmd: TenantCommand) -> anyhow::Result<()> {
             match first {
                 FirstAdmin::None => {}
                 FirstAdmin::Added(_) => {
-                    println!("{} is its admin", admin_email.unwrap_or_default())
+                    println!("{} is its admin", admin_email.unwrap_or_default());
                 }
                 FirstAdmin::Invited(token) => println!(
                     "no account for {} yet: invitation token (valid 7 days, shown once): {token}",

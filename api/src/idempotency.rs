@@ -79,16 +79,13 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
         ),
         Subject::ApiKey { key_id, .. } => format!("key:{key_id}"),
     };
-    let bytes = match to_bytes(body, state.config.max_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the request body is larger than this server accepts",
-            )
-            .into_response();
-        }
+    let Ok(bytes) = to_bytes(body, state.config.max_body_bytes).await else {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is larger than this server accepts",
+        )
+        .into_response();
     };
     let mut hasher = Sha256::new();
     hasher.update(parts.method.as_str());

@@ -65,7 +65,7 @@ impl<'a> Entry<'a> {
         }
     }
 
-    pub fn target(mut self, id: impl ToString) -> Self {
+    pub fn target(mut self, id: impl std::fmt::Display) -> Self {
         self.target_id = Some(id.to_string());
         self
     }

@@ -86,8 +86,8 @@ impl Drop for TestDb {
                 return;
             };
             rt.block_on(async move {
-                if let Ok(opts) = options("postgres") {
-                    if let Ok(mut admin) = opts.connect().await {
+                if let Ok(opts) = options("postgres")
+                    && let Ok(mut admin) = opts.connect().await {
                         let _ = sqlx::query(AssertSqlSafe(format!(
                             "drop database if exists \"{name}\" with (force)"
                         )))
@@ -95,7 +95,6 @@ impl Drop for TestDb {
                         .await;
                         let _ = admin.close().await;
                     }
-                }
             });
         });
         let _ = cleanup.join();

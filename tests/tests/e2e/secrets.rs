@@ -46,7 +46,7 @@ async fn stored_secrets_are_ciphertext_and_rotation_re_encrypts_them() {
 
     // Rotate: new current key, old one kept for reading until the rotation ran.
     let new_key = Keyring::generate();
-    let both = ring(&new_key, &[old_key.clone()]);
+    let both = ring(&new_key, std::slice::from_ref(&old_key));
     assert_eq!(secrets::rotate(&db.pool, &both, 2).await.unwrap_or(0), 5);
     let key_ids: Vec<String> = sqlx::query_scalar("select distinct key_id from secrets")
         .fetch_all(&db.pool)
