@@ -87,14 +87,15 @@ impl Drop for TestDb {
             };
             rt.block_on(async move {
                 if let Ok(opts) = options("postgres")
-                    && let Ok(mut admin) = opts.connect().await {
-                        let _ = sqlx::query(AssertSqlSafe(format!(
-                            "drop database if exists \"{name}\" with (force)"
-                        )))
-                        .execute(&mut admin)
-                        .await;
-                        let _ = admin.close().await;
-                    }
+                    && let Ok(mut admin) = opts.connect().await
+                {
+                    let _ = sqlx::query(AssertSqlSafe(format!(
+                        "drop database if exists \"{name}\" with (force)"
+                    )))
+                    .execute(&mut admin)
+                    .await;
+                    let _ = admin.close().await;
+                }
             });
         });
         let _ = cleanup.join();

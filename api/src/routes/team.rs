@@ -185,23 +185,25 @@ pub async fn create_invitation(
     let mut tx = state.db.begin().await?;
     let tenant = tenancy::lock_tenant(&mut *tx, tenant_id).await?;
     if let Some(user) = tenancy::user_by_email(&mut *tx, &req.email).await?
-        && tenancy::member(&mut *tx, tenant_id, user.id).await.is_ok() {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "already_member",
-                format!("`{}` is already a member of this tenant", user.email),
-            ));
-        }
+        && tenancy::member(&mut *tx, tenant_id, user.id).await.is_ok()
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_member",
+            format!("`{}` is already a member of this tenant", user.email),
+        ));
+    }
     if let Some(limit) = tenant.member_limit
-        && tenancy::seats_used(&mut *tx, tenant_id).await? >= i64::from(limit) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "member_limit_reached",
-                format!(
-                    "this tenant's plan allows {limit} members (invitations included): remove someone or upgrade"
-                ),
-            ));
-        }
+        && tenancy::seats_used(&mut *tx, tenant_id).await? >= i64::from(limit)
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "member_limit_reached",
+            format!(
+                "this tenant's plan allows {limit} members (invitations included): remove someone or upgrade"
+            ),
+        ));
+    }
     let ttl = chrono::Duration::from_std(state.config.invitation_ttl)
         .unwrap_or(chrono::Duration::days(7));
     let (token, invitation) = invitations::create(

@@ -234,10 +234,11 @@ async fn dev_creates_the_database_and_a_demo_login_that_works() {
     let mut ready = false;
     for _ in 0..200 {
         if let Ok(res) = client.get(format!("{base}/readyz")).send().await
-            && res.status() == 200 {
-                ready = true;
-                break;
-            }
+            && res.status() == 200
+        {
+            ready = true;
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(ready, "dev never became ready");
