@@ -81,6 +81,17 @@ pub async fn login(
         None => (None, None),
     };
     if !verify_password(req.password, stored).await {
+        // Failed sign-ins are security events: kept at platform level (no tenant is known).
+        let actor = Actor {
+            user_id: user.as_ref().map(|u| u.id),
+            label: req.email.chars().take(320).collect(),
+            ip: meta.ip.clone(),
+            request_id: meta.request_id.clone(),
+            ..Actor::default()
+        };
+        Entry::new(None, &actor, "auth.login_failed", "user")
+            .record(&state.db)
+            .await?;
         return Err(invalid_credentials());
     }
     let user = user.ok_or_else(invalid_credentials)?;

@@ -63,6 +63,16 @@ async fn wrong_password_and_unknown_email_get_the_same_401() {
         assert_eq!(res.code(), "invalid_credentials");
     }
     assert_eq!(wrong.body["message"], unknown.body["message"]);
+    // SEC-004: failed sign-ins are recorded, with where they came from.
+    let failed: Vec<(String, Option<String>)> = sqlx::query_as(
+        "select actor_label, ip from audit_logs where action = 'auth.login_failed' order by id",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap_or_default();
+    assert_eq!(failed.len(), 2);
+    assert_eq!(failed[0].0, acme.admin.email);
+    assert_eq!(failed[1].1.as_deref(), Some("127.0.0.1"));
 }
 
 #[tokio::test]
