@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Throughput and latency of an authenticated read endpoint (GET /api/v1/me) under wrk, compared
-# with an unauthenticated baseline (GET /healthz: no auth, no database) measured in the same run
-# on the same machine. Needs: wrk (apt-get install wrk), PostgreSQL on 127.0.0.1:5432.
+# Throughput and latency of authenticated read endpoints under wrk (GET /api/v1/me: auth only;
+# GET /api/v1/team/members: auth + one query), compared with an unauthenticated baseline
+# (GET /healthz: no auth, no database) measured in the same run on the same machine. Needs: wrk (apt-get install wrk), PostgreSQL on 127.0.0.1:5432.
 #
 #   bench/api.sh [connections] [seconds]
 set -euo pipefail
@@ -28,7 +28,7 @@ trap cleanup EXIT
 "$bin" tenant create --name Bench --slug bench >/dev/null
 WFO_NEW_PASSWORD=bench-password-123 "$bin" user create --email bench@bench.example --name Bench --tenant bench --role admin >/dev/null
 
-WFO_MASTER_KEY="$("$bin" keygen)" WFO_LOG=warn "$bin" serve --bind "127.0.0.1:$port" >/tmp/wfo-bench-server.log 2>&1 &
+WFO_MASTER_KEY="$("$bin" keygen)" "$bin" serve --bind "127.0.0.1:$port" >/dev/null 2>&1 &
 server=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 
@@ -40,3 +40,6 @@ wrk -t"$threads" -c"$connections" -d"${seconds}s" --latency "http://127.0.0.1:$p
 echo
 echo "== GET /api/v1/me (session token), $connections connections, ${seconds}s"
 wrk -t"$threads" -c"$connections" -d"${seconds}s" --latency -H "Authorization: Bearer $token" "http://127.0.0.1:$port/api/v1/me"
+echo
+echo "== GET /api/v1/team/members (session token + one database query), $connections connections, ${seconds}s"
+wrk -t"$threads" -c"$connections" -d"${seconds}s" --latency -H "Authorization: Bearer $token" "http://127.0.0.1:$port/api/v1/team/members"
