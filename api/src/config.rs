@@ -43,7 +43,12 @@ pub struct GlobalArgs {
     #[arg(long, env = "WFO_DB_MAX_CONNECTIONS", global = true, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_max_connections: u32,
     /// Log filter, in `tracing` EnvFilter syntax (e.g. `info`, `workflowops_api=debug,info`).
-    #[arg(long, env = "WFO_LOG", global = true, default_value = "info,sqlx::postgres::notice=warn")]
+    #[arg(
+        long,
+        env = "WFO_LOG",
+        global = true,
+        default_value = "info,sqlx::postgres::notice=warn"
+    )]
     pub log: String,
     /// Log format: `json` for machines, `pretty` for people, `auto` = pretty on a terminal.
     #[arg(long, env = "WFO_LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Auto)]

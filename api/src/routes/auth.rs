@@ -63,6 +63,39 @@ async fn verify_password(candidate: String, stored: Option<String>) -> bool {
     .unwrap_or(false)
 }
 
+/// The audit actor for a user acting on their own behalf before they hold a session.
+fn self_actor(user: &tenancy::User, meta: &ClientMeta) -> Actor {
+    Actor {
+        user_id: Some(user.id),
+        label: user.email.clone(),
+        ip: meta.ip.clone(),
+        request_id: meta.request_id.clone(),
+        ..Actor::default()
+    }
+}
+
+/// Opens a session for `user` acting in `tenant_id`.
+async fn open_session(
+    db: &mut sqlx::PgConnection,
+    state: &AppState,
+    meta: &ClientMeta,
+    user_id: Uuid,
+    tenant_id: Option<Uuid>,
+) -> Result<sessions::CreatedSession, domain::Error> {
+    sessions::create(
+        db,
+        sessions::NewSession {
+            user_id,
+            tenant_id,
+            ttl: chrono::Duration::from_std(state.config.session_ttl)
+                .unwrap_or(chrono::Duration::hours(12)),
+            ip: meta.ip.as_deref(),
+            user_agent: meta.user_agent.as_deref(),
+        },
+    )
+    .await
+}
+
 /// Sign in with email and password; returns a session token.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest, responses(
     (status = 200, body = LoginResponse),
@@ -112,25 +145,9 @@ pub async fn login(
     };
     let platform_admin = tenancy::is_platform_admin(&state.db, user.id).await?;
     let mut tx = state.db.begin().await?;
-    let session = sessions::create(
-        &mut *tx,
-        sessions::NewSession {
-            user_id: user.id,
-            tenant_id: tenant.map(|t| t.tenant_id),
-            ttl: chrono::Duration::from_std(state.config.session_ttl)
-                .unwrap_or(chrono::Duration::hours(12)),
-            ip: meta.ip.as_deref(),
-            user_agent: meta.user_agent.as_deref(),
-        },
-    )
-    .await?;
-    let actor = Actor {
-        user_id: Some(user.id),
-        label: user.email.clone(),
-        ip: meta.ip.clone(),
-        request_id: meta.request_id.clone(),
-        ..Actor::default()
-    };
+    let session =
+        open_session(&mut tx, &state, &meta, user.id, tenant.map(|t| t.tenant_id)).await?;
+    let actor = self_actor(&user, &meta);
     Entry::new(tenant.map(|t| t.tenant_id), &actor, "auth.login", "session")
         .target(session.id)
         .record(&mut *tx)
@@ -412,25 +429,8 @@ pub async fn accept_invitation(
     };
     tenancy::add_member(&mut *tx, tenant.id, user.id, invitation.role).await?;
     invitations::mark_accepted(&mut *tx, invitation.id, user.id).await?;
-    let session = sessions::create(
-        &mut *tx,
-        sessions::NewSession {
-            user_id: user.id,
-            tenant_id: Some(tenant.id),
-            ttl: chrono::Duration::from_std(state.config.session_ttl)
-                .unwrap_or(chrono::Duration::hours(12)),
-            ip: meta.ip.as_deref(),
-            user_agent: meta.user_agent.as_deref(),
-        },
-    )
-    .await?;
-    let actor = Actor {
-        user_id: Some(user.id),
-        label: user.email.clone(),
-        ip: meta.ip.clone(),
-        request_id: meta.request_id.clone(),
-        ..Actor::default()
-    };
+    let session = open_session(&mut tx, &state, &meta, user.id, Some(tenant.id)).await?;
+    let actor = self_actor(&user, &meta);
     Entry::new(Some(tenant.id), &actor, "invitation.accepted", "invitation")
         .target(invitation.id)
         .new_value(
