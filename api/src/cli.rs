@@ -143,6 +143,7 @@ pub fn worker_config(
     name: Option<String>,
     concurrency: u32,
     heartbeat: Duration,
+    kinds: Option<Vec<String>>,
 ) -> engine::WorkerConfig {
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
@@ -150,14 +151,12 @@ pub fn worker_config(
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
     let pid = std::process::id();
-    engine::WorkerConfig {
-        name: name.unwrap_or_else(|| format!("{host}:{pid}")),
-        host,
-        pid,
-        version: env!("CARGO_PKG_VERSION").into(),
-        concurrency,
-        heartbeat_every: heartbeat,
-    }
+    let mut config =
+        engine::WorkerConfig::new(name.unwrap_or_else(|| format!("{host}:{pid}")), concurrency);
+    config.host = host;
+    config.heartbeat_every = heartbeat;
+    config.kinds = kinds;
+    config
 }
 
 async fn worker(
@@ -171,8 +170,19 @@ async fn worker(
     if !db::migrations_current(&pool).await? {
         bail!("the database schema is behind this binary: run `workflowops migrate` first");
     }
-    let config = worker_config(args.name, args.concurrency, args.heartbeat);
-    engine::run_worker(pool, config, shutdown).await?;
+    let registry = jobs::registry();
+    if let Some(unknown) = args
+        .kinds
+        .as_ref()
+        .and_then(|k| k.iter().find(|k| !registry.kinds().contains(k)))
+    {
+        bail!(
+            "--kinds (WFO_WORKER_KINDS): this binary has no job kind `{unknown}`; it knows {}",
+            registry.kinds().join(", ")
+        );
+    }
+    let config = worker_config(args.name, args.concurrency, args.heartbeat, args.kinds);
+    engine::run_worker(pool, config, registry, shutdown).await?;
     Ok(())
 }
 

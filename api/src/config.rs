@@ -147,9 +147,12 @@ pub struct WorkerArgs {
     /// Name shown to operators (default: host:pid).
     #[arg(long, env = "WFO_WORKER_NAME")]
     pub name: Option<String>,
-    /// How often the worker reports it is alive.
-    #[arg(long, env = "WFO_WORKER_HEARTBEAT", default_value = "10s", value_parser = parse_duration)]
+    /// How often the worker reports it is alive and extends its leases.
+    #[arg(long, env = "WFO_WORKER_HEARTBEAT", default_value = "5s", value_parser = parse_duration)]
     pub heartbeat: Duration,
+    /// Only run these job kinds (comma-separated); default: every kind.
+    #[arg(long, env = "WFO_WORKER_KINDS", value_delimiter = ',')]
+    pub kinds: Option<Vec<String>>,
     #[command(flatten)]
     pub keys: KeyArgs,
 }

@@ -45,8 +45,10 @@ pub async fn run(
         cli::worker_config(
             Some("dev-worker".into()),
             args.concurrency,
-            Duration::from_secs(10),
+            Duration::from_secs(5),
+            None,
         ),
+        jobs::registry(),
         shutdown.clone(),
     ));
     println!();

@@ -1,17 +1,37 @@
-//! A worker process: registers in `engine_workers`, heartbeats, and drains on cancellation.
+//! A worker process: registers itself, proves it is alive through a session-level advisory
+//! lock, claims runs in batches up to its free slots, executes them, keeps their leases, reaps
+//! the runs of dead workers, and drains on shutdown.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{FromRow, PgExecutor, PgPool};
+use sqlx::postgres::PgListener;
+use sqlx::{Connection, FromRow, PgConnection, PgExecutor, PgPool};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
+
+use crate::context::RunCtx;
+use crate::job::{JobError, Registry};
+use crate::model::{Decision, Outcome, decide};
+use crate::queue::{self, Attempt, Run};
+
+/// The advisory lock class of worker liveness locks (`pg_advisory_lock(LOCK_CLASS, lock_key)`).
+pub const LOCK_CLASS: i32 = 0x5746_4f45;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("queue: {0}")]
+    Queue(#[from] queue::Error),
+    #[error("the worker lost its database session; its runs are being handed to other workers")]
+    LostLiveness,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -25,7 +45,33 @@ pub struct WorkerConfig {
     pub version: String,
     /// How many runs this worker executes at once.
     pub concurrency: u32,
+    /// Only these kinds (None: every kind the registry has).
+    pub kinds: Option<Vec<String>>,
     pub heartbeat_every: Duration,
+    /// How long a claimed run stays ours without a heartbeat (the fallback for lost machines;
+    /// dead processes are noticed through their session at once).
+    pub lease: Duration,
+    /// How often to look for work and dead workers when nothing wakes us.
+    pub poll_every: Duration,
+    /// On shutdown, how long running steps may take to finish before their runs are released.
+    pub drain_timeout: Duration,
+}
+
+impl WorkerConfig {
+    pub fn new(name: impl Into<String>, concurrency: u32) -> Self {
+        Self {
+            name: name.into(),
+            host: "localhost".into(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            concurrency: concurrency.max(1),
+            kinds: None,
+            heartbeat_every: Duration::from_secs(5),
+            lease: Duration::from_secs(30),
+            poll_every: Duration::from_millis(500),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// A registered worker as operators see it.
@@ -36,6 +82,7 @@ pub struct WorkerInfo {
     pub host: String,
     pub pid: i32,
     pub version: String,
+    pub kinds: Option<Vec<String>>,
     pub concurrency: i32,
     pub busy_slots: i32,
     pub started_at: DateTime<Utc>,
@@ -43,74 +90,425 @@ pub struct WorkerInfo {
     pub stopped_at: Option<DateTime<Utc>>,
 }
 
-pub async fn register(db: impl PgExecutor<'_>, config: &WorkerConfig) -> Result<Uuid> {
-    let id = Uuid::now_v7();
-    sqlx::query(
-        "insert into engine_workers (id, name, host, pid, version, concurrency) values ($1, $2, $3, $4, $5, $6)",
+/// Live workers, newest first.
+pub async fn list_live(db: impl PgExecutor<'_>) -> Result<Vec<WorkerInfo>> {
+    Ok(sqlx::query_as(
+        "select id, name, host, pid, version, kinds, concurrency, busy_slots, started_at, heartbeat_at, stopped_at \
+         from engine_workers where stopped_at is null order by started_at desc",
     )
-    .bind(id)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Runs in flight on this worker: their cancellation tokens, for cancel requests and draining.
+type InFlight = Arc<Mutex<HashMap<Uuid, (Attempt, CancellationToken)>>>;
+
+struct Shared {
+    pool: PgPool,
+    registry: Registry,
+    worker_id: Uuid,
+    in_flight: InFlight,
+    slot_freed: Notify,
+}
+
+/// Runs a worker until `shutdown` is cancelled, then drains.
+pub async fn run_worker(
+    pool: PgPool,
+    config: WorkerConfig,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let kinds = config.kinds.clone().unwrap_or_else(|| registry.kinds());
+    let worker_id = Uuid::now_v7();
+    // Liveness: a session-level advisory lock on a connection of its own. PostgreSQL releases
+    // it the moment this process dies, and other workers' reapers see that.
+    let mut lock_conn: PgConnection = PgConnection::connect_with(&pool.connect_options()).await?;
+    let lock_key = loop {
+        let key = fastrand::i32(1..i32::MAX);
+        let got: bool = sqlx::query_scalar("select pg_try_advisory_lock($1, $2)")
+            .bind(LOCK_CLASS)
+            .bind(key)
+            .fetch_one(&mut lock_conn)
+            .await?;
+        if got {
+            break key;
+        }
+    };
+    sqlx::query(
+        "insert into engine_workers (id, name, host, pid, version, concurrency, kinds, lock_key) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(worker_id)
     .bind(&config.name)
     .bind(&config.host)
     .bind(i32::try_from(config.pid).unwrap_or(i32::MAX))
     .bind(&config.version)
     .bind(i32::try_from(config.concurrency).unwrap_or(i32::MAX))
-    .execute(db)
+    .bind(&kinds)
+    .bind(lock_key)
+    .execute(&pool)
     .await?;
-    Ok(id)
-}
+    tracing::info!(worker_id = %worker_id, name = %config.name, concurrency = config.concurrency, ?kinds, "worker registered");
 
-pub async fn heartbeat(db: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
-    sqlx::query(
-        "update engine_workers set heartbeat_at = now() where id = $1 and stopped_at is null",
-    )
-    .bind(id)
-    .execute(db)
-    .await?;
-    Ok(())
-}
+    let shared = Arc::new(Shared {
+        pool: pool.clone(),
+        registry,
+        worker_id,
+        in_flight: Arc::default(),
+        slot_freed: Notify::new(),
+    });
+    let wake = Arc::new(Notify::new());
+    let stop_claiming = shutdown.child_token();
+    let lost = CancellationToken::new();
 
-pub async fn mark_stopped(db: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
-    sqlx::query("update engine_workers set stopped_at = now(), busy_slots = 0 where id = $1")
-        .bind(id)
-        .execute(db)
-        .await?;
-    Ok(())
-}
+    let mut background = JoinSet::new();
+    background.spawn(listen(
+        pool.clone(),
+        Arc::clone(&wake),
+        Arc::clone(&shared.in_flight),
+        stop_claiming.clone(),
+    ));
+    background.spawn(heartbeat(
+        Arc::clone(&shared),
+        lock_conn,
+        config.clone(),
+        stop_claiming.clone(),
+        lost.clone(),
+    ));
+    background.spawn(housekeeping(
+        pool.clone(),
+        config.poll_every,
+        Arc::clone(&wake),
+        stop_claiming.clone(),
+    ));
 
-/// Live workers (heartbeat within `stale_after`), newest first.
-pub async fn list_live(db: impl PgExecutor<'_>, stale_after: Duration) -> Result<Vec<WorkerInfo>> {
-    Ok(sqlx::query_as(
-        "select id, name, host, pid, version, concurrency, busy_slots, started_at, heartbeat_at, stopped_at \
-         from engine_workers where stopped_at is null and heartbeat_at > now() - make_interval(secs => $1) \
-         order by started_at desc",
-    )
-    .bind(stale_after.as_secs_f64())
-    .fetch_all(db)
-    .await?)
-}
-
-/// Registers, heartbeats until `shutdown` is cancelled, then marks the worker stopped.
-pub async fn run_worker(
-    pool: PgPool,
-    config: WorkerConfig,
-    shutdown: CancellationToken,
-) -> Result<()> {
-    let id = register(&pool, &config).await?;
-    tracing::info!(worker_id = %id, name = %config.name, concurrency = config.concurrency, "worker registered");
-    let mut ticker = tokio::time::interval(config.heartbeat_every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let slots = Arc::new(Semaphore::new(config.concurrency as usize));
+    let mut running = JoinSet::new();
     loop {
+        if stop_claiming.is_cancelled() || lost.is_cancelled() {
+            break;
+        }
+        let free = slots.available_permits();
+        let mut claimed_full = false;
+        if free > 0 {
+            match queue::claim(
+                &pool,
+                worker_id,
+                Some(&kinds),
+                u32::try_from(free).unwrap_or(u32::MAX),
+                config.lease,
+            )
+            .await
+            {
+                Ok(runs) => {
+                    claimed_full = !runs.is_empty() && runs.len() == free;
+                    for run in runs {
+                        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                            // Cannot happen (we claimed at most `free`); give the run back.
+                            let _ = queue::release(
+                                &pool,
+                                Attempt {
+                                    run_id: run.id,
+                                    attempt: run.attempt,
+                                    worker_id,
+                                },
+                            )
+                            .await;
+                            continue;
+                        };
+                        let shared = Arc::clone(&shared);
+                        let span = tracing::info_span!("run", run_id = %run.id, kind = %run.kind, attempt = run.attempt, namespace = %run.namespace);
+                        running.spawn(
+                            async move {
+                                execute(&shared, run).await;
+                                drop(permit);
+                                shared.slot_freed.notify_one();
+                            }
+                            .instrument(span),
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "claiming runs failed"),
+            }
+        }
+        // Reap finished tasks so the set does not grow.
+        while running.try_join_next().is_some() {}
+        if claimed_full {
+            continue;
+        }
         tokio::select! {
-            () = shutdown.cancelled() => break,
-            _ = ticker.tick() => {
-                if let Err(e) = heartbeat(&pool, id).await {
-                    // A missed heartbeat is survivable; the next tick tries again.
-                    tracing::warn!(worker_id = %id, error = %e, "heartbeat failed");
+            () = stop_claiming.cancelled() => break,
+            () = lost.cancelled() => break,
+            () = wake.notified() => {}
+            () = shared.slot_freed.notified(), if free == 0 => {}
+            () = tokio::time::sleep(config.poll_every) => {}
+        }
+    }
+
+    // Drain: let running steps finish for a while, then release what is left.
+    let busy = running.len();
+    if busy > 0 {
+        tracing::info!(running = busy, "draining: waiting for running steps");
+    }
+    let drained = tokio::time::timeout(config.drain_timeout, async {
+        while running.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        running.abort_all();
+        while running.join_next().await.is_some() {}
+        let left: Vec<Attempt> = shared
+            .in_flight
+            .lock()
+            .map(|m| m.values().map(|(a, _)| *a).collect())
+            .unwrap_or_default();
+        for a in left {
+            match queue::release(&pool, a).await {
+                Ok(()) => {
+                    tracing::info!(run_id = %a.run_id, "released an unfinished run for another worker");
+                }
+                Err(e) => {
+                    tracing::warn!(run_id = %a.run_id, error = %e, "releasing a run failed; its lease will expire");
                 }
             }
         }
     }
-    mark_stopped(&pool, id).await?;
-    tracing::info!(worker_id = %id, "worker drained and stopped");
+    stop_claiming.cancel();
+    while background.join_next().await.is_some() {}
+    sqlx::query("update engine_workers set stopped_at = now(), busy_slots = 0 where id = $1")
+        .bind(worker_id)
+        .execute(&pool)
+        .await?;
+    tracing::info!(worker_id = %worker_id, "worker drained and stopped");
+    if lost.is_cancelled() {
+        return Err(Error::LostLiveness);
+    }
     Ok(())
+}
+
+/// Executes one attempt of a claimed run and records what became of it.
+async fn execute(shared: &Shared, run: Run) {
+    let fence = Attempt {
+        run_id: run.id,
+        attempt: run.attempt,
+        worker_id: shared.worker_id,
+    };
+    let cancel = CancellationToken::new();
+    if run.cancel_requested_at.is_some() {
+        cancel.cancel();
+    }
+    if let Ok(mut map) = shared.in_flight.lock() {
+        map.insert(run.id, (fence, cancel.clone()));
+    }
+    let outcome = attempt(shared, &run, fence, cancel).await;
+    if let Ok(mut map) = shared.in_flight.lock() {
+        map.remove(&run.id);
+    }
+    let Some(outcome) = outcome else { return };
+    let policy = shared.registry.policy(&run.kind);
+    let failures = u32::try_from(run.failures).unwrap_or(0);
+    let max_attempts = u32::try_from(run.max_attempts).unwrap_or(1);
+    let decision = decide(
+        outcome,
+        failures + 1,
+        max_attempts,
+        &policy,
+        Utc::now(),
+        fastrand::f64(),
+    );
+    if let Err(e) = record(&shared.pool, fence, &decision).await {
+        match e {
+            queue::Error::Fenced => {
+                tracing::warn!(run_id = %run.id, "another worker owns this run now; dropping this attempt's result");
+            }
+            e => {
+                tracing::error!(run_id = %run.id, error = %e, "recording a run's outcome failed; its lease will expire and it will be retried");
+            }
+        }
+    }
+}
+
+async fn record(pool: &PgPool, fence: Attempt, decision: &Decision) -> Result<(), queue::Error> {
+    let mut tx = pool.begin().await?;
+    match decision {
+        Decision::Succeed(output) => queue::succeed(&mut tx, fence, output).await?,
+        Decision::RetryAt { at, error } => queue::retry_at(&mut tx, fence, *at, error).await?,
+        Decision::Fail { error } => queue::fail(&mut tx, fence, error).await?,
+        Decision::Cancel => queue::cancelled(&mut tx, fence).await?,
+        Decision::Park(wait) => queue::park(&mut tx, fence, wait).await?,
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Runs the job (or its compensation when cancelled). None when there is nothing to record
+/// (the run was taken over by another worker).
+async fn attempt(
+    shared: &Shared,
+    run: &Run,
+    fence: Attempt,
+    cancel: CancellationToken,
+) -> Option<Outcome> {
+    let Some(job) = shared.registry.get(&run.kind) else {
+        return Some(Outcome::Permanent {
+            message: format!("no worker knows how to run kind `{}`", run.kind),
+        });
+    };
+    let mut ctx = match RunCtx::load(shared.pool.clone(), run, fence, cancel.clone()).await {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            return Some(Outcome::Transient {
+                message: format!("loading checkpoints: {e}"),
+                retry_after: None,
+            });
+        }
+    };
+    let result = if cancel.is_cancelled() {
+        Err(JobError::Cancelled)
+    } else {
+        match tokio::time::timeout(job.timeout(), job.run(&mut ctx, run.input.clone())).await {
+            Ok(result) => result,
+            Err(_) => Err(JobError::transient(format!(
+                "timed out after {:?}",
+                job.timeout()
+            ))),
+        }
+    };
+    Some(match result {
+        Ok(output) => Outcome::Succeeded(output),
+        Err(JobError::Transient {
+            message,
+            retry_after,
+        }) => Outcome::Transient {
+            message,
+            retry_after,
+        },
+        Err(JobError::Permanent { message }) => Outcome::Permanent { message },
+        Err(JobError::Suspended(wait)) => Outcome::Parked(wait),
+        Err(JobError::Fenced) => return None,
+        Err(JobError::Cancelled) => {
+            if let Err(e) = job.compensate(&mut ctx, run.input.clone()).await {
+                if e == JobError::Fenced {
+                    return None;
+                }
+                let _ = ctx.log("error", format!("compensation failed: {e}")).await;
+            }
+            Outcome::Cancelled
+        }
+    })
+}
+
+/// Wakes the claim loop on new work, and cancels runs whose cancellation was requested.
+async fn listen(pool: PgPool, wake: Arc<Notify>, in_flight: InFlight, stop: CancellationToken) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "worker listener cannot connect; polling meanwhile");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        if let Err(e) = listener
+            .listen_all(["engine_wakeup", "engine_cancel"])
+            .await
+        {
+            tracing::warn!(error = %e, "worker listener cannot subscribe");
+            continue;
+        }
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                msg = listener.recv() => match msg {
+                    Ok(n) if n.channel() == "engine_cancel" => {
+                        if let Ok(id) = n.payload().parse::<Uuid>()
+                            && let Some((_, token)) = in_flight.lock().ok().and_then(|m| m.get(&id).cloned()) {
+                                token.cancel();
+                            }
+                    }
+                    Ok(_) => wake.notify_one(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "worker listener lost its connection; reconnecting");
+                        wake.notify_one();
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Extends leases, reports the worker alive and busy, and checks the liveness session.
+async fn heartbeat(
+    shared: Arc<Shared>,
+    mut lock_conn: PgConnection,
+    config: WorkerConfig,
+    stop: CancellationToken,
+    lost: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(config.heartbeat_every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        if sqlx::query("select 1")
+            .execute(&mut lock_conn)
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                "the worker's liveness session is gone; stopping so its runs move to other workers"
+            );
+            lost.cancel();
+            break;
+        }
+        let busy = shared.in_flight.lock().map(|m| m.len()).unwrap_or(0);
+        if let Err(e) = queue::extend_leases(&shared.pool, shared.worker_id, config.lease).await {
+            tracing::warn!(error = %e, "extending leases failed");
+        }
+        if let Err(e) = sqlx::query(
+            "update engine_workers set heartbeat_at = now(), busy_slots = $2 where id = $1",
+        )
+        .bind(shared.worker_id)
+        .bind(i32::try_from(busy).unwrap_or(i32::MAX))
+        .execute(&shared.pool)
+        .await
+        {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+    }
+    let _ = lock_conn.close().await;
+}
+
+/// Takes back the runs of dead workers and wakes timers, on every worker (cheap, idempotent).
+async fn housekeeping(pool: PgPool, every: Duration, wake: Arc<Notify>, stop: CancellationToken) {
+    loop {
+        let jitter = every.mul_f64(fastrand::f64() * 0.5);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every + jitter) => {}
+        }
+        let reaped = async {
+            let mut conn = pool.acquire().await?;
+            let reaped = queue::reap(&mut conn).await?;
+            let woken = queue::wake_timers(&mut *conn).await?;
+            Ok::<_, queue::Error>((reaped, woken))
+        }
+        .await;
+        match reaped {
+            Ok((reaped, woken)) => {
+                if !reaped.is_empty() {
+                    tracing::info!(runs = reaped.len(), "took back the runs of lost workers");
+                }
+                if !reaped.is_empty() || woken > 0 {
+                    wake.notify_one();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
+        }
+    }
 }

@@ -1,5 +1,14 @@
 //! The WorkflowOps job kinds as state machines on `engine`: sync, promotion, drift scan, backup,
 //! restore, snapshot, bulk operations, health checks.
 //!
-//! Each uses `domain` for rules and storage and `adapters` for the outside world. Empty until the
-//! engine issue gives them a queue to run on; the foundation only fixes where they live.
+//! Each uses `domain` for rules and storage and `adapters` for the outside world. [`registry`]
+//! lists every kind a worker can run.
+
+pub mod diagnostics;
+
+use engine::Registry;
+
+/// Every job kind this build can run.
+pub fn registry() -> Registry {
+    Registry::new().register(diagnostics::Ledger)
+}

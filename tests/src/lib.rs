@@ -10,3 +10,5 @@ pub mod db;
 
 pub use app::{Caller, TenantFixture, TestApp};
 pub use db::TestDb;
+
+pub mod engine_support;

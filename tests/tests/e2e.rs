@@ -6,6 +6,7 @@ mod e2e {
     mod auth;
     mod bad_input;
     mod cli;
+    mod engine;
     mod health;
     mod idempotency;
     mod isolation;

@@ -1,0 +1,281 @@
+//! What a running job sees: checkpointed steps, progress and log lines, signals, timers, child
+//! runs and cancellation.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::job::JobError;
+use crate::model::Wait;
+use crate::queue::{self, Attempt, NewRun};
+
+/// The context of one attempt of one run.
+pub struct RunCtx {
+    pub run_id: Uuid,
+    pub namespace: String,
+    pub kind: String,
+    /// This attempt's number (1 for the first).
+    pub attempt: i32,
+    db: PgPool,
+    fence: Attempt,
+    completed: HashMap<String, Value>,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for RunCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunCtx")
+            .field("run_id", &self.run_id)
+            .field("kind", &self.kind)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+fn fenced_or(e: queue::Error) -> JobError {
+    match e {
+        queue::Error::Fenced => JobError::Fenced,
+        other => JobError::transient(other.to_string()),
+    }
+}
+
+impl RunCtx {
+    pub(crate) async fn load(
+        db: PgPool,
+        run: &queue::Run,
+        fence: Attempt,
+        cancel: CancellationToken,
+    ) -> Result<Self, sqlx::Error> {
+        let rows: Vec<(String, Value)> =
+            sqlx::query_as("select name, output from engine_steps where run_id = $1")
+                .bind(run.id)
+                .fetch_all(&db)
+                .await?;
+        Ok(Self {
+            run_id: run.id,
+            namespace: run.namespace.clone(),
+            kind: run.kind.clone(),
+            attempt: run.attempt,
+            db,
+            fence,
+            completed: rows.into_iter().collect(),
+            cancel,
+        })
+    }
+
+    /// The database, for steps that read or write the application's own tables.
+    pub fn db(&self) -> &PgPool {
+        &self.db
+    }
+
+    /// Cancelled when cancellation of this run was requested: long steps should watch it.
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Runs `f` once: its output is stored with the step's completion, and on any later attempt
+    /// the stored output is returned without running `f` again. Steps are at-least-once (a crash
+    /// after `f` and before the checkpoint runs it again), so side effects must be idempotent.
+    pub async fn step<T, F, Fut>(&mut self, name: &str, f: F) -> Result<T, JobError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, JobError>>,
+    {
+        if let Some(stored) = self.completed.get(name) {
+            return serde_json::from_value(stored.clone()).map_err(|e| {
+                JobError::permanent(format!("step `{name}`: stored output no longer fits: {e}"))
+            });
+        }
+        if self.cancel.is_cancelled() {
+            return Err(JobError::Cancelled);
+        }
+        let started = Utc::now();
+        let output = f().await?;
+        let value = serde_json::to_value(&output).map_err(|e| {
+            JobError::permanent(format!("step `{name}`: output cannot be stored: {e}"))
+        })?;
+        self.checkpoint(name, &value, started).await?;
+        Ok(output)
+    }
+
+    async fn checkpoint(
+        &mut self,
+        name: &str,
+        value: &Value,
+        started: DateTime<Utc>,
+    ) -> Result<(), JobError> {
+        let written = sqlx::query(
+            "insert into engine_steps (run_id, name, output, attempt, started_at) \
+             select $1, $2, $3, $4, $5 where exists (select 1 from engine_runs \
+               where id = $1 and attempt = $4 and worker_id = $6 and status = 'running') \
+             on conflict (run_id, name) do nothing",
+        )
+        .bind(self.run_id)
+        .bind(name)
+        .bind(value)
+        .bind(self.fence.attempt)
+        .bind(started)
+        .bind(self.fence.worker_id)
+        .execute(&self.db)
+        .await?;
+        if written.rows_affected() == 0 {
+            return Err(JobError::Fenced);
+        }
+        self.completed.insert(name.to_owned(), value.clone());
+        Ok(())
+    }
+
+    /// Appends a log line to the run's events.
+    pub async fn log(&self, level: &str, message: impl AsRef<str>) -> Result<(), JobError> {
+        queue::log(
+            &self.db,
+            self.run_id,
+            &self.namespace,
+            level,
+            message.as_ref(),
+        )
+        .await
+        .map_err(fenced_or)
+    }
+
+    /// Records progress: `done` of `total` units.
+    pub async fn progress(&self, done: i64, total: i64) -> Result<(), JobError> {
+        let mut conn = self.db.acquire().await?;
+        queue::progress(&mut conn, self.fence, &self.namespace, done, total)
+            .await
+            .map_err(fenced_or)
+    }
+
+    /// Waits for the signal `name` and returns its payload. The run holds no worker while it
+    /// waits; a signal sent earlier is delivered at once. The receipt is checkpointed.
+    pub async fn wait_signal<T: DeserializeOwned>(&mut self, name: &str) -> Result<T, JobError> {
+        let step = format!("signal:{name}");
+        if let Some(stored) = self.completed.get(&step) {
+            return serde_json::from_value(stored.clone())
+                .map_err(|e| JobError::permanent(format!("signal `{name}`: {e}")));
+        }
+        // Consume and checkpoint in one transaction: a signal is received exactly once.
+        let mut tx = self.db.begin().await?;
+        let payload: Option<Value> = sqlx::query_scalar(
+            "update engine_signals set consumed_at = now() where id = (select id from engine_signals \
+             where run_id = $1 and name = $2 and consumed_at is null order by id limit 1 for update) returning payload",
+        )
+        .bind(self.run_id)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(payload) = payload else {
+            return Err(JobError::Suspended(Wait::Signal(name.to_owned())));
+        };
+        let written = sqlx::query(
+            "insert into engine_steps (run_id, name, output, attempt) select $1, $2, $3, $4 \
+             where exists (select 1 from engine_runs where id = $1 and attempt = $4 and worker_id = $5 and status = 'running')",
+        )
+        .bind(self.run_id)
+        .bind(&step)
+        .bind(&payload)
+        .bind(self.fence.attempt)
+        .bind(self.fence.worker_id)
+        .execute(&mut *tx)
+        .await?;
+        if written.rows_affected() == 0 {
+            return Err(JobError::Fenced);
+        }
+        tx.commit().await?;
+        self.completed.insert(step, payload.clone());
+        serde_json::from_value(payload)
+            .map_err(|e| JobError::permanent(format!("signal `{name}`: {e}")))
+    }
+
+    /// Sleeps until `at` without holding a worker (a deployment window, a TTL). `name` makes
+    /// the timer a checkpoint, so a resumed run does not wait again.
+    pub async fn sleep_until(&mut self, name: &str, at: DateTime<Utc>) -> Result<(), JobError> {
+        let step = format!("timer:{name}");
+        if self.completed.contains_key(&step) {
+            return Ok(());
+        }
+        if Utc::now() < at {
+            return Err(JobError::Suspended(Wait::Until(at)));
+        }
+        self.checkpoint(&step, &json!(at), Utc::now()).await
+    }
+
+    /// Starts child runs (once: checkpointed) and returns their ids.
+    pub async fn spawn_children(
+        &mut self,
+        name: &str,
+        children: Vec<NewRun>,
+    ) -> Result<Vec<Uuid>, JobError> {
+        let step = format!("children:{name}");
+        if let Some(stored) = self.completed.get(&step) {
+            return serde_json::from_value(stored.clone())
+                .map_err(|e| JobError::permanent(e.to_string()));
+        }
+        let mut tx = self.db.begin().await?;
+        let mut ids = Vec::with_capacity(children.len());
+        for (i, child) in children.into_iter().enumerate() {
+            let child = child
+                .parent(self.run_id)
+                .idempotency_key(format!("child:{}:{name}:{i}", self.run_id));
+            ids.push(queue::enqueue(&mut tx, &child).await.map_err(fenced_or)?.id);
+        }
+        let value = json!(ids);
+        let written = sqlx::query(
+            "insert into engine_steps (run_id, name, output, attempt) select $1, $2, $3, $4 \
+             where exists (select 1 from engine_runs where id = $1 and attempt = $4 and worker_id = $5 and status = 'running')",
+        )
+        .bind(self.run_id)
+        .bind(&step)
+        .bind(&value)
+        .bind(self.fence.attempt)
+        .bind(self.fence.worker_id)
+        .execute(&mut *tx)
+        .await?;
+        if written.rows_affected() == 0 {
+            return Err(JobError::Fenced);
+        }
+        tx.commit().await?;
+        self.completed.insert(step, value);
+        Ok(ids)
+    }
+
+    /// Waits (without holding a worker) until every child has finished, then returns each
+    /// child's outcome.
+    pub async fn join_children(&mut self) -> Result<Vec<ChildOutcome>, JobError> {
+        let children: Vec<ChildOutcome> = sqlx::query_as(
+            "select id, kind, status, output, error from engine_runs where parent_id = $1 order by id",
+        )
+        .bind(self.run_id)
+        .fetch_all(&self.db)
+        .await?;
+        if children
+            .iter()
+            .any(|c| !matches!(c.status.as_str(), "succeeded" | "failed" | "cancelled"))
+        {
+            return Err(JobError::Suspended(Wait::Children));
+        }
+        Ok(children)
+    }
+}
+
+/// How one child run ended.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ChildOutcome {
+    pub id: Uuid,
+    pub kind: String,
+    pub status: String,
+    pub output: Option<Value>,
+    pub error: Option<Value>,
+}

@@ -1,0 +1,194 @@
+-- The durable run engine: runs, checkpointed steps, ordered events, signals, worker liveness.
+--
+-- Every run belongs to a namespace (WorkflowOps: the tenant id): fairness is shared between
+-- namespaces, and callers scope their queries by it. Status is a checked text column mirrored by
+-- engine::RunStatus.
+
+alter table engine_workers
+    add column lock_key integer,
+    add column kinds text[];
+create unique index engine_workers_lock_key on engine_workers (lock_key) where stopped_at is null;
+
+create table engine_runs (
+    id                  uuid primary key,
+    namespace           text not null,
+    kind                text not null,
+    input               jsonb not null,
+    output              jsonb,
+    status              text not null check (status in ('queued', 'running', 'waiting', 'succeeded', 'failed', 'cancelled')),
+    -- Executions so far (each claim adds one; fences every state change).
+    attempt             integer not null default 0,
+    -- Failed attempts since the run was created or last retried by a user: the retry budget.
+    failures            integer not null default 0,
+    max_attempts        integer not null check (max_attempts > 0),
+    priority            smallint not null default 0,
+    run_at              timestamptz not null default now(),
+    idempotency_key     text,
+    concurrency_key     text,
+    concurrency_limit   integer check (concurrency_limit > 0),
+    parent_id           uuid references engine_runs (id) on delete cascade,
+    labels              jsonb not null default '{}',
+    progress_done       bigint,
+    progress_total      bigint,
+    error               jsonb,
+    worker_id           uuid,
+    lease_expires_at    timestamptz,
+    cancel_requested_at timestamptz,
+    -- What a waiting run waits for: a named signal, its children, or (neither) its run_at.
+    wait_signal         text,
+    wait_children       boolean not null default false,
+    created_by          text,
+    created_at          timestamptz not null default now(),
+    started_at          timestamptz,
+    finished_at         timestamptz,
+    updated_at          timestamptz not null default now()
+);
+create unique index engine_runs_idempotency on engine_runs (namespace, kind, idempotency_key)
+    where idempotency_key is not null;
+-- Claiming reads only queued rows: partial indexes keep it fast with millions of finished runs.
+create index engine_runs_queued on engine_runs (namespace, priority desc, run_at, id) where status = 'queued';
+create index engine_runs_running on engine_runs (worker_id) where status = 'running';
+create index engine_runs_concurrency on engine_runs (concurrency_key) where status = 'running' and concurrency_key is not null;
+create index engine_runs_waiting on engine_runs (run_at) where status = 'waiting';
+create index engine_runs_parent on engine_runs (parent_id) where parent_id is not null;
+create index engine_runs_namespace on engine_runs (namespace, id desc);
+
+create table engine_steps (
+    run_id       uuid not null references engine_runs (id) on delete cascade,
+    name         text not null,
+    output       jsonb not null,
+    attempt      integer not null,
+    started_at   timestamptz,
+    completed_at timestamptz not null default now(),
+    primary key (run_id, name)
+);
+
+create table engine_events (
+    id         bigserial primary key,
+    run_id     uuid not null references engine_runs (id) on delete cascade,
+    namespace  text not null,
+    kind       text not null check (kind in ('state', 'progress', 'log')),
+    data       jsonb not null,
+    created_at timestamptz not null default now()
+);
+create index engine_events_run on engine_events (run_id, id);
+create index engine_events_namespace on engine_events (namespace, id);
+
+-- Signals are stored, so one sent before the run waits for it is not lost.
+create table engine_signals (
+    id          bigserial primary key,
+    run_id      uuid not null references engine_runs (id) on delete cascade,
+    name        text not null,
+    payload     jsonb not null default 'null',
+    created_at  timestamptz not null default now(),
+    consumed_at timestamptz
+);
+create index engine_signals_pending on engine_signals (run_id, name, id) where consumed_at is null;
+
+-- When each namespace was last served, so turns rotate across claims, not only within one.
+create table engine_fairness (
+    namespace text primary key,
+    served_at timestamptz not null
+);
+
+-- Claims up to p_limit runnable runs for a worker, in one round trip:
+--  * round-robin across namespaces (a namespace's k-th run comes after every other namespace's
+--    first k-1, and among equals the namespace served longest ago goes first), and within one
+--    by priority then due time, so one namespace's backlog never starves another's run;
+--  * a run with a concurrency key is skipped while `concurrency_limit` runs with that key are
+--    running (checked under a transaction-scoped advisory lock, try-locked so claimers never wait
+--    on each other or deadlock);
+--  * rows are locked with `skip locked`, so concurrent claimers never take the same run.
+create function engine_claim(p_worker uuid, p_kinds text[], p_limit integer, p_lease interval)
+returns setof engine_runs
+language plpgsql as $$
+declare
+    candidate record;
+    claimed integer := 0;
+    n integer;
+    busy integer;
+begin
+    if p_limit <= 0 then
+        return;
+    end if;
+    for candidate in
+        with recursive namespaces(namespace) as (
+            (select e.namespace from engine_runs e where e.status = 'queued' order by e.namespace limit 1)
+            union all
+            select (select e.namespace from engine_runs e
+                    where e.status = 'queued' and e.namespace > ns.namespace
+                    order by e.namespace limit 1)
+            from namespaces ns where ns.namespace is not null
+        )
+        select c.id, c.concurrency_key, c.concurrency_limit, ns.namespace
+        from namespaces ns
+        left join engine_fairness f on f.namespace = ns.namespace
+        cross join lateral (
+            select e.id, e.concurrency_key, e.concurrency_limit, e.priority, e.run_at,
+                   row_number() over (order by e.priority desc, e.run_at, e.id) as rank
+            from engine_runs e
+            where e.status = 'queued' and e.namespace = ns.namespace and e.run_at <= now()
+              and (p_kinds is null or e.kind = any (p_kinds))
+            order by e.priority desc, e.run_at, e.id
+            limit p_limit * 2
+        ) c
+        where ns.namespace is not null
+        order by c.rank, f.served_at nulls first, c.priority desc, c.run_at, c.id
+        limit p_limit * 4
+    loop
+        exit when claimed >= p_limit;
+        if candidate.concurrency_key is not null then
+            continue when not pg_try_advisory_xact_lock(hashtextextended('engine:' || candidate.concurrency_key, 0));
+            select count(*) into busy from engine_runs
+            where concurrency_key = candidate.concurrency_key and status = 'running';
+            continue when busy >= coalesce(candidate.concurrency_limit, 1);
+        end if;
+        return query
+            update engine_runs r
+            set status = 'running', attempt = r.attempt + 1, worker_id = p_worker,
+                lease_expires_at = now() + p_lease, started_at = coalesce(r.started_at, now()),
+                updated_at = now()
+            where r.id = (select s.id from engine_runs s where s.id = candidate.id and s.status = 'queued'
+                          for update skip locked)
+            returning r.*;
+        get diagnostics n = row_count;
+        if n > 0 then
+            claimed := claimed + n;
+            insert into engine_fairness (namespace, served_at) values (candidate.namespace, clock_timestamp())
+            on conflict (namespace) do update set served_at = excluded.served_at;
+        end if;
+    end loop;
+end;
+$$;
+
+-- Every state change of a run becomes an event, whatever code path made it.
+create function engine_runs_state_event() returns trigger
+language plpgsql as $$
+begin
+    insert into engine_events (run_id, namespace, kind, data)
+    values (new.id, new.namespace, 'state', jsonb_build_object(
+        'status', new.status, 'attempt', new.attempt, 'error', new.error,
+        'wait_signal', new.wait_signal, 'run_at', new.run_at));
+    if new.status = 'queued' then
+        perform pg_notify('engine_wakeup', new.kind);
+    end if;
+    return null;
+end;
+$$;
+create trigger engine_runs_inserted after insert on engine_runs
+    for each row execute function engine_runs_state_event();
+create trigger engine_runs_status_changed after update of status on engine_runs
+    for each row when (old.status is distinct from new.status) execute function engine_runs_state_event();
+
+-- Every event wakes the API processes that stream it (one LISTEN each); they read the event
+-- itself from the table, so a lost notification delays delivery but loses nothing.
+create function engine_events_notify() returns trigger
+language plpgsql as $$
+begin
+    perform pg_notify('engine_events', json_build_object(
+        'id', new.id, 'run', new.run_id, 'ns', new.namespace, 'kind', new.kind)::text);
+    return null;
+end;
+$$;
+create trigger engine_events_inserted after insert on engine_events
+    for each row execute function engine_events_notify();

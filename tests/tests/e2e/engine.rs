@@ -1,0 +1,684 @@
+//! The durable run engine against real PostgreSQL, with in-process workers.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use engine::{Job, JobError, NewRun, Registry, RetryPolicy, RunCtx, RunStatus};
+use jobs::diagnostics::{Ledger, LedgerInput};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+use workflowops_tests::TestDb;
+use workflowops_tests::engine_support::{TestWorker, enqueue, eventually, status, wait_for};
+
+async fn db() -> TestDb {
+    TestDb::new().await.unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn ledger(ns: &str, steps: u32) -> NewRun {
+    NewRun::of::<Ledger>(
+        ns,
+        &LedgerInput {
+            steps,
+            step_ms: 0,
+            fail_attempts: 0,
+            fail_permanently: false,
+        },
+    )
+}
+
+async fn ledger_rows(pool: &PgPool, run: Uuid) -> Vec<(String, i32)> {
+    sqlx::query_as("select step, attempt from diagnostics_ledger where run_id = $1 order by id")
+        .bind(run)
+        .fetch_all(pool)
+        .await
+        .unwrap_or_default()
+}
+
+async fn events(pool: &PgPool, run: Uuid) -> Vec<(String, Value)> {
+    sqlx::query_as("select kind, data from engine_events where run_id = $1 order by id")
+        .bind(run)
+        .fetch_all(pool)
+        .await
+        .unwrap_or_default()
+}
+
+fn registry() -> Registry {
+    jobs::registry()
+        .register(FailOnce)
+        .register(Approval)
+        .register(Nap)
+        .register(Fanout)
+        .register(Slow)
+}
+
+#[tokio::test]
+async fn a_multi_step_run_succeeds_with_each_step_checkpointed_and_evented() {
+    let db = db().await;
+    let worker = TestWorker::start(&db.pool, registry(), 4);
+    let run = enqueue(&db.pool, &ledger("t1", 3)).await;
+    wait_for(&db.pool, run, RunStatus::Succeeded).await;
+    assert_eq!(ledger_rows(&db.pool, run).await.len(), 3);
+    let steps: i64 = sqlx::query_scalar("select count(*) from engine_steps where run_id = $1")
+        .bind(run)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or_default();
+    assert_eq!(steps, 3);
+    let evs = events(&db.pool, run).await;
+    let states: Vec<&str> = evs
+        .iter()
+        .filter(|(k, _)| k == "state")
+        .filter_map(|(_, d)| d["status"].as_str())
+        .collect();
+    assert_eq!(states, ["queued", "running", "succeeded"]);
+    let progress: Vec<i64> = evs
+        .iter()
+        .filter(|(k, _)| k == "progress")
+        .filter_map(|(_, d)| d["done"].as_i64())
+        .collect();
+    assert_eq!(progress, [1, 2, 3]);
+    let output: Value = sqlx::query_scalar("select output from engine_runs where id = $1")
+        .bind(run)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or_default();
+    assert_eq!(output, json!({"steps": 3}));
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_existing_run() {
+    let db = db().await;
+    let first = enqueue(&db.pool, &ledger("t1", 1).idempotency_key("sync-1")).await;
+    let second = enqueue(&db.pool, &ledger("t1", 1).idempotency_key("sync-1")).await;
+    let other_namespace = enqueue(&db.pool, &ledger("t2", 1).idempotency_key("sync-1")).await;
+    assert_eq!(first, second);
+    assert_ne!(first, other_namespace);
+    let count: i64 = sqlx::query_scalar("select count(*) from engine_runs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or_default();
+    assert_eq!(count, 2);
+}
+
+#[tokio::test]
+async fn enqueueing_in_a_rolled_back_transaction_leaves_no_run() {
+    let db = db().await;
+    let mut tx = db.pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    engine::queue::enqueue(&mut tx, &ledger("t1", 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tx.rollback().await.unwrap_or_else(|e| panic!("{e}"));
+    let count: i64 = sqlx::query_scalar("select count(*) from engine_runs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or_default();
+    assert_eq!(count, 0);
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_with_backoff_and_permanent_ones_fail_at_once() {
+    let db = db().await;
+    let worker = TestWorker::start(&db.pool, registry(), 4);
+    let flaky = enqueue(
+        &db.pool,
+        &NewRun::of::<Ledger>(
+            "t1",
+            &LedgerInput {
+                steps: 1,
+                step_ms: 0,
+                fail_attempts: 2,
+                fail_permanently: false,
+            },
+        ),
+    )
+    .await;
+    let doomed = enqueue(
+        &db.pool,
+        &NewRun::of::<Ledger>(
+            "t1",
+            &LedgerInput {
+                steps: 1,
+                step_ms: 0,
+                fail_attempts: 0,
+                fail_permanently: true,
+            },
+        ),
+    )
+    .await;
+    let budget = enqueue(
+        &db.pool,
+        &NewRun::of::<Ledger>(
+            "t1",
+            &LedgerInput {
+                steps: 1,
+                step_ms: 0,
+                fail_attempts: 9,
+                fail_permanently: false,
+            },
+        )
+        .max_attempts(2),
+    )
+    .await;
+    wait_for(&db.pool, flaky, RunStatus::Succeeded).await;
+    wait_for(&db.pool, doomed, RunStatus::Failed).await;
+    wait_for(&db.pool, budget, RunStatus::Failed).await;
+    let attempts = |id| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (i32, i32)>(
+                "select attempt, failures from engine_runs where id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap_or_default()
+        }
+    };
+    assert_eq!(attempts(flaky).await, (3, 2));
+    assert_eq!(attempts(doomed).await, (1, 1));
+    assert_eq!(attempts(budget).await, (2, 2));
+    let error: Value = sqlx::query_scalar("select error from engine_runs where id = $1")
+        .bind(budget)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or_default();
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("gave up after 2 attempts"),
+        "{error}"
+    );
+    // The retry was scheduled in the future (persisted backoff), as its events show.
+    let evs = events(&db.pool, flaky).await;
+    let retried = evs
+        .iter()
+        .filter(|(k, d)| k == "state" && d["status"] == "queued" && !d["error"].is_null())
+        .count();
+    assert_eq!(retried, 2);
+    worker.stop().await;
+}
+
+/// Step one, then a permanent failure on the first attempt only.
+struct FailOnce;
+impl Job for FailOnce {
+    const KIND: &'static str = "test.fail_once";
+    type Input = Value;
+    type Output = Value;
+    async fn run(&self, ctx: &mut RunCtx, _input: Value) -> Result<Value, JobError> {
+        let (db, run, attempt) = (ctx.db().clone(), ctx.run_id, ctx.attempt);
+        ctx.step(
+            "one",
+            || async move { record(&db, run, "one", attempt).await },
+        )
+        .await?;
+        if ctx.attempt == 1 {
+            return Err(JobError::permanent("first attempt always fails"));
+        }
+        let (db, run, attempt) = (ctx.db().clone(), ctx.run_id, ctx.attempt);
+        ctx.step(
+            "two",
+            || async move { record(&db, run, "two", attempt).await },
+        )
+        .await?;
+        Ok(json!("done"))
+    }
+}
+
+async fn record(db: &PgPool, run: Uuid, step: &str, attempt: i32) -> Result<(), JobError> {
+    sqlx::query("insert into diagnostics_ledger (run_id, step, attempt) values ($1, $2, $3)")
+        .bind(run)
+        .bind(step)
+        .bind(attempt)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_user_retry_of_a_failed_run_resumes_from_its_checkpoints() {
+    let db = db().await;
+    let worker = TestWorker::start(&db.pool, registry(), 2);
+    let run = enqueue(&db.pool, &NewRun::new("t1", FailOnce::KIND, json!({}))).await;
+    wait_for(&db.pool, run, RunStatus::Failed).await;
+    let mut conn = db.pool.acquire().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        engine::queue::retry(&mut conn, "other-namespace", run).await,
+        Err(engine::queue::Error::NotFound)
+    ));
+    engine::queue::retry(&mut conn, "t1", run)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_for(&db.pool, run, RunStatus::Succeeded).await;
+    assert_eq!(
+        ledger_rows(&db.pool, run).await,
+        [("one".to_owned(), 1), ("two".to_owned(), 2)]
+    );
+    assert!(matches!(
+        engine::queue::retry(&mut conn, "t1", run).await,
+        Err(engine::queue::Error::Conflict(_))
+    ));
+    worker.stop().await;
+}
+
+/// Waits for an approval signal, then returns its payload.
+struct Approval;
+impl Job for Approval {
+    const KIND: &'static str = "test.approval";
+    type Input = Value;
+    type Output = Value;
+    async fn run(&self, ctx: &mut RunCtx, _input: Value) -> Result<Value, JobError> {
+        let decision: Value = ctx.wait_signal("approval").await?;
+        Ok(decision)
+    }
+}
+
+#[tokio::test]
+async fn a_waiting_run_holds_no_worker_and_a_signal_wakes_it() {
+    let db = db().await;
+    let worker = TestWorker::start(&db.pool, registry(), 1);
+    let waiting = enqueue(&db.pool, &NewRun::new("t1", Approval::KIND, json!({}))).await;
+    wait_for(&db.pool, waiting, RunStatus::Waiting).await;
+    // With one slot, another run still gets through while the first waits.
+    let other = enqueue(&db.pool, &ledger("t1", 1)).await;
+    wait_for(&db.pool, other, RunStatus::Succeeded).await;
+    let mut conn = db.pool.acquire().await.unwrap_or_else(|e| panic!("{e}"));
+    engine::queue::signal(
+        &mut conn,
+        "t1",
+        waiting,
+        "approval",
+        &json!({"approved_by": "ops"}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    wait_for(&db.pool, waiting, RunStatus::Succeeded).await;
+    let output: Value = sqlx::query_scalar("select output from engine_runs where id = $1")
+        .bind(waiting)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or_default();
+    assert_eq!(output["approved_by"], "ops");
+    let refused = engine::queue::signal(&mut conn, "t1", waiting, "approval", &json!(null)).await;
+    assert!(matches!(refused, Err(engine::queue::Error::Conflict(_))));
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_signal_sent_before_the_run_waits_is_not_lost() {
+    let db = db().await;
+    let run = enqueue(&db.pool, &NewRun::new("t1", Approval::KIND, json!({}))).await;
+    let mut conn = db.pool.acquire().await.unwrap_or_else(|e| panic!("{e}"));
+    engine::queue::signal(&mut conn, "t1", run, "approval", &json!({"early": true}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let worker = TestWorker::start(&db.pool, registry(), 1);
+    wait_for(&db.pool, run, RunStatus::Succeeded).await;
+    let output: Value = sqlx::query_scalar("select output from engine_runs where id = $1")
+        .bind(run)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or_default();
+    assert_eq!(output["early"], true);
+    worker.stop().await;
+}
+
+/// Sleeps until a time in its input (a deployment window), holding no worker.
+struct Nap;
+impl Job for Nap {
+    const KIND: &'static str = "test.nap";
+    type Input = Value;
+    type Output = Value;
+    async fn run(&self, ctx: &mut RunCtx, input: Value) -> Result<Value, JobError> {
+        let until = input["until"]
+            .as_str()
+            .and_then(|s| s.parse::<chrono::DateTime<Utc>>().ok())
+            .unwrap_or_else(Utc::now);
+        ctx.sleep_until("window", until).await?;
+        Ok(json!(Utc::now()))
+    }
+}
+
+#[tokio::test]
+async fn a_timer_parks_the_run_until_its_time() {
+    let db = db().await;
+    let worker = TestWorker::start(&db.pool, registry(), 1);
+    let until = Utc::now() + chrono::Duration::milliseconds(700);
+    let run = enqueue(
+        &db.pool,
+        &NewRun::new("t1", Nap::KIND, json!({"until": until})),
+    )
+    .await;
+    wait_for(&db.pool, run, RunStatus::Waiting).await;
+    wait_for(&db.pool, run, RunStatus::Succeeded).await;
+    let finished: chrono::DateTime<Utc> =
+        sqlx::query_scalar("select finished_at from engine_runs where id = $1")
+            .bind(run)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert!(finished >= until);
+    worker.stop().await;
+}
+
+/// Fans out ledger children (one of them failing) and joins them.
+struct Fanout;
+impl Job for Fanout {
+    const KIND: &'static str = "test.fanout";
+    type Input = Value;
+    type Output = Value;
+    async fn run(&self, ctx: &mut RunCtx, input: Value) -> Result<Value, JobError> {
+        let n = u32::try_from(input["children"].as_u64().unwrap_or(3)).unwrap_or(3);
+        let ns = ctx.namespace.clone();
+        let children = (0..n)
+            .map(|i| {
+                NewRun::of::<Ledger>(
+                    ns.clone(),
+                    &LedgerInput {
+                        steps: 2,
+                        step_ms: 10,
+                        fail_attempts: 0,
+                        fail_permanently: i == 0,
+                    },
+                )
+            })
+            .collect();
+        ctx.spawn_children("batch", children).await?;
+        let outcomes = ctx.join_children().await?;
+        let failed = outcomes.iter().filter(|c| c.status == "failed").count();
+        Ok(json!({"total": outcomes.len(), "failed": failed, "succeeded": outcomes.len() - failed}))
+    }
+}
+
+#[tokio::test]
+async fn a_parent_fans_out_children_and_joins_them_with_a_partial_failure_summary() {
+    let db = db().await;
+    let worker = TestWorker::start(&db.pool, registry(), 4);
+    let parent = enqueue(
+        &db.pool,
+        &NewRun::new("t1", Fanout::KIND, json!({"children": 4})),
+    )
+    .await;
+    wait_for(&db.pool, parent, RunStatus::Succeeded).await;
+    let output: Value = sqlx::query_scalar("select output from engine_runs where id = $1")
+        .bind(parent)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or_default();
+    assert_eq!(output, json!({"total": 4, "failed": 1, "succeeded": 3}));
+    let children: i64 = sqlx::query_scalar("select count(*) from engine_runs where parent_id = $1")
+        .bind(parent)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        children, 4,
+        "children are spawned once, even though the parent ran again to join"
+    );
+    worker.stop().await;
+}
+
+/// One long step that watches for cancellation; compensation records itself.
+struct Slow;
+impl Job for Slow {
+    const KIND: &'static str = "test.slow";
+    type Input = Value;
+    type Output = Value;
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::default()
+    }
+    async fn run(&self, ctx: &mut RunCtx, _input: Value) -> Result<Value, JobError> {
+        let (db, run, attempt) = (ctx.db().clone(), ctx.run_id, ctx.attempt);
+        ctx.step("started", || async move {
+            record(&db, run, "started", attempt).await
+        })
+        .await?;
+        let cancel = ctx.cancellation().clone();
+        ctx.step("long", || async move {
+            tokio::select! {
+                () = cancel.cancelled() => Err(JobError::Cancelled),
+                () = tokio::time::sleep(Duration::from_secs(60)) => Ok(()),
+            }
+        })
+        .await?;
+        Ok(json!("finished"))
+    }
+    async fn compensate(&self, ctx: &mut RunCtx, _input: Value) -> Result<(), JobError> {
+        record(ctx.db(), ctx.run_id, "compensated", ctx.attempt).await
+    }
+}
+
+#[tokio::test]
+async fn cancelling_a_running_run_stops_its_long_step_and_runs_compensation() {
+    let db = db().await;
+    let worker = TestWorker::start(&db.pool, registry(), 2);
+    let run = enqueue(&db.pool, &NewRun::new("t1", Slow::KIND, json!({}))).await;
+    eventually(
+        "the long step to start",
+        Duration::from_secs(10),
+        || async { (ledger_rows(&db.pool, run).await.len() == 1).then_some(()) },
+    )
+    .await;
+    let mut conn = db.pool.acquire().await.unwrap_or_else(|e| panic!("{e}"));
+    engine::queue::request_cancel(&mut conn, "t1", run)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_for(&db.pool, run, RunStatus::Cancelled).await;
+    let steps: Vec<String> = ledger_rows(&db.pool, run)
+        .await
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(steps, ["started", "compensated"]);
+    let again = engine::queue::request_cancel(&mut conn, "t1", run).await;
+    assert!(matches!(again, Err(engine::queue::Error::Conflict(_))));
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn cancelling_a_run_that_never_started_cancels_it_at_once() {
+    let db = db().await;
+    let run = enqueue(
+        &db.pool,
+        &ledger("t1", 1).run_at(Utc::now() + chrono::Duration::hours(1)),
+    )
+    .await;
+    let mut conn = db.pool.acquire().await.unwrap_or_else(|e| panic!("{e}"));
+    let after = engine::queue::request_cancel(&mut conn, "t1", run)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(after.status(), RunStatus::Cancelled);
+    assert!(matches!(
+        engine::queue::request_cancel(&mut conn, "t2", run).await,
+        Err(engine::queue::Error::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn a_concurrency_key_limits_how_many_runs_run_at_once() {
+    let db = db().await;
+    let worker = TestWorker::start(&db.pool, registry(), 8);
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        let new = NewRun::of::<Ledger>(
+            "t1",
+            &LedgerInput {
+                steps: 1,
+                step_ms: 150,
+                fail_attempts: 0,
+                fail_permanently: false,
+            },
+        )
+        .concurrency("env:prod", 1);
+        runs.push(enqueue(&db.pool, &new).await);
+    }
+    let mut max_running = 0;
+    loop {
+        let running: i64 = sqlx::query_scalar("select count(*) from engine_runs where concurrency_key = 'env:prod' and status = 'running'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or_default();
+        max_running = max_running.max(running);
+        let done: i64 =
+            sqlx::query_scalar("select count(*) from engine_runs where status = 'succeeded'")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap_or_default();
+        if done == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(max_running, 1);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn one_namespaces_backlog_does_not_starve_another() {
+    let db = db().await;
+    for _ in 0..30 {
+        enqueue(
+            &db.pool,
+            &NewRun::of::<Ledger>(
+                "busy-tenant",
+                &LedgerInput {
+                    steps: 1,
+                    step_ms: 20,
+                    fail_attempts: 0,
+                    fail_permanently: false,
+                },
+            ),
+        )
+        .await;
+    }
+    let small = enqueue(&db.pool, &ledger("small-tenant", 1)).await;
+    let worker = TestWorker::start(&db.pool, registry(), 1);
+    wait_for(&db.pool, small, RunStatus::Succeeded).await;
+    let busy_done_before: i64 = sqlx::query_scalar(
+        "select count(*) from engine_runs where namespace = 'busy-tenant' and status = 'succeeded' \
+         and finished_at <= (select started_at from engine_runs where id = $1)",
+    )
+    .bind(small)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap_or_default();
+    assert!(
+        busy_done_before <= 1,
+        "the small tenant's run waited behind {busy_done_before} of the busy tenant's"
+    );
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn the_runs_of_a_dead_worker_are_taken_back_and_finished() {
+    let db = db().await;
+    let run = enqueue(&db.pool, &ledger("t1", 2)).await;
+    // A worker that claimed the run and died: no liveness lock, an unexpired lease.
+    let ghost = Uuid::now_v7();
+    sqlx::query("insert into engine_workers (id, name, host, pid, version, concurrency, lock_key) values ($1, 'ghost', 'h', 1, 'v', 1, 42)")
+        .bind(ghost)
+        .execute(&db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let claimed = engine::queue::claim(&db.pool, ghost, None, 1, Duration::from_secs(3600))
+        .await
+        .unwrap_or_default();
+    assert_eq!(claimed.len(), 1);
+    let worker = TestWorker::start(&db.pool, registry(), 1);
+    wait_for(&db.pool, run, RunStatus::Succeeded).await;
+    let (attempt, failures): (i32, i32) =
+        sqlx::query_as("select attempt, failures from engine_runs where id = $1")
+            .bind(run)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or_default();
+    assert_eq!((attempt, failures), (2, 1));
+    let ghost_stopped: bool =
+        sqlx::query_scalar("select stopped_at is not null from engine_workers where id = $1")
+            .bind(ghost)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or_default();
+    assert!(ghost_stopped);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_stale_attempt_can_never_overwrite_the_new_owners_work() {
+    let db = db().await;
+    let run = enqueue(&db.pool, &ledger("t1", 1)).await;
+    let (w1, w2) = (Uuid::now_v7(), Uuid::now_v7());
+    let first = engine::queue::claim(&db.pool, w1, None, 1, Duration::from_secs(60))
+        .await
+        .unwrap_or_default();
+    // w1's lease lapses; the run is taken back and claimed by w2.
+    sqlx::query(
+        "update engine_runs set lease_expires_at = now() - interval '1 second' where id = $1",
+    )
+    .bind(run)
+    .execute(&db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = db.pool.acquire().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        engine::queue::reap(&mut conn).await.unwrap_or_default(),
+        [run]
+    );
+    let second = engine::queue::claim(&db.pool, w2, None, 1, Duration::from_secs(60))
+        .await
+        .unwrap_or_default();
+    assert_eq!(second[0].attempt, first[0].attempt + 1);
+    let stale = engine::queue::Attempt {
+        run_id: run,
+        attempt: first[0].attempt,
+        worker_id: w1,
+    };
+    let mut tx = db.pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        engine::queue::succeed(&mut tx, stale, &json!("stale")).await,
+        Err(engine::queue::Error::Fenced)
+    ));
+    assert!(matches!(
+        engine::queue::fail(&mut tx, stale, "stale").await,
+        Err(engine::queue::Error::Fenced)
+    ));
+    drop(tx);
+    assert_eq!(status(&db.pool, run).await, RunStatus::Running);
+}
+
+#[tokio::test]
+async fn a_draining_worker_finishes_what_it_runs_and_stops_claiming() {
+    let db = db().await;
+    let worker = TestWorker::start(&db.pool, registry(), 1);
+    let run = enqueue(
+        &db.pool,
+        &NewRun::of::<Ledger>(
+            "t1",
+            &LedgerInput {
+                steps: 3,
+                step_ms: 100,
+                fail_attempts: 0,
+                fail_permanently: false,
+            },
+        ),
+    )
+    .await;
+    wait_for(&db.pool, run, RunStatus::Running).await;
+    worker.stop().await;
+    assert_eq!(status(&db.pool, run).await, RunStatus::Succeeded);
+    let later = enqueue(&db.pool, &ledger("t1", 1)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        status(&db.pool, later).await,
+        RunStatus::Queued,
+        "a stopped worker claims nothing"
+    );
+    let stopped: bool =
+        sqlx::query_scalar("select bool_and(stopped_at is not null) from engine_workers")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or_default();
+    assert!(stopped);
+}
