@@ -1,0 +1,152 @@
+//! Chaos: real `workflowops worker` processes run hundreds of multi-step runs while the test
+//! kills them with SIGKILL at random moments and starts new ones. Every run must succeed, no
+//! completed step may run again, each kill may cost at most one re-execution of the steps in
+//! flight, and nothing may stay claimed by a dead worker.
+//!
+//! Size: `WFO_CHAOS_RUNS` (default 500) runs, `WFO_CHAOS_KILLS` (default 8) kills; the
+//! benchmark section of the README gives a larger setting.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use engine::NewRun;
+use jobs::diagnostics::{Ledger, LedgerInput};
+use workflowops_tests::TestDb;
+use workflowops_tests::engine_support::eventually;
+
+const CONCURRENCY: u32 = 8;
+
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn start_worker(url: &str, key: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_workflowops"))
+        .args([
+            "worker",
+            "--concurrency",
+            &CONCURRENCY.to_string(),
+            "--heartbeat",
+            "1s",
+        ])
+        .env("DATABASE_URL", url)
+        .env("WFO_MASTER_KEY", key)
+        .env("WFO_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start a worker: {e}"))
+}
+
+async fn scalar(pool: &sqlx::PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_workers_lose_no_run_and_repeat_no_completed_step() {
+    let runs = setting("WFO_CHAOS_RUNS", 500);
+    let kills = setting("WFO_CHAOS_KILLS", 8);
+    let db = TestDb::new().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let key = domain::crypto::Keyring::generate();
+    let key = secrecy::ExposeSecret::expose_secret(&key).to_owned();
+
+    let mut tx = db.pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..runs {
+        let input = LedgerInput {
+            steps: 3,
+            step_ms: 5,
+            fail_attempts: 0,
+            fail_permanently: false,
+        };
+        let new = NewRun::of::<Ledger>(format!("tenant-{}", i % 5), &input).max_attempts(100);
+        engine::queue::enqueue(&mut tx, &new)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+
+    let mut workers: Vec<Child> = (0..3).map(|_| start_worker(&db.url, &key)).collect();
+    let started = Instant::now();
+    for _ in 0..kills {
+        tokio::time::sleep(Duration::from_millis(150 + fastrand::u64(0..450))).await;
+        let victim = fastrand::usize(0..workers.len());
+        let mut dead = workers.swap_remove(victim);
+        dead.kill().unwrap_or_else(|e| panic!("SIGKILL: {e}"));
+        let _ = dead.wait();
+        workers.push(start_worker(&db.url, &key));
+    }
+
+    eventually("every run to finish", Duration::from_secs(180), || async {
+        (scalar(
+            &db.pool,
+            "select count(*) from engine_runs where status <> 'succeeded'",
+        )
+        .await
+            == 0)
+            .then_some(())
+    })
+    .await;
+    let elapsed = started.elapsed();
+
+    // Nothing left claimed; every killed worker noticed as dead.
+    assert_eq!(
+        scalar(
+            &db.pool,
+            "select count(*) from engine_runs where status = 'running' or worker_id is not null"
+        )
+        .await,
+        0
+    );
+    eventually(
+        "killed workers to be marked stopped",
+        Duration::from_secs(10),
+        || async {
+            let stopped = scalar(
+                &db.pool,
+                "select count(*) from engine_workers where stopped_at is not null",
+            )
+            .await;
+            (stopped >= i64::try_from(kills).unwrap_or(0)).then_some(())
+        },
+    )
+    .await;
+    // No completed step ever ran again: every execution precedes or is the checkpointed one.
+    assert_eq!(
+        scalar(
+            &db.pool,
+            "select count(*) from diagnostics_ledger l join engine_steps s on s.run_id = l.run_id and s.name = l.step \
+             where l.attempt > s.attempt"
+        )
+        .await,
+        0
+    );
+    // Every step of every run ran and was checkpointed.
+    assert_eq!(
+        scalar(&db.pool, "select count(*) from engine_steps").await,
+        i64::try_from(runs * 3).unwrap_or(0)
+    );
+    // Re-executions only come from kills: at most one per step in flight at each kill.
+    let extra = scalar(&db.pool, "select coalesce(sum(n - 1), 0)::bigint from (select count(*) as n from diagnostics_ledger group by run_id, step) t").await;
+    let bound = i64::try_from(kills * CONCURRENCY as usize).unwrap_or(0);
+    assert!(
+        extra <= bound,
+        "{extra} re-executed steps for {kills} kills (at most {bound})"
+    );
+    let worst = scalar(&db.pool, "select coalesce(max(n), 0)::bigint from (select count(*) as n from diagnostics_ledger group by run_id, step) t").await;
+    assert!(worst <= 1 + i64::try_from(kills).unwrap_or(0));
+    eprintln!(
+        "chaos: {runs} runs, {kills} kills, {extra} re-executed steps, {:.1}s",
+        elapsed.as_secs_f64()
+    );
+
+    for mut w in workers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+}
