@@ -20,6 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::{self, AuthCache};
 use crate::error::ApiError;
+use crate::events::EventHub;
 use crate::{idempotency, openapi, routes};
 
 /// Settings the request handlers need (a subset of the command line).
@@ -54,6 +55,7 @@ pub struct Inner {
     pub db: PgPool,
     pub keyring: Keyring,
     pub auth_cache: AuthCache,
+    pub events: EventHub,
     pub config: AppConfig,
 }
 
@@ -67,6 +69,7 @@ impl AppState {
             db,
             keyring,
             auth_cache: AuthCache::new(config.auth_cache_ttl),
+            events: EventHub::new(),
             config,
         }))
     }

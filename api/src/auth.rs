@@ -505,6 +505,7 @@ pub mod perm {
         HardDeleteWorkflows,
         ViewTeam,
         ManageApiKeys,
+        OperateRuns,
     );
 }
 

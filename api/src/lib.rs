@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod dev;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod idempotency;
 pub mod openapi;

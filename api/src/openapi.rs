@@ -21,6 +21,7 @@ Errors are `application/problem+json` with a stable `code`. Lists are cursor-pag
         (name = "team", description = "Members, roles and invitations"),
         (name = "api-keys", description = "Tenant API keys for machine clients"),
         (name = "audit", description = "The audit trail"),
+        (name = "runs", description = "Background runs of the durable engine, and live event streams"),
         (name = "platform", description = "Platform administration (cross-tenant)"),
     )
 )]

@@ -21,6 +21,11 @@ pub async fn run(
         shutdown.clone(),
     ));
     background.spawn(purge_idempotency_keys(state.clone(), shutdown.clone()));
+    background.spawn(crate::events::listen(
+        state.db.clone(),
+        state.events.clone(),
+        shutdown.clone(),
+    ));
     background.close();
     let app = app::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, app)

@@ -44,7 +44,7 @@ impl Role {
         use Permission as P;
         match permission {
             P::ViewWorkflows | P::ViewExecutions | P::ViewObservability | P::ViewTeam => true,
-            P::UploadWorkflows | P::ExecutePromotions => self >= Role::Developer,
+            P::UploadWorkflows | P::ExecutePromotions | P::OperateRuns => self >= Role::Developer,
             P::ConfigurePipelines
             | P::ManageTeam
             | P::AccessBilling
@@ -105,8 +105,10 @@ impl sqlx::Encode<'_, sqlx::Postgres> for Role {
 }
 
 /// What a caller may do inside a tenant. The first eleven are the PRD 3.12.2 rows; `ViewTeam`
-/// (every member sees who is in the team, TEAM-004) and `ManageApiKeys` (machine credentials are
-/// an admin's business, SEC-001) complete it for routes the matrix does not name.
+/// (every member sees who is in the team, TEAM-004), `ManageApiKeys` (machine credentials are
+/// an admin's business, SEC-001) and `OperateRuns` (cancel, retry and signal background runs,
+/// as whoever may start them: developers and admins) complete it for routes the matrix does
+/// not name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Permission {
@@ -123,10 +125,11 @@ pub enum Permission {
     HardDeleteWorkflows,
     ViewTeam,
     ManageApiKeys,
+    OperateRuns,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 13] = [
+    pub const ALL: [Permission; 14] = [
         Permission::ViewWorkflows,
         Permission::ViewExecutions,
         Permission::ViewObservability,
@@ -140,6 +143,7 @@ impl Permission {
         Permission::HardDeleteWorkflows,
         Permission::ViewTeam,
         Permission::ManageApiKeys,
+        Permission::OperateRuns,
     ];
 }
 
@@ -148,7 +152,7 @@ mod tests {
     use super::*;
 
     /// The PRD 3.12.2 matrix, transcribed row by row: (permission, viewer, developer, admin).
-    const MATRIX: [(Permission, bool, bool, bool); 13] = [
+    const MATRIX: [(Permission, bool, bool, bool); 14] = [
         (Permission::ViewWorkflows, true, true, true),
         (Permission::ViewExecutions, true, true, true),
         (Permission::ViewObservability, true, true, true),
@@ -162,6 +166,7 @@ mod tests {
         (Permission::HardDeleteWorkflows, false, false, true),
         (Permission::ViewTeam, true, true, true),
         (Permission::ManageApiKeys, false, false, true),
+        (Permission::OperateRuns, false, true, true),
     ];
 
     // TEAM-002: every (role × permission) pair.

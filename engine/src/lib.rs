@@ -17,6 +17,7 @@ pub mod context;
 pub mod job;
 pub mod model;
 pub mod queue;
+pub mod read;
 pub mod worker;
 
 pub use context::{ChildOutcome, RunCtx};

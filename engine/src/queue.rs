@@ -223,7 +223,7 @@ pub async fn enqueue(db: &mut PgConnection, new: &NewRun) -> Result<Enqueued> {
     })
 }
 
-const RUN_COLUMNS: &str = "id, namespace, kind, input, output, status, attempt, failures, max_attempts, priority, run_at, \
+pub(crate) const RUN_COLUMNS: &str = "id, namespace, kind, input, output, status, attempt, failures, max_attempts, priority, run_at, \
      idempotency_key, concurrency_key, concurrency_limit, parent_id, labels, progress_done, progress_total, error, \
      worker_id, lease_expires_at, cancel_requested_at, wait_signal, wait_children, created_by, created_at, \
      started_at, finished_at, updated_at";

@@ -162,11 +162,13 @@ pub async fn run_worker(
     let lost = CancellationToken::new();
 
     let mut background = JoinSet::new();
+    let (subscribed, listening) = tokio::sync::oneshot::channel();
     background.spawn(listen(
         pool.clone(),
         Arc::clone(&wake),
         Arc::clone(&shared.in_flight),
         stop_claiming.clone(),
+        subscribed,
     ));
     background.spawn(heartbeat(
         Arc::clone(&shared),
@@ -182,6 +184,8 @@ pub async fn run_worker(
         stop_claiming.clone(),
     ));
 
+    // Claim only once cancel requests can reach us (the heartbeat also polls for them).
+    let _ = tokio::time::timeout(Duration::from_secs(5), listening).await;
     let slots = Arc::new(Semaphore::new(config.concurrency as usize));
     let mut running = JoinSet::new();
     loop {
@@ -399,7 +403,14 @@ async fn attempt(
 }
 
 /// Wakes the claim loop on new work, and cancels runs whose cancellation was requested.
-async fn listen(pool: PgPool, wake: Arc<Notify>, in_flight: InFlight, stop: CancellationToken) {
+async fn listen(
+    pool: PgPool,
+    wake: Arc<Notify>,
+    in_flight: InFlight,
+    stop: CancellationToken,
+    subscribed: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut subscribed = Some(subscribed);
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -417,6 +428,9 @@ async fn listen(pool: PgPool, wake: Arc<Notify>, in_flight: InFlight, stop: Canc
         {
             tracing::warn!(error = %e, "worker listener cannot subscribe");
             continue;
+        }
+        if let Some(tx) = subscribed.take() {
+            let _ = tx.send(());
         }
         loop {
             tokio::select! {
@@ -467,6 +481,23 @@ async fn heartbeat(
             break;
         }
         let busy = shared.in_flight.lock().map(|m| m.len()).unwrap_or(0);
+        // Cancel requests whose notification was missed.
+        if busy > 0 {
+            let asked: Vec<Uuid> = sqlx::query_scalar(
+                "select id from engine_runs where worker_id = $1 and status = 'running' and cancel_requested_at is not null",
+            )
+            .bind(shared.worker_id)
+            .fetch_all(&shared.pool)
+            .await
+            .unwrap_or_default();
+            if let Ok(map) = shared.in_flight.lock() {
+                for id in asked {
+                    if let Some((_, token)) = map.get(&id) {
+                        token.cancel();
+                    }
+                }
+            }
+        }
         if let Err(e) = queue::extend_leases(&shared.pool, shared.worker_id, config.lease).await {
             tracing::warn!(error = %e, "extending leases failed");
         }

@@ -12,3 +12,4 @@ pub use app::{Caller, TenantFixture, TestApp};
 pub use db::TestDb;
 
 pub mod engine_support;
+pub mod sse;

@@ -13,6 +13,7 @@ mod e2e {
     mod openapi;
     mod platform;
     mod rbac;
+    mod runs;
     mod secrets;
     mod team;
 }

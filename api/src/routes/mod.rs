@@ -14,6 +14,7 @@ pub mod audit_logs;
 pub mod auth;
 pub mod health;
 pub mod platform;
+pub mod runs;
 pub mod team;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -45,6 +46,14 @@ pub fn router() -> OpenApiRouter<AppState> {
             platform::add_platform_admin
         ))
         .routes(routes!(platform::remove_platform_admin))
+        .routes(routes!(platform::list_workers))
+        .routes(routes!(runs::list_runs))
+        .routes(routes!(runs::get_run))
+        .routes(routes!(runs::cancel_run))
+        .routes(routes!(runs::retry_run))
+        .routes(routes!(runs::signal_run))
+        .routes(routes!(runs::run_events))
+        .routes(routes!(runs::tenant_events))
 }
 
 /// `?cursor=&limit=` on every list.

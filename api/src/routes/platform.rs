@@ -283,3 +283,75 @@ pub async fn remove_platform_admin(
     state.auth_cache.evict(Invalidation::User(user_id));
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WorkerView {
+    pub id: Uuid,
+    pub name: String,
+    pub host: String,
+    pub pid: i32,
+    pub version: String,
+    pub kinds: Option<Vec<String>>,
+    pub concurrency: i32,
+    pub busy_slots: i32,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub heartbeat_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QueueDepth {
+    pub kind: String,
+    pub status: String,
+    pub runs: i64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WorkerPool {
+    pub workers: Vec<WorkerView>,
+    /// Slots across live workers.
+    pub total_slots: i64,
+    pub busy_slots: i64,
+    /// Unfinished runs by kind and status, across tenants.
+    pub queue: Vec<QueueDepth>,
+}
+
+/// The worker pool: live workers with their heartbeats and busy slots, and the queue depth.
+#[utoipa::path(get, path = "/api/v1/platform/workers", tag = "platform", security(("bearer" = [])),
+    responses((status = 200, body = WorkerPool), (status = 403, body = Problem)))]
+pub async fn list_workers(
+    State(state): State<AppState>,
+    _admin: PlatformAdmin,
+) -> ApiResult<Json<WorkerPool>> {
+    let workers = engine::worker::list_live(&state.db)
+        .await
+        .map_err(ApiError::internal)?;
+    let queue: Vec<(String, String, i64)> = sqlx::query_as(
+        "select kind, status, count(*) from engine_runs where status in ('queued', 'running', 'waiting') \
+         group by kind, status order by kind, status",
+    )
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(WorkerPool {
+        total_slots: workers.iter().map(|w| i64::from(w.concurrency)).sum(),
+        busy_slots: workers.iter().map(|w| i64::from(w.busy_slots)).sum(),
+        workers: workers
+            .into_iter()
+            .map(|w| WorkerView {
+                id: w.id,
+                name: w.name,
+                host: w.host,
+                pid: w.pid,
+                version: w.version,
+                kinds: w.kinds,
+                concurrency: w.concurrency,
+                busy_slots: w.busy_slots,
+                started_at: w.started_at,
+                heartbeat_at: w.heartbeat_at,
+            })
+            .collect(),
+        queue: queue
+            .into_iter()
+            .map(|(kind, status, runs)| QueueDepth { kind, status, runs })
+            .collect(),
+    }))
+}

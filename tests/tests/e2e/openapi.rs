@@ -22,7 +22,8 @@ async fn the_openapi_document_is_3_1_and_every_operation_it_lists_is_routed() {
             .replace("{user_id}", "x")
             .replace("{key_id}", "x")
             .replace("{invitation_id}", "x")
-            .replace("{tenant_id}", "x");
+            .replace("{tenant_id}", "x")
+            .replace("{run_id}", "x");
         for (method, op) in item.as_object().cloned().unwrap_or_default() {
             assert!(
                 op["responses"].is_object(),

@@ -1,0 +1,518 @@
+//! Runs of the durable engine, as a tenant sees them: list, detail, cancel, retry, signal, and
+//! live event streams (SSE-001..005, SSE-007).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use chrono::{DateTime, Utc};
+use domain::audit::Entry;
+use domain::page::{Page, PageRequest};
+use domain::validate::Validator;
+use engine::read::{self, RunFilter};
+use engine::{RunStatus, queue};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::{TenantCtx, perm};
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Validate};
+
+/// A run as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RunView {
+    pub id: Uuid,
+    pub kind: String,
+    /// `queued`, `running`, `waiting`, `succeeded`, `failed` or `cancelled`.
+    pub status: String,
+    #[schema(value_type = Object)]
+    pub input: Value,
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<Value>,
+    pub attempt: i32,
+    pub failures: i32,
+    pub max_attempts: i32,
+    pub priority: i16,
+    pub progress_done: Option<i64>,
+    pub progress_total: Option<i64>,
+    #[schema(value_type = Object)]
+    pub labels: Value,
+    pub parent_id: Option<Uuid>,
+    pub concurrency_key: Option<String>,
+    pub wait_signal: Option<String>,
+    pub waiting_for_children: bool,
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    pub created_by: Option<String>,
+    pub run_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<engine::Run> for RunView {
+    fn from(r: engine::Run) -> Self {
+        Self {
+            id: r.id,
+            status: r.status().to_string(),
+            kind: r.kind,
+            input: r.input,
+            output: r.output,
+            error: r.error,
+            attempt: r.attempt,
+            failures: r.failures,
+            max_attempts: r.max_attempts,
+            priority: r.priority,
+            progress_done: r.progress_done,
+            progress_total: r.progress_total,
+            labels: r.labels,
+            parent_id: r.parent_id,
+            concurrency_key: r.concurrency_key,
+            wait_signal: r.wait_signal,
+            waiting_for_children: r.wait_children,
+            cancel_requested_at: r.cancel_requested_at,
+            created_by: r.created_by,
+            run_at: r.run_at,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        }
+    }
+}
+
+fn queue_error(e: queue::Error) -> ApiError {
+    match e {
+        queue::Error::NotFound => ApiError::not_found("run not found"),
+        queue::Error::Conflict(message) => {
+            ApiError::new(StatusCode::CONFLICT, "run_state_conflict", message)
+        }
+        queue::Error::Fenced => ApiError::new(
+            StatusCode::CONFLICT,
+            "run_state_conflict",
+            "the run changed meanwhile; retry",
+        ),
+        queue::Error::Database(db) => db.into(),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RunQuery {
+    pub kind: Option<String>,
+    /// One of queued, running, waiting, succeeded, failed, cancelled.
+    pub status: Option<String>,
+    /// Created at or after (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Created before (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+    /// `key:value` label to match (e.g. `environment:prod`).
+    pub label: Option<String>,
+    /// Only the children of this run.
+    pub parent_id: Option<Uuid>,
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// The tenant's runs, newest first, filtered.
+#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", security(("bearer" = [])), params(RunQuery),
+    responses((status = 200, body = Page<RunView>), (status = 422, body = Problem)))]
+pub async fn list_runs(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::ViewObservability>,
+    ApiQuery(q): ApiQuery<RunQuery>,
+) -> ApiResult<Json<Page<RunView>>> {
+    let page = PageRequest::parse(q.cursor.as_deref(), q.limit)?;
+    let status = match q.status.as_deref() {
+        Some(s) => Some(
+            s.parse::<RunStatus>()
+                .map_err(|e| domain::Error::invalid("status", e))?,
+        ),
+        None => None,
+    };
+    let labels = match q.label.as_deref() {
+        Some(l) => {
+            let (k, v) = l
+                .split_once(':')
+                .ok_or_else(|| domain::Error::invalid("label", "must be key:value"))?;
+            Some(serde_json::json!({ k: v }))
+        }
+        None => None,
+    };
+    let filter = RunFilter {
+        kind: q.kind,
+        status,
+        since: q.since,
+        until: q.until,
+        labels,
+        parent_id: q.parent_id,
+    };
+    let rows = read::list(
+        &state.db,
+        &ctx.tenant_id().to_string(),
+        &filter,
+        page.after,
+        page.fetch_limit(),
+    )
+    .await
+    .map_err(queue_error)?;
+    Ok(Json(
+        Page::from_rows(rows, page, |r: &engine::Run| r.id).map(RunView::from),
+    ))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StepView {
+    pub name: String,
+    pub attempt: i32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    pub run: RunView,
+    /// Completed (checkpointed) steps, in order.
+    pub steps: Vec<StepView>,
+    /// Children by status (a bulk operation's per-child outcome summary).
+    pub children: std::collections::BTreeMap<String, i64>,
+}
+
+/// One run with its steps and children.
+#[utoipa::path(get, path = "/api/v1/runs/{run_id}", tag = "runs", security(("bearer" = [])),
+    params(("run_id" = Uuid, Path, description = "The run's id")),
+    responses((status = 200, body = RunDetail), (status = 404, body = Problem)))]
+pub async fn get_run(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::ViewObservability>,
+    ApiPath(run_id): ApiPath<Uuid>,
+) -> ApiResult<Json<RunDetail>> {
+    let run = queue::get(&state.db, &ctx.tenant_id().to_string(), run_id)
+        .await
+        .map_err(queue_error)?;
+    let steps = read::steps(&state.db, run_id).await.map_err(queue_error)?;
+    let children = read::children(&state.db, run_id)
+        .await
+        .map_err(queue_error)?;
+    Ok(Json(RunDetail {
+        run: run.into(),
+        steps: steps
+            .into_iter()
+            .map(|s| StepView {
+                name: s.name,
+                attempt: s.attempt,
+                started_at: s.started_at,
+                completed_at: s.completed_at,
+            })
+            .collect(),
+        children: children.into_iter().collect(),
+    }))
+}
+
+/// Request cancellation. A run that has not started is cancelled at once; a running one stops
+/// between steps (long steps watch for it) and runs its compensation.
+#[utoipa::path(post, path = "/api/v1/runs/{run_id}/cancel", tag = "runs", security(("bearer" = [])),
+    params(("run_id" = Uuid, Path, description = "The run's id")),
+    responses((status = 202, body = RunView), (status = 404, body = Problem),
+        (status = 409, description = "Already finished", body = Problem)))]
+pub async fn cancel_run(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::OperateRuns>,
+    ApiPath(run_id): ApiPath<Uuid>,
+) -> ApiResult<(StatusCode, Json<RunView>)> {
+    let mut tx = state.db.begin().await?;
+    let run = queue::request_cancel(&mut tx, &ctx.tenant_id().to_string(), run_id)
+        .await
+        .map_err(queue_error)?;
+    Entry::new(
+        Some(ctx.tenant_id()),
+        &ctx.actor(),
+        "run.cancel_requested",
+        "run",
+    )
+    .target(run_id)
+    .new_value(&serde_json::json!({"kind": run.kind, "status": run.status()}))
+    .record(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(run.into())))
+}
+
+/// Retry a failed run: it resumes from its checkpoints with a fresh retry budget.
+#[utoipa::path(post, path = "/api/v1/runs/{run_id}/retry", tag = "runs", security(("bearer" = [])),
+    params(("run_id" = Uuid, Path, description = "The run's id")),
+    responses((status = 202, body = RunView), (status = 404, body = Problem),
+        (status = 409, description = "Not failed", body = Problem)))]
+pub async fn retry_run(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::OperateRuns>,
+    ApiPath(run_id): ApiPath<Uuid>,
+) -> ApiResult<(StatusCode, Json<RunView>)> {
+    let mut tx = state.db.begin().await?;
+    let run = queue::retry(&mut tx, &ctx.tenant_id().to_string(), run_id)
+        .await
+        .map_err(queue_error)?;
+    Entry::new(Some(ctx.tenant_id()), &ctx.actor(), "run.retried", "run")
+        .target(run_id)
+        .new_value(&serde_json::json!({"kind": run.kind}))
+        .record(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(run.into())))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignalRequest {
+    /// The signal's name, e.g. `approval`.
+    pub name: String,
+    /// Any JSON the waiting run receives.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub payload: Value,
+}
+
+impl Validate for SignalRequest {
+    fn validate(&self) -> Result<(), domain::Error> {
+        Validator::new().text("name", &self.name, 1, 100).finish()
+    }
+}
+
+/// Send a signal to a run. Stored: a run that waits for it later still receives it.
+#[utoipa::path(post, path = "/api/v1/runs/{run_id}/signals", tag = "runs", security(("bearer" = [])),
+    params(("run_id" = Uuid, Path, description = "The run's id")),
+    request_body = SignalRequest,
+    responses((status = 202, description = "Delivered"), (status = 404, body = Problem),
+        (status = 409, description = "The run has finished", body = Problem), (status = 422, body = Problem)))]
+pub async fn signal_run(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::OperateRuns>,
+    ApiPath(run_id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<SignalRequest>,
+) -> ApiResult<StatusCode> {
+    let mut tx = state.db.begin().await?;
+    queue::signal(
+        &mut tx,
+        &ctx.tenant_id().to_string(),
+        run_id,
+        &req.name,
+        &req.payload,
+    )
+    .await
+    .map_err(queue_error)?;
+    Entry::new(Some(ctx.tenant_id()), &ctx.actor(), "run.signalled", "run")
+        .target(run_id)
+        .new_value(&serde_json::json!({"signal": req.name}))
+        .record(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Where a stream resumes: `Last-Event-ID` (what browsers send when they reconnect) or `?after=`.
+fn resume_point(headers: &HeaderMap, after: Option<i64>) -> Result<Option<i64>, ApiError> {
+    match headers.get("last-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .filter(|id| *id >= 0)
+            .map(Some)
+            .ok_or_else(|| {
+                domain::Error::invalid("Last-Event-ID", "must be an event id this API sent").into()
+            }),
+        None => Ok(after),
+    }
+}
+
+fn sse_event(e: &read::Event) -> SseEvent {
+    SseEvent::default()
+        .id(e.id.to_string())
+        .event(e.kind.clone())
+        .data(
+            serde_json::json!({"run_id": e.run_id, "data": e.data, "at": e.created_at}).to_string(),
+        )
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StreamQuery {
+    /// Resume after this event id (the `Last-Event-ID` header takes precedence).
+    pub after: Option<i64>,
+}
+
+const BATCH: i64 = 500;
+const POLL: Duration = Duration::from_secs(5);
+
+type EventStream = Sse<
+    axum::response::sse::KeepAliveStream<
+        futures::stream::BoxStream<'static, Result<SseEvent, Infallible>>,
+    >,
+>;
+
+fn stream_of(rx: mpsc::Receiver<SseEvent>) -> EventStream {
+    let stream =
+        futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+        );
+    Sse::new(Box::pin(stream) as futures::stream::BoxStream<'static, _>).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(15))
+            .text("keep-alive"),
+    )
+}
+
+/// Waits until a notice matching `wanted` arrives, a poll interval passes, or the client left.
+/// Returns false when the stream should end.
+async fn wake(
+    rx: &mut broadcast::Receiver<crate::events::Notice>,
+    tx: &mpsc::Sender<SseEvent>,
+    wanted: impl Fn(&crate::events::Notice) -> bool,
+) -> bool {
+    let deadline = tokio::time::sleep(POLL);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = tx.closed() => return false,
+            () = &mut deadline => return true,
+            n = rx.recv() => match n {
+                Ok(n) if n.is_resync() || wanted(&n) => return true,
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => return true,
+                Err(broadcast::error::RecvError::Closed) => return false,
+            },
+        }
+    }
+}
+
+/// A run's events as Server-Sent Events (`state`, `progress`, `log`), each with its id.
+/// Reconnecting with `Last-Event-ID` resumes exactly after that event. The stream ends with an
+/// `end` event once the run has finished and every event was sent.
+#[utoipa::path(get, path = "/api/v1/runs/{run_id}/events", tag = "runs", security(("bearer" = [])),
+    params(("run_id" = Uuid, Path, description = "The run's id"), StreamQuery),
+    responses((status = 200, description = "An event stream", content_type = "text/event-stream"),
+        (status = 404, body = Problem)))]
+pub async fn run_events(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::ViewObservability>,
+    ApiPath(run_id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<StreamQuery>,
+    headers: HeaderMap,
+) -> ApiResult<EventStream> {
+    let namespace = ctx.tenant_id().to_string();
+    queue::get(&state.db, &namespace, run_id)
+        .await
+        .map_err(queue_error)?;
+    let mut last = resume_point(&headers, q.after)?.unwrap_or(0);
+    // Subscribe before reading, so nothing committed in between is missed.
+    let mut notices = state.events.subscribe();
+    let (tx, rx) = mpsc::channel(64);
+    let db = state.db.clone();
+    tokio::spawn(async move {
+        let mut finished = false;
+        loop {
+            let batch = match read::run_events(&db, &namespace, run_id, last, BATCH).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading run events failed");
+                    if !wake(&mut notices, &tx, |_| false).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            for e in &batch {
+                last = e.id;
+                if e.kind == "state" {
+                    finished = e.data["status"]
+                        .as_str()
+                        .and_then(|s| s.parse::<RunStatus>().ok())
+                        .is_some_and(RunStatus::is_terminal);
+                }
+                if tx.send(sse_event(e)).await.is_err() {
+                    return;
+                }
+            }
+            if i64::try_from(batch.len()).unwrap_or(0) == BATCH {
+                continue;
+            }
+            if finished {
+                let _ = tx.send(SseEvent::default().event("end").data("{}")).await;
+                return;
+            }
+            if !wake(&mut notices, &tx, |n| n.run == run_id).await {
+                return;
+            }
+        }
+    });
+    Ok(stream_of(rx))
+}
+
+/// The tenant's run state changes as Server-Sent Events (`state`, with ids), each burst followed
+/// by a `counts` event with the unfinished runs by status (SSE-007). Without `Last-Event-ID`
+/// the stream starts now.
+#[utoipa::path(get, path = "/api/v1/events", tag = "runs", security(("bearer" = [])), params(StreamQuery),
+    responses((status = 200, description = "An event stream", content_type = "text/event-stream")))]
+pub async fn tenant_events(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::ViewObservability>,
+    ApiQuery(q): ApiQuery<StreamQuery>,
+    headers: HeaderMap,
+) -> ApiResult<EventStream> {
+    let namespace = ctx.tenant_id().to_string();
+    let mut notices = state.events.subscribe();
+    let mut last = match resume_point(&headers, q.after)? {
+        Some(id) => id,
+        None => read::last_event_id(&state.db, &namespace)
+            .await
+            .map_err(queue_error)?,
+    };
+    let (tx, rx) = mpsc::channel(64);
+    let db = state.db.clone();
+    tokio::spawn(async move {
+        let mut send_counts = true;
+        loop {
+            if let Ok(batch) = read::state_events(&db, &namespace, last, BATCH).await {
+                for e in &batch {
+                    last = e.id;
+                    if tx.send(sse_event(e)).await.is_err() {
+                        return;
+                    }
+                }
+                send_counts |= !batch.is_empty();
+                if i64::try_from(batch.len()).unwrap_or(0) == BATCH {
+                    continue;
+                }
+            }
+            if send_counts {
+                if let Ok(counts) = read::active_counts(&db, &namespace).await {
+                    let counts: std::collections::BTreeMap<String, i64> =
+                        counts.into_iter().collect();
+                    let event = SseEvent::default()
+                        .event("counts")
+                        .data(serde_json::json!(counts).to_string());
+                    if tx.send(event).await.is_err() {
+                        return;
+                    }
+                }
+                send_counts = false;
+            }
+            if !wake(&mut notices, &tx, |n| {
+                n.ns == namespace && n.kind == "state"
+            })
+            .await
+            {
+                return;
+            }
+        }
+    });
+    Ok(stream_of(rx))
+}

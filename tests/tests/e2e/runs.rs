@@ -1,0 +1,283 @@
+//! The runs API and its event streams.
+
+use std::time::Duration;
+
+use domain::Role;
+use engine::{NewRun, RunStatus};
+use jobs::diagnostics::{Ledger, LedgerInput};
+use reqwest::Method;
+use serde_json::json;
+use uuid::Uuid;
+use workflowops_tests::engine_support::{TestWorker, enqueue, wait_for};
+use workflowops_tests::sse::read_events;
+use workflowops_tests::{TenantFixture, TestApp};
+
+fn ledger(tenant: &TenantFixture, steps: u32, step_ms: u64) -> NewRun {
+    NewRun::of::<Ledger>(
+        tenant.id.to_string(),
+        &LedgerInput {
+            steps,
+            step_ms,
+            fail_attempts: 0,
+            fail_permanently: false,
+        },
+    )
+    .labels(json!({"environment": "prod"}))
+}
+
+// SSE-001, SSE-002, SSE-004, SSE-005
+#[tokio::test]
+async fn a_client_that_reconnects_with_last_event_id_gets_every_event_exactly_once() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let worker = TestWorker::start(&app.db.pool, jobs::registry(), 2);
+    let run = enqueue(&app.db.pool, &ledger(&acme, 12, 60)).await;
+    let path = format!("/api/v1/runs/{run}/events");
+
+    let res = app
+        .http
+        .get(app.url(&path))
+        .bearer_auth(&acme.admin.token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        res.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    let mut seen = 0;
+    let first = read_events(res, Duration::from_secs(20), |_| {
+        seen += 1;
+        seen == 4
+    })
+    .await;
+    // Disconnected mid-run (the response is dropped); reconnect where we left off.
+    let last_id = first.last().and_then(|m| m.id.clone()).unwrap_or_default();
+    let res = app
+        .http
+        .get(app.url(&path))
+        .bearer_auth(&acme.admin.token)
+        .header("last-event-id", &last_id)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rest = read_events(res, Duration::from_secs(30), |m| m.event == "end").await;
+    assert_eq!(rest.last().map(|m| m.event.as_str()), Some("end"));
+
+    let received: Vec<i64> = first
+        .iter()
+        .chain(&rest)
+        .filter_map(|m| m.id.as_deref()?.parse().ok())
+        .collect();
+    let stored: Vec<i64> =
+        sqlx::query_scalar("select id from engine_events where run_id = $1 order by id")
+            .bind(run)
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap_or_default();
+    assert_eq!(received, stored, "every event once, in order");
+    let progress = first
+        .iter()
+        .chain(&rest)
+        .filter(|m| m.event == "progress")
+        .count();
+    assert_eq!(progress, 12);
+    worker.stop().await;
+}
+
+// SSE-007
+#[tokio::test]
+async fn the_tenant_stream_carries_state_changes_and_counts_of_its_own_runs_only() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    let res = app
+        .http
+        .get(app.url("/api/v1/events"))
+        .bearer_auth(&acme.admin.token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let theirs = enqueue(&app.db.pool, &ledger(&globex, 1, 0)).await;
+    let ours = enqueue(&app.db.pool, &ledger(&acme, 1, 0)).await;
+    let worker = TestWorker::start(&app.db.pool, jobs::registry(), 2);
+    let events = read_events(res, Duration::from_secs(20), |m| {
+        m.event == "state" && m.data.contains("succeeded")
+    })
+    .await;
+    assert!(events.iter().any(|m| m.event == "counts"));
+    for m in events.iter().filter(|m| m.event == "state") {
+        assert!(
+            m.data.contains(&ours.to_string()),
+            "another tenant's run leaked: {}",
+            m.data
+        );
+        assert!(!m.data.contains(&theirs.to_string()));
+    }
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn runs_are_listed_filtered_and_shown_with_their_steps() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let viewer = app.member(&acme, Role::Viewer).await;
+    let worker = TestWorker::start(&app.db.pool, jobs::registry(), 2);
+    let done = enqueue(&app.db.pool, &ledger(&acme, 2, 0)).await;
+    wait_for(&app.db.pool, done, RunStatus::Succeeded).await;
+    let later = enqueue(
+        &app.db.pool,
+        &ledger(&acme, 1, 0).run_at(chrono::Utc::now() + chrono::Duration::hours(1)),
+    )
+    .await;
+
+    let all = app.get("/api/v1/runs", &viewer).await;
+    assert_eq!(all.status, 200, "{:?}", all.body);
+    assert_eq!(all.body["items"].as_array().map(Vec::len), Some(2));
+    let queued = app.get("/api/v1/runs?status=queued", &viewer).await;
+    assert_eq!(queued.body["items"][0]["id"], later.to_string());
+    let labelled = app
+        .get(
+            "/api/v1/runs?label=environment:prod&kind=diagnostics.ledger",
+            &viewer,
+        )
+        .await;
+    assert_eq!(labelled.body["items"].as_array().map(Vec::len), Some(2));
+    let none = app.get("/api/v1/runs?label=environment:dev", &viewer).await;
+    assert_eq!(none.body["items"].as_array().map(Vec::len), Some(0));
+    let bad = app.get("/api/v1/runs?status=finished", &viewer).await;
+    assert_eq!(bad.status, 422);
+
+    let detail = app.get(&format!("/api/v1/runs/{done}"), &viewer).await;
+    assert_eq!(detail.body["status"], "succeeded");
+    assert_eq!(detail.body["steps"].as_array().map(Vec::len), Some(2));
+    assert_eq!(detail.body["progress_done"], 2);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_retry_and_signal_go_through_the_api_audited_and_by_role() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let viewer = app.member(&acme, Role::Viewer).await;
+    let dev = app.member(&acme, Role::Developer).await;
+    let later = enqueue(
+        &app.db.pool,
+        &ledger(&acme, 1, 0).run_at(chrono::Utc::now() + chrono::Duration::hours(1)),
+    )
+    .await;
+
+    let refused = app
+        .request(
+            Method::POST,
+            &format!("/api/v1/runs/{later}/cancel"),
+            Some(&viewer.token),
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+    let cancelled = app
+        .request(
+            Method::POST,
+            &format!("/api/v1/runs/{later}/cancel"),
+            Some(&dev.token),
+            None,
+        )
+        .await;
+    assert_eq!(cancelled.status, 202, "{:?}", cancelled.body);
+    assert_eq!(cancelled.body["status"], "cancelled");
+    let again = app
+        .request(
+            Method::POST,
+            &format!("/api/v1/runs/{later}/cancel"),
+            Some(&dev.token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (again.status.as_u16(), again.code()),
+        (409, "run_state_conflict")
+    );
+
+    let failing = NewRun::of::<Ledger>(
+        acme.id.to_string(),
+        &LedgerInput {
+            steps: 1,
+            step_ms: 0,
+            fail_attempts: 0,
+            fail_permanently: true,
+        },
+    );
+    let failed = enqueue(&app.db.pool, &failing).await;
+    let worker = TestWorker::start(&app.db.pool, jobs::registry(), 1);
+    wait_for(&app.db.pool, failed, RunStatus::Failed).await;
+    let retried = app
+        .request(
+            Method::POST,
+            &format!("/api/v1/runs/{failed}/retry"),
+            Some(&dev.token),
+            None,
+        )
+        .await;
+    assert_eq!(retried.status, 202);
+    wait_for(&app.db.pool, failed, RunStatus::Failed).await;
+
+    let signal = app
+        .post(
+            &format!("/api/v1/runs/{failed}/signals"),
+            &dev,
+            &json!({"name": "approval"}),
+        )
+        .await;
+    assert_eq!(signal.status, 409, "a finished run takes no signals");
+    let bad = app
+        .post(
+            &format!("/api/v1/runs/{}/signals", Uuid::now_v7()),
+            &dev,
+            &json!({"name": ""}),
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+
+    let audited: Vec<String> =
+        sqlx::query_scalar("select action from audit_logs where target_type = 'run' order by id")
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap_or_default();
+    assert_eq!(audited, ["run.cancel_requested", "run.retried"]);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn operators_see_the_worker_pool_and_queue_depth() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    domain::tenancy::add_platform_admin(&app.db.pool, acme.admin.user_id.unwrap_or_default(), None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let worker = TestWorker::start(&app.db.pool, jobs::registry(), 3);
+    enqueue(
+        &app.db.pool,
+        &ledger(&acme, 1, 0).run_at(chrono::Utc::now() + chrono::Duration::hours(1)),
+    )
+    .await;
+    let pool = workflowops_tests::engine_support::eventually(
+        "the worker to register",
+        Duration::from_secs(10),
+        || async {
+            let res = app.get("/api/v1/platform/workers", &acme.admin).await;
+            (res.body["workers"].as_array().map(Vec::len) == Some(1)).then_some(res)
+        },
+    )
+    .await;
+    assert_eq!(pool.body["total_slots"], 3);
+    assert_eq!(pool.body["queue"][0]["status"], "queued");
+    let member = app.member(&acme, Role::Admin).await;
+    assert_eq!(
+        app.get("/api/v1/platform/workers", &member).await.status,
+        403
+    );
+    worker.stop().await;
+}
