@@ -65,6 +65,7 @@ pub struct AppState(Arc<Inner>);
 
 impl AppState {
     pub fn new(db: PgPool, keyring: Keyring, config: AppConfig) -> Self {
+        crate::metrics::handle();
         Self(Arc::new(Inner {
             db,
             keyring,
@@ -106,6 +107,7 @@ pub fn router(state: AppState) -> Router {
                 async move { axum::Json(document.as_ref().clone()) }
             }),
         )
+        .route("/metrics", axum::routing::get(crate::metrics::scrape))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

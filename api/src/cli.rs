@@ -129,6 +129,7 @@ async fn serve(
             "the database schema is behind this binary: run `workflowops migrate` (or set WFO_MIGRATE_ON_START=true)"
         );
     }
+    jobs::maintenance::ensure_schedule(&pool, args.run_retention).await?;
     let listener = TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("cannot listen on {} (WFO_BIND)", args.bind))?;
@@ -180,6 +181,22 @@ async fn worker(
             "--kinds (WFO_WORKER_KINDS): this binary has no job kind `{unknown}`; it knows {}",
             registry.kinds().join(", ")
         );
+    }
+    crate::metrics::handle();
+    if let Some(addr) = args.metrics_bind {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (WFO_WORKER_METRICS_BIND)"))?;
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(|| async { crate::metrics::render_process() }),
+        );
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+        });
     }
     let config = worker_config(args.name, args.concurrency, args.heartbeat, args.kinds);
     engine::run_worker(pool, config, registry, shutdown).await?;

@@ -132,6 +132,9 @@ pub struct ServeArgs {
     /// Time limit for one request (streams excepted).
     #[arg(long, env = "WFO_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// How long finished runs (and their steps and events) are kept before the hourly prune.
+    #[arg(long, env = "WFO_RUN_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub run_retention: Duration,
     /// Take the client address from X-Forwarded-For (only behind a proxy you control).
     #[arg(long, env = "WFO_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
     pub trust_forwarded_for: bool,
@@ -153,6 +156,9 @@ pub struct WorkerArgs {
     /// Only run these job kinds (comma-separated); default: every kind.
     #[arg(long, env = "WFO_WORKER_KINDS", value_delimiter = ',')]
     pub kinds: Option<Vec<String>>,
+    /// Serve this worker's Prometheus metrics at http://<address>/metrics.
+    #[arg(long, env = "WFO_WORKER_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
     #[command(flatten)]
     pub keys: KeyArgs,
 }

@@ -102,7 +102,10 @@ impl RunCtx {
             return Err(JobError::Cancelled);
         }
         let started = Utc::now();
+        let timer = std::time::Instant::now();
         let output = f().await?;
+        metrics::histogram!("workflowops_engine_step_seconds", "kind" => self.kind.clone())
+            .record(timer.elapsed());
         let value = serde_json::to_value(&output).map_err(|e| {
             JobError::permanent(format!("step `{name}`: output cannot be stored: {e}"))
         })?;

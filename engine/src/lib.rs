@@ -18,6 +18,7 @@ pub mod job;
 pub mod model;
 pub mod queue;
 pub mod read;
+pub mod schedule;
 pub mod worker;
 
 pub use context::{ChildOutcome, RunCtx};

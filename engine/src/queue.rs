@@ -677,3 +677,18 @@ pub async fn wake_timers(db: impl PgExecutor<'_>) -> Result<u64> {
     .await?
     .rows_affected())
 }
+
+/// Deletes up to `limit` finished top-level runs that finished before `cutoff`, with their
+/// steps, events, signals and children. Returns how many runs were deleted (0 = done).
+pub async fn prune(db: impl PgExecutor<'_>, cutoff: DateTime<Utc>, limit: i64) -> Result<u64> {
+    Ok(sqlx::query(
+        "delete from engine_runs where id in (select id from engine_runs \
+           where parent_id is null and status in ('succeeded', 'failed', 'cancelled') and finished_at < $1 \
+           order by finished_at limit $2 for update skip locked)",
+    )
+    .bind(cutoff)
+    .bind(limit)
+    .execute(db)
+    .await?
+    .rows_affected())
+}

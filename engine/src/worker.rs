@@ -195,18 +195,21 @@ pub async fn run_worker(
         let free = slots.available_permits();
         let mut claimed_full = false;
         if free > 0 {
-            match queue::claim(
+            let claim_started = std::time::Instant::now();
+            let claimed = queue::claim(
                 &pool,
                 worker_id,
                 Some(&kinds),
                 u32::try_from(free).unwrap_or(u32::MAX),
                 config.lease,
             )
-            .await
-            {
+            .await;
+            metrics::histogram!("workflowops_engine_claim_seconds").record(claim_started.elapsed());
+            match claimed {
                 Ok(runs) => {
                     claimed_full = !runs.is_empty() && runs.len() == free;
                     for run in runs {
+                        metrics::counter!("workflowops_engine_runs_claimed_total", "kind" => run.kind.clone()).increment(1);
                         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
                             // Cannot happen (we claimed at most `free`); give the run back.
                             let _ = queue::release(
@@ -304,7 +307,10 @@ async fn execute(shared: &Shared, run: Run) {
     if let Ok(mut map) = shared.in_flight.lock() {
         map.insert(run.id, (fence, cancel.clone()));
     }
+    let started = std::time::Instant::now();
     let outcome = attempt(shared, &run, fence, cancel).await;
+    metrics::histogram!("workflowops_engine_attempt_seconds", "kind" => run.kind.clone())
+        .record(started.elapsed());
     if let Ok(mut map) = shared.in_flight.lock() {
         map.remove(&run.id);
     }
@@ -320,6 +326,14 @@ async fn execute(shared: &Shared, run: Run) {
         Utc::now(),
         fastrand::f64(),
     );
+    let outcome_label = match &decision {
+        Decision::Succeed(_) => "succeeded",
+        Decision::RetryAt { .. } => "retried",
+        Decision::Fail { .. } => "failed",
+        Decision::Cancel => "cancelled",
+        Decision::Park(_) => "parked",
+    };
+    metrics::counter!("workflowops_engine_attempts_total", "kind" => run.kind.clone(), "outcome" => outcome_label).increment(1);
     if let Err(e) = record(&shared.pool, fence, &decision).await {
         match e {
             queue::Error::Fenced => {
@@ -527,12 +541,22 @@ async fn housekeeping(pool: PgPool, every: Duration, wake: Arc<Notify>, stop: Ca
             let mut conn = pool.acquire().await?;
             let reaped = queue::reap(&mut conn).await?;
             let woken = queue::wake_timers(&mut *conn).await?;
-            Ok::<_, queue::Error>((reaped, woken))
+            drop(conn);
+            let fired = match crate::schedule::fire_due(&pool, 100).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "firing schedules failed");
+                    0
+                }
+            };
+            Ok::<_, queue::Error>((reaped, woken + u64::try_from(fired).unwrap_or(0)))
         }
         .await;
         match reaped {
             Ok((reaped, woken)) => {
                 if !reaped.is_empty() {
+                    metrics::counter!("workflowops_engine_runs_reaped_total")
+                        .increment(reaped.len() as u64);
                     tracing::info!(runs = reaped.len(), "took back the runs of lost workers");
                 }
                 if !reaped.is_empty() || woken > 0 {

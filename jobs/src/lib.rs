@@ -5,10 +5,13 @@
 //! lists every kind a worker can run.
 
 pub mod diagnostics;
+pub mod maintenance;
 
 use engine::Registry;
 
 /// Every job kind this build can run.
 pub fn registry() -> Registry {
-    Registry::new().register(diagnostics::Ledger)
+    Registry::new()
+        .register(diagnostics::Ledger)
+        .register(maintenance::Prune)
 }

@@ -682,3 +682,185 @@ async fn a_draining_worker_finishes_what_it_runs_and_stops_claiming() {
             .unwrap_or_default();
     assert!(stopped);
 }
+
+fn schedule<'a>(
+    ns: &'a str,
+    name: &'a str,
+    cron: &'a str,
+    missed: engine::schedule::Missed,
+) -> engine::schedule::NewSchedule<'a> {
+    engine::schedule::NewSchedule {
+        namespace: ns,
+        name,
+        cron,
+        timezone: "UTC",
+        kind: Ledger::KIND,
+        input: json!({"steps": 1}),
+        enabled: true,
+        missed,
+    }
+}
+
+#[tokio::test]
+async fn a_schedule_fires_exactly_once_per_tick_however_many_workers_run() {
+    let db = db().await;
+    engine::schedule::upsert(
+        &db.pool,
+        schedule(
+            "t1",
+            "every-second",
+            "* * * * * *",
+            engine::schedule::Missed::Skip,
+        ),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let workers: Vec<TestWorker> = (0..3)
+        .map(|_| TestWorker::start(&db.pool, registry(), 2))
+        .collect();
+    eventually("four ticks to fire", Duration::from_secs(15), || async {
+        let n: i64 = sqlx::query_scalar("select count(*) from engine_runs")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or_default();
+        (n >= 4).then_some(())
+    })
+    .await;
+    for w in workers {
+        w.stop().await;
+    }
+    let mut ticks: Vec<chrono::DateTime<Utc>> =
+        sqlx::query_scalar::<_, String>("select idempotency_key from engine_runs")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|k| k.splitn(3, ':').nth(2)?.parse().ok())
+            .collect();
+    ticks.sort();
+    assert!(ticks.len() >= 4);
+    for pair in ticks.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            chrono::Duration::seconds(1),
+            "a tick fired twice or was skipped: {ticks:?}"
+        );
+    }
+    let labelled: i64 = sqlx::query_scalar(
+        "select count(*) from engine_runs where labels->>'schedule' = 'every-second'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap_or_default();
+    assert_eq!(labelled, i64::try_from(ticks.len()).unwrap_or(0));
+}
+
+#[tokio::test]
+async fn ticks_missed_during_downtime_fire_once_or_are_skipped_by_policy() {
+    let db = db().await;
+    for (name, missed) in [
+        ("once", engine::schedule::Missed::FireOnce),
+        ("skip", engine::schedule::Missed::Skip),
+    ] {
+        engine::schedule::upsert(&db.pool, schedule("t1", name, "*/5 * * * *", missed))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    // Everything was down for three hours.
+    sqlx::query("update engine_schedules set next_fire_at = now() - interval '3 hours'")
+        .execute(&db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        engine::schedule::fire_due(&db.pool, 100)
+            .await
+            .unwrap_or(99),
+        1
+    );
+    let fired: Vec<String> = sqlx::query_scalar("select labels->>'schedule' from engine_runs")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap_or_default();
+    assert_eq!(fired, ["once"]);
+    let future: bool =
+        sqlx::query_scalar("select bool_and(next_fire_at > now()) from engine_schedules")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or_default();
+    assert!(future);
+    assert_eq!(
+        engine::schedule::fire_due(&db.pool, 100)
+            .await
+            .unwrap_or(99),
+        0,
+        "nothing due twice"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_cron_expression_or_time_zone_is_refused() {
+    let db = db().await;
+    let bad = engine::schedule::upsert(
+        &db.pool,
+        schedule("t1", "x", "every day", engine::schedule::Missed::Skip),
+    )
+    .await;
+    assert!(bad.is_err());
+    let mut tz = schedule("t1", "x", "0 9 * * *", engine::schedule::Missed::Skip);
+    tz.timezone = "Mars/Olympus";
+    assert!(engine::schedule::upsert(&db.pool, tz).await.is_err());
+}
+
+#[tokio::test]
+async fn the_prune_job_deletes_old_finished_runs_with_their_events_and_keeps_the_rest() {
+    let db = db().await;
+    let worker = TestWorker::start(&db.pool, registry(), 2);
+    let old = enqueue(&db.pool, &ledger("t1", 1)).await;
+    let recent = enqueue(&db.pool, &ledger("t1", 1)).await;
+    wait_for(&db.pool, old, RunStatus::Succeeded).await;
+    wait_for(&db.pool, recent, RunStatus::Succeeded).await;
+    let pending = enqueue(
+        &db.pool,
+        &ledger("t1", 1).run_at(Utc::now() + chrono::Duration::hours(1)),
+    )
+    .await;
+    sqlx::query("update engine_runs set finished_at = now() - interval '40 days' where id = $1")
+        .bind(old)
+        .execute(&db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    jobs::maintenance::ensure_schedule(&db.pool, Duration::from_secs(30 * 86_400))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let prune = enqueue(
+        &db.pool,
+        &NewRun::new(
+            jobs::maintenance::SYSTEM_NAMESPACE,
+            jobs::maintenance::Prune::KIND,
+            json!({"retention_seconds": 30 * 86_400}),
+        ),
+    )
+    .await;
+    wait_for(&db.pool, prune, RunStatus::Succeeded).await;
+    let left: Vec<Uuid> =
+        sqlx::query_scalar("select id from engine_runs where namespace = 't1' order by id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap_or_default();
+    assert_eq!(left, [recent, pending]);
+    let orphan_events: i64 =
+        sqlx::query_scalar("select count(*) from engine_events where run_id = $1")
+            .bind(old)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or(-1);
+    assert_eq!(orphan_events, 0);
+    let scheduled: i64 = sqlx::query_scalar(
+        "select count(*) from engine_schedules where namespace = 'system' and enabled",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap_or_default();
+    assert_eq!(scheduled, 1);
+    worker.stop().await;
+}

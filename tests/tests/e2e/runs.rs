@@ -281,3 +281,35 @@ async fn operators_see_the_worker_pool_and_queue_depth() {
     );
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_expose_engine_counters_and_the_queue_depth() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let worker = TestWorker::start(&app.db.pool, jobs::registry(), 2);
+    let done = enqueue(&app.db.pool, &ledger(&acme, 2, 0)).await;
+    wait_for(&app.db.pool, done, RunStatus::Succeeded).await;
+    enqueue(
+        &app.db.pool,
+        &ledger(&acme, 1, 0).run_at(chrono::Utc::now() + chrono::Duration::hours(1)),
+    )
+    .await;
+    let res = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap_or_default();
+    for metric in [
+        "workflowops_engine_attempts_total{kind=\"diagnostics.ledger\",outcome=\"succeeded\"}",
+        "workflowops_engine_queue_runs{kind=\"diagnostics.ledger\",status=\"queued\"} 1",
+        "workflowops_engine_claim_seconds_bucket",
+        "workflowops_engine_step_seconds_bucket{kind=\"diagnostics.ledger\"",
+        "workflowops_engine_worker_slots 2",
+    ] {
+        assert!(text.contains(metric), "/metrics lacks {metric}:\n{text}");
+    }
+    worker.stop().await;
+}

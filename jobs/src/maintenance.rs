@@ -1,0 +1,87 @@
+//! `maintenance.prune`: deletes finished runs (with their steps and events) older than the
+//! retention setting, and forgets workers stopped long ago. Scheduled hourly by
+//! [`ensure_schedule`], which `serve` calls at start with the configured retention.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use engine::schedule::{Missed, NewSchedule};
+use engine::{Job, JobError, RunCtx};
+use serde::{Deserialize, Serialize};
+
+/// The namespace of the product's own housekeeping runs.
+pub const SYSTEM_NAMESPACE: &str = "system";
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Prune;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneInput {
+    /// Keep finished runs this many seconds.
+    pub retention_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PruneOutput {
+    pub runs_deleted: u64,
+    pub workers_forgotten: u64,
+}
+
+impl Job for Prune {
+    const KIND: &'static str = "maintenance.prune";
+    type Input = PruneInput;
+    type Output = PruneOutput;
+
+    async fn run(&self, ctx: &mut RunCtx, input: PruneInput) -> Result<PruneOutput, JobError> {
+        let retention = chrono::Duration::from_std(Duration::from_secs(input.retention_seconds))
+            .map_err(|_| JobError::permanent("retention_seconds is out of range"))?;
+        let cutoff = Utc::now() - retention;
+        let mut runs_deleted = 0;
+        loop {
+            let n = engine::queue::prune(ctx.db(), cutoff, 1000)
+                .await
+                .map_err(|e| JobError::transient(e.to_string()))?;
+            runs_deleted += n;
+            if n == 0 || ctx.is_cancelled() {
+                break;
+            }
+        }
+        let workers_forgotten = sqlx::query("delete from engine_workers where stopped_at < $1")
+            .bind(cutoff)
+            .execute(ctx.db())
+            .await?
+            .rows_affected();
+        ctx.log(
+            "info",
+            format!("deleted {runs_deleted} runs finished before {cutoff}"),
+        )
+        .await?;
+        Ok(PruneOutput {
+            runs_deleted,
+            workers_forgotten,
+        })
+    }
+}
+
+/// Creates or updates the hourly prune schedule with `retention`.
+pub async fn ensure_schedule(
+    db: &sqlx::PgPool,
+    retention: Duration,
+) -> Result<(), engine::schedule::Error> {
+    engine::schedule::upsert(
+        db,
+        NewSchedule {
+            namespace: SYSTEM_NAMESPACE,
+            name: "prune-finished-runs",
+            cron: "17 * * * *",
+            timezone: "UTC",
+            kind: Prune::KIND,
+            input: serde_json::json!({ "retention_seconds": retention.as_secs() }),
+            enabled: true,
+            missed: Missed::FireOnce,
+        },
+    )
+    .await
+    .map(|_| ())
+}
