@@ -12,6 +12,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::commit::{Committer, Write};
 use crate::job::JobError;
 use crate::model::Wait;
 use crate::queue::{self, Attempt, NewRun};
@@ -27,6 +28,7 @@ pub struct RunCtx {
     fence: Attempt,
     completed: HashMap<String, Value>,
     cancel: CancellationToken,
+    committer: Committer,
 }
 
 impl std::fmt::Debug for RunCtx {
@@ -48,6 +50,7 @@ fn fenced_or(e: queue::Error) -> JobError {
 
 impl RunCtx {
     pub(crate) async fn load(
+        committer: Committer,
         db: PgPool,
         run: &queue::Run,
         fence: Attempt,
@@ -67,6 +70,7 @@ impl RunCtx {
             fence,
             completed: rows.into_iter().collect(),
             cancel,
+            committer,
         })
     }
 
@@ -119,23 +123,15 @@ impl RunCtx {
         value: &Value,
         started: DateTime<Utc>,
     ) -> Result<(), JobError> {
-        let written = sqlx::query(
-            "insert into engine_steps (run_id, name, output, attempt, started_at) \
-             select $1, $2, $3, $4, $5 where exists (select 1 from engine_runs \
-               where id = $1 and attempt = $4 and worker_id = $6 and status = 'running') \
-             on conflict (run_id, name) do nothing",
-        )
-        .bind(self.run_id)
-        .bind(name)
-        .bind(value)
-        .bind(self.fence.attempt)
-        .bind(started)
-        .bind(self.fence.worker_id)
-        .execute(&self.db)
-        .await?;
-        if written.rows_affected() == 0 {
-            return Err(JobError::Fenced);
-        }
+        self.committer
+            .write(Write::Checkpoint {
+                fence: self.fence,
+                name: name.to_owned(),
+                output: value.clone(),
+                started_at: started,
+            })
+            .await
+            .map_err(fenced_or)?;
         self.completed.insert(name.to_owned(), value.clone());
         Ok(())
     }

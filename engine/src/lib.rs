@@ -13,6 +13,7 @@
 //! Knows nothing of n8n, tenants or WorkflowOps' business (a namespace is an opaque string) and
 //! depends on none of our crates.
 
+mod commit;
 pub mod context;
 pub mod job;
 pub mod model;

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::commit::{Committer, Write};
 use crate::context::RunCtx;
 use crate::job::{JobError, Registry};
 use crate::model::{Decision, Outcome, decide};
@@ -105,6 +106,7 @@ type InFlight = Arc<Mutex<HashMap<Uuid, (Attempt, CancellationToken)>>>;
 
 struct Shared {
     pool: PgPool,
+    committer: Committer,
     registry: Registry,
     worker_id: Uuid,
     in_flight: InFlight,
@@ -150,8 +152,10 @@ pub async fn run_worker(
     .await?;
     tracing::info!(worker_id = %worker_id, name = %config.name, concurrency = config.concurrency, ?kinds, "worker registered");
 
+    let (committer, commit_task) = Committer::start(pool.clone());
     let shared = Arc::new(Shared {
         pool: pool.clone(),
+        committer,
         registry,
         worker_id,
         in_flight: Arc::default(),
@@ -282,6 +286,8 @@ pub async fn run_worker(
     }
     stop_claiming.cancel();
     while background.join_next().await.is_some() {}
+    // Every run task has ended, so every write was answered.
+    commit_task.abort();
     sqlx::query("update engine_workers set stopped_at = now(), busy_slots = 0 where id = $1")
         .bind(worker_id)
         .execute(&pool)
@@ -334,7 +340,11 @@ async fn execute(shared: &Shared, run: Run) {
         Decision::Park(_) => "parked",
     };
     metrics::counter!("workflowops_engine_attempts_total", "kind" => run.kind.clone(), "outcome" => outcome_label).increment(1);
-    if let Err(e) = record(&shared.pool, fence, &decision).await {
+    if let Err(e) = shared
+        .committer
+        .write(Write::Finish { fence, decision })
+        .await
+    {
         match e {
             queue::Error::Fenced => {
                 tracing::warn!(run_id = %run.id, "another worker owns this run now; dropping this attempt's result");
@@ -344,19 +354,6 @@ async fn execute(shared: &Shared, run: Run) {
             }
         }
     }
-}
-
-async fn record(pool: &PgPool, fence: Attempt, decision: &Decision) -> Result<(), queue::Error> {
-    let mut tx = pool.begin().await?;
-    match decision {
-        Decision::Succeed(output) => queue::succeed(&mut tx, fence, output).await?,
-        Decision::RetryAt { at, error } => queue::retry_at(&mut tx, fence, *at, error).await?,
-        Decision::Fail { error } => queue::fail(&mut tx, fence, error).await?,
-        Decision::Cancel => queue::cancelled(&mut tx, fence).await?,
-        Decision::Park(wait) => queue::park(&mut tx, fence, wait).await?,
-    }
-    tx.commit().await?;
-    Ok(())
 }
 
 /// Runs the job (or its compensation when cancelled). None when there is nothing to record
@@ -372,7 +369,15 @@ async fn attempt(
             message: format!("no worker knows how to run kind `{}`", run.kind),
         });
     };
-    let mut ctx = match RunCtx::load(shared.pool.clone(), run, fence, cancel.clone()).await {
+    let mut ctx = match RunCtx::load(
+        shared.committer.clone(),
+        shared.pool.clone(),
+        run,
+        fence,
+        cancel.clone(),
+    )
+    .await
+    {
         Ok(ctx) => ctx,
         Err(e) => {
             return Some(Outcome::Transient {
