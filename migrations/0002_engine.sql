@@ -85,21 +85,16 @@ create table engine_signals (
 );
 create index engine_signals_pending on engine_signals (run_id, name, id) where consumed_at is null;
 
--- When each namespace was last served, so turns rotate across claims, not only within one.
-create table engine_fairness (
-    namespace text primary key,
-    served_at timestamptz not null
-);
-
 -- Claims up to p_limit runnable runs for a worker, in one round trip:
 --  * round-robin across namespaces (a namespace's k-th run comes after every other namespace's
---    first k-1, and among equals the namespace served longest ago goes first), and within one
---    by priority then due time, so one namespace's backlog never starves another's run;
+--    first k-1; among equals, namespaces this worker served least recently go first: p_recent
+--    lists what it served, oldest first), and within one by priority then due time, so one
+--    namespace's backlog never starves another's run;
 --  * a run with a concurrency key is skipped while `concurrency_limit` runs with that key are
 --    running (checked under a transaction-scoped advisory lock, try-locked so claimers never wait
 --    on each other or deadlock);
 --  * rows are locked with `skip locked`, so concurrent claimers never take the same run.
-create function engine_claim(p_worker uuid, p_kinds text[], p_limit integer, p_lease interval)
+create function engine_claim(p_worker uuid, p_kinds text[], p_limit integer, p_lease interval, p_recent text[])
 returns setof engine_runs
 language plpgsql as $$
 declare
@@ -122,7 +117,6 @@ begin
         )
         select c.id, c.concurrency_key, c.concurrency_limit, ns.namespace
         from namespaces ns
-        left join engine_fairness f on f.namespace = ns.namespace
         cross join lateral (
             select e.id, e.concurrency_key, e.concurrency_limit, e.priority, e.run_at,
                    row_number() over (order by e.priority desc, e.run_at, e.id) as rank
@@ -133,7 +127,7 @@ begin
             limit p_limit * 2
         ) c
         where ns.namespace is not null
-        order by c.rank, f.served_at nulls first, c.priority desc, c.run_at, c.id
+        order by c.rank, coalesce(array_position(p_recent, ns.namespace), 0), c.priority desc, c.run_at, c.id
         limit p_limit * 4
     loop
         exit when claimed >= p_limit;
@@ -152,11 +146,7 @@ begin
                           for update skip locked)
             returning r.*;
         get diagnostics n = row_count;
-        if n > 0 then
-            claimed := claimed + n;
-            insert into engine_fairness (namespace, served_at) values (candidate.namespace, clock_timestamp())
-            on conflict (namespace) do update set served_at = excluded.served_at;
-        end if;
+        claimed := claimed + n;
     end loop;
 end;
 $$;
@@ -180,13 +170,14 @@ create trigger engine_runs_inserted after insert on engine_runs
 create trigger engine_runs_status_changed after update of status on engine_runs
     for each row when (old.status is distinct from new.status) execute function engine_runs_state_event();
 
--- Every event wakes the API processes that stream it (one LISTEN each); they read the event
--- itself from the table, so a lost notification delays delivery but loses nothing.
+-- Events wake the API processes that stream them (one LISTEN each). The payload names only the
+-- namespace, so PostgreSQL folds a transaction's notifications into one per namespace (every
+-- listening backend reads every notification: they must stay few); subscribers read the events
+-- themselves from the table, so a lost notification delays delivery but loses nothing.
 create function engine_events_notify() returns trigger
 language plpgsql as $$
 begin
-    perform pg_notify('engine_events', json_build_object(
-        'id', new.id, 'run', new.run_id, 'ns', new.namespace, 'kind', new.kind)::text);
+    perform pg_notify('engine_events', new.namespace);
     return null;
 end;
 $$;

@@ -71,6 +71,9 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
         Command::Tenant(cmd) => tenant(&global, cmd).await,
         Command::User(cmd) => user(&global, cmd).await,
         Command::PlatformAdmin(cmd) => platform_admin(&global, cmd).await,
+        Command::Bench(crate::config::BenchCommand::Engine(args)) => {
+            crate::bench::run(&global.database_url, args).await
+        }
         Command::Secrets(SecretsCommand::Rotate { keys }) => {
             let keyring = keyring(&keys, "secrets rotate")?;
             let pool = db::connect(&global.database_url, 2).await?;

@@ -87,6 +87,34 @@ pub enum Command {
     /// Manage stored secrets.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Measure this machine: engine throughput, latency and recovery against same-run baselines.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// The durable run engine (scratch databases on DATABASE_URL's server; needs pgbench).
+    Engine(BenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Runs per throughput figure.
+    #[arg(long, default_value_t = 5000)]
+    pub runs: usize,
+    /// Slots per worker process.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: u32,
+    /// Seconds of pgbench for the commit-rate baseline.
+    #[arg(long, default_value_t = 15)]
+    pub pgbench_seconds: u64,
+    /// Sequential runs for the enqueue-to-start latency.
+    #[arg(long, default_value_t = 1000)]
+    pub latency_runs: usize,
+    /// Finished runs to preload for the large-table figure (a tenth as many future runs); 0 skips it.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub history: i64,
 }
 
 /// The master key that encrypts stored secrets.

@@ -4,35 +4,26 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-/// "Something happened": which run, in which namespace, of which kind.
-#[derive(Debug, Clone, Deserialize)]
+/// "Something happened in this namespace" (the engine folds a transaction's events into one
+/// notice per namespace). An empty namespace means "re-read everything".
+#[derive(Debug, Clone)]
 pub struct Notice {
-    pub id: i64,
-    pub run: Uuid,
     pub ns: String,
-    pub kind: String,
 }
 
 impl Notice {
     /// Sent after the listener reconnected: everyone re-reads.
     fn resync() -> Self {
-        Self {
-            id: 0,
-            run: Uuid::nil(),
-            ns: String::new(),
-            kind: String::new(),
-        }
+        Self { ns: String::new() }
     }
 
     pub fn is_resync(&self) -> bool {
-        self.id == 0
+        self.ns.is_empty()
     }
 }
 
@@ -82,8 +73,8 @@ pub async fn listen(db: PgPool, hub: EventHub, shutdown: CancellationToken) {
                 () = shutdown.cancelled() => return,
                 msg = listener.try_recv() => match msg {
                     Ok(Some(n)) => {
-                        if let Ok(notice) = serde_json::from_str::<Notice>(n.payload()) {
-                            let _ = hub.tx.send(notice);
+                        if !n.payload().is_empty() {
+                            let _ = hub.tx.send(Notice { ns: n.payload().to_owned() });
                         }
                     }
                     Ok(None) => {

@@ -92,89 +92,81 @@ fn retryable(e: &queue::Error) -> bool {
     }
 }
 
-/// Applies every write in one transaction. A fenced write gets its own `Fenced`; any other
-/// error aborts the batch.
+/// Applies every write in one transaction: all checkpoints in one statement, then each finish.
+/// A fenced write gets its own `Fenced` (fenced writes change nothing, so the rest stands);
+/// any other error aborts the batch.
 async fn apply(
     pool: &PgPool,
     batch: &[(Write, Reply)],
 ) -> Result<Vec<Result<(), queue::Error>>, queue::Error> {
     let mut tx = pool.begin().await?;
-    let mut results = Vec::with_capacity(batch.len());
-    for (write, _) in batch {
-        let result = match write {
+    let mut results: Vec<Result<(), queue::Error>> = Vec::with_capacity(batch.len());
+    let checkpoints: Vec<(&Attempt, &String, &Value, &chrono::DateTime<chrono::Utc>)> = batch
+        .iter()
+        .filter_map(|(w, _)| match w {
             Write::Checkpoint {
                 fence,
                 name,
                 output,
                 started_at,
-            } => checkpoint(&mut tx, *fence, name, output, *started_at).await,
-            Write::Finish { fence, decision } => finish(&mut tx, *fence, decision).await,
+            } => Some((fence, name, output, started_at)),
+            Write::Finish { .. } => None,
+        })
+        .collect();
+    let mut written = std::collections::HashSet::new();
+    if !checkpoints.is_empty() {
+        let rows: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+            "insert into engine_steps (run_id, name, output, attempt, started_at) \
+             select u.run_id, u.name, u.output, u.attempt, u.started_at \
+             from unnest($1::uuid[], $2::text[], $3::jsonb[], $4::int[], $5::timestamptz[], $6::uuid[]) \
+                  as u(run_id, name, output, attempt, started_at, worker_id) \
+             join engine_runs r on r.id = u.run_id and r.attempt = u.attempt and r.worker_id = u.worker_id \
+                  and r.status = 'running' \
+             on conflict (run_id, name) do nothing returning run_id, name",
+        )
+        .bind(checkpoints.iter().map(|c| c.0.run_id).collect::<Vec<_>>())
+        .bind(checkpoints.iter().map(|c| c.1.clone()).collect::<Vec<_>>())
+        .bind(checkpoints.iter().map(|c| c.2.clone()).collect::<Vec<_>>())
+        .bind(checkpoints.iter().map(|c| c.0.attempt).collect::<Vec<_>>())
+        .bind(checkpoints.iter().map(|c| *c.3).collect::<Vec<_>>())
+        .bind(checkpoints.iter().map(|c| c.0.worker_id).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+        written.extend(rows);
+    }
+    for (write, _) in batch {
+        let result = match write {
+            Write::Checkpoint { fence, name, .. } => {
+                if written.contains(&(fence.run_id, name.clone())) {
+                    Ok(())
+                } else {
+                    Err(queue::Error::Fenced)
+                }
+            }
+            Write::Finish { fence, decision } => match finish(&mut tx, *fence, decision).await {
+                Err(queue::Error::Fenced) => Err(queue::Error::Fenced),
+                Err(e) => return Err(e),
+                Ok(()) => Ok(()),
+            },
         };
-        match result {
-            Ok(()) => results.push(Ok(())),
-            Err(queue::Error::Fenced) => results.push(Err(queue::Error::Fenced)),
-            Err(e) => return Err(e),
-        }
+        results.push(result);
     }
     tx.commit().await?;
     Ok(results)
 }
 
-async fn checkpoint(
-    db: &mut sqlx::PgConnection,
-    fence: Attempt,
-    name: &str,
-    output: &Value,
-    started_at: chrono::DateTime<chrono::Utc>,
-) -> Result<(), queue::Error> {
-    let written = sqlx::query(
-        "insert into engine_steps (run_id, name, output, attempt, started_at) \
-         select $1, $2, $3, $4, $5 where exists (select 1 from engine_runs \
-           where id = $1 and attempt = $4 and worker_id = $6 and status = 'running') \
-         on conflict (run_id, name) do nothing",
-    )
-    .bind(fence.run_id)
-    .bind(name)
-    .bind(output)
-    .bind(fence.attempt)
-    .bind(started_at)
-    .bind(fence.worker_id)
-    .execute(&mut *db)
-    .await?;
-    if written.rows_affected() == 0 {
-        return Err(queue::Error::Fenced);
-    }
-    Ok(())
-}
-
-/// Records what became of an attempt (see `queue`). Savepointed, so a fenced finish leaves the
-/// rest of the batch intact.
+/// Records what became of an attempt (see `queue`). A fenced finish has written nothing: each
+/// of these refuses before its first change.
 async fn finish(
     db: &mut sqlx::PgConnection,
     fence: Attempt,
     decision: &Decision,
 ) -> Result<(), queue::Error> {
-    sqlx::query("savepoint finish").execute(&mut *db).await?;
-    let result = match decision {
+    match decision {
         Decision::Succeed(output) => queue::succeed(db, fence, output).await,
         Decision::RetryAt { at, error } => queue::retry_at(db, fence, *at, error).await,
         Decision::Fail { error } => queue::fail(db, fence, error).await,
         Decision::Cancel => queue::cancelled(db, fence).await,
         Decision::Park(wait) => queue::park(db, fence, wait).await,
-    };
-    match result {
-        Ok(()) => {
-            sqlx::query("release savepoint finish")
-                .execute(&mut *db)
-                .await?;
-            Ok(())
-        }
-        Err(queue::Error::Fenced) => {
-            sqlx::query("rollback to savepoint finish")
-                .execute(&mut *db)
-                .await?;
-            Err(queue::Error::Fenced)
-        }
-        Err(e) => Err(e),
     }
 }

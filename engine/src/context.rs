@@ -56,11 +56,15 @@ impl RunCtx {
         fence: Attempt,
         cancel: CancellationToken,
     ) -> Result<Self, sqlx::Error> {
-        let rows: Vec<(String, Value)> =
+        // A first attempt has no checkpoints yet: spare the query.
+        let rows: Vec<(String, Value)> = if run.attempt <= 1 {
+            Vec::new()
+        } else {
             sqlx::query_as("select name, output from engine_steps where run_id = $1")
                 .bind(run.id)
                 .fetch_all(&db)
-                .await?;
+                .await?
+        };
         Ok(Self {
             run_id: run.id,
             namespace: run.namespace.clone(),

@@ -229,22 +229,49 @@ pub(crate) const RUN_COLUMNS: &str = "id, namespace, kind, input, output, status
      started_at, finished_at, updated_at";
 
 /// Claims up to `limit` runnable runs of `kinds` (all kinds when None) for `worker`.
+/// `recent` lists the namespaces this worker served, least recent first (see [`Fairness`]).
 pub async fn claim(
     db: impl PgExecutor<'_>,
     worker: Uuid,
     kinds: Option<&[String]>,
     limit: u32,
     lease: Duration,
+    recent: &[String],
 ) -> Result<Vec<Run>> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {RUN_COLUMNS} from engine_claim($1, $2, $3, make_interval(secs => $4))"
+        "select {RUN_COLUMNS} from engine_claim($1, $2, $3, make_interval(secs => $4), $5)"
     )))
     .bind(worker)
     .bind(kinds)
     .bind(i32::try_from(limit).unwrap_or(i32::MAX))
     .bind(lease.as_secs_f64())
+    .bind(recent)
     .fetch_all(db)
     .await?)
+}
+
+/// The order in which a worker last served namespaces, least recent first: passed to each claim
+/// so turns rotate between namespaces across claims, without shared state to contend on.
+#[derive(Debug, Default)]
+pub struct Fairness {
+    order: Vec<String>,
+}
+
+impl Fairness {
+    const MAX: usize = 1024;
+
+    pub fn served(&mut self, namespace: &str) {
+        if let Some(i) = self.order.iter().position(|n| n == namespace) {
+            self.order.remove(i);
+        } else if self.order.len() >= Self::MAX {
+            self.order.remove(0);
+        }
+        self.order.push(namespace.to_owned());
+    }
+
+    pub fn recent(&self) -> &[String] {
+        &self.order
+    }
 }
 
 pub async fn get(db: impl PgExecutor<'_>, namespace: &str, id: Uuid) -> Result<Run> {
@@ -300,19 +327,22 @@ pub async fn still_owned(db: impl PgExecutor<'_>, a: Attempt) -> Result<bool> {
 }
 
 pub async fn succeed(db: &mut PgConnection, a: Attempt, output: &Value) -> Result<()> {
-    let done = sqlx::query(
+    let parent: Option<Option<Uuid>> = sqlx::query_scalar(
         "update engine_runs set status = 'succeeded', output = $4, error = null, finished_at = now(), \
          worker_id = null, lease_expires_at = null, updated_at = now() \
-         where id = $1 and attempt = $2 and worker_id = $3 and status = 'running'",
+         where id = $1 and attempt = $2 and worker_id = $3 and status = 'running' returning parent_id",
     )
     .bind(a.run_id)
     .bind(a.attempt)
     .bind(a.worker_id)
     .bind(output)
-    .execute(&mut *db)
+    .fetch_optional(&mut *db)
     .await?;
-    fenced(done.rows_affected())?;
-    wake_parent_of(db, a.run_id).await
+    match parent {
+        None => Err(Error::Fenced),
+        Some(None) => Ok(()),
+        Some(Some(parent)) => wake_parent(db, parent).await,
+    }
 }
 
 pub async fn fail(db: &mut PgConnection, a: Attempt, error: &str) -> Result<()> {
@@ -441,7 +471,13 @@ async fn wake_parent_of(db: &mut PgConnection, child: Uuid) -> Result<()> {
             .bind(child)
             .fetch_one(&mut *db)
             .await?;
-    let Some(parent) = parent else { return Ok(()) };
+    match parent {
+        Some(parent) => wake_parent(db, parent).await,
+        None => Ok(()),
+    }
+}
+
+async fn wake_parent(db: &mut PgConnection, parent: Uuid) -> Result<()> {
     // Lock the parent first (see `park`).
     let waiting: Option<bool> = sqlx::query_scalar(
         "select status = 'waiting' and wait_children from engine_runs where id = $1 for update",

@@ -191,12 +191,20 @@ pub async fn run_worker(
     // Claim only once cancel requests can reach us (the heartbeat also polls for them).
     let _ = tokio::time::timeout(Duration::from_secs(5), listening).await;
     let slots = Arc::new(Semaphore::new(config.concurrency as usize));
+    let mut fairness = queue::Fairness::default();
     let mut running = JoinSet::new();
     loop {
         if stop_claiming.is_cancelled() || lost.is_cancelled() {
             break;
         }
-        let free = slots.available_permits();
+        let mut free = slots.available_permits();
+        // Under load, let a few more slots free up so claims (and their commits) come in batches;
+        // an idle worker (every slot free) claims at once.
+        let batch_floor = (config.concurrency as usize / 4).max(1);
+        if free > 0 && free < batch_floor && !running.is_empty() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            free = slots.available_permits();
+        }
         let mut claimed_full = false;
         if free > 0 {
             let claim_started = std::time::Instant::now();
@@ -206,6 +214,7 @@ pub async fn run_worker(
                 Some(&kinds),
                 u32::try_from(free).unwrap_or(u32::MAX),
                 config.lease,
+                fairness.recent(),
             )
             .await;
             metrics::histogram!("workflowops_engine_claim_seconds").record(claim_started.elapsed());
@@ -214,6 +223,7 @@ pub async fn run_worker(
                     claimed_full = !runs.is_empty() && runs.len() == free;
                     for run in runs {
                         metrics::counter!("workflowops_engine_runs_claimed_total", "kind" => run.kind.clone()).increment(1);
+                        fairness.served(&run.namespace);
                         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
                             // Cannot happen (we claimed at most `free`); give the run back.
                             let _ = queue::release(

@@ -96,3 +96,45 @@ impl Job for Ledger {
         record(ctx.db(), ctx.run_id, ctx.attempt, "compensate").await
     }
 }
+
+/// `diagnostics.steps`: N checkpointed steps with no side effect (engine benchmarks).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Steps;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepsInput {
+    pub steps: u32,
+    /// How long each step sleeps, in milliseconds.
+    #[serde(default)]
+    pub step_ms: u64,
+}
+
+impl Job for Steps {
+    const KIND: &'static str = "diagnostics.steps";
+    type Input = StepsInput;
+    type Output = u32;
+
+    async fn run(&self, ctx: &mut RunCtx, input: StepsInput) -> Result<u32, JobError> {
+        if input.steps > 1000 || input.step_ms > 3_600_000 {
+            return Err(JobError::permanent(
+                "steps must be at most 1000 and step_ms at most an hour",
+            ));
+        }
+        for i in 0..input.steps {
+            let step_ms = input.step_ms;
+            let cancel = ctx.cancellation().clone();
+            ctx.step(&format!("step-{i}"), || async move {
+                if step_ms > 0 {
+                    tokio::select! {
+                        () = cancel.cancelled() => return Err(JobError::Cancelled),
+                        () = tokio::time::sleep(Duration::from_millis(step_ms)) => {}
+                    }
+                }
+                Ok(i)
+            })
+            .await?;
+        }
+        Ok(input.steps)
+    }
+}

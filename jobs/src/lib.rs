@@ -13,5 +13,6 @@ use engine::Registry;
 pub fn registry() -> Registry {
     Registry::new()
         .register(diagnostics::Ledger)
+        .register(diagnostics::Steps)
         .register(maintenance::Prune)
 }

@@ -448,7 +448,7 @@ pub async fn run_events(
                 let _ = tx.send(SseEvent::default().event("end").data("{}")).await;
                 return;
             }
-            if !wake(&mut notices, &tx, |n| n.run == run_id).await {
+            if !wake(&mut notices, &tx, |n| n.ns == namespace).await {
                 return;
             }
         }
@@ -505,11 +505,7 @@ pub async fn tenant_events(
                 }
                 send_counts = false;
             }
-            if !wake(&mut notices, &tx, |n| {
-                n.ns == namespace && n.kind == "state"
-            })
-            .await
-            {
+            if !wake(&mut notices, &tx, |n| n.ns == namespace).await {
                 return;
             }
         }

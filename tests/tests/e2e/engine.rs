@@ -582,7 +582,7 @@ async fn the_runs_of_a_dead_worker_are_taken_back_and_finished() {
         .execute(&db.pool)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let claimed = engine::queue::claim(&db.pool, ghost, None, 1, Duration::from_secs(3600))
+    let claimed = engine::queue::claim(&db.pool, ghost, None, 1, Duration::from_secs(3600), &[])
         .await
         .unwrap_or_default();
     assert_eq!(claimed.len(), 1);
@@ -610,7 +610,7 @@ async fn a_stale_attempt_can_never_overwrite_the_new_owners_work() {
     let db = db().await;
     let run = enqueue(&db.pool, &ledger("t1", 1)).await;
     let (w1, w2) = (Uuid::now_v7(), Uuid::now_v7());
-    let first = engine::queue::claim(&db.pool, w1, None, 1, Duration::from_secs(60))
+    let first = engine::queue::claim(&db.pool, w1, None, 1, Duration::from_secs(60), &[])
         .await
         .unwrap_or_default();
     // w1's lease lapses; the run is taken back and claimed by w2.
@@ -626,7 +626,7 @@ async fn a_stale_attempt_can_never_overwrite_the_new_owners_work() {
         engine::queue::reap(&mut conn).await.unwrap_or_default(),
         [run]
     );
-    let second = engine::queue::claim(&db.pool, w2, None, 1, Duration::from_secs(60))
+    let second = engine::queue::claim(&db.pool, w2, None, 1, Duration::from_secs(60), &[])
         .await
         .unwrap_or_default();
     assert_eq!(second[0].attempt, first[0].attempt + 1);

@@ -1,0 +1,430 @@
+//! `workflowops bench engine`: measures the durable engine on this machine, each figure next to
+//! a baseline measured in the same run (never against a fixed number). Works in scratch
+//! databases on the server of DATABASE_URL and drops them afterwards.
+
+use std::process::Stdio;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use engine::NewRun;
+use jobs::diagnostics::{Steps, StepsInput};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, PgPool};
+
+use secrecy::ExposeSecret;
+use tokio::process::{Child, Command};
+
+use crate::config::BenchArgs;
+use crate::db;
+
+/// `base` with its database replaced by `name`, keeping everything else (credentials, options)
+/// as the user wrote it, so libpq (pgbench) reads it too.
+fn with_database(base: &str, name: &str) -> String {
+    let (main, query) = base
+        .split_once('?')
+        .map_or((base, None), |(m, q)| (m, Some(q)));
+    let authority_end = main.find("://").map_or(0, |i| i + 3);
+    let root = match main[authority_end..].find('/') {
+        Some(i) => &main[..authority_end + i],
+        None => main,
+    };
+    match query {
+        Some(q) => format!("{root}/{name}?{q}"),
+        None => format!("{root}/{name}"),
+    }
+}
+
+struct Scratch {
+    url: String,
+    name: String,
+    admin: PgConnectOptions,
+}
+
+impl Scratch {
+    async fn create(base: &str, suffix: &str) -> anyhow::Result<Self> {
+        let opts = PgConnectOptions::from_str(base)?;
+        let name = format!("wfo_bench_{}_{suffix}", std::process::id());
+        let admin = opts.clone().database("postgres");
+        let mut conn = admin.connect().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "drop database if exists \"{name}\" with (force)"
+        )))
+        .execute(&mut conn)
+        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("create database \"{name}\"")))
+            .execute(&mut conn)
+            .await?;
+        Ok(Self {
+            url: with_database(base, &name),
+            name,
+            admin,
+        })
+    }
+
+    async fn drop(self) -> anyhow::Result<()> {
+        let mut conn = self.admin.connect().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "drop database if exists \"{}\" with (force)",
+            self.name
+        )))
+        .execute(&mut conn)
+        .await?;
+        Ok(())
+    }
+}
+
+fn worker(url: &str, concurrency: u32) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    Command::new(exe)
+        .args([
+            "worker",
+            "--concurrency",
+            &concurrency.to_string(),
+            "--heartbeat",
+            "1s",
+        ])
+        .env("DATABASE_URL", url)
+        .env(
+            "WFO_MASTER_KEY",
+            domain::crypto::Keyring::generate().expose_secret(),
+        )
+        .env("WFO_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting a worker process")
+}
+
+async fn enqueue_steps(pool: &PgPool, n: usize, steps: u32) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    for i in 0..n {
+        let run = NewRun::of::<Steps>(
+            format!("bench-{}", i % 8),
+            &StepsInput { steps, step_ms: 0 },
+        );
+        engine::queue::enqueue(&mut tx, &run).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn scalar_f64(pool: &PgPool, sql: &'static str) -> anyhow::Result<f64> {
+    Ok(sqlx::query_scalar::<_, f64>(sql).fetch_one(pool).await?)
+}
+
+/// Runs `n` runs of `steps` steps with `processes` worker processes; returns runs per second,
+/// from the first start to the last finish as the database recorded them.
+async fn throughput(
+    pool: &PgPool,
+    url: &str,
+    n: usize,
+    steps: u32,
+    processes: usize,
+    concurrency: u32,
+) -> anyhow::Result<f64> {
+    sqlx::query("truncate engine_runs cascade")
+        .execute(pool)
+        .await?;
+    enqueue_steps(pool, n, steps).await?;
+    let mut workers = Vec::new();
+    for _ in 0..processes {
+        workers.push(worker(url, concurrency)?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let left: i64 =
+            sqlx::query_scalar("select count(*) from engine_runs where status <> 'succeeded'")
+                .fetch_one(pool)
+                .await?;
+        if left == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{left} runs did not finish in time");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for mut w in workers {
+        let _ = w.kill().await;
+    }
+    let seconds = scalar_f64(
+        pool,
+        "select extract(epoch from max(finished_at) - min(started_at))::float8 from engine_runs",
+    )
+    .await?;
+    #[allow(clippy::cast_precision_loss)]
+    Ok(n as f64 / seconds.max(1e-6))
+}
+
+async fn pgbench_tps(base: &str, seconds: u64) -> anyhow::Result<f64> {
+    let scratch = Scratch::create(base, "pgbench").await?;
+    let init = Command::new("pgbench")
+        .args(["-i", "-q", "-s", "10", &scratch.url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .context("running pgbench (install postgresql-contrib / the pgbench package)")?;
+    if !init.success() {
+        bail!("pgbench -i failed");
+    }
+    let out = Command::new("pgbench")
+        .args([
+            "-N",
+            "-c",
+            "32",
+            "-j",
+            "2",
+            "-T",
+            &seconds.to_string(),
+            &scratch.url,
+        ])
+        .output()
+        .await?;
+    scratch.drop().await?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| {
+            l.trim_start_matches("tps = ")
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .ok_or_else(|| anyhow!("cannot read pgbench's tps from: {text}"))
+}
+
+/// Enqueue→start latency over `n` sequential runs with one idle worker: (p50, p99) in ms.
+async fn idle_latency(pool: &PgPool, url: &str, n: usize) -> anyhow::Result<(f64, f64)> {
+    sqlx::query("truncate engine_runs cascade")
+        .execute(pool)
+        .await?;
+    let mut w = worker(url, 4)?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for _ in 0..n {
+        let mut tx = pool.begin().await?;
+        let id = engine::queue::enqueue(
+            &mut tx,
+            &NewRun::of::<Steps>(
+                "latency",
+                &StepsInput {
+                    steps: 1,
+                    step_ms: 0,
+                },
+            ),
+        )
+        .await?
+        .id;
+        tx.commit().await?;
+        loop {
+            let done: bool =
+                sqlx::query_scalar("select status = 'succeeded' from engine_runs where id = $1")
+                    .bind(id)
+                    .fetch_one(pool)
+                    .await?;
+            if done {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let _ = w.kill().await;
+    let (p50, p99): (f64, f64) = sqlx::query_as(
+        "select percentile_cont(0.5) within group (order by ms), percentile_cont(0.99) within group (order by ms) \
+         from (select extract(epoch from started_at - created_at) * 1000 as ms from engine_runs) t",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok((p50, p99))
+}
+
+/// kill -9 of a worker holding runs → seconds until another worker has resumed all of them.
+async fn recovery(pool: &PgPool, url: &str) -> anyhow::Result<f64> {
+    sqlx::query("truncate engine_runs cascade")
+        .execute(pool)
+        .await?;
+    let mut victim = worker(url, 4)?;
+    let mut tx = pool.begin().await?;
+    for _ in 0..4 {
+        engine::queue::enqueue(
+            &mut tx,
+            &NewRun::of::<Steps>(
+                "recovery",
+                &StepsInput {
+                    steps: 1,
+                    step_ms: 60_000,
+                },
+            ),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    loop {
+        let running: i64 =
+            sqlx::query_scalar("select count(*) from engine_runs where status = 'running'")
+                .fetch_one(pool)
+                .await?;
+        if running == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut rescuer = worker(url, 4)?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let killed_at: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("select now()").fetch_one(pool).await?;
+    victim.kill().await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let resumed: i64 = sqlx::query_scalar(
+            "select count(*) from engine_runs where status = 'running' and attempt = 2",
+        )
+        .fetch_one(pool)
+        .await?;
+        if resumed == 4 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("runs were not resumed within a minute");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = rescuer.kill().await;
+    // started_at is kept from the first attempt; the resume time is the last state change.
+    let resumed_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "select max(e.created_at) from engine_events e where e.kind = 'state' and e.data->>'status' = 'running' and (e.data->>'attempt')::int = 2",
+    )
+    .fetch_one(pool)
+    .await?;
+    #[allow(clippy::cast_precision_loss)]
+    Ok((resumed_at - killed_at).num_milliseconds() as f64 / 1000.0)
+}
+
+async fn fill_history(pool: &PgPool, finished: i64, future: i64) -> anyhow::Result<()> {
+    sqlx::query("truncate engine_runs cascade")
+        .execute(pool)
+        .await?;
+    sqlx::query("alter table engine_runs disable trigger engine_runs_inserted")
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "insert into engine_runs (id, namespace, kind, input, status, attempt, max_attempts, run_at, created_at, started_at, finished_at) \
+         select gen_random_uuid(), 'history-' || (g % 50), 'diagnostics.steps', '{\"steps\":1}', 'succeeded', 1, 5, \
+                now() - interval '1 day', now() - interval '1 day', now() - interval '1 day', now() - interval '1 day' \
+         from generate_series(1, $1) g",
+    )
+    .bind(finished)
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "insert into engine_runs (id, namespace, kind, input, status, max_attempts, run_at) \
+         select gen_random_uuid(), 'future-' || (g % 50), 'diagnostics.steps', '{\"steps\":1}', 'queued', 5, now() + interval '30 days' \
+         from generate_series(1, $1) g",
+    )
+    .bind(future)
+    .execute(pool)
+    .await?;
+    sqlx::query("alter table engine_runs enable trigger engine_runs_inserted")
+        .execute(pool)
+        .await?;
+    sqlx::query("analyze engine_runs").execute(pool).await?;
+    Ok(())
+}
+
+/// Throughput of `n` new 1-step runs with the history tables full (the history is kept).
+async fn throughput_with_history(
+    pool: &PgPool,
+    url: &str,
+    n: usize,
+    concurrency: u32,
+) -> anyhow::Result<f64> {
+    enqueue_steps(pool, n, 1).await?;
+    let mut w = worker(url, concurrency)?;
+    loop {
+        let left: i64 = sqlx::query_scalar(
+            "select count(*) from engine_runs where namespace like 'bench-%' and status <> 'succeeded'",
+        )
+        .fetch_one(pool)
+        .await?;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = w.kill().await;
+    let seconds = scalar_f64(
+        pool,
+        "select extract(epoch from max(finished_at) - min(started_at))::float8 from engine_runs where namespace like 'bench-%'",
+    )
+    .await?;
+    #[allow(clippy::cast_precision_loss)]
+    Ok(n as f64 / seconds.max(1e-6))
+}
+
+pub async fn run(database_url: &str, args: BenchArgs) -> anyhow::Result<()> {
+    println!(
+        "workflowops bench engine: {} runs per throughput figure, {} s of pgbench",
+        args.runs, args.pgbench_seconds
+    );
+    let tps = pgbench_tps(database_url, args.pgbench_seconds).await?;
+    println!(
+        "baseline  pgbench -N -c 32 -T {}: {tps:.0} TPS (the server's commit rate)",
+        args.pgbench_seconds
+    );
+
+    let scratch = Scratch::create(database_url, "engine").await?;
+    let pool = db::connect(&scratch.url, 8).await?;
+    db::migrate(&pool).await?;
+    let c = args.concurrency;
+
+    let three = throughput(&pool, &scratch.url, args.runs, 3, 2, c).await?;
+    println!(
+        "durable 3-step runs/s, 2 workers x {c}: {three:.0}  ratio to pgbench TPS: {:.2} (target >= 1.0)",
+        three / tps
+    );
+    let one_1 = throughput(&pool, &scratch.url, args.runs, 1, 1, c).await?;
+    println!("1-step runs/s, 1 worker x {c}: {one_1:.0}");
+    let one_2 = throughput(&pool, &scratch.url, args.runs, 1, 2, c).await?;
+    println!("1-step runs/s, 2 workers x {c}: {one_2:.0}");
+    let (p50, p99) = idle_latency(&pool, &scratch.url, args.latency_runs).await?;
+    println!(
+        "idle enqueue->start over {} sequential runs: p50 {p50:.2} ms, p99 {p99:.2} ms (target p50 <= 3, p99 <= 10)",
+        args.latency_runs
+    );
+    let rec = recovery(&pool, &scratch.url).await?;
+    println!(
+        "kill -9 of a worker holding 4 runs -> all resumed elsewhere in {rec:.2} s (target <= 2)"
+    );
+    if args.history > 0 {
+        fill_history(&pool, args.history, args.history / 10).await?;
+        let loaded = throughput_with_history(&pool, &scratch.url, args.runs, c).await?;
+        println!(
+            "1-step runs/s, 1 worker x {c}, with {} finished and {} future runs in the table: {loaded:.0}  ratio to empty: {:.2} (target >= 0.8)",
+            args.history,
+            args.history / 10,
+            loaded / one_1
+        );
+    }
+    pool.close().await;
+    scratch.drop().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn swapping_the_database_keeps_credentials_and_options() {
+        assert_eq!(
+            with_database("postgres://u:p@h:5432/app?sslmode=disable", "x"),
+            "postgres://u:p@h:5432/x?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgres://localhost", "x"),
+            "postgres://localhost/x"
+        );
+    }
+}
