@@ -99,8 +99,7 @@ returns setof engine_runs
 language plpgsql as $$
 declare
     candidate record;
-    claimed integer := 0;
-    n integer;
+    picked uuid[] := '{}';
     busy integer;
 begin
     if p_limit <= 0 then
@@ -130,45 +129,67 @@ begin
         order by c.rank, coalesce(array_position(p_recent, ns.namespace), 0), c.priority desc, c.run_at, c.id
         limit p_limit * 4
     loop
-        exit when claimed >= p_limit;
+        exit when cardinality(picked) >= p_limit;
         if candidate.concurrency_key is not null then
             continue when not pg_try_advisory_xact_lock(hashtextextended('engine:' || candidate.concurrency_key, 0));
             select count(*) into busy from engine_runs
-            where concurrency_key = candidate.concurrency_key and status = 'running';
+            where concurrency_key = candidate.concurrency_key and (status = 'running' or id = any (picked));
             continue when busy >= coalesce(candidate.concurrency_limit, 1);
         end if;
-        return query
-            update engine_runs r
-            set status = 'running', attempt = r.attempt + 1, worker_id = p_worker,
-                lease_expires_at = now() + p_lease, started_at = coalesce(r.started_at, now()),
-                updated_at = now()
-            where r.id = (select s.id from engine_runs s where s.id = candidate.id and s.status = 'queued'
-                          for update skip locked)
-            returning r.*;
-        get diagnostics n = row_count;
-        claimed := claimed + n;
+        perform 1 from engine_runs where id = candidate.id and status = 'queued' for update skip locked;
+        if found then
+            picked := picked || candidate.id;
+        end if;
     end loop;
+    -- One statement for the whole batch (and so one trigger firing for its events).
+    return query
+        update engine_runs r
+        set status = 'running', attempt = r.attempt + 1, worker_id = p_worker,
+            lease_expires_at = now() + p_lease, started_at = coalesce(r.started_at, now()),
+            updated_at = now()
+        where r.id = any (picked)
+        returning r.*;
 end;
 $$;
 
--- Every state change of a run becomes an event, whatever code path made it.
-create function engine_runs_state_event() returns trigger
+-- Every state change of a run becomes an event, whatever code path made it. Statement-level
+-- triggers with transition tables write one INSERT per statement however many runs it touched
+-- (a worker's batched claims and completions), and wake workers once per kind.
+create function engine_runs_inserted_events() returns trigger
 language plpgsql as $$
 begin
     insert into engine_events (run_id, namespace, kind, data)
-    values (new.id, new.namespace, 'state', jsonb_build_object(
-        'status', new.status, 'attempt', new.attempt, 'error', new.error,
-        'wait_signal', new.wait_signal, 'run_at', new.run_at));
-    if new.status = 'queued' then
-        perform pg_notify('engine_wakeup', new.kind);
-    end if;
+    select n.id, n.namespace, 'state', jsonb_build_object(
+        'status', n.status, 'attempt', n.attempt, 'error', n.error,
+        'wait_signal', n.wait_signal, 'run_at', n.run_at)
+    from new_rows n order by n.id;
+    perform pg_notify('engine_wakeup', k.kind) from (select distinct kind from new_rows where status = 'queued') k;
     return null;
 end;
 $$;
 create trigger engine_runs_inserted after insert on engine_runs
-    for each row execute function engine_runs_state_event();
-create trigger engine_runs_status_changed after update of status on engine_runs
-    for each row when (old.status is distinct from new.status) execute function engine_runs_state_event();
+    referencing new table as new_rows
+    for each statement execute function engine_runs_inserted_events();
+
+create function engine_runs_updated_events() returns trigger
+language plpgsql as $$
+begin
+    insert into engine_events (run_id, namespace, kind, data)
+    select n.id, n.namespace, 'state', jsonb_build_object(
+        'status', n.status, 'attempt', n.attempt, 'error', n.error,
+        'wait_signal', n.wait_signal, 'run_at', n.run_at)
+    from new_rows n join old_rows o on o.id = n.id
+    where o.status is distinct from n.status
+    order by n.id;
+    perform pg_notify('engine_wakeup', k.kind)
+    from (select distinct n.kind from new_rows n join old_rows o on o.id = n.id
+          where n.status = 'queued' and o.status is distinct from n.status) k;
+    return null;
+end;
+$$;
+create trigger engine_runs_updated after update on engine_runs
+    referencing old table as old_rows new table as new_rows
+    for each statement execute function engine_runs_updated_events();
 
 -- Events wake the API processes that stream them (one LISTEN each). The payload names only the
 -- namespace, so PostgreSQL folds a transaction's notifications into one per namespace (every
@@ -177,9 +198,10 @@ create trigger engine_runs_status_changed after update of status on engine_runs
 create function engine_events_notify() returns trigger
 language plpgsql as $$
 begin
-    perform pg_notify('engine_events', new.namespace);
+    perform pg_notify('engine_events', n.namespace) from (select distinct namespace from new_rows) n;
     return null;
 end;
 $$;
 create trigger engine_events_inserted after insert on engine_events
-    for each row execute function engine_events_notify();
+    referencing new table as new_rows
+    for each statement execute function engine_events_notify();

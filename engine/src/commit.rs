@@ -134,8 +134,51 @@ async fn apply(
         .await?;
         written.extend(rows);
     }
+    // Successes, the common case, in one statement too; the rest one by one.
+    let successes: Vec<(&Attempt, &Value)> = batch
+        .iter()
+        .filter_map(|(w, _)| match w {
+            Write::Finish {
+                fence,
+                decision: Decision::Succeed(output),
+            } => Some((fence, output)),
+            _ => None,
+        })
+        .collect();
+    let mut succeeded = std::collections::HashSet::new();
+    if !successes.is_empty() {
+        let rows: Vec<(uuid::Uuid, Option<uuid::Uuid>)> = sqlx::query_as(
+            "update engine_runs r set status = 'succeeded', output = u.output, error = null, finished_at = now(), \
+                 worker_id = null, lease_expires_at = null, updated_at = now() \
+             from unnest($1::uuid[], $2::int[], $3::uuid[], $4::jsonb[]) as u(id, attempt, worker_id, output) \
+             where r.id = u.id and r.attempt = u.attempt and r.worker_id = u.worker_id and r.status = 'running' \
+             returning r.id, r.parent_id",
+        )
+        .bind(successes.iter().map(|s| s.0.run_id).collect::<Vec<_>>())
+        .bind(successes.iter().map(|s| s.0.attempt).collect::<Vec<_>>())
+        .bind(successes.iter().map(|s| s.0.worker_id).collect::<Vec<_>>())
+        .bind(successes.iter().map(|s| s.1.clone()).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, parent) in rows {
+            if let Some(parent) = parent {
+                queue::wake_parent(&mut tx, parent).await?;
+            }
+            succeeded.insert(id);
+        }
+    }
     for (write, _) in batch {
         let result = match write {
+            Write::Finish {
+                fence,
+                decision: Decision::Succeed(_),
+            } => {
+                if succeeded.contains(&fence.run_id) {
+                    Ok(())
+                } else {
+                    Err(queue::Error::Fenced)
+                }
+            }
             Write::Checkpoint { fence, name, .. } => {
                 if written.contains(&(fence.run_id, name.clone())) {
                     Ok(())

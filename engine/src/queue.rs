@@ -477,7 +477,7 @@ async fn wake_parent_of(db: &mut PgConnection, child: Uuid) -> Result<()> {
     }
 }
 
-async fn wake_parent(db: &mut PgConnection, parent: Uuid) -> Result<()> {
+pub(crate) async fn wake_parent(db: &mut PgConnection, parent: Uuid) -> Result<()> {
     // Lock the parent first (see `park`).
     let waiting: Option<bool> = sqlx::query_scalar(
         "select status = 'waiting' and wait_children from engine_runs where id = $1 for update",
