@@ -320,7 +320,7 @@ async fn fill_history(pool: &PgPool, finished: i64, future: i64) -> anyhow::Resu
     .await?;
     sqlx::query(
         "insert into engine_runs (id, namespace, kind, input, status, max_attempts, run_at) \
-         select gen_random_uuid(), 'future-' || (g % 50), 'diagnostics.steps', '{\"steps\":1}', 'queued', 5, now() + interval '30 days' \
+         select gen_random_uuid(), 'future-' || (g % 50), 'diagnostics.steps', '{\"steps\":1}', 'waiting', 5, now() + interval '30 days' \
          from generate_series(1, $1) g",
     )
     .bind(future)

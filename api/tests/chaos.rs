@@ -103,16 +103,19 @@ async fn killed_workers_lose_no_run_and_repeat_no_completed_step() {
         .await,
         0
     );
+    // Every killed worker that had registered is marked stopped; only the live ones remain.
+    let live = i64::try_from(workers.len()).unwrap_or(0);
     eventually(
         "killed workers to be marked stopped",
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         || async {
-            let stopped = scalar(
+            (scalar(
                 &db.pool,
-                "select count(*) from engine_workers where stopped_at is not null",
+                "select count(*) from engine_workers where stopped_at is null",
             )
-            .await;
-            (stopped >= i64::try_from(kills).unwrap_or(0)).then_some(())
+            .await
+                == live)
+                .then_some(())
         },
     )
     .await;

@@ -181,13 +181,15 @@ pub struct Enqueued {
 }
 
 /// Enqueues a run, inside the caller's transaction so it commits (or not) with the caller's
-/// change. With an idempotency key, an existing run with that key is returned instead.
+/// change. With an idempotency key, an existing run with that key is returned instead. A run
+/// due later waits (`waiting`, woken at `run_at`), so only due runs sit in the claim index.
 pub async fn enqueue(db: &mut PgConnection, new: &NewRun) -> Result<Enqueued> {
     let id = Uuid::now_v7();
     let inserted: Option<Uuid> = sqlx::query_scalar(
         "insert into engine_runs (id, namespace, kind, input, status, max_attempts, priority, run_at, \
          idempotency_key, concurrency_key, concurrency_limit, parent_id, labels, created_by) \
-         values ($1, $2, $3, $4, 'queued', $5, $6, coalesce($7, now()), $8, $9, $10, $11, $12, $13) \
+         values ($1, $2, $3, $4, case when $7 > now() then 'waiting' else 'queued' end, $5, $6, coalesce($7, now()), \
+                 $8, $9, $10, $11, $12, $13) \
          on conflict (namespace, kind, idempotency_key) where idempotency_key is not null do nothing \
          returning id",
     )
@@ -368,8 +370,8 @@ pub async fn retry_at(
     error: &str,
 ) -> Result<()> {
     let done = sqlx::query(
-        "update engine_runs set status = 'queued', failures = failures + 1, run_at = $4, error = $5, \
-         worker_id = null, lease_expires_at = null, updated_at = now() \
+        "update engine_runs set status = case when $4 > now() then 'waiting' else 'queued' end, \
+         failures = failures + 1, run_at = $4, error = $5, worker_id = null, lease_expires_at = null, updated_at = now() \
          where id = $1 and attempt = $2 and worker_id = $3 and status = 'running'",
     )
     .bind(a.run_id)

@@ -89,6 +89,8 @@ impl Job for Ledger {
         if input.fail_permanently {
             return Err(JobError::permanent("failing permanently on purpose"));
         }
+        ctx.log("info", format!("all {} steps done", input.steps))
+            .await?;
         Ok(LedgerOutput { steps: input.steps })
     }
 

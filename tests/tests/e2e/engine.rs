@@ -191,13 +191,23 @@ async fn transient_failures_are_retried_with_backoff_and_permanent_ones_fail_at_
             .contains("gave up after 2 attempts"),
         "{error}"
     );
-    // The retry was scheduled in the future (persisted backoff), as its events show.
-    let evs = events(&db.pool, flaky).await;
-    let retried = evs
-        .iter()
-        .filter(|(k, d)| k == "state" && d["status"] == "queued" && !d["error"].is_null())
+    // Each retry left `running` for a later attempt (persisted backoff), as its events show.
+    let states: Vec<(String, bool)> = events(&db.pool, flaky)
+        .await
+        .into_iter()
+        .filter(|(k, _)| k == "state")
+        .map(|(_, d)| {
+            (
+                d["status"].as_str().unwrap_or_default().to_owned(),
+                !d["error"].is_null(),
+            )
+        })
+        .collect();
+    let retried = states
+        .windows(2)
+        .filter(|w| w[0].0 == "running" && (w[1].0 == "queued" || w[1].0 == "waiting") && w[1].1)
         .count();
-    assert_eq!(retried, 2);
+    assert_eq!(retried, 2, "{states:?}");
     worker.stop().await;
 }
 

@@ -128,4 +128,14 @@ async fn another_tenants_ids_get_404_on_every_route_and_change_nothing() {
         .get("/api/v1/team/invitations?status=pending", &a.admin)
         .await;
     assert_eq!(pending.body["items"][0]["id"], a_invitation.as_str());
+    let run = app.get(&format!("/api/v1/runs/{a_run}"), &a.admin).await;
+    assert_eq!(
+        run.body["status"], "waiting",
+        "another tenant's calls left the run alone"
+    );
+    let signals: i64 = sqlx::query_scalar("select count(*) from engine_signals")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap_or(-1);
+    assert_eq!(signals, 0);
 }

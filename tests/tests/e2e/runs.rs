@@ -84,6 +84,16 @@ async fn a_client_that_reconnects_with_last_event_id_gets_every_event_exactly_on
         .filter(|m| m.event == "progress")
         .count();
     assert_eq!(progress, 12);
+    let log = first
+        .iter()
+        .chain(&rest)
+        .find(|m| m.event == "log")
+        .map(|m| m.data.clone())
+        .unwrap_or_default();
+    assert!(
+        log.contains("all 12 steps done"),
+        "no log line streamed: {log}"
+    );
     worker.stop().await;
 }
 
@@ -136,7 +146,7 @@ async fn runs_are_listed_filtered_and_shown_with_their_steps() {
     let all = app.get("/api/v1/runs", &viewer).await;
     assert_eq!(all.status, 200, "{:?}", all.body);
     assert_eq!(all.body["items"].as_array().map(Vec::len), Some(2));
-    let queued = app.get("/api/v1/runs?status=queued", &viewer).await;
+    let queued = app.get("/api/v1/runs?status=waiting", &viewer).await;
     assert_eq!(queued.body["items"][0]["id"], later.to_string());
     let labelled = app
         .get(
@@ -273,7 +283,7 @@ async fn operators_see_the_worker_pool_and_queue_depth() {
     )
     .await;
     assert_eq!(pool.body["total_slots"], 3);
-    assert_eq!(pool.body["queue"][0]["status"], "queued");
+    assert_eq!(pool.body["queue"][0]["status"], "waiting");
     let member = app.member(&acme, Role::Admin).await;
     assert_eq!(
         app.get("/api/v1/platform/workers", &member).await.status,
@@ -304,7 +314,7 @@ async fn metrics_expose_engine_counters_and_the_queue_depth() {
     let text = res.text().await.unwrap_or_default();
     for metric in [
         "workflowops_engine_attempts_total{kind=\"diagnostics.ledger\",outcome=\"succeeded\"}",
-        "workflowops_engine_queue_runs{kind=\"diagnostics.ledger\",status=\"queued\"} 1",
+        "workflowops_engine_queue_runs{kind=\"diagnostics.ledger\",status=\"waiting\"} 1",
         "workflowops_engine_claim_seconds_bucket",
         "workflowops_engine_step_seconds_bucket{kind=\"diagnostics.ledger\"",
         "workflowops_engine_worker_slots 2",
