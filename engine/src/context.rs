@@ -182,20 +182,7 @@ impl RunCtx {
         let Some(payload) = payload else {
             return Err(JobError::Suspended(Wait::Signal(name.to_owned())));
         };
-        let written = sqlx::query(
-            "insert into engine_steps (run_id, name, output, attempt) select $1, $2, $3, $4 \
-             where exists (select 1 from engine_runs where id = $1 and attempt = $4 and worker_id = $5 and status = 'running')",
-        )
-        .bind(self.run_id)
-        .bind(&step)
-        .bind(&payload)
-        .bind(self.fence.attempt)
-        .bind(self.fence.worker_id)
-        .execute(&mut *tx)
-        .await?;
-        if written.rows_affected() == 0 {
-            return Err(JobError::Fenced);
-        }
+        checkpoint_in(&mut tx, self.fence, &step, &payload).await?;
         tx.commit().await?;
         self.completed.insert(step, payload.clone());
         serde_json::from_value(payload)
@@ -235,20 +222,7 @@ impl RunCtx {
             ids.push(queue::enqueue(&mut tx, &child).await.map_err(fenced_or)?.id);
         }
         let value = json!(ids);
-        let written = sqlx::query(
-            "insert into engine_steps (run_id, name, output, attempt) select $1, $2, $3, $4 \
-             where exists (select 1 from engine_runs where id = $1 and attempt = $4 and worker_id = $5 and status = 'running')",
-        )
-        .bind(self.run_id)
-        .bind(&step)
-        .bind(&value)
-        .bind(self.fence.attempt)
-        .bind(self.fence.worker_id)
-        .execute(&mut *tx)
-        .await?;
-        if written.rows_affected() == 0 {
-            return Err(JobError::Fenced);
-        }
+        checkpoint_in(&mut tx, self.fence, &step, &value).await?;
         tx.commit().await?;
         self.completed.insert(step, value);
         Ok(ids)
@@ -271,6 +245,31 @@ impl RunCtx {
         }
         Ok(children)
     }
+}
+
+/// Checkpoints a step inside the caller's transaction (for steps whose effect is itself a
+/// database write that must commit with the checkpoint: receiving a signal, spawning children).
+async fn checkpoint_in(
+    tx: &mut sqlx::PgConnection,
+    fence: Attempt,
+    step: &str,
+    output: &Value,
+) -> Result<(), JobError> {
+    let written = sqlx::query(
+        "insert into engine_steps (run_id, name, output, attempt) select $1, $2, $3, $4 \
+         where exists (select 1 from engine_runs where id = $1 and attempt = $4 and worker_id = $5 and status = 'running')",
+    )
+    .bind(fence.run_id)
+    .bind(step)
+    .bind(output)
+    .bind(fence.attempt)
+    .bind(fence.worker_id)
+    .execute(tx)
+    .await?;
+    if written.rows_affected() == 0 {
+        return Err(JobError::Fenced);
+    }
+    Ok(())
 }
 
 /// How one child run ended.
