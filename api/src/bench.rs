@@ -433,3 +433,148 @@ mod tests {
         );
     }
 }
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+}
+
+/// `bench sse`: N subscribers on one `workflowops serve` process; runs executed meanwhile; the
+/// delay from each state event's commit-time stamp to its arrival at each subscriber.
+pub async fn run_sse(database_url: &str, args: crate::config::SseBenchArgs) -> anyhow::Result<()> {
+    use futures::StreamExt;
+
+    let scratch = Scratch::create(database_url, "sse").await?;
+    let pool = db::connect(&scratch.url, 8).await?;
+    db::migrate(&pool).await?;
+    let tenant = domain::tenancy::create_tenant(&pool, "Bench", "bench").await?;
+    let user = domain::tenancy::create_user(&pool, "bench@bench.example", "Bench", "unused").await?;
+    domain::tenancy::add_member(&pool, tenant.id, user.id, domain::Role::Viewer).await?;
+    let session = domain::sessions::create(
+        &pool,
+        domain::sessions::NewSession {
+            user_id: user.id,
+            tenant_id: Some(tenant.id),
+            ttl: chrono::Duration::hours(1),
+            ip: None,
+            user_agent: None,
+        },
+    )
+    .await?;
+    let token = session.token.plaintext;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let exe = std::env::current_exe()?;
+    let mut server = Command::new(&exe)
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &scratch.url)
+        .env("WFO_MASTER_KEY", domain::crypto::Keyring::generate().expose_secret())
+        .env("WFO_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let server_pid = server.id().unwrap_or(0);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build()?;
+    for _ in 0..100 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rss_idle = rss_kib(server_pid);
+
+    let (lat_tx, mut lat_rx) = tokio::sync::mpsc::unbounded_channel::<f64>();
+    let connected = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let mut subscribers = Vec::with_capacity(args.subscribers);
+    for _ in 0..args.subscribers {
+        let (client, url, token, lat_tx, connected) =
+            (client.clone(), format!("{base}/api/v1/events"), token.clone(), lat_tx.clone(), std::sync::Arc::clone(&connected));
+        subscribers.push(tokio::spawn(async move {
+            let Ok(res) = client.get(url).bearer_auth(token).send().await else { return };
+            connected.add_permits(1);
+            let mut body = res.bytes_stream();
+            let mut buf = String::new();
+            while let Some(Ok(chunk)) = body.next().await {
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buf.find("\n\n") {
+                    let block: String = buf.drain(..end + 2).collect();
+                    if !block.contains("event: state") {
+                        continue;
+                    }
+                    let at = block
+                        .lines()
+                        .find_map(|l| l.strip_prefix("data: "))
+                        .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+                        .and_then(|v| v["at"].as_str()?.parse::<chrono::DateTime<chrono::Utc>>().ok());
+                    if let Some(at) = at {
+                        #[allow(clippy::cast_precision_loss)]
+                        let ms = (chrono::Utc::now() - at).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+                        let _ = lat_tx.send(ms);
+                    }
+                }
+            }
+        }));
+    }
+    drop(lat_tx);
+    let n = u32::try_from(args.subscribers).unwrap_or(u32::MAX);
+    tokio::time::timeout(Duration::from_secs(60), connected.acquire_many(n))
+        .await
+        .context("subscribers did not all connect within a minute")??
+        .forget();
+    let rss_subscribed = rss_kib(server_pid);
+
+    let mut worker = worker(&scratch.url, 8)?;
+    for _ in 0..args.runs {
+        let mut tx = pool.begin().await?;
+        engine::queue::enqueue(&mut tx, &NewRun::of::<Steps>(tenant.id.to_string(), &StepsInput { steps: 1, step_ms: 0 })).await?;
+        tx.commit().await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left: i64 = sqlx::query_scalar("select count(*) from engine_runs where status <> 'succeeded'").fetch_one(&pool).await?;
+        if left == 0 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_busy = rss_kib(server_pid);
+    for s in &subscribers {
+        s.abort();
+    }
+    let _ = worker.kill().await;
+    let _ = server.kill().await;
+    let mut samples = Vec::new();
+    while let Ok(ms) = lat_rx.try_recv() {
+        samples.push(ms);
+    }
+    samples.sort_by(f64::total_cmp);
+    let expected = args.subscribers * args.runs * 3;
+    let pct = |p: f64| {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+        samples.get(i).copied().unwrap_or(f64::NAN)
+    };
+    println!(
+        "{} subscribers, {} runs: {} of {expected} state deliveries; latency p50 {:.1} ms, p99 {:.1} ms (target p99 <= 100)",
+        args.subscribers,
+        args.runs,
+        samples.len(),
+        pct(0.5),
+        pct(0.99)
+    );
+    println!(
+        "API RSS: {} MiB idle, {} MiB with subscribers, {} MiB after delivery",
+        rss_idle.unwrap_or(0) / 1024,
+        rss_subscribed.unwrap_or(0) / 1024,
+        rss_busy.unwrap_or(0) / 1024
+    );
+    pool.close().await;
+    scratch.drop().await?;
+    Ok(())
+}

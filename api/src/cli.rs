@@ -74,6 +74,9 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
         Command::Bench(crate::config::BenchCommand::Engine(args)) => {
             crate::bench::run(&global.database_url, args).await
         }
+        Command::Bench(crate::config::BenchCommand::Sse(args)) => {
+            crate::bench::run_sse(&global.database_url, args).await
+        }
         Command::Secrets(SecretsCommand::Rotate { keys }) => {
             let keyring = keyring(&keys, "secrets rotate")?;
             let pool = db::connect(&global.database_url, 2).await?;

@@ -96,6 +96,18 @@ pub enum Command {
 pub enum BenchCommand {
     /// The durable run engine (scratch databases on DATABASE_URL's server; needs pgbench).
     Engine(BenchArgs),
+    /// Live event delivery to many SSE subscribers on one API process.
+    Sse(SseBenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SseBenchArgs {
+    /// Concurrent subscribers of the tenant event stream.
+    #[arg(long, default_value_t = 1000)]
+    pub subscribers: usize,
+    /// Runs to execute while they listen (each makes three state events).
+    #[arg(long, default_value_t = 200)]
+    pub runs: usize,
 }
 
 #[derive(Debug, Clone, Args)]
