@@ -63,16 +63,21 @@ create table engine_steps (
     primary key (run_id, name)
 );
 
+-- Events are read in (tx_id, id) order and only below the oldest transaction still running
+-- (pg_snapshot_xmin): ids alone can commit out of order, and a reader that went by id could
+-- skip an event committed late with a lower id. Below the horizon the set no longer changes, so
+-- a stream cursor (tx_id, id) never misses nor repeats an event.
 create table engine_events (
     id         bigserial primary key,
+    tx_id      bigint not null default pg_current_xact_id()::text::bigint,
     run_id     uuid not null references engine_runs (id) on delete cascade,
     namespace  text not null,
     kind       text not null check (kind in ('state', 'progress', 'log')),
     data       jsonb not null,
     created_at timestamptz not null default now()
 );
-create index engine_events_run on engine_events (run_id, id);
-create index engine_events_namespace on engine_events (namespace, id);
+create index engine_events_run on engine_events (run_id, tx_id, id);
+create index engine_events_namespace on engine_events (namespace, tx_id, id);
 
 -- Signals are stored, so one sent before the run waits for it is not lost.
 create table engine_signals (

@@ -451,7 +451,8 @@ pub async fn run_sse(database_url: &str, args: crate::config::SseBenchArgs) -> a
     let pool = db::connect(&scratch.url, 8).await?;
     db::migrate(&pool).await?;
     let tenant = domain::tenancy::create_tenant(&pool, "Bench", "bench").await?;
-    let user = domain::tenancy::create_user(&pool, "bench@bench.example", "Bench", "unused").await?;
+    let user =
+        domain::tenancy::create_user(&pool, "bench@bench.example", "Bench", "unused").await?;
     domain::tenancy::add_member(&pool, tenant.id, user.id, domain::Role::Viewer).await?;
     let session = domain::sessions::create(
         &pool,
@@ -466,19 +467,26 @@ pub async fn run_sse(database_url: &str, args: crate::config::SseBenchArgs) -> a
     .await?;
     let token = session.token.plaintext;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let exe = std::env::current_exe()?;
     let mut server = Command::new(&exe)
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
         .env("DATABASE_URL", &scratch.url)
-        .env("WFO_MASTER_KEY", domain::crypto::Keyring::generate().expose_secret())
+        .env(
+            "WFO_MASTER_KEY",
+            domain::crypto::Keyring::generate().expose_secret(),
+        )
         .env("WFO_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
     let server_pid = server.id().unwrap_or(0);
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
     for _ in 0..100 {
         if client.get(format!("{base}/healthz")).send().await.is_ok() {
             break;
@@ -491,10 +499,17 @@ pub async fn run_sse(database_url: &str, args: crate::config::SseBenchArgs) -> a
     let connected = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
     let mut subscribers = Vec::with_capacity(args.subscribers);
     for _ in 0..args.subscribers {
-        let (client, url, token, lat_tx, connected) =
-            (client.clone(), format!("{base}/api/v1/events"), token.clone(), lat_tx.clone(), std::sync::Arc::clone(&connected));
+        let (client, url, token, lat_tx, connected) = (
+            client.clone(),
+            format!("{base}/api/v1/events"),
+            token.clone(),
+            lat_tx.clone(),
+            std::sync::Arc::clone(&connected),
+        );
         subscribers.push(tokio::spawn(async move {
-            let Ok(res) = client.get(url).bearer_auth(token).send().await else { return };
+            let Ok(res) = client.get(url).bearer_auth(token).send().await else {
+                return;
+            };
             connected.add_permits(1);
             let mut body = res.bytes_stream();
             let mut buf = String::new();
@@ -509,10 +524,16 @@ pub async fn run_sse(database_url: &str, args: crate::config::SseBenchArgs) -> a
                         .lines()
                         .find_map(|l| l.strip_prefix("data: "))
                         .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
-                        .and_then(|v| v["at"].as_str()?.parse::<chrono::DateTime<chrono::Utc>>().ok());
+                        .and_then(|v| {
+                            v["at"]
+                                .as_str()?
+                                .parse::<chrono::DateTime<chrono::Utc>>()
+                                .ok()
+                        });
                     if let Some(at) = at {
                         #[allow(clippy::cast_precision_loss)]
-                        let ms = (chrono::Utc::now() - at).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+                        let ms = (chrono::Utc::now() - at).num_microseconds().unwrap_or(0) as f64
+                            / 1000.0;
                         let _ = lat_tx.send(ms);
                     }
                 }
@@ -530,13 +551,26 @@ pub async fn run_sse(database_url: &str, args: crate::config::SseBenchArgs) -> a
     let mut worker = worker(&scratch.url, 8)?;
     for _ in 0..args.runs {
         let mut tx = pool.begin().await?;
-        engine::queue::enqueue(&mut tx, &NewRun::of::<Steps>(tenant.id.to_string(), &StepsInput { steps: 1, step_ms: 0 })).await?;
+        engine::queue::enqueue(
+            &mut tx,
+            &NewRun::of::<Steps>(
+                tenant.id.to_string(),
+                &StepsInput {
+                    steps: 1,
+                    step_ms: 0,
+                },
+            ),
+        )
+        .await?;
         tx.commit().await?;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let left: i64 = sqlx::query_scalar("select count(*) from engine_runs where status <> 'succeeded'").fetch_one(&pool).await?;
+        let left: i64 =
+            sqlx::query_scalar("select count(*) from engine_runs where status <> 'succeeded'")
+                .fetch_one(&pool)
+                .await?;
         if left == 0 || Instant::now() > deadline {
             break;
         }
@@ -556,7 +590,11 @@ pub async fn run_sse(database_url: &str, args: crate::config::SseBenchArgs) -> a
     samples.sort_by(f64::total_cmp);
     let expected = args.subscribers * args.runs * 3;
     let pct = |p: f64| {
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
         let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
         samples.get(i).copied().unwrap_or(f64::NAN)
     };

@@ -76,10 +76,36 @@ pub async fn children(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<Vec<(Stri
         .await?)
 }
 
+/// A position in an event stream: events are ordered by (transaction, id).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor {
+    pub tx: i64,
+    pub id: i64,
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.tx, self.id)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (tx, id) = s.trim().split_once('-').ok_or(())?;
+        let (tx, id) = (tx.parse().map_err(|_| ())?, id.parse().map_err(|_| ())?);
+        if tx < 0 || id < 0 {
+            return Err(());
+        }
+        Ok(Self { tx, id })
+    }
+}
+
 /// One event of a run's ordered log.
 #[derive(Debug, Clone, Serialize, FromRow)]
 pub struct Event {
     pub id: i64,
+    pub tx_id: i64,
     pub run_id: Uuid,
     /// `state`, `progress` or `log`.
     pub kind: String,
@@ -87,52 +113,70 @@ pub struct Event {
     pub created_at: DateTime<Utc>,
 }
 
-/// A run's events after event `after`, in order.
+impl Event {
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            tx: self.tx_id,
+            id: self.id,
+        }
+    }
+}
+
+/// Events only below this horizon are final (see the migration's note on engine_events).
+const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+
+/// A run's events after `after`, in order, up to the settled horizon.
 pub async fn run_events(
     db: impl PgExecutor<'_>,
     namespace: &str,
     run_id: Uuid,
-    after: i64,
+    after: Cursor,
     limit: i64,
 ) -> Result<Vec<Event>> {
-    Ok(sqlx::query_as(
-        "select id, run_id, kind, data, created_at from engine_events \
-         where run_id = $1 and namespace = $2 and id > $3 order by id limit $4",
-    )
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select id, tx_id, run_id, kind, data, created_at from engine_events \
+         where run_id = $1 and namespace = $2 and (tx_id, id) > ($3, $4) and tx_id < {HORIZON} \
+         order by tx_id, id limit $5"
+    )))
     .bind(run_id)
     .bind(namespace)
-    .bind(after)
+    .bind(after.tx)
+    .bind(after.id)
     .bind(limit)
     .fetch_all(db)
     .await?)
 }
 
-/// A namespace's state changes after event `after`, in order (for dashboards).
+/// A namespace's state changes after `after`, in order, up to the settled horizon.
 pub async fn state_events(
     db: impl PgExecutor<'_>,
     namespace: &str,
-    after: i64,
+    after: Cursor,
     limit: i64,
 ) -> Result<Vec<Event>> {
-    Ok(sqlx::query_as(
-        "select id, run_id, kind, data, created_at from engine_events \
-         where namespace = $1 and id > $2 and kind = 'state' order by id limit $3",
-    )
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select id, tx_id, run_id, kind, data, created_at from engine_events \
+         where namespace = $1 and (tx_id, id) > ($2, $3) and tx_id < {HORIZON} and kind = 'state' \
+         order by tx_id, id limit $4"
+    )))
     .bind(namespace)
-    .bind(after)
+    .bind(after.tx)
+    .bind(after.id)
     .bind(limit)
     .fetch_all(db)
     .await?)
 }
 
-/// The newest event id of a namespace (where a live stream starts).
-pub async fn last_event_id(db: impl PgExecutor<'_>, namespace: &str) -> Result<i64> {
-    Ok(
-        sqlx::query_scalar("select coalesce(max(id), 0) from engine_events where namespace = $1")
-            .bind(namespace)
-            .fetch_one(db)
-            .await?,
-    )
+/// Where a live stream of a namespace starts: its newest settled event.
+pub async fn last_cursor(db: impl PgExecutor<'_>, namespace: &str) -> Result<Cursor> {
+    let row: Option<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select tx_id, id from engine_events where namespace = $1 and tx_id < {HORIZON} \
+         order by tx_id desc, id desc limit 1"
+    )))
+    .bind(namespace)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|(tx, id)| Cursor { tx, id }).unwrap_or_default())
 }
 
 /// Unfinished runs of a namespace by status (for dashboard counters).
@@ -143,5 +187,25 @@ pub async fn active_counts(db: impl PgExecutor<'_>, namespace: &str) -> Result<V
     )
     .bind(namespace)
     .fetch_all(db)
+    .await?)
+}
+
+/// Whether events exist after `after` that are not settled yet (a transaction older than them is
+/// still open): the reader should look again shortly rather than wait for the next notice.
+pub async fn has_unsettled(
+    db: impl PgExecutor<'_>,
+    namespace: &str,
+    run_id: Option<Uuid>,
+    after: Cursor,
+) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "select exists (select 1 from engine_events where namespace = $1 and ($2::uuid is null or run_id = $2) \
+           and (tx_id, id) > ($3, $4))",
+    )
+    .bind(namespace)
+    .bind(run_id)
+    .bind(after.tx)
+    .bind(after.id)
+    .fetch_one(db)
     .await?)
 }

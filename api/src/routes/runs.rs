@@ -316,28 +316,31 @@ pub async fn signal_run(
     Ok(StatusCode::ACCEPTED)
 }
 
-/// Where a stream resumes: `Last-Event-ID` (what browsers send when they reconnect) or `?after=`.
-fn resume_point(headers: &HeaderMap, after: Option<i64>) -> Result<Option<i64>, ApiError> {
-    match headers.get("last-event-id") {
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<i64>().ok())
-            .filter(|id| *id >= 0)
-            .map(Some)
-            .ok_or_else(|| {
-                domain::Error::invalid("Last-Event-ID", "must be an event id this API sent").into()
-            }),
-        None => Ok(after),
+/// Where a stream resumes: `Last-Event-ID` (what browsers send when they reconnect) or `?after=`,
+/// an event id this API sent (`<transaction>-<sequence>`).
+fn resume_point(
+    headers: &HeaderMap,
+    after: Option<&str>,
+) -> Result<Option<read::Cursor>, ApiError> {
+    let (field, raw) = match headers.get("last-event-id") {
+        Some(v) => ("Last-Event-ID", v.to_str().ok()),
+        None => ("after", after),
+    };
+    match raw {
+        None if field == "after" => Ok(None),
+        Some(s) => s.parse::<read::Cursor>().map(Some).map_err(|()| {
+            domain::Error::invalid(field, "must be an event id this API sent").into()
+        }),
+        None => Err(domain::Error::invalid(field, "must be an event id this API sent").into()),
     }
 }
 
 fn sse_event(e: &read::Event) -> SseEvent {
     SseEvent::default()
-        .id(e.id.to_string())
+        .id(e.cursor().to_string())
         .event(e.kind.clone())
         .data(
-            serde_json::json!({"run_id": e.run_id, "data": e.data, "at": e.created_at}).to_string(),
+            serde_json::json!({"run_id": e.run_id, "event": e.id, "data": e.data, "at": e.created_at}).to_string(),
         )
 }
 
@@ -345,11 +348,13 @@ fn sse_event(e: &read::Event) -> SseEvent {
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// Resume after this event id (the `Last-Event-ID` header takes precedence).
-    pub after: Option<i64>,
+    pub after: Option<String>,
 }
 
 const BATCH: i64 = 500;
 const POLL: Duration = Duration::from_secs(5);
+/// How soon to look again when newer events wait for an older transaction to finish.
+const SETTLE: Duration = Duration::from_millis(10);
 
 type EventStream = Sse<
     axum::response::sse::KeepAliveStream<
@@ -411,7 +416,7 @@ pub async fn run_events(
     queue::get(&state.db, &namespace, run_id)
         .await
         .map_err(queue_error)?;
-    let mut last = resume_point(&headers, q.after)?.unwrap_or(0);
+    let mut last = resume_point(&headers, q.after.as_deref())?.unwrap_or_default();
     // Subscribe before reading, so nothing committed in between is missed.
     let mut notices = state.events.subscribe();
     let (tx, rx) = mpsc::channel(64);
@@ -430,7 +435,7 @@ pub async fn run_events(
                 }
             };
             for e in &batch {
-                last = e.id;
+                last = e.cursor();
                 if e.kind == "state" {
                     finished = e.data["status"]
                         .as_str()
@@ -447,6 +452,13 @@ pub async fn run_events(
             if finished {
                 let _ = tx.send(SseEvent::default().event("end").data("{}")).await;
                 return;
+            }
+            if read::has_unsettled(&db, &namespace, Some(run_id), last)
+                .await
+                .unwrap_or(false)
+            {
+                tokio::time::sleep(SETTLE).await;
+                continue;
             }
             if !wake(&mut notices, &tx, |n| n.ns == namespace).await {
                 return;
@@ -469,9 +481,9 @@ pub async fn tenant_events(
 ) -> ApiResult<EventStream> {
     let namespace = ctx.tenant_id().to_string();
     let mut notices = state.events.subscribe();
-    let mut last = match resume_point(&headers, q.after)? {
+    let mut last = match resume_point(&headers, q.after.as_deref())? {
         Some(id) => id,
-        None => read::last_event_id(&state.db, &namespace)
+        None => read::last_cursor(&state.db, &namespace)
             .await
             .map_err(queue_error)?,
     };
@@ -482,7 +494,7 @@ pub async fn tenant_events(
         loop {
             if let Ok(batch) = read::state_events(&db, &namespace, last, BATCH).await {
                 for e in &batch {
-                    last = e.id;
+                    last = e.cursor();
                     if tx.send(sse_event(e)).await.is_err() {
                         return;
                     }
@@ -504,6 +516,13 @@ pub async fn tenant_events(
                     }
                 }
                 send_counts = false;
+            }
+            if read::has_unsettled(&db, &namespace, None, last)
+                .await
+                .unwrap_or(false)
+            {
+                tokio::time::sleep(SETTLE).await;
+                continue;
             }
             if !wake(&mut notices, &tx, |n| n.ns == namespace).await {
                 return;

@@ -66,17 +66,18 @@ async fn a_client_that_reconnects_with_last_event_id_gets_every_event_exactly_on
     let rest = read_events(res, Duration::from_secs(30), |m| m.event == "end").await;
     assert_eq!(rest.last().map(|m| m.event.as_str()), Some("end"));
 
-    let received: Vec<i64> = first
+    let received: Vec<String> = first
         .iter()
         .chain(&rest)
-        .filter_map(|m| m.id.as_deref()?.parse().ok())
+        .filter_map(|m| m.id.clone())
         .collect();
-    let stored: Vec<i64> =
-        sqlx::query_scalar("select id from engine_events where run_id = $1 order by id")
-            .bind(run)
-            .fetch_all(&app.db.pool)
-            .await
-            .unwrap_or_default();
+    let stored: Vec<String> = sqlx::query_scalar(
+        "select tx_id || '-' || id from engine_events where run_id = $1 order by tx_id, id",
+    )
+    .bind(run)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap_or_default();
     assert_eq!(received, stored, "every event once, in order");
     let progress = first
         .iter()
@@ -322,4 +323,57 @@ async fn metrics_expose_engine_counters_and_the_queue_depth() {
         assert!(text.contains(metric), "/metrics lacks {metric}:\n{text}");
     }
     worker.stop().await;
+}
+
+// SSE-004
+#[tokio::test]
+async fn an_event_committed_late_with_a_lower_id_is_still_delivered_in_its_place() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let run = enqueue(
+        &app.db.pool,
+        &ledger(&acme, 1, 0).run_at(chrono::Utc::now() + chrono::Duration::hours(1)),
+    )
+    .await;
+    let ns = acme.id.to_string();
+    // A slow transaction takes the next event id and stays open...
+    let mut slow = app.db.pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    engine::queue::log(&mut *slow, run, &ns, "info", "slow")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // ...while a quick one, with a higher id, commits first.
+    engine::queue::log(&app.db.pool, run, &ns, "info", "quick")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let res = app
+        .http
+        .get(app.url(&format!("/api/v1/runs/{run}/events")))
+        .bearer_auth(&acme.admin.token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut logs_seen = 0;
+    let reader = tokio::spawn(read_events(res, Duration::from_secs(20), move |m| {
+        logs_seen += usize::from(m.event == "log");
+        logs_seen == 2
+    }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    slow.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    let events = reader.await.unwrap_or_else(|e| panic!("{e}"));
+    let logs: Vec<&str> = events
+        .iter()
+        .filter(|m| m.event == "log")
+        .map(|m| {
+            if m.data.contains("slow") {
+                "slow"
+            } else {
+                "quick"
+            }
+        })
+        .collect();
+    assert_eq!(
+        logs,
+        ["slow", "quick"],
+        "both delivered, the late one not skipped"
+    );
 }
