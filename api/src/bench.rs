@@ -417,23 +417,6 @@ pub async fn run(database_url: &str, args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::with_database;
-
-    #[test]
-    fn swapping_the_database_keeps_credentials_and_options() {
-        assert_eq!(
-            with_database("postgres://u:p@h:5432/app?sslmode=disable", "x"),
-            "postgres://u:p@h:5432/x?sslmode=disable"
-        );
-        assert_eq!(
-            with_database("postgres://localhost", "x"),
-            "postgres://localhost/x"
-        );
-    }
-}
-
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -615,4 +598,21 @@ pub async fn run_sse(database_url: &str, args: crate::config::SseBenchArgs) -> a
     pool.close().await;
     scratch.drop().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn swapping_the_database_keeps_credentials_and_options() {
+        assert_eq!(
+            with_database("postgres://u:p@h:5432/app?sslmode=disable", "x"),
+            "postgres://u:p@h:5432/x?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgres://localhost", "x"),
+            "postgres://localhost/x"
+        );
+    }
 }

@@ -1,35 +1,45 @@
-//! Live events: one LISTEN connection per API process fans run events out to every SSE
-//! subscriber. Notifications only wake subscribers; each reads the events themselves from the
-//! table after the last id it sent, so a lost or lagging notification delays, never loses.
+//! Live events: one LISTEN connection per API process, and one reader per namespace that fans
+//! events out to every SSE subscriber of that namespace.
+//!
+//! When a namespace has subscribers, its notifications make the hub read the new events once
+//! (in (transaction, id) order, below the settled horizon; see `engine::read`) and broadcast them
+//! as a batch that says which range it covers. A subscriber whose own position is inside that
+//! range takes what is new to it; one that finds a gap (it lagged, or joined between batches)
+//! reads the table itself from its position. Nothing is lost when a notification is: the hub
+//! also polls the namespaces it serves.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use engine::read::{self, Cursor, Event};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-/// "Something happened in this namespace" (the engine folds a transaction's events into one
-/// notice per namespace). An empty namespace means "re-read everything".
-#[derive(Debug, Clone)]
-pub struct Notice {
+/// New events of one namespace, covering every event in `(from, to]`.
+#[derive(Debug)]
+pub struct Batch {
     pub ns: String,
+    pub from: Cursor,
+    pub to: Cursor,
+    pub events: Vec<Event>,
+    /// Unfinished runs by status, when the batch has state changes.
+    pub counts: Option<BTreeMap<String, i64>>,
 }
 
-impl Notice {
-    /// Sent after the listener reconnected: everyone re-reads.
-    fn resync() -> Self {
-        Self { ns: String::new() }
-    }
-
-    pub fn is_resync(&self) -> bool {
-        self.ns.is_empty()
-    }
+#[derive(Debug, Clone)]
+pub enum Message {
+    Batch(Arc<Batch>),
+    /// The hub lost track (reconnected): every subscriber re-reads from its position.
+    Resync,
 }
 
 #[derive(Debug, Clone)]
 pub struct EventHub {
-    tx: broadcast::Sender<Notice>,
+    tx: broadcast::Sender<Message>,
+    interest: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl Default for EventHub {
@@ -38,20 +48,61 @@ impl Default for EventHub {
     }
 }
 
-impl EventHub {
-    pub fn new() -> Self {
-        Self {
-            tx: broadcast::channel(8192).0,
-        }
-    }
+/// A subscriber's registration; the hub stops reading a namespace once its last one is dropped.
+#[derive(Debug)]
+pub struct Subscription {
+    pub rx: broadcast::Receiver<Message>,
+    ns: String,
+    interest: Arc<Mutex<HashMap<String, usize>>>,
+}
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
-        self.tx.subscribe()
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.interest.lock()
+            && let Some(n) = map.get_mut(&self.ns)
+        {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ns);
+            }
+        }
     }
 }
 
-/// Listens on `engine_events` until shutdown, reconnecting as needed.
+impl EventHub {
+    pub fn new() -> Self {
+        Self {
+            tx: broadcast::channel(4096).0,
+            interest: Arc::default(),
+        }
+    }
+
+    pub fn subscribe(&self, ns: &str) -> Subscription {
+        if let Ok(mut map) = self.interest.lock() {
+            *map.entry(ns.to_owned()).or_default() += 1;
+        }
+        Subscription {
+            rx: self.tx.subscribe(),
+            ns: ns.to_owned(),
+            interest: Arc::clone(&self.interest),
+        }
+    }
+
+    fn interested(&self) -> HashSet<String> {
+        self.interest
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+const POLL: Duration = Duration::from_secs(2);
+const SETTLE: Duration = Duration::from_millis(10);
+const BATCH: i64 = 2000;
+
+/// Listens on `engine_events` and feeds subscribers until shutdown.
 pub async fn listen(db: PgPool, hub: EventHub, shutdown: CancellationToken) {
+    let mut cursors: HashMap<String, Cursor> = HashMap::new();
     loop {
         let mut listener = match PgListener::connect_with(&db).await {
             Ok(l) => l,
@@ -67,25 +118,86 @@ pub async fn listen(db: PgPool, hub: EventHub, shutdown: CancellationToken) {
             tracing::warn!(error = %e, "event listener cannot subscribe; retrying");
             continue;
         }
-        let _ = hub.tx.send(Notice::resync());
+        let _ = hub.tx.send(Message::Resync);
+        let mut pending: HashSet<String> = HashSet::new();
+        let mut unsettled = false;
         loop {
+            let wait = if unsettled { SETTLE } else { POLL };
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 msg = listener.try_recv() => match msg {
                     Ok(Some(n)) => {
-                        if !n.payload().is_empty() {
-                            let _ = hub.tx.send(Notice { ns: n.payload().to_owned() });
+                        pending.insert(n.payload().to_owned());
+                        // Gather what else is already waiting before reading.
+                        while let Ok(Some(Some(n))) = tokio::time::timeout(Duration::ZERO, listener.try_recv()).await.map(Result::ok) {
+                            pending.insert(n.payload().to_owned());
                         }
                     }
                     Ok(None) => {
-                        let _ = hub.tx.send(Notice::resync());
+                        let _ = hub.tx.send(Message::Resync);
+                        continue;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "event listener failed; reconnecting");
                         break;
                     }
                 },
+                () = tokio::time::sleep(wait) => {
+                    pending.extend(hub.interested());
+                }
+            }
+            let interested = hub.interested();
+            cursors.retain(|ns, _| interested.contains(ns));
+            unsettled = false;
+            for ns in pending.drain().filter(|ns| interested.contains(ns)) {
+                match read_namespace(&db, &hub, &ns, &mut cursors).await {
+                    Ok(more) => unsettled |= more,
+                    Err(e) => tracing::warn!(error = %e, namespace = %ns, "reading events failed"),
+                }
             }
         }
     }
+}
+
+/// Reads a namespace's new settled events once and broadcasts them. Returns whether newer events
+/// are waiting on an older open transaction.
+async fn read_namespace(
+    db: &PgPool,
+    hub: &EventHub,
+    ns: &str,
+    cursors: &mut HashMap<String, Cursor>,
+) -> Result<bool, engine::queue::Error> {
+    let from = match cursors.get(ns) {
+        Some(c) => *c,
+        None => read::last_cursor(db, ns).await?,
+    };
+    let mut to = from;
+    let mut events = Vec::new();
+    loop {
+        let batch = read::all_events(db, ns, to, BATCH).await?;
+        let full = i64::try_from(batch.len()).unwrap_or(0) == BATCH;
+        if let Some(last) = batch.last() {
+            to = last.cursor();
+        }
+        events.extend(batch);
+        if !full {
+            break;
+        }
+    }
+    cursors.insert(ns.to_owned(), to);
+    let counts = if events.iter().any(|e| e.kind == "state") {
+        Some(read::active_counts(db, ns).await?.into_iter().collect())
+    } else {
+        None
+    };
+    if !events.is_empty() {
+        let _ = hub.tx.send(Message::Batch(Arc::new(Batch {
+            ns: ns.to_owned(),
+            from,
+            to,
+            events,
+            counts,
+        })));
+    }
+    read::has_unsettled(db, ns, None, to).await
 }

@@ -209,3 +209,23 @@ pub async fn has_unsettled(
     .fetch_one(db)
     .await?)
 }
+
+/// Every kind of a namespace's events after `after`, in order, up to the settled horizon.
+pub async fn all_events(
+    db: impl PgExecutor<'_>,
+    namespace: &str,
+    after: Cursor,
+    limit: i64,
+) -> Result<Vec<Event>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select id, tx_id, run_id, kind, data, created_at from engine_events \
+         where namespace = $1 and (tx_id, id) > ($2, $3) and tx_id < {HORIZON} \
+         order by tx_id, id limit $4"
+    )))
+    .bind(namespace)
+    .bind(after.tx)
+    .bind(after.id)
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}

@@ -17,6 +17,8 @@ use engine::{RunStatus, queue};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
+
+use crate::events::Message;
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -352,9 +354,8 @@ pub struct StreamQuery {
 }
 
 const BATCH: i64 = 500;
+/// Safety net: a subscriber re-reads its position this often even without news.
 const POLL: Duration = Duration::from_secs(5);
-/// How soon to look again when newer events wait for an older transaction to finish.
-const SETTLE: Duration = Duration::from_millis(10);
 
 type EventStream = Sse<
     axum::response::sse::KeepAliveStream<
@@ -375,25 +376,143 @@ fn stream_of(rx: mpsc::Receiver<SseEvent>) -> EventStream {
     )
 }
 
-/// Waits until a notice matching `wanted` arrives, a poll interval passes, or the client left.
-/// Returns false when the stream should end.
-async fn wake(
-    rx: &mut broadcast::Receiver<crate::events::Notice>,
-    tx: &mpsc::Sender<SseEvent>,
-    wanted: impl Fn(&crate::events::Notice) -> bool,
-) -> bool {
-    let deadline = tokio::time::sleep(POLL);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            () = tx.closed() => return false,
-            () = &mut deadline => return true,
-            n = rx.recv() => match n {
-                Ok(n) if n.is_resync() || wanted(&n) => return true,
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => return true,
-                Err(broadcast::error::RecvError::Closed) => return false,
-            },
+/// What a stream delivers: one run's events, or a namespace's state changes (with counts).
+#[derive(Clone, Copy)]
+enum Scope {
+    Run(Uuid),
+    Tenant,
+}
+
+impl Scope {
+    fn wants(self, e: &read::Event) -> bool {
+        match self {
+            Scope::Run(run) => e.run_id == run,
+            Scope::Tenant => e.kind == "state",
+        }
+    }
+}
+
+/// Feeds one subscriber: catches up from the table, then follows the hub's batches, re-reading
+/// the table whenever it finds a gap. Ends when the client leaves, or (run streams) once the
+/// run has finished and everything was sent.
+struct Follower {
+    db: sqlx::PgPool,
+    namespace: String,
+    scope: Scope,
+    last: read::Cursor,
+    finished: bool,
+    tx: mpsc::Sender<SseEvent>,
+}
+
+impl Follower {
+    /// Sends `events` not yet sent; false when the client has left.
+    async fn send(&mut self, events: &[read::Event]) -> bool {
+        for e in events {
+            if e.cursor() <= self.last || !self.scope.wants(e) {
+                continue;
+            }
+            if e.kind == "state" && matches!(self.scope, Scope::Run(_)) {
+                self.finished = e.data["status"]
+                    .as_str()
+                    .and_then(|s| s.parse::<RunStatus>().ok())
+                    .is_some_and(RunStatus::is_terminal);
+            }
+            if self.tx.send(sse_event(e)).await.is_err() {
+                return false;
+            }
+            self.last = e.cursor();
+        }
+        true
+    }
+
+    async fn counts(&self, counts: Option<&std::collections::BTreeMap<String, i64>>) -> bool {
+        if !matches!(self.scope, Scope::Tenant) {
+            return true;
+        }
+        let owned;
+        let counts = match counts {
+            Some(c) => c,
+            None => {
+                owned = read::active_counts(&self.db, &self.namespace)
+                    .await
+                    .map(|c| c.into_iter().collect())
+                    .unwrap_or_default();
+                &owned
+            }
+        };
+        let event = SseEvent::default()
+            .event("counts")
+            .data(serde_json::json!(counts).to_string());
+        self.tx.send(event).await.is_ok()
+    }
+
+    /// Reads the table from our position until it has nothing more settled.
+    async fn catch_up(&mut self) -> bool {
+        loop {
+            let batch = match self.scope {
+                Scope::Run(run) => {
+                    read::run_events(&self.db, &self.namespace, run, self.last, BATCH).await
+                }
+                Scope::Tenant => {
+                    read::state_events(&self.db, &self.namespace, self.last, BATCH).await
+                }
+            };
+            let Ok(batch) = batch else {
+                return true; // try again on the next wake-up
+            };
+            if !self.send(&batch).await {
+                return false;
+            }
+            if i64::try_from(batch.len()).unwrap_or(0) < BATCH {
+                return true;
+            }
+        }
+    }
+
+    async fn run(mut self, mut sub: crate::events::Subscription) {
+        if !self.catch_up().await || !self.counts(None).await {
+            return;
+        }
+        loop {
+            if self.finished {
+                let _ = self
+                    .tx
+                    .send(SseEvent::default().event("end").data("{}"))
+                    .await;
+                return;
+            }
+            let msg = tokio::select! {
+                () = self.tx.closed() => return,
+                () = tokio::time::sleep(POLL) => None,
+                m = sub.rx.recv() => Some(m),
+            };
+            let ok = match msg {
+                Some(Ok(Message::Batch(b))) if b.ns == self.namespace => {
+                    if b.from <= self.last {
+                        let sent = self.send(&b.events).await;
+                        if b.to > self.last {
+                            self.last = b.to;
+                        }
+                        sent && (b.counts.is_none() || self.counts(b.counts.as_ref()).await)
+                    } else {
+                        // A gap between our position and this batch: read it ourselves (the
+                        // table holds everything up to the batch's end by now).
+                        let ok = self.catch_up().await && self.send(&b.events).await;
+                        if b.to > self.last {
+                            self.last = b.to;
+                        }
+                        ok && self.counts(b.counts.as_ref()).await
+                    }
+                }
+                Some(Ok(Message::Batch(_))) => true,
+                Some(Ok(Message::Resync) | Err(broadcast::error::RecvError::Lagged(_))) | None => {
+                    self.catch_up().await
+                }
+                Some(Err(broadcast::error::RecvError::Closed)) => return,
+            };
+            if !ok {
+                return;
+            }
         }
     }
 }
@@ -416,55 +535,19 @@ pub async fn run_events(
     queue::get(&state.db, &namespace, run_id)
         .await
         .map_err(queue_error)?;
-    let mut last = resume_point(&headers, q.after.as_deref())?.unwrap_or_default();
+    let last = resume_point(&headers, q.after.as_deref())?.unwrap_or_default();
     // Subscribe before reading, so nothing committed in between is missed.
-    let mut notices = state.events.subscribe();
+    let sub = state.events.subscribe(&namespace);
     let (tx, rx) = mpsc::channel(64);
-    let db = state.db.clone();
-    tokio::spawn(async move {
-        let mut finished = false;
-        loop {
-            let batch = match read::run_events(&db, &namespace, run_id, last, BATCH).await {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading run events failed");
-                    if !wake(&mut notices, &tx, |_| false).await {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            for e in &batch {
-                last = e.cursor();
-                if e.kind == "state" {
-                    finished = e.data["status"]
-                        .as_str()
-                        .and_then(|s| s.parse::<RunStatus>().ok())
-                        .is_some_and(RunStatus::is_terminal);
-                }
-                if tx.send(sse_event(e)).await.is_err() {
-                    return;
-                }
-            }
-            if i64::try_from(batch.len()).unwrap_or(0) == BATCH {
-                continue;
-            }
-            if finished {
-                let _ = tx.send(SseEvent::default().event("end").data("{}")).await;
-                return;
-            }
-            if read::has_unsettled(&db, &namespace, Some(run_id), last)
-                .await
-                .unwrap_or(false)
-            {
-                tokio::time::sleep(SETTLE).await;
-                continue;
-            }
-            if !wake(&mut notices, &tx, |n| n.ns == namespace).await {
-                return;
-            }
-        }
-    });
+    let follower = Follower {
+        db: state.db.clone(),
+        namespace,
+        scope: Scope::Run(run_id),
+        last,
+        finished: false,
+        tx,
+    };
+    tokio::spawn(follower.run(sub));
     Ok(stream_of(rx))
 }
 
@@ -480,54 +563,22 @@ pub async fn tenant_events(
     headers: HeaderMap,
 ) -> ApiResult<EventStream> {
     let namespace = ctx.tenant_id().to_string();
-    let mut notices = state.events.subscribe();
-    let mut last = match resume_point(&headers, q.after.as_deref())? {
-        Some(id) => id,
+    let sub = state.events.subscribe(&namespace);
+    let last = match resume_point(&headers, q.after.as_deref())? {
+        Some(c) => c,
         None => read::last_cursor(&state.db, &namespace)
             .await
             .map_err(queue_error)?,
     };
     let (tx, rx) = mpsc::channel(64);
-    let db = state.db.clone();
-    tokio::spawn(async move {
-        let mut send_counts = true;
-        loop {
-            if let Ok(batch) = read::state_events(&db, &namespace, last, BATCH).await {
-                for e in &batch {
-                    last = e.cursor();
-                    if tx.send(sse_event(e)).await.is_err() {
-                        return;
-                    }
-                }
-                send_counts |= !batch.is_empty();
-                if i64::try_from(batch.len()).unwrap_or(0) == BATCH {
-                    continue;
-                }
-            }
-            if send_counts {
-                if let Ok(counts) = read::active_counts(&db, &namespace).await {
-                    let counts: std::collections::BTreeMap<String, i64> =
-                        counts.into_iter().collect();
-                    let event = SseEvent::default()
-                        .event("counts")
-                        .data(serde_json::json!(counts).to_string());
-                    if tx.send(event).await.is_err() {
-                        return;
-                    }
-                }
-                send_counts = false;
-            }
-            if read::has_unsettled(&db, &namespace, None, last)
-                .await
-                .unwrap_or(false)
-            {
-                tokio::time::sleep(SETTLE).await;
-                continue;
-            }
-            if !wake(&mut notices, &tx, |n| n.ns == namespace).await {
-                return;
-            }
-        }
-    });
+    let follower = Follower {
+        db: state.db.clone(),
+        namespace,
+        scope: Scope::Tenant,
+        last,
+        finished: false,
+        tx,
+    };
+    tokio::spawn(follower.run(sub));
     Ok(stream_of(rx))
 }
