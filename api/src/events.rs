@@ -25,6 +25,8 @@ pub struct Batch {
     pub from: Cursor,
     pub to: Cursor,
     pub events: Vec<Event>,
+    /// Each event's SSE payload, rendered once for every subscriber.
+    pub rendered: Vec<String>,
     /// Unfinished runs by status, when the batch has state changes.
     pub counts: Option<BTreeMap<String, i64>>,
 }
@@ -191,13 +193,21 @@ async fn read_namespace(
         None
     };
     if !events.is_empty() {
+        let rendered = events.iter().map(render).collect();
         let _ = hub.tx.send(Message::Batch(Arc::new(Batch {
             ns: ns.to_owned(),
             from,
             to,
             events,
+            rendered,
             counts,
         })));
     }
     read::has_unsettled(db, ns, None, to).await
+}
+
+/// An event's SSE payload.
+pub fn render(e: &Event) -> String {
+    serde_json::json!({"run_id": e.run_id, "event": e.id, "data": e.data, "at": e.created_at})
+        .to_string()
 }

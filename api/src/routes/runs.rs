@@ -337,13 +337,11 @@ fn resume_point(
     }
 }
 
-fn sse_event(e: &read::Event) -> SseEvent {
+fn sse_event(e: &read::Event, data: &str) -> SseEvent {
     SseEvent::default()
         .id(e.cursor().to_string())
         .event(e.kind.clone())
-        .data(
-            serde_json::json!({"run_id": e.run_id, "event": e.id, "data": e.data, "at": e.created_at}).to_string(),
-        )
+        .data(data)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -405,9 +403,10 @@ struct Follower {
 }
 
 impl Follower {
-    /// Sends `events` not yet sent; false when the client has left.
-    async fn send(&mut self, events: &[read::Event]) -> bool {
-        for e in events {
+    /// Sends `events` not yet sent (with their payloads when already rendered); false when the
+    /// client has left.
+    async fn send(&mut self, events: &[read::Event], rendered: Option<&[String]>) -> bool {
+        for (i, e) in events.iter().enumerate() {
             if e.cursor() <= self.last || !self.scope.wants(e) {
                 continue;
             }
@@ -417,7 +416,15 @@ impl Follower {
                     .and_then(|s| s.parse::<RunStatus>().ok())
                     .is_some_and(RunStatus::is_terminal);
             }
-            if self.tx.send(sse_event(e)).await.is_err() {
+            let own;
+            let data = match rendered.and_then(|r| r.get(i)) {
+                Some(d) => d.as_str(),
+                None => {
+                    own = crate::events::render(e);
+                    own.as_str()
+                }
+            };
+            if self.tx.send(sse_event(e, data)).await.is_err() {
                 return false;
             }
             self.last = e.cursor();
@@ -460,7 +467,7 @@ impl Follower {
             let Ok(batch) = batch else {
                 return true; // try again on the next wake-up
             };
-            if !self.send(&batch).await {
+            if !self.send(&batch, None).await {
                 return false;
             }
             if i64::try_from(batch.len()).unwrap_or(0) < BATCH {
@@ -489,7 +496,7 @@ impl Follower {
             let ok = match msg {
                 Some(Ok(Message::Batch(b))) if b.ns == self.namespace => {
                     if b.from <= self.last {
-                        let sent = self.send(&b.events).await;
+                        let sent = self.send(&b.events, Some(&b.rendered)).await;
                         if b.to > self.last {
                             self.last = b.to;
                         }
@@ -497,7 +504,8 @@ impl Follower {
                     } else {
                         // A gap between our position and this batch: read it ourselves (the
                         // table holds everything up to the batch's end by now).
-                        let ok = self.catch_up().await && self.send(&b.events).await;
+                        let ok =
+                            self.catch_up().await && self.send(&b.events, Some(&b.rendered)).await;
                         if b.to > self.last {
                             self.last = b.to;
                         }
