@@ -196,6 +196,48 @@ async fn pgbench_tps(base: &str, seconds: u64) -> anyhow::Result<f64> {
         .ok_or_else(|| anyhow!("cannot read pgbench's tps from: {text}"))
 }
 
+/// Runs the apalis baseline binary in a scratch database; returns its jobs per second.
+async fn apalis_rate(
+    base: &str,
+    binary: &std::path::Path,
+    jobs: usize,
+    concurrency: u32,
+    workers: u32,
+    batch: u32,
+) -> anyhow::Result<f64> {
+    let scratch = Scratch::create(base, "apalis").await?;
+    let out = Command::new(binary)
+        .args([
+            "--database-url",
+            &scratch.url,
+            "--jobs",
+            &jobs.to_string(),
+            "--concurrency",
+            &concurrency.to_string(),
+            "--workers",
+            &workers.to_string(),
+            "--buffer-size",
+            &batch.to_string(),
+        ])
+        .output()
+        .await
+        .with_context(|| format!("running {}", binary.display()))?;
+    scratch.drop().await?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter(|l| l.starts_with("apalis-postgres:"))
+        .find_map(|l| {
+            l.rsplit_once(": ")?
+                .1
+                .split(" jobs/s")
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .ok_or_else(|| anyhow!("cannot read the apalis baseline's rate from: {text}"))
+}
+
 /// Enqueue→start latency over `n` sequential runs with one idle worker: (p50, p99) in ms.
 async fn idle_latency(pool: &PgPool, url: &str, n: usize) -> anyhow::Result<(f64, f64)> {
     sqlx::query("truncate engine_runs cascade")
@@ -393,6 +435,25 @@ pub async fn run(database_url: &str, args: BenchArgs) -> anyhow::Result<()> {
     println!("1-step runs/s, 1 worker x {c}: {one_1:.0}");
     let one_2 = throughput(&pool, &scratch.url, args.runs, 1, 2, c).await?;
     println!("1-step runs/s, 2 workers x {c}: {one_2:.0}");
+    if let Some(apalis) = &args.apalis {
+        for workers in [1u32, 2] {
+            let rate = apalis_rate(
+                database_url,
+                apalis,
+                args.runs,
+                c,
+                workers,
+                args.apalis_batch,
+            )
+            .await?;
+            let ours = if workers == 1 { one_1 } else { one_2 };
+            println!(
+                "apalis-postgres baseline, {workers} worker(s) x {c}, batch {}: {rate:.0} jobs/s  ratio ours/apalis: {:.2} (target >= 2.0)",
+                args.apalis_batch,
+                ours / rate
+            );
+        }
+    }
     let (p50, p99) = idle_latency(&pool, &scratch.url, args.latency_runs).await?;
     println!(
         "idle enqueue->start over {} sequential runs: p50 {p50:.2} ms, p99 {p99:.2} ms (target p50 <= 3, p99 <= 10)",

@@ -127,6 +127,13 @@ pub struct BenchArgs {
     /// Finished runs to preload for the large-table figure (a tenth as many future runs); 0 skips it.
     #[arg(long, default_value_t = 1_000_000)]
     pub history: i64,
+    /// The apalis-postgres baseline binary (build `bench/apalis-baseline`); measured in the same
+    /// run with the same job count and concurrency when given.
+    #[arg(long)]
+    pub apalis: Option<std::path::PathBuf>,
+    /// Jobs apalis fetches per query (its best setting here was 100).
+    #[arg(long, default_value_t = 100)]
+    pub apalis_batch: u32,
 }
 
 /// The master key that encrypts stored secrets.
