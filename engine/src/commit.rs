@@ -39,6 +39,17 @@ impl Committer {
         (Self { tx }, tokio::spawn(run(pool, rx)))
     }
 
+    /// Submits a write without waiting for its commit; the receiver tells how it ended. None
+    /// when the committer has stopped.
+    pub(crate) async fn submit(
+        &self,
+        write: Write,
+    ) -> Option<oneshot::Receiver<Result<(), queue::Error>>> {
+        let (reply, done) = oneshot::channel();
+        self.tx.send((write, reply)).await.ok()?;
+        Some(done)
+    }
+
     /// Submits a write and waits until it is committed (or refused).
     pub(crate) async fn write(&self, write: Write) -> Result<(), queue::Error> {
         let (reply, done) = oneshot::channel();

@@ -296,8 +296,14 @@ pub async fn run_worker(
     }
     stop_claiming.cancel();
     while background.join_next().await.is_some() {}
-    // Every run task has ended, so every write was answered.
-    commit_task.abort();
+    // Every run task has ended; let the committer write what they handed it, then stop.
+    drop(shared);
+    if tokio::time::timeout(Duration::from_secs(10), commit_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the last outcomes were not written in time; their runs will be taken back");
+    }
     sqlx::query("update engine_workers set stopped_at = now(), busy_slots = 0 where id = $1")
         .bind(worker_id)
         .execute(&pool)
@@ -350,20 +356,31 @@ async fn execute(shared: &Shared, run: Run) {
         Decision::Park(_) => "parked",
     };
     metrics::counter!("workflowops_engine_attempts_total", "kind" => run.kind.clone(), "outcome" => outcome_label).increment(1);
-    if let Err(e) = shared
+    // The slot frees as soon as the outcome is handed to the committer: a crash before it
+    // commits only means the run is taken back and replays from its (durable) checkpoints.
+    let run_id = run.id;
+    let Some(done) = shared
         .committer
-        .write(Write::Finish { fence, decision })
+        .submit(Write::Finish { fence, decision })
         .await
-    {
-        match e {
-            queue::Error::Fenced => {
-                tracing::warn!(run_id = %run.id, "another worker owns this run now; dropping this attempt's result");
+    else {
+        tracing::error!(run_id = %run_id, "the committer has stopped; the run will be taken back and retried");
+        return;
+    };
+    tokio::spawn(async move {
+        match done.await {
+            Ok(Ok(())) => {}
+            Ok(Err(queue::Error::Fenced)) => {
+                tracing::warn!(run_id = %run_id, "another worker owns this run now; dropping this attempt's result");
             }
-            e => {
-                tracing::error!(run_id = %run.id, error = %e, "recording a run's outcome failed; its lease will expire and it will be retried");
+            Ok(Err(e)) => {
+                tracing::error!(run_id = %run_id, error = %e, "recording a run's outcome failed; its lease will expire and it will be retried");
+            }
+            Err(_) => {
+                tracing::error!(run_id = %run_id, "the committer stopped before recording a run's outcome; it will be retried");
             }
         }
-    }
+    });
 }
 
 /// Runs the job (or its compensation when cancelled). None when there is nothing to record
