@@ -176,7 +176,7 @@ async fn read_namespace(
     let mut to = from;
     let mut events = Vec::new();
     loop {
-        let batch = read::all_events(db, ns, to, BATCH).await?;
+        let batch = read::namespace_events(db, ns, to, false, BATCH).await?;
         let full = i64::try_from(batch.len()).unwrap_or(0) == BATCH;
         if let Some(last) = batch.last() {
             to = last.cursor();

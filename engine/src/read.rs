@@ -147,21 +147,25 @@ pub async fn run_events(
     .await?)
 }
 
-/// A namespace's state changes after `after`, in order, up to the settled horizon.
-pub async fn state_events(
+/// A namespace's events after `after` (only state changes when `state_only`), in order, up to
+/// the settled horizon.
+pub async fn namespace_events(
     db: impl PgExecutor<'_>,
     namespace: &str,
     after: Cursor,
+    state_only: bool,
     limit: i64,
 ) -> Result<Vec<Event>> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select id, tx_id, run_id, kind, data, created_at from engine_events \
-         where namespace = $1 and (tx_id, id) > ($2, $3) and tx_id < {HORIZON} and kind = 'state' \
-         order by tx_id, id limit $4"
+         where namespace = $1 and (tx_id, id) > ($2, $3) and tx_id < {HORIZON} \
+           and (not $4 or kind = 'state') \
+         order by tx_id, id limit $5"
     )))
     .bind(namespace)
     .bind(after.tx)
     .bind(after.id)
+    .bind(state_only)
     .bind(limit)
     .fetch_all(db)
     .await?)
@@ -207,25 +211,5 @@ pub async fn has_unsettled(
     .bind(after.tx)
     .bind(after.id)
     .fetch_one(db)
-    .await?)
-}
-
-/// Every kind of a namespace's events after `after`, in order, up to the settled horizon.
-pub async fn all_events(
-    db: impl PgExecutor<'_>,
-    namespace: &str,
-    after: Cursor,
-    limit: i64,
-) -> Result<Vec<Event>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select id, tx_id, run_id, kind, data, created_at from engine_events \
-         where namespace = $1 and (tx_id, id) > ($2, $3) and tx_id < {HORIZON} \
-         order by tx_id, id limit $4"
-    )))
-    .bind(namespace)
-    .bind(after.tx)
-    .bind(after.id)
-    .bind(limit)
-    .fetch_all(db)
     .await?)
 }

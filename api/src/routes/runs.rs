@@ -461,7 +461,7 @@ impl Follower {
                     read::run_events(&self.db, &self.namespace, run, self.last, BATCH).await
                 }
                 Scope::Tenant => {
-                    read::state_events(&self.db, &self.namespace, self.last, BATCH).await
+                    read::namespace_events(&self.db, &self.namespace, self.last, true, BATCH).await
                 }
             };
             let Ok(batch) = batch else {
