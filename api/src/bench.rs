@@ -96,6 +96,27 @@ fn worker(url: &str, concurrency: u32) -> anyhow::Result<Child> {
         .context("starting a worker process")
 }
 
+/// Polls the count `sql` returns every `every` until it equals `want`, or fails after `limit`.
+async fn await_count(
+    pool: &PgPool,
+    sql: &'static str,
+    want: i64,
+    every: Duration,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(pool).await?;
+        if n == want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("waited {limit:?} for `{sql}` to reach {want}; it is {n}");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 async fn enqueue_steps(pool: &PgPool, n: usize, steps: u32) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
     for i in 0..n {
@@ -131,20 +152,14 @@ async fn throughput(
     for _ in 0..processes {
         workers.push(worker(url, concurrency)?);
     }
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let left: i64 =
-            sqlx::query_scalar("select count(*) from engine_runs where status <> 'succeeded'")
-                .fetch_one(pool)
-                .await?;
-        if left == 0 {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("{left} runs did not finish in time");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    await_count(
+        pool,
+        "select count(*) from engine_runs where status <> 'succeeded'",
+        0,
+        Duration::from_millis(50),
+        Duration::from_secs(600),
+    )
+    .await?;
     for mut w in workers {
         let _ = w.kill().await;
     }
@@ -303,36 +318,27 @@ async fn recovery(pool: &PgPool, url: &str) -> anyhow::Result<f64> {
         .await?;
     }
     tx.commit().await?;
-    loop {
-        let running: i64 =
-            sqlx::query_scalar("select count(*) from engine_runs where status = 'running'")
-                .fetch_one(pool)
-                .await?;
-        if running == 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    await_count(
+        pool,
+        "select count(*) from engine_runs where status = 'running'",
+        4,
+        Duration::from_millis(20),
+        Duration::from_secs(60),
+    )
+    .await?;
     let mut rescuer = worker(url, 4)?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let killed_at: chrono::DateTime<chrono::Utc> =
         sqlx::query_scalar("select now()").fetch_one(pool).await?;
     victim.kill().await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let resumed: i64 = sqlx::query_scalar(
-            "select count(*) from engine_runs where status = 'running' and attempt = 2",
-        )
-        .fetch_one(pool)
-        .await?;
-        if resumed == 4 {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("runs were not resumed within a minute");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    await_count(
+        pool,
+        "select count(*) from engine_runs where status = 'running' and attempt = 2",
+        4,
+        Duration::from_millis(10),
+        Duration::from_secs(60),
+    )
+    .await?;
     let _ = rescuer.kill().await;
     // started_at is kept from the first attempt; the resume time is the last state change.
     let resumed_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
@@ -387,19 +393,16 @@ async fn throughput_with_history(
 ) -> anyhow::Result<f64> {
     enqueue_steps(pool, n, 1).await?;
     let mut w = worker(url, concurrency)?;
-    loop {
-        // Indexed (partial indexes over unfinished runs): the harness must not scan the history.
-        let left: i64 = sqlx::query_scalar(
-            "select (select count(*) from engine_runs where status = 'queued') \
-                  + (select count(*) from engine_runs where status = 'running')",
-        )
-        .fetch_one(pool)
-        .await?;
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Indexed (partial indexes over unfinished runs): the harness must not scan the history.
+    await_count(
+        pool,
+        "select (select count(*) from engine_runs where status = 'queued') \
+              + (select count(*) from engine_runs where status = 'running')",
+        0,
+        Duration::from_millis(50),
+        Duration::from_secs(600),
+    )
+    .await?;
     let _ = w.kill().await;
     let seconds = scalar_f64(
         pool,
