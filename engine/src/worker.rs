@@ -107,6 +107,8 @@ type InFlight = Arc<Mutex<HashMap<Uuid, (Attempt, CancellationToken)>>>;
 struct Shared {
     pool: PgPool,
     committer: Committer,
+    /// Waiters for outcomes handed to the committer (drained before liveness is given up).
+    finishing: tokio_util::task::TaskTracker,
     registry: Registry,
     worker_id: Uuid,
     in_flight: InFlight,
@@ -156,6 +158,7 @@ pub async fn run_worker(
     let shared = Arc::new(Shared {
         pool: pool.clone(),
         committer,
+        finishing: tokio_util::task::TaskTracker::new(),
         registry,
         worker_id,
         in_flight: Arc::default(),
@@ -163,6 +166,9 @@ pub async fn run_worker(
     });
     let wake = Arc::new(Notify::new());
     let stop_claiming = shutdown.child_token();
+    // Liveness, leases and housekeeping outlive the drain: they stop only once every run this
+    // worker held is finished and recorded, or released.
+    let stop_background = CancellationToken::new();
     let lost = CancellationToken::new();
 
     let mut background = JoinSet::new();
@@ -171,21 +177,21 @@ pub async fn run_worker(
         pool.clone(),
         Arc::clone(&wake),
         Arc::clone(&shared.in_flight),
-        stop_claiming.clone(),
+        stop_background.clone(),
         subscribed,
     ));
     background.spawn(heartbeat(
         Arc::clone(&shared),
         lock_conn,
         config.clone(),
-        stop_claiming.clone(),
+        stop_background.clone(),
         lost.clone(),
     ));
     background.spawn(housekeeping(
         pool.clone(),
         config.poll_every,
         Arc::clone(&wake),
-        stop_claiming.clone(),
+        stop_background.clone(),
     ));
 
     // Claim only once cancel requests can reach us (the heartbeat also polls for them).
@@ -294,16 +300,20 @@ pub async fn run_worker(
             }
         }
     }
-    stop_claiming.cancel();
-    while background.join_next().await.is_some() {}
-    // Every run task has ended; let the committer write what they handed it, then stop.
-    drop(shared);
-    if tokio::time::timeout(Duration::from_secs(10), commit_task)
+    // Wait until the outcomes handed to the committer are written, then stop the rest.
+    shared.finishing.close();
+    if tokio::time::timeout(Duration::from_secs(10), shared.finishing.wait())
         .await
         .is_err()
     {
         tracing::warn!("the last outcomes were not written in time; their runs will be taken back");
     }
+    stop_claiming.cancel();
+    stop_background.cancel();
+    while background.join_next().await.is_some() {}
+    // Everything handed to the committer is written; let it end.
+    drop(shared);
+    let _ = tokio::time::timeout(Duration::from_secs(10), commit_task).await;
     sqlx::query("update engine_workers set stopped_at = now(), busy_slots = 0 where id = $1")
         .bind(worker_id)
         .execute(&pool)
@@ -367,7 +377,7 @@ async fn execute(shared: &Shared, run: Run) {
         tracing::error!(run_id = %run_id, "the committer has stopped; the run will be taken back and retried");
         return;
     };
-    tokio::spawn(async move {
+    shared.finishing.spawn(async move {
         match done.await {
             Ok(Ok(())) => {}
             Ok(Err(queue::Error::Fenced)) => {
