@@ -29,6 +29,16 @@ pub struct RunCtx {
     completed: HashMap<String, Value>,
     cancel: CancellationToken,
     committer: Committer,
+    /// The last step's checkpoint, handed to the committer but not yet known to be durable:
+    /// the next step (or any other ordered operation) waits for it first, so at most one
+    /// step is ever un-checkpointed, while the attempt's final write can share its commit.
+    pending: Option<Pending>,
+}
+
+struct Pending {
+    name: String,
+    output: Value,
+    done: tokio::sync::oneshot::Receiver<crate::commit::Outcome>,
 }
 
 impl std::fmt::Debug for RunCtx {
@@ -75,6 +85,7 @@ impl RunCtx {
             completed: rows.into_iter().collect(),
             cancel,
             committer,
+            pending: None,
         })
     }
 
@@ -101,6 +112,7 @@ impl RunCtx {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, JobError>>,
     {
+        self.settle().await?;
         if let Some(stored) = self.completed.get(name) {
             return serde_json::from_value(stored.clone()).map_err(|e| {
                 JobError::permanent(format!("step `{name}`: stored output no longer fits: {e}"))
@@ -121,49 +133,91 @@ impl RunCtx {
         Ok(output)
     }
 
+    /// Hands a step's checkpoint to the committer without waiting for it (see `pending`).
     async fn checkpoint(
         &mut self,
         name: &str,
         value: &Value,
         started: DateTime<Utc>,
     ) -> Result<(), JobError> {
-        self.committer
-            .write(Write::Checkpoint {
+        self.settle().await?;
+        let done = self
+            .committer
+            .submit(Write::Checkpoint {
                 fence: self.fence,
                 name: name.to_owned(),
                 output: value.clone(),
                 started_at: started,
             })
             .await
-            .map_err(fenced_or)?;
-        self.completed.insert(name.to_owned(), value.clone());
+            .ok_or_else(|| JobError::transient("the worker is shutting down"))?;
+        self.pending = Some(Pending {
+            name: name.to_owned(),
+            output: value.clone(),
+            done,
+        });
         Ok(())
     }
 
-    /// Appends a log line to the run's events.
-    pub async fn log(&self, level: &str, message: impl AsRef<str>) -> Result<(), JobError> {
-        queue::log(
-            &self.db,
-            self.run_id,
-            &self.namespace,
-            level,
-            message.as_ref(),
-        )
-        .await
-        .map_err(fenced_or)
+    /// Waits until the last step's checkpoint is durable.
+    async fn settle(&mut self) -> Result<(), JobError> {
+        let Some(pending) = self.pending.take() else {
+            return Ok(());
+        };
+        match pending.done.await {
+            Ok(Ok(_)) => {
+                self.completed.insert(pending.name, pending.output);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(fenced_or(e)),
+            Err(_) => Err(JobError::transient("the worker is shutting down")),
+        }
     }
 
-    /// Records progress: `done` of `total` units.
+    /// Appends a log line to the run's events. It is written with the run's next commit, in
+    /// order with its steps and outcome; this does not wait for it.
+    pub async fn log(&self, level: &str, message: impl AsRef<str>) -> Result<(), JobError> {
+        self.event(
+            "log",
+            json!({"level": level, "message": message.as_ref()}),
+            None,
+        )
+        .await
+    }
+
+    /// Records progress: `done` of `total` units (written like `log`).
     pub async fn progress(&self, done: i64, total: i64) -> Result<(), JobError> {
-        let mut conn = self.db.acquire().await?;
-        queue::progress(&mut conn, self.fence, &self.namespace, done, total)
+        self.event(
+            "progress",
+            json!({"done": done, "total": total}),
+            Some((done, total)),
+        )
+        .await
+    }
+
+    async fn event(
+        &self,
+        kind: &'static str,
+        data: Value,
+        progress: Option<(i64, i64)>,
+    ) -> Result<(), JobError> {
+        self.committer
+            .submit(Write::Event {
+                fence: self.fence,
+                namespace: self.namespace.clone(),
+                kind,
+                data,
+                progress,
+            })
             .await
-            .map_err(fenced_or)
+            .map(drop)
+            .ok_or_else(|| JobError::transient("the worker is shutting down"))
     }
 
     /// Waits for the signal `name` and returns its payload. The run holds no worker while it
     /// waits; a signal sent earlier is delivered at once. The receipt is checkpointed.
     pub async fn wait_signal<T: DeserializeOwned>(&mut self, name: &str) -> Result<T, JobError> {
+        self.settle().await?;
         let step = format!("signal:{name}");
         if let Some(stored) = self.completed.get(&step) {
             return serde_json::from_value(stored.clone())
@@ -192,6 +246,7 @@ impl RunCtx {
     /// Sleeps until `at` without holding a worker (a deployment window, a TTL). `name` makes
     /// the timer a checkpoint, so a resumed run does not wait again.
     pub async fn sleep_until(&mut self, name: &str, at: DateTime<Utc>) -> Result<(), JobError> {
+        self.settle().await?;
         let step = format!("timer:{name}");
         if self.completed.contains_key(&step) {
             return Ok(());
@@ -208,6 +263,7 @@ impl RunCtx {
         name: &str,
         children: Vec<NewRun>,
     ) -> Result<Vec<Uuid>, JobError> {
+        self.settle().await?;
         let step = format!("children:{name}");
         if let Some(stored) = self.completed.get(&step) {
             return serde_json::from_value(stored.clone())
@@ -231,6 +287,7 @@ impl RunCtx {
     /// Waits (without holding a worker) until every child has finished, then returns each
     /// child's outcome.
     pub async fn join_children(&mut self) -> Result<Vec<ChildOutcome>, JobError> {
+        self.settle().await?;
         let children: Vec<ChildOutcome> = sqlx::query_as(
             "select id, kind, status, output, error from engine_runs where parent_id = $1 order by id",
         )

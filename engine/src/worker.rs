@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::commit::{Committer, Write};
+use crate::commit::{ClaimRequest, Committer, Write};
 use crate::context::RunCtx;
 use crate::job::{JobError, Registry};
 use crate::model::{Decision, Outcome, decide};
@@ -203,35 +203,32 @@ pub async fn run_worker(
         if stop_claiming.is_cancelled() || lost.is_cancelled() {
             break;
         }
-        let mut free = slots.available_permits();
-        // Under load, let a few more slots free up so claims (and their commits) come in batches;
-        // an idle worker (every slot free) claims at once.
-        let batch_floor = (config.concurrency as usize / 4).max(1);
-        if free > 0 && free < batch_floor && !running.is_empty() {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-            free = slots.available_permits();
-        }
-        let mut claimed_full = false;
+        let free = slots.available_permits();
+        let mut claimed_any = false;
         if free > 0 {
             let claim_started = std::time::Instant::now();
-            let claimed = queue::claim(
-                &pool,
-                worker_id,
-                Some(&kinds),
-                u32::try_from(free).unwrap_or(u32::MAX),
-                config.lease,
-                fairness.recent(),
-            )
-            .await;
+            let claimed = shared
+                .committer
+                .claim(ClaimRequest {
+                    worker: worker_id,
+                    kinds: kinds.clone(),
+                    slots: Arc::clone(&slots),
+                    lease: config.lease,
+                    recent: fairness.recent().to_vec(),
+                })
+                .await;
             metrics::histogram!("workflowops_engine_claim_seconds").record(claim_started.elapsed());
             match claimed {
                 Ok(runs) => {
-                    claimed_full = !runs.is_empty() && runs.len() == free;
+                    // Work was there: claim again for any slots still free (the next claim joins
+                    // the next commit); an empty claim means the queue is drained, so wait.
+                    claimed_any = !runs.is_empty();
                     for run in runs {
                         metrics::counter!("workflowops_engine_runs_claimed_total", "kind" => run.kind.clone()).increment(1);
                         fairness.served(&run.namespace);
                         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-                            // Cannot happen (we claimed at most `free`); give the run back.
+                            // Cannot happen (only this loop takes slots, and the claim counted
+                            // them); give the run back.
                             let _ = queue::release(
                                 &pool,
                                 Attempt {
@@ -260,14 +257,14 @@ pub async fn run_worker(
         }
         // Reap finished tasks so the set does not grow.
         while running.try_join_next().is_some() {}
-        if claimed_full {
+        if claimed_any {
             continue;
         }
         tokio::select! {
             () = stop_claiming.cancelled() => break,
             () = lost.cancelled() => break,
             () = wake.notified() => {}
-            () = shared.slot_freed.notified(), if free == 0 => {}
+            () = shared.slot_freed.notified(), if slots.available_permits() == 0 => {}
             () = tokio::time::sleep(config.poll_every) => {}
         }
     }
@@ -379,7 +376,7 @@ async fn execute(shared: &Shared, run: Run) {
     };
     shared.finishing.spawn(async move {
         match done.await {
-            Ok(Ok(())) => {}
+            Ok(Ok(_)) => {}
             Ok(Err(queue::Error::Fenced)) => {
                 tracing::warn!(run_id = %run_id, "another worker owns this run now; dropping this attempt's result");
             }
