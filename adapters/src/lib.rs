@@ -1,8 +1,17 @@
 //! The outside world behind traits.
 //!
-//! Providers (n8n, Make.com) behind one `Provider` trait and a registry keyed by provider; git
-//! (git2); billing (async-stripe); notifications (lettre SMTP, Slack, webhooks). Adapters
-//! classify their errors at the boundary (retryable, permanent, auth, not found, rate limited
-//! with a delay) so the engine's retry policy needs no knowledge of HTTP.
-//!
-//! Empty until the n8n/sync issue: the foundation only fixes where these live.
+//! Providers (n8n, Make.com) behind one [`Provider`] trait and a registry keyed by provider
+//! ([`connect`]); git (git2), billing (async-stripe) and notifications (lettre SMTP, Slack,
+//! webhooks) come with their issues. Adapters classify their errors at the boundary
+//! ([`ProviderError`]: auth, not found, validation with the provider's message, rate limited with
+//! a delay, transient, permanent) so the engine's retry policy needs no knowledge of HTTP.
+
+mod limiter;
+pub mod n8n;
+mod provider;
+
+pub use limiter::Limits;
+pub use provider::{
+    Capabilities, Connection, CredentialMeta, Execution, ExecutionFilter, InstanceInfo, Page,
+    Provider, ProviderError, ProviderKind, ProviderResult, ProviderUser, Tag, connect,
+};

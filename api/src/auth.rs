@@ -506,6 +506,8 @@ pub mod perm {
         ViewTeam,
         ManageApiKeys,
         OperateRuns,
+        ManageEnvironments,
+        SyncEnvironments,
     );
 }
 

@@ -13,8 +13,13 @@ macro_rules! sqlf {
     };
 }
 
+#[macro_use]
+mod text_enum;
+
 pub mod audit;
+pub mod catalog;
 pub mod crypto;
+pub mod environments;
 pub mod error;
 pub mod ids;
 pub mod invitations;
@@ -27,6 +32,7 @@ pub mod sessions;
 pub mod tenancy;
 pub mod tokens;
 pub mod validate;
+pub mod workflow;
 
 pub use error::{Error, FieldError, Result};
 pub use rbac::{Permission, Role};

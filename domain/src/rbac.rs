@@ -44,14 +44,17 @@ impl Role {
         use Permission as P;
         match permission {
             P::ViewWorkflows | P::ViewExecutions | P::ViewObservability | P::ViewTeam => true,
-            P::UploadWorkflows | P::ExecutePromotions | P::OperateRuns => self >= Role::Developer,
+            P::UploadWorkflows | P::ExecutePromotions | P::OperateRuns | P::SyncEnvironments => {
+                self >= Role::Developer
+            }
             P::ConfigurePipelines
             | P::ManageTeam
             | P::AccessBilling
             | P::ViewAuditLogs
             | P::ConfigureDriftPolicies
             | P::HardDeleteWorkflows
-            | P::ManageApiKeys => self == Role::Admin,
+            | P::ManageApiKeys
+            | P::ManageEnvironments => self == Role::Admin,
         }
     }
 }
@@ -107,8 +110,9 @@ impl sqlx::Encode<'_, sqlx::Postgres> for Role {
 /// What a caller may do inside a tenant. The first eleven are the PRD 3.12.2 rows; `ViewTeam`
 /// (every member sees who is in the team, TEAM-004), `ManageApiKeys` (machine credentials are
 /// an admin's business, SEC-001) and `OperateRuns` (cancel, retry and signal background runs,
-/// as whoever may start them: developers and admins) complete it for routes the matrix does
-/// not name.
+/// as whoever may start them: developers and admins), `ManageEnvironments` (connect, change and
+/// delete environments, which hold provider API keys: admins) and `SyncEnvironments` (start
+/// syncs: developers and admins) complete it for routes the matrix does not name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Permission {
@@ -126,10 +130,12 @@ pub enum Permission {
     ViewTeam,
     ManageApiKeys,
     OperateRuns,
+    ManageEnvironments,
+    SyncEnvironments,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 14] = [
+    pub const ALL: [Permission; 16] = [
         Permission::ViewWorkflows,
         Permission::ViewExecutions,
         Permission::ViewObservability,
@@ -144,6 +150,8 @@ impl Permission {
         Permission::ViewTeam,
         Permission::ManageApiKeys,
         Permission::OperateRuns,
+        Permission::ManageEnvironments,
+        Permission::SyncEnvironments,
     ];
 }
 
@@ -152,7 +160,7 @@ mod tests {
     use super::*;
 
     /// The PRD 3.12.2 matrix, transcribed row by row: (permission, viewer, developer, admin).
-    const MATRIX: [(Permission, bool, bool, bool); 14] = [
+    const MATRIX: [(Permission, bool, bool, bool); 16] = [
         (Permission::ViewWorkflows, true, true, true),
         (Permission::ViewExecutions, true, true, true),
         (Permission::ViewObservability, true, true, true),
@@ -167,6 +175,8 @@ mod tests {
         (Permission::ViewTeam, true, true, true),
         (Permission::ManageApiKeys, false, false, true),
         (Permission::OperateRuns, false, true, true),
+        (Permission::ManageEnvironments, false, false, true),
+        (Permission::SyncEnvironments, false, true, true),
     ];
 
     // TEAM-002: every (role × permission) pair.

@@ -1,0 +1,522 @@
+//! The n8n adapter: the public REST API (`/api/v1`, header `X-N8N-API-KEY`), paced per
+//! environment, retried with backoff honouring `Retry-After`, errors classified here.
+//! Per-version rules (write bodies, capabilities) live in [`body`].
+
+pub mod body;
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+pub use body::{Version, write_body};
+
+use crate::limiter::{Limiter, Limits};
+use crate::provider::{
+    Capabilities, Connection, CredentialMeta, Execution, ExecutionFilter, InstanceInfo, Page,
+    Provider, ProviderError, ProviderKind, ProviderResult, ProviderUser, Tag,
+};
+
+/// n8n's largest page.
+pub const MAX_PAGE: u32 = 250;
+/// Longest provider text quoted back in an error.
+const QUOTE: usize = 120;
+
+#[derive(Debug)]
+pub struct N8n {
+    http: reqwest::Client,
+    root: String,
+    api_key: SecretString,
+    version: Option<Version>,
+    limits: Limits,
+    limiter: Limiter,
+}
+
+impl N8n {
+    pub fn new(http: reqwest::Client, connection: Connection) -> ProviderResult<Self> {
+        let root = connection.base_url.trim().trim_end_matches('/').to_owned();
+        let root = root.strip_suffix("/api/v1").unwrap_or(&root).to_owned();
+        if !(root.starts_with("http://") || root.starts_with("https://")) {
+            return Err(ProviderError::Validation(format!(
+                "the base URL must start with http:// or https:// (got `{}`)",
+                quote(&root)
+            )));
+        }
+        Ok(Self {
+            http,
+            root,
+            api_key: connection.api_key,
+            version: connection.version.as_deref().and_then(Version::parse),
+            limiter: Limiter::new(&connection.limits),
+            limits: connection.limits,
+        })
+    }
+
+    /// The version writes are shaped for: the known one, or the oldest rules.
+    fn write_version(&self) -> Version {
+        self.version.unwrap_or(Version::OLDEST)
+    }
+
+    /// One API call with pacing and retries; the parsed JSON body (Null when empty).
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> ProviderResult<Value> {
+        let url = format!("{}/api/v1{path}", self.root);
+        let once = || async {
+            let _slot = self.limiter.acquire().await;
+            let mut request = self
+                .http
+                .request(method.clone(), &url)
+                .header("X-N8N-API-KEY", self.api_key.expose_secret())
+                .header("accept", "application/json")
+                .timeout(self.limits.timeout)
+                .query(query);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = request.send().await.map_err(|e| transport(&e))?;
+            read(response).await
+        };
+        once.retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(10))
+                .with_max_times(self.limits.tries.saturating_sub(1) as usize)
+                .with_jitter(),
+        )
+        .when(|e: &ProviderError| {
+            e.is_transient() || matches!(e, ProviderError::InvalidResponse(_))
+        })
+        .adjust(|e: &ProviderError, delay| e.retry_after().or(delay))
+        .notify(|e: &ProviderError, delay| {
+            tracing::debug!(error = %e, ?delay, url = %url, "retrying an n8n request");
+        })
+        .await
+    }
+
+    /// One page of a list endpoint; refuses a cursor that repeats (n8n's `limit=0` quirk).
+    async fn page(
+        &self,
+        path: &str,
+        cursor: Option<&str>,
+        extra: &[(&str, String)],
+    ) -> ProviderResult<(Vec<Value>, Option<String>)> {
+        let mut query: Vec<(&str, String)> = vec![("limit", MAX_PAGE.to_string())];
+        query.extend(extra.iter().cloned());
+        if let Some(c) = cursor {
+            query.push(("cursor", c.to_owned()));
+        }
+        let body = self.call(Method::GET, path, &query, None).await?;
+        let Some(items) = body.get("data").and_then(Value::as_array) else {
+            return Err(ProviderError::InvalidResponse(format!(
+                "GET {path} answered without a `data` list"
+            )));
+        };
+        let next = body
+            .get("nextCursor")
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned);
+        if next.is_some() && next.as_deref() == cursor {
+            return Err(ProviderError::InvalidResponse(format!(
+                "GET {path} returned the cursor it was given as the next one; stopping instead of looping"
+            )));
+        }
+        Ok((items.clone(), next))
+    }
+
+    async fn settings_version(&self) -> Option<String> {
+        let res = self
+            .http
+            .get(format!("{}/rest/settings", self.root))
+            .timeout(self.limits.timeout)
+            .send()
+            .await
+            .ok()?;
+        if !res.status().is_success() {
+            return None;
+        }
+        let body: Value = res.json().await.ok()?;
+        body.pointer("/data/versionCli")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    }
+
+    async fn probe_credentials(&self) -> ProviderResult<bool> {
+        match self
+            .call(
+                Method::GET,
+                "/credentials",
+                &[("limit", "1".to_owned())],
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(ProviderError::NotFound(_)) => Ok(false),
+            Err(ProviderError::Permanent(m)) if m.starts_with("HTTP 405") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn quote(text: &str) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if clean.chars().count() > QUOTE {
+        format!("{}…", clean.chars().take(QUOTE).collect::<String>())
+    } else {
+        clean
+    }
+}
+
+fn transport(e: &reqwest::Error) -> ProviderError {
+    let what = if e.is_timeout() {
+        "the request timed out".to_owned()
+    } else if e.is_connect() {
+        "cannot connect".to_owned()
+    } else {
+        "the connection failed".to_owned()
+    };
+    let url = e.url().map(|u| format!(" ({}://{}{})", u.scheme(), u.host_str().unwrap_or(""), u.port().map(|p| format!(":{p}")).unwrap_or_default())).unwrap_or_default();
+    ProviderError::Transient(format!("{what}{url}"))
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    if let Ok(seconds) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(seconds.min(3600)));
+    }
+    let at = DateTime::parse_from_rfc2822(value.trim()).ok()?;
+    let wait = at.with_timezone(&Utc) - Utc::now();
+    Some(wait.to_std().unwrap_or_default().min(Duration::from_secs(3600)))
+}
+
+/// Classifies a response: 2xx parsed as JSON, everything else an error with n8n's message.
+async fn read(response: reqwest::Response) -> ProviderResult<Value> {
+    let status = response.status();
+    let wait = retry_after(response.headers());
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| ProviderError::Transient(format!("reading the response failed: {e}")))?;
+    if status.is_success() {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
+        return serde_json::from_slice(&bytes).map_err(|e| {
+            ProviderError::InvalidResponse(format!(
+                "HTTP {} with a body that is not valid JSON ({e}): `{}`",
+                status.as_u16(),
+                quote(&String::from_utf8_lossy(&bytes[..bytes.len().min(QUOTE)]))
+            ))
+        });
+    }
+    let message = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("message").and_then(Value::as_str).map(quote))
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+    let code = status.as_u16();
+    Err(match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ProviderError::Auth(message),
+        StatusCode::NOT_FOUND => ProviderError::NotFound(message),
+        StatusCode::TOO_MANY_REQUESTS => ProviderError::RateLimited { retry_after: wait },
+        StatusCode::REQUEST_TIMEOUT => ProviderError::Transient(format!("HTTP {code}: {message}")),
+        s if s.is_server_error() => ProviderError::Transient(format!("HTTP {code}: {message}")),
+        StatusCode::BAD_REQUEST | StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY => {
+            ProviderError::Validation(message)
+        }
+        _ => ProviderError::Permanent(format!("HTTP {code}: {message}")),
+    })
+}
+
+fn text(v: &Value, key: &str) -> Option<String> {
+    match v.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn time(v: &Value, key: &str) -> Option<DateTime<Utc>> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn required(v: &Value, key: &str, what: &str) -> ProviderResult<String> {
+    text(v, key).ok_or_else(|| {
+        ProviderError::InvalidResponse(format!("a {what} without `{key}`"))
+    })
+}
+
+fn tag(v: &Value) -> ProviderResult<Tag> {
+    Ok(Tag {
+        id: required(v, "id", "tag")?,
+        name: required(v, "name", "tag")?,
+    })
+}
+
+fn credential(v: &Value) -> ProviderResult<CredentialMeta> {
+    Ok(CredentialMeta {
+        id: required(v, "id", "credential")?,
+        name: required(v, "name", "credential")?,
+        cred_type: required(v, "type", "credential")?,
+        created_at: time(v, "createdAt"),
+        updated_at: time(v, "updatedAt"),
+    })
+}
+
+fn user(v: &Value) -> ProviderResult<ProviderUser> {
+    Ok(ProviderUser {
+        id: required(v, "id", "user")?,
+        email: text(v, "email").unwrap_or_default(),
+        first_name: text(v, "firstName"),
+        last_name: text(v, "lastName"),
+        role: text(v, "role"),
+        is_pending: v.get("isPending").and_then(Value::as_bool).unwrap_or(false),
+    })
+}
+
+fn execution(v: &Value) -> ProviderResult<Execution> {
+    let error_message = v
+        .pointer("/data/resultData/error/message")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Ok(Execution {
+        id: required(v, "id", "execution")?,
+        workflow_id: text(v, "workflowId"),
+        status: text(v, "status").unwrap_or_else(|| "unknown".into()),
+        mode: text(v, "mode"),
+        finished: v.get("finished").and_then(Value::as_bool).unwrap_or(false),
+        started_at: time(v, "startedAt"),
+        stopped_at: time(v, "stoppedAt"),
+        error_message,
+    })
+}
+
+fn typed<T>(
+    (items, next): (Vec<Value>, Option<String>),
+    parse: fn(&Value) -> ProviderResult<T>,
+) -> ProviderResult<Page<T>> {
+    Ok(Page {
+        items: items.iter().map(parse).collect::<ProviderResult<_>>()?,
+        next_cursor: next,
+    })
+}
+
+fn check_workflow(v: Value) -> ProviderResult<Value> {
+    if v.get("id").is_some() && v.get("nodes").is_some_and(Value::is_array) {
+        Ok(v)
+    } else {
+        Err(ProviderError::InvalidResponse(
+            "a workflow without `id` or `nodes`".into(),
+        ))
+    }
+}
+
+fn path_id(id: &str) -> ProviderResult<&str> {
+    if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        Ok(id)
+    } else {
+        Err(ProviderError::Validation(format!(
+            "`{}` is not an n8n id",
+            quote(id)
+        )))
+    }
+}
+
+impl Provider for N8n {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::N8n
+    }
+
+    fn test_connection(&self) -> BoxFuture<'_, ProviderResult<InstanceInfo>> {
+        async move {
+            let version = self.settings_version().await;
+            // Proves the key: every instance lists workflows.
+            self.call(
+                Method::GET,
+                "/workflows",
+                &[("limit", "1".to_owned())],
+                None,
+            )
+            .await?;
+            let parsed = version.as_deref().and_then(Version::parse);
+            let list_credentials = match parsed {
+                Some(v) => v >= body::LIST_CREDENTIALS_SINCE,
+                None => self.probe_credentials().await?,
+            };
+            let archive = parsed.is_some_and(|v| v >= body::ARCHIVE_SINCE);
+            Ok(InstanceInfo {
+                version,
+                capabilities: Capabilities {
+                    list_credentials,
+                    archive,
+                    publish: archive,
+                },
+            })
+        }
+        .boxed()
+    }
+
+    fn list_workflows<'a>(
+        &'a self,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, ProviderResult<Page<Value>>> {
+        async move {
+            let (items, next) = self.page("/workflows", cursor, &[]).await?;
+            Ok(Page {
+                items: items
+                    .into_iter()
+                    .map(check_workflow)
+                    .collect::<ProviderResult<_>>()?,
+                next_cursor: next,
+            })
+        }
+        .boxed()
+    }
+
+    fn get_workflow<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ProviderResult<Value>> {
+        async move {
+            let path = format!("/workflows/{}", path_id(id)?);
+            check_workflow(self.call(Method::GET, &path, &[], None).await?)
+        }
+        .boxed()
+    }
+
+    fn create_workflow<'a>(
+        &'a self,
+        workflow: &'a Value,
+    ) -> BoxFuture<'a, ProviderResult<Value>> {
+        async move {
+            let body = write_body(workflow, self.write_version());
+            check_workflow(self.call(Method::POST, "/workflows", &[], Some(&body)).await?)
+        }
+        .boxed()
+    }
+
+    fn update_workflow<'a>(
+        &'a self,
+        id: &'a str,
+        workflow: &'a Value,
+    ) -> BoxFuture<'a, ProviderResult<Value>> {
+        async move {
+            let body = write_body(workflow, self.write_version());
+            let path = format!("/workflows/{}", path_id(id)?);
+            check_workflow(self.call(Method::PUT, &path, &[], Some(&body)).await?)
+        }
+        .boxed()
+    }
+
+    fn delete_workflow<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ProviderResult<()>> {
+        async move {
+            let path = format!("/workflows/{}", path_id(id)?);
+            self.call(Method::DELETE, &path, &[], None).await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn set_active<'a>(
+        &'a self,
+        id: &'a str,
+        active: bool,
+    ) -> BoxFuture<'a, ProviderResult<Value>> {
+        async move {
+            let verb = if active { "activate" } else { "deactivate" };
+            let path = format!("/workflows/{}/{verb}", path_id(id)?);
+            check_workflow(self.call(Method::POST, &path, &[], None).await?)
+        }
+        .boxed()
+    }
+
+    fn set_archived<'a>(
+        &'a self,
+        id: &'a str,
+        archived: bool,
+    ) -> BoxFuture<'a, ProviderResult<Value>> {
+        async move {
+            if self.version.is_none_or(|v| v < body::ARCHIVE_SINCE) {
+                return Err(ProviderError::Unsupported(
+                    "archiving needs n8n 2.0 or later".into(),
+                ));
+            }
+            let verb = if archived { "archive" } else { "unarchive" };
+            let path = format!("/workflows/{}/{verb}", path_id(id)?);
+            check_workflow(self.call(Method::POST, &path, &[], None).await?)
+        }
+        .boxed()
+    }
+
+    fn list_tags<'a>(
+        &'a self,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, ProviderResult<Page<Tag>>> {
+        async move { typed(self.page("/tags", cursor, &[]).await?, tag) }.boxed()
+    }
+
+    fn list_credentials<'a>(
+        &'a self,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, ProviderResult<Page<CredentialMeta>>> {
+        async move {
+            if self.version.is_some_and(|v| v < body::LIST_CREDENTIALS_SINCE) {
+                return Err(ProviderError::Unsupported(
+                    "listing credentials needs n8n 2.8 or later".into(),
+                ));
+            }
+            match self.page("/credentials", cursor, &[]).await {
+                Err(ProviderError::Permanent(m)) if m.starts_with("HTTP 405") => Err(
+                    ProviderError::Unsupported("this n8n cannot list credentials".into()),
+                ),
+                other => typed(other?, credential),
+            }
+        }
+        .boxed()
+    }
+
+    fn list_users<'a>(
+        &'a self,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, ProviderResult<Page<ProviderUser>>> {
+        async move {
+            typed(
+                self.page("/users", cursor, &[("includeRole", "true".to_owned())])
+                    .await?,
+                user,
+            )
+        }
+        .boxed()
+    }
+
+    fn list_executions<'a>(
+        &'a self,
+        cursor: Option<&'a str>,
+        filter: &'a ExecutionFilter,
+    ) -> BoxFuture<'a, ProviderResult<Page<Execution>>> {
+        async move {
+            let mut extra = vec![("includeData", filter.include_data.to_string())];
+            if let Some(w) = &filter.workflow_id {
+                extra.push(("workflowId", w.clone()));
+            }
+            if let Some(s) = &filter.status {
+                extra.push(("status", s.clone()));
+            }
+            typed(self.page("/executions", cursor, &extra).await?, execution)
+        }
+        .boxed()
+    }
+}

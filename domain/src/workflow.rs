@@ -1,0 +1,455 @@
+//! Pure logic over a provider's workflow JSON (n8n's shape): the normalised form and its
+//! content hash (the basis of drift and diff), a summary for the catalog, the graph the UI
+//! draws, complexity (WF-005) and the credentials a workflow references.
+//!
+//! Normalised form: only what the workflow *does*. Removed: ids and version ids, timestamps,
+//! activation and archive state, tags, sharing, `meta`, `staticData` (runtime state), `pinData`
+//! (test data), node ids, webhook ids and credential ids (they differ per instance; the
+//! credential's type and name are kept), node positions (moving a node on the canvas is not a
+//! change), null values and settings whose value is n8n's `"DEFAULT"`. Nodes are sorted by
+//! name; object keys are sorted (serde_json's map is ordered). The content hash is the SHA-256
+//! of the normalised form's compact JSON, in hex.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+const WORKFLOW_KEEP: [&str; 5] = ["name", "nodes", "connections", "settings", "description"];
+const NODE_DROP: [&str; 4] = ["id", "webhookId", "position", "notesInFlow"];
+
+fn strip_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), strip_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(strip_nulls).collect()),
+        other => other.clone(),
+    }
+}
+
+fn normalize_node(node: &Value) -> Value {
+    let Some(o) = node.as_object() else {
+        return strip_nulls(node);
+    };
+    let mut out = Map::new();
+    for (k, v) in o {
+        if NODE_DROP.contains(&k.as_str()) || v.is_null() {
+            continue;
+        }
+        if k == "credentials" {
+            // {type: {id, name}} -> {type: {name}}
+            let creds: Map<String, Value> = v
+                .as_object()
+                .map(|c| {
+                    c.iter()
+                        .map(|(t, r)| {
+                            let name = r.get("name").cloned().unwrap_or(Value::Null);
+                            (t.clone(), serde_json::json!({ "name": name }))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.insert(k.clone(), Value::Object(creds));
+            continue;
+        }
+        out.insert(k.clone(), strip_nulls(v));
+    }
+    Value::Object(out)
+}
+
+/// The normalised form of a workflow (see the module docs).
+pub fn normalize(workflow: &Value) -> Value {
+    let mut out = Map::new();
+    for key in WORKFLOW_KEEP {
+        let Some(v) = workflow.get(key) else { continue };
+        if v.is_null() {
+            continue;
+        }
+        let v = match key {
+            "nodes" => {
+                let mut nodes: Vec<Value> = v
+                    .as_array()
+                    .map(|a| a.iter().map(normalize_node).collect())
+                    .unwrap_or_default();
+                nodes.sort_by(|a, b| {
+                    let name = |n: &Value| n.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
+                    name(a).cmp(&name(b))
+                });
+                Value::Array(nodes)
+            }
+            "settings" => Value::Object(
+                v.as_object()
+                    .map(|s| {
+                        s.iter()
+                            .filter(|(_, v)| !v.is_null() && v.as_str() != Some("DEFAULT"))
+                            .map(|(k, v)| (k.clone(), strip_nulls(v)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            ),
+            _ => strip_nulls(v),
+        };
+        out.insert(key.to_owned(), v);
+    }
+    Value::Object(out)
+}
+
+/// The content hash: SHA-256 (hex) of the normalised form.
+pub fn content_hash(workflow: &Value) -> String {
+    let canonical = normalize(workflow).to_string();
+    let digest = Sha256::digest(canonical.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What the catalog keeps in columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub id: String,
+    pub name: String,
+    pub active: bool,
+    pub archived: bool,
+    pub tags: Vec<String>,
+    pub node_count: i32,
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub content_hash: String,
+}
+
+pub fn summarize(workflow: &Value) -> Option<Summary> {
+    let id = match workflow.get("id")? {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    let tags = workflow
+        .get("tags")
+        .and_then(Value::as_array)
+        .map(|t| {
+            t.iter()
+                .filter_map(|t| t.get("name").and_then(Value::as_str).or_else(|| t.as_str()))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Summary {
+        id,
+        name: workflow
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
+        active: workflow.get("active").and_then(Value::as_bool).unwrap_or(false),
+        archived: workflow
+            .get("isArchived")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        tags,
+        node_count: i32::try_from(nodes(workflow).len()).unwrap_or(i32::MAX),
+        updated_at: workflow
+            .get("updatedAt")
+            .and_then(Value::as_str)
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&chrono::Utc)),
+        content_hash: content_hash(workflow),
+    })
+}
+
+fn nodes(workflow: &Value) -> &[Value] {
+    workflow
+        .get("nodes")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+fn node_type(node: &Value) -> &str {
+    node.get("type").and_then(Value::as_str).unwrap_or("")
+}
+
+/// Whether a node type starts executions (n8n: `…Trigger` types and the webhook node).
+pub fn is_trigger(node_type: &str) -> bool {
+    node_type.ends_with("Trigger") || node_type == "n8n-nodes-base.webhook"
+}
+
+/// A credential reference in a node.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+pub struct CredentialRef {
+    pub id: Option<String>,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub cred_type: String,
+    pub node: String,
+}
+
+pub fn credential_refs(workflow: &Value) -> Vec<CredentialRef> {
+    let mut refs = Vec::new();
+    for node in nodes(workflow) {
+        let node_name = node.get("name").and_then(Value::as_str).unwrap_or("");
+        let Some(creds) = node.get("credentials").and_then(Value::as_object) else {
+            continue;
+        };
+        for (cred_type, r) in creds {
+            refs.push(CredentialRef {
+                id: match r.get("id") {
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(Value::Number(n)) => Some(n.to_string()),
+                    _ => None,
+                },
+                name: r.get("name").and_then(Value::as_str).unwrap_or("").to_owned(),
+                cred_type: cred_type.clone(),
+                node: node_name.to_owned(),
+            });
+        }
+    }
+    refs.sort();
+    refs
+}
+
+/// Graph data for drawing: nodes with positions, and edges between node names.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Graph {
+    pub nodes: Vec<GraphNode>,
+    pub edges: Vec<GraphEdge>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct GraphNode {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub node_type: String,
+    pub x: f64,
+    pub y: f64,
+    pub disabled: bool,
+    pub trigger: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct GraphEdge {
+    pub from: String,
+    pub to: String,
+    /// The connection type (`main`, `ai_tool`, …) and the source's output index.
+    pub kind: String,
+    pub output: usize,
+}
+
+fn edges(workflow: &Value) -> Vec<GraphEdge> {
+    let mut out = Vec::new();
+    let Some(conns) = workflow.get("connections").and_then(Value::as_object) else {
+        return out;
+    };
+    for (from, by_kind) in conns {
+        let Some(by_kind) = by_kind.as_object() else { continue };
+        for (kind, outputs) in by_kind {
+            let Some(outputs) = outputs.as_array() else { continue };
+            for (output, targets) in outputs.iter().enumerate() {
+                for target in targets.as_array().map_or(&[][..], Vec::as_slice) {
+                    if let Some(to) = target.get("node").and_then(Value::as_str) {
+                        out.push(GraphEdge {
+                            from: from.clone(),
+                            to: to.to_owned(),
+                            kind: kind.clone(),
+                            output,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn graph(workflow: &Value) -> Graph {
+    let nodes = nodes(workflow)
+        .iter()
+        .map(|n| {
+            let pos = n.get("position").and_then(Value::as_array);
+            let coord = |i: usize| pos.and_then(|p| p.get(i)).and_then(Value::as_f64).unwrap_or(0.0);
+            GraphNode {
+                name: n.get("name").and_then(Value::as_str).unwrap_or("").to_owned(),
+                node_type: node_type(n).to_owned(),
+                x: coord(0),
+                y: coord(1),
+                disabled: n.get("disabled").and_then(Value::as_bool).unwrap_or(false),
+                trigger: is_trigger(node_type(n)),
+            }
+        })
+        .collect();
+    Graph {
+        nodes,
+        edges: edges(workflow),
+    }
+}
+
+/// WF-005: how complex a workflow is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Complexity {
+    pub node_count: usize,
+    pub edge_count: usize,
+    pub trigger_count: usize,
+    /// Nodes with more than one outgoing branch (IF, Switch, …).
+    pub branching_nodes: usize,
+    /// The longest path from a trigger, in nodes.
+    pub depth: usize,
+    pub code_nodes: usize,
+    pub http_nodes: usize,
+    pub credential_nodes: usize,
+    /// low (≤ 10 nodes, no branching), medium, high (> 30 nodes or depth > 15 or > 5 branches).
+    pub level: &'static str,
+}
+
+pub fn complexity(workflow: &Value) -> Complexity {
+    let nodes = nodes(workflow);
+    let edges = edges(workflow);
+    let mut outputs: HashMap<&str, BTreeSet<usize>> = HashMap::new();
+    let mut next: HashMap<&str, Vec<&str>> = HashMap::new();
+    for e in &edges {
+        outputs.entry(e.from.as_str()).or_default().insert(e.output);
+        next.entry(e.from.as_str()).or_default().push(e.to.as_str());
+    }
+    let branching_nodes = outputs.values().filter(|o| o.len() > 1).count();
+    let starts: Vec<&str> = nodes
+        .iter()
+        .filter(|n| is_trigger(node_type(n)))
+        .filter_map(|n| n.get("name").and_then(Value::as_str))
+        .collect();
+    // Longest path by BFS levels, each node counted once (cycles cannot loop forever).
+    let mut depth = 0;
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut queue: VecDeque<(&str, usize)> = starts.iter().map(|s| (*s, 1)).collect();
+    while let Some((name, d)) = queue.pop_front() {
+        if seen.get(name).is_some_and(|&best| best >= d) || d > nodes.len() {
+            continue;
+        }
+        seen.insert(name, d);
+        depth = depth.max(d);
+        for to in next.get(name).map_or(&[][..], Vec::as_slice) {
+            queue.push_back((to, d + 1));
+        }
+    }
+    let count = |pred: &dyn Fn(&str) -> bool| nodes.iter().filter(|n| pred(node_type(n))).count();
+    let code_nodes = count(&|t| t.ends_with(".code") || t.ends_with(".function") || t.ends_with(".functionItem"));
+    let http_nodes = count(&|t| t.ends_with(".httpRequest"));
+    let credential_nodes = nodes
+        .iter()
+        .filter(|n| n.get("credentials").and_then(Value::as_object).is_some_and(|c| !c.is_empty()))
+        .count();
+    let level = if nodes.len() > 30 || depth > 15 || branching_nodes > 5 {
+        "high"
+    } else if nodes.len() > 10 || branching_nodes > 0 {
+        "medium"
+    } else {
+        "low"
+    };
+    Complexity {
+        node_count: nodes.len(),
+        edge_count: edges.len(),
+        trigger_count: starts.len(),
+        branching_nodes,
+        depth,
+        code_nodes,
+        http_nodes,
+        credential_nodes,
+        level,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn sample() -> Value {
+        json!({
+            "id": "w1", "name": "Orders", "active": true, "versionId": "a",
+            "updatedAt": "2026-01-02T03:04:05.000Z", "tags": [{"id": "t", "name": "sales"}],
+            "nodes": [
+                {"id": "n1", "name": "Hook", "type": "n8n-nodes-base.webhook", "typeVersion": 2,
+                 "position": [0, 0], "webhookId": "abc", "parameters": {"path": "orders"}},
+                {"id": "n2", "name": "Check", "type": "n8n-nodes-base.if", "typeVersion": 2,
+                 "position": [200, 0], "parameters": {}},
+                {"id": "n3", "name": "Call", "type": "n8n-nodes-base.httpRequest", "typeVersion": 4,
+                 "position": [400, -100], "parameters": {"url": "https://x"},
+                 "credentials": {"httpBasicAuth": {"id": "c1", "name": "Shop"}}},
+                {"id": "n4", "name": "Log", "type": "n8n-nodes-base.code", "typeVersion": 2,
+                 "position": [400, 100], "parameters": {"jsCode": "return []"}}
+            ],
+            "connections": {
+                "Hook": {"main": [[{"node": "Check", "type": "main", "index": 0}]]},
+                "Check": {"main": [[{"node": "Call", "type": "main", "index": 0}],
+                                   [{"node": "Log", "type": "main", "index": 0}]]}
+            },
+            "settings": {"executionOrder": "v1", "saveManualExecutions": "DEFAULT"},
+            "staticData": {"lastId": 7}, "pinData": {}
+        })
+    }
+
+    #[test]
+    fn volatile_fields_do_not_change_the_hash() {
+        let base = content_hash(&sample());
+        let mut moved = sample();
+        moved["id"] = json!("other");
+        moved["versionId"] = json!("b");
+        moved["active"] = json!(false);
+        moved["updatedAt"] = json!("2027-01-01T00:00:00.000Z");
+        moved["staticData"] = json!({"lastId": 99});
+        moved["tags"] = json!([]);
+        moved["nodes"][0]["position"] = json!([50, 50]);
+        moved["nodes"][0]["id"] = json!("zz");
+        moved["nodes"][2]["credentials"]["httpBasicAuth"]["id"] = json!("c9");
+        moved["settings"]["saveManualExecutions"] = json!(null);
+        // Node order does not matter either.
+        if let Some(nodes) = moved["nodes"].as_array_mut() {
+            nodes.reverse();
+        }
+        assert_eq!(content_hash(&moved), base);
+    }
+
+    #[test]
+    fn real_changes_change_the_hash() {
+        let base = content_hash(&sample());
+        for change in [
+            ("/nodes/2/parameters/url", json!("https://y")),
+            ("/name", json!("Orders v2")),
+            ("/settings/executionOrder", json!("v0")),
+            ("/nodes/2/credentials/httpBasicAuth/name", json!("Other shop")),
+        ] {
+            let mut wf = sample();
+            if let Some(slot) = wf.pointer_mut(change.0) {
+                *slot = change.1.clone();
+            }
+            assert_ne!(content_hash(&wf), base, "{} must count", change.0);
+        }
+    }
+
+    #[test]
+    fn the_hash_is_stable_hex_sha256() {
+        let h = content_hash(&sample());
+        assert_eq!(h.len(), 64);
+        assert!(h.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(h, content_hash(&sample()));
+    }
+
+    #[test]
+    fn summary_graph_and_complexity() {
+        let s = summarize(&sample()).unwrap_or_else(|| panic!("summary"));
+        assert_eq!((s.id.as_str(), s.name.as_str(), s.active, s.node_count), ("w1", "Orders", true, 4));
+        assert_eq!(s.tags, ["sales"]);
+        let g = graph(&sample());
+        assert_eq!(g.nodes.len(), 4);
+        assert_eq!(g.edges.len(), 3);
+        assert!(g.nodes.iter().any(|n| n.name == "Hook" && n.trigger));
+        let c = complexity(&sample());
+        assert_eq!(c.branching_nodes, 1);
+        assert_eq!(c.depth, 3);
+        assert_eq!((c.code_nodes, c.http_nodes, c.credential_nodes, c.trigger_count), (1, 1, 1, 1));
+        assert_eq!(c.level, "medium");
+        let refs = credential_refs(&sample());
+        assert_eq!(refs.len(), 1);
+        assert_eq!(refs[0].name, "Shop");
+        assert_eq!(refs[0].id.as_deref(), Some("c1"));
+    }
+}
