@@ -67,12 +67,9 @@ create table env_workflows (
     seen_by_run      uuid,
     deleted_at       timestamptz,
     synced_at        timestamptz not null default now(),
-    search           tsvector generated always as (
-        to_tsvector('simple', name || ' ' || array_to_string(tags, ' '))) stored,
     primary key (environment_id, provider_id)
 );
 create index env_workflows_tenant_name on env_workflows (tenant_id, lower(name), environment_id, provider_id);
-create index env_workflows_search on env_workflows using gin (search);
 create index env_workflows_env_name on env_workflows (environment_id, lower(name), provider_id);
 
 create table env_credentials (

@@ -195,16 +195,14 @@ pub trait Provider: Send + Sync + fmt::Debug {
     fn get_workflow<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ProviderResult<Value>>;
     /// Creates a workflow from any workflow JSON (fields this instance does not accept are
     /// left out); returns it as created.
-    fn create_workflow<'a>(&'a self, workflow: &'a Value)
-    -> BoxFuture<'a, ProviderResult<Value>>;
+    fn create_workflow<'a>(&'a self, workflow: &'a Value) -> BoxFuture<'a, ProviderResult<Value>>;
     fn update_workflow<'a>(
         &'a self,
         id: &'a str,
         workflow: &'a Value,
     ) -> BoxFuture<'a, ProviderResult<Value>>;
     fn delete_workflow<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ProviderResult<()>>;
-    fn set_active<'a>(&'a self, id: &'a str, active: bool)
-    -> BoxFuture<'a, ProviderResult<Value>>;
+    fn set_active<'a>(&'a self, id: &'a str, active: bool) -> BoxFuture<'a, ProviderResult<Value>>;
     fn set_archived<'a>(
         &'a self,
         id: &'a str,

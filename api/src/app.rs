@@ -34,6 +34,8 @@ pub struct AppConfig {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub trust_forwarded_for: bool,
+    /// Most environments per tenant until plans set it (ENV-008).
+    pub max_environments: i64,
 }
 
 impl AppConfig {
@@ -47,13 +49,16 @@ impl AppConfig {
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             trust_forwarded_for: false,
+            max_environments: 10,
         }
     }
 }
 
 pub struct Inner {
     pub db: PgPool,
-    pub keyring: Keyring,
+    pub keyring: Arc<Keyring>,
+    /// What provider-facing work needs (the same keyring, one HTTP client for adapters).
+    pub jobs: jobs::Deps,
     pub auth_cache: AuthCache,
     pub events: EventHub,
     pub config: AppConfig,
@@ -64,10 +69,12 @@ pub struct Inner {
 pub struct AppState(Arc<Inner>);
 
 impl AppState {
-    pub fn new(db: PgPool, keyring: Keyring, config: AppConfig) -> Self {
+    pub fn new(db: PgPool, keyring: impl Into<Arc<Keyring>>, config: AppConfig) -> Self {
         crate::metrics::handle();
+        let keyring = keyring.into();
         Self(Arc::new(Inner {
             db,
+            jobs: jobs::Deps::new(Arc::clone(&keyring)),
             keyring,
             auth_cache: AuthCache::new(config.auth_cache_ttl),
             events: EventHub::new(),

@@ -118,6 +118,7 @@ fn app_config(args: &ServeArgs) -> AppConfig {
         max_body_bytes: args.max_body_bytes,
         request_timeout: args.request_timeout,
         trust_forwarded_for: args.trust_forwarded_for,
+        max_environments: args.max_environments,
     }
 }
 
@@ -172,12 +173,12 @@ async fn worker(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     // Workers will open provider credentials; refuse to start without the key to read them.
-    let _keyring = keyring(&args.keys, "worker")?;
+    let keyring = std::sync::Arc::new(keyring(&args.keys, "worker")?);
     let pool = db::connect(&global.database_url, global.db_max_connections).await?;
     if !db::migrations_current(&pool).await? {
         bail!("the database schema is behind this binary: run `workflowops migrate` first");
     }
-    let registry = jobs::registry();
+    let registry = jobs::registry(&jobs::Deps::new(keyring));
     if let Some(unknown) = args
         .kinds
         .as_ref()

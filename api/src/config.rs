@@ -185,6 +185,9 @@ pub struct ServeArgs {
     /// Take the client address from X-Forwarded-For (only behind a proxy you control).
     #[arg(long, env = "WFO_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
     pub trust_forwarded_for: bool,
+    /// Most environments one tenant may connect (until billing plans set it per tenant).
+    #[arg(long, env = "WFO_MAX_ENVIRONMENTS", default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    pub max_environments: i64,
     #[command(flatten)]
     pub keys: KeyArgs,
 }

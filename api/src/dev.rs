@@ -41,6 +41,7 @@ pub async fn run(
         .with_context(|| format!("cannot listen on {} (WFO_BIND)", args.bind))?;
     let url = format!("http://{}", listener.local_addr()?);
     let state = AppState::new(pool.clone(), keyring, AppConfig::new(url.clone()));
+    let registry = jobs::registry(&state.jobs);
     let worker = tokio::spawn(engine::run_worker(
         pool,
         cli::worker_config(
@@ -49,7 +50,7 @@ pub async fn run(
             Duration::from_secs(5),
             None,
         ),
-        jobs::registry(),
+        registry,
         shutdown.clone(),
     ));
     println!();

@@ -70,11 +70,13 @@ pub async fn upsert_workflows(
     .fetch_one(&mut *tx)
     .await?;
     // Credential references, rewritten for these workflows.
-    sqlx::query("delete from env_workflow_credentials where environment_id = $1 and workflow_id = any($2)")
-        .bind(environment_id)
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "delete from env_workflow_credentials where environment_id = $1 and workflow_id = any($2)",
+    )
+    .bind(environment_id)
+    .bind(&ids)
+    .execute(&mut *tx)
+    .await?;
     let mut refs = (vec![], vec![], vec![], vec![], vec![]);
     for (s, w) in &summaries {
         for r in workflow::credential_refs(w) {
@@ -332,12 +334,17 @@ pub async fn upsert_executions(
     Ok(seqs.into_iter().flatten().max())
 }
 
-pub async fn executions_high_water(db: impl PgExecutor<'_>, environment_id: Uuid) -> Result<Option<i64>> {
-    Ok(sqlx::query_scalar("select executions_high_water from environments where id = $1")
-        .bind(environment_id)
-        .fetch_optional(db)
-        .await?
-        .flatten())
+pub async fn executions_high_water(
+    db: impl PgExecutor<'_>,
+    environment_id: Uuid,
+) -> Result<Option<i64>> {
+    Ok(
+        sqlx::query_scalar("select executions_high_water from environments where id = $1")
+            .bind(environment_id)
+            .fetch_optional(db)
+            .await?
+            .flatten(),
+    )
 }
 
 pub async fn set_executions_high_water(
@@ -424,7 +431,11 @@ pub async fn list_workflows(
     let pattern = filter.search.as_deref().map(|s| {
         format!(
             "%{}%",
-            s.trim().to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+            s.trim()
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
         )
     });
     let mut rows: Vec<WorkflowItem> = sqlx::query_as(
@@ -457,13 +468,8 @@ pub async fn list_workflows(
     .await?;
     let next_cursor = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
-        rows.last().map(|w| {
-            encode_key(&[
-                &w.name.to_lowercase(),
-                &w.environment_id.to_string(),
-                &w.id,
-            ])
-        })
+        rows.last()
+            .map(|w| encode_key(&[&w.name.to_lowercase(), &w.environment_id.to_string(), &w.id]))
     } else {
         None
     };
@@ -633,7 +639,11 @@ pub async fn list_executions(
     let bad = || Error::invalid("cursor", "is not a cursor this API issued");
     let (after_time, after_env, after_id) = match &after {
         Some(a) => (
-            Some(DateTime::parse_from_rfc3339(&a[0]).map_err(|_| bad())?.with_timezone(&Utc)),
+            Some(
+                DateTime::parse_from_rfc3339(&a[0])
+                    .map_err(|_| bad())?
+                    .with_timezone(&Utc),
+            ),
             Some(a[1].parse::<Uuid>().map_err(|_| bad())?),
             Some(a[2].clone()),
         ),

@@ -121,10 +121,11 @@ pub async fn create(
         .bind(new.tenant_id)
         .execute(&mut *tx)
         .await?;
-    let existing: i64 = sqlx::query_scalar("select count(*) from environments where tenant_id = $1")
-        .bind(new.tenant_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let existing: i64 =
+        sqlx::query_scalar("select count(*) from environments where tenant_id = $1")
+            .bind(new.tenant_id)
+            .fetch_one(&mut *tx)
+            .await?;
     if existing >= new.limit {
         return Err(Error::conflict(
             "environment_limit_reached",
@@ -138,7 +139,14 @@ pub async fn create(
         type_exists(&mut *tx, new.tenant_id, key).await?;
     }
     let id = new_id();
-    let secret = secrets::put(&mut *tx, keyring, Some(new.tenant_id), SECRET_PURPOSE, new.api_key).await?;
+    let secret = secrets::put(
+        &mut *tx,
+        keyring,
+        Some(new.tenant_id),
+        SECRET_PURPOSE,
+        new.api_key,
+    )
+    .await?;
     let inserted = sqlx::query(
         "insert into environments (id, tenant_id, name, provider, base_url, api_key_secret_id, class, env_type, \
          drift_mode, provider_version, capabilities, rate_limit, max_concurrency, created_by) \
@@ -352,7 +360,12 @@ pub async fn access(
     })
 }
 
-pub async fn sync_started(db: impl PgExecutor<'_>, tenant_id: Uuid, id: Uuid, run_id: Uuid) -> Result<()> {
+pub async fn sync_started(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    id: Uuid,
+    run_id: Uuid,
+) -> Result<()> {
     sqlx::query(
         "update environments set last_sync_run_id = $3, last_sync_status = 'running', last_sync_error = null \
          where tenant_id = $1 and id = $2",
@@ -501,7 +514,11 @@ pub async fn create_type(
 }
 
 /// Deletes a type no environment uses.
-pub async fn delete_type(tx: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<EnvironmentType> {
+pub async fn delete_type(
+    tx: &mut PgConnection,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> Result<EnvironmentType> {
     let t: EnvironmentType = sqlx::query_as(
         "select id, key, label, class, sort_order, created_at from environment_types where tenant_id = $1 and id = $2 for update",
     )
@@ -510,11 +527,13 @@ pub async fn delete_type(tx: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Re
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(Error::not_found("environment type"))?;
-    let used: i64 = sqlx::query_scalar("select count(*) from environments where tenant_id = $1 and env_type = $2")
-        .bind(tenant_id)
-        .bind(&t.key)
-        .fetch_one(&mut *tx)
-        .await?;
+    let used: i64 = sqlx::query_scalar(
+        "select count(*) from environments where tenant_id = $1 and env_type = $2",
+    )
+    .bind(tenant_id)
+    .bind(&t.key)
+    .fetch_one(&mut *tx)
+    .await?;
     if used > 0 {
         return Err(Error::conflict(
             "environment_type_in_use",

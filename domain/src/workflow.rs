@@ -77,7 +77,12 @@ pub fn normalize(workflow: &Value) -> Value {
                     .map(|a| a.iter().map(normalize_node).collect())
                     .unwrap_or_default();
                 nodes.sort_by(|a, b| {
-                    let name = |n: &Value| n.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
+                    let name = |n: &Value| {
+                        n.get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned()
+                    };
                     name(a).cmp(&name(b))
                 });
                 Value::Array(nodes)
@@ -142,7 +147,10 @@ pub fn summarize(workflow: &Value) -> Option<Summary> {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned(),
-        active: workflow.get("active").and_then(Value::as_bool).unwrap_or(false),
+        active: workflow
+            .get("active")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         archived: workflow
             .get("isArchived")
             .and_then(Value::as_bool)
@@ -198,7 +206,11 @@ pub fn credential_refs(workflow: &Value) -> Vec<CredentialRef> {
                     Some(Value::Number(n)) => Some(n.to_string()),
                     _ => None,
                 },
-                name: r.get("name").and_then(Value::as_str).unwrap_or("").to_owned(),
+                name: r
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
                 cred_type: cred_type.clone(),
                 node: node_name.to_owned(),
             });
@@ -241,9 +253,13 @@ fn edges(workflow: &Value) -> Vec<GraphEdge> {
         return out;
     };
     for (from, by_kind) in conns {
-        let Some(by_kind) = by_kind.as_object() else { continue };
+        let Some(by_kind) = by_kind.as_object() else {
+            continue;
+        };
         for (kind, outputs) in by_kind {
-            let Some(outputs) = outputs.as_array() else { continue };
+            let Some(outputs) = outputs.as_array() else {
+                continue;
+            };
             for (output, targets) in outputs.iter().enumerate() {
                 for target in targets.as_array().map_or(&[][..], Vec::as_slice) {
                     if let Some(to) = target.get("node").and_then(Value::as_str) {
@@ -266,9 +282,17 @@ pub fn graph(workflow: &Value) -> Graph {
         .iter()
         .map(|n| {
             let pos = n.get("position").and_then(Value::as_array);
-            let coord = |i: usize| pos.and_then(|p| p.get(i)).and_then(Value::as_f64).unwrap_or(0.0);
+            let coord = |i: usize| {
+                pos.and_then(|p| p.get(i))
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0)
+            };
             GraphNode {
-                name: n.get("name").and_then(Value::as_str).unwrap_or("").to_owned(),
+                name: n
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
                 node_type: node_type(n).to_owned(),
                 x: coord(0),
                 y: coord(1),
@@ -330,11 +354,17 @@ pub fn complexity(workflow: &Value) -> Complexity {
         }
     }
     let count = |pred: &dyn Fn(&str) -> bool| nodes.iter().filter(|n| pred(node_type(n))).count();
-    let code_nodes = count(&|t| t.ends_with(".code") || t.ends_with(".function") || t.ends_with(".functionItem"));
+    let code_nodes = count(&|t| {
+        t.ends_with(".code") || t.ends_with(".function") || t.ends_with(".functionItem")
+    });
     let http_nodes = count(&|t| t.ends_with(".httpRequest"));
     let credential_nodes = nodes
         .iter()
-        .filter(|n| n.get("credentials").and_then(Value::as_object).is_some_and(|c| !c.is_empty()))
+        .filter(|n| {
+            n.get("credentials")
+                .and_then(Value::as_object)
+                .is_some_and(|c| !c.is_empty())
+        })
         .count();
     let level = if nodes.len() > 30 || depth > 15 || branching_nodes > 5 {
         "high"
@@ -415,7 +445,10 @@ mod tests {
             ("/nodes/2/parameters/url", json!("https://y")),
             ("/name", json!("Orders v2")),
             ("/settings/executionOrder", json!("v0")),
-            ("/nodes/2/credentials/httpBasicAuth/name", json!("Other shop")),
+            (
+                "/nodes/2/credentials/httpBasicAuth/name",
+                json!("Other shop"),
+            ),
         ] {
             let mut wf = sample();
             if let Some(slot) = wf.pointer_mut(change.0) {
@@ -436,7 +469,10 @@ mod tests {
     #[test]
     fn summary_graph_and_complexity() {
         let s = summarize(&sample()).unwrap_or_else(|| panic!("summary"));
-        assert_eq!((s.id.as_str(), s.name.as_str(), s.active, s.node_count), ("w1", "Orders", true, 4));
+        assert_eq!(
+            (s.id.as_str(), s.name.as_str(), s.active, s.node_count),
+            ("w1", "Orders", true, 4)
+        );
         assert_eq!(s.tags, ["sales"]);
         let g = graph(&sample());
         assert_eq!(g.nodes.len(), 4);
@@ -445,7 +481,15 @@ mod tests {
         let c = complexity(&sample());
         assert_eq!(c.branching_nodes, 1);
         assert_eq!(c.depth, 3);
-        assert_eq!((c.code_nodes, c.http_nodes, c.credential_nodes, c.trigger_count), (1, 1, 1, 1));
+        assert_eq!(
+            (
+                c.code_nodes,
+                c.http_nodes,
+                c.credential_nodes,
+                c.trigger_count
+            ),
+            (1, 1, 1, 1)
+        );
         assert_eq!(c.level, "medium");
         let refs = credential_refs(&sample());
         assert_eq!(refs.len(), 1);

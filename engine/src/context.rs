@@ -330,7 +330,7 @@ async fn checkpoint_in(
 }
 
 /// How one child run ended.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct ChildOutcome {
     pub id: Uuid,
     pub kind: String,

@@ -5,14 +5,22 @@
 //! lists every kind a worker can run.
 
 pub mod diagnostics;
+pub mod health;
 pub mod maintenance;
+pub mod providers;
+pub mod sync;
 
 use engine::Registry;
 
+pub use providers::Deps;
+
 /// Every job kind this build can run.
-pub fn registry() -> Registry {
+pub fn registry(deps: &Deps) -> Registry {
     Registry::new()
         .register(diagnostics::Ledger)
         .register(diagnostics::Steps)
         .register(maintenance::Prune)
+        .register(sync::Sync { deps: deps.clone() })
+        .register(sync::BulkSync)
+        .register(health::HealthCheck { deps: deps.clone() })
 }

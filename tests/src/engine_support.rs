@@ -33,6 +33,15 @@ impl TestWorker {
         }
     }
 
+    /// Kills the worker as a crash would: its tasks and connections are dropped mid-step, so
+    /// PostgreSQL releases its liveness lock and other workers take its runs back.
+    pub async fn kill(mut self) {
+        if let Some(h) = self.handle.take() {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(h) = self.handle.take() {

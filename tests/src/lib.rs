@@ -12,4 +12,5 @@ pub use app::{Caller, TenantFixture, TestApp};
 pub use db::TestDb;
 
 pub mod engine_support;
+pub mod n8n;
 pub mod sse;

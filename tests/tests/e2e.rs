@@ -7,6 +7,7 @@ mod e2e {
     mod bad_input;
     mod cli;
     mod engine;
+    mod environments;
     mod health;
     mod idempotency;
     mod isolation;

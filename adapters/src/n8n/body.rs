@@ -68,7 +68,11 @@ const SETTINGS_2X_EXTRA: &[&str] = &[
 ];
 
 fn optional_fields(v: Version) -> &'static [&'static str] {
-    if v.major >= 2 { OPTIONAL_2X } else { OPTIONAL_1X }
+    if v.major >= 2 {
+        OPTIONAL_2X
+    } else {
+        OPTIONAL_1X
+    }
 }
 
 fn settings_allowed(v: Version, key: &str) -> bool {
@@ -89,7 +93,9 @@ pub fn write_body(workflow: &Value, v: Version) -> Value {
                 settings
                     .iter()
                     .filter(|(k, value)| {
-                        settings_allowed(v, k) && !value.is_null() && value.as_str() != Some("DEFAULT")
+                        settings_allowed(v, k)
+                            && !value.is_null()
+                            && value.as_str() != Some("DEFAULT")
                     })
                     .map(|(k, value)| (k.clone(), value.clone()))
                     .collect(),
@@ -150,7 +156,10 @@ mod tests {
     #[test]
     fn a_2x_workflow_written_to_1x_keeps_only_what_1x_accepts() {
         let body = write_body(&from_2x(), Version::new(1, 123, 81));
-        let keys: Vec<&String> = body.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+        let keys: Vec<&String> = body
+            .as_object()
+            .map(|o| o.keys().collect())
+            .unwrap_or_default();
         assert_eq!(keys, ["connections", "name", "nodes", "settings"]);
         assert_eq!(
             body["settings"],
@@ -164,18 +173,35 @@ mod tests {
         wf["description"] = json!("what it does");
         wf["pinData"] = json!({"Start": [{"json": {}}]});
         let body = write_body(&wf, Version::new(2, 41, 1));
-        for read_only in ["id", "active", "tags", "versionId", "meta", "shared", "isArchived"] {
-            assert!(body.get(read_only).is_none(), "{read_only} must not be written");
+        for read_only in [
+            "id",
+            "active",
+            "tags",
+            "versionId",
+            "meta",
+            "shared",
+            "isArchived",
+        ] {
+            assert!(
+                body.get(read_only).is_none(),
+                "{read_only} must not be written"
+            );
         }
         assert_eq!(body["description"], "what it does");
         assert_eq!(body["settings"]["binaryMode"], "separate");
-        assert!(body["settings"].get("saveManualExecutions").is_none(), "DEFAULT is refused by writes");
+        assert!(
+            body["settings"].get("saveManualExecutions").is_none(),
+            "DEFAULT is refused by writes"
+        );
         assert!(body.get("pinData").is_some());
     }
 
     #[test]
     fn missing_required_fields_become_empty_values() {
         let body = write_body(&json!({"name": "Bare"}), Version::new(2, 0, 0));
-        assert_eq!(body, json!({"name": "Bare", "nodes": [], "connections": {}, "settings": {}}));
+        assert_eq!(
+            body,
+            json!({"name": "Bare", "nodes": [], "connections": {}, "settings": {}})
+        );
     }
 }

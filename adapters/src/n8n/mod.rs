@@ -189,7 +189,17 @@ fn transport(e: &reqwest::Error) -> ProviderError {
     } else {
         "the connection failed".to_owned()
     };
-    let url = e.url().map(|u| format!(" ({}://{}{})", u.scheme(), u.host_str().unwrap_or(""), u.port().map(|p| format!(":{p}")).unwrap_or_default())).unwrap_or_default();
+    let url = e
+        .url()
+        .map(|u| {
+            format!(
+                " ({}://{}{})",
+                u.scheme(),
+                u.host_str().unwrap_or(""),
+                u.port().map(|p| format!(":{p}")).unwrap_or_default()
+            )
+        })
+        .unwrap_or_default();
     ProviderError::Transient(format!("{what}{url}"))
 }
 
@@ -200,7 +210,11 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     }
     let at = DateTime::parse_from_rfc2822(value.trim()).ok()?;
     let wait = at.with_timezone(&Utc) - Utc::now();
-    Some(wait.to_std().unwrap_or_default().min(Duration::from_secs(3600)))
+    Some(
+        wait.to_std()
+            .unwrap_or_default()
+            .min(Duration::from_secs(3600)),
+    )
 }
 
 /// Classifies a response: 2xx parsed as JSON, everything else an error with n8n's message.
@@ -257,9 +271,7 @@ fn time(v: &Value, key: &str) -> Option<DateTime<Utc>> {
 }
 
 fn required(v: &Value, key: &str, what: &str) -> ProviderResult<String> {
-    text(v, key).ok_or_else(|| {
-        ProviderError::InvalidResponse(format!("a {what} without `{key}`"))
-    })
+    text(v, key).ok_or_else(|| ProviderError::InvalidResponse(format!("a {what} without `{key}`")))
 }
 
 fn tag(v: &Value) -> ProviderResult<Tag> {
@@ -328,7 +340,11 @@ fn check_workflow(v: Value) -> ProviderResult<Value> {
 }
 
 fn path_id(id: &str) -> ProviderResult<&str> {
-    if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         Ok(id)
     } else {
         Err(ProviderError::Validation(format!(
@@ -397,13 +413,13 @@ impl Provider for N8n {
         .boxed()
     }
 
-    fn create_workflow<'a>(
-        &'a self,
-        workflow: &'a Value,
-    ) -> BoxFuture<'a, ProviderResult<Value>> {
+    fn create_workflow<'a>(&'a self, workflow: &'a Value) -> BoxFuture<'a, ProviderResult<Value>> {
         async move {
             let body = write_body(workflow, self.write_version());
-            check_workflow(self.call(Method::POST, "/workflows", &[], Some(&body)).await?)
+            check_workflow(
+                self.call(Method::POST, "/workflows", &[], Some(&body))
+                    .await?,
+            )
         }
         .boxed()
     }
@@ -430,11 +446,7 @@ impl Provider for N8n {
         .boxed()
     }
 
-    fn set_active<'a>(
-        &'a self,
-        id: &'a str,
-        active: bool,
-    ) -> BoxFuture<'a, ProviderResult<Value>> {
+    fn set_active<'a>(&'a self, id: &'a str, active: bool) -> BoxFuture<'a, ProviderResult<Value>> {
         async move {
             let verb = if active { "activate" } else { "deactivate" };
             let path = format!("/workflows/{}/{verb}", path_id(id)?);
@@ -473,7 +485,10 @@ impl Provider for N8n {
         cursor: Option<&'a str>,
     ) -> BoxFuture<'a, ProviderResult<Page<CredentialMeta>>> {
         async move {
-            if self.version.is_some_and(|v| v < body::LIST_CREDENTIALS_SINCE) {
+            if self
+                .version
+                .is_some_and(|v| v < body::LIST_CREDENTIALS_SINCE)
+            {
                 return Err(ProviderError::Unsupported(
                     "listing credentials needs n8n 2.8 or later".into(),
                 ));

@@ -12,6 +12,8 @@ use crate::auth::TenantAccess;
 pub mod api_keys;
 pub mod audit_logs;
 pub mod auth;
+pub mod catalog;
+pub mod environments;
 pub mod health;
 pub mod platform;
 pub mod runs;
@@ -54,6 +56,29 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::signal_run))
         .routes(routes!(runs::run_events))
         .routes(routes!(runs::tenant_events))
+        .routes(routes!(
+            environments::list_environments,
+            environments::create_environment
+        ))
+        .routes(routes!(environments::test_connection))
+        .routes(routes!(environments::bulk_sync))
+        .routes(routes!(
+            environments::get_environment,
+            environments::update_environment,
+            environments::delete_environment
+        ))
+        .routes(routes!(environments::sync_environment))
+        .routes(routes!(environments::check_health))
+        .routes(routes!(environments::health_history))
+        .routes(routes!(environments::list_types, environments::create_type))
+        .routes(routes!(environments::delete_type))
+        .routes(routes!(catalog::list_workflows))
+        .routes(routes!(catalog::get_workflow))
+        .routes(routes!(catalog::list_credentials))
+        .routes(routes!(catalog::missing_credentials))
+        .routes(routes!(catalog::credential_usage))
+        .routes(routes!(catalog::list_executions))
+        .routes(routes!(catalog::get_execution))
 }
 
 /// `?cursor=&limit=` on every list.

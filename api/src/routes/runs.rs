@@ -89,7 +89,7 @@ impl From<engine::Run> for RunView {
     }
 }
 
-fn queue_error(e: queue::Error) -> ApiError {
+pub(crate) fn queue_error(e: queue::Error) -> ApiError {
     match e {
         queue::Error::NotFound => ApiError::not_found("run not found"),
         queue::Error::Conflict(message) => {

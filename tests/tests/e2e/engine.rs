@@ -44,12 +44,15 @@ async fn events(pool: &PgPool, run: Uuid) -> Vec<(String, Value)> {
 }
 
 fn registry() -> Registry {
-    jobs::registry()
-        .register(FailOnce)
-        .register(Approval)
-        .register(Nap)
-        .register(Fanout)
-        .register(Slow)
+    jobs::registry(&jobs::Deps::new(std::sync::Arc::new(
+        domain::crypto::Keyring::new(&domain::crypto::Keyring::generate(), &[])
+            .unwrap_or_else(|e| panic!("keyring: {e}")),
+    )))
+    .register(FailOnce)
+    .register(Approval)
+    .register(Nap)
+    .register(Fanout)
+    .register(Slow)
 }
 
 #[tokio::test]

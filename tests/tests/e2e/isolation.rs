@@ -14,8 +14,87 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         ("patch", "/api/v1/team/members/{user_id}") => json!({"role": "viewer"}),
         ("post", "/api/v1/api-keys/{key_id}/rotate") => json!({}),
         ("post", "/api/v1/runs/{run_id}/signals") => json!({"name": "approval"}),
+        ("patch", "/api/v1/environments/{environment_id}") => json!({"name": "renamed"}),
+        ("post", "/api/v1/environments/{environment_id}/sync") => json!({}),
         _ => return None,
     })
+}
+
+struct SeededEnvironment {
+    environment: uuid::Uuid,
+    workflow: String,
+    credential: String,
+    execution: String,
+    env_type: uuid::Uuid,
+}
+
+/// An environment of `tenant` with a synced workflow, credential and execution, written
+/// straight to the store (no provider needed: nothing here reaches it).
+async fn seed_environment(app: &TestApp, tenant: uuid::Uuid) -> SeededEnvironment {
+    use domain::environments::{self, DriftMode, EnvironmentClass, NewEnvironment};
+    let mut tx = app.db.pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    let t = environments::create_type(&mut *tx, tenant, "uat", "UAT", EnvironmentClass::Staging, 0)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let env = environments::create(
+        &mut tx,
+        &app.state.keyring,
+        NewEnvironment {
+            tenant_id: tenant,
+            name: "acme-prod",
+            provider: "n8n",
+            base_url: "http://127.0.0.1:9",
+            api_key: &secrecy::SecretString::from("k".to_owned()),
+            class: EnvironmentClass::Production,
+            env_type: None,
+            drift_mode: DriftMode::WarnOnly,
+            provider_version: Some("2.41.1"),
+            capabilities: &json!({}),
+            rate_limit: 10.0,
+            max_concurrency: 1,
+            created_by: None,
+            limit: 10,
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let workflow = json!({"id": "wfacme1", "name": "Orders", "nodes": [
+        {"name": "Call", "type": "n8n-nodes-base.httpRequest", "typeVersion": 4, "position": [0, 0],
+         "parameters": {}, "credentials": {"httpBasicAuth": {"id": "credacme1", "name": "Shop"}}}],
+        "connections": {}, "settings": {}});
+    domain::catalog::upsert_workflows(&mut tx, tenant, env.id, uuid::Uuid::nil(), &[workflow])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    domain::catalog::derive_credentials(&mut *tx, tenant, env.id, uuid::Uuid::nil())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    domain::catalog::upsert_executions(
+        &mut tx,
+        tenant,
+        env.id,
+        &[domain::catalog::ExecutionRow {
+            environment_id: env.id,
+            provider_id: "4242".into(),
+            workflow_id: Some("wfacme1".into()),
+            workflow_name: None,
+            status: "error".into(),
+            mode: None,
+            finished: true,
+            started_at: Some(chrono::Utc::now()),
+            stopped_at: None,
+            error_message: Some("boom".into()),
+        }],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    SeededEnvironment {
+        environment: env.id,
+        workflow: "wfacme1".into(),
+        credential: "credacme1".into(),
+        execution: "4242".into(),
+        env_type: t.id,
+    }
 }
 
 #[tokio::test]
@@ -41,6 +120,7 @@ async fn another_tenants_ids_get_404_on_every_route_and_change_nothing() {
             .run_at(chrono::Utc::now() + chrono::Duration::hours(1)),
     )
     .await;
+    let a_env = seed_environment(&app, a.id).await;
     let b = app.tenant("globex").await;
 
     let ids: HashMap<&str, String> = HashMap::from([
@@ -55,6 +135,11 @@ async fn another_tenants_ids_get_404_on_every_route_and_change_nothing() {
         ("invitation_id", a_invitation.clone()),
         ("tenant_id", a.id.to_string()),
         ("run_id", a_run.to_string()),
+        ("environment_id", a_env.environment.to_string()),
+        ("workflow_id", a_env.workflow.clone()),
+        ("credential_id", a_env.credential.clone()),
+        ("execution_id", a_env.execution.clone()),
+        ("type_id", a_env.env_type.to_string()),
     ]);
 
     let doc = app
@@ -132,6 +217,16 @@ async fn another_tenants_ids_get_404_on_every_route_and_change_nothing() {
     assert_eq!(
         run.body["status"], "waiting",
         "another tenant's calls left the run alone"
+    );
+    let env = app
+        .get(
+            &format!("/api/v1/environments/{}", a_env.environment),
+            &a.admin,
+        )
+        .await;
+    assert_eq!(
+        env.body["name"], "acme-prod",
+        "another tenant's calls left the environment alone"
     );
     let signals: i64 = sqlx::query_scalar("select count(*) from engine_signals")
         .fetch_one(&app.db.pool)

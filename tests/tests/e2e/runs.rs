@@ -30,7 +30,7 @@ fn ledger(tenant: &TenantFixture, steps: u32, step_ms: u64) -> NewRun {
 async fn a_client_that_reconnects_with_last_event_id_gets_every_event_exactly_once() {
     let app = TestApp::spawn().await;
     let acme = app.tenant("acme").await;
-    let worker = TestWorker::start(&app.db.pool, jobs::registry(), 2);
+    let worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
     let run = enqueue(&app.db.pool, &ledger(&acme, 12, 60)).await;
     let path = format!("/api/v1/runs/{run}/events");
 
@@ -113,7 +113,7 @@ async fn the_tenant_stream_carries_state_changes_and_counts_of_its_own_runs_only
         .unwrap_or_else(|e| panic!("{e}"));
     let theirs = enqueue(&app.db.pool, &ledger(&globex, 1, 0)).await;
     let ours = enqueue(&app.db.pool, &ledger(&acme, 1, 0)).await;
-    let worker = TestWorker::start(&app.db.pool, jobs::registry(), 2);
+    let worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
     let events = read_events(res, Duration::from_secs(20), |m| {
         m.event == "state" && m.data.contains("succeeded")
     })
@@ -135,7 +135,7 @@ async fn runs_are_listed_filtered_and_shown_with_their_steps() {
     let app = TestApp::spawn().await;
     let acme = app.tenant("acme").await;
     let viewer = app.member(&acme, Role::Viewer).await;
-    let worker = TestWorker::start(&app.db.pool, jobs::registry(), 2);
+    let worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
     let done = enqueue(&app.db.pool, &ledger(&acme, 2, 0)).await;
     wait_for(&app.db.pool, done, RunStatus::Succeeded).await;
     let later = enqueue(
@@ -222,7 +222,7 @@ async fn cancel_retry_and_signal_go_through_the_api_audited_and_by_role() {
         },
     );
     let failed = enqueue(&app.db.pool, &failing).await;
-    let worker = TestWorker::start(&app.db.pool, jobs::registry(), 1);
+    let worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 1);
     wait_for(&app.db.pool, failed, RunStatus::Failed).await;
     let retried = app
         .request(
@@ -268,7 +268,7 @@ async fn operators_see_the_worker_pool_and_queue_depth() {
     domain::tenancy::add_platform_admin(&app.db.pool, acme.admin.user_id.unwrap_or_default(), None)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let worker = TestWorker::start(&app.db.pool, jobs::registry(), 3);
+    let worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 3);
     enqueue(
         &app.db.pool,
         &ledger(&acme, 1, 0).run_at(chrono::Utc::now() + chrono::Duration::hours(1)),
@@ -297,7 +297,7 @@ async fn operators_see_the_worker_pool_and_queue_depth() {
 async fn metrics_expose_engine_counters_and_the_queue_depth() {
     let app = TestApp::spawn().await;
     let acme = app.tenant("acme").await;
-    let worker = TestWorker::start(&app.db.pool, jobs::registry(), 2);
+    let worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
     let done = enqueue(&app.db.pool, &ledger(&acme, 2, 0)).await;
     wait_for(&app.db.pool, done, RunStatus::Succeeded).await;
     enqueue(

@@ -1,0 +1,96 @@
+//! What jobs share to reach providers: the keyring that opens environments' API keys and one
+//! HTTP client (connection pool) for every adapter.
+
+use std::sync::Arc;
+
+use adapters::{Connection, Limits, Provider, ProviderError, ProviderKind};
+use domain::crypto::Keyring;
+use engine::JobError;
+use uuid::Uuid;
+
+/// The dependencies of provider-facing jobs.
+#[derive(Debug, Clone)]
+pub struct Deps {
+    pub keyring: Arc<Keyring>,
+    pub http: reqwest::Client,
+}
+
+impl Deps {
+    pub fn new(keyring: Arc<Keyring>) -> Self {
+        Self {
+            keyring,
+            http: http_client(),
+        }
+    }
+
+    /// The adapter for an environment of `tenant_id`.
+    pub async fn provider(
+        &self,
+        db: &sqlx::PgPool,
+        tenant_id: Uuid,
+        environment_id: Uuid,
+    ) -> Result<Arc<dyn Provider>, JobError> {
+        let mut conn = db.acquire().await?;
+        let access =
+            domain::environments::access(&mut conn, &self.keyring, tenant_id, environment_id)
+                .await
+                .map_err(domain_error)?;
+        connect(&self.http, &access).map_err(provider_error)
+    }
+}
+
+/// The adapter for `access` (also used by the API's connection tests).
+pub fn connect(
+    http: &reqwest::Client,
+    access: &domain::environments::Access,
+) -> Result<Arc<dyn Provider>, ProviderError> {
+    let kind = ProviderKind::parse(&access.provider).ok_or_else(|| {
+        ProviderError::Unsupported(format!("unknown provider `{}`", access.provider))
+    })?;
+    adapters::connect(
+        http,
+        Connection {
+            kind,
+            base_url: access.base_url.clone(),
+            api_key: access.api_key.clone(),
+            version: access.version.clone(),
+            limits: Limits {
+                per_second: access.rate_limit,
+                concurrency: u32::try_from(access.max_concurrency).unwrap_or(1),
+                ..Limits::default()
+            },
+        },
+    )
+}
+
+/// The HTTP client adapters share: rustls, no proxies from the environment, bounded idle pool.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("workflowops/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .pool_max_idle_per_host(8)
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// A provider failure as the engine sees it: transient ones are retried (after the provider's
+/// Retry-After when it gave one), the rest fail the run with the adapter's message. By value, to
+/// fit `map_err`.
+#[allow(clippy::needless_pass_by_value)]
+pub fn provider_error(e: ProviderError) -> JobError {
+    if e.is_transient() {
+        JobError::Transient {
+            message: e.to_string(),
+            retry_after: e.retry_after(),
+        }
+    } else {
+        JobError::permanent(e.to_string())
+    }
+}
+
+pub fn domain_error(e: domain::Error) -> JobError {
+    match e {
+        domain::Error::Database(e) => JobError::transient(format!("database: {e}")),
+        other => JobError::permanent(other.to_string()),
+    }
+}

@@ -1,0 +1,589 @@
+//! `environment.sync` (ENV-013..019, CRED-004, EXEC-005): copies an environment's workflows,
+//! credentials' metadata, tags, users and executions into the catalog, one checkpointed step per
+//! provider page, so a sync killed anywhere resumes at the page it was on. `environment.sync_bulk`
+//! (BULK-001) syncs several environments as child runs of one parent.
+
+use std::collections::BTreeMap;
+
+use adapters::{ExecutionFilter, Provider, ProviderError};
+use domain::catalog::{self, CredentialRow, ExecutionRow, ProviderUserRow, Synced};
+use domain::environments;
+use engine::{ChildOutcome, Job, JobError, NewRun, RetryPolicy, RunCtx};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::providers::{Deps, domain_error, provider_error};
+
+/// What a sync copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Workflows, credentials, tags, users and executions.
+    Full,
+    Workflows,
+    Credentials,
+    Tags,
+    Users,
+    Executions,
+}
+
+impl Scope {
+    fn includes(self, part: Scope) -> bool {
+        self == Scope::Full || self == part
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncInput {
+    pub tenant_id: Uuid,
+    pub environment_id: Uuid,
+    pub scope: Scope,
+}
+
+/// Counts per part, as the run's output.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SyncOutput {
+    pub workflows: u64,
+    pub workflows_changed: u64,
+    pub workflows_deleted: u64,
+    pub credentials: u64,
+    pub credentials_derived: bool,
+    pub tags: u64,
+    pub users: u64,
+    pub executions: u64,
+}
+
+/// One page's checkpoint: where the next page starts and what this one held.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PageDone {
+    next: Option<String>,
+    items: u64,
+    changed: u64,
+    /// Executions: the page reached what an earlier sync already has.
+    #[serde(default)]
+    caught_up: bool,
+    #[serde(default)]
+    high: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sync {
+    pub deps: Deps,
+}
+
+/// The run's namespace (tenant) and concurrency key: one sync per environment at a time.
+pub fn new_run(input: &SyncInput) -> NewRun {
+    NewRun::of::<Sync>(input.tenant_id.to_string(), input)
+        .concurrency(format!("environment:{}:sync", input.environment_id), 1)
+        .labels(serde_json::json!({
+            "environment_id": input.environment_id,
+            "scope": input.scope,
+        }))
+}
+
+impl Job for Sync {
+    const KIND: &'static str = "environment.sync";
+    type Input = SyncInput;
+    type Output = SyncOutput;
+
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 8,
+            initial_backoff: std::time::Duration::from_secs(1),
+            max_backoff: std::time::Duration::from_secs(60),
+        }
+    }
+
+    async fn run(&self, ctx: &mut RunCtx, input: SyncInput) -> Result<SyncOutput, JobError> {
+        let result = self.sync(ctx, &input).await;
+        if let Err(e) = &result
+            && !matches!(
+                e,
+                JobError::Transient { .. } | JobError::Suspended(_) | JobError::Fenced
+            )
+        {
+            let status = if *e == JobError::Cancelled {
+                "cancelled"
+            } else {
+                "failed"
+            };
+            environments::sync_finished(
+                ctx.db(),
+                input.tenant_id,
+                input.environment_id,
+                ctx.run_id,
+                status,
+                Some(&e.to_string()),
+            )
+            .await
+            .map_err(domain_error)?;
+        }
+        result
+    }
+}
+
+impl Sync {
+    async fn sync(&self, ctx: &mut RunCtx, input: &SyncInput) -> Result<SyncOutput, JobError> {
+        let (tenant, env, run_id) = (input.tenant_id, input.environment_id, ctx.run_id);
+        let db = ctx.db().clone();
+        ctx.step("start", || async {
+            environments::sync_started(&db, tenant, env, run_id)
+                .await
+                .map_err(domain_error)
+        })
+        .await?;
+        let provider = self.deps.provider(&db, tenant, env).await?;
+        let mut out = SyncOutput::default();
+        let mut parts = vec![];
+        for (part, name) in [
+            (Scope::Workflows, "workflows"),
+            (Scope::Credentials, "credentials"),
+            (Scope::Tags, "tags"),
+            (Scope::Users, "users"),
+            (Scope::Executions, "executions"),
+        ] {
+            if input.scope.includes(part) {
+                parts.push((part, name));
+            }
+        }
+        let total = i64::try_from(parts.len()).unwrap_or(1);
+        for (i, (part, name)) in parts.into_iter().enumerate() {
+            ctx.log("info", format!("syncing {name}")).await?;
+            match part {
+                Scope::Workflows => self.workflows(ctx, &*provider, input, &mut out).await?,
+                Scope::Credentials => self.credentials(ctx, &*provider, input, &mut out).await?,
+                Scope::Tags => self.tags(ctx, &*provider, input, &mut out).await?,
+                Scope::Users => self.users(ctx, &*provider, input, &mut out).await?,
+                Scope::Executions => self.executions(ctx, &*provider, input, &mut out).await?,
+                Scope::Full => {}
+            }
+            ctx.progress(i64::try_from(i).unwrap_or(0) + 1, total)
+                .await?;
+        }
+        ctx.step("finish", || async {
+            environments::sync_finished(&db, tenant, env, run_id, "succeeded", None)
+                .await
+                .map_err(domain_error)
+        })
+        .await?;
+        ctx.log(
+            "info",
+            format!(
+                "sync done: {} workflows ({} new or changed, {} deleted in the provider), {} credentials, {} tags, {} users, {} executions",
+                out.workflows, out.workflows_changed, out.workflows_deleted, out.credentials, out.tags, out.users, out.executions
+            ),
+        )
+        .await?;
+        Ok(out)
+    }
+
+    /// Walks a list a page at a time, each page a step; returns the pages' checkpoints.
+    async fn walk<F, Fut>(
+        ctx: &mut RunCtx,
+        name: &str,
+        mut page: F,
+    ) -> Result<Vec<PageDone>, JobError>
+    where
+        F: FnMut(Option<String>) -> Fut,
+        Fut: Future<Output = Result<PageDone, JobError>>,
+    {
+        let mut done = Vec::new();
+        let mut cursor: Option<String> = None;
+        for n in 0.. {
+            let fetch = page(cursor.clone());
+            let result: PageDone = ctx.step(&format!("{name}:page:{n}"), || fetch).await?;
+            let items: u64 = done.iter().map(|p: &PageDone| p.items).sum::<u64>() + result.items;
+            if n % 4 == 3 {
+                ctx.log("info", format!("{name}: {items} so far")).await?;
+            }
+            cursor = result.next.clone();
+            let last = cursor.is_none() || result.caught_up;
+            done.push(result);
+            if last {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    async fn workflows(
+        &self,
+        ctx: &mut RunCtx,
+        provider: &dyn Provider,
+        input: &SyncInput,
+        out: &mut SyncOutput,
+    ) -> Result<(), JobError> {
+        let (tenant, env, run_id) = (input.tenant_id, input.environment_id, ctx.run_id);
+        let db = ctx.db().clone();
+        let pages = Self::walk(ctx, "workflows", |cursor| {
+            let db = db.clone();
+            async move {
+                let page = provider
+                    .list_workflows(cursor.as_deref())
+                    .await
+                    .map_err(provider_error)?;
+                let mut tx = db.begin().await?;
+                let changed = catalog::upsert_workflows(&mut tx, tenant, env, run_id, &page.items)
+                    .await
+                    .map_err(domain_error)?;
+                tx.commit().await?;
+                Ok(PageDone {
+                    next: page.next_cursor,
+                    items: page.items.len() as u64,
+                    changed,
+                    caught_up: false,
+                    high: None,
+                })
+            }
+        })
+        .await?;
+        out.workflows = pages.iter().map(|p| p.items).sum();
+        out.workflows_changed = pages.iter().map(|p| p.changed).sum();
+        out.workflows_deleted = ctx
+            .step("workflows:deleted", || async {
+                catalog::mark_missing(&db, Synced::Workflows, env, run_id)
+                    .await
+                    .map_err(domain_error)
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn credentials(
+        &self,
+        ctx: &mut RunCtx,
+        provider: &dyn Provider,
+        input: &SyncInput,
+        out: &mut SyncOutput,
+    ) -> Result<(), JobError> {
+        let (tenant, env, run_id) = (input.tenant_id, input.environment_id, ctx.run_id);
+        let db = ctx.db().clone();
+        // Older instances cannot list credentials: derive them from the workflows' references.
+        let listable = ctx
+            .step("credentials:listable", || async {
+                match provider.list_credentials(None).await {
+                    Ok(_) => Ok(true),
+                    Err(ProviderError::Unsupported(_)) => Ok(false),
+                    Err(e) => Err(provider_error(e)),
+                }
+            })
+            .await?;
+        if listable {
+            let pages = Self::walk(ctx, "credentials", |cursor| {
+                let db = db.clone();
+                async move {
+                    let page = provider
+                        .list_credentials(cursor.as_deref())
+                        .await
+                        .map_err(provider_error)?;
+                    let rows: Vec<CredentialRow> = page
+                        .items
+                        .iter()
+                        .map(|c| CredentialRow {
+                            id: c.id.clone(),
+                            name: c.name.clone(),
+                            cred_type: c.cred_type.clone(),
+                            created_at: c.created_at,
+                            updated_at: c.updated_at,
+                        })
+                        .collect();
+                    catalog::upsert_credentials(&db, tenant, env, run_id, "provider", &rows)
+                        .await
+                        .map_err(domain_error)?;
+                    Ok(PageDone {
+                        next: page.next_cursor,
+                        items: rows.len() as u64,
+                        changed: 0,
+                        caught_up: false,
+                        high: None,
+                    })
+                }
+            })
+            .await?;
+            out.credentials = pages.iter().map(|p| p.items).sum();
+        } else {
+            ctx.log(
+                "info",
+                "this instance cannot list credentials; deriving them from workflows' references",
+            )
+            .await?;
+            out.credentials = ctx
+                .step("credentials:derived", || async {
+                    catalog::derive_credentials(&db, tenant, env, run_id)
+                        .await
+                        .map_err(domain_error)
+                })
+                .await?;
+            out.credentials_derived = true;
+        }
+        ctx.step("credentials:deleted", || async {
+            catalog::mark_missing(&db, Synced::Credentials, env, run_id)
+                .await
+                .map_err(domain_error)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn tags(
+        &self,
+        ctx: &mut RunCtx,
+        provider: &dyn Provider,
+        input: &SyncInput,
+        out: &mut SyncOutput,
+    ) -> Result<(), JobError> {
+        let (tenant, env, run_id) = (input.tenant_id, input.environment_id, ctx.run_id);
+        let db = ctx.db().clone();
+        let pages = Self::walk(ctx, "tags", |cursor| {
+            let db = db.clone();
+            async move {
+                let page = provider
+                    .list_tags(cursor.as_deref())
+                    .await
+                    .map_err(provider_error)?;
+                let rows: Vec<(String, String)> = page
+                    .items
+                    .iter()
+                    .map(|t| (t.id.clone(), t.name.clone()))
+                    .collect();
+                catalog::upsert_tags(&db, tenant, env, run_id, &rows)
+                    .await
+                    .map_err(domain_error)?;
+                Ok(PageDone {
+                    next: page.next_cursor,
+                    items: rows.len() as u64,
+                    changed: 0,
+                    caught_up: false,
+                    high: None,
+                })
+            }
+        })
+        .await?;
+        out.tags = pages.iter().map(|p| p.items).sum();
+        ctx.step("tags:deleted", || async {
+            catalog::mark_missing(&db, Synced::Tags, env, run_id)
+                .await
+                .map_err(domain_error)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn users(
+        &self,
+        ctx: &mut RunCtx,
+        provider: &dyn Provider,
+        input: &SyncInput,
+        out: &mut SyncOutput,
+    ) -> Result<(), JobError> {
+        let (tenant, env, run_id) = (input.tenant_id, input.environment_id, ctx.run_id);
+        let db = ctx.db().clone();
+        let pages = Self::walk(ctx, "users", |cursor| {
+            let db = db.clone();
+            async move {
+                let page = provider
+                    .list_users(cursor.as_deref())
+                    .await
+                    .map_err(provider_error)?;
+                let rows: Vec<ProviderUserRow> = page
+                    .items
+                    .iter()
+                    .map(|u| ProviderUserRow {
+                        provider_id: u.id.clone(),
+                        email: u.email.clone(),
+                        first_name: u.first_name.clone(),
+                        last_name: u.last_name.clone(),
+                        role: u.role.clone(),
+                        is_pending: u.is_pending,
+                    })
+                    .collect();
+                catalog::upsert_users(&db, tenant, env, run_id, &rows)
+                    .await
+                    .map_err(domain_error)?;
+                Ok(PageDone {
+                    next: page.next_cursor,
+                    items: rows.len() as u64,
+                    changed: 0,
+                    caught_up: false,
+                    high: None,
+                })
+            }
+        })
+        .await?;
+        out.users = pages.iter().map(|p| p.items).sum();
+        ctx.step("users:deleted", || async {
+            catalog::mark_missing(&db, Synced::Users, env, run_id)
+                .await
+                .map_err(domain_error)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Newest first, stopping at the first page that reaches what an earlier sync stored.
+    async fn executions(
+        &self,
+        ctx: &mut RunCtx,
+        provider: &dyn Provider,
+        input: &SyncInput,
+        out: &mut SyncOutput,
+    ) -> Result<(), JobError> {
+        let (tenant, env) = (input.tenant_id, input.environment_id);
+        let db = ctx.db().clone();
+        let known: Option<i64> = ctx
+            .step("executions:known", || async {
+                catalog::executions_high_water(&db, env)
+                    .await
+                    .map_err(domain_error)
+            })
+            .await?;
+        let filter = ExecutionFilter {
+            include_data: true,
+            ..ExecutionFilter::default()
+        };
+        let pages = Self::walk(ctx, "executions", |cursor| {
+            let (db, filter) = (db.clone(), filter.clone());
+            async move {
+                let page = provider
+                    .list_executions(cursor.as_deref(), &filter)
+                    .await
+                    .map_err(provider_error)?;
+                let rows: Vec<ExecutionRow> = page
+                    .items
+                    .iter()
+                    .map(|x| ExecutionRow {
+                        environment_id: env,
+                        provider_id: x.id.clone(),
+                        workflow_id: x.workflow_id.clone(),
+                        workflow_name: None,
+                        status: x.status.clone(),
+                        mode: x.mode.clone(),
+                        finished: x.finished,
+                        started_at: x.started_at,
+                        stopped_at: x.stopped_at,
+                        error_message: x.error_message.clone(),
+                    })
+                    .collect();
+                let mut tx = db.begin().await?;
+                let high = catalog::upsert_executions(&mut tx, tenant, env, &rows)
+                    .await
+                    .map_err(domain_error)?;
+                tx.commit().await?;
+                let caught_up = known.is_some_and(|k| {
+                    rows.iter()
+                        .filter_map(|r| r.provider_id.parse::<i64>().ok())
+                        .any(|id| id <= k)
+                });
+                Ok(PageDone {
+                    next: page.next_cursor,
+                    items: rows.len() as u64,
+                    changed: 0,
+                    caught_up,
+                    high,
+                })
+            }
+        })
+        .await?;
+        out.executions = pages.iter().map(|p| p.items).sum();
+        if let Some(high) = pages.iter().filter_map(|p| p.high).max() {
+            ctx.step("executions:high_water", || async {
+                catalog::set_executions_high_water(&db, env, high)
+                    .await
+                    .map_err(domain_error)
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkSyncInput {
+    pub tenant_id: Uuid,
+    pub environment_ids: Vec<Uuid>,
+    pub scope: Scope,
+}
+
+/// Per-environment outcomes and the partial-failure summary (BULK-004/005).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BulkSyncOutput {
+    pub succeeded: usize,
+    pub failed: usize,
+    pub cancelled: usize,
+    pub environments: BTreeMap<Uuid, ChildOutcome>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BulkSync;
+
+impl Job for BulkSync {
+    const KIND: &'static str = "environment.sync_bulk";
+    type Input = BulkSyncInput;
+    type Output = BulkSyncOutput;
+
+    async fn run(
+        &self,
+        ctx: &mut RunCtx,
+        input: BulkSyncInput,
+    ) -> Result<BulkSyncOutput, JobError> {
+        let children: Vec<NewRun> = input
+            .environment_ids
+            .iter()
+            .map(|&environment_id| {
+                new_run(&SyncInput {
+                    tenant_id: input.tenant_id,
+                    environment_id,
+                    scope: input.scope,
+                })
+            })
+            .collect();
+        let ids = ctx.spawn_children("syncs", children).await?;
+        ctx.log("info", format!("started {} environment syncs", ids.len()))
+            .await?;
+        let outcomes = ctx.join_children().await?;
+        let by_child: BTreeMap<Uuid, Uuid> = ids
+            .iter()
+            .copied()
+            .zip(input.environment_ids.iter().copied())
+            .collect();
+        let mut out = BulkSyncOutput {
+            succeeded: 0,
+            failed: 0,
+            cancelled: 0,
+            environments: BTreeMap::new(),
+        };
+        for child in outcomes {
+            match child.status.as_str() {
+                "succeeded" => out.succeeded += 1,
+                "cancelled" => out.cancelled += 1,
+                _ => out.failed += 1,
+            }
+            if let Some(env) = by_child.get(&child.id) {
+                out.environments.insert(*env, child);
+            }
+        }
+        ctx.log(
+            "info",
+            format!(
+                "bulk sync: {} succeeded, {} failed, {} cancelled",
+                out.succeeded, out.failed, out.cancelled
+            ),
+        )
+        .await?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_includes_every_part_and_a_part_only_itself() {
+        assert!(Scope::Full.includes(Scope::Executions));
+        assert!(Scope::Workflows.includes(Scope::Workflows));
+        assert!(!Scope::Workflows.includes(Scope::Credentials));
+    }
+}

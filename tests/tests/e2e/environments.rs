@@ -1,0 +1,822 @@
+//! Environments, syncs and the catalog, against the n8n emulator on loopback.
+
+use std::time::Duration;
+
+use domain::Role;
+use engine::RunStatus;
+use reqwest::Method;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use workflowops_tests::engine_support::{TestWorker, eventually, status, wait_for};
+use workflowops_tests::n8n::{EmulatorConfig, Fault, N8nEmulator};
+use workflowops_tests::sse::read_events;
+use workflowops_tests::{TenantFixture, TestApp};
+
+async fn emulator(version: &str) -> N8nEmulator {
+    N8nEmulator::start(EmulatorConfig {
+        version: version.into(),
+        ..EmulatorConfig::default()
+    })
+    .await
+}
+
+fn worker(app: &TestApp, slots: u32) -> TestWorker {
+    TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), slots)
+}
+
+async fn connect(
+    app: &TestApp,
+    t: &TenantFixture,
+    n8n: &N8nEmulator,
+    name: &str,
+    class: &str,
+) -> Uuid {
+    let res = app
+        .post(
+            "/api/v1/environments",
+            &t.admin,
+            &json!({"name": name, "provider": "n8n", "base_url": n8n.base_url(),
+                    "api_key": n8n.api_key(), "class": class}),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    res.body["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{}", res.body))
+}
+
+async fn sync(app: &TestApp, t: &TenantFixture, env: Uuid, scope: &str) -> Uuid {
+    let res = app
+        .post(
+            &format!("/api/v1/environments/{env}/sync"),
+            &t.admin,
+            &json!({"scope": scope}),
+        )
+        .await;
+    assert_eq!(res.status, 202, "{}", res.body);
+    res.body["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{}", res.body))
+}
+
+async fn wait_done(app: &TestApp, run: Uuid) -> Value {
+    eventually(
+        &format!("run {run} to finish"),
+        Duration::from_secs(60),
+        || async {
+            let s = status(&app.db.pool, run).await;
+            matches!(
+                s,
+                RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+            )
+            .then_some(())
+        },
+    )
+    .await;
+    let r: (String, Option<Value>, Option<Value>) =
+        sqlx::query_as("select status, output, error from engine_runs where id = $1")
+            .bind(run)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    json!({"status": r.0, "output": r.1, "error": r.2})
+}
+
+async fn scalar(app: &TestApp, sql: &str, env: Uuid) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .bind(env)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+// ENV-001, ENV-002, ENV-005, ENV-009, PROV-005, SEC (keys at rest)
+#[tokio::test]
+async fn an_environment_is_saved_only_after_its_connection_test_passes() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let n8n = emulator("2.41.1").await;
+
+    let bad = app
+        .post(
+            "/api/v1/environments",
+            &acme.admin,
+            &json!({"name": "prod", "provider": "n8n", "base_url": n8n.base_url(),
+                    "api_key": "wrong-key", "class": "production"}),
+        )
+        .await;
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert_eq!(bad.code(), "connection_failed");
+    assert!(
+        bad.body["detail"].to_string().contains("API key")
+            || bad.body.to_string().contains("refused"),
+        "{}",
+        bad.body
+    );
+    assert_eq!(app.count("environments").await, 0, "nothing saved");
+    assert_eq!(app.count("secrets").await, 0, "no key stored");
+
+    let tested = app
+        .post(
+            "/api/v1/environments/test-connection",
+            &acme.admin,
+            &json!({"provider": "n8n", "base_url": n8n.base_url(), "api_key": n8n.api_key()}),
+        )
+        .await;
+    assert_eq!(tested.status, 200, "{}", tested.body);
+    assert_eq!(tested.body["version"], "2.41.1");
+    assert_eq!(tested.body["capabilities"]["list_credentials"], true);
+    assert_eq!(app.count("environments").await, 0, "a test saves nothing");
+
+    let id = connect(&app, &acme, &n8n, "prod", "production").await;
+    let env = app
+        .get(&format!("/api/v1/environments/{id}"), &acme.admin)
+        .await;
+    assert_eq!(env.body["class"], "production");
+    assert_eq!(env.body["provider_version"], "2.41.1");
+    assert_eq!(env.body["drift_mode"], "warn_only");
+    assert!(
+        !env.body.to_string().contains(&n8n.api_key()),
+        "the key is never returned"
+    );
+    let leaked: i64 = sqlx::query_scalar(
+        "select count(*) from secrets s where encode(ciphertext, 'escape') like '%' || $1 || '%'",
+    )
+    .bind(n8n.api_key())
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap_or(-1);
+    assert_eq!(leaked, 0, "the key is stored encrypted");
+
+    let unknown_provider = app
+        .post(
+            "/api/v1/environments",
+            &acme.admin,
+            &json!({"name": "x", "provider": "zapier", "base_url": n8n.base_url(), "api_key": "k", "class": "dev"}),
+        )
+        .await;
+    assert_eq!(unknown_provider.status, 422);
+    let dup = app
+        .post(
+            "/api/v1/environments",
+            &acme.admin,
+            &json!({"name": "prod", "provider": "n8n", "base_url": n8n.base_url(), "api_key": n8n.api_key(), "class": "dev"}),
+        )
+        .await;
+    assert_eq!(dup.status, 409);
+    assert_eq!(dup.code(), "environment_name_taken");
+    let audit: i64 =
+        sqlx::query_scalar("select count(*) from audit_logs where action = 'environment.created'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap_or(-1);
+    assert_eq!(audit, 1);
+}
+
+// ENV-007, ENV-008, ENV-010, ENV-011
+#[tokio::test]
+async fn limits_types_drift_modes_and_confirmed_deletion() {
+    let app = TestApp::spawn_with(|c| c.max_environments = 2).await;
+    let acme = app.tenant("acme").await;
+    let n8n = emulator("2.41.1").await;
+    let t = app
+        .post(
+            "/api/v1/environment-types",
+            &acme.admin,
+            &json!({"key": "uat", "label": "User acceptance", "class": "staging"}),
+        )
+        .await;
+    assert_eq!(t.status, 201, "{}", t.body);
+    let a = app
+        .post(
+            "/api/v1/environments",
+            &acme.admin,
+            &json!({"name": "uat", "provider": "n8n", "base_url": n8n.base_url(), "api_key": n8n.api_key(),
+                    "class": "staging", "env_type": "uat", "drift_mode": "require_attestation"}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(a.body["env_type"], "uat");
+    assert_eq!(a.body["drift_mode"], "require_attestation");
+    let unknown_type = app
+        .post(
+            "/api/v1/environments",
+            &acme.admin,
+            &json!({"name": "qa", "provider": "n8n", "base_url": n8n.base_url(), "api_key": n8n.api_key(),
+                    "class": "staging", "env_type": "nope"}),
+        )
+        .await;
+    assert_eq!(unknown_type.status, 422, "{}", unknown_type.body);
+    connect(&app, &acme, &n8n, "dev", "dev").await;
+    let over = app
+        .post(
+            "/api/v1/environments",
+            &acme.admin,
+            &json!({"name": "third", "provider": "n8n", "base_url": n8n.base_url(), "api_key": n8n.api_key(), "class": "dev"}),
+        )
+        .await;
+    assert_eq!(over.status, 409);
+    assert_eq!(over.code(), "environment_limit_reached");
+    let list = app.get("/api/v1/environments", &acme.admin).await;
+    assert_eq!(
+        (list.body["limit"].as_i64(), list.body["used"].as_i64()),
+        (Some(2), Some(2))
+    );
+
+    let id = a.body["id"].as_str().unwrap_or_default();
+    let in_use = app
+        .delete(
+            &format!(
+                "/api/v1/environment-types/{}",
+                t.body["id"].as_str().unwrap_or_default()
+            ),
+            &acme.admin,
+        )
+        .await;
+    assert_eq!(in_use.status, 409);
+    let unconfirmed = app
+        .delete(&format!("/api/v1/environments/{id}"), &acme.admin)
+        .await;
+    assert_eq!(unconfirmed.status, 422);
+    assert_eq!(unconfirmed.code(), "confirmation_required");
+    let wrong = app
+        .delete(
+            &format!("/api/v1/environments/{id}?confirm=UAT"),
+            &acme.admin,
+        )
+        .await;
+    assert_eq!(wrong.status, 422);
+    let gone = app
+        .delete(
+            &format!("/api/v1/environments/{id}?confirm=uat"),
+            &acme.admin,
+        )
+        .await;
+    assert_eq!(gone.status, 204);
+    assert_eq!(
+        app.get(&format!("/api/v1/environments/{id}"), &acme.admin)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        app.count("secrets").await,
+        1,
+        "the deleted environment's key went with it"
+    );
+
+    let dev = app.member(&acme, Role::Developer).await;
+    let refused = app
+        .post(
+            "/api/v1/environment-types",
+            &dev,
+            &json!({"key": "x", "label": "x", "class": "dev"}),
+        )
+        .await;
+    assert_eq!(refused.status, 403, "environments are an admin's to manage");
+}
+
+// ENV-006, ENV-013, ENV-017, ENV-018, WF-001..005, CRED-001..004, EXEC-001..005, PROV-004
+#[tokio::test]
+async fn a_full_sync_fills_the_catalog_and_streams_its_progress() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let n8n = emulator("2.41.1").await;
+    n8n.seed_workflows(600, 8);
+    n8n.add_tag("billing");
+    n8n.add_user("ops@acme.example", "global:admin");
+    n8n.seed_executions(700);
+    let env = connect(&app, &acme, &n8n, "prod", "production").await;
+    let w = worker(&app, 4);
+    let run = sync(&app, &acme, env, "full").await;
+
+    let res = app
+        .http
+        .get(app.url(&format!("/api/v1/runs/{run}/events")))
+        .bearer_auth(&acme.admin.token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let events = read_events(res, Duration::from_secs(60), |m| m.event == "end").await;
+    let logs: Vec<&str> = events
+        .iter()
+        .filter(|e| e.event == "log")
+        .map(|e| e.data.as_str())
+        .collect();
+    assert!(
+        logs.iter().any(|l| l.contains("syncing workflows")),
+        "{logs:?}"
+    );
+    assert!(logs.iter().any(|l| l.contains("sync done")), "{logs:?}");
+    assert!(
+        events.iter().any(|e| e.event == "progress"),
+        "progress is streamed"
+    );
+    let done = wait_done(&app, run).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["output"]["workflows"], 600);
+    assert_eq!(done["output"]["executions"], 700);
+
+    assert_eq!(
+        scalar(
+            &app,
+            "select count(*) from env_workflows where environment_id = $1",
+            env
+        )
+        .await,
+        600
+    );
+    assert_eq!(
+        scalar(
+            &app,
+            "select count(*) from env_executions where environment_id = $1",
+            env
+        )
+        .await,
+        700
+    );
+    assert!(scalar(&app, "select count(*) from env_credentials where environment_id = $1 and source = 'provider'", env).await > 0);
+    assert!(
+        scalar(
+            &app,
+            "select count(*) from env_tags where environment_id = $1",
+            env
+        )
+        .await
+            > 0
+    );
+    assert!(
+        scalar(
+            &app,
+            "select count(*) from env_users where environment_id = $1",
+            env
+        )
+        .await
+            > 0
+    );
+    // Three pages of workflows, one step each.
+    assert_eq!(scalar(&app, "select count(*) from engine_steps s join engine_runs r on r.id = s.run_id where r.labels->>'environment_id' = $1::text and s.name like 'workflows:page:%'", env).await, 3);
+
+    let envs = app.get("/api/v1/environments", &acme.admin).await;
+    assert_eq!(envs.body["items"][0]["last_sync_status"], "succeeded");
+    assert_eq!(envs.body["items"][0]["workflow_count"], 600);
+
+    // WF-001/002: search and paging.
+    let first = app.get("/api/v1/workflows?limit=200", &acme.admin).await;
+    assert_eq!(first.body["items"].as_array().map(Vec::len), Some(200));
+    let mut seen = 200;
+    let mut cursor = first.body["next_cursor"].as_str().map(str::to_owned);
+    while let Some(c) = cursor {
+        let page = app
+            .get(
+                &format!("/api/v1/workflows?limit=200&cursor={c}"),
+                &acme.admin,
+            )
+            .await;
+        seen += page.body["items"].as_array().map_or(0, Vec::len);
+        cursor = page.body["next_cursor"].as_str().map(str::to_owned);
+    }
+    assert_eq!(seen, 600);
+    let some = first.body["items"][7].clone();
+    let name = some["name"].as_str().unwrap_or_default().to_owned();
+    let found = app
+        .get(
+            &format!(
+                "/api/v1/workflows?search={}",
+                urlencode(&name[..name.len().min(12)])
+            ),
+            &acme.admin,
+        )
+        .await;
+    assert!(
+        found.body["items"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|w| w["name"] == name.as_str())),
+        "{}",
+        found.body
+    );
+    let by_env = app
+        .get(
+            &format!("/api/v1/workflows?environment_id={env}&active=true"),
+            &acme.admin,
+        )
+        .await;
+    assert_eq!(by_env.status, 200);
+
+    // WF-003..005
+    let id = some["id"].as_str().unwrap_or_default();
+    let detail = app
+        .get(
+            &format!("/api/v1/environments/{env}/workflows/{id}"),
+            &acme.admin,
+        )
+        .await;
+    assert_eq!(detail.status, 200, "{}", detail.body);
+    assert_eq!(
+        detail.body["graph"]["nodes"].as_array().map(Vec::len),
+        Some(8)
+    );
+    assert!(
+        detail.body["graph"]["edges"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty())
+    );
+    assert_eq!(detail.body["complexity"]["node_count"], 8);
+    assert_eq!(detail.body["content_hash"].as_str().map(str::len), Some(64));
+
+    // CRED-001..003
+    let creds = app
+        .get(
+            &format!("/api/v1/credentials?environment_id={env}"),
+            &acme.admin,
+        )
+        .await;
+    let cred = creds
+        .body
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["used_by"].as_i64() > Some(0)).cloned())
+        .unwrap_or_default();
+    assert!(cred["id"].is_string(), "{}", creds.body);
+    assert!(!creds.body.to_string().contains("\"data\""), "no secrets");
+    let usage = app
+        .get(
+            &format!(
+                "/api/v1/environments/{env}/credentials/{}/usage",
+                cred["id"].as_str().unwrap_or_default()
+            ),
+            &acme.admin,
+        )
+        .await;
+    assert!(
+        usage.body.as_array().is_some_and(|u| !u.is_empty()),
+        "{}",
+        usage.body
+    );
+
+    // EXEC-001..004
+    let errors = app
+        .get(
+            &format!("/api/v1/executions?environment_id={env}&status=error&limit=5"),
+            &acme.admin,
+        )
+        .await;
+    let failed = errors.body["items"][0].clone();
+    assert_eq!(failed["status"], "error", "{}", errors.body);
+    let one = app
+        .get(
+            &format!(
+                "/api/v1/environments/{env}/executions/{}",
+                failed["provider_id"].as_str().unwrap_or_default()
+            ),
+            &acme.admin,
+        )
+        .await;
+    assert!(one.body["error_message"].is_string(), "{}", one.body);
+    let bad_status = app
+        .get("/api/v1/executions?status=exploded", &acme.admin)
+        .await;
+    assert_eq!(bad_status.status, 422);
+
+    // A viewer reads the catalog but cannot sync.
+    let viewer = app.member(&acme, Role::Viewer).await;
+    assert_eq!(app.get("/api/v1/workflows", &viewer).await.status, 200);
+    let refused = app
+        .post(
+            &format!("/api/v1/environments/{env}/sync"),
+            &viewer,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+    w.stop().await;
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+// ENV-013 (resumable), engine checkpoints per page
+#[tokio::test]
+async fn a_sync_killed_mid_way_resumes_from_its_last_page_without_duplicates() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let n8n = emulator("2.41.1").await;
+    n8n.seed_workflows(1000, 5);
+    let env = connect(&app, &acme, &n8n, "prod", "production").await;
+    n8n.inject(Fault::Slow {
+        times: 1000,
+        delay_ms: 300,
+    });
+    let first = worker(&app, 2);
+    let run = sync(&app, &acme, env, "workflows").await;
+    eventually("two pages checkpointed", Duration::from_secs(30), || async {
+        let n: i64 = sqlx::query_scalar("select count(*) from engine_steps where run_id = $1 and name like 'workflows:page:%'")
+            .bind(run)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap_or(0);
+        (n >= 2).then_some(())
+    })
+    .await;
+    first.kill().await;
+    n8n.clear_faults();
+    let second = worker(&app, 2);
+    let done = wait_done(&app, run).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let steps: Vec<(String, i32)> = sqlx::query_as("select name, attempt from engine_steps where run_id = $1 and name like 'workflows:page:%' order by name")
+        .bind(run)
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap_or_default();
+    assert_eq!(steps.len(), 4, "1000 workflows are four pages: {steps:?}");
+    assert!(
+        steps.iter().filter(|s| s.1 == 1).count() >= 2,
+        "pages done before the kill were not fetched again: {steps:?}"
+    );
+    assert!(
+        steps.iter().any(|s| s.1 == 2),
+        "the rest ran on the second attempt: {steps:?}"
+    );
+    assert_eq!(
+        scalar(
+            &app,
+            "select count(*) from env_workflows where environment_id = $1",
+            env
+        )
+        .await,
+        1000
+    );
+    second.stop().await;
+}
+
+// ENV-013 (deleted workflows), ENV-014, WF-008 basis
+#[tokio::test]
+async fn workflows_deleted_in_the_provider_are_marked_and_changes_rehash() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let n8n = emulator("2.41.1").await;
+    let ids = n8n.seed_workflows(5, 4);
+    let env = connect(&app, &acme, &n8n, "dev", "dev").await;
+    let w = worker(&app, 2);
+    assert_eq!(
+        wait_done(&app, sync(&app, &acme, env, "workflows").await).await["status"],
+        "succeeded"
+    );
+    let hash_before: String =
+        sqlx::query_scalar("select content_hash from env_workflows where provider_id = $1")
+            .bind(&ids[1])
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap_or_default();
+    n8n.remove_workflow(&ids[0]);
+    n8n.modify_workflow(&ids[1], |wf| {
+        wf["nodes"][1]["parameters"] = json!({"changed": true})
+    });
+    n8n.modify_workflow(&ids[2], |wf| wf["nodes"][1]["position"] = json!([999, 999]));
+    let done = wait_done(&app, sync(&app, &acme, env, "workflows").await).await;
+    assert_eq!(done["output"]["workflows_deleted"], 1, "{done}");
+    let deleted: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("select deleted_at from env_workflows where provider_id = $1")
+            .bind(&ids[0])
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap_or_default();
+    assert!(deleted.is_some());
+    let hash_after: String =
+        sqlx::query_scalar("select content_hash from env_workflows where provider_id = $1")
+            .bind(&ids[1])
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap_or_default();
+    assert_ne!(
+        hash_before, hash_after,
+        "a parameter change changes the content hash"
+    );
+    let listed = app.get("/api/v1/workflows", &acme.admin).await;
+    assert_eq!(
+        listed.body["items"].as_array().map(Vec::len),
+        Some(4),
+        "deleted ones are hidden by default"
+    );
+    let all = app
+        .get("/api/v1/workflows?include_deleted=true", &acme.admin)
+        .await;
+    assert_eq!(all.body["items"].as_array().map(Vec::len), Some(5));
+    w.stop().await;
+}
+
+// EXEC-005 (incremental), ENV-016
+#[tokio::test]
+async fn executions_sync_incrementally() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let n8n = emulator("2.41.1").await;
+    n8n.seed_workflows(3, 3);
+    n8n.seed_executions(1200);
+    let env = connect(&app, &acme, &n8n, "prod", "production").await;
+    let w = worker(&app, 2);
+    let first = wait_done(&app, sync(&app, &acme, env, "executions").await).await;
+    assert_eq!(first["output"]["executions"], 1200, "{first}");
+    n8n.seed_executions(10);
+    let before = n8n.requests();
+    let second = wait_done(&app, sync(&app, &acme, env, "executions").await).await;
+    assert_eq!(second["status"], "succeeded");
+    assert!(
+        n8n.requests() - before <= 2,
+        "only the newest page is fetched again: {} requests",
+        n8n.requests() - before
+    );
+    assert_eq!(
+        scalar(
+            &app,
+            "select count(*) from env_executions where environment_id = $1",
+            env
+        )
+        .await,
+        1210
+    );
+    w.stop().await;
+}
+
+// CRED-004 on instances before 2.8: credentials derived from workflows
+#[tokio::test]
+async fn an_instance_that_cannot_list_credentials_gets_them_derived_from_workflows() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let n8n = emulator("1.123.81").await;
+    n8n.seed_workflows(20, 6);
+    let env = connect(&app, &acme, &n8n, "legacy", "staging").await;
+    let created = app
+        .get(&format!("/api/v1/environments/{env}"), &acme.admin)
+        .await;
+    assert_eq!(created.body["capabilities"]["list_credentials"], false);
+    let w = worker(&app, 2);
+    let done = wait_done(&app, sync(&app, &acme, env, "full").await).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["output"]["credentials_derived"], true);
+    assert!(
+        scalar(
+            &app,
+            "select count(*) from env_credentials where environment_id = $1 and source = 'derived'",
+            env
+        )
+        .await
+            > 0
+    );
+    w.stop().await;
+}
+
+// A provider that answers garbage fails the run with a readable error
+#[tokio::test]
+async fn a_provider_answering_garbage_fails_the_sync_readably() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let n8n = emulator("2.41.1").await;
+    n8n.seed_workflows(3, 3);
+    let env = connect(&app, &acme, &n8n, "prod", "production").await;
+    n8n.inject(Fault::Garbage { times: 1000 });
+    let w = worker(&app, 2);
+    let done = wait_done(&app, sync(&app, &acme, env, "workflows").await).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let message = done["error"].to_string();
+    assert!(
+        message.contains("unreadable") && message.contains("not valid JSON"),
+        "{message}"
+    );
+    let env_row = app
+        .get(&format!("/api/v1/environments/{env}"), &acme.admin)
+        .await;
+    assert_eq!(env_row.body["last_sync_status"], "failed");
+    assert!(
+        env_row.body["last_sync_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unreadable"))
+    );
+    w.stop().await;
+}
+
+// BULK-001, BULK-004, BULK-005
+#[tokio::test]
+async fn a_bulk_sync_reports_each_environment_and_partial_failure() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let good = emulator("2.41.1").await;
+    good.seed_workflows(10, 3);
+    let broken = emulator("2.41.1").await;
+    let a = connect(&app, &acme, &good, "dev", "dev").await;
+    let b = connect(&app, &acme, &broken, "prod", "production").await;
+    broken.inject(Fault::Garbage { times: 1000 });
+    let w = worker(&app, 4);
+    let res = app
+        .post(
+            "/api/v1/environments/sync",
+            &acme.admin,
+            &json!({"environment_ids": [a, b], "scope": "workflows"}),
+        )
+        .await;
+    assert_eq!(res.status, 202, "{}", res.body);
+    let parent: Uuid = res.body["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
+    wait_for(&app.db.pool, parent, RunStatus::Succeeded).await;
+    let out = app
+        .get(&format!("/api/v1/runs/{parent}"), &acme.admin)
+        .await;
+    let output = &out.body["output"];
+    assert_eq!(
+        (output["succeeded"].as_i64(), output["failed"].as_i64()),
+        (Some(1), Some(1)),
+        "{}",
+        out.body
+    );
+    assert_eq!(output["environments"][a.to_string()]["status"], "succeeded");
+    assert_eq!(output["environments"][b.to_string()]["status"], "failed");
+    let dup = app
+        .post(
+            "/api/v1/environments/sync",
+            &acme.admin,
+            &json!({"environment_ids": [a, a]}),
+        )
+        .await;
+    assert_eq!(dup.status, 422);
+    w.stop().await;
+}
+
+// HEALTH-002, HEALTH-005, HEALTH-006, ENV-012
+#[tokio::test]
+async fn health_checks_record_reachability_latency_and_version() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let n8n = emulator("2.41.1").await;
+    let env = connect(&app, &acme, &n8n, "prod", "production").await;
+    let scheduled: i64 = sqlx::query_scalar("select count(*) from engine_schedules where kind = 'environment.health_check' and input->>'environment_id' = $1::text")
+        .bind(env)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap_or(-1);
+    assert_eq!(scheduled, 1, "a health check is scheduled per environment");
+    // Only the checks this test starts (a scheduled tick could land mid-test).
+    sqlx::query("update engine_schedules set enabled = false")
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let w = worker(&app, 2);
+    let res = app
+        .request(
+            Method::POST,
+            &format!("/api/v1/environments/{env}/health-check"),
+            Some(&acme.admin.token),
+            None,
+        )
+        .await;
+    assert_eq!(res.status, 202, "{}", res.body);
+    let run: Uuid = res.body["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
+    wait_for(&app.db.pool, run, RunStatus::Succeeded).await;
+    drop(n8n);
+    let res = app
+        .request(
+            Method::POST,
+            &format!("/api/v1/environments/{env}/health-check"),
+            Some(&acme.admin.token),
+            None,
+        )
+        .await;
+    let run: Uuid = res.body["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
+    wait_for(&app.db.pool, run, RunStatus::Succeeded).await;
+    let history = app
+        .get(&format!("/api/v1/environments/{env}/health"), &acme.admin)
+        .await;
+    let checks = history.body["checks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(checks.len(), 2, "{}", history.body);
+    assert_eq!(checks[0]["status"], "unreachable");
+    assert_eq!(checks[1]["status"], "healthy");
+    assert_eq!(checks[1]["version"], "2.41.1");
+    assert!(checks[1]["latency_ms"].is_number());
+    assert_eq!(history.body["uptime"], 0.5);
+    let env_row = app
+        .get(&format!("/api/v1/environments/{env}"), &acme.admin)
+        .await;
+    assert_eq!(env_row.body["health_status"], "unreachable");
+    assert!(env_row.body["last_heartbeat_at"].is_string());
+    w.stop().await;
+}
