@@ -24,7 +24,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -241,7 +240,7 @@ impl N8nEmulator {
             let s = self.ctx.lock();
             s.workflows.get(id).map(|wf| s.out(wf, true))
         };
-        out.and_then(|o| serde_json::to_value(o).ok())
+        out.and_then(|o| o.to_value().ok())
     }
 
     pub fn workflow_count(&self) -> usize {
@@ -253,18 +252,21 @@ impl N8nEmulator {
     /// active, isArchived and tags are taken back. Makes a new versionId and updatedAt.
     pub fn modify_workflow(&self, id: &str, f: impl FnOnce(&mut Value)) {
         let mut s = self.ctx.lock();
-        let Some(mut wf) = s.workflows.get(id).cloned() else {
+        let Some(current) = s.workflows.get(id).cloned() else {
             panic!("n8n emulator: modify_workflow: no workflow {id}");
         };
-        let mut value = serde_json::to_value(s.out(&wf, true))
+        let mut value = s
+            .out(&current, true)
+            .to_value()
             .unwrap_or_else(|e| panic!("n8n emulator: render workflow {id}: {e}"));
         f(&mut value);
+        let mut wf = Workflow::clone(&current);
         s.apply_json(&mut wf, &value);
         wf.version_id = new_version_id();
         wf.version_counter += 1;
         wf.updated_at = s.now();
         s.settle_activity(&mut wf);
-        s.workflows.insert(wf.id.clone(), wf);
+        s.workflows.insert(wf.id.clone(), Arc::new(wf));
     }
 
     pub fn remove_workflow(&self, id: &str) {
@@ -381,10 +383,6 @@ impl Nodes {
                 .map(str::to_owned),
         })
     }
-
-    fn value(&self) -> Value {
-        serde_json::from_str(&self.json).unwrap_or_default()
-    }
 }
 
 /// Compact JSON text of a value.
@@ -392,6 +390,7 @@ fn encoded(v: &Value) -> Arc<str> {
     Arc::from(v.to_string())
 }
 
+#[derive(Clone)]
 struct Tag {
     id: String,
     name: String,
@@ -422,8 +421,8 @@ struct User {
 #[derive(Clone)]
 struct Project {
     id: String,
-    name: String,
-    created_at: DateTime<Utc>,
+    /// The project object as `shared[].project`, encoded once.
+    json: String,
 }
 
 struct Execution {
@@ -443,8 +442,9 @@ struct Inner {
     next_id: u64,
     /// Last timestamp handed out, so that every change gets a strictly later `updatedAt`.
     clock: DateTime<Utc>,
-    workflows: BTreeMap<String, Workflow>,
-    tags: BTreeMap<String, Tag>,
+    // Shared so that a page of output clones pointers.
+    workflows: BTreeMap<String, Arc<Workflow>>,
+    tags: BTreeMap<String, Arc<Tag>>,
     credentials: BTreeMap<String, Credential>,
     users: BTreeMap<String, User>,
     executions: BTreeMap<u64, Execution>,
@@ -452,7 +452,7 @@ struct Inner {
     last_execution_start: Option<DateTime<Utc>>,
     seeded: usize,
     owner: String,
-    project: Project,
+    project: Arc<Project>,
     faults: VecDeque<(Fault, u32)>,
     requests: u64,
 }
@@ -472,22 +472,25 @@ impl Inner {
             last_execution_start: None,
             seeded: 0,
             owner: String::new(),
-            project: Project {
+            project: Arc::new(Project {
                 id: String::new(),
-                name: String::new(),
-                created_at: Utc::now(),
-            },
+                json: String::new(),
+            }),
             faults: VecDeque::new(),
             requests: 0,
         };
         s.owner = s.add_user("owner@example.com", "global:owner");
         let project_id = s.new_id();
         let created_at = s.now();
-        s.project = Project {
+        s.project = Arc::new(Project {
+            json: json!({
+                "id": project_id, "name": "Owner User <owner@example.com>", "type": "personal",
+                "icon": null, "description": null,
+                "createdAt": ts(created_at), "updatedAt": ts(created_at),
+            })
+            .to_string(),
             id: project_id,
-            name: "Owner User <owner@example.com>".to_owned(),
-            created_at,
-        };
+        });
         s
     }
 
@@ -523,16 +526,16 @@ impl Inner {
         }
     }
 
-    fn out(&self, wf: &Workflow, pin_data: bool) -> WorkflowOut {
+    fn out(&self, wf: &Arc<Workflow>, pin_data: bool) -> WorkflowOut {
         WorkflowOut {
-            wf: wf.clone(),
+            wf: Arc::clone(wf),
             tags: wf
                 .tag_ids
                 .iter()
                 .filter_map(|id| self.tags.get(id))
-                .map(TagOut::from)
+                .cloned()
                 .collect(),
-            project: self.project.clone(),
+            project: Arc::clone(&self.project),
             v2: self.caps.v2,
             pin_data,
         }
@@ -580,7 +583,7 @@ impl Inner {
         }
         self.apply_json(&mut wf, v);
         self.settle_activity(&mut wf);
-        self.workflows.insert(id.clone(), wf);
+        self.workflows.insert(id.clone(), Arc::new(wf));
         id
     }
 
@@ -664,12 +667,12 @@ impl Inner {
         let now = self.now();
         self.tags.insert(
             id.clone(),
-            Tag {
+            Arc::new(Tag {
                 id: id.clone(),
                 name: name.to_owned(),
                 created_at: now,
                 updated_at: now,
-            },
+            }),
         );
         id
     }
@@ -714,7 +717,7 @@ impl Inner {
         id
     }
 
-    fn remove_workflow(&mut self, id: &str) -> Option<Workflow> {
+    fn remove_workflow(&mut self, id: &str) -> Option<Arc<Workflow>> {
         let wf = self.workflows.remove(id)?;
         // n8n deletes a workflow's executions with it.
         self.executions.retain(|_, e| e.workflow_id != id);
@@ -822,7 +825,7 @@ impl Inner {
             if self.caps.v2 && index % 2 == 1 {
                 wf.description = Some(format!("Seeded workflow number {index}"));
             }
-            self.workflows.insert(id.clone(), wf);
+            self.workflows.insert(id.clone(), Arc::new(wf));
             ids.push(id);
         }
         ids
@@ -1081,90 +1084,164 @@ impl From<&Tag> for TagOut {
     }
 }
 
-/// A workflow as GET returns it; serialised straight from the shared node trees.
+/// A workflow as GET returns it.
 struct WorkflowOut {
-    wf: Workflow,
-    tags: Vec<TagOut>,
-    project: Project,
+    wf: Arc<Workflow>,
+    tags: Vec<Arc<Tag>>,
+    project: Arc<Project>,
     v2: bool,
     pin_data: bool,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct PublishedOut<'a> {
-    version_id: &'a str,
-    workflow_id: &'a str,
-    name: &'a str,
-    description: Option<&'a str>,
-    nodes: &'a Value,
-    connections: &'a Value,
-    authors: &'a str,
-    created_at: String,
-    updated_at: String,
+/// Writes a JSON object field by field, splicing in already-encoded JSON where it has it.
+struct ObjectWriter<'a> {
+    out: &'a mut Vec<u8>,
+    empty: bool,
 }
 
-impl Serialize for WorkflowOut {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+impl<'a> ObjectWriter<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Self { out, empty: true }
+    }
+
+    fn key(&mut self, key: &str) {
+        if !self.empty {
+            self.out.push(b',');
+        }
+        self.empty = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    fn field<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> serde_json::Result<()> {
+        self.key(key);
+        serde_json::to_writer(&mut *self.out, value)
+    }
+
+    /// `json` must be valid JSON text.
+    fn raw(&mut self, key: &str, json: &str) {
+        self.key(key);
+        self.out.extend_from_slice(json.as_bytes());
+    }
+
+    fn end(self) {
+        self.out.push(b'}');
+    }
+}
+
+impl WorkflowOut {
+    fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
         let wf = &self.wf;
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("id", &wf.id)?;
-        m.serialize_entry("name", &wf.name)?;
+        let mut w = ObjectWriter::new(out);
+        w.field("id", &wf.id)?;
+        w.field("name", &wf.name)?;
         if self.v2 {
-            m.serialize_entry("description", &wf.description)?;
+            w.field("description", &wf.description)?;
         }
-        m.serialize_entry("active", &wf.active)?;
-        m.serialize_entry("isArchived", &wf.archived)?;
-        m.serialize_entry("nodes", &*wf.nodes)?;
-        m.serialize_entry("connections", &*wf.connections)?;
-        m.serialize_entry("settings", &wf.settings)?;
-        m.serialize_entry("staticData", &wf.static_data)?;
+        w.field("active", &wf.active)?;
+        w.field("isArchived", &wf.archived)?;
+        w.raw("nodes", &wf.nodes.json);
+        w.raw("connections", &wf.connections);
+        w.field("settings", &wf.settings)?;
+        w.field("staticData", &wf.static_data)?;
         if self.pin_data {
-            m.serialize_entry("pinData", &*wf.pin_data)?;
+            w.raw("pinData", &wf.pin_data);
         }
-        m.serialize_entry("meta", &wf.meta)?;
-        m.serialize_entry("versionId", &wf.version_id)?;
+        w.field("meta", &wf.meta)?;
+        w.field("versionId", &wf.version_id)?;
         if self.v2 {
-            m.serialize_entry(
+            w.field(
                 "activeVersionId",
                 &wf.published.as_ref().map(|p| &p.version_id),
             )?;
-            m.serialize_entry("versionCounter", &wf.version_counter)?;
+            w.field("versionCounter", &wf.version_counter)?;
         }
-        m.serialize_entry("triggerCount", &wf.trigger_count)?;
-        m.serialize_entry("createdAt", &ts(wf.created_at))?;
-        m.serialize_entry("updatedAt", &ts(wf.updated_at))?;
-        m.serialize_entry("tags", &self.tags)?;
-        let p = &self.project;
-        m.serialize_entry(
-            "shared",
-            &json!([{
-                "role": "workflow:owner",
-                "workflowId": wf.id,
-                "projectId": p.id,
-                "createdAt": ts(wf.created_at),
-                "updatedAt": ts(wf.created_at),
-                "project": {
-                    "id": p.id, "name": p.name, "type": "personal", "icon": null,
-                    "description": null, "createdAt": ts(p.created_at), "updatedAt": ts(p.created_at),
-                },
-            }]),
-        )?;
+        w.field("triggerCount", &wf.trigger_count)?;
+        w.field("createdAt", &ts(wf.created_at))?;
+        w.field("updatedAt", &ts(wf.updated_at))?;
+        w.key("tags");
+        w.out.push(b'[');
+        for (i, tag) in self.tags.iter().enumerate() {
+            if i > 0 {
+                w.out.push(b',');
+            }
+            let mut t = ObjectWriter::new(w.out);
+            t.field("id", &tag.id)?;
+            t.field("name", &tag.name)?;
+            t.field("createdAt", &ts(tag.created_at))?;
+            t.field("updatedAt", &ts(tag.updated_at))?;
+            t.end();
+        }
+        w.out.push(b']');
+        w.key("shared");
+        w.out.push(b'[');
+        let mut shared = ObjectWriter::new(w.out);
+        shared.field("role", "workflow:owner")?;
+        shared.field("workflowId", &wf.id)?;
+        shared.field("projectId", &self.project.id)?;
+        shared.field("createdAt", &ts(wf.created_at))?;
+        shared.field("updatedAt", &ts(wf.created_at))?;
+        shared.raw("project", &self.project.json);
+        shared.end();
+        w.out.push(b']');
         if self.v2 {
-            let active_version = wf.published.as_ref().map(|p| PublishedOut {
-                version_id: &p.version_id,
-                workflow_id: &wf.id,
-                name: &p.name,
-                description: p.description.as_deref(),
-                nodes: &p.nodes,
-                connections: &p.connections,
-                authors: "Owner User",
-                created_at: ts(p.created_at),
-                updated_at: ts(p.created_at),
-            });
-            m.serialize_entry("activeVersion", &active_version)?;
+            match &wf.published {
+                None => w.field("activeVersion", &Value::Null)?,
+                Some(p) => {
+                    w.key("activeVersion");
+                    let mut v = ObjectWriter::new(w.out);
+                    v.field("versionId", &p.version_id)?;
+                    v.field("workflowId", &wf.id)?;
+                    v.field("name", &p.name)?;
+                    v.field("description", &p.description)?;
+                    v.raw("nodes", &p.nodes.json);
+                    v.raw("connections", &p.connections);
+                    v.field("authors", "Owner User")?;
+                    v.field("createdAt", &ts(p.created_at))?;
+                    v.field("updatedAt", &ts(p.created_at))?;
+                    v.end();
+                }
+            }
         }
-        m.end()
+        w.end();
+        Ok(())
+    }
+
+    fn to_value(&self) -> serde_json::Result<Value> {
+        let mut out = Vec::new();
+        self.write(&mut out)?;
+        serde_json::from_slice(&out)
+    }
+}
+
+fn workflow_response(wf: &WorkflowOut) -> Response {
+    let mut out = Vec::new();
+    match wf.write(&mut out) {
+        Ok(()) => json_bytes_response(StatusCode::OK, out),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+fn workflow_list_response(data: &[WorkflowOut], next_cursor: Option<&str>) -> Response {
+    let mut out = Vec::with_capacity(data.len() * 4096);
+    let mut write = || -> serde_json::Result<()> {
+        out.extend_from_slice(b"{\"data\":[");
+        for (i, wf) in data.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            wf.write(&mut out)?;
+        }
+        out.extend_from_slice(b"],\"nextCursor\":");
+        serde_json::to_writer(&mut out, &next_cursor)?;
+        out.push(b'}');
+        Ok(())
+    };
+    match write() {
+        Ok(()) => json_bytes_response(StatusCode::OK, out),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
@@ -1237,14 +1314,18 @@ struct ListOut<T> {
 
 fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
     match serde_json::to_vec(body) {
-        Ok(bytes) => (
-            status,
-            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-            bytes,
-        )
-            .into_response(),
+        Ok(bytes) => json_bytes_response(status, bytes),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
+}
+
+fn json_bytes_response(status: StatusCode, bytes: Vec<u8>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        bytes,
+    )
+        .into_response()
 }
 
 fn ok<T: Serialize + ?Sized>(body: &T) -> Response {
@@ -1773,7 +1854,7 @@ async fn list_workflows(State(ctx): State<Ctx>, Query(q): Q) -> ApiResult {
         }
     };
     let next_cursor = page.next_cursor(more);
-    Ok(ok(&ListOut { data, next_cursor }))
+    Ok(workflow_list_response(&data, next_cursor.as_deref()))
 }
 
 async fn get_workflow(State(ctx): State<Ctx>, Path(id): Path<String>) -> ApiResult {
@@ -1781,7 +1862,7 @@ async fn get_workflow(State(ctx): State<Ctx>, Path(id): Path<String>) -> ApiResu
         let s = ctx.lock();
         s.workflows.get(&id).map(|wf| s.out(wf, true))
     };
-    Ok(ok(&out.ok_or_else(not_found)?))
+    Ok(workflow_response(&out.ok_or_else(not_found)?))
 }
 
 async fn create_workflow(State(ctx): State<Ctx>, body: Bytes) -> ApiResult {
@@ -1793,19 +1874,20 @@ async fn create_workflow(State(ctx): State<Ctx>, body: Bytes) -> ApiResult {
         let mut nodes = body.nodes;
         s.resolve_credentials(&mut nodes);
         wf.name = body.name;
-        wf.nodes = Arc::new(nodes);
-        wf.connections = Arc::new(body.connections);
+        wf.nodes = Nodes::from_value(&nodes);
+        wf.connections = encoded(&body.connections);
         wf.settings = body.settings;
         wf.static_data = body.static_data.unwrap_or(Value::Null);
         wf.description = body.description;
         if let Some(pin) = body.pin_data {
-            wf.pin_data = Arc::new(pin);
+            wf.pin_data = encoded(&pin);
         }
+        let wf = Arc::new(wf);
         let out = s.out(&wf, true);
         s.workflows.insert(id, wf);
         out
     };
-    Ok(ok(&out))
+    Ok(workflow_response(&out))
 }
 
 async fn update_workflow(
@@ -1819,12 +1901,16 @@ async fn update_workflow(
     let publish_now = !(ctx.caps.v2 && q.get("publishIfActive").is_some_and(|v| v == "false"));
     let (out, failure) = {
         let mut s = ctx.lock();
-        let mut wf = s.workflows.get(&id).cloned().ok_or_else(not_found)?;
+        let mut wf = s
+            .workflows
+            .get(&id)
+            .map(|w| Workflow::clone(w))
+            .ok_or_else(not_found)?;
         let mut nodes = body.nodes;
         s.resolve_credentials(&mut nodes);
         wf.name = body.name;
-        wf.nodes = Arc::new(nodes);
-        wf.connections = Arc::new(body.connections);
+        wf.nodes = Nodes::from_value(&nodes);
+        wf.connections = encoded(&body.connections);
         wf.settings = body.settings;
         if let Some(sd) = body.static_data {
             wf.static_data = sd;
@@ -1833,7 +1919,7 @@ async fn update_workflow(
             wf.description = Some(d);
         }
         if let Some(pin) = body.pin_data {
-            wf.pin_data = Arc::new(pin);
+            wf.pin_data = encoded(&pin);
         }
         wf.version_id = new_version_id();
         wf.version_counter += 1;
@@ -1849,13 +1935,14 @@ async fn update_workflow(
             }
             s.settle_activity(&mut wf);
         }
+        let wf = Arc::new(wf);
         let out = s.out(&wf, true);
         s.workflows.insert(id, wf);
         (out, failure)
     };
     match failure {
         Some(message) => Err(bad_request(message)),
-        None => Ok(ok(&out)),
+        None => Ok(workflow_response(&out)),
     }
 }
 
@@ -1865,7 +1952,7 @@ async fn delete_workflow(State(ctx): State<Ctx>, Path(id): Path<String>) -> ApiR
         let wf = s.remove_workflow(&id).ok_or_else(not_found)?;
         s.out(&wf, true)
     };
-    Ok(ok(&out))
+    Ok(workflow_response(&out))
 }
 
 /// Applies `change` to a stored workflow and returns it as GET would.
@@ -1876,13 +1963,18 @@ fn change_workflow(
 ) -> ApiResult {
     let out = {
         let mut s = ctx.lock();
-        let mut wf = s.workflows.get(id).cloned().ok_or_else(not_found)?;
+        let mut wf = s
+            .workflows
+            .get(id)
+            .map(|w| Workflow::clone(w))
+            .ok_or_else(not_found)?;
         change(&mut s, &mut wf)?;
+        let wf = Arc::new(wf);
         let out = s.out(&wf, true);
         s.workflows.insert(wf.id.clone(), wf);
         out
     };
-    Ok(ok(&out))
+    Ok(workflow_response(&out))
 }
 
 fn activate(s: &mut Inner, wf: &mut Workflow) -> Result<(), ApiError> {
@@ -1957,7 +2049,7 @@ async fn get_workflow_tags(State(ctx): State<Ctx>, Path(id): Path<String>) -> Ap
         wf.tag_ids
             .iter()
             .filter_map(|t| s.tags.get(t))
-            .map(TagOut::from)
+            .map(|t| TagOut::from(&**t))
             .collect()
     };
     Ok(ok(&tags))
@@ -1994,10 +2086,10 @@ async fn put_workflow_tags(
         let tags = wanted
             .iter()
             .filter_map(|t| s.tags.get(t))
-            .map(TagOut::from)
+            .map(|t| TagOut::from(&**t))
             .collect();
         if let Some(wf) = s.workflows.get_mut(&id) {
-            wf.tag_ids = wanted;
+            Arc::make_mut(wf).tag_ids = wanted;
         }
         tags
     };
@@ -2031,7 +2123,7 @@ async fn list_tags(State(ctx): State<Ctx>, Query(q): Q) -> ApiResult {
             after(&s.tags, page.last_id.as_deref()),
             page.limit,
             |_| true,
-            |t: &Tag| TagOut::from(t),
+            |t: &Arc<Tag>| TagOut::from(&**t),
         )
     };
     let next_cursor = page.next_cursor(more);
@@ -2046,13 +2138,16 @@ async fn create_tag(State(ctx): State<Ctx>, body: Bytes) -> ApiResult {
             return Err(error(StatusCode::CONFLICT, "Tag already exists"));
         }
         let id = s.tag_by_name_or_create(&name);
-        s.tags.get(&id).map(TagOut::from).ok_or_else(not_found)?
+        s.tags
+            .get(&id)
+            .map(|t| TagOut::from(&**t))
+            .ok_or_else(not_found)?
     };
     Ok(json_response(StatusCode::CREATED, &out))
 }
 
 async fn get_tag(State(ctx): State<Ctx>, Path(id): Path<String>) -> ApiResult {
-    let out = ctx.lock().tags.get(&id).map(TagOut::from);
+    let out = ctx.lock().tags.get(&id).map(|t| TagOut::from(&**t));
     Ok(ok(&out.ok_or_else(not_found)?))
 }
 
@@ -2067,7 +2162,7 @@ async fn update_tag(State(ctx): State<Ctx>, Path(id): Path<String>, body: Bytes)
             return Err(error(StatusCode::CONFLICT, "Tag already exists"));
         }
         let now = s.now();
-        let tag = s.tags.get_mut(&id).ok_or_else(not_found)?;
+        let tag = Arc::make_mut(s.tags.get_mut(&id).ok_or_else(not_found)?);
         tag.name = name;
         tag.updated_at = now;
         TagOut::from(&*tag)
@@ -2080,9 +2175,11 @@ async fn delete_tag(State(ctx): State<Ctx>, Path(id): Path<String>) -> ApiResult
         let mut s = ctx.lock();
         let tag = s.tags.remove(&id).ok_or_else(not_found)?;
         for wf in s.workflows.values_mut() {
-            wf.tag_ids.retain(|t| *t != id);
+            if wf.tag_ids.contains(&id) {
+                Arc::make_mut(wf).tag_ids.retain(|t| *t != id);
+            }
         }
-        TagOut::from(&tag)
+        TagOut::from(&*tag)
     };
     Ok(ok(&out))
 }
@@ -2908,5 +3005,40 @@ mod tests {
             "seeding {seeding:?}, workflow page {workflows:?}, execution page {executions:?}"
         );
         assert!(workflows.as_millis() < 2_000 && executions.as_millis() < 2_000);
+    }
+}
+#[cfg(test)]
+mod tmp_bench {
+    #[tokio::test]
+    async fn bench_render() {
+        let emu = super::N8nEmulator::start(super::EmulatorConfig::default()).await;
+        emu.seed_workflows(10_000, 20);
+        let s = emu.ctx.lock();
+        let t = std::time::Instant::now();
+        let outs: Vec<_> = s
+            .workflows
+            .values()
+            .take(250)
+            .map(|wf| s.out(wf, true))
+            .collect();
+        let collect = t.elapsed();
+        let t = std::time::Instant::now();
+        let mut buf = Vec::new();
+        for o in &outs {
+            o.write(&mut buf).ok();
+        }
+        let write = t.elapsed();
+        let t = std::time::Instant::now();
+        for o in &outs {
+            let _ = super::ts(o.wf.created_at);
+        }
+        let tsd = t.elapsed();
+        let t = std::time::Instant::now();
+        let mut b2 = Vec::new();
+        for o in &outs {
+            b2.extend_from_slice(o.wf.nodes.json.as_bytes());
+        }
+        let copy = t.elapsed();
+        eprintln!("collect {collect:?} write {write:?} ts {tsd:?} copy {copy:?}");
     }
 }

@@ -11,6 +11,7 @@ mod e2e {
     mod health;
     mod idempotency;
     mod isolation;
+    mod n8n_adapter;
     mod openapi;
     mod platform;
     mod rbac;

@@ -580,7 +580,7 @@ async fn workflows_deleted_in_the_provider_are_marked_and_changes_rehash() {
             .unwrap_or_default();
     n8n.remove_workflow(&ids[0]);
     n8n.modify_workflow(&ids[1], |wf| {
-        wf["nodes"][1]["parameters"] = json!({"changed": true})
+        wf["nodes"][1]["parameters"] = json!({"changed": true});
     });
     n8n.modify_workflow(&ids[2], |wf| wf["nodes"][1]["position"] = json!([999, 999]));
     let done = wait_done(&app, sync(&app, &acme, env, "workflows").await).await;
