@@ -704,3 +704,42 @@ pub async fn get_execution(
     .await?
     .ok_or(Error::not_found("execution"))
 }
+
+/// A workflow deleted through WorkflowOps: marked deleted, or with `purge` removed from the
+/// catalog altogether (hard delete).
+pub async fn mark_deleted(
+    db: impl PgExecutor<'_>,
+    environment_id: Uuid,
+    id: &str,
+    purge: bool,
+) -> Result<()> {
+    let sql = if purge {
+        "delete from env_workflows where environment_id = $1 and provider_id = $2"
+    } else {
+        "update env_workflows set deleted_at = now() where environment_id = $1 and provider_id = $2"
+    };
+    sqlx::query(sql)
+        .bind(environment_id)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The stored definitions of an environment's live workflows (all, or these ids), by name.
+pub async fn definitions(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    environment_id: Uuid,
+    ids: Option<&[String]>,
+) -> Result<Vec<Value>> {
+    Ok(sqlx::query_scalar(
+        "select definition from env_workflows where tenant_id = $1 and environment_id = $2 and deleted_at is null \
+         and ($3::text[] is null or provider_id = any ($3)) order by lower(name), provider_id",
+    )
+    .bind(tenant_id)
+    .bind(environment_id)
+    .bind(ids)
+    .fetch_all(db)
+    .await?)
+}

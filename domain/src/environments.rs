@@ -43,6 +43,8 @@ const SECRET_PURPOSE: &str = "environment.api_key";
 #[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Environment {
     pub id: Uuid,
+    #[serde(skip)]
+    pub tenant_id: Uuid,
     pub name: String,
     /// `n8n` or `make`.
     pub provider: String,
@@ -73,7 +75,7 @@ pub struct Environment {
     pub updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "e.id, e.name, e.provider, e.base_url, e.class, e.env_type, e.drift_mode, \
+const COLUMNS: &str = "e.id, e.tenant_id, e.name, e.provider, e.base_url, e.class, e.env_type, e.drift_mode, \
     e.provider_version, e.capabilities, e.rate_limit, e.max_concurrency, e.last_sync_run_id, e.last_sync_at, \
     e.last_sync_status, e.last_sync_error, e.health_status, e.last_heartbeat_at, e.last_latency_ms, \
     (select count(*) from env_workflows w where w.environment_id = e.id and w.deleted_at is null) as workflow_count, \

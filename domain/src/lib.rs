@@ -16,6 +16,7 @@ macro_rules! sqlf {
 #[macro_use]
 mod text_enum;
 
+pub mod action_requests;
 pub mod audit;
 pub mod catalog;
 pub mod crypto;
@@ -26,6 +27,7 @@ pub mod invitations;
 pub mod keys;
 pub mod page;
 pub mod password;
+pub mod policy;
 pub mod rbac;
 pub mod secrets;
 pub mod sessions;

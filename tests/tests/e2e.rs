@@ -18,4 +18,5 @@ mod e2e {
     mod runs;
     mod secrets;
     mod team;
+    mod workflows;
 }

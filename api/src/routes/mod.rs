@@ -18,6 +18,7 @@ pub mod health;
 pub mod platform;
 pub mod runs;
 pub mod team;
+pub mod workflows;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -73,7 +74,16 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(environments::list_types, environments::create_type))
         .routes(routes!(environments::delete_type))
         .routes(routes!(catalog::list_workflows))
-        .routes(routes!(catalog::get_workflow))
+        .routes(routes!(
+            catalog::get_workflow,
+            workflows::hard_delete_workflow
+        ))
+        .routes(routes!(workflows::workflow_action))
+        .routes(routes!(workflows::upload_workflows))
+        .routes(routes!(workflows::export_workflows))
+        .routes(routes!(workflows::list_action_requests))
+        .routes(routes!(workflows::approve_action))
+        .routes(routes!(workflows::reject_action))
         .routes(routes!(catalog::list_credentials))
         .routes(routes!(catalog::missing_credentials))
         .routes(routes!(catalog::credential_usage))

@@ -16,6 +16,14 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         ("post", "/api/v1/runs/{run_id}/signals") => json!({"name": "approval"}),
         ("patch", "/api/v1/environments/{environment_id}") => json!({"name": "renamed"}),
         ("post", "/api/v1/environments/{environment_id}/sync") => json!({}),
+        ("post", "/api/v1/environments/{environment_id}/workflows/{workflow_id}/actions") => {
+            json!({"action": "deactivate"})
+        }
+        ("post", "/api/v1/environments/{environment_id}/workflows") => {
+            json!({"workflows": [{"name": "x", "nodes": [], "connections": {}, "settings": {}}]})
+        }
+        ("post", "/api/v1/workflow-action-requests/{request_id}/approve")
+        | ("post", "/api/v1/workflow-action-requests/{request_id}/reject") => json!({}),
         _ => return None,
     })
 }
@@ -26,6 +34,7 @@ struct SeededEnvironment {
     credential: String,
     execution: String,
     env_type: uuid::Uuid,
+    request: uuid::Uuid,
 }
 
 /// An environment of `tenant` with a synced workflow, credential and execution, written
@@ -87,8 +96,24 @@ async fn seed_environment(app: &TestApp, tenant: uuid::Uuid) -> SeededEnvironmen
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+    let request = domain::action_requests::create(
+        &mut *tx,
+        domain::action_requests::NewRequest {
+            tenant_id: tenant,
+            environment_id: env.id,
+            workflow_id: "wfacme1",
+            workflow_name: "Orders",
+            action: domain::policy::Action::Activate,
+            reason: None,
+            requested_by: None,
+            requested_by_label: "fixture",
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
     SeededEnvironment {
+        request: request.id,
         environment: env.id,
         workflow: "wfacme1".into(),
         credential: "credacme1".into(),
@@ -140,6 +165,7 @@ async fn another_tenants_ids_get_404_on_every_route_and_change_nothing() {
         ("credential_id", a_env.credential.clone()),
         ("execution_id", a_env.execution.clone()),
         ("type_id", a_env.env_type.to_string()),
+        ("request_id", a_env.request.to_string()),
     ]);
 
     let doc = app
@@ -227,6 +253,14 @@ async fn another_tenants_ids_get_404_on_every_route_and_change_nothing() {
     assert_eq!(
         env.body["name"], "acme-prod",
         "another tenant's calls left the environment alone"
+    );
+    let pending: String = sqlx::query_scalar("select status from workflow_action_requests")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        pending, "pending",
+        "another tenant cannot decide tenant A's requests"
     );
     let signals: i64 = sqlx::query_scalar("select count(*) from engine_signals")
         .fetch_one(&app.db.pool)

@@ -1,0 +1,551 @@
+//! Workflow operations under the environment-class policies (WF-006..015, PRD 3.1.3):
+//! activate, deactivate, archive and restore, delete (with approval where policy says so), hard
+//! delete with confirmation, upload, export; and the approval of held actions.
+
+use std::sync::Arc;
+
+use adapters::{Provider, ProviderError};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use domain::Role;
+use domain::action_requests::{self, ActionRequest, NewRequest};
+use domain::audit::Entry;
+use domain::catalog;
+use domain::environments::{self, Environment};
+use domain::policy::{self, Action, Gate};
+use domain::validate::Validator;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::{TenantCtx, perm};
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Validate};
+
+/// A provider's refusal or failure as an API error (the provider's own message kept).
+fn provider_failed(e: &ProviderError) -> ApiError {
+    let status = match e {
+        ProviderError::Validation(_) | ProviderError::Unsupported(_) => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        ProviderError::NotFound(_) => StatusCode::NOT_FOUND,
+        ProviderError::RateLimited { .. } | ProviderError::Transient(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    ApiError::new(status, e.code(), e.to_string())
+}
+
+async fn provider_for(
+    state: &AppState,
+    tenant_id: Uuid,
+    environment_id: Uuid,
+) -> ApiResult<Arc<dyn Provider>> {
+    let mut conn = state.db.acquire().await?;
+    let access = environments::access(&mut conn, &state.keyring, tenant_id, environment_id).await?;
+    jobs::providers::connect(&state.jobs.http, &access).map_err(|e| provider_failed(&e))
+}
+
+/// Carries out `action` on the provider and brings the catalog up to date.
+async fn carry_out(
+    state: &AppState,
+    provider: &dyn Provider,
+    env: &Environment,
+    workflow_id: &str,
+    action: Action,
+) -> Result<Option<Value>, ProviderError> {
+    let tenant_id = env.tenant_id;
+    let updated = match action {
+        Action::Activate => Some(provider.set_active(workflow_id, true).await?),
+        Action::Deactivate => Some(provider.set_active(workflow_id, false).await?),
+        Action::Archive => Some(provider.set_archived(workflow_id, true).await?),
+        Action::Unarchive => Some(provider.set_archived(workflow_id, false).await?),
+        Action::Delete | Action::HardDelete => {
+            provider.delete_workflow(workflow_id).await?;
+            None
+        }
+        Action::Upload | Action::DirectEdit => {
+            return Err(ProviderError::Permanent(format!(
+                "`{action}` is not a workflow action"
+            )));
+        }
+    };
+    let stored = async {
+        let mut tx = state.db.begin().await?;
+        match &updated {
+            Some(wf) => {
+                catalog::upsert_workflows(
+                    &mut tx,
+                    tenant_id,
+                    env.id,
+                    Uuid::nil(),
+                    std::slice::from_ref(wf),
+                )
+                .await?;
+            }
+            None => {
+                catalog::mark_deleted(&mut *tx, env.id, workflow_id, action == Action::HardDelete)
+                    .await?
+            }
+        }
+        tx.commit().await?;
+        Ok::<_, domain::Error>(())
+    };
+    if let Err(e) = stored.await {
+        // The provider changed; the next sync will record it.
+        tracing::warn!(error = %e, "recording a workflow action in the catalog failed");
+    }
+    Ok(updated)
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRequestBody {
+    /// `activate`, `deactivate`, `archive`, `unarchive` or `delete`.
+    pub action: Action,
+    /// Why; shown to approvers.
+    pub reason: Option<String>,
+}
+
+impl Validate for ActionRequestBody {
+    fn validate(&self) -> Result<(), domain::Error> {
+        let mut v = Validator::new();
+        if matches!(
+            self.action,
+            Action::Upload | Action::DirectEdit | Action::HardDelete
+        ) {
+            v.error(
+                "action",
+                "must be activate, deactivate, archive, unarchive or delete",
+            );
+        }
+        if let Some(r) = &self.reason {
+            v.text("reason", r, 0, 2000);
+        }
+        v.finish()
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ActionOutcome {
+    /// `done`, or `pending_approval` when policy holds the action for another admin.
+    pub status: &'static str,
+    /// Policy warnings about what was done (staging deletes, …).
+    pub warnings: Vec<String>,
+    /// The workflow as the provider returned it, when it still exists.
+    #[schema(value_type = Option<Object>)]
+    pub workflow: Option<Value>,
+    pub request: Option<ActionRequest>,
+}
+
+/// Act on a workflow under its environment's policy (WF-007, WF-010, WF-011, WF-015): done at
+/// once, done with a warning, held for another admin's approval (202), or refused (403 with
+/// `action_blocked` / `admin_only`).
+#[utoipa::path(post, path = "/api/v1/environments/{environment_id}/workflows/{workflow_id}/actions", tag = "workflows", security(("bearer" = [])),
+    params(("environment_id" = Uuid, Path, description = "The environment's id"),
+           ("workflow_id" = String, Path, description = "The workflow's id in the provider")),
+    request_body = ActionRequestBody,
+    responses((status = 200, body = ActionOutcome), (status = 202, description = "Held for approval", body = ActionOutcome),
+        (status = 403, description = "Blocked or admin only", body = Problem), (status = 404, body = Problem),
+        (status = 422, description = "The provider refused (e.g. no trigger node)", body = Problem)))]
+pub async fn workflow_action(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::UploadWorkflows>,
+    ApiPath((environment_id, workflow_id)): ApiPath<(Uuid, String)>,
+    ApiJson(req): ApiJson<ActionRequestBody>,
+) -> ApiResult<(StatusCode, Json<ActionOutcome>)> {
+    let tenant_id = ctx.tenant_id();
+    let env = environments::get(&state.db, tenant_id, environment_id).await?;
+    let wf = catalog::get_workflow(&state.db, tenant_id, environment_id, &workflow_id).await?;
+    let gate = policy::check(env.class, req.action, ctx.tenant.role)?;
+    let actor = ctx.actor();
+    if gate == Gate::NeedsApproval {
+        let mut tx = state.db.begin().await?;
+        let request = action_requests::create(
+            &mut *tx,
+            NewRequest {
+                tenant_id,
+                environment_id,
+                workflow_id: &workflow_id,
+                workflow_name: &wf.name,
+                action: req.action,
+                reason: req.reason.as_deref(),
+                requested_by: ctx.principal.user_id(),
+                requested_by_label: &actor.label,
+            },
+        )
+        .await?;
+        Entry::new(
+            Some(tenant_id),
+            &actor,
+            "workflow.action_requested",
+            "workflow",
+        )
+        .target(&workflow_id)
+        .provider(&env.provider)
+        .new_value(&request)
+        .record(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(ActionOutcome {
+                status: "pending_approval",
+                warnings: vec![],
+                workflow: None,
+                request: Some(request),
+            }),
+        ));
+    }
+    let Gate::Proceed { warning } = gate else {
+        unreachable!("handled above")
+    };
+    let provider = provider_for(&state, tenant_id, environment_id).await?;
+    let result = carry_out(&state, &*provider, &env, &workflow_id, req.action).await;
+    let mut entry = Entry::new(Some(tenant_id), &actor, "workflow.action", "workflow")
+        .target(&workflow_id)
+        .provider(&env.provider);
+    entry = entry.new_value(&serde_json::json!({
+        "environment_id": environment_id, "action": req.action, "reason": req.reason,
+        "ok": result.is_ok(), "error": result.as_ref().err().map(ToString::to_string),
+    }));
+    entry.record(&state.db).await?;
+    let workflow = result.map_err(|e| provider_failed(&e))?;
+    Ok((
+        StatusCode::OK,
+        Json(ActionOutcome {
+            status: "done",
+            warnings: warning.into_iter().collect(),
+            workflow,
+            request: None,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConfirmQuery {
+    /// The workflow's exact name, as confirmation.
+    pub confirm: Option<String>,
+}
+
+/// Hard-delete a workflow: removed from the provider and from WorkflowOps' catalog (WF-012).
+/// Admins only, production only by policy, with `?confirm=<its name>`.
+#[utoipa::path(delete, path = "/api/v1/environments/{environment_id}/workflows/{workflow_id}", tag = "workflows", security(("bearer" = [])),
+    params(("environment_id" = Uuid, Path, description = "The environment's id"),
+           ("workflow_id" = String, Path, description = "The workflow's id in the provider"), ConfirmQuery),
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn hard_delete_workflow(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::HardDeleteWorkflows>,
+    ApiPath((environment_id, workflow_id)): ApiPath<(Uuid, String)>,
+    ApiQuery(q): ApiQuery<ConfirmQuery>,
+) -> ApiResult<StatusCode> {
+    let tenant_id = ctx.tenant_id();
+    let env = environments::get(&state.db, tenant_id, environment_id).await?;
+    let wf = catalog::get_workflow(&state.db, tenant_id, environment_id, &workflow_id).await?;
+    policy::check(env.class, Action::HardDelete, ctx.tenant.role)?;
+    if q.confirm.as_deref() != Some(wf.name.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "confirmation_required",
+            format!(
+                "to delete this workflow for good, pass ?confirm= with its exact name (`{}`)",
+                wf.name
+            ),
+        ));
+    }
+    let provider = provider_for(&state, tenant_id, environment_id).await?;
+    match carry_out(&state, &*provider, &env, &workflow_id, Action::HardDelete).await {
+        Ok(_) | Err(ProviderError::NotFound(_)) => {}
+        Err(e) => return Err(provider_failed(&e)),
+    }
+    Entry::new(Some(tenant_id), &ctx.actor(), "workflow.hard_deleted", "workflow")
+        .target(&workflow_id)
+        .provider(&env.provider)
+        .old(&serde_json::json!({"environment_id": environment_id, "name": wf.name, "content_hash": wf.content_hash}))
+        .record(&state.db)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadRequest {
+    /// Workflow JSON as n8n exports it (fields the instance does not accept are left out).
+    #[schema(value_type = Vec<Object>)]
+    pub workflows: Vec<Value>,
+}
+
+impl Validate for UploadRequest {
+    fn validate(&self) -> Result<(), domain::Error> {
+        let mut v = Validator::new();
+        if self.workflows.is_empty() || self.workflows.len() > 100 {
+            v.error("workflows", "must hold 1 to 100 workflows");
+        }
+        for (i, wf) in self.workflows.iter().enumerate() {
+            let name = wf.get("name").and_then(Value::as_str).unwrap_or("");
+            if name.trim().is_empty() || name.len() > 200 {
+                v.error(
+                    &format!("workflows[{i}].name"),
+                    "must be a name of 1-200 characters",
+                );
+            }
+            if !wf.get("nodes").is_some_and(Value::is_array) {
+                v.error(&format!("workflows[{i}].nodes"), "must be a list of nodes");
+            }
+            if wf.get("connections").is_some_and(|c| !c.is_object()) {
+                v.error(&format!("workflows[{i}].connections"), "must be an object");
+            }
+        }
+        v.finish()
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UploadResult {
+    /// Per workflow, in order: the new id, or why the provider refused it.
+    pub results: Vec<UploadItem>,
+    pub created: usize,
+    pub failed: usize,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UploadItem {
+    pub name: String,
+    pub id: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Upload workflows into an environment (WF-009; blocked in production by policy). Each is
+/// created inactive; a refusal of one does not stop the others.
+#[utoipa::path(post, path = "/api/v1/environments/{environment_id}/workflows", tag = "workflows", security(("bearer" = [])),
+    params(("environment_id" = Uuid, Path, description = "The environment's id")),
+    request_body = UploadRequest,
+    responses((status = 200, body = UploadResult), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn upload_workflows(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::UploadWorkflows>,
+    ApiPath(environment_id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<UploadRequest>,
+) -> ApiResult<Json<UploadResult>> {
+    let tenant_id = ctx.tenant_id();
+    let env = environments::get(&state.db, tenant_id, environment_id).await?;
+    policy::check(env.class, Action::Upload, ctx.tenant.role)?;
+    let provider = provider_for(&state, tenant_id, environment_id).await?;
+    let mut results = Vec::with_capacity(req.workflows.len());
+    let mut created = Vec::new();
+    for wf in &req.workflows {
+        let name = wf
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        match provider.create_workflow(wf).await {
+            Ok(new) => {
+                results.push(UploadItem {
+                    name,
+                    id: new.get("id").and_then(Value::as_str).map(str::to_owned),
+                    error: None,
+                });
+                created.push(new);
+            }
+            Err(e) => results.push(UploadItem {
+                name,
+                id: None,
+                error: Some(e.to_string()),
+            }),
+        }
+    }
+    let mut tx = state.db.begin().await?;
+    catalog::upsert_workflows(&mut tx, tenant_id, environment_id, Uuid::nil(), &created).await?;
+    Entry::new(Some(tenant_id), &ctx.actor(), "workflow.uploaded", "environment")
+        .target(environment_id)
+        .provider(&env.provider)
+        .new_value(&serde_json::json!({"created": results.iter().filter_map(|r| r.id.clone()).collect::<Vec<_>>(),
+                                        "failed": results.iter().filter(|r| r.error.is_some()).count()}))
+        .record(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let failed = results.iter().filter(|r| r.error.is_some()).count();
+    Ok(Json(UploadResult {
+        created: results.len() - failed,
+        failed,
+        results,
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// Only these workflow ids (comma-separated); all live workflows when omitted.
+    pub ids: Option<String>,
+}
+
+/// Download an environment's workflows as one JSON bundle, as last synced (WF-013 basis).
+#[utoipa::path(get, path = "/api/v1/environments/{environment_id}/workflows/export", tag = "workflows", security(("bearer" = [])),
+    params(("environment_id" = Uuid, Path, description = "The environment's id"), ExportQuery),
+    responses((status = 200, description = "An attachment: {environment, exported_at, workflows: [...]}"), (status = 404, body = Problem)))]
+pub async fn export_workflows(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::ViewWorkflows>,
+    ApiPath(environment_id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<ExportQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let tenant_id = ctx.tenant_id();
+    let env = environments::get(&state.db, tenant_id, environment_id).await?;
+    let ids: Option<Vec<String>> = q.ids.map(|s| {
+        s.split(',')
+            .map(|i| i.trim().to_owned())
+            .filter(|i| !i.is_empty())
+            .collect()
+    });
+    let workflows =
+        catalog::definitions(&state.db, tenant_id, environment_id, ids.as_deref()).await?;
+    let body = serde_json::json!({
+        "environment": env.name, "provider": env.provider, "exported_at": chrono::Utc::now(),
+        "workflows": workflows,
+    });
+    let filename = format!(
+        "{}-workflows.json",
+        env.name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            })
+            .collect::<String>()
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ],
+        Json(body),
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RequestQuery {
+    /// `pending`, `approved`, `rejected` or `failed`.
+    pub status: Option<String>,
+}
+
+/// Workflow actions held for approval, newest first.
+#[utoipa::path(get, path = "/api/v1/workflow-action-requests", tag = "workflows", security(("bearer" = [])), params(RequestQuery),
+    responses((status = 200, body = Vec<ActionRequest>)))]
+pub async fn list_action_requests(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::ViewWorkflows>,
+    ApiQuery(q): ApiQuery<RequestQuery>,
+) -> ApiResult<Json<Vec<ActionRequest>>> {
+    Ok(Json(
+        action_requests::list(&state.db, ctx.tenant_id(), q.status.as_deref()).await?,
+    ))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    pub comment: Option<String>,
+}
+
+impl Validate for DecisionBody {
+    fn validate(&self) -> Result<(), domain::Error> {
+        let mut v = Validator::new();
+        if let Some(c) = &self.comment {
+            v.text("comment", c, 0, 2000);
+        }
+        v.finish()
+    }
+}
+
+/// Approve a held action: it is carried out now. Admins only, never the requester.
+#[utoipa::path(post, path = "/api/v1/workflow-action-requests/{request_id}/approve", tag = "workflows", security(("bearer" = [])),
+    params(("request_id" = Uuid, Path, description = "The request's id")),
+    request_body = DecisionBody,
+    responses((status = 200, body = ActionRequest), (status = 403, description = "Not an admin, or the requester", body = Problem),
+        (status = 404, body = Problem), (status = 409, description = "Already decided", body = Problem)))]
+pub async fn approve_action(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::ManageEnvironments>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<DecisionBody>,
+) -> ApiResult<Json<ActionRequest>> {
+    decide(&state, &ctx, id, true, body.comment.as_deref()).await
+}
+
+/// Reject a held action. Admins only, never the requester.
+#[utoipa::path(post, path = "/api/v1/workflow-action-requests/{request_id}/reject", tag = "workflows", security(("bearer" = [])),
+    params(("request_id" = Uuid, Path, description = "The request's id")),
+    request_body = DecisionBody,
+    responses((status = 200, body = ActionRequest), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn reject_action(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::ManageEnvironments>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<DecisionBody>,
+) -> ApiResult<Json<ActionRequest>> {
+    decide(&state, &ctx, id, false, body.comment.as_deref()).await
+}
+
+async fn decide(
+    state: &AppState,
+    ctx: &TenantCtx<perm::ManageEnvironments>,
+    id: Uuid,
+    approve: bool,
+    comment: Option<&str>,
+) -> ApiResult<Json<ActionRequest>> {
+    let tenant_id = ctx.tenant_id();
+    let actor = ctx.actor();
+    debug_assert!(ctx.tenant.role == Role::Admin);
+    let mut tx = state.db.begin().await?;
+    let req =
+        action_requests::lock_pending(&mut tx, tenant_id, id, ctx.principal.user_id()).await?;
+    let (status, error) = if approve {
+        let env = environments::get(&mut *tx, tenant_id, req.environment_id).await?;
+        let provider = provider_for(state, tenant_id, env.id).await?;
+        match carry_out(state, &*provider, &env, &req.workflow_id, req.action).await {
+            Ok(_) => ("approved", None),
+            Err(e) => ("failed", Some(e.to_string())),
+        }
+    } else {
+        ("rejected", None)
+    };
+    let decided = action_requests::decide(
+        &mut *tx,
+        id,
+        status,
+        ctx.principal.user_id(),
+        &actor.label,
+        comment,
+        error.as_deref(),
+    )
+    .await?;
+    Entry::new(
+        Some(tenant_id),
+        &actor,
+        if approve {
+            "workflow.action_approved"
+        } else {
+            "workflow.action_rejected"
+        },
+        "workflow",
+    )
+    .target(&req.workflow_id)
+    .old(&req)
+    .new_value(&decided)
+    .record(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(decided))
+}

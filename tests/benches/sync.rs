@@ -1,0 +1,230 @@
+//! Sync benchmark (the n8n/sync issue's figures), compared with a baseline measured in the same
+//! run: the raw time to fetch and parse the same pages from the same emulator.
+//!
+//! `cargo bench -p workflowops-tests --bench sync [-- WORKFLOWS NODES EXECUTIONS]`
+//! (defaults 10000 20 100000). The emulator runs as its own process, so the resident memory
+//! reported is WorkflowOps' (API + worker + client) alone.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use uuid::Uuid;
+use workflowops_tests::TestApp;
+use workflowops_tests::engine_support::TestWorker;
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn raw_walk(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    path: &str,
+    extra: &str,
+) -> (usize, f64) {
+    let started = Instant::now();
+    let mut cursor: Option<String> = None;
+    let mut items = 0;
+    loop {
+        let mut url = format!("{base}/api/v1/{path}?limit=250{extra}");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: Value = http
+            .get(&url)
+            .header("X-N8N-API-KEY", key)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .unwrap_or_else(|e| panic!("{url}: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        items += page["data"].as_array().map_or(0, Vec::len);
+        cursor = page["nextCursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    (items, started.elapsed().as_secs_f64())
+}
+
+async fn run_seconds(app: &TestApp, run: Uuid) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let (status, seconds): (String, Option<f64>) = sqlx::query_as(
+            "select status, extract(epoch from finished_at - started_at)::float8 from engine_runs where id = $1",
+        )
+        .bind(run)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        match status.as_str() {
+            "succeeded" => return seconds.unwrap_or(0.0),
+            "failed" | "cancelled" => panic!("the sync {status}"),
+            _ if Instant::now() > deadline => panic!("the sync did not finish"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let workflows = args.first().copied().unwrap_or(10_000);
+    let nodes = args.get(1).copied().unwrap_or(20);
+    let executions = args.get(2).copied().unwrap_or(100_000);
+    println!("sync bench: {workflows} workflows x {nodes} nodes, {executions} executions");
+
+    let mut emulator = tokio::process::Command::new(env!("CARGO_BIN_EXE_n8n-emulator"))
+        .args([
+            "--workflows",
+            &workflows.to_string(),
+            "--nodes",
+            &nodes.to_string(),
+            "--executions",
+            &executions.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting the emulator: {e}"));
+    let mut lines = BufReader::new(
+        emulator
+            .stdout
+            .take()
+            .unwrap_or_else(|| panic!("no stdout")),
+    )
+    .lines();
+    let line = lines
+        .next_line()
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("the emulator said nothing"));
+    let mut words = line.split_whitespace().skip(2);
+    let (base, key) = (
+        words.next().unwrap_or_default().to_owned(),
+        words.nth(1).unwrap_or_default().to_owned(),
+    );
+
+    let http = reqwest::Client::new();
+    let (n, raw_wf) = raw_walk(&http, &base, &key, "workflows", "").await;
+    assert_eq!(n, workflows);
+    let (m, raw_ex) = raw_walk(&http, &base, &key, "executions", "&includeData=true").await;
+    assert_eq!(m, executions);
+    println!(
+        "baseline  raw page fetch + JSON parse: workflows {raw_wf:.2} s, executions {raw_ex:.2} s"
+    );
+
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant("bench").await;
+    let env = app
+        .post(
+            "/api/v1/environments",
+            &tenant.admin,
+            &json!({"name": "bench", "provider": "n8n", "base_url": base, "api_key": key, "class": "production", "rate_limit": 10000.0}),
+        )
+        .await;
+    assert_eq!(env.status, 201, "{}", env.body);
+    let env_id = env.body["id"].as_str().unwrap_or_default().to_owned();
+    let worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 4);
+
+    let before = rss_kib();
+    let peak = Arc::new(AtomicU64::new(before));
+    let sampling = {
+        let peak = Arc::clone(&peak);
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kib(), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let mut seconds = Vec::new();
+    for scope in ["workflows", "executions"] {
+        let res = app
+            .post(
+                &format!("/api/v1/environments/{env_id}/sync"),
+                &tenant.admin,
+                &json!({"scope": scope}),
+            )
+            .await;
+        let run: Uuid = res.body["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{}", res.body));
+        seconds.push(run_seconds(&app, run).await);
+    }
+    sampling.abort();
+    let peak = peak.load(Ordering::Relaxed);
+    println!(
+        "sync      workflows {:.2} s (target <= 15 s), ratio to raw fetch {:.2} (target <= 2.0)",
+        seconds[0],
+        seconds[0] / raw_wf
+    );
+    println!(
+        "sync      executions {:.2} s, ratio to raw fetch {:.2} (target <= 2.0)",
+        seconds[1],
+        seconds[1] / raw_ex
+    );
+    println!(
+        "memory    WorkflowOps process (API + worker + bench client) RSS before {} MiB, peak during the syncs {} MiB (target <= 200 MiB)",
+        before / 1024,
+        peak / 1024
+    );
+
+    // Catalog search over what was synced.
+    let mut latencies = Vec::new();
+    for i in 0..300 {
+        let term = match i % 3 {
+            0 => format!("{:05}", (i * 37) % workflows.max(1)),
+            1 => format!("workflow {}", (i * 7) % 100),
+            _ => "seeded".to_owned(),
+        };
+        let started = Instant::now();
+        let res = app
+            .get(
+                &format!(
+                    "/api/v1/workflows?search={}&limit=50",
+                    term.replace(' ', "%20")
+                ),
+                &tenant.admin,
+            )
+            .await;
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(res.status, 200);
+    }
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "search    {} workflows, 300 searches over HTTP: p50 {:.1} ms, p95 {:.1} ms (target p95 <= 50 ms)",
+        workflows,
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.95)
+    );
+    worker.stop().await;
+    drop(emulator.stdin.take());
+    let _ = emulator.wait().await;
+}
