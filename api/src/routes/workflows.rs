@@ -89,7 +89,7 @@ async fn carry_out(
             }
             None => {
                 catalog::mark_deleted(&mut *tx, env.id, workflow_id, action == Action::HardDelete)
-                    .await?
+                    .await?;
             }
         }
         tx.commit().await?;
