@@ -60,7 +60,8 @@ create table env_workflows (
     tags             text[] not null default '{}',
     node_count       integer not null default 0,
     content_hash     text not null,
-    definition       jsonb not null,
+    -- lz4: definitions are large and rewritten at every sync; pglz costs several times more CPU.
+    definition       jsonb compression lz4 not null,
     provider_updated_at timestamptz,
     -- The sync run that last saw it; one that did not see it at the end of a full walk marks it
     -- deleted in the provider.

@@ -210,6 +210,13 @@ pub trait Provider: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'a, ProviderResult<Value>>;
     fn list_tags<'a>(&'a self, cursor: Option<&'a str>)
     -> BoxFuture<'a, ProviderResult<Page<Tag>>>;
+    fn create_tag<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ProviderResult<Tag>>;
+    /// Replaces a workflow's tags; returns them as now set.
+    fn set_workflow_tags<'a>(
+        &'a self,
+        id: &'a str,
+        tag_ids: &'a [String],
+    ) -> BoxFuture<'a, ProviderResult<Vec<Tag>>>;
     /// `Unsupported` where the instance cannot list credentials.
     fn list_credentials<'a>(
         &'a self,

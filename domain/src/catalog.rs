@@ -32,7 +32,22 @@ pub async fn upsert_workflows(
         return Ok(0);
     }
     let ids: Vec<String> = summaries.iter().map(|(s, _)| s.id.clone()).collect();
-    let changed: i64 = sqlx::query_scalar(
+    // What is stored now, to tell new and changed workflows from unchanged ones.
+    let stored: std::collections::HashMap<String, String> = sqlx::query_as(
+        "select provider_id, content_hash from env_workflows where environment_id = $1 and provider_id = any($2) \
+         and deleted_at is null",
+    )
+    .bind(environment_id)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    let changed: Vec<&(workflow::Summary, &Value)> = summaries
+        .iter()
+        .filter(|(s, _)| stored.get(&s.id) != Some(&s.content_hash))
+        .collect();
+    sqlx::query(
         "with u as (select * from unnest($3::text[], $4::text[], $5::bool[], $6::bool[], $7::text[], $8::int[], \
                                           $9::text[], $10::jsonb[], $11::timestamptz[]) \
                       as u(provider_id, name, active, archived, tags, node_count, content_hash, definition, updated_at)), \
@@ -47,7 +62,7 @@ pub async fn upsert_workflows(
                  content_hash = excluded.content_hash, definition = excluded.definition, \
                  provider_updated_at = excluded.provider_updated_at, seen_by_run = excluded.seen_by_run, \
                  deleted_at = null, synced_at = now() \
-             returning (xmax = 0) as inserted, content_hash) \
+             returning 1) \
          select count(*) from up",
     )
     .bind(environment_id)
@@ -64,21 +79,30 @@ pub async fn upsert_workflows(
     )
     .bind(summaries.iter().map(|(s, _)| s.node_count).collect::<Vec<_>>())
     .bind(summaries.iter().map(|(s, _)| s.content_hash.clone()).collect::<Vec<_>>())
-    .bind(summaries.iter().map(|(_, w)| (*w).clone()).collect::<Vec<_>>())
+    .bind(
+        summaries
+            .iter()
+            .map(|(_, w)| sqlx::types::Json(*w))
+            .collect::<Vec<_>>(),
+    )
     .bind(summaries.iter().map(|(s, _)| s.updated_at).collect::<Vec<_>>())
     .bind(run_id)
-    .fetch_one(&mut *tx)
+    .execute(&mut *tx)
     .await?;
-    // Credential references, rewritten for these workflows.
+    if changed.is_empty() {
+        return Ok(0);
+    }
+    // Credential references, rewritten for the workflows whose content changed.
+    let changed_ids: Vec<&str> = changed.iter().map(|(s, _)| s.id.as_str()).collect();
     sqlx::query(
         "delete from env_workflow_credentials where environment_id = $1 and workflow_id = any($2)",
     )
     .bind(environment_id)
-    .bind(&ids)
+    .bind(&changed_ids)
     .execute(&mut *tx)
     .await?;
     let mut refs = (vec![], vec![], vec![], vec![], vec![]);
-    for (s, w) in &summaries {
+    for (s, w) in &changed {
         for r in workflow::credential_refs(w) {
             refs.0.push(s.id.clone());
             refs.1.push(r.node);
@@ -103,7 +127,7 @@ pub async fn upsert_workflows(
         .execute(&mut *tx)
         .await?;
     }
-    Ok(u64::try_from(changed).unwrap_or(0))
+    Ok(changed.len() as u64)
 }
 
 /// The tables a sync walks completely, and so can mark rows missing from.

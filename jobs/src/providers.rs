@@ -63,8 +63,10 @@ pub fn connect(
     )
 }
 
-/// The HTTP client adapters share: rustls, no proxies from the environment, bounded idle pool.
+/// The HTTP client adapters share: rustls (with ring, installed here if the process has not
+/// chosen a provider yet), bounded idle pool.
 pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .user_agent(concat!("workflowops/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(10))

@@ -96,6 +96,7 @@ async fn main() {
     let nodes = args.get(1).copied().unwrap_or(20);
     let executions = args.get(2).copied().unwrap_or(100_000);
     println!("sync bench: {workflows} workflows x {nodes} nodes, {executions} executions");
+    let _ = rustls::crypto::ring::default_provider().install_default();
 
     let mut emulator = tokio::process::Command::new(env!("CARGO_BIN_EXE_n8n-emulator"))
         .args([
@@ -177,6 +178,21 @@ async fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("{}", res.body));
         seconds.push(run_seconds(&app, run).await);
+        let (inside, between): (Option<f64>, Option<f64>) = sqlx::query_as(
+            "select avg(extract(epoch from completed_at - started_at))::float8 * 1000, \
+                    avg(extract(epoch from started_at - prev))::float8 * 1000 \
+             from (select started_at, completed_at, lag(completed_at) over (order by started_at) as prev \
+                   from engine_steps where run_id = $1 and name like '%:page:%') s",
+        )
+        .bind(run)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        println!(
+            "          {scope}: per page {:.1} ms inside the step (fetch + store + checkpoint), {:.1} ms between steps",
+            inside.unwrap_or(0.0),
+            between.unwrap_or(0.0)
+        );
     }
     sampling.abort();
     let peak = peak.load(Ordering::Relaxed);

@@ -480,6 +480,39 @@ impl Provider for N8n {
         async move { typed(self.page("/tags", cursor, &[]).await?, tag) }.boxed()
     }
 
+    fn create_tag<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ProviderResult<Tag>> {
+        async move {
+            let body = serde_json::json!({ "name": name });
+            tag(&self.call(Method::POST, "/tags", &[], Some(&body)).await?)
+        }
+        .boxed()
+    }
+
+    fn set_workflow_tags<'a>(
+        &'a self,
+        id: &'a str,
+        tag_ids: &'a [String],
+    ) -> BoxFuture<'a, ProviderResult<Vec<Tag>>> {
+        async move {
+            let path = format!("/workflows/{}/tags", path_id(id)?);
+            let body: Vec<Value> = tag_ids
+                .iter()
+                .map(|t| serde_json::json!({ "id": t }))
+                .collect();
+            let tags = self
+                .call(Method::PUT, &path, &[], Some(&Value::Array(body)))
+                .await?;
+            tags.as_array()
+                .ok_or_else(|| {
+                    ProviderError::InvalidResponse("workflow tags that are not a list".into())
+                })?
+                .iter()
+                .map(tag)
+                .collect()
+        }
+        .boxed()
+    }
+
     fn list_credentials<'a>(
         &'a self,
         cursor: Option<&'a str>,

@@ -549,3 +549,105 @@ async fn decide(
     tx.commit().await?;
     Ok(Json(decided))
 }
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TagsBody {
+    /// Tag names; missing tags are created in the provider.
+    pub tags: Vec<String>,
+}
+
+impl Validate for TagsBody {
+    fn validate(&self) -> Result<(), domain::Error> {
+        let mut v = Validator::new();
+        if self.tags.len() > 50 {
+            v.error("tags", "at most 50 tags");
+        }
+        for (i, t) in self.tags.iter().enumerate() {
+            v.text(&format!("tags[{i}]"), t, 1, 100);
+        }
+        v.finish()
+    }
+}
+
+/// Set a workflow's tags by name, creating missing ones in the provider (WF-014). Tags are not
+/// part of a workflow's content, so every class allows it to developers.
+#[utoipa::path(put, path = "/api/v1/environments/{environment_id}/workflows/{workflow_id}/tags", tag = "workflows", security(("bearer" = [])),
+    params(("environment_id" = Uuid, Path, description = "The environment's id"),
+           ("workflow_id" = String, Path, description = "The workflow's id in the provider")),
+    request_body = TagsBody,
+    responses((status = 200, body = Vec<String>), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn set_workflow_tags(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::UploadWorkflows>,
+    ApiPath((environment_id, workflow_id)): ApiPath<(Uuid, String)>,
+    ApiJson(body): ApiJson<TagsBody>,
+) -> ApiResult<Json<Vec<String>>> {
+    let tenant_id = ctx.tenant_id();
+    let env = environments::get(&state.db, tenant_id, environment_id).await?;
+    let old = catalog::get_workflow(&state.db, tenant_id, environment_id, &workflow_id).await?;
+    let provider = provider_for(&state, tenant_id, environment_id).await?;
+    let mut known = std::collections::HashMap::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = provider
+            .list_tags(cursor.as_deref())
+            .await
+            .map_err(|e| provider_failed(&e))?;
+        known.extend(page.items.into_iter().map(|t| (t.name, t.id)));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let mut ids = Vec::with_capacity(body.tags.len());
+    for name in &body.tags {
+        let name = name.trim();
+        let id = match known.get(name) {
+            Some(id) => id.clone(),
+            None => {
+                let created = provider
+                    .create_tag(name)
+                    .await
+                    .map_err(|e| provider_failed(&e))?;
+                known.insert(created.name.clone(), created.id.clone());
+                created.id
+            }
+        };
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    provider
+        .set_workflow_tags(&workflow_id, &ids)
+        .await
+        .map_err(|e| provider_failed(&e))?;
+    let updated = provider
+        .get_workflow(&workflow_id)
+        .await
+        .map_err(|e| provider_failed(&e))?;
+    let mut tx = state.db.begin().await?;
+    catalog::upsert_workflows(
+        &mut tx,
+        tenant_id,
+        environment_id,
+        Uuid::nil(),
+        std::slice::from_ref(&updated),
+    )
+    .await?;
+    let now = catalog::get_workflow(&mut *tx, tenant_id, environment_id, &workflow_id).await?;
+    Entry::new(
+        Some(tenant_id),
+        &ctx.actor(),
+        "workflow.tags_set",
+        "workflow",
+    )
+    .target(&workflow_id)
+    .provider(&env.provider)
+    .old(&old.tags)
+    .new_value(&now.tags)
+    .record(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(now.tags))
+}

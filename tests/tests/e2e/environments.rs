@@ -583,8 +583,15 @@ async fn workflows_deleted_in_the_provider_are_marked_and_changes_rehash() {
         wf["nodes"][1]["parameters"] = json!({"changed": true});
     });
     n8n.modify_workflow(&ids[2], |wf| wf["nodes"][1]["position"] = json!([999, 999]));
-    let done = wait_done(&app, sync(&app, &acme, env, "workflows").await).await;
+    n8n.modify_workflow(&ids[3], |wf| {
+        wf["nodes"][0]["credentials"] = json!({"slackApi": {"id": "ghost1", "name": "Ghost"}});
+    });
+    let done = wait_done(&app, sync(&app, &acme, env, "full").await).await;
     assert_eq!(done["output"]["workflows_deleted"], 1, "{done}");
+    assert_eq!(
+        done["output"]["workflows_changed"], 2,
+        "a parameter and a credential change count; a moved node does not: {done}"
+    );
     let deleted: Option<chrono::DateTime<chrono::Utc>> =
         sqlx::query_scalar("select deleted_at from env_workflows where provider_id = $1")
             .bind(&ids[0])

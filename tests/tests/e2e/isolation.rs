@@ -19,6 +19,9 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         ("post", "/api/v1/environments/{environment_id}/workflows/{workflow_id}/actions") => {
             json!({"action": "deactivate"})
         }
+        ("put", "/api/v1/environments/{environment_id}/workflows/{workflow_id}/tags") => {
+            json!({"tags": ["x"]})
+        }
         ("post", "/api/v1/environments/{environment_id}/workflows") => {
             json!({"workflows": [{"name": "x", "nodes": [], "connections": {}, "settings": {}}]})
         }
