@@ -4,11 +4,14 @@
 //! (BULK-001) syncs several environments as child runs of one parent.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use adapters::{ExecutionFilter, Provider, ProviderError};
+use adapters::{ExecutionFilter, Page, Provider, ProviderError, ProviderResult};
 use domain::catalog::{self, CredentialRow, ExecutionRow, ProviderUserRow, Synced};
 use domain::environments;
 use engine::{ChildOutcome, Job, JobError, NewRun, RetryPolicy, RunCtx};
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -65,6 +68,54 @@ struct PageDone {
     caught_up: bool,
     #[serde(default)]
     high: Option<i64>,
+}
+
+/// Fetches the page at a cursor, as a task-safe future.
+type Fetch<T> = Box<
+    dyn Fn(Option<String>) -> BoxFuture<'static, ProviderResult<Page<T>>>
+        + Send
+        + std::marker::Sync,
+>;
+
+/// A `Fetch` that calls `list` on the provider.
+fn fetcher<T, L>(provider: &Arc<dyn Provider>, list: L) -> Fetch<T>
+where
+    L: Fn(Arc<dyn Provider>, Option<String>) -> BoxFuture<'static, ProviderResult<Page<T>>>
+        + Send
+        + std::marker::Sync
+        + 'static,
+{
+    let provider = Arc::clone(provider);
+    Box::new(move |cursor| list(Arc::clone(&provider), cursor))
+}
+
+/// The next page, being fetched in the background; aborted if it is never used.
+struct Prefetch<T> {
+    cursor: Option<String>,
+    task: tokio::task::JoinHandle<ProviderResult<Page<T>>>,
+}
+
+impl<T: Send + 'static> Prefetch<T> {
+    fn start(fetch: &Fetch<T>, cursor: String) -> Self {
+        Self {
+            task: tokio::spawn(fetch(Some(cursor.clone()))),
+            cursor: Some(cursor),
+        }
+    }
+
+    async fn wait(mut self) -> ProviderResult<Page<T>> {
+        (&mut self.task).await.unwrap_or_else(|e| {
+            Err(ProviderError::Transient(format!(
+                "fetching a page failed: {e}"
+            )))
+        })
+    }
+}
+
+impl<T> Drop for Prefetch<T> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -151,11 +202,11 @@ impl Sync {
         for (i, (part, name)) in parts.into_iter().enumerate() {
             ctx.log("info", format!("syncing {name}")).await?;
             match part {
-                Scope::Workflows => self.workflows(ctx, &*provider, input, &mut out).await?,
-                Scope::Credentials => self.credentials(ctx, &*provider, input, &mut out).await?,
-                Scope::Tags => self.tags(ctx, &*provider, input, &mut out).await?,
-                Scope::Users => self.users(ctx, &*provider, input, &mut out).await?,
-                Scope::Executions => self.executions(ctx, &*provider, input, &mut out).await?,
+                Scope::Workflows => self.workflows(ctx, &provider, input, &mut out).await?,
+                Scope::Credentials => self.credentials(ctx, &provider, input, &mut out).await?,
+                Scope::Tags => self.tags(ctx, &provider, input, &mut out).await?,
+                Scope::Users => self.users(ctx, &provider, input, &mut out).await?,
+                Scope::Executions => self.executions(ctx, &provider, input, &mut out).await?,
                 Scope::Full => {}
             }
             ctx.progress(i64::try_from(i).unwrap_or(0) + 1, total)
@@ -178,21 +229,41 @@ impl Sync {
         Ok(out)
     }
 
-    /// Walks a list a page at a time, each page a step; returns the pages' checkpoints.
-    async fn walk<F, Fut>(
+    /// Walks a list a page at a time, each page a step (fetch, then `store`); returns the pages'
+    /// checkpoints. While a page is being stored the next one is already being fetched, so the
+    /// provider's latency and our writes overlap; a resumed walk starts without a prefetch.
+    async fn walk<T, S, SFut>(
         ctx: &mut RunCtx,
         name: &str,
-        mut page: F,
+        fetch: Fetch<T>,
+        mut store: S,
     ) -> Result<Vec<PageDone>, JobError>
     where
-        F: FnMut(Option<String>) -> Fut,
-        Fut: Future<Output = Result<PageDone, JobError>>,
+        T: Send + 'static,
+        S: FnMut(Page<T>) -> SFut,
+        SFut: Future<Output = Result<PageDone, JobError>>,
     {
         let mut done = Vec::new();
         let mut cursor: Option<String> = None;
+        let mut prefetched: Option<Prefetch<T>> = None;
         for n in 0.. {
-            let fetch = page(cursor.clone());
-            let result: PageDone = ctx.step(&format!("{name}:page:{n}"), || fetch).await?;
+            let ready = prefetched.take().filter(|p| p.cursor == cursor);
+            let mut next_prefetch = None;
+            let (fetch, store, current) = (&fetch, &mut store, cursor.clone());
+            let result: PageDone = ctx
+                .step(&format!("{name}:page:{n}"), || async {
+                    let page = match ready {
+                        Some(p) => p.wait().await,
+                        None => fetch(current).await,
+                    }
+                    .map_err(provider_error)?;
+                    if let Some(next) = &page.next_cursor {
+                        next_prefetch = Some(Prefetch::start(fetch, next.clone()));
+                    }
+                    store(page).await
+                })
+                .await?;
+            prefetched = next_prefetch;
             let items: u64 = done.iter().map(|p: &PageDone| p.items).sum::<u64>() + result.items;
             if n % 4 == 3 {
                 ctx.log("info", format!("{name}: {items} so far")).await?;
@@ -210,33 +281,37 @@ impl Sync {
     async fn workflows(
         &self,
         ctx: &mut RunCtx,
-        provider: &dyn Provider,
+        provider: &Arc<dyn Provider>,
         input: &SyncInput,
         out: &mut SyncOutput,
     ) -> Result<(), JobError> {
         let (tenant, env, run_id) = (input.tenant_id, input.environment_id, ctx.run_id);
         let db = ctx.db().clone();
-        let pages = Self::walk(ctx, "workflows", |cursor| {
-            let db = db.clone();
-            async move {
-                let page = provider
-                    .list_workflows(cursor.as_deref())
-                    .await
-                    .map_err(provider_error)?;
-                let mut tx = db.begin().await?;
-                let changed = catalog::upsert_workflows(&mut tx, tenant, env, run_id, &page.items)
-                    .await
-                    .map_err(domain_error)?;
-                tx.commit().await?;
-                Ok(PageDone {
-                    next: page.next_cursor,
-                    items: page.items.len() as u64,
-                    changed,
-                    caught_up: false,
-                    high: None,
-                })
-            }
-        })
+        let pages = Self::walk(
+            ctx,
+            "workflows",
+            fetcher(provider, |p, c| {
+                async move { p.list_workflows(c.as_deref()).await }.boxed()
+            }),
+            |page| {
+                let db = db.clone();
+                async move {
+                    let mut tx = db.begin().await?;
+                    let changed =
+                        catalog::upsert_workflows(&mut tx, tenant, env, run_id, &page.items)
+                            .await
+                            .map_err(domain_error)?;
+                    tx.commit().await?;
+                    Ok(PageDone {
+                        next: page.next_cursor,
+                        items: page.items.len() as u64,
+                        changed,
+                        caught_up: false,
+                        high: None,
+                    })
+                }
+            },
+        )
         .await?;
         out.workflows = pages.iter().map(|p| p.items).sum();
         out.workflows_changed = pages.iter().map(|p| p.changed).sum();
@@ -253,7 +328,7 @@ impl Sync {
     async fn credentials(
         &self,
         ctx: &mut RunCtx,
-        provider: &dyn Provider,
+        provider: &Arc<dyn Provider>,
         input: &SyncInput,
         out: &mut SyncOutput,
     ) -> Result<(), JobError> {
@@ -270,36 +345,39 @@ impl Sync {
             })
             .await?;
         if listable {
-            let pages = Self::walk(ctx, "credentials", |cursor| {
-                let db = db.clone();
-                async move {
-                    let page = provider
-                        .list_credentials(cursor.as_deref())
-                        .await
-                        .map_err(provider_error)?;
-                    let rows: Vec<CredentialRow> = page
-                        .items
-                        .iter()
-                        .map(|c| CredentialRow {
-                            id: c.id.clone(),
-                            name: c.name.clone(),
-                            cred_type: c.cred_type.clone(),
-                            created_at: c.created_at,
-                            updated_at: c.updated_at,
+            let pages = Self::walk(
+                ctx,
+                "credentials",
+                fetcher(provider, |p, c| {
+                    async move { p.list_credentials(c.as_deref()).await }.boxed()
+                }),
+                |page| {
+                    let db = db.clone();
+                    async move {
+                        let rows: Vec<CredentialRow> = page
+                            .items
+                            .iter()
+                            .map(|c| CredentialRow {
+                                id: c.id.clone(),
+                                name: c.name.clone(),
+                                cred_type: c.cred_type.clone(),
+                                created_at: c.created_at,
+                                updated_at: c.updated_at,
+                            })
+                            .collect();
+                        catalog::upsert_credentials(&db, tenant, env, run_id, "provider", &rows)
+                            .await
+                            .map_err(domain_error)?;
+                        Ok(PageDone {
+                            next: page.next_cursor,
+                            items: rows.len() as u64,
+                            changed: 0,
+                            caught_up: false,
+                            high: None,
                         })
-                        .collect();
-                    catalog::upsert_credentials(&db, tenant, env, run_id, "provider", &rows)
-                        .await
-                        .map_err(domain_error)?;
-                    Ok(PageDone {
-                        next: page.next_cursor,
-                        items: rows.len() as u64,
-                        changed: 0,
-                        caught_up: false,
-                        high: None,
-                    })
-                }
-            })
+                    }
+                },
+            )
             .await?;
             out.credentials = pages.iter().map(|p| p.items).sum();
         } else {
@@ -329,36 +407,39 @@ impl Sync {
     async fn tags(
         &self,
         ctx: &mut RunCtx,
-        provider: &dyn Provider,
+        provider: &Arc<dyn Provider>,
         input: &SyncInput,
         out: &mut SyncOutput,
     ) -> Result<(), JobError> {
         let (tenant, env, run_id) = (input.tenant_id, input.environment_id, ctx.run_id);
         let db = ctx.db().clone();
-        let pages = Self::walk(ctx, "tags", |cursor| {
-            let db = db.clone();
-            async move {
-                let page = provider
-                    .list_tags(cursor.as_deref())
-                    .await
-                    .map_err(provider_error)?;
-                let rows: Vec<(String, String)> = page
-                    .items
-                    .iter()
-                    .map(|t| (t.id.clone(), t.name.clone()))
-                    .collect();
-                catalog::upsert_tags(&db, tenant, env, run_id, &rows)
-                    .await
-                    .map_err(domain_error)?;
-                Ok(PageDone {
-                    next: page.next_cursor,
-                    items: rows.len() as u64,
-                    changed: 0,
-                    caught_up: false,
-                    high: None,
-                })
-            }
-        })
+        let pages = Self::walk(
+            ctx,
+            "tags",
+            fetcher(provider, |p, c| {
+                async move { p.list_tags(c.as_deref()).await }.boxed()
+            }),
+            |page| {
+                let db = db.clone();
+                async move {
+                    let rows: Vec<(String, String)> = page
+                        .items
+                        .iter()
+                        .map(|t| (t.id.clone(), t.name.clone()))
+                        .collect();
+                    catalog::upsert_tags(&db, tenant, env, run_id, &rows)
+                        .await
+                        .map_err(domain_error)?;
+                    Ok(PageDone {
+                        next: page.next_cursor,
+                        items: rows.len() as u64,
+                        changed: 0,
+                        caught_up: false,
+                        high: None,
+                    })
+                }
+            },
+        )
         .await?;
         out.tags = pages.iter().map(|p| p.items).sum();
         ctx.step("tags:deleted", || async {
@@ -373,43 +454,46 @@ impl Sync {
     async fn users(
         &self,
         ctx: &mut RunCtx,
-        provider: &dyn Provider,
+        provider: &Arc<dyn Provider>,
         input: &SyncInput,
         out: &mut SyncOutput,
     ) -> Result<(), JobError> {
         let (tenant, env, run_id) = (input.tenant_id, input.environment_id, ctx.run_id);
         let db = ctx.db().clone();
-        let pages = Self::walk(ctx, "users", |cursor| {
-            let db = db.clone();
-            async move {
-                let page = provider
-                    .list_users(cursor.as_deref())
-                    .await
-                    .map_err(provider_error)?;
-                let rows: Vec<ProviderUserRow> = page
-                    .items
-                    .iter()
-                    .map(|u| ProviderUserRow {
-                        provider_id: u.id.clone(),
-                        email: u.email.clone(),
-                        first_name: u.first_name.clone(),
-                        last_name: u.last_name.clone(),
-                        role: u.role.clone(),
-                        is_pending: u.is_pending,
+        let pages = Self::walk(
+            ctx,
+            "users",
+            fetcher(provider, |p, c| {
+                async move { p.list_users(c.as_deref()).await }.boxed()
+            }),
+            |page| {
+                let db = db.clone();
+                async move {
+                    let rows: Vec<ProviderUserRow> = page
+                        .items
+                        .iter()
+                        .map(|u| ProviderUserRow {
+                            provider_id: u.id.clone(),
+                            email: u.email.clone(),
+                            first_name: u.first_name.clone(),
+                            last_name: u.last_name.clone(),
+                            role: u.role.clone(),
+                            is_pending: u.is_pending,
+                        })
+                        .collect();
+                    catalog::upsert_users(&db, tenant, env, run_id, &rows)
+                        .await
+                        .map_err(domain_error)?;
+                    Ok(PageDone {
+                        next: page.next_cursor,
+                        items: rows.len() as u64,
+                        changed: 0,
+                        caught_up: false,
+                        high: None,
                     })
-                    .collect();
-                catalog::upsert_users(&db, tenant, env, run_id, &rows)
-                    .await
-                    .map_err(domain_error)?;
-                Ok(PageDone {
-                    next: page.next_cursor,
-                    items: rows.len() as u64,
-                    changed: 0,
-                    caught_up: false,
-                    high: None,
-                })
-            }
-        })
+                }
+            },
+        )
         .await?;
         out.users = pages.iter().map(|p| p.items).sum();
         ctx.step("users:deleted", || async {
@@ -425,7 +509,7 @@ impl Sync {
     async fn executions(
         &self,
         ctx: &mut RunCtx,
-        provider: &dyn Provider,
+        provider: &Arc<dyn Provider>,
         input: &SyncInput,
         out: &mut SyncOutput,
     ) -> Result<(), JobError> {
@@ -442,48 +526,55 @@ impl Sync {
             include_data: true,
             ..ExecutionFilter::default()
         };
-        let pages = Self::walk(ctx, "executions", |cursor| {
-            let (db, filter) = (db.clone(), filter.clone());
-            async move {
-                let page = provider
-                    .list_executions(cursor.as_deref(), &filter)
-                    .await
-                    .map_err(provider_error)?;
-                let rows: Vec<ExecutionRow> = page
-                    .items
-                    .iter()
-                    .map(|x| ExecutionRow {
-                        environment_id: env,
-                        provider_id: x.id.clone(),
-                        workflow_id: x.workflow_id.clone(),
-                        workflow_name: None,
-                        status: x.status.clone(),
-                        mode: x.mode.clone(),
-                        finished: x.finished,
-                        started_at: x.started_at,
-                        stopped_at: x.stopped_at,
-                        error_message: x.error_message.clone(),
-                    })
-                    .collect();
-                let mut tx = db.begin().await?;
-                let high = catalog::upsert_executions(&mut tx, tenant, env, &rows)
-                    .await
-                    .map_err(domain_error)?;
-                tx.commit().await?;
-                let caught_up = known.is_some_and(|k| {
-                    rows.iter()
-                        .filter_map(|r| r.provider_id.parse::<i64>().ok())
-                        .any(|id| id <= k)
-                });
-                Ok(PageDone {
-                    next: page.next_cursor,
-                    items: rows.len() as u64,
-                    changed: 0,
-                    caught_up,
-                    high,
+        let pages = Self::walk(
+            ctx,
+            "executions",
+            {
+                let f = filter.clone();
+                fetcher(provider, move |p, c| {
+                    let f = f.clone();
+                    async move { p.list_executions(c.as_deref(), &f).await }.boxed()
                 })
-            }
-        })
+            },
+            |page| {
+                let db = db.clone();
+                async move {
+                    let rows: Vec<ExecutionRow> = page
+                        .items
+                        .iter()
+                        .map(|x| ExecutionRow {
+                            environment_id: env,
+                            provider_id: x.id.clone(),
+                            workflow_id: x.workflow_id.clone(),
+                            workflow_name: None,
+                            status: x.status.clone(),
+                            mode: x.mode.clone(),
+                            finished: x.finished,
+                            started_at: x.started_at,
+                            stopped_at: x.stopped_at,
+                            error_message: x.error_message.clone(),
+                        })
+                        .collect();
+                    let mut tx = db.begin().await?;
+                    let high = catalog::upsert_executions(&mut tx, tenant, env, &rows)
+                        .await
+                        .map_err(domain_error)?;
+                    tx.commit().await?;
+                    let caught_up = known.is_some_and(|k| {
+                        rows.iter()
+                            .filter_map(|r| r.provider_id.parse::<i64>().ok())
+                            .any(|id| id <= k)
+                    });
+                    Ok(PageDone {
+                        next: page.next_cursor,
+                        items: rows.len() as u64,
+                        changed: 0,
+                        caught_up,
+                        high,
+                    })
+                }
+            },
+        )
         .await?;
         out.executions = pages.iter().map(|p| p.items).sum();
         if let Some(high) = pages.iter().filter_map(|p| p.high).max() {
