@@ -36,6 +36,8 @@ pub struct AppConfig {
     pub trust_forwarded_for: bool,
     /// Most environments per tenant until plans set it (ENV-008).
     pub max_environments: i64,
+    /// How long synced executions are kept (EXEC-005): older ones are not fetched, and pruned.
+    pub execution_retention: Duration,
 }
 
 impl AppConfig {
@@ -50,6 +52,7 @@ impl AppConfig {
             request_timeout: Duration::from_secs(30),
             trust_forwarded_for: false,
             max_environments: 10,
+            execution_retention: Duration::from_secs(90 * 86_400),
         }
     }
 }

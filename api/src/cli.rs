@@ -119,6 +119,7 @@ fn app_config(args: &ServeArgs) -> AppConfig {
         request_timeout: args.request_timeout,
         trust_forwarded_for: args.trust_forwarded_for,
         max_environments: args.max_environments,
+        execution_retention: args.execution_retention,
     }
 }
 
@@ -136,7 +137,7 @@ async fn serve(
             "the database schema is behind this binary: run `workflowops migrate` (or set WFO_MIGRATE_ON_START=true)"
         );
     }
-    jobs::maintenance::ensure_schedule(&pool, args.run_retention).await?;
+    jobs::maintenance::ensure_schedule(&pool, args.run_retention, args.execution_retention).await?;
     let listener = TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("cannot listen on {} (WFO_BIND)", args.bind))?;

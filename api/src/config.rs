@@ -182,6 +182,9 @@ pub struct ServeArgs {
     /// How long finished runs (and their steps and events) are kept before the hourly prune.
     #[arg(long, env = "WFO_RUN_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub run_retention: Duration,
+    /// How long executions synced from providers are kept.
+    #[arg(long, env = "WFO_EXECUTION_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    pub execution_retention: Duration,
     /// Take the client address from X-Forwarded-For (only behind a proxy you control).
     #[arg(long, env = "WFO_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
     pub trust_forwarded_for: bool,

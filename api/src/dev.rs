@@ -35,7 +35,12 @@ pub async fn run(
     let pool = db::connect(&global.database_url, global.db_max_connections).await?;
     db::migrate(&pool).await?;
     let login = demo_tenant(&pool, &args.dir).await?;
-    jobs::maintenance::ensure_schedule(&pool, Duration::from_secs(30 * 86_400)).await?;
+    jobs::maintenance::ensure_schedule(
+        &pool,
+        Duration::from_secs(30 * 86_400),
+        Duration::from_secs(90 * 86_400),
+    )
+    .await?;
     let listener = TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("cannot listen on {} (WFO_BIND)", args.bind))?;

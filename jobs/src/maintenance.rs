@@ -20,12 +20,17 @@ pub struct Prune;
 pub struct PruneInput {
     /// Keep finished runs this many seconds.
     pub retention_seconds: u64,
+    /// Keep synced executions this many seconds (by their start); None keeps them.
+    #[serde(default)]
+    pub execution_retention_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PruneOutput {
     pub runs_deleted: u64,
     pub workers_forgotten: u64,
+    #[serde(default)]
+    pub executions_deleted: u64,
 }
 
 impl Job for Prune {
@@ -52,22 +57,45 @@ impl Job for Prune {
             .execute(ctx.db())
             .await?
             .rows_affected();
+        let mut executions_deleted = 0;
+        if let Some(seconds) = input.execution_retention_seconds {
+            let retention = chrono::Duration::from_std(Duration::from_secs(seconds))
+                .map_err(|_| JobError::permanent("execution_retention_seconds is out of range"))?;
+            loop {
+                let n = sqlx::query(
+                    "delete from env_executions where ctid = any (array(select ctid from env_executions \
+                     where started_at < $1 limit 5000))",
+                )
+                .bind(Utc::now() - retention)
+                .execute(ctx.db())
+                .await?
+                .rows_affected();
+                executions_deleted += n;
+                if n == 0 || ctx.is_cancelled() {
+                    break;
+                }
+            }
+        }
         ctx.log(
             "info",
-            format!("deleted {runs_deleted} runs finished before {cutoff}"),
+            format!(
+                "deleted {runs_deleted} runs finished before {cutoff} and {executions_deleted} expired executions"
+            ),
         )
         .await?;
         Ok(PruneOutput {
             runs_deleted,
             workers_forgotten,
+            executions_deleted,
         })
     }
 }
 
-/// Creates or updates the hourly prune schedule with `retention`.
+/// Creates or updates the hourly prune schedule with the run and execution retentions.
 pub async fn ensure_schedule(
     db: &sqlx::PgPool,
     retention: Duration,
+    execution_retention: Duration,
 ) -> Result<(), engine::schedule::Error> {
     engine::schedule::upsert(
         db,
@@ -77,7 +105,10 @@ pub async fn ensure_schedule(
             cron: "17 * * * *",
             timezone: "UTC",
             kind: Prune::KIND,
-            input: serde_json::json!({ "retention_seconds": retention.as_secs() }),
+            input: serde_json::json!({
+                "retention_seconds": retention.as_secs(),
+                "execution_retention_seconds": execution_retention.as_secs(),
+            }),
             enabled: true,
             missed: Missed::FireOnce,
         },

@@ -42,6 +42,9 @@ pub struct SyncInput {
     pub tenant_id: Uuid,
     pub environment_id: Uuid,
     pub scope: Scope,
+    /// Executions older than this many seconds are neither fetched nor kept (EXEC-005).
+    #[serde(default)]
+    pub execution_retention_seconds: Option<u64>,
 }
 
 /// Counts per part, as the run's output.
@@ -515,11 +518,17 @@ impl Sync {
     ) -> Result<(), JobError> {
         let (tenant, env) = (input.tenant_id, input.environment_id);
         let db = ctx.db().clone();
-        let known: Option<i64> = ctx
+        // What earlier syncs stored, and the retention cutoff, fixed once for every attempt.
+        let retention = input.execution_retention_seconds;
+        let (known, cutoff): (Option<i64>, Option<chrono::DateTime<chrono::Utc>>) = ctx
             .step("executions:known", || async {
-                catalog::executions_high_water(&db, env)
+                let known = catalog::executions_high_water(&db, env)
                     .await
-                    .map_err(domain_error)
+                    .map_err(domain_error)?;
+                let cutoff = retention
+                    .and_then(|s| chrono::Duration::try_seconds(i64::try_from(s).ok()?))
+                    .map(|r| chrono::Utc::now() - r);
+                Ok((known, cutoff))
             })
             .await?;
         let filter = ExecutionFilter {
@@ -539,9 +548,14 @@ impl Sync {
             |page| {
                 let db = db.clone();
                 async move {
+                    let expired = |x: &adapters::Execution| {
+                        cutoff.is_some_and(|c| x.started_at.is_some_and(|t| t < c))
+                    };
+                    let reached_cutoff = page.items.iter().any(expired);
                     let rows: Vec<ExecutionRow> = page
                         .items
                         .iter()
+                        .filter(|x| !expired(x))
                         .map(|x| ExecutionRow {
                             environment_id: env,
                             provider_id: x.id.clone(),
@@ -560,11 +574,12 @@ impl Sync {
                         .await
                         .map_err(domain_error)?;
                     tx.commit().await?;
-                    let caught_up = known.is_some_and(|k| {
-                        rows.iter()
-                            .filter_map(|r| r.provider_id.parse::<i64>().ok())
-                            .any(|id| id <= k)
-                    });
+                    let caught_up = reached_cutoff
+                        || known.is_some_and(|k| {
+                            rows.iter()
+                                .filter_map(|r| r.provider_id.parse::<i64>().ok())
+                                .any(|id| id <= k)
+                        });
                     Ok(PageDone {
                         next: page.next_cursor,
                         items: rows.len() as u64,
@@ -595,6 +610,8 @@ pub struct BulkSyncInput {
     pub tenant_id: Uuid,
     pub environment_ids: Vec<Uuid>,
     pub scope: Scope,
+    #[serde(default)]
+    pub execution_retention_seconds: Option<u64>,
 }
 
 /// Per-environment outcomes and the partial-failure summary (BULK-004/005).
@@ -627,6 +644,7 @@ impl Job for BulkSync {
                     tenant_id: input.tenant_id,
                     environment_id,
                     scope: input.scope,
+                    execution_retention_seconds: input.execution_retention_seconds,
                 })
             })
             .collect();

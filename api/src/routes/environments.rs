@@ -504,6 +504,7 @@ pub async fn sync_environment(
         tenant_id,
         environment_id: env.id,
         scope: req.scope.unwrap_or(Scope::Full),
+        execution_retention_seconds: Some(state.config.execution_retention.as_secs()),
     };
     let view = enqueue(
         &state,
@@ -557,6 +558,7 @@ pub async fn bulk_sync(
         tenant_id,
         environment_ids: req.environment_ids,
         scope: req.scope.unwrap_or(Scope::Full),
+        execution_retention_seconds: Some(state.config.execution_retention.as_secs()),
     };
     let run = engine::NewRun::of::<sync::BulkSync>(tenant_id.to_string(), &input);
     let view = enqueue(

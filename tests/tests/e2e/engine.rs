@@ -843,9 +843,13 @@ async fn the_prune_job_deletes_old_finished_runs_with_their_events_and_keeps_the
         .execute(&db.pool)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    jobs::maintenance::ensure_schedule(&db.pool, Duration::from_secs(30 * 86_400))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    jobs::maintenance::ensure_schedule(
+        &db.pool,
+        Duration::from_secs(30 * 86_400),
+        Duration::from_secs(90 * 86_400),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let prune = enqueue(
         &db.pool,
         &NewRun::new(

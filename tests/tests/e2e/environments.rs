@@ -655,6 +655,65 @@ async fn executions_sync_incrementally() {
     w.stop().await;
 }
 
+// EXEC-005: the retention applies to what is fetched and to what is kept
+#[tokio::test]
+async fn executions_older_than_the_retention_are_neither_fetched_nor_kept() {
+    let app = TestApp::spawn_with(|c| c.execution_retention = Duration::from_secs(600)).await;
+    let acme = app.tenant("acme").await;
+    let n8n = emulator("2.41.1").await;
+    n8n.seed_workflows(3, 3);
+    n8n.seed_executions(1500); // one a second, the newest now
+    let env = connect(&app, &acme, &n8n, "prod", "production").await;
+    let w = worker(&app, 2);
+    let before = n8n.requests();
+    let done = wait_done(&app, sync(&app, &acme, env, "executions").await).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let kept = scalar(
+        &app,
+        "select count(*) from env_executions where environment_id = $1",
+        env,
+    )
+    .await;
+    assert!(
+        (590..=610).contains(&kept),
+        "about ten minutes of executions kept: {kept}"
+    );
+    assert!(
+        n8n.requests() - before <= 5,
+        "the walk stopped at the cutoff: {} requests",
+        n8n.requests() - before
+    );
+
+    // The hourly prune deletes what has expired since.
+    sqlx::query(
+        "update env_executions set started_at = started_at - interval '1 day' where seq % 2 = 0",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let prune = workflowops_tests::engine_support::enqueue(
+        &app.db.pool,
+        &engine::NewRun::new(
+            "system",
+            "maintenance.prune",
+            json!({"retention_seconds": 86_400, "execution_retention_seconds": 600}),
+        ),
+    )
+    .await;
+    wait_for(&app.db.pool, prune, RunStatus::Succeeded).await;
+    let left = scalar(
+        &app,
+        "select count(*) from env_executions where environment_id = $1",
+        env,
+    )
+    .await;
+    assert!(
+        (kept / 2 - 1..=kept / 2 + 1).contains(&left),
+        "expired executions pruned: {kept} -> {left}"
+    );
+    w.stop().await;
+}
+
 // CRED-004 on instances before 2.8: credentials derived from workflows
 #[tokio::test]
 async fn an_instance_that_cannot_list_credentials_gets_them_derived_from_workflows() {
