@@ -767,3 +767,46 @@ pub async fn definitions(
     .fetch_all(db)
     .await?)
 }
+
+/// One credential (by type and name) across the tenant's environments (CRED-006).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CredentialMatrixRow {
+    #[serde(rename = "type")]
+    pub cred_type: String,
+    pub name: String,
+    /// Per environment id: the credential there (id and health), absent where it is missing.
+    pub environments: std::collections::BTreeMap<Uuid, CredentialCell>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CredentialCell {
+    pub id: String,
+    pub health: String,
+}
+
+/// Credentials by type and name × environments.
+pub async fn credential_matrix(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+) -> Result<Vec<CredentialMatrixRow>> {
+    let items = list_credentials(db, tenant_id, None).await?;
+    let mut rows: std::collections::BTreeMap<(String, String), CredentialMatrixRow> =
+        std::collections::BTreeMap::new();
+    for c in items.into_iter().filter(|c| c.health != "deleted") {
+        rows.entry((c.cred_type.clone(), c.name.clone()))
+            .or_insert_with(|| CredentialMatrixRow {
+                cred_type: c.cred_type.clone(),
+                name: c.name.clone(),
+                environments: std::collections::BTreeMap::new(),
+            })
+            .environments
+            .insert(
+                c.environment_id,
+                CredentialCell {
+                    id: c.id,
+                    health: c.health,
+                },
+            );
+    }
+    Ok(rows.into_values().collect())
+}

@@ -260,3 +260,39 @@ pub async fn get_execution(
         catalog::get_execution(&state.db, ctx.tenant_id(), environment_id, &execution_id).await?,
     ))
 }
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CredentialMatrix {
+    /// The columns: every environment of the tenant.
+    pub environments: Vec<MatrixEnvironment>,
+    pub rows: Vec<domain::catalog::CredentialMatrixRow>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MatrixEnvironment {
+    pub id: Uuid,
+    pub name: String,
+    pub class: domain::environments::EnvironmentClass,
+}
+
+/// Credentials (by type and name) × environments: which environment has which (CRED-006).
+#[utoipa::path(get, path = "/api/v1/credentials/matrix", tag = "credentials", security(("bearer" = [])),
+    responses((status = 200, body = CredentialMatrix)))]
+pub async fn credential_matrix(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::ViewWorkflows>,
+) -> ApiResult<Json<CredentialMatrix>> {
+    let environments = domain::environments::list(&state.db, ctx.tenant_id())
+        .await?
+        .into_iter()
+        .map(|e| MatrixEnvironment {
+            id: e.id,
+            name: e.name,
+            class: e.class,
+        })
+        .collect();
+    Ok(Json(CredentialMatrix {
+        environments,
+        rows: catalog::credential_matrix(&state.db, ctx.tenant_id()).await?,
+    }))
+}

@@ -86,6 +86,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(workflows::approve_action))
         .routes(routes!(workflows::reject_action))
         .routes(routes!(catalog::list_credentials))
+        .routes(routes!(catalog::credential_matrix))
         .routes(routes!(catalog::missing_credentials))
         .routes(routes!(catalog::credential_usage))
         .routes(routes!(catalog::list_executions))

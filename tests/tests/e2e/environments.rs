@@ -714,6 +714,51 @@ async fn executions_older_than_the_retention_are_neither_fetched_nor_kept() {
     w.stop().await;
 }
 
+// CRED-006
+#[tokio::test]
+async fn the_credential_matrix_lines_environments_up_by_type_and_name() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let a = emulator("2.41.1").await;
+    a.add_credential("Shop", "httpBasicAuth");
+    a.add_credential("Alerts", "slackApi");
+    let b = emulator("2.41.1").await;
+    b.add_credential("Shop", "httpBasicAuth");
+    let dev = connect(&app, &acme, &a, "dev", "dev").await;
+    let prod = connect(&app, &acme, &b, "prod", "production").await;
+    let w = worker(&app, 2);
+    for env in [dev, prod] {
+        assert_eq!(
+            wait_done(&app, sync(&app, &acme, env, "credentials").await).await["status"],
+            "succeeded"
+        );
+    }
+    let matrix = app.get("/api/v1/credentials/matrix", &acme.admin).await;
+    assert_eq!(matrix.status, 200, "{}", matrix.body);
+    assert_eq!(
+        matrix.body["environments"].as_array().map(Vec::len),
+        Some(2)
+    );
+    let rows = matrix.body["rows"].as_array().cloned().unwrap_or_default();
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r["name"] == name)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert!(row("Shop")["environments"][dev.to_string()]["id"].is_string());
+    assert!(row("Shop")["environments"][prod.to_string()]["id"].is_string());
+    assert!(row("Alerts")["environments"][dev.to_string()]["id"].is_string());
+    assert!(
+        row("Alerts")["environments"]
+            .get(prod.to_string())
+            .is_none(),
+        "missing in prod: {}",
+        matrix.body
+    );
+    w.stop().await;
+}
+
 // CRED-004 on instances before 2.8: credentials derived from workflows
 #[tokio::test]
 async fn an_instance_that_cannot_list_credentials_gets_them_derived_from_workflows() {
