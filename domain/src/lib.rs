@@ -18,6 +18,7 @@ mod text_enum;
 
 pub mod action_requests;
 pub mod audit;
+pub mod bundle;
 pub mod catalog;
 pub mod crypto;
 pub mod environments;

@@ -81,6 +81,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(workflows::workflow_action))
         .routes(routes!(workflows::set_workflow_tags))
         .routes(routes!(workflows::upload_workflows))
+        .routes(routes!(workflows::upload_workflows_zip))
         .routes(routes!(workflows::export_workflows))
         .routes(routes!(workflows::list_action_requests))
         .routes(routes!(workflows::approve_action))

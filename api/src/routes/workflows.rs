@@ -333,13 +333,44 @@ pub async fn upload_workflows(
     ApiPath(environment_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<UploadRequest>,
 ) -> ApiResult<Json<UploadResult>> {
+    let env = environments::get(&state.db, ctx.tenant_id(), environment_id).await?;
+    Ok(Json(upload(&state, &ctx, &env, &req.workflows).await?))
+}
+
+/// Upload a ZIP of workflow JSON files, as n8n exports them (WF-009): every `.json` entry is a
+/// workflow or a list of them; at most 100, bounded in size. Otherwise as the JSON upload.
+#[utoipa::path(post, path = "/api/v1/environments/{environment_id}/workflows/zip", tag = "workflows", security(("bearer" = [])),
+    params(("environment_id" = Uuid, Path, description = "The environment's id")),
+    request_body(content = Vec<u8>, content_type = "application/zip"),
+    responses((status = 200, body = UploadResult), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 413, body = Problem), (status = 422, description = "Not a ZIP, or its workflows are invalid", body = Problem)))]
+pub async fn upload_workflows_zip(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::UploadWorkflows>,
+    ApiPath(environment_id): ApiPath<Uuid>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<UploadResult>> {
+    let env = environments::get(&state.db, ctx.tenant_id(), environment_id).await?;
+    let req = UploadRequest {
+        workflows: domain::bundle::from_zip(&body)?,
+    };
+    req.validate()?;
+    Ok(Json(upload(&state, &ctx, &env, &req.workflows).await?))
+}
+
+/// Creates each workflow (inactive) in the environment's provider under the upload policy.
+async fn upload(
+    state: &AppState,
+    ctx: &TenantCtx<perm::UploadWorkflows>,
+    env: &Environment,
+    workflows: &[Value],
+) -> ApiResult<UploadResult> {
     let tenant_id = ctx.tenant_id();
-    let env = environments::get(&state.db, tenant_id, environment_id).await?;
     policy::check(env.class, Action::Upload, ctx.tenant.role)?;
-    let provider = provider_for(&state, tenant_id, environment_id).await?;
-    let mut results = Vec::with_capacity(req.workflows.len());
+    let provider = provider_for(state, tenant_id, env.id).await?;
+    let mut results = Vec::with_capacity(workflows.len());
     let mut created = Vec::new();
-    for wf in &req.workflows {
+    for wf in workflows {
         let name = wf
             .get("name")
             .and_then(Value::as_str)
@@ -362,21 +393,28 @@ pub async fn upload_workflows(
         }
     }
     let mut tx = state.db.begin().await?;
-    catalog::upsert_workflows(&mut tx, tenant_id, environment_id, Uuid::nil(), &created).await?;
-    Entry::new(Some(tenant_id), &ctx.actor(), "workflow.uploaded", "environment")
-        .target(environment_id)
-        .provider(&env.provider)
-        .new_value(&serde_json::json!({"created": results.iter().filter_map(|r| r.id.clone()).collect::<Vec<_>>(),
-                                        "failed": results.iter().filter(|r| r.error.is_some()).count()}))
-        .record(&mut *tx)
-        .await?;
-    tx.commit().await?;
+    catalog::upsert_workflows(&mut tx, tenant_id, env.id, Uuid::nil(), &created).await?;
     let failed = results.iter().filter(|r| r.error.is_some()).count();
-    Ok(Json(UploadResult {
+    Entry::new(
+        Some(tenant_id),
+        &ctx.actor(),
+        "workflow.uploaded",
+        "environment",
+    )
+    .target(env.id)
+    .provider(&env.provider)
+    .new_value(&serde_json::json!({
+        "created": results.iter().filter_map(|r| r.id.clone()).collect::<Vec<_>>(),
+        "failed": failed,
+    }))
+    .record(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(UploadResult {
         created: results.len() - failed,
         failed,
         results,
-    }))
+    })
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -384,12 +422,15 @@ pub async fn upload_workflows(
 pub struct ExportQuery {
     /// Only these workflow ids (comma-separated); all live workflows when omitted.
     pub ids: Option<String>,
+    /// `zip` (default: one JSON file per workflow) or `json` (one bundle document).
+    pub format: Option<String>,
 }
 
-/// Download an environment's workflows as one JSON bundle, as last synced (WF-013 basis).
+/// Download an environment's workflows as last synced (WF-013): a ZIP with one JSON file per
+/// workflow, or with `format=json` one bundle document.
 #[utoipa::path(get, path = "/api/v1/environments/{environment_id}/workflows/export", tag = "workflows", security(("bearer" = [])),
     params(("environment_id" = Uuid, Path, description = "The environment's id"), ExportQuery),
-    responses((status = 200, description = "An attachment: {environment, exported_at, workflows: [...]}"), (status = 404, body = Problem)))]
+    responses((status = 200, description = "An attachment: a ZIP, or {environment, exported_at, workflows: [...]}"), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn export_workflows(
     State(state): State<AppState>,
     ctx: TenantCtx<perm::ViewWorkflows>,
@@ -404,32 +445,47 @@ pub async fn export_workflows(
             .filter(|i| !i.is_empty())
             .collect()
     });
+    let zip = match q.format.as_deref() {
+        None | Some("zip") => true,
+        Some("json") => false,
+        Some(_) => return Err(domain::Error::invalid("format", "must be zip or json").into()),
+    };
     let workflows =
         catalog::definitions(&state.db, tenant_id, environment_id, ids.as_deref()).await?;
-    let body = serde_json::json!({
-        "environment": env.name, "provider": env.provider, "exported_at": chrono::Utc::now(),
-        "workflows": workflows,
-    });
-    let filename = format!(
-        "{}-workflows.json",
-        env.name
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' {
+    let stem: String = env
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
                 c
             } else {
                 '_'
-            })
-            .collect::<String>()
-    );
+            }
+        })
+        .collect();
+    let (content_type, filename, body) = if zip {
+        (
+            "application/zip",
+            format!("{stem}-workflows.zip"),
+            domain::bundle::to_zip(&workflows)?,
+        )
+    } else {
+        let doc = serde_json::json!({
+            "environment": env.name, "provider": env.provider, "exported_at": chrono::Utc::now(),
+            "workflows": workflows,
+        });
+        let bytes = serde_json::to_vec(&doc).map_err(ApiError::internal)?;
+        ("application/json", format!("{stem}-workflows.json"), bytes)
+    };
     Ok((
         [
-            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::CONTENT_TYPE, content_type.to_owned()),
             (
                 header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"{filename}\""),
             ),
         ],
-        Json(body),
+        body,
     ))
 }
 

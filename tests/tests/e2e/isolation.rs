@@ -22,6 +22,7 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         ("put", "/api/v1/environments/{environment_id}/workflows/{workflow_id}/tags") => {
             json!({"tags": ["x"]})
         }
+        ("post", "/api/v1/environments/{environment_id}/workflows/zip") => json!({}),
         ("post", "/api/v1/environments/{environment_id}/workflows") => {
             json!({"workflows": [{"name": "x", "nodes": [], "connections": {}, "settings": {}}]})
         }

@@ -437,16 +437,18 @@ async fn upload_archive_hard_delete_and_export_follow_the_policy() {
         404
     );
 
-    let export = f
-        .app
-        .http
-        .get(
-            f.app
-                .url(&format!("/api/v1/environments/{}/workflows/export", f.dev)),
-        )
-        .bearer_auth(&dev.token)
-        .timeout(Duration::from_secs(10))
-        .send()
+    let download = |format: &'static str| {
+        f.app
+            .http
+            .get(f.app.url(&format!(
+                "/api/v1/environments/{}/workflows/export{format}",
+                f.dev
+            )))
+            .bearer_auth(&dev.token)
+            .timeout(Duration::from_secs(10))
+            .send()
+    };
+    let export = download("?format=json")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(
@@ -457,4 +459,44 @@ async fn upload_archive_hard_delete_and_export_follow_the_policy() {
     );
     let body: serde_json::Value = export.json().await.unwrap_or_default();
     assert_eq!(body["workflows"].as_array().map(Vec::len), Some(11));
+
+    // WF-013 / WF-009: the ZIP download uploads again as it is.
+    let zip = download("").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        zip.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/zip")
+    );
+    let bytes = zip.bytes().await.unwrap_or_default();
+    let reupload = f
+        .app
+        .http
+        .post(
+            f.app
+                .url(&format!("/api/v1/environments/{}/workflows/zip", f.staging)),
+        )
+        .bearer_auth(&dev.token)
+        .header("content-type", "application/zip")
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let reupload = TestApp::read(reupload).await;
+    assert_eq!(reupload.status, 200, "{}", reupload.body);
+    assert_eq!(reupload.body["created"], 11);
+    let not_zip = f
+        .app
+        .http
+        .post(
+            f.app
+                .url(&format!("/api/v1/environments/{}/workflows/zip", f.staging)),
+        )
+        .bearer_auth(&dev.token)
+        .body("definitely not a zip")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let not_zip = TestApp::read(not_zip).await;
+    assert_eq!(not_zip.status, 422, "{}", not_zip.body);
 }
