@@ -810,3 +810,22 @@ pub async fn credential_matrix(
     }
     Ok(rows.into_values().collect())
 }
+
+/// The names of these workflows of an environment (live ones), by id.
+pub async fn names(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    environment_id: Uuid,
+    ids: &[String],
+) -> Result<std::collections::HashMap<String, String>> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "select provider_id, name from env_workflows where tenant_id = $1 and environment_id = $2 \
+         and provider_id = any ($3) and deleted_at is null",
+    )
+    .bind(tenant_id)
+    .bind(environment_id)
+    .bind(ids)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().collect())
+}

@@ -9,6 +9,7 @@ pub mod health;
 pub mod maintenance;
 pub mod providers;
 pub mod sync;
+pub mod workflow_ops;
 
 use engine::Registry;
 
@@ -23,4 +24,5 @@ pub fn registry(deps: &Deps) -> Registry {
         .register(sync::Sync { deps: deps.clone() })
         .register(sync::BulkSync)
         .register(health::HealthCheck { deps: deps.clone() })
+        .register(workflow_ops::BulkAction { deps: deps.clone() })
 }

@@ -79,6 +79,7 @@ pub fn router() -> OpenApiRouter<AppState> {
             workflows::hard_delete_workflow
         ))
         .routes(routes!(workflows::workflow_action))
+        .routes(routes!(workflows::bulk_action))
         .routes(routes!(workflows::set_workflow_tags))
         .routes(routes!(workflows::upload_workflows))
         .routes(routes!(workflows::upload_workflows_zip))

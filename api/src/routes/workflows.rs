@@ -58,48 +58,15 @@ async fn carry_out(
     workflow_id: &str,
     action: Action,
 ) -> Result<Option<Value>, ProviderError> {
-    let tenant_id = env.tenant_id;
-    let updated = match action {
-        Action::Activate => Some(provider.set_active(workflow_id, true).await?),
-        Action::Deactivate => Some(provider.set_active(workflow_id, false).await?),
-        Action::Archive => Some(provider.set_archived(workflow_id, true).await?),
-        Action::Unarchive => Some(provider.set_archived(workflow_id, false).await?),
-        Action::Delete | Action::HardDelete => {
-            provider.delete_workflow(workflow_id).await?;
-            None
-        }
-        Action::Upload | Action::DirectEdit => {
-            return Err(ProviderError::Permanent(format!(
-                "`{action}` is not a workflow action"
-            )));
-        }
-    };
-    let stored = async {
-        let mut tx = state.db.begin().await?;
-        match &updated {
-            Some(wf) => {
-                catalog::upsert_workflows(
-                    &mut tx,
-                    tenant_id,
-                    env.id,
-                    Uuid::nil(),
-                    std::slice::from_ref(wf),
-                )
-                .await?;
-            }
-            None => {
-                catalog::mark_deleted(&mut *tx, env.id, workflow_id, action == Action::HardDelete)
-                    .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok::<_, domain::Error>(())
-    };
-    if let Err(e) = stored.await {
-        // The provider changed; the next sync will record it.
-        tracing::warn!(error = %e, "recording a workflow action in the catalog failed");
-    }
-    Ok(updated)
+    jobs::workflow_ops::carry_out(
+        &state.db,
+        provider,
+        env.tenant_id,
+        env.id,
+        workflow_id,
+        action,
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -706,4 +673,149 @@ pub async fn set_workflow_tags(
     .await?;
     tx.commit().await?;
     Ok(Json(now.tags))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkActionBody {
+    /// `activate`, `deactivate`, `archive`, `unarchive` or `delete`.
+    pub action: Action,
+    /// 1-200 workflow ids of this environment.
+    pub workflow_ids: Vec<String>,
+    pub reason: Option<String>,
+}
+
+impl Validate for BulkActionBody {
+    fn validate(&self) -> Result<(), domain::Error> {
+        let mut v = Validator::new();
+        if matches!(
+            self.action,
+            Action::Upload | Action::DirectEdit | Action::HardDelete
+        ) {
+            v.error(
+                "action",
+                "must be activate, deactivate, archive, unarchive or delete",
+            );
+        }
+        if self.workflow_ids.is_empty() || self.workflow_ids.len() > 200 {
+            v.error("workflow_ids", "must name 1 to 200 workflows");
+        }
+        let mut seen = std::collections::HashSet::new();
+        if !self.workflow_ids.iter().all(|id| seen.insert(id)) {
+            v.error("workflow_ids", "must not repeat a workflow");
+        }
+        if let Some(r) = &self.reason {
+            v.text("reason", r, 0, 2000);
+        }
+        v.finish()
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BulkActionOutcome {
+    /// `started` (a run acts on every workflow; watch it live) or `pending_approval` (one
+    /// request per workflow, for another admin).
+    pub status: &'static str,
+    pub warnings: Vec<String>,
+    pub run: Option<crate::routes::runs::RunView>,
+    pub requests: Vec<ActionRequest>,
+}
+
+/// Act on many workflows at once under the environment's policy (WF-006): one run with a
+/// checkpointed step and an outcome per workflow (BULK-004, BULK-005), or, where policy
+/// requires approval, one request per workflow.
+#[utoipa::path(post, path = "/api/v1/environments/{environment_id}/workflows/bulk-actions", tag = "workflows", security(("bearer" = [])),
+    params(("environment_id" = Uuid, Path, description = "The environment's id")),
+    request_body = BulkActionBody,
+    responses((status = 202, body = BulkActionOutcome), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 422, description = "Invalid, or names workflows the environment does not have", body = Problem)))]
+pub async fn bulk_action(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::UploadWorkflows>,
+    ApiPath(environment_id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<BulkActionBody>,
+) -> ApiResult<(StatusCode, Json<BulkActionOutcome>)> {
+    let tenant_id = ctx.tenant_id();
+    let env = environments::get(&state.db, tenant_id, environment_id).await?;
+    let known = catalog::names(&state.db, tenant_id, environment_id, &req.workflow_ids).await?;
+    let unknown: Vec<&String> = req
+        .workflow_ids
+        .iter()
+        .filter(|id| !known.contains_key(*id))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(domain::Error::invalid(
+            "workflow_ids",
+            format!(
+                "the environment has no workflow {}",
+                unknown
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+        .into());
+    }
+    let gate = policy::check(env.class, req.action, ctx.tenant.role)?;
+    let actor = ctx.actor();
+    let mut tx = state.db.begin().await?;
+    let outcome = match gate {
+        Gate::NeedsApproval => {
+            let mut requests = Vec::with_capacity(req.workflow_ids.len());
+            for id in &req.workflow_ids {
+                requests.push(
+                    action_requests::create(
+                        &mut *tx,
+                        NewRequest {
+                            tenant_id,
+                            environment_id,
+                            workflow_id: id,
+                            workflow_name: known.get(id).map_or("", String::as_str),
+                            action: req.action,
+                            reason: req.reason.as_deref(),
+                            requested_by: ctx.principal.user_id(),
+                            requested_by_label: &actor.label,
+                        },
+                    )
+                    .await?,
+                );
+            }
+            BulkActionOutcome {
+                status: "pending_approval",
+                warnings: vec![],
+                run: None,
+                requests,
+            }
+        }
+        Gate::Proceed { warning } => {
+            let input = jobs::workflow_ops::BulkActionInput {
+                tenant_id,
+                environment_id,
+                action: req.action,
+                workflow_ids: req.workflow_ids.clone(),
+            };
+            let new = jobs::workflow_ops::new_run(&input).created_by(actor.label.clone());
+            let enqueued = engine::queue::enqueue(&mut tx, &new)
+                .await
+                .map_err(crate::routes::runs::queue_error)?;
+            let run = engine::queue::get(&mut *tx, &tenant_id.to_string(), enqueued.id)
+                .await
+                .map_err(crate::routes::runs::queue_error)?;
+            BulkActionOutcome {
+                status: "started",
+                warnings: warning.into_iter().collect(),
+                run: Some(run.into()),
+                requests: vec![],
+            }
+        }
+    };
+    Entry::new(Some(tenant_id), &actor, "workflow.bulk_action", "environment")
+        .target(environment_id)
+        .provider(&env.provider)
+        .new_value(&serde_json::json!({"action": req.action, "workflow_ids": req.workflow_ids, "status": outcome.status}))
+        .record(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(outcome)))
 }

@@ -23,6 +23,9 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
             json!({"tags": ["x"]})
         }
         ("post", "/api/v1/environments/{environment_id}/workflows/zip") => json!({}),
+        ("post", "/api/v1/environments/{environment_id}/workflows/bulk-actions") => {
+            json!({"action": "deactivate", "workflow_ids": ["wfacme1"]})
+        }
         ("post", "/api/v1/environments/{environment_id}/workflows") => {
             json!({"workflows": [{"name": "x", "nodes": [], "connections": {}, "settings": {}}]})
         }

@@ -500,3 +500,102 @@ async fn upload_archive_hard_delete_and_export_follow_the_policy() {
     let not_zip = TestApp::read(not_zip).await;
     assert_eq!(not_zip.status, 422, "{}", not_zip.body);
 }
+
+// WF-006, BULK-004, BULK-005: bulk actions as one run with an outcome per workflow
+#[tokio::test]
+async fn bulk_actions_report_each_workflow_and_respect_approvals() {
+    let f = fixture().await;
+    let dev = f.app.member(&f.acme, Role::Developer).await;
+    let list = f
+        .app
+        .get(
+            &format!("/api/v1/workflows?environment_id={}&limit=3", f.dev),
+            &dev,
+        )
+        .await;
+    let mut ids: Vec<String> = list.body["items"]
+        .as_array()
+        .map(|i| {
+            i.iter()
+                .filter_map(|w| w["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let manual = f.n8n.insert_workflow(json!({"name": "Manual only", "nodes": [
+        {"name": "Set", "type": "n8n-nodes-base.set", "typeVersion": 3, "position": [0, 0], "parameters": {}}],
+        "connections": {}, "settings": {}}));
+    let run = f
+        .app
+        .post(
+            &format!("/api/v1/environments/{}/sync", f.dev),
+            &dev,
+            &json!({"scope": "workflows"}),
+        )
+        .await;
+    let run: Uuid = run.body["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
+    wait_for(&f.app.db.pool, run, RunStatus::Succeeded).await;
+    ids.push(manual.clone());
+
+    let unknown = f
+        .app
+        .post(
+            &format!("/api/v1/environments/{}/workflows/bulk-actions", f.dev),
+            &dev,
+            &json!({"action": "activate", "workflow_ids": ["nope"]}),
+        )
+        .await;
+    assert_eq!(unknown.status, 422, "{}", unknown.body);
+
+    let started = f
+        .app
+        .post(
+            &format!("/api/v1/environments/{}/workflows/bulk-actions", f.dev),
+            &dev,
+            &json!({"action": "activate", "workflow_ids": ids}),
+        )
+        .await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    assert_eq!(started.body["status"], "started");
+    let run: Uuid = started.body["run"]["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
+    wait_for(&f.app.db.pool, run, RunStatus::Succeeded).await;
+    let done = f.app.get(&format!("/api/v1/runs/{run}"), &dev).await;
+    let out = &done.body["output"];
+    assert_eq!(
+        (out["succeeded"].as_i64(), out["failed"].as_i64()),
+        (Some(3), Some(1)),
+        "{}",
+        done.body
+    );
+    assert!(
+        out["workflows"][manual.as_str()]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("trigger")),
+        "{}",
+        done.body
+    );
+    assert_eq!(done.body["progress_done"], 4);
+    for id in &ids[..3] {
+        assert_eq!(
+            f.n8n.workflow(id).map(|w| w["active"].clone()),
+            Some(json!(true))
+        );
+    }
+
+    let held = f
+        .app
+        .post(
+            &format!("/api/v1/environments/{}/workflows/bulk-actions", f.prod),
+            &dev,
+            &json!({"action": "deactivate", "workflow_ids": &ids[..2]}),
+        )
+        .await;
+    assert_eq!(held.status, 202, "{}", held.body);
+    assert_eq!(held.body["status"], "pending_approval");
+    assert_eq!(held.body["requests"].as_array().map(Vec::len), Some(2));
+}
