@@ -24,10 +24,27 @@ pub async fn upsert_workflows(
     run_id: Uuid,
     page: &[Value],
 ) -> Result<u64> {
-    let summaries: Vec<(workflow::Summary, &Value)> = page
-        .iter()
-        .filter_map(|w| workflow::summarize(w).map(|s| (s, w)))
-        .collect();
+    let summarized = summarize_page(page.to_vec());
+    upsert_summarized(tx, tenant_id, environment_id, run_id, &summarized).await
+}
+
+/// Each workflow with its summary (the CPU part of storing a page: normalising and hashing),
+/// so a caller can do it off the async threads. Workflows without an id are left out.
+pub fn summarize_page(page: Vec<Value>) -> Vec<(workflow::Summary, Value)> {
+    page.into_iter()
+        .filter_map(|w| workflow::summarize(&w).map(|s| (s, w)))
+        .collect()
+}
+
+/// `upsert_workflows` for a page already summarised.
+pub async fn upsert_summarized(
+    tx: &mut PgConnection,
+    tenant_id: Uuid,
+    environment_id: Uuid,
+    run_id: Uuid,
+    page: &[(workflow::Summary, Value)],
+) -> Result<u64> {
+    let summaries: Vec<(&workflow::Summary, &Value)> = page.iter().map(|(s, w)| (s, w)).collect();
     if summaries.is_empty() {
         return Ok(0);
     }
@@ -43,7 +60,7 @@ pub async fn upsert_workflows(
     .await?
     .into_iter()
     .collect();
-    let changed: Vec<&(workflow::Summary, &Value)> = summaries
+    let changed: Vec<&(&workflow::Summary, &Value)> = summaries
         .iter()
         .filter(|(s, _)| stored.get(&s.id) != Some(&s.content_hash))
         .collect();

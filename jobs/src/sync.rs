@@ -293,15 +293,30 @@ impl Sync {
         let pages = Self::walk(
             ctx,
             "workflows",
+            // Normalising and hashing happen with the (pre)fetch, on a blocking thread, so
+            // they overlap the previous page's writes.
             fetcher(provider, |p, c| {
-                async move { p.list_workflows(c.as_deref()).await }.boxed()
+                async move {
+                    let page = p.list_workflows(c.as_deref()).await?;
+                    let items =
+                        tokio::task::spawn_blocking(move || catalog::summarize_page(page.items))
+                            .await
+                            .map_err(|e| {
+                                ProviderError::Transient(format!("hashing a page failed: {e}"))
+                            })?;
+                    Ok(Page {
+                        items,
+                        next_cursor: page.next_cursor,
+                    })
+                }
+                .boxed()
             }),
             |page| {
                 let db = db.clone();
                 async move {
                     let mut tx = db.begin().await?;
                     let changed =
-                        catalog::upsert_workflows(&mut tx, tenant, env, run_id, &page.items)
+                        catalog::upsert_summarized(&mut tx, tenant, env, run_id, &page.items)
                             .await
                             .map_err(domain_error)?;
                     tx.commit().await?;
