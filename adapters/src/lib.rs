@@ -1,11 +1,13 @@
 //! The outside world behind traits.
 //!
 //! Providers (n8n, Make.com) behind one [`Provider`] trait and a registry keyed by provider
-//! ([`connect`]); git (git2), billing (async-stripe) and notifications (lettre SMTP, Slack,
-//! webhooks) come with their issues. Adapters classify their errors at the boundary
+//! ([`connect`]); Git remotes through git2 ([`git`]: commits that always land, connection
+//! tests that leave nothing behind); billing (async-stripe) and notifications (lettre SMTP,
+//! Slack, webhooks) come with their issues. Adapters classify their errors at the boundary
 //! ([`ProviderError`]: auth, not found, validation with the provider's message, rate limited with
 //! a delay, transient, permanent) so the engine's retry policy needs no knowledge of HTTP.
 
+pub mod git;
 mod limiter;
 pub mod n8n;
 mod provider;
