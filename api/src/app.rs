@@ -38,6 +38,9 @@ pub struct AppConfig {
     pub max_environments: i64,
     /// How long synced executions are kept (EXEC-005): older ones are not fetched, and pruned.
     pub execution_retention: Duration,
+    /// Accept local paths as Git remotes (tests and single-machine setups only: a local path
+    /// lets API callers reach the server's file system).
+    pub allow_local_git: bool,
 }
 
 impl AppConfig {
@@ -53,6 +56,7 @@ impl AppConfig {
             trust_forwarded_for: false,
             max_environments: 10,
             execution_retention: Duration::from_secs(90 * 86_400),
+            allow_local_git: false,
         }
     }
 }

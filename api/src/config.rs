@@ -185,6 +185,9 @@ pub struct ServeArgs {
     /// How long executions synced from providers are kept.
     #[arg(long, env = "WFO_EXECUTION_RETENTION", default_value = "90d", value_parser = parse_duration)]
     pub execution_retention: Duration,
+    /// Accept local paths as Git remotes (single-machine setups; never on shared servers).
+    #[arg(long, env = "WFO_GIT_ALLOW_LOCAL", default_value_t = false, action = clap::ArgAction::Set)]
+    pub git_allow_local: bool,
     /// Take the client address from X-Forwarded-For (only behind a proxy you control).
     #[arg(long, env = "WFO_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
     pub trust_forwarded_for: bool,

@@ -23,6 +23,7 @@ pub mod catalog;
 pub mod crypto;
 pub mod environments;
 pub mod error;
+pub mod git_config;
 pub mod ids;
 pub mod invitations;
 pub mod keys;

@@ -4,6 +4,7 @@
 //! Each uses `domain` for rules and storage and `adapters` for the outside world. [`registry`]
 //! lists every kind a worker can run.
 
+pub mod backup;
 pub mod diagnostics;
 pub mod health;
 pub mod maintenance;
@@ -25,4 +26,5 @@ pub fn registry(deps: &Deps) -> Registry {
         .register(sync::BulkSync)
         .register(health::HealthCheck { deps: deps.clone() })
         .register(workflow_ops::BulkAction { deps: deps.clone() })
+        .register(backup::Backup { deps: deps.clone() })
 }

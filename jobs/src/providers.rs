@@ -13,6 +13,9 @@ use uuid::Uuid;
 pub struct Deps {
     pub keyring: Arc<Keyring>,
     pub http: reqwest::Client,
+    /// Where working copies of Git repositories are kept between backups (a cache: losing it
+    /// costs one fresh fetch).
+    pub git_cache: std::path::PathBuf,
 }
 
 impl Deps {
@@ -20,6 +23,8 @@ impl Deps {
         Self {
             keyring,
             http: http_client(),
+            git_cache: std::env::var_os("WFO_GIT_CACHE_DIR")
+                .map_or_else(|| std::env::temp_dir().join("workflowops-git"), Into::into),
         }
     }
 

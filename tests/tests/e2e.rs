@@ -8,6 +8,7 @@ mod e2e {
     mod cli;
     mod engine;
     mod environments;
+    mod git;
     mod health;
     mod idempotency;
     mod isolation;

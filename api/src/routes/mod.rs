@@ -14,6 +14,7 @@ pub mod audit_logs;
 pub mod auth;
 pub mod catalog;
 pub mod environments;
+pub mod git;
 pub mod health;
 pub mod platform;
 pub mod runs;
@@ -69,6 +70,8 @@ pub fn router() -> OpenApiRouter<AppState> {
             environments::delete_environment
         ))
         .routes(routes!(environments::sync_environment))
+        .routes(routes!(git::get_git, git::put_git))
+        .routes(routes!(git::backup_environment))
         .routes(routes!(environments::check_health))
         .routes(routes!(environments::health_history))
         .routes(routes!(environments::list_types, environments::create_type))

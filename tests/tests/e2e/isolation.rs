@@ -23,6 +23,9 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
             json!({"tags": ["x"]})
         }
         ("post", "/api/v1/environments/{environment_id}/workflows/zip") => json!({}),
+        ("put", "/api/v1/environments/{environment_id}/git") => {
+            json!({"url": "https://example.invalid/r.git", "auth": "none"})
+        }
         ("post", "/api/v1/environments/{environment_id}/workflows/bulk-actions") => {
             json!({"action": "deactivate", "workflow_ids": ["wfacme1"]})
         }

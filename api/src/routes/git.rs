@@ -1,0 +1,223 @@
+//! An environment's Git repository (ENV-003, ENV-004) and backups to it (WF-016).
+
+use adapters::git::{self, GitError};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use domain::audit::Entry;
+use domain::environments;
+use domain::git_config::{self, GitAccess, GitConfig, NewGitConfig};
+use domain::validate::Validator;
+use jobs::backup::{self, BackupInput};
+use secrecy::SecretString;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::{TenantCtx, perm};
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::{ApiJson, ApiPath, Validate};
+use crate::routes::runs::{RunView, queue_error};
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GitRequest {
+    /// `https://…` or `ssh://…` / `git@host:owner/repo.git`.
+    pub url: String,
+    /// Default `main`.
+    pub branch: Option<String>,
+    /// The folder for this environment's files (default: `environments/<environment name>`).
+    pub path: Option<String>,
+    /// `none`, `token` (HTTPS) or `ssh_key` (deploy key).
+    pub auth: String,
+    /// For `token`: the user name (default `x-access-token`).
+    pub username: Option<String>,
+    /// The token, or the private key; never returned.
+    #[schema(value_type = Option<String>)]
+    pub secret: Option<SecretString>,
+}
+
+fn local_url(url: &str) -> bool {
+    !(url.starts_with("https://")
+        || url.starts_with("http://")
+        || url.starts_with("ssh://")
+        || url.contains('@'))
+}
+
+impl Validate for GitRequest {
+    fn validate(&self) -> Result<(), domain::Error> {
+        let mut v = Validator::new();
+        v.text("url", &self.url, 1, 2000);
+        if let Some(b) = &self.branch
+            && (b.is_empty()
+                || b.len() > 200
+                || b.contains("..")
+                || b.starts_with('-')
+                || b.contains(' '))
+        {
+            v.error("branch", "must be a valid branch name");
+        }
+        if let Some(p) = &self.path
+            && (p.len() > 300 || p.split('/').any(|s| s == ".." || s == ".git"))
+        {
+            v.error("path", "must be a folder inside the repository");
+        }
+        match (self.auth.as_str(), self.secret.is_some()) {
+            ("none", false) | ("token" | "ssh_key", true) => {}
+            ("none", true) => {
+                v.error("secret", "must be omitted when auth is none");
+            }
+            ("token" | "ssh_key", false) => {
+                v.error("secret", "is required for token and ssh_key");
+            }
+            _ => {
+                v.error("auth", "must be none, token or ssh_key");
+            }
+        }
+        v.finish()
+    }
+}
+
+fn git_failed(e: &GitError) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "git_connection_failed",
+        e.to_string(),
+    )
+}
+
+/// Connect the environment to a Git repository: read and write access are proven first (a probe
+/// ref is pushed and deleted) and nothing is saved if that fails (ENV-003, ENV-004).
+#[utoipa::path(put, path = "/api/v1/environments/{environment_id}/git", tag = "git", security(("bearer" = [])),
+    params(("environment_id" = Uuid, Path, description = "The environment's id")),
+    request_body = GitRequest,
+    responses((status = 200, body = GitConfig), (status = 404, body = Problem),
+        (status = 422, description = "Invalid, or the connection test failed", body = Problem)))]
+pub async fn put_git(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::ManageEnvironments>,
+    ApiPath(environment_id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<GitRequest>,
+) -> ApiResult<Json<GitConfig>> {
+    let tenant_id = ctx.tenant_id();
+    let env = environments::get(&state.db, tenant_id, environment_id).await?;
+    if local_url(&req.url) && !state.config.allow_local_git {
+        return Err(domain::Error::invalid("url", "must be an https:// or ssh remote").into());
+    }
+    let access = GitAccess {
+        url: req.url.trim().to_owned(),
+        branch: req.branch.clone().unwrap_or_else(|| "main".into()),
+        path: req.path.clone().unwrap_or_else(|| {
+            let slug: String = env
+                .name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c.to_ascii_lowercase()
+                    } else {
+                        '-'
+                    }
+                })
+                .collect();
+            format!("environments/{slug}")
+        }),
+        auth_kind: req.auth.clone(),
+        username: req.username.clone(),
+        secret: req.secret.clone(),
+    };
+    let remote = backup::remote(&access);
+    let scratch = state
+        .jobs
+        .git_cache
+        .join(format!("probe-{}", Uuid::now_v7()));
+    let tested = tokio::task::spawn_blocking(move || {
+        let result = git::test_connection(&remote, &scratch);
+        let _ = std::fs::remove_dir_all(&scratch);
+        result
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    tested.map_err(|e| git_failed(&e))?;
+    let mut tx = state.db.begin().await?;
+    let config = git_config::put(
+        &mut tx,
+        &state.keyring,
+        tenant_id,
+        environment_id,
+        &NewGitConfig {
+            url: &access.url,
+            branch: &access.branch,
+            path: &access.path,
+            auth_kind: &access.auth_kind,
+            username: access.username.as_deref(),
+            secret: access.secret.as_ref(),
+        },
+    )
+    .await?;
+    Entry::new(
+        Some(tenant_id),
+        &ctx.actor(),
+        "environment.git_configured",
+        "environment",
+    )
+    .target(environment_id)
+    .new_value(&config)
+    .record(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(config))
+}
+
+/// The environment's Git configuration (never its secret).
+#[utoipa::path(get, path = "/api/v1/environments/{environment_id}/git", tag = "git", security(("bearer" = [])),
+    params(("environment_id" = Uuid, Path, description = "The environment's id")),
+    responses((status = 200, body = GitConfig), (status = 404, body = Problem)))]
+pub async fn get_git(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::ViewWorkflows>,
+    ApiPath(environment_id): ApiPath<Uuid>,
+) -> ApiResult<Json<GitConfig>> {
+    Ok(Json(
+        git_config::get(&state.db, ctx.tenant_id(), environment_id).await?,
+    ))
+}
+
+/// Back the environment's workflows (as last synced) up to its repository as a run (WF-016).
+#[utoipa::path(post, path = "/api/v1/environments/{environment_id}/backup", tag = "git", security(("bearer" = [])),
+    params(("environment_id" = Uuid, Path, description = "The environment's id")),
+    responses((status = 202, body = RunView), (status = 404, description = "Unknown environment, or no Git configured", body = Problem)))]
+pub async fn backup_environment(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::SyncEnvironments>,
+    ApiPath(environment_id): ApiPath<Uuid>,
+) -> ApiResult<(StatusCode, Json<RunView>)> {
+    let tenant_id = ctx.tenant_id();
+    environments::get(&state.db, tenant_id, environment_id).await?;
+    git_config::get(&state.db, tenant_id, environment_id).await?;
+    let actor = ctx.actor();
+    let input = BackupInput {
+        tenant_id,
+        environment_id,
+        triggered_by: actor.label.clone(),
+    };
+    let mut tx = state.db.begin().await?;
+    let new = backup::new_run(&input).created_by(actor.label.clone());
+    let enqueued = engine::queue::enqueue(&mut tx, &new)
+        .await
+        .map_err(queue_error)?;
+    let run = engine::queue::get(&mut *tx, &tenant_id.to_string(), enqueued.id)
+        .await
+        .map_err(queue_error)?;
+    Entry::new(
+        Some(tenant_id),
+        &actor,
+        "environment.backup_started",
+        "environment",
+    )
+    .target(environment_id)
+    .new_value(&serde_json::json!({"run_id": run.id}))
+    .record(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(run.into())))
+}

@@ -1,0 +1,154 @@
+//! An environment's Git repository for backups (ENV-003): where, which branch, which folder,
+//! and the credentials (sealed; never returned).
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde::Serialize;
+use sqlx::{FromRow, PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::crypto::Keyring;
+use crate::error::{Error, Result};
+use crate::secrets;
+
+const PURPOSE: &str = "environment.git";
+
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+pub struct GitConfig {
+    pub environment_id: Uuid,
+    pub url: String,
+    pub branch: String,
+    /// The folder of this environment's files inside the repository.
+    pub path: String,
+    /// `none`, `token` or `ssh_key`.
+    pub auth_kind: String,
+    pub username: Option<String>,
+    pub last_backup_at: Option<DateTime<Utc>>,
+    pub last_commit: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "environment_id, url, branch, path, auth_kind, username, last_backup_at, last_commit, updated_at";
+
+/// What the Git adapter needs, the secret unsealed.
+#[derive(Debug, Clone)]
+pub struct GitAccess {
+    pub url: String,
+    pub branch: String,
+    pub path: String,
+    pub auth_kind: String,
+    pub username: Option<String>,
+    pub secret: Option<SecretString>,
+}
+
+pub struct NewGitConfig<'a> {
+    pub url: &'a str,
+    pub branch: &'a str,
+    pub path: &'a str,
+    pub auth_kind: &'a str,
+    pub username: Option<&'a str>,
+    pub secret: Option<&'a SecretString>,
+}
+
+/// Creates or replaces the environment's Git configuration (its old secret is deleted).
+pub async fn put(
+    tx: &mut PgConnection,
+    keyring: &Keyring,
+    tenant_id: Uuid,
+    environment_id: Uuid,
+    new: &NewGitConfig<'_>,
+) -> Result<GitConfig> {
+    let old: Option<Option<Uuid>> = sqlx::query_scalar(
+        "select secret_id from environment_git where tenant_id = $1 and environment_id = $2 for update",
+    )
+    .bind(tenant_id)
+    .bind(environment_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let secret = match new.secret {
+        Some(s) => Some(secrets::put(&mut *tx, keyring, Some(tenant_id), PURPOSE, s).await?),
+        None => None,
+    };
+    if let Some(Some(old)) = old {
+        secrets::delete(&mut *tx, Some(tenant_id), old).await?;
+    }
+    Ok(sqlx::query_as(sqlf!(
+        "insert into environment_git (environment_id, tenant_id, url, branch, path, auth_kind, username, secret_id) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8) \
+         on conflict (environment_id) do update set url = excluded.url, branch = excluded.branch, path = excluded.path, \
+             auth_kind = excluded.auth_kind, username = excluded.username, secret_id = excluded.secret_id, updated_at = now() \
+         returning {COLUMNS}"
+    ))
+    .bind(environment_id)
+    .bind(tenant_id)
+    .bind(new.url.trim())
+    .bind(new.branch)
+    .bind(new.path)
+    .bind(new.auth_kind)
+    .bind(new.username)
+    .bind(secret)
+    .fetch_one(&mut *tx)
+    .await?)
+}
+
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    environment_id: Uuid,
+) -> Result<GitConfig> {
+    sqlx::query_as(sqlf!(
+        "select {COLUMNS} from environment_git where tenant_id = $1 and environment_id = $2"
+    ))
+    .bind(tenant_id)
+    .bind(environment_id)
+    .fetch_optional(db)
+    .await?
+    .ok_or(Error::not_found("Git configuration"))
+}
+
+pub async fn access(
+    db: &mut PgConnection,
+    keyring: &Keyring,
+    tenant_id: Uuid,
+    environment_id: Uuid,
+) -> Result<GitAccess> {
+    type Row = (String, String, String, String, Option<String>, Option<Uuid>);
+    let row: Option<Row> = sqlx::query_as(
+        "select url, branch, path, auth_kind, username, secret_id from environment_git \
+         where tenant_id = $1 and environment_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(environment_id)
+    .fetch_optional(&mut *db)
+    .await?;
+    let (url, branch, path, auth_kind, username, secret_id) =
+        row.ok_or(Error::not_found("Git configuration"))?;
+    let secret = match secret_id {
+        Some(id) => Some(secrets::get(&mut *db, keyring, Some(tenant_id), id).await?),
+        None => None,
+    };
+    Ok(GitAccess {
+        url,
+        branch,
+        path,
+        auth_kind,
+        username,
+        secret,
+    })
+}
+
+pub async fn record_backup(
+    db: impl PgExecutor<'_>,
+    environment_id: Uuid,
+    commit: Option<&str>,
+) -> Result<()> {
+    sqlx::query(
+        "update environment_git set last_backup_at = now(), last_commit = coalesce($2, last_commit) \
+         where environment_id = $1",
+    )
+    .bind(environment_id)
+    .bind(commit)
+    .execute(db)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! `environment.backup` (WF-016): the environment's workflows, as last synced, written to its Git
+//! repository as one readable commit.
+//!
+//! Layout (under the configured folder): `manifest.json` (environment, provider, class, and per
+//! workflow its id, name and file) and `workflows/<id>.json` — the normalised
+//! workflow (`domain::workflow::normalize`), pretty-printed with sorted keys, so an unchanged
+//! workflow never produces a diff and a changed one shows exactly what changed. Files of
+//! workflows gone from the environment are removed. A backup with nothing new makes no commit;
+//! a backup killed after its push and retried finds nothing new, so there is never a duplicate.
+
+use std::path::PathBuf;
+
+use adapters::git::{Checkout, GitAuth, GitError, GitRemote};
+use domain::git_config::{self, GitAccess};
+use domain::{environments, workflow};
+use engine::{Job, JobError, NewRun, RetryPolicy, RunCtx};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::providers::{Deps, domain_error};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupInput {
+    pub tenant_id: Uuid,
+    pub environment_id: Uuid,
+    /// Who asked (for the commit message).
+    pub triggered_by: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupOutput {
+    /// The new commit, or None when nothing had changed.
+    pub commit: Option<String>,
+    pub workflows: usize,
+    pub added: usize,
+    pub changed: usize,
+    pub removed: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Backup {
+    pub deps: Deps,
+}
+
+pub fn new_run(input: &BackupInput) -> NewRun {
+    NewRun::of::<Backup>(input.tenant_id.to_string(), input)
+        .concurrency(format!("environment:{}:backup", input.environment_id), 1)
+        .labels(json!({"environment_id": input.environment_id}))
+}
+
+/// The Git remote for an environment's stored configuration.
+pub fn remote(access: &GitAccess) -> GitRemote {
+    let secret = access
+        .secret
+        .clone()
+        .unwrap_or_else(|| SecretString::from(String::new()));
+    GitRemote {
+        url: access.url.clone(),
+        branch: access.branch.clone(),
+        auth: match access.auth_kind.as_str() {
+            "token" => GitAuth::Token {
+                username: access
+                    .username
+                    .clone()
+                    .unwrap_or_else(|| "x-access-token".into()),
+                token: secret,
+            },
+            "ssh_key" => GitAuth::SshKey {
+                private_key: secret,
+                passphrase: None,
+            },
+            _ => GitAuth::None,
+        },
+    }
+}
+
+/// A Git failure as the engine sees it: unreachable remotes are retried, the rest fail the run.
+pub fn git_error(e: GitError) -> JobError {
+    match e {
+        GitError::Unreachable(_) | GitError::Contended(_) => JobError::transient(e.to_string()),
+        other => JobError::permanent(other.to_string()),
+    }
+}
+
+/// The files of a backup: path → content.
+fn files(
+    folder: &str,
+    env: &environments::Environment,
+    definitions: &[Value],
+) -> Vec<(String, Vec<u8>)> {
+    let folder = folder.trim_matches('/');
+    let prefix = if folder.is_empty() {
+        String::new()
+    } else {
+        format!("{folder}/")
+    };
+    let mut entries = Vec::new();
+    let mut out = Vec::new();
+    for def in definitions {
+        let Some(summary) = workflow::summarize(def) else {
+            continue;
+        };
+        let file = format!("workflows/{}.json", summary.id);
+        let mut text = serde_json::to_vec_pretty(&workflow::normalize(def)).unwrap_or_default();
+        text.push(b'\n');
+        out.push((format!("{prefix}{file}"), text));
+        entries.push(json!({"id": summary.id, "name": summary.name, "file": file}));
+    }
+    entries.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    let manifest = json!({
+        "environment": env.name, "provider": env.provider, "class": env.class, "workflows": entries,
+    });
+    let mut text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+    text.push(b'\n');
+    out.push((format!("{prefix}manifest.json"), text));
+    out
+}
+
+impl Job for Backup {
+    const KIND: &'static str = "environment.backup";
+    type Input = BackupInput;
+    type Output = BackupOutput;
+
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 6,
+            initial_backoff: std::time::Duration::from_secs(2),
+            max_backoff: std::time::Duration::from_secs(60),
+        }
+    }
+
+    async fn run(&self, ctx: &mut RunCtx, input: BackupInput) -> Result<BackupOutput, JobError> {
+        let db = ctx.db().clone();
+        let env = environments::get(&db, input.tenant_id, input.environment_id)
+            .await
+            .map_err(domain_error)?;
+        let access = {
+            let mut conn = db.acquire().await?;
+            git_config::access(
+                &mut conn,
+                &self.deps.keyring,
+                input.tenant_id,
+                input.environment_id,
+            )
+            .await
+            .map_err(domain_error)?
+        };
+        let definitions =
+            domain::catalog::definitions(&db, input.tenant_id, input.environment_id, None)
+                .await
+                .map_err(domain_error)?;
+        let files = files(&access.path, &env, &definitions);
+        let workflows = definitions.len();
+        let cache: PathBuf = self.deps.git_cache.join(input.environment_id.to_string());
+        let message_head = format!("Back up {} ({})", env.name, env.class);
+        let trailer = format!("Triggered by {}\nRun {}", input.triggered_by, ctx.run_id);
+        let out = ctx
+            .step("commit", || async move {
+                let remote = remote(&access);
+                tokio::task::spawn_blocking(move || {
+                    let mut checkout = Checkout::open(&remote, &cache)?;
+                    let folder = access.path.trim_matches('/').to_owned();
+                    let workflows_dir = if folder.is_empty() { "workflows/".to_owned() } else { format!("{folder}/workflows/") };
+                    let existing = checkout.list(&workflows_dir)?;
+                    let (mut added, mut changed) = (0, 0);
+                    let mut changes = Vec::new();
+                    for (path, content) in &files {
+                        let old = checkout.read(path)?;
+                        if old.as_ref() == Some(content) {
+                            continue;
+                        }
+                        if !path.ends_with("manifest.json") {
+                            if old.is_some() {
+                                changed += 1;
+                            } else {
+                                added += 1;
+                            }
+                        }
+                        changes.push((path.clone(), Some(content.clone())));
+                    }
+                    let keep: std::collections::HashSet<&String> = files.iter().map(|(p, _)| p).collect();
+                    let removed: Vec<String> = existing.into_iter().filter(|p| !keep.contains(p)).collect();
+                    changes.extend(removed.iter().map(|p| (p.clone(), None)));
+                    let message = format!(
+                        "{message_head}: {added} added, {changed} changed, {} removed\n\n{trailer}\n",
+                        removed.len()
+                    );
+                    let commit = checkout.commit_and_push(&changes, &message, ("WorkflowOps", "backup@workflowops.invalid"))?;
+                    Ok::<_, GitError>(BackupOutput {
+                        commit: commit.map(|c| c.to_string()),
+                        workflows,
+                        added,
+                        changed,
+                        removed: removed.len(),
+                    })
+                })
+                .await
+                .map_err(|e| JobError::transient(format!("the backup task failed: {e}")))?
+                .map_err(git_error)
+            })
+            .await?;
+        git_config::record_backup(&db, input.environment_id, out.commit.as_deref())
+            .await
+            .map_err(domain_error)?;
+        ctx.log(
+            "info",
+            match &out.commit {
+                Some(c) => format!(
+                    "committed {c}: {} added, {} changed, {} removed",
+                    out.added, out.changed, out.removed
+                ),
+                None => "nothing changed since the last backup".to_owned(),
+            },
+        )
+        .await?;
+        Ok(out)
+    }
+}

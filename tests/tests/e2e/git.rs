@@ -1,0 +1,290 @@
+//! Git: connecting an environment to a repository and backing it up, against real (local,
+//! bare) repositories.
+
+use std::path::PathBuf;
+
+use domain::Role;
+use engine::RunStatus;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use workflowops_tests::engine_support::{TestWorker, wait_for};
+use workflowops_tests::n8n::{EmulatorConfig, N8nEmulator};
+use workflowops_tests::{TenantFixture, TestApp};
+
+struct Repo(PathBuf);
+
+impl Drop for Repo {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn bare_repo() -> Repo {
+    let dir = std::env::temp_dir().join(format!("wfo-e2e-repo-{}", Uuid::now_v7().simple()));
+    git2::Repository::init_bare(&dir).unwrap_or_else(|e| panic!("{e}"));
+    Repo(dir)
+}
+
+/// Files the head commit touched, and the head's file list.
+fn head_files(repo: &Repo) -> (Vec<String>, Vec<String>) {
+    let r = git2::Repository::open_bare(&repo.0).unwrap_or_else(|e| panic!("{e}"));
+    let head = r
+        .find_reference("refs/heads/main")
+        .and_then(|h| h.peel_to_commit())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let tree = head.tree().unwrap_or_else(|e| panic!("{e}"));
+    let parent_tree = head.parent(0).ok().and_then(|p| p.tree().ok());
+    let diff = r
+        .diff_tree_to_tree(parent_tree.as_ref(), Some(&tree), None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let touched = diff
+        .deltas()
+        .filter_map(|d| {
+            d.new_file()
+                .path()
+                .or(d.old_file().path())
+                .map(|p| p.display().to_string())
+        })
+        .collect();
+    let mut all = Vec::new();
+    let _ = tree.walk(git2::TreeWalkMode::PreOrder, |dir, e| {
+        if e.kind() == Some(git2::ObjectType::Blob) {
+            all.push(format!("{dir}{}", e.name().unwrap_or("")));
+        }
+        git2::TreeWalkResult::Ok
+    });
+    (touched, all)
+}
+
+fn read(repo: &Repo, path: &str) -> Value {
+    let r = git2::Repository::open_bare(&repo.0).unwrap_or_else(|e| panic!("{e}"));
+    let tree = r
+        .find_reference("refs/heads/main")
+        .and_then(|h| h.peel_to_tree())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let entry = tree
+        .get_path(std::path::Path::new(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let blob = r.find_blob(entry.id()).unwrap_or_else(|e| panic!("{e}"));
+    serde_json::from_slice(blob.content()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn setup(app: &TestApp, t: &TenantFixture, n8n: &N8nEmulator) -> Uuid {
+    let res = app
+        .post(
+            "/api/v1/environments",
+            &t.admin,
+            &json!({"name": "Prod", "provider": "n8n", "base_url": n8n.base_url(), "api_key": n8n.api_key(), "class": "production"}),
+        )
+        .await;
+    res.body["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{}", res.body))
+}
+
+async fn run(app: &TestApp, t: &TenantFixture, path: &str, body: Option<&Value>) -> Value {
+    let res = app
+        .request(reqwest::Method::POST, path, Some(&t.admin.token), body)
+        .await;
+    assert_eq!(res.status, 202, "{path}: {}", res.body);
+    let id: Uuid = res.body["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
+    wait_for(&app.db.pool, id, RunStatus::Succeeded).await;
+    app.get(&format!("/api/v1/runs/{id}"), &t.admin).await.body["output"].clone()
+}
+
+// ENV-003, ENV-004
+#[tokio::test]
+async fn a_repository_is_saved_only_after_read_and_write_access_are_proven() {
+    let app = TestApp::spawn_with(|c| c.allow_local_git = true).await;
+    let acme = app.tenant("acme").await;
+    let n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    let env = setup(&app, &acme, &n8n).await;
+
+    let missing = std::env::temp_dir().join(format!("wfo-nowhere-{}", Uuid::now_v7().simple()));
+    let bad = app
+        .request(
+            reqwest::Method::PUT,
+            &format!("/api/v1/environments/{env}/git"),
+            Some(&acme.admin.token),
+            Some(&json!({"url": missing.display().to_string(), "auth": "none"})),
+        )
+        .await;
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert_eq!(bad.code(), "git_connection_failed");
+    assert_eq!(app.count("environment_git").await, 0, "nothing saved");
+    let no_secret = app
+        .request(
+            reqwest::Method::PUT,
+            &format!("/api/v1/environments/{env}/git"),
+            Some(&acme.admin.token),
+            Some(&json!({"url": "https://example.invalid/r.git", "auth": "token"})),
+        )
+        .await;
+    assert_eq!(no_secret.status, 422);
+
+    let repo = bare_repo();
+    let ok = app
+        .request(
+            reqwest::Method::PUT,
+            &format!("/api/v1/environments/{env}/git"),
+            Some(&acme.admin.token),
+            Some(&json!({"url": repo.0.display().to_string(), "auth": "none"})),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.body["path"], "environments/prod");
+    let r = git2::Repository::open_bare(&repo.0).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        r.references().map(|refs| refs.count()).unwrap_or(99),
+        0,
+        "the probe left nothing behind"
+    );
+
+    let dev = app.member(&acme, Role::Developer).await;
+    let refused = app
+        .request(
+            reqwest::Method::PUT,
+            &format!("/api/v1/environments/{env}/git"),
+            Some(&dev.token),
+            Some(&json!({"url": repo.0.display().to_string(), "auth": "none"})),
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+}
+
+#[tokio::test]
+async fn local_paths_are_refused_unless_allowed() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    let env = setup(&app, &acme, &n8n).await;
+    let res = app
+        .request(
+            reqwest::Method::PUT,
+            &format!("/api/v1/environments/{env}/git"),
+            Some(&acme.admin.token),
+            Some(&json!({"url": "/etc", "auth": "none"})),
+        )
+        .await;
+    assert_eq!(res.status, 422, "{}", res.body);
+}
+
+// WF-016: readable, normalised files; incremental commits touch only what changed
+#[tokio::test]
+async fn backups_commit_normalised_files_and_only_what_changed() {
+    let app = TestApp::spawn_with(|c| c.allow_local_git = true).await;
+    let acme = app.tenant("acme").await;
+    let n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    let ids = n8n.seed_workflows(20, 5);
+    let env = setup(&app, &acme, &n8n).await;
+    let repo = bare_repo();
+    let put = app
+        .request(
+            reqwest::Method::PUT,
+            &format!("/api/v1/environments/{env}/git"),
+            Some(&acme.admin.token),
+            Some(&json!({"url": repo.0.display().to_string(), "auth": "none", "path": "prod"})),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
+    run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{env}/sync"),
+        Some(&json!({"scope": "workflows"})),
+    )
+    .await;
+
+    let first = run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{env}/backup"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (first["added"].as_i64(), first["changed"].as_i64()),
+        (Some(20), Some(0)),
+        "{first}"
+    );
+    let (_, files) = head_files(&repo);
+    assert_eq!(files.len(), 21, "20 workflows and the manifest: {files:?}");
+    let file = read(&repo, &format!("prod/workflows/{}.json", ids[0]));
+    let stored: String =
+        sqlx::query_scalar("select content_hash from env_workflows where provider_id = $1")
+            .bind(&ids[0])
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap_or_default();
+    assert_eq!(
+        domain::workflow::content_hash(&file),
+        stored,
+        "the file is the normalised workflow"
+    );
+    assert!(
+        file.get("id").is_none() && file.get("versionId").is_none(),
+        "no volatile fields"
+    );
+    let manifest = read(&repo, "prod/manifest.json");
+    assert_eq!(manifest["workflows"].as_array().map(Vec::len), Some(20));
+
+    // Nothing changed: no commit.
+    let again = run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{env}/backup"),
+        None,
+    )
+    .await;
+    assert_eq!(again["commit"], Value::Null, "{again}");
+
+    // A moved node is not a change; a parameter is.
+    n8n.modify_workflow(&ids[1], |wf| wf["nodes"][0]["position"] = json!([5, 5]));
+    for id in &ids[2..4] {
+        n8n.modify_workflow(id, |wf| {
+            wf["nodes"][1]["parameters"] = json!({"changed": true});
+        });
+    }
+    n8n.remove_workflow(&ids[4]);
+    run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{env}/sync"),
+        Some(&json!({"scope": "workflows"})),
+    )
+    .await;
+    let third = run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{env}/backup"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (third["changed"].as_i64(), third["removed"].as_i64()),
+        (Some(2), Some(1)),
+        "{third}"
+    );
+    let (mut touched, _) = head_files(&repo);
+    touched.sort();
+    let mut expected = vec![
+        format!("prod/workflows/{}.json", ids[2]),
+        format!("prod/workflows/{}.json", ids[3]),
+        format!("prod/workflows/{}.json", ids[4]),
+        "prod/manifest.json".to_owned(),
+    ];
+    expected.sort();
+    assert_eq!(
+        touched, expected,
+        "the commit touches the changed and removed files (and the manifest for the removal)"
+    );
+    let git = app
+        .get(&format!("/api/v1/environments/{env}/git"), &acme.admin)
+        .await;
+    assert!(git.body["last_commit"].is_string(), "{}", git.body);
+}
