@@ -430,9 +430,15 @@ pub async fn delete_environment(
         ));
     }
     environments::delete(&mut tx, tenant_id, id).await?;
-    engine::schedule::delete(&mut *tx, &tenant_id.to_string(), &health::schedule_name(id))
-        .await
-        .map_err(ApiError::internal)?;
+    for schedule in [
+        health::schedule_name(id),
+        crate::routes::git::schedule_name(id),
+    ] {
+        match engine::schedule::delete(&mut *tx, &tenant_id.to_string(), &schedule).await {
+            Ok(()) | Err(engine::schedule::Error::NotFound) => {}
+            Err(e) => return Err(ApiError::internal(e)),
+        }
+    }
     Entry::new(
         Some(tenant_id),
         &ctx.actor(),

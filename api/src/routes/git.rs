@@ -35,6 +35,15 @@ pub struct GitRequest {
     /// The token, or the private key; never returned.
     #[schema(value_type = Option<String>)]
     pub secret: Option<SecretString>,
+    /// Scheduled backups: a cron expression (e.g. `0 2 * * *`), in `backup_timezone` (default
+    /// UTC). Omit for none; a backup that was missed while nothing ran fires once.
+    pub backup_schedule: Option<String>,
+    pub backup_timezone: Option<String>,
+}
+
+/// The name of an environment's backup schedule in its tenant's namespace.
+pub(crate) fn schedule_name(environment_id: Uuid) -> String {
+    format!("environment:{environment_id}:backup")
 }
 
 fn local_url(url: &str) -> bool {
@@ -61,6 +70,14 @@ impl Validate for GitRequest {
             && (p.len() > 300 || p.split('/').any(|s| s == ".." || s == ".git"))
         {
             v.error("path", "must be a folder inside the repository");
+        }
+        if let Some(cron) = &self.backup_schedule
+            && let Err(e) = engine::schedule::Timetable::new(
+                cron,
+                self.backup_timezone.as_deref().unwrap_or("UTC"),
+            )
+        {
+            v.error("backup_schedule", e.to_string());
         }
         match (self.auth.as_str(), self.secret.is_some()) {
             ("none", false) | ("token" | "ssh_key", true) => {}
