@@ -184,6 +184,29 @@ impl Checkout {
         }
     }
 
+    /// Every file under `prefix` at the head with its blob id, in one walk of the tree (compare
+    /// with [`blob_id`] to find what changed without reading each file).
+    pub fn blob_ids(
+        &self,
+        prefix: &str,
+    ) -> Result<std::collections::HashMap<String, git2::Oid>, GitError> {
+        let Some(head) = self.head() else {
+            return Ok(std::collections::HashMap::new());
+        };
+        let tree = self.repo.find_commit(head)?.tree()?;
+        let mut out = std::collections::HashMap::new();
+        tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+            if entry.kind() == Some(git2::ObjectType::Blob) {
+                let path = format!("{dir}{}", entry.name().unwrap_or(""));
+                if path.starts_with(prefix) {
+                    out.insert(path, entry.id());
+                }
+            }
+            git2::TreeWalkResult::Ok
+        })?;
+        Ok(out)
+    }
+
     /// Every file path at the head under `prefix` (empty: all).
     pub fn list(&self, prefix: &str) -> Result<Vec<String>, GitError> {
         let Some(head) = self.head() else {
@@ -320,6 +343,11 @@ impl Checkout {
 enum PushError {
     Rejected,
     Git(GitError),
+}
+
+/// The id Git gives `content` as a file (no repository needed).
+pub fn blob_id(content: &[u8]) -> Result<git2::Oid, GitError> {
+    Ok(git2::Oid::hash_object(git2::ObjectType::Blob, content)?)
 }
 
 /// Proves read and write access (ENV-004) without leaving anything behind: lists the remote's

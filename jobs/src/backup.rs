@@ -164,12 +164,18 @@ impl Job for Backup {
                     let mut checkout = Checkout::open(&remote, &cache)?;
                     let folder = access.path.trim_matches('/').to_owned();
                     let workflows_dir = if folder.is_empty() { "workflows/".to_owned() } else { format!("{folder}/workflows/") };
-                    let existing = checkout.list(&workflows_dir)?;
+                    let folder_prefix = if folder.is_empty() { String::new() } else { format!("{folder}/") };
+                    let stored = checkout.blob_ids(&folder_prefix)?;
+                    let existing: Vec<String> = stored
+                        .keys()
+                        .filter(|p| p.starts_with(&workflows_dir))
+                        .cloned()
+                        .collect();
                     let (mut added, mut changed) = (0, 0);
                     let mut changes = Vec::new();
                     for (path, content) in &files {
-                        let old = checkout.read(path)?;
-                        if old.as_ref() == Some(content) {
+                        let old = stored.get(path);
+                        if old == Some(&adapters::git::blob_id(content)?) {
                             continue;
                         }
                         if !path.ends_with("manifest.json") {

@@ -140,7 +140,7 @@ async fn main() {
         "baseline  raw page fetch + JSON parse: workflows {raw_wf:.2} s, executions {raw_ex:.2} s"
     );
 
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(|c| c.allow_local_git = true).await;
     let tenant = app.tenant("bench").await;
     let env = app
         .post(
@@ -240,6 +240,111 @@ async fn main() {
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.95)
     );
+    // Backups of what was synced, to a fresh local bare repository; `git clone` of the result
+    // is the baseline.
+    let repo = std::env::temp_dir().join(format!("wfo-bench-repo-{}", Uuid::now_v7().simple()));
+    git2::Repository::init_bare(&repo).unwrap_or_else(|e| panic!("{e}"));
+    let put = app
+        .request(
+            reqwest::Method::PUT,
+            &format!("/api/v1/environments/{env_id}/git"),
+            Some(&tenant.admin.token),
+            Some(&json!({"url": repo.display().to_string(), "auth": "none"})),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let backup = |label: &'static str| {
+        let (app, tenant, env_id) = (&app, &tenant, env_id.clone());
+        async move {
+            let res = app
+                .request(
+                    reqwest::Method::POST,
+                    &format!("/api/v1/environments/{env_id}/backup"),
+                    Some(&tenant.admin.token),
+                    None,
+                )
+                .await;
+            let run: Uuid = res.body["id"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("{}", res.body));
+            let seconds = run_seconds(app, run).await;
+            let out = app
+                .get(&format!("/api/v1/runs/{run}"), &tenant.admin)
+                .await
+                .body["output"]
+                .clone();
+            println!(
+                "backup    {label}: {seconds:.2} s ({} added, {} changed)",
+                out["added"], out["changed"]
+            );
+            seconds
+        }
+    };
+    let full = backup("full, fresh repository").await;
+    let clone_dir =
+        std::env::temp_dir().join(format!("wfo-bench-clone-{}", Uuid::now_v7().simple()));
+    let started = Instant::now();
+    let cloned = std::process::Command::new("git")
+        .args([
+            "clone",
+            "-q",
+            &repo.display().to_string(),
+            &clone_dir.display().to_string(),
+        ])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    let clone_seconds = started.elapsed().as_secs_f64();
+    assert!(cloned, "git clone failed");
+    println!(
+        "baseline  git clone of the backup: {clone_seconds:.2} s; backup / clone {:.1} (target: backup <= 20 s)",
+        full / clone_seconds
+    );
+    // Ten changed workflows: edit them through the emulator's own API, sync, back up.
+    let page: Value = http
+        .get(format!("{base}/api/v1/workflows?limit=10"))
+        .header("X-N8N-API-KEY", &key)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for wf in page["data"].as_array().cloned().unwrap_or_default() {
+        let id = wf["id"].as_str().unwrap_or_default();
+        let mut body = json!({"name": wf["name"], "nodes": wf["nodes"], "connections": wf["connections"], "settings": {}});
+        body["nodes"][1]["parameters"] = json!({"changed": true});
+        let res = http
+            .put(format!("{base}/api/v1/workflows/{id}"))
+            .header("X-N8N-API-KEY", &key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            res.status().is_success(),
+            "{}",
+            res.text().await.unwrap_or_default()
+        );
+    }
+    let res = app
+        .post(
+            &format!("/api/v1/environments/{env_id}/sync"),
+            &tenant.admin,
+            &json!({"scope": "workflows"}),
+        )
+        .await;
+    let run: Uuid = res.body["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{}", res.body));
+    run_seconds(&app, run).await;
+    backup("incremental, 10 changed (target <= 1 s)").await;
+    let _ = std::fs::remove_dir_all(&repo);
+    let _ = std::fs::remove_dir_all(&clone_dir);
+
     worker.stop().await;
     drop(emulator.stdin.take());
     let _ = emulator.wait().await;
