@@ -72,6 +72,11 @@ pub async fn put(
     if let Some(Some(old)) = old {
         secrets::delete(&mut *tx, Some(tenant_id), old).await?;
     }
+    // A new repository (or folder) has none of the files: the next backup writes everything.
+    sqlx::query("update env_workflows set backed_up_hash = null where environment_id = $1")
+        .bind(environment_id)
+        .execute(&mut *tx)
+        .await?;
     Ok(sqlx::query_as(sqlf!(
         "insert into environment_git (environment_id, tenant_id, url, branch, path, auth_kind, username, secret_id) \
          values ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -135,6 +140,38 @@ pub async fn access(
         username,
         secret,
     })
+}
+
+/// Each live workflow of the environment: (id, name, content hash, hash at the last backup).
+pub async fn backup_state(
+    db: impl PgExecutor<'_>,
+    environment_id: Uuid,
+) -> Result<Vec<(String, String, String, Option<String>)>> {
+    Ok(sqlx::query_as(
+        "select provider_id, name, content_hash, backed_up_hash from env_workflows \
+         where environment_id = $1 and deleted_at is null order by provider_id",
+    )
+    .bind(environment_id)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Marks these workflows as backed up at these hashes.
+pub async fn mark_backed_up(
+    db: impl PgExecutor<'_>,
+    environment_id: Uuid,
+    hashes: &[(String, String)],
+) -> Result<()> {
+    sqlx::query(
+        "update env_workflows w set backed_up_hash = u.hash from unnest($2::text[], $3::text[]) as u(id, hash) \
+         where w.environment_id = $1 and w.provider_id = u.id",
+    )
+    .bind(environment_id)
+    .bind(hashes.iter().map(|h| h.0.clone()).collect::<Vec<_>>())
+    .bind(hashes.iter().map(|h| h.1.clone()).collect::<Vec<_>>())
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 pub async fn record_backup(

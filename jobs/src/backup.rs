@@ -85,10 +85,12 @@ pub fn git_error(e: GitError) -> JobError {
     }
 }
 
-/// The files of a backup: path → content.
+/// The files of a backup: path → content. `definitions` are the workflows to (re)write;
+/// `all` is every live workflow (id, name), for the manifest.
 fn files(
     folder: &str,
     env: &environments::Environment,
+    all: &[(String, String)],
     definitions: &[Value],
 ) -> Vec<(String, Vec<u8>)> {
     let folder = folder.trim_matches('/');
@@ -97,19 +99,19 @@ fn files(
     } else {
         format!("{folder}/")
     };
-    let mut entries = Vec::new();
     let mut out = Vec::new();
     for def in definitions {
         let Some(summary) = workflow::summarize(def) else {
             continue;
         };
-        let file = format!("workflows/{}.json", summary.id);
         let mut text = serde_json::to_vec_pretty(&workflow::normalize(def)).unwrap_or_default();
         text.push(b'\n');
-        out.push((format!("{prefix}{file}"), text));
-        entries.push(json!({"id": summary.id, "name": summary.name, "file": file}));
+        out.push((format!("{prefix}workflows/{}.json", summary.id), text));
     }
-    entries.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    let entries: Vec<Value> = all
+        .iter()
+        .map(|(id, name)| json!({"id": id, "name": name, "file": format!("workflows/{id}.json")}))
+        .collect();
     let manifest = json!({
         "environment": env.name, "provider": env.provider, "class": env.class, "workflows": entries,
     });
@@ -148,12 +150,36 @@ impl Job for Backup {
             .await
             .map_err(domain_error)?
         };
-        let definitions =
-            domain::catalog::definitions(&db, input.tenant_id, input.environment_id, None)
-                .await
-                .map_err(domain_error)?;
-        let files = files(&access.path, &env, &definitions);
-        let workflows = definitions.len();
+        // Only workflows whose content moved since the last backup are read and written.
+        let state = git_config::backup_state(&db, input.environment_id)
+            .await
+            .map_err(domain_error)?;
+        let moved: Vec<(String, String)> = state
+            .iter()
+            .filter(|(_, _, hash, backed_up)| backed_up.as_ref() != Some(hash))
+            .map(|(id, _, hash, _)| (id.clone(), hash.clone()))
+            .collect();
+        let moved_ids: Vec<String> = moved.iter().map(|(id, _)| id.clone()).collect();
+        let definitions = if moved_ids.is_empty() {
+            Vec::new()
+        } else {
+            domain::catalog::definitions(
+                &db,
+                input.tenant_id,
+                input.environment_id,
+                Some(&moved_ids),
+            )
+            .await
+            .map_err(domain_error)?
+        };
+        let all: Vec<(String, String)> = state
+            .iter()
+            .map(|(id, name, _, _)| (id.clone(), name.clone()))
+            .collect();
+        let live: std::collections::HashSet<String> =
+            all.iter().map(|(id, _)| id.clone()).collect();
+        let files = files(&access.path, &env, &all, &definitions);
+        let workflows = all.len();
         let cache: PathBuf = self.deps.git_cache.join(input.environment_id.to_string());
         let message_head = format!("Back up {} ({})", env.name, env.class);
         let trailer = format!("Triggered by {}\nRun {}", input.triggered_by, ctx.run_id);
@@ -187,8 +213,14 @@ impl Job for Backup {
                         }
                         changes.push((path.clone(), Some(content.clone())));
                     }
-                    let keep: std::collections::HashSet<&String> = files.iter().map(|(p, _)| p).collect();
-                    let removed: Vec<String> = existing.into_iter().filter(|p| !keep.contains(p)).collect();
+                    // Files of workflows no longer in the environment.
+                    let removed: Vec<String> = existing
+                        .into_iter()
+                        .filter(|p| {
+                            let id = p.trim_start_matches(&workflows_dir).trim_end_matches(".json");
+                            !live.contains(id)
+                        })
+                        .collect();
                     changes.extend(removed.iter().map(|p| (p.clone(), None)));
                     let message = format!(
                         "{message_head}: {added} added, {changed} changed, {} removed\n\n{trailer}\n",
@@ -208,6 +240,9 @@ impl Job for Backup {
                 .map_err(git_error)
             })
             .await?;
+        git_config::mark_backed_up(&db, input.environment_id, &moved)
+            .await
+            .map_err(domain_error)?;
         git_config::record_backup(&db, input.environment_id, out.commit.as_deref())
             .await
             .map_err(domain_error)?;
