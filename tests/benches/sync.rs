@@ -289,6 +289,8 @@ async fn main() {
         .args([
             "clone",
             "-q",
+            "--branch",
+            "main",
             &repo.display().to_string(),
             &clone_dir.display().to_string(),
         ])
