@@ -260,3 +260,40 @@ impl Job for Backup {
         Ok(out)
     }
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkBackupInput {
+    pub tenant_id: Uuid,
+    pub environment_ids: Vec<Uuid>,
+    pub triggered_by: String,
+}
+
+/// `environment.backup_bulk` (BULK-002): a backup per environment as child runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BulkBackup;
+
+impl Job for BulkBackup {
+    const KIND: &'static str = "environment.backup_bulk";
+    type Input = BulkBackupInput;
+    type Output = crate::bulk::BulkOutcome;
+
+    async fn run(
+        &self,
+        ctx: &mut RunCtx,
+        input: BulkBackupInput,
+    ) -> Result<Self::Output, JobError> {
+        let children = input
+            .environment_ids
+            .iter()
+            .map(|&environment_id| {
+                new_run(&BackupInput {
+                    tenant_id: input.tenant_id,
+                    environment_id,
+                    triggered_by: input.triggered_by.clone(),
+                })
+            })
+            .collect();
+        crate::bulk::fan_out(ctx, "environment backups", &input.environment_ids, children).await
+    }
+}

@@ -5,6 +5,7 @@
 //! lists every kind a worker can run.
 
 pub mod backup;
+pub mod bulk;
 pub mod diagnostics;
 pub mod health;
 pub mod maintenance;
@@ -27,4 +28,5 @@ pub fn registry(deps: &Deps) -> Registry {
         .register(health::HealthCheck { deps: deps.clone() })
         .register(workflow_ops::BulkAction { deps: deps.clone() })
         .register(backup::Backup { deps: deps.clone() })
+        .register(backup::BulkBackup)
 }

@@ -3,13 +3,12 @@
 //! provider page, so a sync killed anywhere resumes at the page it was on. `environment.sync_bulk`
 //! (BULK-001) syncs several environments as child runs of one parent.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use adapters::{ExecutionFilter, Page, Provider, ProviderError, ProviderResult};
 use domain::catalog::{self, CredentialRow, ExecutionRow, ProviderUserRow, Synced};
 use domain::environments;
-use engine::{ChildOutcome, Job, JobError, NewRun, RetryPolicy, RunCtx};
+use engine::{Job, JobError, NewRun, RetryPolicy, RunCtx};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -629,28 +628,15 @@ pub struct BulkSyncInput {
     pub execution_retention_seconds: Option<u64>,
 }
 
-/// Per-environment outcomes and the partial-failure summary (BULK-004/005).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BulkSyncOutput {
-    pub succeeded: usize,
-    pub failed: usize,
-    pub cancelled: usize,
-    pub environments: BTreeMap<Uuid, ChildOutcome>,
-}
-
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BulkSync;
 
 impl Job for BulkSync {
     const KIND: &'static str = "environment.sync_bulk";
     type Input = BulkSyncInput;
-    type Output = BulkSyncOutput;
+    type Output = crate::bulk::BulkOutcome;
 
-    async fn run(
-        &self,
-        ctx: &mut RunCtx,
-        input: BulkSyncInput,
-    ) -> Result<BulkSyncOutput, JobError> {
+    async fn run(&self, ctx: &mut RunCtx, input: BulkSyncInput) -> Result<Self::Output, JobError> {
         let children: Vec<NewRun> = input
             .environment_ids
             .iter()
@@ -663,40 +649,7 @@ impl Job for BulkSync {
                 })
             })
             .collect();
-        let ids = ctx.spawn_children("syncs", children).await?;
-        ctx.log("info", format!("started {} environment syncs", ids.len()))
-            .await?;
-        let outcomes = ctx.join_children().await?;
-        let by_child: BTreeMap<Uuid, Uuid> = ids
-            .iter()
-            .copied()
-            .zip(input.environment_ids.iter().copied())
-            .collect();
-        let mut out = BulkSyncOutput {
-            succeeded: 0,
-            failed: 0,
-            cancelled: 0,
-            environments: BTreeMap::new(),
-        };
-        for child in outcomes {
-            match child.status.as_str() {
-                "succeeded" => out.succeeded += 1,
-                "cancelled" => out.cancelled += 1,
-                _ => out.failed += 1,
-            }
-            if let Some(env) = by_child.get(&child.id) {
-                out.environments.insert(*env, child);
-            }
-        }
-        ctx.log(
-            "info",
-            format!(
-                "bulk sync: {} succeeded, {} failed, {} cancelled",
-                out.succeeded, out.failed, out.cancelled
-            ),
-        )
-        .await?;
-        Ok(out)
+        crate::bulk::fan_out(ctx, "environment syncs", &input.environment_ids, children).await
     }
 }
 

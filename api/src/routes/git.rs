@@ -238,3 +238,67 @@ pub async fn backup_environment(
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(run.into())))
 }
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkBackupRequest {
+    pub environment_ids: Vec<Uuid>,
+}
+
+impl Validate for BulkBackupRequest {
+    fn validate(&self) -> Result<(), domain::Error> {
+        let mut v = Validator::new();
+        if self.environment_ids.is_empty() || self.environment_ids.len() > 100 {
+            v.error("environment_ids", "must name 1 to 100 environments");
+        }
+        let mut seen = std::collections::HashSet::new();
+        if !self.environment_ids.iter().all(|id| seen.insert(id)) {
+            v.error("environment_ids", "must not repeat an environment");
+        }
+        v.finish()
+    }
+}
+
+/// Back several environments up as one parent run with a child backup each (BULK-002), with
+/// per-environment outcomes and a partial-failure summary.
+#[utoipa::path(post, path = "/api/v1/environments/backup", tag = "git", security(("bearer" = [])),
+    request_body = BulkBackupRequest,
+    responses((status = 202, body = RunView), (status = 404, description = "An unknown environment, or one without Git", body = Problem)))]
+pub async fn bulk_backup(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::SyncEnvironments>,
+    ApiJson(req): ApiJson<BulkBackupRequest>,
+) -> ApiResult<(StatusCode, Json<RunView>)> {
+    let tenant_id = ctx.tenant_id();
+    for id in &req.environment_ids {
+        environments::get(&state.db, tenant_id, *id).await?;
+        git_config::get(&state.db, tenant_id, *id).await?;
+    }
+    let actor = ctx.actor();
+    let input = backup::BulkBackupInput {
+        tenant_id,
+        environment_ids: req.environment_ids,
+        triggered_by: actor.label.clone(),
+    };
+    let mut tx = state.db.begin().await?;
+    let new = engine::NewRun::of::<backup::BulkBackup>(tenant_id.to_string(), &input)
+        .created_by(actor.label.clone());
+    let enqueued = engine::queue::enqueue(&mut tx, &new)
+        .await
+        .map_err(queue_error)?;
+    let run = engine::queue::get(&mut *tx, &tenant_id.to_string(), enqueued.id)
+        .await
+        .map_err(queue_error)?;
+    Entry::new(
+        Some(tenant_id),
+        &actor,
+        "environment.bulk_backup_started",
+        "run",
+    )
+    .target(run.id)
+    .new_value(&serde_json::json!({"environment_ids": input.environment_ids}))
+    .record(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(run.into())))
+}

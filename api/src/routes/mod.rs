@@ -72,6 +72,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(environments::sync_environment))
         .routes(routes!(git::get_git, git::put_git))
         .routes(routes!(git::backup_environment))
+        .routes(routes!(git::bulk_backup))
         .routes(routes!(environments::check_health))
         .routes(routes!(environments::health_history))
         .routes(routes!(environments::list_types, environments::create_type))

@@ -288,3 +288,83 @@ async fn backups_commit_normalised_files_and_only_what_changed() {
         .await;
     assert!(git.body["last_commit"].is_string(), "{}", git.body);
 }
+
+// BULK-002
+#[tokio::test]
+async fn a_bulk_backup_backs_each_environment_up() {
+    let app = TestApp::spawn_with(|c| c.allow_local_git = true).await;
+    let acme = app.tenant("acme").await;
+    let n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    n8n.seed_workflows(4, 3);
+    let mut envs = vec![];
+    let repos = [bare_repo(), bare_repo()];
+    for (i, repo) in repos.iter().enumerate() {
+        let res = app
+            .post(
+                "/api/v1/environments",
+                &acme.admin,
+                &json!({"name": format!("env{i}"), "provider": "n8n", "base_url": n8n.base_url(),
+                        "api_key": n8n.api_key(), "class": "dev"}),
+            )
+            .await;
+        let env: Uuid = res.body["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_default();
+        let put = app
+            .request(
+                reqwest::Method::PUT,
+                &format!("/api/v1/environments/{env}/git"),
+                Some(&acme.admin.token),
+                Some(&json!({"url": repo.0.display().to_string(), "auth": "none"})),
+            )
+            .await;
+        assert_eq!(put.status, 200, "{}", put.body);
+        envs.push(env);
+    }
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 4);
+    for env in &envs {
+        run(
+            &app,
+            &acme,
+            &format!("/api/v1/environments/{env}/sync"),
+            Some(&json!({"scope": "workflows"})),
+        )
+        .await;
+    }
+    let out = run(
+        &app,
+        &acme,
+        "/api/v1/environments/backup",
+        Some(&json!({"environment_ids": envs})),
+    )
+    .await;
+    assert_eq!(
+        (out["succeeded"].as_i64(), out["failed"].as_i64()),
+        (Some(2), Some(0)),
+        "{out}"
+    );
+    for (i, repo) in repos.iter().enumerate() {
+        let (_, files) = head_files(repo);
+        assert_eq!(
+            files.len(),
+            5,
+            "env{i}: four workflows and the manifest: {files:?}"
+        );
+    }
+    let without_git = app
+        .post(
+            "/api/v1/environments",
+            &acme.admin,
+            &json!({"name": "bare", "provider": "n8n", "base_url": n8n.base_url(), "api_key": n8n.api_key(), "class": "dev"}),
+        )
+        .await;
+    let res = app
+        .post(
+            "/api/v1/environments/backup",
+            &acme.admin,
+            &json!({"environment_ids": [without_git.body["id"]]}),
+        )
+        .await;
+    assert_eq!(res.status, 404, "{}", res.body);
+}
