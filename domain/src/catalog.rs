@@ -66,17 +66,17 @@ pub async fn upsert_summarized(
         .collect();
     sqlx::query(
         "with u as (select * from unnest($3::text[], $4::text[], $5::bool[], $6::bool[], $7::text[], $8::int[], \
-                                          $9::text[], $10::jsonb[], $11::timestamptz[]) \
-                      as u(provider_id, name, active, archived, tags, node_count, content_hash, definition, updated_at)), \
+                                          $9::text[], $10::jsonb[], $11::timestamptz[], $13::text[]) \
+                      as u(provider_id, name, active, archived, tags, node_count, content_hash, definition, updated_at, storage_hash)), \
               up as ( \
              insert into env_workflows (environment_id, tenant_id, provider_id, name, active, archived, tags, node_count, \
-                                        content_hash, definition, provider_updated_at, seen_by_run, deleted_at, synced_at) \
+                                        content_hash, definition, provider_updated_at, seen_by_run, deleted_at, synced_at, storage_hash) \
              select $1, $2, u.provider_id, u.name, u.active, u.archived, \
                     coalesce((select array_agg(t) from jsonb_array_elements_text(u.tags::jsonb) t), '{}'), \
-                    u.node_count, u.content_hash, u.definition, u.updated_at, $12, null, now() from u \
+                    u.node_count, u.content_hash, u.definition, u.updated_at, $12, null, now(), u.storage_hash from u \
              on conflict (environment_id, provider_id) do update set name = excluded.name, active = excluded.active, \
                  archived = excluded.archived, tags = excluded.tags, node_count = excluded.node_count, \
-                 content_hash = excluded.content_hash, definition = excluded.definition, \
+                 content_hash = excluded.content_hash, definition = excluded.definition, storage_hash = excluded.storage_hash, \
                  provider_updated_at = excluded.provider_updated_at, seen_by_run = excluded.seen_by_run, \
                  deleted_at = null, synced_at = now() \
              returning 1) \
@@ -104,6 +104,7 @@ pub async fn upsert_summarized(
     )
     .bind(summaries.iter().map(|(s, _)| s.updated_at).collect::<Vec<_>>())
     .bind(run_id)
+    .bind(summaries.iter().map(|(s, _)| s.storage_hash.clone()).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
     if changed.is_empty() {

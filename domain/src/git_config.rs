@@ -142,13 +142,13 @@ pub async fn access(
     })
 }
 
-/// Each live workflow of the environment: (id, name, content hash, hash at the last backup).
+/// Each live workflow of the environment: (id, name, storage hash, hash at the last backup).
 pub async fn backup_state(
     db: impl PgExecutor<'_>,
     environment_id: Uuid,
 ) -> Result<Vec<(String, String, String, Option<String>)>> {
     Ok(sqlx::query_as(
-        "select provider_id, name, content_hash, backed_up_hash from env_workflows \
+        "select provider_id, name, coalesce(storage_hash, content_hash), backed_up_hash from env_workflows \
          where environment_id = $1 and deleted_at is null order by provider_id",
     )
     .bind(environment_id)

@@ -106,9 +106,45 @@ pub fn normalize(workflow: &Value) -> Value {
 
 /// The content hash: SHA-256 (hex) of the normalised form.
 pub fn content_hash(workflow: &Value) -> String {
-    let canonical = normalize(workflow).to_string();
-    let digest = Sha256::digest(canonical.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    sha256_hex(&normalize(workflow).to_string())
+}
+
+/// The storage form (what backups write and restores read): the workflow's content as n8n
+/// needs it to recreate the workflow — node ids, positions, webhook ids and credential
+/// references kept, node order kept — without what is volatile per instance (the workflow's
+/// id, version ids, timestamps, activation and archive state, tags, sharing, `meta`,
+/// `staticData`, `pinData`), null values and `"DEFAULT"` settings. Keys sorted.
+pub fn storage_form(workflow: &Value) -> Value {
+    let mut out = Map::new();
+    for key in WORKFLOW_KEEP {
+        let Some(v) = workflow.get(key) else { continue };
+        if v.is_null() {
+            continue;
+        }
+        let v = if key == "settings" {
+            Value::Object(
+                v.as_object()
+                    .map(|s| {
+                        s.iter()
+                            .filter(|(_, v)| !v.is_null() && v.as_str() != Some("DEFAULT"))
+                            .map(|(k, v)| (k.clone(), strip_nulls(v)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            )
+        } else {
+            strip_nulls(v)
+        };
+        out.insert(key.to_owned(), v);
+    }
+    Value::Object(out)
+}
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// What the catalog keeps in columns.
@@ -122,6 +158,8 @@ pub struct Summary {
     pub node_count: i32,
     pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
     pub content_hash: String,
+    /// SHA-256 of the storage form: changes with layout and node ids too.
+    pub storage_hash: String,
 }
 
 pub fn summarize(workflow: &Value) -> Option<Summary> {
@@ -163,6 +201,7 @@ pub fn summarize(workflow: &Value) -> Option<Summary> {
             .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
             .map(|t| t.with_timezone(&chrono::Utc)),
         content_hash: content_hash(workflow),
+        storage_hash: sha256_hex(&storage_form(workflow).to_string()),
     })
 }
 
@@ -456,6 +495,38 @@ mod tests {
             }
             assert_ne!(content_hash(&wf), base, "{} must count", change.0);
         }
+    }
+
+    #[test]
+    fn the_storage_form_keeps_what_a_restore_needs_and_hashes_to_the_same_content() {
+        let stored = storage_form(&sample());
+        assert_eq!(stored["nodes"][0]["position"], json!([0, 0]));
+        assert_eq!(stored["nodes"][0]["webhookId"], "abc");
+        assert_eq!(
+            stored["nodes"][2]["credentials"]["httpBasicAuth"]["id"],
+            "c1"
+        );
+        for volatile in [
+            "id",
+            "versionId",
+            "active",
+            "updatedAt",
+            "tags",
+            "staticData",
+            "pinData",
+        ] {
+            assert!(stored.get(volatile).is_none(), "{volatile}");
+        }
+        assert!(stored["settings"].get("saveManualExecutions").is_none());
+        assert_eq!(content_hash(&stored), content_hash(&sample()));
+        let mut moved = sample();
+        moved["nodes"][0]["position"] = json!([9, 9]);
+        let s = |w: &Value| summarize(w).map(|s| s.storage_hash).unwrap_or_default();
+        assert_ne!(
+            s(&moved),
+            s(&sample()),
+            "a moved node changes the storage form"
+        );
     }
 
     #[test]

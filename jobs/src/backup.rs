@@ -2,9 +2,10 @@
 //! repository as one readable commit.
 //!
 //! Layout (under the configured folder): `manifest.json` (environment, provider, class, and per
-//! workflow its id, name and file) and `workflows/<id>.json` — the normalised
-//! workflow (`domain::workflow::normalize`), pretty-printed with sorted keys, so an unchanged
-//! workflow never produces a diff and a changed one shows exactly what changed. Files of
+//! workflow its id, name and file) and `workflows/<id>.json` — the workflow's storage form
+//! (`domain::workflow::storage_form`: what a restore needs — node ids, positions, webhook ids,
+//! credential references — and nothing instance-volatile), pretty-printed with sorted keys, so an
+//! unchanged workflow never produces a diff and a changed one shows exactly what changed. Files of
 //! workflows gone from the environment are removed. A backup with nothing new makes no commit;
 //! a backup killed after its push and retried finds nothing new, so there is never a duplicate.
 
@@ -104,7 +105,7 @@ fn files(
         let Some(summary) = workflow::summarize(def) else {
             continue;
         };
-        let mut text = serde_json::to_vec_pretty(&workflow::normalize(def)).unwrap_or_default();
+        let mut text = serde_json::to_vec_pretty(&workflow::storage_form(def)).unwrap_or_default();
         text.push(b'\n');
         out.push((format!("{prefix}workflows/{}.json", summary.id), text));
     }

@@ -175,7 +175,7 @@ async fn local_paths_are_refused_unless_allowed() {
 
 // WF-016: readable, normalised files; incremental commits touch only what changed
 #[tokio::test]
-async fn backups_commit_normalised_files_and_only_what_changed() {
+async fn backups_commit_readable_files_and_only_what_changed() {
     let app = TestApp::spawn_with(|c| c.allow_local_git = true).await;
     let acme = app.tenant("acme").await;
     let n8n = N8nEmulator::start(EmulatorConfig::default()).await;
@@ -243,7 +243,7 @@ async fn backups_commit_normalised_files_and_only_what_changed() {
     .await;
     assert_eq!(again["commit"], Value::Null, "{again}");
 
-    // A moved node is not a change; a parameter is.
+    // A moved node changes the file (a restore must put it back), a parameter too.
     n8n.modify_workflow(&ids[1], |wf| wf["nodes"][0]["position"] = json!([5, 5]));
     for id in &ids[2..4] {
         n8n.modify_workflow(id, |wf| {
@@ -267,12 +267,13 @@ async fn backups_commit_normalised_files_and_only_what_changed() {
     .await;
     assert_eq!(
         (third["changed"].as_i64(), third["removed"].as_i64()),
-        (Some(2), Some(1)),
+        (Some(3), Some(1)),
         "{third}"
     );
     let (mut touched, _) = head_files(&repo);
     touched.sort();
     let mut expected = vec![
+        format!("prod/workflows/{}.json", ids[1]),
         format!("prod/workflows/{}.json", ids[2]),
         format!("prod/workflows/{}.json", ids[3]),
         format!("prod/workflows/{}.json", ids[4]),
