@@ -298,3 +298,196 @@ impl Job for BulkBackup {
         crate::bulk::fan_out(ctx, "environment backups", &input.environment_ids, children).await
     }
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreInput {
+    pub tenant_id: Uuid,
+    pub environment_id: Uuid,
+    /// These workflows (ids as in the repository); all of the backup when None.
+    pub workflow_ids: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RestoredItem {
+    /// `updated`, `created` (the workflow no longer existed; it has a new id) or `unchanged`.
+    pub result: String,
+    pub id: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreOutput {
+    pub updated: usize,
+    pub created: usize,
+    pub unchanged: usize,
+    pub failed: usize,
+    pub workflows: std::collections::BTreeMap<String, RestoredItem>,
+}
+
+/// `environment.restore` (WF-017): workflows written back to the environment from its Git
+/// backup, a checkpointed step per workflow (so a resumed restore does not write twice); a
+/// workflow whose content already matches is left alone.
+#[derive(Debug, Clone)]
+pub struct Restore {
+    pub deps: Deps,
+}
+
+pub fn new_restore_run(input: &RestoreInput) -> NewRun {
+    NewRun::of::<Restore>(input.tenant_id.to_string(), input)
+        .concurrency(format!("environment:{}:mutate", input.environment_id), 1)
+        .labels(json!({"environment_id": input.environment_id}))
+}
+
+impl Job for Restore {
+    const KIND: &'static str = "environment.restore";
+    type Input = RestoreInput;
+    type Output = RestoreOutput;
+
+    async fn run(&self, ctx: &mut RunCtx, input: RestoreInput) -> Result<RestoreOutput, JobError> {
+        let db = ctx.db().clone();
+        let access = {
+            let mut conn = db.acquire().await?;
+            git_config::access(
+                &mut conn,
+                &self.deps.keyring,
+                input.tenant_id,
+                input.environment_id,
+            )
+            .await
+            .map_err(domain_error)?
+        };
+        let folder = access.path.trim_matches('/').to_owned();
+        let dir = if folder.is_empty() {
+            "workflows/".to_owned()
+        } else {
+            format!("{folder}/workflows/")
+        };
+        let cache: PathBuf = self.deps.git_cache.join(input.environment_id.to_string());
+        let remote = remote(&access);
+        // The backup's files, read once per attempt (reading is idempotent).
+        let files: Vec<(String, Value)> = tokio::task::spawn_blocking(move || {
+            let checkout = Checkout::open(&remote, &cache)?;
+            let mut out = Vec::new();
+            for path in checkout.list(&dir)? {
+                let id = path
+                    .trim_start_matches(&dir)
+                    .trim_end_matches(".json")
+                    .to_owned();
+                if let Some(bytes) = checkout.read(&path)? {
+                    let value: Value = serde_json::from_slice(&bytes)
+                        .map_err(|e| GitError::Other(format!("`{path}` is not JSON: {e}")))?;
+                    out.push((id, value));
+                }
+            }
+            Ok::<_, GitError>(out)
+        })
+        .await
+        .map_err(|e| JobError::transient(format!("reading the backup failed: {e}")))?
+        .map_err(git_error)?;
+        let wanted: Option<std::collections::HashSet<&String>> =
+            input.workflow_ids.as_ref().map(|ids| ids.iter().collect());
+        let provider = self
+            .deps
+            .provider(&db, input.tenant_id, input.environment_id)
+            .await?;
+        let mut out = RestoreOutput {
+            updated: 0,
+            created: 0,
+            unchanged: 0,
+            failed: 0,
+            workflows: std::collections::BTreeMap::new(),
+        };
+        let chosen: Vec<&(String, Value)> = files
+            .iter()
+            .filter(|(id, _)| wanted.as_ref().is_none_or(|w| w.contains(id)))
+            .collect();
+        let total = i64::try_from(chosen.len()).unwrap_or(i64::MAX);
+        for (i, (id, stored)) in chosen.into_iter().enumerate() {
+            let item = ctx
+                .step(&format!("workflow:{id}"), || async {
+                    let current = match provider.get_workflow(id).await {
+                        Ok(wf) => Some(wf),
+                        Err(adapters::ProviderError::NotFound(_)) => None,
+                        Err(e) if e.is_transient() => {
+                            return Err(crate::providers::provider_error(e));
+                        }
+                        Err(e) => {
+                            return Ok(RestoredItem {
+                                result: "failed".into(),
+                                id: None,
+                                error: Some(e.to_string()),
+                            });
+                        }
+                    };
+                    let written = match &current {
+                        Some(wf) if workflow::storage_form(wf) == *stored => {
+                            return Ok(RestoredItem {
+                                result: "unchanged".into(),
+                                id: Some(id.clone()),
+                                error: None,
+                            });
+                        }
+                        Some(_) => provider
+                            .update_workflow(id, stored)
+                            .await
+                            .map(|w| ("updated", w)),
+                        None => provider
+                            .create_workflow(stored)
+                            .await
+                            .map(|w| ("created", w)),
+                    };
+                    match written {
+                        Ok((result, wf)) => {
+                            let mut tx = db.begin().await?;
+                            domain::catalog::upsert_workflows(
+                                &mut tx,
+                                input.tenant_id,
+                                input.environment_id,
+                                ctx_nil(),
+                                std::slice::from_ref(&wf),
+                            )
+                            .await
+                            .map_err(domain_error)?;
+                            tx.commit().await?;
+                            Ok(RestoredItem {
+                                result: result.into(),
+                                id: wf.get("id").and_then(Value::as_str).map(str::to_owned),
+                                error: None,
+                            })
+                        }
+                        Err(e) if e.is_transient() => Err(crate::providers::provider_error(e)),
+                        Err(e) => Ok(RestoredItem {
+                            result: "failed".into(),
+                            id: None,
+                            error: Some(e.to_string()),
+                        }),
+                    }
+                })
+                .await?;
+            match item.result.as_str() {
+                "updated" => out.updated += 1,
+                "created" => out.created += 1,
+                "unchanged" => out.unchanged += 1,
+                _ => out.failed += 1,
+            }
+            out.workflows.insert(id.clone(), item);
+            ctx.progress(i64::try_from(i).unwrap_or(0) + 1, total)
+                .await?;
+        }
+        ctx.log(
+            "info",
+            format!(
+                "restore: {} updated, {} created, {} unchanged, {} failed",
+                out.updated, out.created, out.unchanged, out.failed
+            ),
+        )
+        .await?;
+        Ok(out)
+    }
+}
+
+/// Catalog rows written outside a sync carry no sync run.
+fn ctx_nil() -> Uuid {
+    Uuid::nil()
+}

@@ -29,4 +29,5 @@ pub fn registry(deps: &Deps) -> Registry {
         .register(workflow_ops::BulkAction { deps: deps.clone() })
         .register(backup::Backup { deps: deps.clone() })
         .register(backup::BulkBackup)
+        .register(backup::Restore { deps: deps.clone() })
 }

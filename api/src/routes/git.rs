@@ -302,3 +302,79 @@ pub async fn bulk_backup(
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(run.into())))
 }
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// Workflow ids as in the backup; the whole backup when omitted.
+    pub workflow_ids: Option<Vec<String>>,
+}
+
+impl Validate for RestoreRequest {
+    fn validate(&self) -> Result<(), domain::Error> {
+        let mut v = Validator::new();
+        if self
+            .workflow_ids
+            .as_ref()
+            .is_some_and(|ids| ids.is_empty() || ids.len() > 1000)
+        {
+            v.error(
+                "workflow_ids",
+                "must name 1 to 1000 workflows, or be omitted",
+            );
+        }
+        v.finish()
+    }
+}
+
+/// Restore workflows from the environment's Git backup as a run (WF-017): each is updated in
+/// place (or created again if it was deleted); one already matching is left alone. In a
+/// production environment only admins may restore.
+#[utoipa::path(post, path = "/api/v1/environments/{environment_id}/restore", tag = "git", security(("bearer" = [])),
+    params(("environment_id" = Uuid, Path, description = "The environment's id")),
+    request_body = RestoreRequest,
+    responses((status = 202, body = RunView), (status = 403, body = Problem), (status = 404, description = "Unknown environment, or no Git configured", body = Problem)))]
+pub async fn restore_environment(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::UploadWorkflows>,
+    ApiPath(environment_id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<RestoreRequest>,
+) -> ApiResult<(StatusCode, Json<RunView>)> {
+    let tenant_id = ctx.tenant_id();
+    let env = environments::get(&state.db, tenant_id, environment_id).await?;
+    git_config::get(&state.db, tenant_id, environment_id).await?;
+    if env.class == environments::EnvironmentClass::Production
+        && ctx.tenant.role != domain::Role::Admin
+    {
+        return Err(ApiError::forbidden(
+            "admin_only",
+            "only an admin may restore a production environment",
+        ));
+    }
+    let actor = ctx.actor();
+    let input = backup::RestoreInput {
+        tenant_id,
+        environment_id,
+        workflow_ids: req.workflow_ids,
+    };
+    let mut tx = state.db.begin().await?;
+    let new = backup::new_restore_run(&input).created_by(actor.label.clone());
+    let enqueued = engine::queue::enqueue(&mut tx, &new)
+        .await
+        .map_err(queue_error)?;
+    let run = engine::queue::get(&mut *tx, &tenant_id.to_string(), enqueued.id)
+        .await
+        .map_err(queue_error)?;
+    Entry::new(
+        Some(tenant_id),
+        &actor,
+        "environment.restore_started",
+        "environment",
+    )
+    .target(environment_id)
+    .new_value(&serde_json::json!({"run_id": run.id, "workflow_ids": input.workflow_ids}))
+    .record(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(run.into())))
+}

@@ -73,6 +73,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(git::get_git, git::put_git))
         .routes(routes!(git::backup_environment))
         .routes(routes!(git::bulk_backup))
+        .routes(routes!(git::restore_environment))
         .routes(routes!(environments::check_health))
         .routes(routes!(environments::health_history))
         .routes(routes!(environments::list_types, environments::create_type))

@@ -369,3 +369,99 @@ async fn a_bulk_backup_backs_each_environment_up() {
         .await;
     assert_eq!(res.status, 404, "{}", res.body);
 }
+
+// WF-017: a restore reproduces the backed-up content, resuming per workflow
+#[tokio::test]
+async fn a_restore_brings_back_the_backed_up_workflows() {
+    let app = TestApp::spawn_with(|c| c.allow_local_git = true).await;
+    let acme = app.tenant("acme").await;
+    let n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    let ids = n8n.seed_workflows(6, 4);
+    let env = setup(&app, &acme, &n8n).await;
+    let repo = bare_repo();
+    let put = app
+        .request(
+            reqwest::Method::PUT,
+            &format!("/api/v1/environments/{env}/git"),
+            Some(&acme.admin.token),
+            Some(&json!({"url": repo.0.display().to_string(), "auth": "none"})),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
+    run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{env}/sync"),
+        Some(&json!({"scope": "workflows"})),
+    )
+    .await;
+    run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{env}/backup"),
+        None,
+    )
+    .await;
+    let hash = |id: &str| {
+        n8n.workflow(id)
+            .map(|w| domain::workflow::content_hash(&w))
+            .unwrap_or_default()
+    };
+    let before = (
+        hash(&ids[0]),
+        n8n.workflow(&ids[0])
+            .map(|w| w["nodes"][0]["position"].clone()),
+    );
+
+    // Someone edits production by hand, moves a node, and deletes another workflow.
+    n8n.modify_workflow(&ids[0], |wf| {
+        wf["nodes"][1]["parameters"] = json!({"hotfix": true});
+        wf["nodes"][0]["position"] = json!([777, 777]);
+    });
+    n8n.remove_workflow(&ids[1]);
+
+    let dev = app.member(&acme, Role::Developer).await;
+    let refused = app
+        .post(
+            &format!("/api/v1/environments/{env}/restore"),
+            &dev,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(refused.status, 403, "production restores are for admins");
+    let out = run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{env}/restore"),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(
+        (
+            out["updated"].as_i64(),
+            out["created"].as_i64(),
+            out["unchanged"].as_i64(),
+            out["failed"].as_i64()
+        ),
+        (Some(1), Some(1), Some(4), Some(0)),
+        "{out}"
+    );
+    assert_eq!(
+        (
+            hash(&ids[0]),
+            n8n.workflow(&ids[0])
+                .map(|w| w["nodes"][0]["position"].clone())
+        ),
+        before,
+        "content and layout are back"
+    );
+    let recreated = out["workflows"][ids[1].as_str()]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        n8n.workflow(&recreated).is_some(),
+        "the deleted workflow exists again: {out}"
+    );
+}

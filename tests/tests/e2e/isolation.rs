@@ -23,6 +23,7 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
             json!({"tags": ["x"]})
         }
         ("post", "/api/v1/environments/{environment_id}/workflows/zip") => json!({}),
+        ("post", "/api/v1/environments/{environment_id}/restore") => json!({}),
         ("put", "/api/v1/environments/{environment_id}/git") => {
             json!({"url": "https://example.invalid/r.git", "auth": "none"})
         }
