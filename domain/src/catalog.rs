@@ -158,6 +158,16 @@ pub enum Synced {
 }
 
 impl Synced {
+    /// Lowercase, for step and log names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Workflows => "workflows",
+            Self::Credentials => "credentials",
+            Self::Tags => "tags",
+            Self::Users => "users",
+        }
+    }
+
     fn table(self) -> &'static str {
         match self {
             Self::Workflows => "env_workflows",

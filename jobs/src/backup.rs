@@ -444,7 +444,7 @@ impl Job for Restore {
                                 &mut tx,
                                 input.tenant_id,
                                 input.environment_id,
-                                ctx_nil(),
+                                Uuid::nil(),
                                 std::slice::from_ref(&wf),
                             )
                             .await
@@ -485,9 +485,4 @@ impl Job for Restore {
         .await?;
         Ok(out)
     }
-}
-
-/// Catalog rows written outside a sync carry no sync run.
-fn ctx_nil() -> Uuid {
-    Uuid::nil()
 }

@@ -120,6 +120,19 @@ impl<T> Drop for Prefetch<T> {
     }
 }
 
+impl PageDone {
+    /// A page of a complete walk: stored, nothing more to report.
+    fn stored(next: Option<String>, items: usize) -> Self {
+        Self {
+            next,
+            items: items as u64,
+            changed: 0,
+            caught_up: false,
+            high: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Sync {
     pub deps: Deps,
@@ -231,6 +244,17 @@ impl Sync {
         Ok(out)
     }
 
+    /// After a complete walk: what the provider no longer has is marked deleted (one step).
+    async fn mark_missing(ctx: &mut RunCtx, what: Synced, env: Uuid) -> Result<u64, JobError> {
+        let (db, run_id) = (ctx.db().clone(), ctx.run_id);
+        ctx.step(&format!("{}:deleted", what.name()), || async {
+            catalog::mark_missing(&db, what, env, run_id)
+                .await
+                .map_err(domain_error)
+        })
+        .await
+    }
+
     /// Walks a list a page at a time, each page a step (fetch, then `store`); returns the pages'
     /// checkpoints. While a page is being stored the next one is already being fetched, so the
     /// provider's latency and our writes overlap; a resumed walk starts without a prefetch.
@@ -332,13 +356,7 @@ impl Sync {
         .await?;
         out.workflows = pages.iter().map(|p| p.items).sum();
         out.workflows_changed = pages.iter().map(|p| p.changed).sum();
-        out.workflows_deleted = ctx
-            .step("workflows:deleted", || async {
-                catalog::mark_missing(&db, Synced::Workflows, env, run_id)
-                    .await
-                    .map_err(domain_error)
-            })
-            .await?;
+        out.workflows_deleted = Self::mark_missing(ctx, Synced::Workflows, env).await?;
         Ok(())
     }
 
@@ -385,13 +403,7 @@ impl Sync {
                         catalog::upsert_credentials(&db, tenant, env, run_id, "provider", &rows)
                             .await
                             .map_err(domain_error)?;
-                        Ok(PageDone {
-                            next: page.next_cursor,
-                            items: rows.len() as u64,
-                            changed: 0,
-                            caught_up: false,
-                            high: None,
-                        })
+                        Ok(PageDone::stored(page.next_cursor, rows.len()))
                     }
                 },
             )
@@ -412,12 +424,7 @@ impl Sync {
                 .await?;
             out.credentials_derived = true;
         }
-        ctx.step("credentials:deleted", || async {
-            catalog::mark_missing(&db, Synced::Credentials, env, run_id)
-                .await
-                .map_err(domain_error)
-        })
-        .await?;
+        Self::mark_missing(ctx, Synced::Credentials, env).await?;
         Ok(())
     }
 
@@ -447,24 +454,13 @@ impl Sync {
                     catalog::upsert_tags(&db, tenant, env, run_id, &rows)
                         .await
                         .map_err(domain_error)?;
-                    Ok(PageDone {
-                        next: page.next_cursor,
-                        items: rows.len() as u64,
-                        changed: 0,
-                        caught_up: false,
-                        high: None,
-                    })
+                    Ok(PageDone::stored(page.next_cursor, rows.len()))
                 }
             },
         )
         .await?;
         out.tags = pages.iter().map(|p| p.items).sum();
-        ctx.step("tags:deleted", || async {
-            catalog::mark_missing(&db, Synced::Tags, env, run_id)
-                .await
-                .map_err(domain_error)
-        })
-        .await?;
+        Self::mark_missing(ctx, Synced::Tags, env).await?;
         Ok(())
     }
 
@@ -501,24 +497,13 @@ impl Sync {
                     catalog::upsert_users(&db, tenant, env, run_id, &rows)
                         .await
                         .map_err(domain_error)?;
-                    Ok(PageDone {
-                        next: page.next_cursor,
-                        items: rows.len() as u64,
-                        changed: 0,
-                        caught_up: false,
-                        high: None,
-                    })
+                    Ok(PageDone::stored(page.next_cursor, rows.len()))
                 }
             },
         )
         .await?;
         out.users = pages.iter().map(|p| p.items).sum();
-        ctx.step("users:deleted", || async {
-            catalog::mark_missing(&db, Synced::Users, env, run_id)
-                .await
-                .map_err(domain_error)
-        })
-        .await?;
+        Self::mark_missing(ctx, Synced::Users, env).await?;
         Ok(())
     }
 

@@ -14,7 +14,6 @@ use domain::environments::{
     NewEnvironment, Reconnect,
 };
 use domain::validate::Validator;
-use engine::queue;
 use jobs::health::{self, HealthInput};
 use jobs::sync::{self, BulkSyncInput, Scope, SyncInput};
 use secrecy::SecretString;
@@ -25,7 +24,7 @@ use crate::app::AppState;
 use crate::auth::{TenantCtx, perm};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Validate};
-use crate::routes::runs::{RunView, queue_error};
+use crate::routes::runs::{RunView, start_run};
 
 fn connection_failed(e: &ProviderError) -> ApiError {
     ApiError::new(
@@ -469,29 +468,6 @@ impl Validate for SyncRequest {
     }
 }
 
-async fn enqueue(
-    state: &AppState,
-    ctx_actor: &domain::audit::Actor,
-    tenant_id: Uuid,
-    run: engine::NewRun,
-    action: &str,
-    details: serde_json::Value,
-) -> ApiResult<RunView> {
-    let mut tx = state.db.begin().await?;
-    let run = run.created_by(ctx_actor.label.clone());
-    let enqueued = queue::enqueue(&mut tx, &run).await.map_err(queue_error)?;
-    let view = queue::get(&mut *tx, &tenant_id.to_string(), enqueued.id)
-        .await
-        .map_err(queue_error)?;
-    Entry::new(Some(tenant_id), ctx_actor, action, "run")
-        .target(enqueued.id)
-        .new_value(&details)
-        .record(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(view.into())
-}
-
 /// Start a sync of one environment as a background run; watch it at `/api/v1/runs/{id}/events`
 /// (ENV-017, ENV-018). One sync per environment runs at a time; others queue.
 #[utoipa::path(post, path = "/api/v1/environments/{environment_id}/sync", tag = "environments", security(("bearer" = [])),
@@ -512,7 +488,7 @@ pub async fn sync_environment(
         scope: req.scope.unwrap_or(Scope::Full),
         execution_retention_seconds: Some(state.config.execution_retention.as_secs()),
     };
-    let view = enqueue(
+    let view = start_run(
         &state,
         &ctx.actor(),
         tenant_id,
@@ -532,16 +508,21 @@ pub struct BulkSyncRequest {
     pub scope: Option<Scope>,
 }
 
+/// 1-100 distinct environments, for bulk operations.
+pub(crate) fn validate_environment_ids(v: &mut Validator, ids: &[Uuid]) {
+    if ids.is_empty() || ids.len() > 100 {
+        v.error("environment_ids", "must name 1 to 100 environments");
+    }
+    let mut seen = std::collections::HashSet::new();
+    if !ids.iter().all(|id| seen.insert(id)) {
+        v.error("environment_ids", "must not repeat an environment");
+    }
+}
+
 impl Validate for BulkSyncRequest {
     fn validate(&self) -> Result<(), domain::Error> {
         let mut v = Validator::new();
-        if self.environment_ids.is_empty() || self.environment_ids.len() > 100 {
-            v.error("environment_ids", "must name 1 to 100 environments");
-        }
-        let mut seen = std::collections::HashSet::new();
-        if !self.environment_ids.iter().all(|id| seen.insert(id)) {
-            v.error("environment_ids", "must not repeat an environment");
-        }
+        validate_environment_ids(&mut v, &self.environment_ids);
         v.finish()
     }
 }
@@ -567,7 +548,7 @@ pub async fn bulk_sync(
         execution_retention_seconds: Some(state.config.execution_retention.as_secs()),
     };
     let run = engine::NewRun::of::<sync::BulkSync>(tenant_id.to_string(), &input);
-    let view = enqueue(
+    let view = start_run(
         &state,
         &ctx.actor(),
         tenant_id,
@@ -594,7 +575,7 @@ pub async fn check_health(
         tenant_id,
         environment_id: id,
     };
-    let view = enqueue(
+    let view = start_run(
         &state,
         &ctx.actor(),
         tenant_id,

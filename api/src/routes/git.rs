@@ -17,7 +17,7 @@ use crate::app::AppState;
 use crate::auth::{TenantCtx, perm};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, ApiPath, Validate};
-use crate::routes::runs::{RunView, queue_error};
+use crate::routes::runs::{RunView, start_run};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -217,26 +217,16 @@ pub async fn backup_environment(
         environment_id,
         triggered_by: actor.label.clone(),
     };
-    let mut tx = state.db.begin().await?;
-    let new = backup::new_run(&input).created_by(actor.label.clone());
-    let enqueued = engine::queue::enqueue(&mut tx, &new)
-        .await
-        .map_err(queue_error)?;
-    let run = engine::queue::get(&mut *tx, &tenant_id.to_string(), enqueued.id)
-        .await
-        .map_err(queue_error)?;
-    Entry::new(
-        Some(tenant_id),
+    let view = start_run(
+        &state,
         &actor,
+        tenant_id,
+        backup::new_run(&input),
         "environment.backup_started",
-        "environment",
+        serde_json::json!({"environment_id": environment_id}),
     )
-    .target(environment_id)
-    .new_value(&serde_json::json!({"run_id": run.id}))
-    .record(&mut *tx)
     .await?;
-    tx.commit().await?;
-    Ok((StatusCode::ACCEPTED, Json(run.into())))
+    Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -248,13 +238,7 @@ pub struct BulkBackupRequest {
 impl Validate for BulkBackupRequest {
     fn validate(&self) -> Result<(), domain::Error> {
         let mut v = Validator::new();
-        if self.environment_ids.is_empty() || self.environment_ids.len() > 100 {
-            v.error("environment_ids", "must name 1 to 100 environments");
-        }
-        let mut seen = std::collections::HashSet::new();
-        if !self.environment_ids.iter().all(|id| seen.insert(id)) {
-            v.error("environment_ids", "must not repeat an environment");
-        }
+        crate::routes::environments::validate_environment_ids(&mut v, &self.environment_ids);
         v.finish()
     }
 }
@@ -280,27 +264,16 @@ pub async fn bulk_backup(
         environment_ids: req.environment_ids,
         triggered_by: actor.label.clone(),
     };
-    let mut tx = state.db.begin().await?;
-    let new = engine::NewRun::of::<backup::BulkBackup>(tenant_id.to_string(), &input)
-        .created_by(actor.label.clone());
-    let enqueued = engine::queue::enqueue(&mut tx, &new)
-        .await
-        .map_err(queue_error)?;
-    let run = engine::queue::get(&mut *tx, &tenant_id.to_string(), enqueued.id)
-        .await
-        .map_err(queue_error)?;
-    Entry::new(
-        Some(tenant_id),
+    let view = start_run(
+        &state,
         &actor,
+        tenant_id,
+        engine::NewRun::of::<backup::BulkBackup>(tenant_id.to_string(), &input),
         "environment.bulk_backup_started",
-        "run",
+        serde_json::json!({"environment_ids": input.environment_ids}),
     )
-    .target(run.id)
-    .new_value(&serde_json::json!({"environment_ids": input.environment_ids}))
-    .record(&mut *tx)
     .await?;
-    tx.commit().await?;
-    Ok((StatusCode::ACCEPTED, Json(run.into())))
+    Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -357,24 +330,14 @@ pub async fn restore_environment(
         environment_id,
         workflow_ids: req.workflow_ids,
     };
-    let mut tx = state.db.begin().await?;
-    let new = backup::new_restore_run(&input).created_by(actor.label.clone());
-    let enqueued = engine::queue::enqueue(&mut tx, &new)
-        .await
-        .map_err(queue_error)?;
-    let run = engine::queue::get(&mut *tx, &tenant_id.to_string(), enqueued.id)
-        .await
-        .map_err(queue_error)?;
-    Entry::new(
-        Some(tenant_id),
+    let view = start_run(
+        &state,
         &actor,
+        tenant_id,
+        backup::new_restore_run(&input),
         "environment.restore_started",
-        "environment",
+        serde_json::json!({"environment_id": environment_id, "workflow_ids": input.workflow_ids}),
     )
-    .target(environment_id)
-    .new_value(&serde_json::json!({"run_id": run.id, "workflow_ids": input.workflow_ids}))
-    .record(&mut *tx)
     .await?;
-    tx.commit().await?;
-    Ok((StatusCode::ACCEPTED, Json(run.into())))
+    Ok((StatusCode::ACCEPTED, Json(view)))
 }

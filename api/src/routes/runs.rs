@@ -89,6 +89,31 @@ impl From<engine::Run> for RunView {
     }
 }
 
+/// Enqueues `run` for the tenant (created by the caller), audits `action` with `details` in the
+/// same transaction, and returns the run as the API shows it.
+pub(crate) async fn start_run(
+    state: &AppState,
+    actor: &domain::audit::Actor,
+    tenant_id: Uuid,
+    run: engine::NewRun,
+    action: &str,
+    details: serde_json::Value,
+) -> ApiResult<RunView> {
+    let mut tx = state.db.begin().await?;
+    let run = run.created_by(actor.label.clone());
+    let enqueued = queue::enqueue(&mut tx, &run).await.map_err(queue_error)?;
+    let view = queue::get(&mut *tx, &tenant_id.to_string(), enqueued.id)
+        .await
+        .map_err(queue_error)?;
+    Entry::new(Some(tenant_id), actor, action, "run")
+        .target(enqueued.id)
+        .new_value(&details)
+        .record(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(view.into())
+}
+
 pub(crate) fn queue_error(e: queue::Error) -> ApiError {
     match e {
         queue::Error::NotFound => ApiError::not_found("run not found"),
