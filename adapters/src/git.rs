@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub use git2::Oid;
 use git2::{Cred, FetchOptions, IndexEntry, IndexTime, PushOptions, RemoteCallbacks, Repository};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -103,11 +104,14 @@ fn fetch_options(auth: &GitAuth) -> FetchOptions<'_> {
     fo
 }
 
-/// A working copy following `remote.branch`.
+/// A working copy following `remote.branch`. The cache directory is locked (an exclusive
+/// file lock, so across processes too) while the checkout is open: two runs sharing it wait for
+/// each other instead of racing on libgit2's ref locks.
 pub struct Checkout {
     repo: Repository,
     remote: GitRemote,
     dir: PathBuf,
+    _lock: std::fs::File,
 }
 
 impl std::fmt::Debug for Checkout {
@@ -124,6 +128,7 @@ impl Checkout {
     /// Opens the repository kept at `dir` (initialising it the first time) and fetches the
     /// remote branch. An empty remote is fine: the first commit creates the branch.
     pub fn open(remote: &GitRemote, dir: &Path) -> Result<Self, GitError> {
+        let lock = lock_dir(dir)?;
         let repo = match Repository::open_bare(dir) {
             Ok(repo) => repo,
             Err(_) => {
@@ -142,6 +147,7 @@ impl Checkout {
             repo,
             remote: remote.clone(),
             dir: dir.to_path_buf(),
+            _lock: lock,
         };
         checkout.fetch()?;
         Ok(checkout)
@@ -171,12 +177,30 @@ impl Checkout {
         self.repo.refname_to_id(&self.tracking_ref()).ok()
     }
 
-    /// A file's content at the head.
-    pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>, GitError> {
-        let Some(head) = self.head() else {
+    /// The tree at `at` (a commit id), or at the head when None; None while the remote is empty.
+    fn tree(&self, at: Option<git2::Oid>) -> Result<Option<git2::Tree<'_>>, GitError> {
+        let Some(commit) = at.or_else(|| self.head()) else {
             return Ok(None);
         };
-        let tree = self.repo.find_commit(head)?.tree()?;
+        match self.repo.find_commit(commit) {
+            Ok(c) => Ok(Some(c.tree()?)),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Err(GitError::Other(format!(
+                "commit {commit} is not in the repository (was the branch rewritten?)"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A file's content at the head.
+    pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>, GitError> {
+        self.read_at(None, path)
+    }
+
+    /// A file's content at commit `at` (the head when None).
+    pub fn read_at(&self, at: Option<git2::Oid>, path: &str) -> Result<Option<Vec<u8>>, GitError> {
+        let Some(tree) = self.tree(at)? else {
+            return Ok(None);
+        };
         match tree.get_path(Path::new(path)) {
             Ok(entry) => Ok(Some(self.repo.find_blob(entry.id())?.content().to_vec())),
             Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
@@ -190,10 +214,18 @@ impl Checkout {
         &self,
         prefix: &str,
     ) -> Result<std::collections::HashMap<String, git2::Oid>, GitError> {
-        let Some(head) = self.head() else {
+        self.blob_ids_at(None, prefix)
+    }
+
+    /// [`Checkout::blob_ids`] at commit `at` (the head when None).
+    pub fn blob_ids_at(
+        &self,
+        at: Option<git2::Oid>,
+        prefix: &str,
+    ) -> Result<std::collections::HashMap<String, git2::Oid>, GitError> {
+        let Some(tree) = self.tree(at)? else {
             return Ok(std::collections::HashMap::new());
         };
-        let tree = self.repo.find_commit(head)?.tree()?;
         let mut out = std::collections::HashMap::new();
         tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
             if entry.kind() == Some(git2::ObjectType::Blob) {
@@ -209,21 +241,51 @@ impl Checkout {
 
     /// Every file path at the head under `prefix` (empty: all).
     pub fn list(&self, prefix: &str) -> Result<Vec<String>, GitError> {
-        let Some(head) = self.head() else {
-            return Ok(Vec::new());
-        };
-        let tree = self.repo.find_commit(head)?.tree()?;
-        let mut out = Vec::new();
-        tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-            if entry.kind() == Some(git2::ObjectType::Blob) {
-                let path = format!("{dir}{}", entry.name().unwrap_or(""));
-                if path.starts_with(prefix) {
-                    out.push(path);
-                }
-            }
-            git2::TreeWalkResult::Ok
-        })?;
+        let mut out: Vec<String> = self.blob_ids(prefix)?.into_keys().collect();
+        out.sort();
         Ok(out)
+    }
+
+    /// The content of a blob by id (from [`Checkout::blob_ids`]).
+    pub fn blob(&self, id: git2::Oid) -> Result<Vec<u8>, GitError> {
+        Ok(self.repo.find_blob(id)?.content().to_vec())
+    }
+
+    /// Applies `changes` on the remote head as one commit and force-pushes it to `branch` (a
+    /// branch of our own, e.g. for a pull request; pushing again replaces it). None when the
+    /// changes change nothing.
+    pub fn push_branch(
+        &mut self,
+        branch: &str,
+        changes: &[Change],
+        message: &str,
+        author: (&str, &str),
+    ) -> Result<Option<git2::Oid>, GitError> {
+        let Some(commit) = self.build_commit(changes, message, author)? else {
+            return Ok(None);
+        };
+        let local = format!("refs/heads/{branch}");
+        self.repo
+            .reference(&local, commit, true, "branch to push")?;
+        let mut origin = self.repo.find_remote("origin")?;
+        let mut rejected: Option<String> = None;
+        let mut cb = callbacks(&self.remote.auth);
+        cb.push_update_reference(|_refname, status| {
+            if let Some(s) = status {
+                rejected = Some(s.to_owned());
+            }
+            Ok(())
+        });
+        let mut options = PushOptions::new();
+        options.remote_callbacks(cb);
+        origin.push(&[format!("+{local}:{local}")], Some(&mut options))?;
+        drop(options);
+        match rejected {
+            None => Ok(Some(commit)),
+            Some(why) => Err(GitError::Other(format!(
+                "the remote refused branch `{branch}`: {why}"
+            ))),
+        }
     }
 
     /// Applies `changes` as one commit on the remote head and pushes it; on a non-fast-forward
@@ -343,6 +405,23 @@ impl Checkout {
 enum PushError {
     Rejected,
     Git(GitError),
+}
+
+/// Takes the exclusive lock of a cache directory (`<dir>/workflowops.lock`, created with the
+/// directory), waiting for its holder.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, GitError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| GitError::Other(format!("cannot create {}: {e}", dir.display())))?;
+    let path = dir.join("workflowops.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| GitError::Other(format!("cannot open {}: {e}", path.display())))?;
+    file.lock()
+        .map_err(|e| GitError::Other(format!("cannot lock {}: {e}", path.display())))?;
+    Ok(file)
 }
 
 /// The id Git gives `content` as a file (no repository needed).

@@ -138,7 +138,13 @@ async fn serve(
             "the database schema is behind this binary: run `workflowops migrate` (or set WFO_MIGRATE_ON_START=true)"
         );
     }
-    jobs::maintenance::ensure_schedule(&pool, args.run_retention, args.execution_retention).await?;
+    jobs::maintenance::ensure_schedule(
+        &pool,
+        args.run_retention,
+        args.execution_retention,
+        args.snapshot_retention,
+    )
+    .await?;
     let listener = TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("cannot listen on {} (WFO_BIND)", args.bind))?;

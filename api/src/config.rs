@@ -185,6 +185,10 @@ pub struct ServeArgs {
     /// How long executions synced from providers are kept.
     #[arg(long, env = "WFO_EXECUTION_RETENTION", default_value = "90d", value_parser = parse_duration)]
     pub execution_retention: Duration,
+    /// How long scheduled (`auto_backup`) snapshots are listed (whole days; an environment's
+    /// Git setting `snapshot_retention_days` overrides it). The commits stay in Git.
+    #[arg(long, env = "WFO_SNAPSHOT_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    pub snapshot_retention: Duration,
     /// Accept local paths as Git remotes (single-machine setups; never on shared servers).
     #[arg(long, env = "WFO_GIT_ALLOW_LOCAL", default_value_t = false, action = clap::ArgAction::Set)]
     pub git_allow_local: bool,

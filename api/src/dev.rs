@@ -39,6 +39,7 @@ pub async fn run(
         &pool,
         Duration::from_secs(30 * 86_400),
         Duration::from_secs(90 * 86_400),
+        Duration::from_secs(90 * 86_400),
     )
     .await?;
     let listener = TcpListener::bind(args.bind)

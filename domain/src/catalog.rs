@@ -417,11 +417,11 @@ pub async fn set_executions_high_water(
 // ---- catalog queries -------------------------------------------------------------------------
 
 /// An opaque keyset cursor: the sort key of the last row of a page.
-fn encode_key(parts: &[&str]) -> String {
+pub(crate) fn encode_key(parts: &[&str]) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(parts).unwrap_or_default())
 }
 
-fn decode_key(cursor: &str, n: usize) -> Result<Vec<String>> {
+pub(crate) fn decode_key(cursor: &str, n: usize) -> Result<Vec<String>> {
     URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()

@@ -25,10 +25,13 @@ pub struct GitConfig {
     pub username: Option<String>,
     pub last_backup_at: Option<DateTime<Utc>>,
     pub last_commit: Option<String>,
+    /// Days scheduled snapshots are kept (null: the server's default).
+    pub snapshot_retention_days: Option<i32>,
     pub updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "environment_id, url, branch, path, auth_kind, username, last_backup_at, last_commit, updated_at";
+const COLUMNS: &str = "environment_id, url, branch, path, auth_kind, username, last_backup_at, last_commit, \
+     snapshot_retention_days, updated_at";
 
 /// What the Git adapter needs, the secret unsealed.
 #[derive(Debug, Clone)]
@@ -142,14 +145,27 @@ pub async fn access(
     })
 }
 
-/// Each live workflow of the environment: (id, name, storage hash, hash at the last backup).
+/// A live workflow of an environment as a backup sees it.
+#[derive(Debug, Clone, FromRow)]
+pub struct BackupItem {
+    pub id: String,
+    pub name: String,
+    pub content_hash: String,
+    /// The hash of what a backup writes (falls back to the content hash for rows synced before
+    /// storage hashes existed).
+    pub storage_hash: String,
+    /// The storage hash at the last backup.
+    pub backed_up_hash: Option<String>,
+}
+
+/// Each live workflow of the environment, by id.
 pub async fn backup_state(
     db: impl PgExecutor<'_>,
     environment_id: Uuid,
-) -> Result<Vec<(String, String, String, Option<String>)>> {
+) -> Result<Vec<BackupItem>> {
     Ok(sqlx::query_as(
-        "select provider_id, name, coalesce(storage_hash, content_hash), backed_up_hash from env_workflows \
-         where environment_id = $1 and deleted_at is null order by provider_id",
+        "select provider_id as id, name, content_hash, coalesce(storage_hash, content_hash) as storage_hash, backed_up_hash \
+         from env_workflows where environment_id = $1 and deleted_at is null order by provider_id",
     )
     .bind(environment_id)
     .fetch_all(db)

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use adapters::git::{Checkout, GitAuth, GitError, GitRemote};
 use domain::git_config::{self, GitAccess};
+use domain::snapshots::SnapshotWorkflow;
 use domain::{environments, workflow};
 use engine::{Job, JobError, NewRun, RetryPolicy, RunCtx};
 use secrecy::SecretString;
@@ -35,6 +36,9 @@ pub struct BackupInput {
 pub struct BackupOutput {
     /// The new commit, or None when nothing had changed.
     pub commit: Option<String>,
+    /// The commit holding the backed-up state (the new one, or the head that already had it).
+    #[serde(default)]
+    pub head: Option<String>,
     pub workflows: usize,
     pub added: usize,
     pub changed: usize,
@@ -122,143 +126,196 @@ fn files(
     out
 }
 
+/// What a backup wrote, and the state it captured (for snapshots).
+#[derive(Debug, Clone)]
+pub struct BackedUp {
+    pub output: BackupOutput,
+    /// The repository folder of the environment's files.
+    pub path: String,
+    /// Every live workflow, as backed up.
+    pub workflows: Vec<SnapshotWorkflow>,
+}
+
+/// Backs the environment up (the body of `environment.backup`, also used by snapshots and
+/// before restores); its checkpointed step is `<step>`.
+pub async fn back_up(
+    deps: &Deps,
+    ctx: &mut RunCtx,
+    tenant_id: Uuid,
+    environment_id: Uuid,
+    triggered_by: &str,
+    step: &str,
+) -> Result<BackedUp, JobError> {
+    let db = ctx.db().clone();
+    let env = environments::get(&db, tenant_id, environment_id)
+        .await
+        .map_err(domain_error)?;
+    let access = {
+        let mut conn = db.acquire().await?;
+        git_config::access(&mut conn, &deps.keyring, tenant_id, environment_id)
+            .await
+            .map_err(domain_error)?
+    };
+    // Only workflows whose content moved since the last backup are read and written.
+    let state = git_config::backup_state(&db, environment_id)
+        .await
+        .map_err(domain_error)?;
+    let moved: Vec<(String, String)> = state
+        .iter()
+        .filter(|w| w.backed_up_hash.as_ref() != Some(&w.storage_hash))
+        .map(|w| (w.id.clone(), w.storage_hash.clone()))
+        .collect();
+    let moved_ids: Vec<String> = moved.iter().map(|(id, _)| id.clone()).collect();
+    let definitions = if moved_ids.is_empty() {
+        Vec::new()
+    } else {
+        domain::catalog::definitions(&db, tenant_id, environment_id, Some(&moved_ids))
+            .await
+            .map_err(domain_error)?
+    };
+    let all: Vec<(String, String)> = state
+        .iter()
+        .map(|w| (w.id.clone(), w.name.clone()))
+        .collect();
+    let live: std::collections::HashSet<String> = all.iter().map(|(id, _)| id.clone()).collect();
+    let files = files(&access.path, &env, &all, &definitions);
+    let workflows = all.len();
+    let cache: PathBuf = deps.git_cache.join(environment_id.to_string());
+    let message_head = format!("Back up {} ({})", env.name, env.class);
+    let trailer = format!("Triggered by {triggered_by}\nRun {}", ctx.run_id);
+    let path = access.path.clone();
+    let out = ctx
+        .step(step, || async move {
+            let remote = remote(&access);
+            tokio::task::spawn_blocking(move || {
+                let mut checkout = Checkout::open(&remote, &cache)?;
+                let folder = access.path.trim_matches('/').to_owned();
+                let workflows_dir = if folder.is_empty() {
+                    "workflows/".to_owned()
+                } else {
+                    format!("{folder}/workflows/")
+                };
+                let folder_prefix = if folder.is_empty() {
+                    String::new()
+                } else {
+                    format!("{folder}/")
+                };
+                let stored = checkout.blob_ids(&folder_prefix)?;
+                let existing: Vec<String> = stored
+                    .keys()
+                    .filter(|p| p.starts_with(&workflows_dir))
+                    .cloned()
+                    .collect();
+                let (mut added, mut changed) = (0, 0);
+                let mut changes = Vec::new();
+                for (path, content) in &files {
+                    let old = stored.get(path);
+                    if old == Some(&adapters::git::blob_id(content)?) {
+                        continue;
+                    }
+                    if !path.ends_with("manifest.json") {
+                        if old.is_some() {
+                            changed += 1;
+                        } else {
+                            added += 1;
+                        }
+                    }
+                    changes.push((path.clone(), Some(content.clone())));
+                }
+                // Files of workflows no longer in the environment.
+                let removed: Vec<String> = existing
+                    .into_iter()
+                    .filter(|p| {
+                        let id = p
+                            .trim_start_matches(&workflows_dir)
+                            .trim_end_matches(".json");
+                        !live.contains(id)
+                    })
+                    .collect();
+                changes.extend(removed.iter().map(|p| (p.clone(), None)));
+                let message = format!(
+                    "{message_head}: {added} added, {changed} changed, {} removed\n\n{trailer}\n",
+                    removed.len()
+                );
+                let commit = checkout.commit_and_push(
+                    &changes,
+                    &message,
+                    ("WorkflowOps", "backup@workflowops.invalid"),
+                )?;
+                Ok::<_, GitError>(BackupOutput {
+                    commit: commit.map(|c| c.to_string()),
+                    head: checkout.head().map(|c| c.to_string()),
+                    workflows,
+                    added,
+                    changed,
+                    removed: removed.len(),
+                })
+            })
+            .await
+            .map_err(|e| JobError::transient(format!("the backup task failed: {e}")))?
+            .map_err(git_error)
+        })
+        .await?;
+    git_config::mark_backed_up(&db, environment_id, &moved)
+        .await
+        .map_err(domain_error)?;
+    git_config::record_backup(&db, environment_id, out.commit.as_deref())
+        .await
+        .map_err(domain_error)?;
+    ctx.log(
+        "info",
+        match &out.commit {
+            Some(c) => format!(
+                "committed {c}: {} added, {} changed, {} removed",
+                out.added, out.changed, out.removed
+            ),
+            None => "nothing changed since the last backup".to_owned(),
+        },
+    )
+    .await?;
+    Ok(BackedUp {
+        output: out,
+        path,
+        workflows: state
+            .into_iter()
+            .map(|w| SnapshotWorkflow {
+                id: w.id,
+                name: w.name,
+                hash: w.content_hash,
+                storage_hash: w.storage_hash,
+            })
+            .collect(),
+    })
+}
+
 impl Job for Backup {
     const KIND: &'static str = "environment.backup";
     type Input = BackupInput;
     type Output = BackupOutput;
 
     fn retry_policy(&self) -> RetryPolicy {
-        RetryPolicy {
-            max_attempts: 6,
-            initial_backoff: std::time::Duration::from_secs(2),
-            max_backoff: std::time::Duration::from_secs(60),
-        }
+        backup_retry_policy()
     }
 
     async fn run(&self, ctx: &mut RunCtx, input: BackupInput) -> Result<BackupOutput, JobError> {
-        let db = ctx.db().clone();
-        let env = environments::get(&db, input.tenant_id, input.environment_id)
-            .await
-            .map_err(domain_error)?;
-        let access = {
-            let mut conn = db.acquire().await?;
-            git_config::access(
-                &mut conn,
-                &self.deps.keyring,
-                input.tenant_id,
-                input.environment_id,
-            )
-            .await
-            .map_err(domain_error)?
-        };
-        // Only workflows whose content moved since the last backup are read and written.
-        let state = git_config::backup_state(&db, input.environment_id)
-            .await
-            .map_err(domain_error)?;
-        let moved: Vec<(String, String)> = state
-            .iter()
-            .filter(|(_, _, hash, backed_up)| backed_up.as_ref() != Some(hash))
-            .map(|(id, _, hash, _)| (id.clone(), hash.clone()))
-            .collect();
-        let moved_ids: Vec<String> = moved.iter().map(|(id, _)| id.clone()).collect();
-        let definitions = if moved_ids.is_empty() {
-            Vec::new()
-        } else {
-            domain::catalog::definitions(
-                &db,
-                input.tenant_id,
-                input.environment_id,
-                Some(&moved_ids),
-            )
-            .await
-            .map_err(domain_error)?
-        };
-        let all: Vec<(String, String)> = state
-            .iter()
-            .map(|(id, name, _, _)| (id.clone(), name.clone()))
-            .collect();
-        let live: std::collections::HashSet<String> =
-            all.iter().map(|(id, _)| id.clone()).collect();
-        let files = files(&access.path, &env, &all, &definitions);
-        let workflows = all.len();
-        let cache: PathBuf = self.deps.git_cache.join(input.environment_id.to_string());
-        let message_head = format!("Back up {} ({})", env.name, env.class);
-        let trailer = format!("Triggered by {}\nRun {}", input.triggered_by, ctx.run_id);
-        let out = ctx
-            .step("commit", || async move {
-                let remote = remote(&access);
-                tokio::task::spawn_blocking(move || {
-                    let mut checkout = Checkout::open(&remote, &cache)?;
-                    let folder = access.path.trim_matches('/').to_owned();
-                    let workflows_dir = if folder.is_empty() { "workflows/".to_owned() } else { format!("{folder}/workflows/") };
-                    let folder_prefix = if folder.is_empty() { String::new() } else { format!("{folder}/") };
-                    let stored = checkout.blob_ids(&folder_prefix)?;
-                    let existing: Vec<String> = stored
-                        .keys()
-                        .filter(|p| p.starts_with(&workflows_dir))
-                        .cloned()
-                        .collect();
-                    let (mut added, mut changed) = (0, 0);
-                    let mut changes = Vec::new();
-                    for (path, content) in &files {
-                        let old = stored.get(path);
-                        if old == Some(&adapters::git::blob_id(content)?) {
-                            continue;
-                        }
-                        if !path.ends_with("manifest.json") {
-                            if old.is_some() {
-                                changed += 1;
-                            } else {
-                                added += 1;
-                            }
-                        }
-                        changes.push((path.clone(), Some(content.clone())));
-                    }
-                    // Files of workflows no longer in the environment.
-                    let removed: Vec<String> = existing
-                        .into_iter()
-                        .filter(|p| {
-                            let id = p.trim_start_matches(&workflows_dir).trim_end_matches(".json");
-                            !live.contains(id)
-                        })
-                        .collect();
-                    changes.extend(removed.iter().map(|p| (p.clone(), None)));
-                    let message = format!(
-                        "{message_head}: {added} added, {changed} changed, {} removed\n\n{trailer}\n",
-                        removed.len()
-                    );
-                    let commit = checkout.commit_and_push(&changes, &message, ("WorkflowOps", "backup@workflowops.invalid"))?;
-                    Ok::<_, GitError>(BackupOutput {
-                        commit: commit.map(|c| c.to_string()),
-                        workflows,
-                        added,
-                        changed,
-                        removed: removed.len(),
-                    })
-                })
-                .await
-                .map_err(|e| JobError::transient(format!("the backup task failed: {e}")))?
-                .map_err(git_error)
-            })
-            .await?;
-        git_config::mark_backed_up(&db, input.environment_id, &moved)
-            .await
-            .map_err(domain_error)?;
-        git_config::record_backup(&db, input.environment_id, out.commit.as_deref())
-            .await
-            .map_err(domain_error)?;
-        ctx.log(
-            "info",
-            match &out.commit {
-                Some(c) => format!(
-                    "committed {c}: {} added, {} changed, {} removed",
-                    out.added, out.changed, out.removed
-                ),
-                None => "nothing changed since the last backup".to_owned(),
-            },
+        Ok(back_up(
+            &self.deps,
+            ctx,
+            input.tenant_id,
+            input.environment_id,
+            &input.triggered_by,
+            "commit",
         )
-        .await?;
-        Ok(out)
+        .await?
+        .output)
+    }
+}
+
+fn backup_retry_policy() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 6,
+        initial_backoff: std::time::Duration::from_secs(2),
+        max_backoff: std::time::Duration::from_secs(60),
     }
 }
 
@@ -299,6 +356,54 @@ impl Job for BulkBackup {
     }
 }
 
+/// The workflow files of an environment's backup at commit `at` (the latest when None) in
+/// `folder`, by id; only `ids` when given. Reads through the environment's Git cache.
+pub async fn read_files(
+    deps: &Deps,
+    access: &GitAccess,
+    environment_id: Uuid,
+    at: Option<String>,
+    folder: &str,
+    ids: Option<Vec<String>>,
+) -> Result<Vec<(String, Value)>, GitError> {
+    let folder = folder.trim_matches('/').to_owned();
+    let dir = if folder.is_empty() {
+        "workflows/".to_owned()
+    } else {
+        format!("{folder}/workflows/")
+    };
+    let at = at
+        .map(|c| adapters::git::Oid::from_str(&c))
+        .transpose()
+        .map_err(|e| GitError::Other(format!("bad commit id: {e}")))?;
+    let cache: PathBuf = deps.git_cache.join(environment_id.to_string());
+    let remote = remote(access);
+    tokio::task::spawn_blocking(move || {
+        let checkout = Checkout::open(&remote, &cache)?;
+        let wanted: Option<std::collections::HashSet<String>> =
+            ids.map(|ids| ids.into_iter().collect());
+        let mut blobs: Vec<(String, adapters::git::Oid)> =
+            checkout.blob_ids_at(at, &dir)?.into_iter().collect();
+        blobs.sort();
+        let mut out = Vec::new();
+        for (path, blob) in blobs {
+            let id = path
+                .trim_start_matches(&dir)
+                .trim_end_matches(".json")
+                .to_owned();
+            if wanted.as_ref().is_some_and(|w| !w.contains(&id)) {
+                continue;
+            }
+            let value: Value = serde_json::from_slice(&checkout.blob(blob)?)
+                .map_err(|e| GitError::Other(format!("`{path}` is not JSON: {e}")))?;
+            out.push((id, value));
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| GitError::Other(format!("reading the backup failed: {e}")))?
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreInput {
@@ -306,6 +411,13 @@ pub struct RestoreInput {
     pub environment_id: Uuid,
     /// These workflows (ids as in the repository); all of the backup when None.
     pub workflow_ids: Option<Vec<String>>,
+    /// Restore this snapshot (SNAP-007..009); the latest backup when None.
+    #[serde(default)]
+    pub snapshot_id: Option<Uuid>,
+    #[serde(default)]
+    pub triggered_by: String,
+    #[serde(default)]
+    pub requested_by: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -346,6 +458,21 @@ impl Job for Restore {
 
     async fn run(&self, ctx: &mut RunCtx, input: RestoreInput) -> Result<RestoreOutput, JobError> {
         let db = ctx.db().clone();
+        let run_id = ctx.run_id;
+        ctx.step("record", || async {
+            domain::snapshots::record_restore(
+                &db,
+                input.tenant_id,
+                run_id,
+                input.environment_id,
+                input.snapshot_id,
+                input.workflow_ids.as_deref(),
+                input.requested_by,
+            )
+            .await
+            .map_err(domain_error)
+        })
+        .await?;
         let access = {
             let mut conn = db.acquire().await?;
             git_config::access(
@@ -357,34 +484,47 @@ impl Job for Restore {
             .await
             .map_err(domain_error)?
         };
-        let folder = access.path.trim_matches('/').to_owned();
-        let dir = if folder.is_empty() {
-            "workflows/".to_owned()
-        } else {
-            format!("{folder}/workflows/")
-        };
-        let cache: PathBuf = self.deps.git_cache.join(input.environment_id.to_string());
-        let remote = remote(&access);
-        // The backup's files, read once per attempt (reading is idempotent).
-        let files: Vec<(String, Value)> = tokio::task::spawn_blocking(move || {
-            let checkout = Checkout::open(&remote, &cache)?;
-            let mut out = Vec::new();
-            for path in checkout.list(&dir)? {
-                let id = path
-                    .trim_start_matches(&dir)
-                    .trim_end_matches(".json")
-                    .to_owned();
-                if let Some(bytes) = checkout.read(&path)? {
-                    let value: Value = serde_json::from_slice(&bytes)
-                        .map_err(|e| GitError::Other(format!("`{path}` is not JSON: {e}")))?;
-                    out.push((id, value));
+        // The snapshot's commit and folder, or the latest backup.
+        let (at, folder): (Option<adapters::git::Oid>, String) = match input.snapshot_id {
+            Some(id) => {
+                let snapshot = domain::snapshots::get(&db, input.tenant_id, id)
+                    .await
+                    .map_err(domain_error)?;
+                if snapshot.environment_id != input.environment_id {
+                    return Err(JobError::permanent(
+                        "the snapshot is of another environment",
+                    ));
                 }
+                let oid = adapters::git::Oid::from_str(&snapshot.git_commit)
+                    .map_err(|e| JobError::permanent(format!("bad snapshot commit: {e}")))?;
+                (Some(oid), snapshot.git_path)
             }
-            Ok::<_, GitError>(out)
-        })
-        .await
-        .map_err(|e| JobError::transient(format!("reading the backup failed: {e}")))?
-        .map_err(git_error)?;
+            None => (None, access.path.clone()),
+        };
+        // The present state first, so the restore itself can be rolled back (SNAP-011).
+        crate::snapshot::take(
+            &self.deps,
+            ctx,
+            &crate::snapshot::SnapshotInput {
+                tenant_id: input.tenant_id,
+                environment_id: input.environment_id,
+                kind: domain::snapshots::SnapshotKind::PreRestore,
+                reason: Some(format!("before restore run {run_id}")),
+                triggered_by: if input.triggered_by.is_empty() {
+                    "restore".to_owned()
+                } else {
+                    input.triggered_by.clone()
+                },
+                created_by: input.requested_by,
+                promotion_id: None,
+            },
+            "pre-restore",
+        )
+        .await?;
+        let at = at.map(|c| c.to_string());
+        let files = read_files(&self.deps, &access, input.environment_id, at, &folder, None)
+            .await
+            .map_err(git_error)?;
         let wanted: Option<std::collections::HashSet<&String>> =
             input.workflow_ids.as_ref().map(|ids| ids.iter().collect());
         let provider = self

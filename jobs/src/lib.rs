@@ -6,10 +6,13 @@
 
 pub mod backup;
 pub mod bulk;
+pub mod canonical;
 pub mod diagnostics;
+pub mod github;
 pub mod health;
 pub mod maintenance;
 pub mod providers;
+pub mod snapshot;
 pub mod sync;
 pub mod workflow_ops;
 
@@ -30,4 +33,8 @@ pub fn registry(deps: &Deps) -> Registry {
         .register(backup::Backup { deps: deps.clone() })
         .register(backup::BulkBackup)
         .register(backup::Restore { deps: deps.clone() })
+        .register(snapshot::TakeSnapshot { deps: deps.clone() })
+        .register(snapshot::BulkRestore)
+        .register(canonical::GitSync { deps: deps.clone() })
+        .register(canonical::Onboard { deps: deps.clone() })
 }

@@ -23,6 +23,10 @@ pub struct PruneInput {
     /// Keep synced executions this many seconds (by their start); None keeps them.
     #[serde(default)]
     pub execution_retention_seconds: Option<u64>,
+    /// Keep scheduled (`auto_backup`) snapshots this many days unless their environment says
+    /// otherwise; None keeps them.
+    #[serde(default)]
+    pub snapshot_retention_days: Option<i32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,6 +35,8 @@ pub struct PruneOutput {
     pub workers_forgotten: u64,
     #[serde(default)]
     pub executions_deleted: u64,
+    #[serde(default)]
+    pub snapshots_deleted: u64,
 }
 
 impl Job for Prune {
@@ -76,10 +82,17 @@ impl Job for Prune {
                 }
             }
         }
+        let snapshots_deleted = match input.snapshot_retention_days {
+            Some(days) => domain::snapshots::prune_auto(ctx.db(), days)
+                .await
+                .map_err(crate::providers::domain_error)?,
+            None => 0,
+        };
         ctx.log(
             "info",
             format!(
-                "deleted {runs_deleted} runs finished before {cutoff} and {executions_deleted} expired executions"
+                "deleted {runs_deleted} runs finished before {cutoff}, {executions_deleted} expired executions \
+                 and {snapshots_deleted} expired scheduled snapshots"
             ),
         )
         .await?;
@@ -87,15 +100,17 @@ impl Job for Prune {
             runs_deleted,
             workers_forgotten,
             executions_deleted,
+            snapshots_deleted,
         })
     }
 }
 
-/// Creates or updates the hourly prune schedule with the run and execution retentions.
+/// Creates or updates the hourly prune schedule with the run, execution and snapshot retentions.
 pub async fn ensure_schedule(
     db: &sqlx::PgPool,
     retention: Duration,
     execution_retention: Duration,
+    snapshot_retention: Duration,
 ) -> Result<(), engine::schedule::Error> {
     engine::schedule::upsert(
         db,
@@ -108,6 +123,7 @@ pub async fn ensure_schedule(
             input: serde_json::json!({
                 "retention_seconds": retention.as_secs(),
                 "execution_retention_seconds": execution_retention.as_secs(),
+                "snapshot_retention_days": (snapshot_retention.as_secs() / 86_400).max(1),
             }),
             enabled: true,
             missed: Missed::FireOnce,

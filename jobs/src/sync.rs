@@ -227,10 +227,20 @@ impl Sync {
             ctx.progress(i64::try_from(i).unwrap_or(0) + 1, total)
                 .await?;
         }
+        let workflows_synced = input.scope.includes(Scope::Workflows);
         ctx.step("finish", || async {
-            environments::sync_finished(&db, tenant, env, run_id, "succeeded", None)
+            let mut tx = db.begin().await?;
+            environments::sync_finished(&mut *tx, tenant, env, run_id, "succeeded", None)
                 .await
-                .map_err(domain_error)
+                .map_err(domain_error)?;
+            // The environment's side of the canonical state moved (CAN-004, ENV-019).
+            if workflows_synced {
+                domain::canonical::reconcile(&mut tx, tenant, env)
+                    .await
+                    .map_err(domain_error)?;
+            }
+            tx.commit().await?;
+            Ok(())
         })
         .await?;
         ctx.log(

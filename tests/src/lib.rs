@@ -12,5 +12,7 @@ pub use app::{Caller, TenantFixture, TestApp};
 pub use db::TestDb;
 
 pub mod engine_support;
+pub mod git_http;
+pub mod github;
 pub mod n8n;
 pub mod sse;

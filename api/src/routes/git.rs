@@ -39,6 +39,8 @@ pub struct GitRequest {
     /// UTC). Omit for none; a backup that was missed while nothing ran fires once.
     pub backup_schedule: Option<String>,
     pub backup_timezone: Option<String>,
+    /// Days to keep scheduled (`auto_backup`) snapshots (1-3650; default `WFO_SNAPSHOT_RETENTION_DAYS`).
+    pub snapshot_retention_days: Option<i32>,
 }
 
 /// The name of an environment's backup schedule in its tenant's namespace.
@@ -46,31 +48,52 @@ pub(crate) fn schedule_name(environment_id: Uuid) -> String {
     format!("environment:{environment_id}:backup")
 }
 
-fn local_url(url: &str) -> bool {
+pub(crate) fn local_url(url: &str) -> bool {
     !(url.starts_with("https://")
         || url.starts_with("http://")
         || url.starts_with("ssh://")
         || url.contains('@'))
 }
 
+/// Branch and folder rules shared by every repository setting.
+pub(crate) fn check_branch_and_path(v: &mut Validator, branch: Option<&str>, path: Option<&str>) {
+    if let Some(b) = branch
+        && (b.is_empty()
+            || b.len() > 200
+            || b.contains("..")
+            || b.starts_with('-')
+            || b.contains(' '))
+    {
+        v.error("branch", "must be a valid branch name");
+    }
+    if let Some(p) = path
+        && (p.len() > 300 || p.split('/').any(|s| s == ".." || s == ".git"))
+    {
+        v.error("path", "must be a folder inside the repository");
+    }
+}
+
+/// `auth` and `secret` go together.
+pub(crate) fn check_auth(v: &mut Validator, auth: &str, has_secret: bool) {
+    match (auth, has_secret) {
+        ("none", false) | ("token" | "ssh_key", true) => {}
+        ("none", true) => {
+            v.error("secret", "must be omitted when auth is none");
+        }
+        ("token" | "ssh_key", false) => {
+            v.error("secret", "is required for token and ssh_key");
+        }
+        _ => {
+            v.error("auth", "must be none, token or ssh_key");
+        }
+    }
+}
+
 impl Validate for GitRequest {
     fn validate(&self) -> Result<(), domain::Error> {
         let mut v = Validator::new();
         v.text("url", &self.url, 1, 2000);
-        if let Some(b) = &self.branch
-            && (b.is_empty()
-                || b.len() > 200
-                || b.contains("..")
-                || b.starts_with('-')
-                || b.contains(' '))
-        {
-            v.error("branch", "must be a valid branch name");
-        }
-        if let Some(p) = &self.path
-            && (p.len() > 300 || p.split('/').any(|s| s == ".." || s == ".git"))
-        {
-            v.error("path", "must be a folder inside the repository");
-        }
+        check_branch_and_path(&mut v, self.branch.as_deref(), self.path.as_deref());
         if let Some(cron) = &self.backup_schedule
             && let Err(e) = engine::schedule::Timetable::new(
                 cron,
@@ -79,20 +102,33 @@ impl Validate for GitRequest {
         {
             v.error("backup_schedule", e.to_string());
         }
-        match (self.auth.as_str(), self.secret.is_some()) {
-            ("none", false) | ("token" | "ssh_key", true) => {}
-            ("none", true) => {
-                v.error("secret", "must be omitted when auth is none");
-            }
-            ("token" | "ssh_key", false) => {
-                v.error("secret", "is required for token and ssh_key");
-            }
-            _ => {
-                v.error("auth", "must be none, token or ssh_key");
-            }
+        if self
+            .snapshot_retention_days
+            .is_some_and(|d| !(1..=3650).contains(&d))
+        {
+            v.error("snapshot_retention_days", "must be between 1 and 3650");
         }
+        check_auth(&mut v, &self.auth, self.secret.is_some());
         v.finish()
     }
+}
+
+/// Proves read and write access to a repository (a probe ref pushed and deleted) or answers
+/// 422 `git_connection_failed` with what went wrong.
+pub(crate) async fn prove_access(state: &AppState, access: &GitAccess) -> ApiResult<()> {
+    let remote = backup::remote(access);
+    let scratch = state
+        .jobs
+        .git_cache
+        .join(format!("probe-{}", Uuid::now_v7()));
+    let tested = tokio::task::spawn_blocking(move || {
+        let result = git::test_connection(&remote, &scratch);
+        let _ = std::fs::remove_dir_all(&scratch);
+        result
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    tested.map_err(|e| git_failed(&e))
 }
 
 fn git_failed(e: &GitError) -> ApiError {
@@ -142,21 +178,9 @@ pub async fn put_git(
         username: req.username.clone(),
         secret: req.secret.clone(),
     };
-    let remote = backup::remote(&access);
-    let scratch = state
-        .jobs
-        .git_cache
-        .join(format!("probe-{}", Uuid::now_v7()));
-    let tested = tokio::task::spawn_blocking(move || {
-        let result = git::test_connection(&remote, &scratch);
-        let _ = std::fs::remove_dir_all(&scratch);
-        result
-    })
-    .await
-    .map_err(ApiError::internal)?;
-    tested.map_err(|e| git_failed(&e))?;
+    prove_access(&state, &access).await?;
     let mut tx = state.db.begin().await?;
-    let config = git_config::put(
+    let mut config = git_config::put(
         &mut tx,
         &state.keyring,
         tenant_id,
@@ -171,6 +195,53 @@ pub async fn put_git(
         },
     )
     .await?;
+    // Scheduled backups (auto_backup snapshots), or none.
+    let namespace = tenant_id.to_string();
+    match &req.backup_schedule {
+        Some(cron) => {
+            engine::schedule::upsert(
+                &mut *tx,
+                engine::schedule::NewSchedule {
+                    namespace: &namespace,
+                    name: &schedule_name(environment_id),
+                    cron,
+                    timezone: req.backup_timezone.as_deref().unwrap_or("UTC"),
+                    kind: <jobs::snapshot::TakeSnapshot as engine::Job>::KIND,
+                    input: serde_json::json!(jobs::snapshot::SnapshotInput {
+                        tenant_id,
+                        environment_id,
+                        kind: domain::snapshots::SnapshotKind::AutoBackup,
+                        reason: Some("scheduled backup".into()),
+                        triggered_by: "schedule".into(),
+                        created_by: None,
+                        promotion_id: None,
+                    }),
+                    enabled: true,
+                    missed: engine::schedule::Missed::FireOnce,
+                },
+            )
+            .await
+            .map_err(ApiError::internal)?;
+        }
+        None => {
+            match engine::schedule::delete(&mut *tx, &namespace, &schedule_name(environment_id))
+                .await
+            {
+                Ok(()) | Err(engine::schedule::Error::NotFound) => {}
+                Err(e) => return Err(ApiError::internal(e)),
+            }
+        }
+    }
+    if let Some(days) = req.snapshot_retention_days {
+        sqlx::query(
+            "update environment_git set snapshot_retention_days = $2 where environment_id = $1",
+        )
+        .bind(environment_id)
+        .bind(days)
+        .execute(&mut *tx)
+        .await?;
+        config.snapshot_retention_days = Some(days);
+    }
     Entry::new(
         Some(tenant_id),
         &ctx.actor(),
@@ -316,19 +387,15 @@ pub async fn restore_environment(
     let tenant_id = ctx.tenant_id();
     let env = environments::get(&state.db, tenant_id, environment_id).await?;
     git_config::get(&state.db, tenant_id, environment_id).await?;
-    if env.class == environments::EnvironmentClass::Production
-        && ctx.tenant.role != domain::Role::Admin
-    {
-        return Err(ApiError::forbidden(
-            "admin_only",
-            "only an admin may restore a production environment",
-        ));
-    }
+    crate::routes::snapshots::check_restore_allowed(&env, ctx.tenant.role)?;
     let actor = ctx.actor();
     let input = backup::RestoreInput {
         tenant_id,
         environment_id,
         workflow_ids: req.workflow_ids,
+        snapshot_id: None,
+        triggered_by: actor.label.clone(),
+        requested_by: actor.user_id,
     };
     let view = start_run(
         &state,
@@ -337,6 +404,16 @@ pub async fn restore_environment(
         backup::new_restore_run(&input),
         "environment.restore_started",
         serde_json::json!({"environment_id": environment_id, "workflow_ids": input.workflow_ids}),
+    )
+    .await?;
+    domain::snapshots::record_restore(
+        &state.db,
+        tenant_id,
+        view.id,
+        environment_id,
+        None,
+        input.workflow_ids.as_deref(),
+        actor.user_id,
     )
     .await?;
     Ok((StatusCode::ACCEPTED, Json(view)))

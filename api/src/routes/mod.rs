@@ -12,12 +12,14 @@ use crate::auth::TenantAccess;
 pub mod api_keys;
 pub mod audit_logs;
 pub mod auth;
+pub mod canonical;
 pub mod catalog;
 pub mod environments;
 pub mod git;
 pub mod health;
 pub mod platform;
 pub mod runs;
+pub mod snapshots;
 pub mod team;
 pub mod workflows;
 
@@ -74,6 +76,33 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(git::backup_environment))
         .routes(routes!(git::bulk_backup))
         .routes(routes!(git::restore_environment))
+        .routes(routes!(snapshots::git_status))
+        .routes(routes!(
+            snapshots::list_snapshots,
+            snapshots::create_snapshot
+        ))
+        .routes(routes!(snapshots::compare_snapshots))
+        .routes(routes!(snapshots::get_snapshot))
+        .routes(routes!(snapshots::preview_restore))
+        .routes(routes!(snapshots::restore_snapshot))
+        .routes(routes!(snapshots::list_restores))
+        .routes(routes!(snapshots::bulk_restore))
+        .routes(routes!(
+            canonical::get_repository,
+            canonical::put_repository
+        ))
+        .routes(routes!(canonical::sync_canonical))
+        .routes(routes!(canonical::scan))
+        .routes(routes!(canonical::matrix))
+        .routes(routes!(canonical::untracked))
+        .routes(routes!(canonical::get_canonical))
+        .routes(routes!(canonical::diff_canonical))
+        .routes(routes!(canonical::link, canonical::unlink))
+        .routes(routes!(canonical::onboard))
+        .routes(routes!(canonical::preflight))
+        .routes(routes!(canonical::inventory))
+        .routes(routes!(canonical::completion))
+        .routes(routes!(canonical::github_webhook))
         .routes(routes!(environments::check_health))
         .routes(routes!(environments::health_history))
         .routes(routes!(environments::list_types, environments::create_type))

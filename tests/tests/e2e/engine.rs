@@ -847,6 +847,7 @@ async fn the_prune_job_deletes_old_finished_runs_with_their_events_and_keeps_the
         &db.pool,
         Duration::from_secs(30 * 86_400),
         Duration::from_secs(90 * 86_400),
+        Duration::from_secs(90 * 86_400),
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));

@@ -1,0 +1,149 @@
+//! The part of GitHub's REST API WorkflowOps uses: opening a pull request (CAN-018), finding
+//! the open one for a branch when it already exists (a retried run opens no duplicate).
+
+use engine::JobError;
+use serde_json::{Value, json};
+
+use crate::canonical::PullRequest;
+
+/// What to open, and where.
+pub struct PullRequestSpec<'a> {
+    /// `https://api.github.com` or an Enterprise server's API.
+    pub api_url: &'a str,
+    /// The repository's Git URL; its last two path segments are the owner and the name.
+    pub repo_url: &'a str,
+    pub token: Option<&'a str>,
+    pub title: &'a str,
+    pub body: &'a str,
+    pub head: &'a str,
+    pub base: &'a str,
+}
+
+/// `owner/name` from `https://github.com/owner/name.git`, `git@github.com:owner/name.git`, ….
+pub fn owner_and_name(url: &str) -> Option<(String, String)> {
+    let path = url.trim_end_matches('/').trim_end_matches(".git");
+    // scp-like `host:owner/name`: the part after the colon.
+    let path = match path.split_once(':') {
+        Some((head, tail)) if !head.contains('/') && !tail.starts_with("//") => tail,
+        _ => path,
+    };
+    let mut parts = path.rsplit('/');
+    let name = parts.next()?.to_owned();
+    let owner = parts.next()?.to_owned();
+    (!owner.is_empty() && !name.is_empty()).then_some((owner, name))
+}
+
+fn request(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let mut req = http
+        .request(method, url)
+        .header("Accept", "application/vnd.github+json")
+        .header("X-GitHub-Api-Version", "2022-11-28")
+        .header("User-Agent", "WorkflowOps");
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    req
+}
+
+fn failure(status: reqwest::StatusCode, body: &Value) -> JobError {
+    let message = body
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("no message")
+        .to_owned();
+    let text = format!("GitHub answered {status}: {message}");
+    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        JobError::transient(text)
+    } else {
+        JobError::permanent(text)
+    }
+}
+
+fn pull(body: &Value) -> Option<PullRequest> {
+    Some(PullRequest {
+        number: body.get("number")?.as_i64()?,
+        url: body
+            .get("html_url")
+            .or_else(|| body.get("url"))?
+            .as_str()?
+            .to_owned(),
+    })
+}
+
+/// Opens the pull request, or returns the open one from `head` to `base` if there is one.
+pub async fn open_pull_request(
+    http: &reqwest::Client,
+    spec: &PullRequestSpec<'_>,
+) -> Result<PullRequest, JobError> {
+    let (owner, name) = owner_and_name(spec.repo_url).ok_or_else(|| {
+        JobError::permanent(format!(
+            "cannot tell the GitHub owner and repository from `{}`",
+            spec.repo_url
+        ))
+    })?;
+    let api = spec.api_url.trim_end_matches('/');
+    let transient = |e: reqwest::Error| JobError::transient(format!("GitHub: {e}"));
+    let response = request(
+        http,
+        reqwest::Method::POST,
+        format!("{api}/repos/{owner}/{name}/pulls"),
+        spec.token,
+    )
+    .json(&json!({"title": spec.title, "body": spec.body, "head": spec.head, "base": spec.base}))
+    .send()
+    .await
+    .map_err(transient)?;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if status.is_success() {
+        return pull(&body)
+            .ok_or_else(|| JobError::permanent("GitHub answered without a pull request number"));
+    }
+    if status == reqwest::StatusCode::UNPROCESSABLE_ENTITY {
+        // Already open (a retried run): find it.
+        let response = request(
+            http,
+            reqwest::Method::GET,
+            format!(
+                "{api}/repos/{owner}/{name}/pulls?state=open&head={owner}:{}",
+                spec.head
+            ),
+            spec.token,
+        )
+        .send()
+        .await
+        .map_err(transient)?;
+        let list: Value = response.json().await.unwrap_or(Value::Null);
+        if let Some(found) = list.as_array().and_then(|a| a.first()).and_then(pull) {
+            return Ok(found);
+        }
+    }
+    Err(failure(status, &body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_and_name_come_from_any_remote_form() {
+        let expect = Some(("acme".to_owned(), "flows".to_owned()));
+        assert_eq!(owner_and_name("https://github.com/acme/flows.git"), expect);
+        assert_eq!(owner_and_name("https://github.com/acme/flows"), expect);
+        assert_eq!(owner_and_name("git@github.com:acme/flows.git"), expect);
+        assert_eq!(
+            owner_and_name("ssh://git@github.com/acme/flows.git"),
+            expect
+        );
+        assert_eq!(
+            owner_and_name("http://127.0.0.1:8080/acme/flows.git"),
+            expect
+        );
+        assert_eq!(owner_and_name("flows"), None);
+    }
+}
