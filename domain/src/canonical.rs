@@ -807,7 +807,8 @@ pub async fn matrix(
     .bind(&env_ids)
     .fetch_all(&mut *db)
     .await?;
-    let mut by_key: HashMap<(String, Uuid), (String, Option<String>, Option<String>)> = cells
+    type Cell = (String, Option<String>, Option<String>);
+    let mut by_key: HashMap<(String, Uuid), Cell> = cells
         .into_iter()
         .map(|(c, e, s, w, h)| ((c, e), (s, w, h)))
         .collect();

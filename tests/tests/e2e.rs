@@ -5,6 +5,7 @@ mod e2e {
     mod audit;
     mod auth;
     mod bad_input;
+    mod canonical;
     mod cli;
     mod engine;
     mod environments;
@@ -18,6 +19,7 @@ mod e2e {
     mod rbac;
     mod runs;
     mod secrets;
+    mod snapshots;
     mod team;
     mod workflows;
 }

@@ -850,7 +850,7 @@ fn verify_signature(secret: &SecretString, body: &[u8], header: Option<&str>) ->
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

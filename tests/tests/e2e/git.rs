@@ -11,7 +11,7 @@ use workflowops_tests::engine_support::{TestWorker, wait_for};
 use workflowops_tests::n8n::{EmulatorConfig, N8nEmulator};
 use workflowops_tests::{TenantFixture, TestApp};
 
-struct Repo(PathBuf);
+pub(crate) struct Repo(pub(crate) PathBuf);
 
 impl Drop for Repo {
     fn drop(&mut self) {
@@ -19,14 +19,14 @@ impl Drop for Repo {
     }
 }
 
-fn bare_repo() -> Repo {
+pub(crate) fn bare_repo() -> Repo {
     let dir = std::env::temp_dir().join(format!("wfo-e2e-repo-{}", Uuid::now_v7().simple()));
     git2::Repository::init_bare(&dir).unwrap_or_else(|e| panic!("{e}"));
     Repo(dir)
 }
 
 /// Files the head commit touched, and the head's file list.
-fn head_files(repo: &Repo) -> (Vec<String>, Vec<String>) {
+pub(crate) fn head_files(repo: &Repo) -> (Vec<String>, Vec<String>) {
     let r = git2::Repository::open_bare(&repo.0).unwrap_or_else(|e| panic!("{e}"));
     let head = r
         .find_reference("refs/heads/main")
@@ -56,7 +56,7 @@ fn head_files(repo: &Repo) -> (Vec<String>, Vec<String>) {
     (touched, all)
 }
 
-fn read(repo: &Repo, path: &str) -> Value {
+pub(crate) fn read(repo: &Repo, path: &str) -> Value {
     let r = git2::Repository::open_bare(&repo.0).unwrap_or_else(|e| panic!("{e}"));
     let tree = r
         .find_reference("refs/heads/main")
@@ -69,7 +69,7 @@ fn read(repo: &Repo, path: &str) -> Value {
     serde_json::from_slice(blob.content()).unwrap_or_else(|e| panic!("{e}"))
 }
 
-async fn setup(app: &TestApp, t: &TenantFixture, n8n: &N8nEmulator) -> Uuid {
+pub(crate) async fn setup(app: &TestApp, t: &TenantFixture, n8n: &N8nEmulator) -> Uuid {
     let res = app
         .post(
             "/api/v1/environments",
@@ -83,7 +83,12 @@ async fn setup(app: &TestApp, t: &TenantFixture, n8n: &N8nEmulator) -> Uuid {
         .unwrap_or_else(|| panic!("{}", res.body))
 }
 
-async fn run(app: &TestApp, t: &TenantFixture, path: &str, body: Option<&Value>) -> Value {
+pub(crate) async fn run(
+    app: &TestApp,
+    t: &TenantFixture,
+    path: &str,
+    body: Option<&Value>,
+) -> Value {
     let res = app
         .request(reqwest::Method::POST, path, Some(&t.admin.token), body)
         .await;
@@ -464,4 +469,88 @@ async fn a_restore_brings_back_the_backed_up_workflows() {
         n8n.workflow(&recreated).is_some(),
         "the deleted workflow exists again: {out}"
     );
+}
+
+// WF-016: a backup retried after its commit landed (a crash before the checkpoint) makes no
+// second commit; two environments backing up into one repository at once both land.
+#[tokio::test]
+async fn a_retried_backup_commits_nothing_twice_and_concurrent_backups_both_land() {
+    let app = TestApp::spawn_with(|c| c.allow_local_git = true).await;
+    let acme = app.tenant("acme").await;
+    let repo = bare_repo();
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 4);
+    let mut envs = vec![];
+    let mut emulators = vec![];
+    for i in 0..2 {
+        let n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+        n8n.seed_workflows(5, 3);
+        let res = app
+            .post(
+                "/api/v1/environments",
+                &acme.admin,
+                &json!({"name": format!("team{i}"), "provider": "n8n", "base_url": n8n.base_url(),
+                        "api_key": n8n.api_key(), "class": "staging"}),
+            )
+            .await;
+        let env: Uuid = res.body["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_default();
+        let put = app
+            .request(
+                reqwest::Method::PUT,
+                &format!("/api/v1/environments/{env}/git"),
+                Some(&acme.admin.token),
+                Some(&json!({"url": repo.0.display().to_string(), "auth": "none"})),
+            )
+            .await;
+        assert_eq!(put.status, 200, "{}", put.body);
+        run(
+            &app,
+            &acme,
+            &format!("/api/v1/environments/{env}/sync"),
+            Some(&json!({"scope": "workflows"})),
+        )
+        .await;
+        envs.push(env);
+        emulators.push(n8n);
+    }
+    // Both at once, into the same branch: each lands (one re-applied on the other's head).
+    let out = run(
+        &app,
+        &acme,
+        "/api/v1/environments/backup",
+        Some(&json!({"environment_ids": envs})),
+    )
+    .await;
+    assert_eq!(out["succeeded"], 2, "{out}");
+    let (_, files) = head_files(&repo);
+    for name in ["team0", "team1"] {
+        let n = files
+            .iter()
+            .filter(|f| f.starts_with(&format!("environments/{name}/")))
+            .count();
+        assert_eq!(n, 6, "{name}: five workflows and the manifest: {files:?}");
+    }
+    let head = |repo: &Repo| {
+        git2::Repository::open_bare(&repo.0)
+            .and_then(|r| r.refname_to_id("refs/heads/main"))
+            .map(|id| id.to_string())
+            .unwrap_or_default()
+    };
+    let before = head(&repo);
+    // The crash: the commit is pushed but the run never recorded it, so a retry starts over.
+    sqlx::query("update env_workflows set backed_up_hash = null")
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let again = run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{}/backup", envs[0]),
+        None,
+    )
+    .await;
+    assert_eq!(again["commit"], Value::Null, "{again}");
+    assert_eq!(head(&repo), before, "no duplicate commit");
 }
