@@ -391,7 +391,8 @@ pub async fn get_canonical(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DiffQuery {
-    pub environment_id: Uuid,
+    /// The environment whose copy to compare (required).
+    pub environment_id: Option<Uuid>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -418,18 +419,22 @@ pub async fn diff_canonical(
 ) -> ApiResult<Json<CanonicalDiff>> {
     canonical_id(&id)?;
     let tenant_id = ctx.tenant_id();
-    let mapping = canonical::mappings(&state.db, tenant_id, &id)
-        .await?
+    let mappings = canonical::mappings(&state.db, tenant_id, &id).await?;
+    canonical::get(&state.db, tenant_id, &id).await?;
+    let environment_id = q
+        .environment_id
+        .ok_or_else(|| domain::Error::invalid("environment_id", "is required"))?;
+    let mapping = mappings
         .into_iter()
-        .find(|m| m.environment_id == q.environment_id)
+        .find(|m| m.environment_id == environment_id)
         .ok_or_else(|| ApiError::not_found("the workflow is not in that environment"))?;
     let canonical_def = canonical::definition(&state.db, tenant_id, &id).await?;
     let record =
-        catalog::get_workflow(&state.db, tenant_id, q.environment_id, &mapping.workflow_id).await?;
+        catalog::get_workflow(&state.db, tenant_id, environment_id, &mapping.workflow_id).await?;
     let d = diff::diff(&canonical_def, &record.definition);
     Ok(Json(CanonicalDiff {
         canonical_id: id,
-        environment_id: q.environment_id,
+        environment_id,
         workflow_id: mapping.workflow_id,
         status: mapping.status,
         summary: diff::render_summary(&d),

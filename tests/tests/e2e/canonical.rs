@@ -342,6 +342,28 @@ async fn onboarding_links_workflows_and_the_matrix_tracks_each_side() {
     );
     assert!(detail.body["definition"]["nodes"].is_array());
 
+    // CAN-011: a scan finds a workflow created in dev since.
+    let fresh = dev_n8n.seed_workflows(1, 2);
+    let scan = run(
+        &app,
+        &acme,
+        "/api/v1/canonical/scan",
+        Some(&json!({"environment_ids": [dev]})),
+    )
+    .await;
+    assert_eq!(scan["succeeded"], 1, "{scan}");
+    let untracked = app
+        .get(
+            &format!("/api/v1/canonical/untracked?environment_id={dev}"),
+            &acme.admin,
+        )
+        .await;
+    let found: Vec<&str> = untracked.body["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|w| w["id"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(found, [fresh[0].as_str()], "{}", untracked.body);
+
     // Bad input and other tenants.
     let bad_id = app
         .post(

@@ -33,6 +33,12 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         ("post", "/api/v1/environments/{environment_id}/workflows") => {
             json!({"workflows": [{"name": "x", "nodes": [], "connections": {}, "settings": {}}]})
         }
+        ("put", "/api/v1/canonical/workflows/{canonical_id}/environments/{environment_id}") => {
+            json!({"workflow_id": "wfacme1"})
+        }
+        ("post", "/api/v1/environments/{environment_id}/snapshots")
+        | ("post", "/api/v1/snapshots/{snapshot_id}/restore")
+        | ("post", "/api/v1/webhooks/github/{tenant_id}") => json!({}),
         ("post", "/api/v1/workflow-action-requests/{request_id}/approve")
         | ("post", "/api/v1/workflow-action-requests/{request_id}/reject") => json!({}),
         _ => return None,
@@ -46,6 +52,8 @@ struct SeededEnvironment {
     execution: String,
     env_type: uuid::Uuid,
     request: uuid::Uuid,
+    canonical: String,
+    snapshot: uuid::Uuid,
 }
 
 /// An environment of `tenant` with a synced workflow, credential and execution, written
@@ -122,8 +130,44 @@ async fn seed_environment(app: &TestApp, tenant: uuid::Uuid) -> SeededEnvironmen
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+    domain::canonical::record_onboarded(
+        &mut tx,
+        tenant,
+        None,
+        Some("0000000000000000000000000000000000000001"),
+        &[domain::canonical::Onboarded {
+            canonical_id: "orders-acme01".into(),
+            environment_id: env.id,
+            provider_id: "wfacme1".into(),
+            provider: "n8n".into(),
+            name: "Orders".into(),
+            definition: json!({"name": "Orders", "nodes": [], "connections": {}}),
+        }],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let snapshot = domain::snapshots::record(
+        &mut *tx,
+        tenant,
+        &domain::snapshots::NewSnapshot {
+            environment_id: env.id,
+            kind: domain::snapshots::SnapshotKind::ManualBackup,
+            reason: None,
+            run_id: uuid::Uuid::now_v7(),
+            created_by: None,
+            triggered_by: "fixture",
+            promotion_id: None,
+            git_commit: "0000000000000000000000000000000000000001",
+            git_path: "environments/acme-prod",
+            workflows: &[],
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
     SeededEnvironment {
+        canonical: "orders-acme01".into(),
+        snapshot: snapshot.id,
         request: request.id,
         environment: env.id,
         workflow: "wfacme1".into(),
@@ -177,6 +221,8 @@ async fn another_tenants_ids_get_404_on_every_route_and_change_nothing() {
         ("execution_id", a_env.execution.clone()),
         ("type_id", a_env.env_type.to_string()),
         ("request_id", a_env.request.to_string()),
+        ("canonical_id", a_env.canonical.clone()),
+        ("snapshot_id", a_env.snapshot.to_string()),
     ]);
 
     let doc = app
