@@ -11,6 +11,7 @@ pub mod diagnostics;
 pub mod github;
 pub mod health;
 pub mod maintenance;
+pub mod promotion;
 pub mod providers;
 pub mod snapshot;
 pub mod sync;
@@ -37,4 +38,5 @@ pub fn registry(deps: &Deps) -> Registry {
         .register(snapshot::BulkRestore)
         .register(canonical::GitSync { deps: deps.clone() })
         .register(canonical::Onboard { deps: deps.clone() })
+        .register(promotion::Promote { deps: deps.clone() })
 }

@@ -18,6 +18,7 @@ pub mod environments;
 pub mod git;
 pub mod health;
 pub mod platform;
+pub mod promotions;
 pub mod runs;
 pub mod snapshots;
 pub mod team;
@@ -103,6 +104,32 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(canonical::inventory))
         .routes(routes!(canonical::completion))
         .routes(routes!(canonical::github_webhook))
+        .routes(routes!(
+            promotions::list_pipelines,
+            promotions::create_pipeline
+        ))
+        .routes(routes!(
+            promotions::get_pipeline,
+            promotions::update_pipeline,
+            promotions::delete_pipeline
+        ))
+        .routes(routes!(
+            promotions::get_mappings,
+            promotions::put_mapping,
+            promotions::delete_mapping
+        ))
+        .routes(routes!(promotions::preview_promotion))
+        .routes(routes!(
+            promotions::list_promotions,
+            promotions::create_promotion
+        ))
+        .routes(routes!(
+            promotions::get_promotion,
+            promotions::delete_promotion
+        ))
+        .routes(routes!(promotions::approve_promotion))
+        .routes(routes!(promotions::reject_promotion))
+        .routes(routes!(promotions::cancel_promotion))
         .routes(routes!(environments::check_health))
         .routes(routes!(environments::health_history))
         .routes(routes!(environments::list_types, environments::create_type))
