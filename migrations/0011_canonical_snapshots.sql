@@ -84,8 +84,9 @@ create table snapshots (
     environment_id uuid not null references environments (id) on delete cascade,
     kind           text not null check (kind in ('manual_backup', 'auto_backup', 'pre_promotion', 'post_promotion', 'pre_restore')),
     reason         text,
-    -- The run that took it (unique: a retried run records it once).
-    run_id         uuid not null unique,
+    -- The run that took it (a retried run records each kind once; a promotion run takes a
+    -- pre- and a post-promotion snapshot).
+    run_id         uuid not null,
     created_by     uuid,
     triggered_by   text not null,
     promotion_id   uuid,
@@ -95,7 +96,8 @@ create table snapshots (
     workflow_count integer not null,
     -- Per workflow: {"id", "name", "hash" (content), "storage_hash"}.
     workflows      jsonb not null,
-    created_at     timestamptz not null default now()
+    created_at     timestamptz not null default now(),
+    unique (run_id, kind)
 );
 create index snapshots_environment on snapshots (tenant_id, environment_id, created_at desc, id desc);
 

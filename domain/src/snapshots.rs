@@ -80,8 +80,8 @@ pub async fn record(
              insert into snapshots (id, tenant_id, environment_id, kind, reason, run_id, created_by, triggered_by, \
                                     promotion_id, git_commit, git_path, workflow_count, workflows) \
              values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-             on conflict (run_id) do nothing returning {COLUMNS}) \
-         select {COLUMNS} from ins union all select {COLUMNS} from snapshots where run_id = $6 limit 1"
+             on conflict (run_id, kind) do nothing returning {COLUMNS}) \
+         select {COLUMNS} from ins union all select {COLUMNS} from snapshots where run_id = $6 and kind = $4 limit 1"
     ))
     .bind(crate::ids::new_id())
     .bind(tenant_id)

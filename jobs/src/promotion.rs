@@ -917,9 +917,24 @@ impl Promote {
             ctx.log("warn", "the target has no Git repository: no pre-promotion snapshot; the previous versions are kept in the promotion for rollback").await?;
         }
 
-        // 5. Apply, a checkpointed step per workflow.
+        // 5. Apply, a checkpointed step per workflow. The target's workflows before any write
+        // are checkpointed: a later attempt knows which workflows it may have created itself.
+        let before_ids: HashSet<String> = ctx
+            .step("target-before", || async {
+                Ok(
+                    catalog::definitions(&db, tenant, p.target_environment_id, None)
+                        .await
+                        .map_err(domain_error)?
+                        .iter()
+                        .map(id_of)
+                        .collect::<Vec<String>>(),
+                )
+            })
+            .await?
+            .into_iter()
+            .collect();
         let mut applied: Vec<AppliedItem> = Vec::new();
-        let mut existing: Option<HashMap<String, Vec<(String, String)>>> = None;
+        let mut existing: Option<HashMap<String, Vec<String>>> = None;
         let total = i64::try_from(pre.items.len()).unwrap_or(i64::MAX);
         let mut failure: Option<String> = None;
         let context = load_context(
@@ -960,6 +975,7 @@ impl Promote {
                         &context,
                         item,
                         index,
+                        &before_ids,
                     )
                     .await
                 })
@@ -1107,11 +1123,9 @@ impl Promote {
     }
 }
 
-/// Every live workflow of the target by name: (id, content hash).
-async fn live_index(
-    target: &dyn Provider,
-) -> Result<HashMap<String, Vec<(String, String)>>, JobError> {
-    let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
+/// Every live workflow of the target by name: their ids.
+async fn live_index(target: &dyn Provider) -> Result<HashMap<String, Vec<String>>, JobError> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
     let mut cursor: Option<String> = None;
     loop {
         let page = target
@@ -1119,9 +1133,7 @@ async fn live_index(
             .await
             .map_err(provider_error)?;
         for wf in &page.items {
-            out.entry(name_of(wf))
-                .or_default()
-                .push((id_of(wf), workflow::content_hash(wf)));
+            out.entry(name_of(wf)).or_default().push(id_of(wf));
         }
         match page.next_cursor {
             Some(c) => cursor = Some(c),
@@ -1149,7 +1161,8 @@ async fn apply_one(
     target: &dyn Provider,
     context: &Context,
     item: &PlanItem,
-    existing: Option<&HashMap<String, Vec<(String, String)>>>,
+    existing: Option<&HashMap<String, Vec<String>>>,
+    before_ids: &HashSet<String>,
 ) -> Result<AppliedItem, JobError> {
     let mut out = AppliedItem {
         source_id: item.source_id.clone(),
@@ -1203,7 +1216,10 @@ async fn apply_one(
                     out.action = "updated".into();
                     w
                 }
-                Err(e) if e.is_transient() => return Err(provider_error(e)),
+                // Writing the same content again is harmless: retry.
+                Err(e) if e.is_transient() || matches!(e, ProviderError::InvalidResponse(_)) => {
+                    return Err(provider_error(e));
+                }
                 Err(e) => {
                     out.error = Some(e.to_string());
                     return Ok(out);
@@ -1211,10 +1227,11 @@ async fn apply_one(
             }
         }
         None => {
-            // A create from an earlier attempt that died before its checkpoint is adopted.
-            if let Some((tid, _)) = existing
+            // A create from an earlier attempt that died before its checkpoint is adopted: a
+            // workflow of that name the target did not have when the promotion started.
+            if let Some(tid) = existing
                 .and_then(|idx| idx.get(&item.name))
-                .and_then(|copies| copies.iter().find(|(_, h)| *h == hash))
+                .and_then(|copies| copies.iter().find(|id| !before_ids.contains(*id)))
             {
                 let w = target.get_workflow(tid).await.map_err(provider_error)?;
                 out.action = "created".into();
@@ -1229,7 +1246,14 @@ async fn apply_one(
                     out.target_id = Some(id_of(&w));
                     w
                 }
-                Err(e) if e.is_transient() => return Err(provider_error(e)),
+                // The answer was lost or garbled: the create may have happened. The next
+                // attempt looks for the copy before creating again.
+                Err(e) if e.is_transient() || matches!(e, ProviderError::InvalidResponse(_)) => {
+                    return Err(JobError::transient(format!(
+                        "creating `{}` in the target: {e}; the outcome is unknown and is checked on the next attempt",
+                        item.name
+                    )));
+                }
                 Err(e) => {
                     out.error = Some(e.to_string());
                     return Ok(out);

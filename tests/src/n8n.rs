@@ -191,6 +191,18 @@ impl N8nEmulator {
         self.ctx.lock().faults.push_back((fault, times));
     }
 
+    /// Lets `n` workflow writes (POST/PUT) through, then refuses the next one with n8n's 400
+    /// for an invalid body — a permanent failure in the middle of a batch. Once.
+    pub fn reject_write_after(&self, n: u32) {
+        self.ctx.lock().write_fault = Some((n, false));
+    }
+
+    /// Lets `n` workflow writes through, then carries out the next one but cuts its response
+    /// short — the client cannot know the write happened (as when a worker dies right after).
+    pub fn truncate_write_after(&self, n: u32) {
+        self.ctx.lock().write_fault = Some((n, true));
+    }
+
     pub fn clear_faults(&self) {
         self.ctx.lock().faults.clear();
     }
@@ -472,6 +484,9 @@ struct Inner {
     seeded: usize,
     project: Arc<Project>,
     faults: VecDeque<(Fault, u32)>,
+    /// Writes to workflows still let through before one fails, and how it fails (true: the
+    /// write happens but the response is cut short; false: it is refused with a 400).
+    write_fault: Option<(u32, bool)>,
     requests: u64,
 }
 
@@ -494,6 +509,7 @@ impl Inner {
                 json: String::new(),
             }),
             faults: VecDeque::new(),
+            write_fault: None,
             requests: 0,
         };
         s.add_user("owner@example.com", "global:owner");
@@ -1735,11 +1751,33 @@ fn router(ctx: Ctx) -> Router {
 
 /// Counts the request, applies the next queued fault, then checks the API key.
 async fn guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
-    let fault = {
+    let write = matches!(
+        *req.method(),
+        axum::http::Method::POST | axum::http::Method::PUT
+    ) && req.uri().path().contains("/workflows");
+    let (fault, refuse, cut) = {
         let mut s = ctx.lock();
         s.requests += 1;
-        s.take_fault()
+        let (refuse, cut) = match (write, s.write_fault) {
+            (true, Some((0, truncate))) => {
+                s.write_fault = None;
+                (!truncate, truncate)
+            }
+            (true, Some((n, truncate))) => {
+                s.write_fault = Some((n - 1, truncate));
+                (false, false)
+            }
+            _ => (false, false),
+        };
+        (s.take_fault(), refuse, cut)
     };
+    if refuse {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "request/body/nodes/0 must have required property 'typeVersion'",
+        )
+        .into_response();
+    }
     let mut truncate = false;
     match fault {
         None => {}
@@ -1783,6 +1821,7 @@ async fn guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
         }
         Some(Fault::TruncatedJson { .. }) => truncate = true,
     }
+    truncate |= cut;
     match req.headers().get("x-n8n-api-key") {
         None => {
             return error(StatusCode::UNAUTHORIZED, "'X-N8N-API-KEY' header required")

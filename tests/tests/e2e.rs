@@ -16,6 +16,7 @@ mod e2e {
     mod n8n_adapter;
     mod openapi;
     mod platform;
+    mod promotions;
     mod rbac;
     mod runs;
     mod secrets;

@@ -62,7 +62,10 @@ impl N8n {
         self.version.unwrap_or(Version::OLDEST)
     }
 
-    /// One API call with pacing and retries; the parsed JSON body (Null when empty).
+    /// One API call with pacing and retries; the parsed JSON body (Null when empty). A create
+    /// (POST of a workflow or tag) is not idempotent: once it may have reached n8n (anything but
+    /// a refused connection or a 429), it is not sent again — the caller decides, knowing what
+    /// it asked for.
     async fn call(
         &self,
         method: Method,
@@ -71,6 +74,8 @@ impl N8n {
         body: Option<&Value>,
     ) -> ProviderResult<Value> {
         let url = format!("{}/api/v1{path}", self.root);
+        let creates = method == Method::POST && (path == "/workflows" || path == "/tags");
+        let maybe_sent = std::sync::atomic::AtomicBool::new(false);
         let once = || async {
             let _slot = self.limiter.acquire().await;
             let mut request = self
@@ -83,7 +88,13 @@ impl N8n {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            let response = request.send().await.map_err(|e| transport(&e))?;
+            let response = request.send().await.map_err(|e| {
+                if !e.is_connect() {
+                    maybe_sent.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                transport(&e)
+            })?;
+            maybe_sent.store(true, std::sync::atomic::Ordering::Relaxed);
             read(response).await
         };
         once.retry(
@@ -94,7 +105,10 @@ impl N8n {
                 .with_jitter(),
         )
         .when(|e: &ProviderError| {
-            e.is_transient() || matches!(e, ProviderError::InvalidResponse(_))
+            let retriable = e.is_transient() || matches!(e, ProviderError::InvalidResponse(_));
+            let unsent = !maybe_sent.load(std::sync::atomic::Ordering::Relaxed)
+                || matches!(e, ProviderError::RateLimited { .. });
+            retriable && (!creates || unsent)
         })
         .adjust(|e: &ProviderError, delay| e.retry_after().or(delay))
         .notify(|e: &ProviderError, delay| {

@@ -14,7 +14,7 @@ use workflowops_tests::{TenantFixture, TestApp};
 
 use super::git::{Repo, bare_repo, read, run};
 
-async fn environment(
+pub(crate) async fn environment(
     app: &TestApp,
     t: &TenantFixture,
     name: &str,
@@ -34,7 +34,7 @@ async fn environment(
         .unwrap_or_else(|| panic!("{}", res.body))
 }
 
-async fn sync(app: &TestApp, t: &TenantFixture, env: Uuid) {
+pub(crate) async fn sync(app: &TestApp, t: &TenantFixture, env: Uuid) {
     run(
         app,
         t,
