@@ -145,6 +145,11 @@ async fn serve(
         args.snapshot_retention,
     )
     .await?;
+    // DEP-007: promotions whose run ended while no process was watching take its outcome.
+    let settled = domain::promotions::settle_stale(&pool).await?;
+    if settled > 0 {
+        tracing::info!(settled, "settled stale promotions");
+    }
     let listener = TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("cannot listen on {} (WFO_BIND)", args.bind))?;

@@ -298,7 +298,7 @@ pub async fn soft_delete(db: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Re
 pub async fn settle_stale(db: impl PgExecutor<'_>) -> Result<u64> {
     Ok(sqlx::query(
         "update promotions p set status = case r.status when 'cancelled' then 'cancelled' when 'succeeded' then 'completed' else 'failed' end, \
-             error = coalesce(p.error, r.error, 'the run ended without finishing the promotion'), \
+             error = coalesce(p.error, r.error->>'message', 'the run ended without finishing the promotion'), \
              finished_at = coalesce(r.finished_at, now()), updated_at = now() \
          from engine_runs r where r.id = p.run_id and r.status in ('succeeded', 'failed', 'cancelled') \
            and p.status not in ('completed', 'failed', 'rejected', 'cancelled')",

@@ -37,6 +37,9 @@ pub struct PruneOutput {
     pub executions_deleted: u64,
     #[serde(default)]
     pub snapshots_deleted: u64,
+    /// Promotions left unfinished by a run that ended anyway (DEP-007).
+    #[serde(default)]
+    pub promotions_settled: u64,
 }
 
 impl Job for Prune {
@@ -82,6 +85,9 @@ impl Job for Prune {
                 }
             }
         }
+        let promotions_settled = domain::promotions::settle_stale(ctx.db())
+            .await
+            .map_err(crate::providers::domain_error)?;
         let snapshots_deleted = match input.snapshot_retention_days {
             Some(days) => domain::snapshots::prune_auto(ctx.db(), days)
                 .await
@@ -92,7 +98,7 @@ impl Job for Prune {
             "info",
             format!(
                 "deleted {runs_deleted} runs finished before {cutoff}, {executions_deleted} expired executions \
-                 and {snapshots_deleted} expired scheduled snapshots"
+                 and {snapshots_deleted} expired scheduled snapshots; settled {promotions_settled} stale promotions"
             ),
         )
         .await?;
@@ -101,6 +107,7 @@ impl Job for Prune {
             workers_forgotten,
             executions_deleted,
             snapshots_deleted,
+            promotions_settled,
         })
     }
 }

@@ -1343,3 +1343,180 @@ pub async fn preview(
     .await?;
     Ok(context.preflight(stage, force))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::pipelines::{Approvals, Gates, StagePolicy};
+
+    fn wf(id: &str, name: &str, nodes: Value, active: bool) -> Value {
+        json!({"id": id, "name": name, "active": active, "nodes": nodes, "connections": {}, "settings": {}})
+    }
+
+    fn context(sources: Vec<Value>, targets: Vec<Value>) -> Context {
+        let targets: HashMap<String, Value> = targets.into_iter().map(|t| (id_of(&t), t)).collect();
+        Context {
+            source_names: sources.iter().map(|s| (id_of(s), name_of(s))).collect(),
+            target_hashes: targets
+                .iter()
+                .map(|(k, v)| (k.clone(), workflow::content_hash(v)))
+                .collect(),
+            sources,
+            targets,
+            target_credentials: HashMap::from([(
+                ("postgres".to_owned(), "Main DB".to_owned()),
+                "tc1".to_owned(),
+            )]),
+            mappings: HashMap::new(),
+            deployed: HashMap::new(),
+            source_canonical: HashMap::new(),
+            target_canonical: HashMap::new(),
+            target_healthy: Some(Err("connection refused".into())),
+        }
+    }
+
+    fn stage(gates: Gates, policy: StagePolicy) -> Stage {
+        Stage {
+            source_environment_id: Uuid::nil(),
+            target_environment_id: Uuid::nil(),
+            gates,
+            policy,
+            approvals: Approvals::default(),
+            window: None,
+        }
+    }
+
+    fn status<'a>(pre: &'a Preflight, gate: &str) -> &'a str {
+        pre.gates
+            .iter()
+            .find(|g| g.gate == gate)
+            .map_or("absent", |g| g.status.as_str())
+    }
+
+    // PROMO-002, PROMO-009, CRED-007
+    #[test]
+    fn gates_judge_webhooks_nodes_risk_health_and_credentials_from_the_data() {
+        let hook = json!([{"name": "Hook", "type": "n8n-nodes-base.webhook", "typeVersion": 2, "webhookId": "w1",
+            "parameters": {"path": "orders", "httpMethod": "POST"}}]);
+        let source = wf(
+            "s1",
+            "Orders",
+            json!([
+                {"name": "Hook", "type": "n8n-nodes-base.webhook", "typeVersion": 2, "webhookId": "w9",
+                 "parameters": {"path": "orders", "httpMethod": "POST"}},
+                {"name": "Magic", "type": "n8n-nodes-acme.magic", "typeVersion": 1, "parameters": {}},
+                {"name": "DB", "type": "n8n-nodes-base.postgres", "typeVersion": 2, "parameters": {},
+                 "credentials": {"postgres": {"id": "sc1", "name": "Main DB"}, "slackApi": {"id": "sc2", "name": "Alerts"}}}
+            ]),
+            false,
+        );
+        let other = wf("t7", "Legacy intake", hook, true);
+        let ctx = context(vec![source], vec![other]);
+        let strict = Gates {
+            webhooks_available: true,
+            nodes_supported_in_target: true,
+            target_environment_healthy: true,
+            credentials_exist_in_target: true,
+            max_allowed_risk_level: Some(RiskLevel::Medium),
+            ..Gates::default()
+        };
+        let pre = ctx.preflight(&stage(strict.clone(), StagePolicy::default()), false);
+        assert!(pre.blocked);
+        assert_eq!(pre.items[0].status, DiffStatus::Added);
+        assert_eq!(pre.items[0].risk, RiskLevel::High, "a trigger is added");
+        for gate in [
+            "webhooksAvailable",
+            "nodesSupportedInTarget",
+            "targetEnvironmentHealthy",
+            "credentialsExistInTarget",
+            "maxAllowedRiskLevel",
+        ] {
+            assert_eq!(status(&pre, gate), "fail", "{gate}: {:?}", pre.gates);
+        }
+        let creds = pre
+            .gates
+            .iter()
+            .find(|g| g.gate == "credentialsExistInTarget")
+            .map(|g| g.message.clone())
+            .unwrap_or_default();
+        assert!(
+            creds.contains("Alerts (slackApi)") && !creds.contains("Main DB"),
+            "matched by name and type: {creds}"
+        );
+        // Placeholders allowed: missing credentials only warn.
+        let lenient = StagePolicy {
+            allow_placeholder_credentials: true,
+            ..StagePolicy::default()
+        };
+        let pre = ctx.preflight(&stage(strict, lenient), false);
+        assert_eq!(status(&pre, "credentialsExistInTarget"), "warn");
+        // No gates configured: only conflicts and credentials are reported, neither blocks.
+        let pre = ctx.preflight(&stage(Gates::default(), StagePolicy::default()), false);
+        assert!(!pre.blocked, "{:?}", pre.gates);
+        assert_eq!(
+            pre.target_only,
+            vec![("t7".to_owned(), "Legacy intake".to_owned())],
+            "TARGET_ONLY"
+        );
+    }
+
+    // PROMO-003: UNCHANGED after remapping; TARGET_HOTFIX when the target moved since deployed.
+    #[test]
+    fn diff_statuses_follow_the_remapped_content_and_the_last_deployment() {
+        let nodes = |x: i64| {
+            json!([{"name": "DB", "type": "n8n-nodes-base.postgres", "typeVersion": 2,
+            "parameters": {"limit": x}, "credentials": {"postgres": {"id": "sc1", "name": "Main DB"}}}])
+        };
+        let source = wf("s1", "Orders", nodes(1), false);
+        let same = wf(
+            "t1",
+            "Orders",
+            json!([{"name": "DB", "type": "n8n-nodes-base.postgres", "typeVersion": 2,
+            "parameters": {"limit": 1}, "credentials": {"postgres": {"id": "tc1", "name": "Main DB"}}}]),
+            true,
+        );
+        let ctx = context(vec![source.clone()], vec![same.clone()]);
+        let pre = ctx.preflight(&stage(Gates::default(), StagePolicy::default()), false);
+        assert_eq!(pre.items[0].status, DiffStatus::Unchanged);
+        assert_eq!(pre.items[0].target_id.as_deref(), Some("t1"));
+
+        let changed_source = wf("s1", "Orders", nodes(2), false);
+        let mut ctx = context(vec![changed_source], vec![same.clone()]);
+        ctx.deployed.insert(
+            "s1".into(),
+            promotions::Deployed {
+                source_workflow_id: "s1".into(),
+                target_workflow_id: "t1".into(),
+                source_hash: String::new(),
+                target_hash: workflow::content_hash(&same),
+            },
+        );
+        let pre = ctx.preflight(&stage(Gates::default(), StagePolicy::default()), false);
+        assert_eq!(pre.items[0].status, DiffStatus::Modified);
+        assert_eq!(status(&pre, "conflicts"), "pass");
+        ctx.deployed
+            .get_mut("s1")
+            .map(|d| d.target_hash = "something else".into());
+        let pre = ctx.preflight(&stage(Gates::default(), StagePolicy::default()), false);
+        assert_eq!(pre.items[0].status, DiffStatus::TargetHotfix);
+        assert_eq!(status(&pre, "conflicts"), "fail");
+        let force = StagePolicy {
+            allow_force_promotion_on_conflicts: true,
+            ..StagePolicy::default()
+        };
+        assert_eq!(
+            status(
+                &ctx.preflight(&stage(Gates::default(), force.clone()), false),
+                "conflicts"
+            ),
+            "fail"
+        );
+        assert_eq!(
+            status(
+                &ctx.preflight(&stage(Gates::default(), force), true),
+                "conflicts"
+            ),
+            "warn"
+        );
+    }
+}

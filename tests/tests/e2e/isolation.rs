@@ -36,6 +36,11 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         ("put", "/api/v1/canonical/workflows/{canonical_id}/environments/{environment_id}") => {
             json!({"workflow_id": "wfacme1"})
         }
+        ("put", "/api/v1/pipelines/{pipeline_id}") => {
+            json!({"name": "x", "provider": "n8n", "stages": []})
+        }
+        ("post", "/api/v1/promotions/{promotion_id}/approve")
+        | ("post", "/api/v1/promotions/{promotion_id}/reject") => json!({}),
         ("post", "/api/v1/environments/{environment_id}/snapshots")
         | ("post", "/api/v1/snapshots/{snapshot_id}/restore")
         | ("post", "/api/v1/webhooks/github/{tenant_id}") => json!({}),
@@ -54,6 +59,8 @@ struct SeededEnvironment {
     request: uuid::Uuid,
     canonical: String,
     snapshot: uuid::Uuid,
+    pipeline: uuid::Uuid,
+    promotion: uuid::Uuid,
 }
 
 /// An environment of `tenant` with a synced workflow, credential and execution, written
@@ -164,8 +171,52 @@ async fn seed_environment(app: &TestApp, tenant: uuid::Uuid) -> SeededEnvironmen
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+    let stages = [domain::pipelines::Stage {
+        source_environment_id: env.id,
+        target_environment_id: env.id,
+        gates: Default::default(),
+        policy: Default::default(),
+        approvals: Default::default(),
+        window: None,
+    }];
+    let pipeline = domain::pipelines::create(
+        &mut *tx,
+        tenant,
+        None,
+        &domain::pipelines::NewPipeline {
+            name: "Release",
+            description: None,
+            provider: "n8n",
+            stages: &stages,
+            active: true,
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let promotion = domain::promotions::create(
+        &mut *tx,
+        tenant,
+        &domain::promotions::NewPromotion {
+            id: uuid::Uuid::now_v7(),
+            pipeline_id: pipeline.id,
+            stage_index: 0,
+            source_environment_id: env.id,
+            target_environment_id: env.id,
+            workflow_ids: &["wfacme1".to_owned()],
+            requested_by: None,
+            requested_by_label: "fixture",
+            note: None,
+            force: false,
+            scheduled_at: None,
+            run_id: uuid::Uuid::now_v7(),
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
     SeededEnvironment {
+        pipeline: pipeline.id,
+        promotion: promotion.id,
         canonical: "orders-acme01".into(),
         snapshot: snapshot.id,
         request: request.id,
@@ -223,6 +274,8 @@ async fn another_tenants_ids_get_404_on_every_route_and_change_nothing() {
         ("request_id", a_env.request.to_string()),
         ("canonical_id", a_env.canonical.clone()),
         ("snapshot_id", a_env.snapshot.to_string()),
+        ("pipeline_id", a_env.pipeline.to_string()),
+        ("promotion_id", a_env.promotion.to_string()),
     ]);
 
     let doc = app

@@ -551,3 +551,98 @@ async fn a_lost_create_response_never_makes_a_second_copy() {
         .unwrap_or(0);
     assert!(attempts >= 2, "the lost answer cost a retry");
 }
+
+// DEP-004 scheduled, DEP-005 cancel while waiting, DEP-007 stale settlement, DEP-008 progress
+#[tokio::test]
+async fn scheduled_promotions_wait_and_stale_ones_are_settled() {
+    let l = landscape(2).await;
+    let (app, acme) = (&l.app, &l.acme);
+    for i in 1..=3 {
+        l.staging
+            .1
+            .add_credential(&format!("Seed basic auth {i}"), "httpBasicAuth");
+    }
+    full_sync(app, acme, l.staging.0).await;
+    let pipeline_id = pipeline(
+        &l,
+        json!([{"source_environment_id": l.dev.0, "target_environment_id": l.staging.0}]),
+    )
+    .await;
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    let body = json!({"pipeline_id": pipeline_id, "stage_index": 0, "workflow_ids": l.dev_ids, "scheduled_at": later});
+    let res = app.post("/api/v1/promotions", &acme.admin, &body).await;
+    assert_eq!(res.status, 202, "{}", res.body);
+    let pid = id(&res.body);
+    let run = res.body["run_id"]
+        .as_str()
+        .and_then(|s| s.parse::<Uuid>().ok())
+        .unwrap_or_default();
+    promotion_status(app, &acme.admin, pid, "approved").await;
+    wait_for(&app.db.pool, run, RunStatus::Waiting).await;
+    assert_eq!(l.staging.1.workflow_count(), 0, "nothing before its time");
+    let cancelled = app
+        .post(
+            &format!("/api/v1/promotions/{pid}/cancel"),
+            &acme.admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(cancelled.body["status"], "cancelled", "{}", cancelled.body);
+    wait_for(&app.db.pool, run, RunStatus::Cancelled).await;
+    let again = app
+        .post(
+            &format!("/api/v1/promotions/{pid}/cancel"),
+            &acme.admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(again.status, 409);
+
+    // DEP-008: a promotion's run reports progress per workflow.
+    let now = json!({"pipeline_id": pipeline_id, "stage_index": 0, "workflow_ids": l.dev_ids});
+    let done = promote(app, &acme.admin, &now, RunStatus::Succeeded).await;
+    let run = app
+        .get(
+            &format!(
+                "/api/v1/runs/{}",
+                done["run_id"].as_str().unwrap_or_default()
+            ),
+            &acme.admin,
+        )
+        .await;
+    assert_eq!(
+        (
+            run.body["progress_done"].as_i64(),
+            run.body["progress_total"].as_i64()
+        ),
+        (Some(2), Some(2)),
+        "{}",
+        run.body
+    );
+
+    // DEP-007: a promotion left `running` by a run that ended for good is settled.
+    let stale = Uuid::now_v7();
+    sqlx::query(
+        "insert into promotions (id, tenant_id, pipeline_id, stage_index, source_environment_id, target_environment_id, \
+         workflow_ids, status, run_id, requested_by_label) \
+         select $1, tenant_id, pipeline_id, stage_index, source_environment_id, target_environment_id, workflow_ids, \
+                'running', run_id, 'fixture' from promotions where id = $2",
+    )
+    .bind(stale)
+    .bind(pid)
+    .execute(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        domain::promotions::settle_stale(&app.db.pool).await.ok(),
+        Some(1)
+    );
+    let settled = app
+        .get(&format!("/api/v1/promotions/{stale}"), &acme.admin)
+        .await;
+    assert_eq!(
+        settled.body["status"], "cancelled",
+        "takes its run's outcome: {}",
+        settled.body
+    );
+}
