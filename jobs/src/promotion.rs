@@ -1349,7 +1349,7 @@ mod tests {
     use super::*;
     use domain::pipelines::{Approvals, Gates, StagePolicy};
 
-    fn wf(id: &str, name: &str, nodes: Value, active: bool) -> Value {
+    fn wf(id: &str, name: &str, nodes: &Value, active: bool) -> Value {
         json!({"id": id, "name": name, "active": active, "nodes": nodes, "connections": {}, "settings": {}})
     }
 
@@ -1401,7 +1401,7 @@ mod tests {
         let source = wf(
             "s1",
             "Orders",
-            json!([
+            &json!([
                 {"name": "Hook", "type": "n8n-nodes-base.webhook", "typeVersion": 2, "webhookId": "w9",
                  "parameters": {"path": "orders", "httpMethod": "POST"}},
                 {"name": "Magic", "type": "n8n-nodes-acme.magic", "typeVersion": 1, "parameters": {}},
@@ -1410,7 +1410,7 @@ mod tests {
             ]),
             false,
         );
-        let other = wf("t7", "Legacy intake", hook, true);
+        let other = wf("t7", "Legacy intake", &hook, true);
         let ctx = context(vec![source], vec![other]);
         let strict = Gates {
             webhooks_available: true,
@@ -1467,20 +1467,20 @@ mod tests {
             json!([{"name": "DB", "type": "n8n-nodes-base.postgres", "typeVersion": 2,
             "parameters": {"limit": x}, "credentials": {"postgres": {"id": "sc1", "name": "Main DB"}}}])
         };
-        let source = wf("s1", "Orders", nodes(1), false);
+        let source = wf("s1", "Orders", &nodes(1), false);
         let same = wf(
             "t1",
             "Orders",
-            json!([{"name": "DB", "type": "n8n-nodes-base.postgres", "typeVersion": 2,
+            &json!([{"name": "DB", "type": "n8n-nodes-base.postgres", "typeVersion": 2,
             "parameters": {"limit": 1}, "credentials": {"postgres": {"id": "tc1", "name": "Main DB"}}}]),
             true,
         );
-        let ctx = context(vec![source.clone()], vec![same.clone()]);
+        let ctx = context(vec![source], vec![same.clone()]);
         let pre = ctx.preflight(&stage(Gates::default(), StagePolicy::default()), false);
         assert_eq!(pre.items[0].status, DiffStatus::Unchanged);
         assert_eq!(pre.items[0].target_id.as_deref(), Some("t1"));
 
-        let changed_source = wf("s1", "Orders", nodes(2), false);
+        let changed_source = wf("s1", "Orders", &nodes(2), false);
         let mut ctx = context(vec![changed_source], vec![same.clone()]);
         ctx.deployed.insert(
             "s1".into(),
@@ -1494,9 +1494,9 @@ mod tests {
         let pre = ctx.preflight(&stage(Gates::default(), StagePolicy::default()), false);
         assert_eq!(pre.items[0].status, DiffStatus::Modified);
         assert_eq!(status(&pre, "conflicts"), "pass");
-        ctx.deployed
-            .get_mut("s1")
-            .map(|d| d.target_hash = "something else".into());
+        if let Some(d) = ctx.deployed.get_mut("s1") {
+            d.target_hash = "something else".into();
+        }
         let pre = ctx.preflight(&stage(Gates::default(), StagePolicy::default()), false);
         assert_eq!(pre.items[0].status, DiffStatus::TargetHotfix);
         assert_eq!(status(&pre, "conflicts"), "fail");
