@@ -153,3 +153,183 @@ async fn killed_workers_lose_no_run_and_repeat_no_completed_step() {
         let _ = w.wait();
     }
 }
+
+/// Workers running a promotion are killed with SIGKILL again and again, mid-write: the promotion
+/// still completes with exactly one copy of each workflow in the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_workers_never_make_a_promotion_write_twice() {
+    use domain::environments::{self, DriftMode, EnvironmentClass, NewEnvironment};
+    use workflowops_tests::n8n::{EmulatorConfig, Fault, N8nEmulator};
+
+    let workflows = setting("WFO_CHAOS_PROMOTED", 250);
+    let kills = setting("WFO_CHAOS_KILLS", 8);
+    let db = TestDb::new().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let key = domain::crypto::Keyring::generate();
+    let keyring = domain::crypto::Keyring::new(&key, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let key = secrecy::ExposeSecret::expose_secret(&key).to_owned();
+    let dev = N8nEmulator::start(EmulatorConfig::default()).await;
+    let prod = N8nEmulator::start(EmulatorConfig::default()).await;
+    let ids = dev.seed_workflows(workflows, 4);
+    // Every request to the target takes a few milliseconds, so kills land mid-promotion.
+    prod.inject(Fault::Slow {
+        times: 100_000,
+        delay_ms: 4,
+    });
+
+    let mut tx = db.pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    let tenant = domain::tenancy::create_tenant(&mut *tx, "Chaos", "chaos")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let env = |name: &'static str, n8n: &N8nEmulator, class| {
+        let (base, api_key) = (n8n.base_url(), secrecy::SecretString::from(n8n.api_key()));
+        (name, base, api_key, class)
+    };
+    let specs = [
+        env("dev", &dev, EnvironmentClass::Dev),
+        env("prod", &prod, EnvironmentClass::Production),
+    ];
+    let mut created = Vec::new();
+    for (name, base, api_key, class) in &specs {
+        let e = environments::create(
+            &mut tx,
+            &keyring,
+            NewEnvironment {
+                tenant_id: tenant.id,
+                name,
+                provider: "n8n",
+                base_url: base,
+                api_key,
+                class: *class,
+                env_type: None,
+                drift_mode: DriftMode::WarnOnly,
+                provider_version: Some("2.41.1"),
+                capabilities: &serde_json::json!({}),
+                rate_limit: 10_000.0,
+                max_concurrency: 8,
+                created_by: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        created.push(e.id);
+    }
+    let stages = [domain::pipelines::Stage {
+        source_environment_id: created[0],
+        target_environment_id: created[1],
+        gates: Default::default(),
+        policy: Default::default(),
+        approvals: Default::default(),
+        window: None,
+    }];
+    let pipeline = domain::pipelines::create(
+        &mut *tx,
+        tenant.id,
+        None,
+        &domain::pipelines::NewPipeline {
+            name: "chaos",
+            description: None,
+            provider: "n8n",
+            stages: &stages,
+            active: true,
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let promotion_id = domain::ids::new_id();
+    let input = jobs::promotion::PromotionInput {
+        tenant_id: tenant.id,
+        promotion_id,
+    };
+    let run = jobs::promotion::new_run(&input, created[1]).max_attempts(100);
+    let enqueued = engine::queue::enqueue(&mut tx, &run)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    domain::promotions::create(
+        &mut *tx,
+        tenant.id,
+        &domain::promotions::NewPromotion {
+            id: promotion_id,
+            pipeline_id: pipeline.id,
+            stage_index: 0,
+            source_environment_id: created[0],
+            target_environment_id: created[1],
+            workflow_ids: &ids,
+            requested_by: None,
+            requested_by_label: "chaos",
+            note: None,
+            force: false,
+            scheduled_at: None,
+            run_id: enqueued.id,
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+
+    let mut workers: Vec<Child> = (0..2).map(|_| start_worker(&db.url, &key)).collect();
+    let mut hits = 0;
+    for _ in 0..kills {
+        // The worker running the promotion, once it has one.
+        let owner: Option<i32> = eventually("the promotion to be claimed", Duration::from_secs(30), || async {
+            let row: Option<(String, Option<i32>)> = sqlx::query_as(
+                "select r.status, w.pid from engine_runs r left join engine_workers w on w.id = r.worker_id where r.id = $1",
+            )
+            .bind(enqueued.id)
+            .fetch_optional(&db.pool)
+            .await
+            .unwrap_or(None);
+            match row {
+                Some((status, _)) if status != "running" && status != "queued" => Some(None),
+                Some((_, Some(pid))) => Some(Some(pid)),
+                _ => None,
+            }
+        })
+        .await;
+        let Some(pid) = owner else { break };
+        tokio::time::sleep(Duration::from_millis(50 + fastrand::u64(0..200))).await;
+        let Some(victim) = workers
+            .iter()
+            .position(|w| i64::from(w.id()) == i64::from(pid))
+        else {
+            continue;
+        };
+        let mut dead = workers.swap_remove(victim);
+        dead.kill().unwrap_or_else(|e| panic!("SIGKILL: {e}"));
+        let _ = dead.wait();
+        hits += 1;
+        workers.push(start_worker(&db.url, &key));
+    }
+    let status: String = eventually(
+        "the promotion to finish",
+        Duration::from_secs(180),
+        || async {
+            let s: String = sqlx::query_scalar("select status from promotions where id = $1")
+                .bind(promotion_id)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap_or_default();
+            ["completed", "failed"].contains(&s.as_str()).then_some(s)
+        },
+    )
+    .await;
+    for mut w in workers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    let attempts: i32 = sqlx::query_scalar("select attempt from engine_runs where id = $1")
+        .bind(enqueued.id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or(0);
+    assert_eq!(status, "completed");
+    assert_eq!(
+        prod.workflow_count(),
+        workflows,
+        "exactly one copy of each workflow"
+    );
+    assert!(hits > 0, "no kill landed on the promotion's worker");
+    eprintln!(
+        "chaos: promotion of {workflows} workflows completed in {attempts} attempts; {hits} kills hit its worker"
+    );
+}
