@@ -23,6 +23,7 @@ pub mod canonical;
 pub mod catalog;
 pub mod crypto;
 pub mod diff;
+pub mod drift;
 pub mod environments;
 pub mod error;
 pub mod git_config;

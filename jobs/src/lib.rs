@@ -8,6 +8,7 @@ pub mod backup;
 pub mod bulk;
 pub mod canonical;
 pub mod diagnostics;
+pub mod drift;
 pub mod github;
 pub mod health;
 pub mod maintenance;
@@ -39,4 +40,7 @@ pub fn registry(deps: &Deps) -> Registry {
         .register(canonical::GitSync { deps: deps.clone() })
         .register(canonical::Onboard { deps: deps.clone() })
         .register(promotion::Promote { deps: deps.clone() })
+        .register(drift::DriftCheck { deps: deps.clone() })
+        .register(drift::Reconcile { deps: deps.clone() })
+        .register(drift::Sla)
 }

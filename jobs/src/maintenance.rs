@@ -136,6 +136,21 @@ pub async fn ensure_schedule(
             missed: Missed::FireOnce,
         },
     )
+    .await?;
+    // Drift SLAs: expiry, escalation, warnings, retention (POL-002, POL-007..010).
+    engine::schedule::upsert(
+        db,
+        NewSchedule {
+            namespace: SYSTEM_NAMESPACE,
+            name: "drift-sla",
+            cron: "*/5 * * * *",
+            timezone: "UTC",
+            kind: <crate::drift::Sla as Job>::KIND,
+            input: serde_json::json!({}),
+            enabled: true,
+            missed: Missed::Skip,
+        },
+    )
     .await
     .map(|_| ())
 }

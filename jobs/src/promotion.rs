@@ -105,6 +105,10 @@ pub struct Context {
     target_canonical: HashMap<String, (String, bool)>,
     /// The target answered a live connection test (None: not asked).
     target_healthy: Option<Result<(), String>>,
+    /// Why drift policy blocks promotions into the target (POL-004/005, DRIFT-006).
+    drift_blocking: Vec<String>,
+    /// Open drift incidents in the target.
+    open_incidents: i64,
 }
 
 fn id_of(wf: &Value) -> String {
@@ -191,7 +195,16 @@ pub async fn load_context(
     .into_iter()
     .map(|(c, p, d)| (c, (p, d)))
     .collect();
+    let drift_blocking = domain::drift::blocking(db, tenant_id, target_env).await?;
+    let open_incidents: i64 = sqlx::query_scalar(
+        "select count(*) from drift_incidents where environment_id = $1 and status <> 'closed'",
+    )
+    .bind(target_env)
+    .fetch_one(db)
+    .await?;
     Ok(Context {
+        drift_blocking,
+        open_incidents,
         sources,
         source_names,
         targets,
@@ -485,6 +498,18 @@ impl Context {
                 bad,
             ));
         }
+        // PROMO-008: the drift policy of the target (always evaluated).
+        out.push(result(
+            "driftPolicy",
+            !self.drift_blocking.is_empty(),
+            true,
+            "no drift incident blocks promotions into the target",
+            format!(
+                "drift policy blocks the target: {}",
+                self.drift_blocking.join("; ")
+            ),
+            Vec::new(),
+        ));
         if g.require_clean_drift {
             let drifted: Vec<String> = changing
                 .iter()
@@ -497,11 +522,12 @@ impl Context {
                 .collect();
             out.push(result(
                 "requireCleanDrift",
-                !drifted.is_empty(),
+                !drifted.is_empty() || self.open_incidents > 0,
                 true,
-                "no workflow being promoted is drifted in the target",
+                "no open drift incident and no drifted workflow in the target",
                 format!(
-                    "{} workflow(s) are drifted in the target: reconcile them first",
+                    "the target has {} open drift incident(s) and {} drifted workflow(s) being promoted: reconcile them first",
+                    self.open_incidents,
                     drifted.len()
                 ),
                 drifted,
@@ -1372,6 +1398,8 @@ mod tests {
             source_canonical: HashMap::new(),
             target_canonical: HashMap::new(),
             target_healthy: Some(Err("connection refused".into())),
+            drift_blocking: Vec::new(),
+            open_incidents: 0,
         }
     }
 

@@ -231,6 +231,27 @@ pub async fn create_environment(
     )
     .await
     .map_err(ApiError::internal)?;
+    // Scheduled drift checks (DRIFT-001); dev environments record a skipped check.
+    engine::schedule::upsert(
+        &mut *tx,
+        engine::schedule::NewSchedule {
+            namespace: &tenant_id.to_string(),
+            name: &jobs::drift::schedule_name(env.id),
+            cron: jobs::drift::SCHEDULE_CRON,
+            timezone: "UTC",
+            kind: <jobs::drift::DriftCheck as engine::Job>::KIND,
+            input: serde_json::json!(jobs::drift::CheckInput {
+                tenant_id,
+                environment_id: env.id,
+                trigger: "scheduled".into(),
+                refresh: true,
+            }),
+            enabled: true,
+            missed: engine::schedule::Missed::Skip,
+        },
+    )
+    .await
+    .map_err(ApiError::internal)?;
     Entry::new(
         Some(tenant_id),
         &ctx.actor(),
@@ -302,13 +323,13 @@ pub struct UpdateEnvironmentRequest {
 }
 
 /// `Some(None)` for an explicit null, `None` when the field is absent.
-mod serde_with_null {
+pub(crate) mod serde_with_null {
     use serde::{Deserialize, Deserializer};
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
         d: D,
-    ) -> Result<Option<Option<String>>, D::Error> {
-        Ok(Some(Option::<String>::deserialize(d)?))
+    ) -> Result<Option<Option<T>>, D::Error> {
+        Ok(Some(Option::<T>::deserialize(d)?))
     }
 }
 
@@ -432,6 +453,7 @@ pub async fn delete_environment(
     for schedule in [
         health::schedule_name(id),
         crate::routes::git::schedule_name(id),
+        jobs::drift::schedule_name(id),
     ] {
         match engine::schedule::delete(&mut *tx, &tenant_id.to_string(), &schedule).await {
             Ok(()) | Err(engine::schedule::Error::NotFound) => {}

@@ -14,6 +14,7 @@ pub mod audit_logs;
 pub mod auth;
 pub mod canonical;
 pub mod catalog;
+pub mod drift;
 pub mod environments;
 pub mod git;
 pub mod health;
@@ -130,6 +131,16 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(promotions::approve_promotion))
         .routes(routes!(promotions::reject_promotion))
         .routes(routes!(promotions::cancel_promotion))
+        .routes(routes!(drift::get_policy, drift::put_policy))
+        .routes(routes!(drift::check_now))
+        .routes(routes!(drift::list_checks))
+        .routes(routes!(drift::list_incidents))
+        .routes(routes!(drift::get_incident, drift::patch_incident))
+        .routes(routes!(drift::transition))
+        .routes(routes!(drift::extend))
+        .routes(routes!(drift::reconcile))
+        .routes(routes!(drift::approve))
+        .routes(routes!(drift::reject))
         .routes(routes!(environments::check_health))
         .routes(routes!(environments::health_history))
         .routes(routes!(environments::list_types, environments::create_type))
