@@ -132,7 +132,7 @@ pub async fn analyze(
             (Some(_), Some(c)) if *c == r.env_hash => out.in_sync += 1,
             _ if r.accepted_hash.as_ref() == Some(&r.env_hash) => out.in_sync += 1,
             (Some(_), Some(_)) if r.linked_hash.as_ref() == Some(&r.env_hash) => {
-                out.out_of_date += 1
+                out.out_of_date += 1;
             }
             (Some(_), Some(_)) => drifted.push(r),
             _ => {
@@ -237,9 +237,11 @@ impl Job for DriftCheck {
                 let (mut opened, mut updated) = (0, 0);
                 let drifted = found.affected.iter().filter(|a| a.0["kind"] == "drift").count();
                 if !found.affected.is_empty() && policy.auto_create_incidents {
-                    let risk = found.affected.iter().map(|a| a.2).max().unwrap_or(RiskLevel::Low);
+                    // Drift: from the class and the highest risk; untracked production
+                    // workflows: at least high.
+                    let risk = found.affected.iter().filter(|a| a.0["kind"] == "drift").map(|a| a.2).max();
                     let untracked_prod = found.affected.iter().any(|a| a.0["kind"] == "untracked");
-                    let mut severity = Severity::of(env.class, risk);
+                    let mut severity = risk.map_or(Severity::Low, |r| Severity::of(env.class, r));
                     if untracked_prod && severity.rank() < Severity::High.rank() {
                         severity = Severity::High;
                     }

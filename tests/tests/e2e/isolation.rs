@@ -39,6 +39,13 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         ("put", "/api/v1/pipelines/{pipeline_id}") => {
             json!({"name": "x", "provider": "n8n", "stages": []})
         }
+        ("patch", "/api/v1/incidents/{incident_id}") => json!({"ticket_ref": "X-1"}),
+        ("post", "/api/v1/incidents/{incident_id}/transition") => json!({"to": "acknowledged"}),
+        ("post", "/api/v1/incidents/{incident_id}/extend") => json!({"hours": 1}),
+        ("post", "/api/v1/incidents/{incident_id}/reconcile") => json!({"resolution": "revert"}),
+        ("post", "/api/v1/environments/{environment_id}/drift-check")
+        | ("post", "/api/v1/drift-approvals/{approval_id}/approve")
+        | ("post", "/api/v1/drift-approvals/{approval_id}/reject") => json!({}),
         ("post", "/api/v1/promotions/{promotion_id}/approve")
         | ("post", "/api/v1/promotions/{promotion_id}/reject") => json!({}),
         ("post", "/api/v1/environments/{environment_id}/snapshots")
@@ -61,6 +68,8 @@ struct SeededEnvironment {
     snapshot: uuid::Uuid,
     pipeline: uuid::Uuid,
     promotion: uuid::Uuid,
+    incident: uuid::Uuid,
+    approval: uuid::Uuid,
 }
 
 /// An environment of `tenant` with a synced workflow, credential and execution, written
@@ -213,8 +222,36 @@ async fn seed_environment(app: &TestApp, tenant: uuid::Uuid) -> SeededEnvironmen
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+    let incident = domain::drift::create_incident(
+        &mut *tx,
+        tenant,
+        &domain::drift::NewIncident {
+            environment_id: env.id,
+            severity: domain::drift::Severity::High,
+            title: "drift",
+            ttl_hours: 48,
+            affected: &json!([{"workflow_id": "wfacme1", "kind": "drift"}]),
+            payload: &json!({}),
+            check_id: uuid::Uuid::now_v7(),
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let approval = domain::drift::request_approval(
+        &mut *tx,
+        tenant,
+        incident.id,
+        domain::drift::ApprovalAction::ExtendTtl,
+        &json!({"hours": 1}),
+        None,
+        "fixture",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
     SeededEnvironment {
+        incident: incident.id,
+        approval: approval.id,
         pipeline: pipeline.id,
         promotion: promotion.id,
         canonical: "orders-acme01".into(),
@@ -276,6 +313,8 @@ async fn another_tenants_ids_get_404_on_every_route_and_change_nothing() {
         ("snapshot_id", a_env.snapshot.to_string()),
         ("pipeline_id", a_env.pipeline.to_string()),
         ("promotion_id", a_env.promotion.to_string()),
+        ("incident_id", a_env.incident.to_string()),
+        ("approval_id", a_env.approval.to_string()),
     ]);
 
     let doc = app

@@ -1,0 +1,527 @@
+//! Drift (DRIFT-*, INC-*, POL-*, APPR-*): a change made directly in an emulated production n8n
+//! is found by the scheduled check, opens one incident, blocks promotions, and is reconciled.
+
+use domain::Role;
+use engine::RunStatus;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use workflowops_tests::engine_support::{TestWorker, eventually, wait_for};
+use workflowops_tests::n8n::{EmulatorConfig, N8nEmulator};
+use workflowops_tests::{TenantFixture, TestApp};
+
+use super::canonical::{environment, sync};
+use super::git::{bare_repo, run};
+
+async fn fire_schedule(app: &TestApp, name: &str) -> Uuid {
+    sqlx::query(
+        "update engine_schedules set next_fire_at = now() - interval '1 second' where name = $1",
+    )
+    .bind(name)
+    .execute(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    engine::schedule::fire_due(&app.db.pool, 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let run: Uuid = sqlx::query_scalar(
+        "select id from engine_runs where kind = 'drift.check' and parent_id is null order by id desc limit 1",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    wait_for(&app.db.pool, run, RunStatus::Succeeded).await;
+    run
+}
+
+async fn incidents(app: &TestApp, t: &TenantFixture, query: &str) -> Vec<Value> {
+    app.get(&format!("/api/v1/incidents{query}"), &t.admin)
+        .await
+        .body["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn transition(
+    app: &TestApp,
+    caller: &workflowops_tests::Caller,
+    id: &str,
+    body: Value,
+) -> workflowops_tests::app::Resp {
+    app.post(&format!("/api/v1/incidents/{id}/transition"), caller, &body)
+        .await
+}
+
+// DRIFT-001..007, INC-001..011, POL-001..007, APPR-001..005, PROMO-008
+#[tokio::test]
+async fn production_drift_is_found_blocks_promotions_and_is_reverted() {
+    let app = TestApp::spawn_with(|c| c.allow_local_git = true).await;
+    let acme = app.tenant("acme").await;
+    let dev_n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    let prod_n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    let dev_ids = dev_n8n.seed_workflows(3, 4);
+    let prod_ids = prod_n8n.seed_workflows(3, 4);
+    let dev = environment(&app, &acme, "Dev", "dev", &dev_n8n).await;
+    let prod = environment(&app, &acme, "Prod", "production", &prod_n8n).await;
+    let repo = bare_repo();
+    let put = app
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/canonical/repository",
+            Some(&acme.admin.token),
+            Some(&json!({"url": repo.0.display().to_string(), "auth": "none"})),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 4);
+    sync(&app, &acme, dev).await;
+    sync(&app, &acme, prod).await;
+    run(
+        &app,
+        &acme,
+        "/api/v1/canonical/onboard",
+        Some(&json!({"items": dev_ids.iter().map(|w| json!({"environment_id": dev, "workflow_id": w})).collect::<Vec<_>>()})),
+    )
+    .await;
+    run(&app, &acme, "/api/v1/canonical/sync", None).await;
+
+    // DRIFT-001: environments get a scheduled check; nothing has drifted yet.
+    let first = fire_schedule(&app, &format!("environment:{prod}:drift")).await;
+    let out = app
+        .get(&format!("/api/v1/runs/{first}"), &acme.admin)
+        .await
+        .body["output"]
+        .clone();
+    assert_eq!(
+        (out["in_sync"].as_i64(), out["drifted"].as_i64()),
+        (Some(3), Some(0)),
+        "{out}"
+    );
+    assert!(incidents(&app, &acme, "").await.is_empty());
+
+    // A hotfix straight in production: an HTTP node's URL.
+    prod_n8n.modify_workflow(&prod_ids[0], |wf| {
+        for node in wf["nodes"].as_array_mut().into_iter().flatten() {
+            if node["type"] == "n8n-nodes-base.httpRequest" {
+                node["parameters"]["url"] = json!("https://hotfix.example/items");
+            }
+        }
+    });
+    let canonical_hash = dev_n8n
+        .workflow(&dev_ids[0])
+        .map(|w| domain::workflow::content_hash(&w))
+        .unwrap_or_default();
+    fire_schedule(&app, &format!("environment:{prod}:drift")).await;
+    let open = incidents(&app, &acme, "?open=true").await;
+    assert_eq!(open.len(), 1, "INC-001: one incident");
+    let incident = open[0].clone();
+    let id = incident["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        incident["severity"], "critical",
+        "INC-002: HTTP change in production: {incident}"
+    );
+    let created =
+        chrono::DateTime::parse_from_rfc3339(incident["created_at"].as_str().unwrap_or_default())
+            .ok();
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(incident["expires_at"].as_str().unwrap_or_default())
+            .ok();
+    let ttl = created.zip(expires).map(|(c, e)| (e - c).num_minutes());
+    assert!(
+        ttl.is_some_and(|m| (24 * 60 - 1..=24 * 60 + 1).contains(&m)),
+        "POL-001: 24 h for critical: {ttl:?}"
+    );
+    assert_eq!(
+        incident["affected"][0]["workflow_id"],
+        prod_ids[0].as_str(),
+        "INC-008"
+    );
+    assert_eq!(incident["affected"][0]["kind"], "drift");
+    let paths =
+        incident["payload"][&prod_ids[0]]["diff"]["nodes_changed"][0]["changes"][0]["path"].clone();
+    assert_eq!(paths, "parameters.url", "DRIFT-003, INC-009: {incident}");
+    // The same drift again updates that incident.
+    let again = run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{prod}/drift-check"),
+        Some(&json!({"refresh": false})),
+    )
+    .await;
+    assert_eq!(
+        (
+            again["incidents_opened"].as_i64(),
+            again["incidents_updated"].as_i64()
+        ),
+        (Some(0), Some(1)),
+        "{again}"
+    );
+    assert_eq!(incidents(&app, &acme, "").await.len(), 1);
+    // DRIFT-005: dev is not checked.
+    let skipped = run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{dev}/drift-check"),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(skipped["status"], "skipped");
+    // DRIFT-007: the history.
+    let history = app
+        .get(
+            &format!("/api/v1/environments/{prod}/drift-checks"),
+            &acme.admin,
+        )
+        .await;
+    assert_eq!(
+        history.body["items"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        history.body
+    );
+
+    // PROMO-008: promotions into prod are blocked while the incident is open.
+    let pipeline = app
+        .post(
+            "/api/v1/pipelines",
+            &acme.admin,
+            &json!({"name": "release", "provider": "n8n", "stages": [{"source_environment_id": dev, "target_environment_id": prod,
+                "gates": {"requireCleanDrift": true}}]}),
+        )
+        .await;
+    assert_eq!(pipeline.status, 201, "{}", pipeline.body);
+    let preview = app
+        .post(
+            "/api/v1/promotions/preview",
+            &acme.admin,
+            &json!({"pipeline_id": pipeline.body["id"], "stage_index": 0, "workflow_ids": [dev_ids[1]]}),
+        )
+        .await;
+    let gate = preview.body["gates"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["gate"] == "requireCleanDrift"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(gate["status"], "fail", "{}", preview.body);
+    // POL-005: with blocking on active drift, the policy gate blocks too.
+    let mut policy = app.get("/api/v1/drift/policy", &acme.admin).await.body;
+    policy["block_on_active_drift"] = json!(true);
+    policy["approval_required_for"] = json!(["reconcile"]);
+    let set = app
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/drift/policy",
+            Some(&acme.admin.token),
+            Some(&policy),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{}", set.body);
+    let preview = app
+        .post(
+            "/api/v1/promotions/preview",
+            &acme.admin,
+            &json!({"pipeline_id": pipeline.body["id"], "stage_index": 0, "workflow_ids": [dev_ids[1]]}),
+        )
+        .await;
+    assert!(
+        preview.body["gates"].to_string().contains("driftPolicy"),
+        "{}",
+        preview.body
+    );
+    assert_eq!(preview.body["blocked"], true);
+    let developer = app.member(&acme, Role::Developer).await;
+    let bad_policy = app
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/drift/policy",
+            Some(&developer.token),
+            Some(&policy),
+        )
+        .await;
+    assert_eq!(bad_policy.status, 403);
+
+    // INC-003..006: only legal moves.
+    let illegal = transition(
+        &app,
+        &acme.admin,
+        &id,
+        json!({"to": "closed", "resolution_type": "revert"}),
+    )
+    .await;
+    assert_eq!(
+        (illegal.status.as_u16(), illegal.code()),
+        (409, "illegal_transition")
+    );
+    assert!(
+        illegal.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("acknowledged"),
+        "{}",
+        illegal.body
+    );
+    // INC-010/011.
+    let patched = app
+        .patch(
+            &format!("/api/v1/incidents/{id}"),
+            &acme.admin,
+            &json!({"owner_user_id": developer.user_id, "ticket_ref": "OPS-42"}),
+        )
+        .await;
+    assert_eq!(
+        (
+            patched.body["owner_user_id"].as_str(),
+            patched.body["ticket_ref"].as_str()
+        ),
+        (
+            developer.user_id.map(|u| u.to_string()).as_deref(),
+            Some("OPS-42")
+        ),
+        "{}",
+        patched.body
+    );
+    let acked = transition(&app, &developer, &id, json!({"to": "acknowledged"})).await;
+    assert_eq!(
+        acked.body["incident"]["status"], "acknowledged",
+        "{}",
+        acked.body
+    );
+    // APPR-004: a TTL extension.
+    let extended = app
+        .post(
+            &format!("/api/v1/incidents/{id}/extend"),
+            &developer,
+            &json!({"hours": 12}),
+        )
+        .await;
+    assert_eq!(extended.status, 200, "{}", extended.body);
+    assert!(extended.body["incident"]["expires_at"].as_str() > incident["expires_at"].as_str());
+
+    // APPR-001..003: reconciling needs an approval; never the requester's own.
+    let asked = app
+        .post(
+            &format!("/api/v1/incidents/{id}/reconcile"),
+            &developer,
+            &json!({"resolution": "revert"}),
+        )
+        .await;
+    assert_eq!(
+        (asked.status.as_u16(), asked.body["result"].as_str()),
+        (202, Some("approval_required")),
+        "{}",
+        asked.body
+    );
+    let approval = asked.body["approval"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let not_approver = app
+        .post(
+            &format!("/api/v1/drift-approvals/{approval}/approve"),
+            &developer,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        (not_approver.status.as_u16(), not_approver.code()),
+        (403, "not_an_approver")
+    );
+    let approved = app
+        .post(
+            &format!("/api/v1/drift-approvals/{approval}/approve"),
+            &acme.admin,
+            &json!({"comment": "revert it"}),
+        )
+        .await;
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    let run_id: Uuid = approved.body["run"]["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
+    wait_for(&app.db.pool, run_id, RunStatus::Succeeded).await;
+    let twice = app
+        .post(
+            &format!("/api/v1/drift-approvals/{approval}/approve"),
+            &acme.admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(twice.status, 409);
+    // The revert put the canonical content back.
+    let now = prod_n8n
+        .workflow(&prod_ids[0])
+        .map(|w| domain::workflow::content_hash(&w))
+        .unwrap_or_default();
+    assert_eq!(
+        now, canonical_hash,
+        "revert restores the canonical content hash"
+    );
+    let reconciled = app
+        .get(&format!("/api/v1/incidents/{id}"), &acme.admin)
+        .await
+        .body;
+    assert_eq!(reconciled["status"], "reconciled", "{reconciled}");
+    assert_eq!(reconciled["artifacts"][0]["resolution"], "revert");
+    assert_eq!(reconciled["approvals"][0]["status"], "approved");
+    let closed = transition(
+        &app,
+        &acme.admin,
+        &id,
+        json!({"to": "closed", "resolution_notes": "reverted"}),
+    )
+    .await;
+    assert_eq!(
+        closed.body["incident"]["status"], "closed",
+        "{}",
+        closed.body
+    );
+    assert_eq!(closed.body["incident"]["resolution_type"], "revert");
+    let audit: i64 =
+        sqlx::query_scalar("select count(*) from audit_logs where action like 'drift.%'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap_or(0);
+    assert!(audit >= 6, "APPR-005: {audit}");
+    let clean = run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{prod}/drift-check"),
+        Some(&json!({"refresh": false})),
+    )
+    .await;
+    assert_eq!(clean["drifted"], 0, "{clean}");
+}
+
+// POL-002 SLA: an expired incident is flagged and escalated; POL-004 blocks promotions then;
+// DRIFT-004 untracked production workflows; the `acknowledge` resolution accepts the drift.
+#[tokio::test]
+async fn expired_incidents_escalate_and_accepted_drift_stays_quiet() {
+    let app = TestApp::spawn_with(|c| c.allow_local_git = true).await;
+    let acme = app.tenant("acme").await;
+    let prod_n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    let prod_ids = prod_n8n.seed_workflows(2, 3);
+    let prod = environment(&app, &acme, "Prod", "production", &prod_n8n).await;
+    let repo = bare_repo();
+    let put = app
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/canonical/repository",
+            Some(&acme.admin.token),
+            Some(&json!({"url": repo.0.display().to_string(), "auth": "none"})),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 4);
+    sync(&app, &acme, prod).await;
+    run(
+        &app,
+        &acme,
+        "/api/v1/canonical/onboard",
+        Some(&json!({"items": [{"environment_id": prod, "workflow_id": prod_ids[0]}]})),
+    )
+    .await;
+    // prod_ids[1] is untracked in production.
+    let found = run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{prod}/drift-check"),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(found["untracked"], 1, "{found}");
+    let open = incidents(&app, &acme, "?open=true").await;
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0]["affected"][0]["kind"], "untracked", "DRIFT-004");
+    assert_eq!(open[0]["severity"], "high");
+    let id = open[0]["id"].as_str().unwrap_or_default().to_owned();
+
+    // Past its TTL: the SLA sweep flags and escalates it, once.
+    sqlx::query(
+        "update drift_incidents set expires_at = now() - interval '1 minute' where id = $1",
+    )
+    .bind(id.parse::<Uuid>().unwrap_or_default())
+    .execute(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let sla = workflowops_tests::engine_support::enqueue(
+        &app.db.pool,
+        &engine::NewRun::of::<jobs::drift::Sla>(
+            "system".to_owned(),
+            &jobs::drift::SlaInput::default(),
+        ),
+    )
+    .await;
+    wait_for(&app.db.pool, sla, RunStatus::Succeeded).await;
+    let escalated = app
+        .get(&format!("/api/v1/incidents/{id}"), &acme.admin)
+        .await
+        .body;
+    assert_eq!(
+        (
+            escalated["expired"].as_bool(),
+            escalated["severity"].as_str()
+        ),
+        (Some(true), Some("critical")),
+        "{escalated}"
+    );
+    let expired = incidents(&app, &acme, "?expired=true&severity=critical").await;
+    assert_eq!(expired.len(), 1, "INC-007 filters");
+    // POL-004: the expired incident blocks promotions into prod.
+    let blocked = domain::drift::blocking(&app.db.pool, acme.id, prod)
+        .await
+        .unwrap_or_default();
+    assert!(blocked.iter().any(|b| b.contains("TTL")), "{blocked:?}");
+
+    // Accept the drift as it is: acknowledged, reconciled by `acknowledge`, closed.
+    let acked = transition(&app, &acme.admin, &id, json!({"to": "acknowledged"})).await;
+    assert_eq!(acked.status, 200, "{}", acked.body);
+    let started = app
+        .post(
+            &format!("/api/v1/incidents/{id}/reconcile"),
+            &acme.admin,
+            &json!({"resolution": "acknowledge"}),
+        )
+        .await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let rid: Uuid = started.body["run"]["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
+    wait_for(&app.db.pool, rid, RunStatus::Succeeded).await;
+    let closed = transition(&app, &acme.admin, &id, json!({"to": "closed"})).await;
+    assert_eq!(
+        closed.body["incident"]["status"], "closed",
+        "{}",
+        closed.body
+    );
+    let quiet = run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{prod}/drift-check"),
+        Some(&json!({"refresh": false})),
+    )
+    .await;
+    assert_eq!(
+        quiet["incidents_opened"], 0,
+        "accepted drift is not reported again: {quiet}"
+    );
+    eventually(
+        "no open incident",
+        std::time::Duration::from_secs(5),
+        || async {
+            incidents(&app, &acme, "?open=true")
+                .await
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    // Another tenant sees none of it.
+    let other = app.tenant("other").await;
+    assert_eq!(
+        app.get(&format!("/api/v1/incidents/{id}"), &other.admin)
+            .await
+            .status,
+        404
+    );
+}
