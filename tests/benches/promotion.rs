@@ -6,49 +6,16 @@
 //! `cargo bench -p workflowops-tests --bench promotion [-- WORKFLOWS NODES]` (defaults 1000 20).
 //! The emulators run as their own processes.
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use uuid::Uuid;
 use workflowops_tests::TestApp;
+use workflowops_tests::bench::{self, EmulatorProcess as Emulator};
 use workflowops_tests::engine_support::TestWorker;
 
-struct Emulator {
-    _child: tokio::process::Child,
-    base: String,
-    key: String,
-}
-
 async fn emulator(workflows: usize, nodes: usize) -> Emulator {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_n8n-emulator"))
-        .args([
-            "--workflows",
-            &workflows.to_string(),
-            "--nodes",
-            &nodes.to_string(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting the emulator: {e}"));
-    let line = BufReader::new(child.stdout.take().unwrap_or_else(|| panic!("no stdout")))
-        .lines()
-        .next_line()
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| panic!("the emulator said nothing"));
-    let mut words = line.split_whitespace().skip(2);
-    let base = words.next().unwrap_or_default().to_owned();
-    let key = words.nth(1).unwrap_or_default().to_owned();
-    Emulator {
-        _child: child,
-        base,
-        key,
-    }
+    bench::emulator(env!("CARGO_BIN_EXE_n8n-emulator"), workflows, nodes).await
 }
 
 async fn all_workflows(http: &reqwest::Client, e: &Emulator) -> Vec<Value> {
@@ -96,22 +63,7 @@ async fn environment(
 }
 
 async fn finished(app: &TestApp, run: Uuid) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
-        let (status, seconds): (String, Option<f64>) = sqlx::query_as(
-            "select status, extract(epoch from finished_at - created_at)::float8 from engine_runs where id = $1",
-        )
-        .bind(run)
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-        match status.as_str() {
-            "succeeded" => return seconds.unwrap_or(0.0),
-            "failed" | "cancelled" => panic!("run {run} {status}"),
-            _ if Instant::now() > deadline => panic!("run {run} did not finish"),
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
+    bench::run_seconds(&app.db.pool, run).await
 }
 
 #[tokio::main]

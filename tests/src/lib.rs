@@ -6,6 +6,7 @@
 //! The server is `WFO_TEST_DATABASE_URL` (default: the local server as `postgres`).
 
 pub mod app;
+pub mod bench;
 pub mod db;
 
 pub use app::{Caller, TenantFixture, TestApp};
