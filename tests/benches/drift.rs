@@ -14,6 +14,21 @@ use workflowops_tests::TestApp;
 use workflowops_tests::bench;
 use workflowops_tests::engine_support::TestWorker;
 
+async fn sync(app: &TestApp, tenant: &workflowops_tests::TenantFixture, env_id: Uuid) {
+    let res = app
+        .post(
+            &format!("/api/v1/environments/{env_id}/sync"),
+            &tenant.admin,
+            &json!({"scope": "workflows"}),
+        )
+        .await;
+    let run: Uuid = res.body["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
+    bench::run_seconds(&app.db.pool, run).await;
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<usize> = std::env::args()
@@ -40,24 +55,7 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_default();
     let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 4);
-    let sync = |app: &TestApp| {
-        let (app, tenant) = (app, &tenant);
-        async move {
-            let res = app
-                .post(
-                    &format!("/api/v1/environments/{env_id}/sync"),
-                    &tenant.admin,
-                    &json!({"scope": "workflows"}),
-                )
-                .await;
-            let run: Uuid = res.body["id"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_default();
-            bench::run_seconds(&app.db.pool, run).await;
-        }
-    };
-    sync(&app).await;
+    sync(&app, &tenant, env_id).await;
     // Every workflow tracked: its canonical version is what the environment has now.
     for sql in [
         "insert into canonical_workflows (tenant_id, id, provider, name, content_hash, definition) \
@@ -103,7 +101,7 @@ async fn main() {
         .and_then(reqwest::Response::error_for_status)
         .unwrap_or_else(|e| panic!("{e}"));
     }
-    sync(&app).await;
+    sync(&app, &tenant, env_id).await;
 
     // Baseline: the same hashes, compared in memory.
     let started = Instant::now();
