@@ -516,6 +516,70 @@ async fn expired_incidents_escalate_and_accepted_drift_stays_quiet() {
         },
     )
     .await;
+    // POL-007: a warning before expiry; POL-008..010: retention of closed incidents, artifacts
+    // and decided approvals.
+    let reopened = run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{prod}/drift-check"),
+        Some(&json!({"refresh": false})),
+    )
+    .await;
+    assert_eq!(reopened["incidents_opened"], 0, "{reopened}");
+    sqlx::query("update drift_incidents set closed_at = now() - interval '400 days' where id = $1")
+        .bind(id.parse::<Uuid>().unwrap_or_default())
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    sqlx::query("update reconciliation_artifacts set created_at = now() - interval '400 days'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    prod_n8n.modify_workflow(&prod_ids[0], |wf| {
+        wf["settings"] = json!({"executionTimeout": 60})
+    });
+    sync(&app, &acme, prod).await;
+    run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{prod}/drift-check"),
+        Some(&json!({"refresh": false})),
+    )
+    .await;
+    let fresh = incidents(&app, &acme, "?open=true").await;
+    assert_eq!(fresh.len(), 1, "a new drift opens a new incident");
+    sqlx::query("update drift_incidents set expires_at = now() + interval '1 hour' where status <> 'closed'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sla = workflowops_tests::engine_support::enqueue(
+        &app.db.pool,
+        &engine::NewRun::of::<jobs::drift::Sla>(
+            "system".to_owned(),
+            &jobs::drift::SlaInput::default(),
+        )
+        .idempotency_key("second"),
+    )
+    .await;
+    wait_for(&app.db.pool, sla, RunStatus::Succeeded).await;
+    let out: Value = sqlx::query_scalar("select output from engine_runs where id = $1")
+        .bind(sla)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        (out["warned"].as_i64(), out["pruned"].as_i64()),
+        (Some(1), Some(2)),
+        "{out}"
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/incidents/{id}"), &acme.admin)
+            .await
+            .status,
+        404,
+        "pruned"
+    );
+
     // Another tenant sees none of it.
     let other = app.tenant("other").await;
     assert_eq!(
