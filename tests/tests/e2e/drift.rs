@@ -536,7 +536,7 @@ async fn expired_incidents_escalate_and_accepted_drift_stays_quiet() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     prod_n8n.modify_workflow(&prod_ids[0], |wf| {
-        wf["settings"] = json!({"executionTimeout": 60})
+        wf["settings"] = json!({"executionTimeout": 60});
     });
     sync(&app, &acme, prod).await;
     run(
