@@ -234,10 +234,10 @@ impl AuthCache {
 /// The outcome of reading the Authorization header, left in the request's extensions for the
 /// extractors: public routes ignore it, protected ones turn a failure into its 401.
 #[derive(Clone)]
-struct AuthOutcome(Result<Arc<Principal>, AuthFailure>);
+pub(crate) struct AuthOutcome(pub(crate) Result<Arc<Principal>, AuthFailure>);
 
 #[derive(Debug, Clone)]
-struct AuthFailure {
+pub(crate) struct AuthFailure {
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -286,8 +286,60 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             }
         }
         req.extensions_mut().insert(AuthOutcome(outcome));
+    } else if let Some(token) = session_cookie(req.headers()) {
+        // The web UI's session cookie. A state-changing API call made with it must also carry
+        // `X-CSRF-Token` (the page's token, which another origin cannot read).
+        let safe = matches!(
+            *req.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD
+        );
+        let outcome = if !safe
+            && req.uri().path().starts_with("/api/")
+            && req
+                .headers()
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok())
+                != Some(csrf_token(&token).as_str())
+        {
+            Err(AuthFailure {
+                status: StatusCode::FORBIDDEN,
+                code: "csrf_failed",
+                message: "a request signed in by cookie needs the page's X-CSRF-Token header"
+                    .into(),
+            })
+        } else {
+            resolve(&state, &token).await
+        };
+        req.extensions_mut().insert(AuthOutcome(outcome));
     }
     next.run(req).await
+}
+
+/// The web UI's session cookie name.
+pub const SESSION_COOKIE: &str = "wfo_session";
+
+/// The session token in the `wfo_session` cookie, if any.
+pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// The CSRF token of a session: derived from the session token, so only a page that could read
+/// it (served to the session's own browser) can send it.
+pub fn csrf_token(session_token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(format!("wfo-csrf:{session_token}").as_bytes())
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 async fn resolve(state: &AppState, token: &str) -> Result<Arc<Principal>, AuthFailure> {

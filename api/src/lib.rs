@@ -20,3 +20,4 @@ pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod telemetry;
+pub mod ui;

@@ -23,5 +23,6 @@ mod e2e {
     mod secrets;
     mod snapshots;
     mod team;
+    mod ui;
     mod workflows;
 }

@@ -108,6 +108,15 @@ pub async fn login(
     meta: axum::Extension<ClientMeta>,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
+    Ok(Json(sign_in(&state, &meta, req).await?))
+}
+
+/// Verifies the credentials and opens a session (the API's login and the web UI's).
+pub(crate) async fn sign_in(
+    state: &AppState,
+    meta: &ClientMeta,
+    req: LoginRequest,
+) -> ApiResult<LoginResponse> {
     let found = tenancy::user_with_password(&state.db, &req.email).await?;
     let (user, stored) = match found {
         Some((user, hash)) => (Some(user), Some(hash)),
@@ -145,15 +154,14 @@ pub async fn login(
     };
     let platform_admin = tenancy::is_platform_admin(&state.db, user.id).await?;
     let mut tx = state.db.begin().await?;
-    let session =
-        open_session(&mut tx, &state, &meta, user.id, tenant.map(|t| t.tenant_id)).await?;
-    let actor = self_actor(&user, &meta);
+    let session = open_session(&mut tx, state, meta, user.id, tenant.map(|t| t.tenant_id)).await?;
+    let actor = self_actor(&user, meta);
     Entry::new(tenant.map(|t| t.tenant_id), &actor, "auth.login", "session")
         .target(session.id)
         .record(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(Json(LoginResponse {
+    Ok(LoginResponse {
         token: session.token.plaintext,
         token_type: "Bearer",
         expires_at: session.expires_at,
@@ -165,7 +173,7 @@ pub async fn login(
             role: t.role,
         }),
         platform_admin,
-    }))
+    })
 }
 
 /// End the current session. Its token stops working at once, on every server.

@@ -1,0 +1,287 @@
+//! The web UI: server-rendered pages (askama templates in `api/templates/`) under `/`, signed in
+//! by an HttpOnly session cookie, served by the same process with the same domain services and
+//! RBAC as the API. Pages render what the domain returns; actions go through the JSON API from a
+//! small script of our own (`api/static/app.js`), which sends the page's CSRF token, shows the
+//! API's error messages inline, and follows runs live over their SSE stream (one connection per
+//! page).
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Form, FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use domain::page::PageRequest;
+use domain::{Permission, Role};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::{
+    AuthOutcome, ClientMeta, Principal, SESSION_COOKIE, Subject, csrf_token, session_cookie,
+};
+
+mod pages;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/static/app.js", get(script))
+        .route("/static/app.css", get(style))
+        .route("/", get(pages::dashboard))
+        .route("/environments", get(pages::environments))
+        .route("/environments/{id}", get(pages::environment))
+        .route("/workflows", get(pages::workflows))
+        .route("/matrix", get(pages::matrix))
+        .route("/runs", get(pages::runs))
+        .route("/runs/{id}", get(pages::run))
+        .route("/promotions", get(pages::promotions))
+        .route("/promotions/{id}", get(pages::promotion))
+        .route("/incidents", get(pages::incidents))
+        .route("/incidents/{id}", get(pages::incident))
+}
+
+/// What every page's layout shows: who is signed in, where, and what they may do.
+pub struct Nav {
+    pub user: String,
+    pub tenant: String,
+    pub role: Role,
+    pub csrf: String,
+    pub current: &'static str,
+}
+
+impl Nav {
+    pub fn can(&self, p: Permission) -> bool {
+        self.role.allows(p)
+    }
+
+    /// Attributes for a control that needs to sync/act on environments (developers, admins).
+    pub fn sync_gate(&self) -> String {
+        self.gate(Permission::SyncEnvironments)
+    }
+
+    /// … to promote.
+    pub fn promote_gate(&self) -> String {
+        self.gate(Permission::ExecutePromotions)
+    }
+
+    /// … to connect environments.
+    pub fn manage_gate(&self) -> String {
+        self.gate(Permission::ManageEnvironments)
+    }
+
+    /// `disabled title="…"` for a control the role may not use, else nothing.
+    pub fn gate(&self, p: Permission) -> String {
+        if self.can(p) {
+            String::new()
+        } else {
+            format!(
+                "disabled title=\"your role ({}) cannot do this\"",
+                self.role.as_str()
+            )
+        }
+    }
+}
+
+/// A signed-in user in a tenant, from the session cookie; pages redirect to `/login` otherwise.
+pub struct Viewer {
+    pub principal: Arc<Principal>,
+    pub tenant_id: Uuid,
+    pub nav_base: (String, String, Role, String),
+}
+
+impl Viewer {
+    pub fn nav(&self, current: &'static str) -> Nav {
+        let (user, tenant, role, csrf) = self.nav_base.clone();
+        Nav {
+            user,
+            tenant,
+            role,
+            csrf,
+            current,
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let to_login = || Redirect::to("/login").into_response();
+        let token = session_cookie(&parts.headers).ok_or_else(to_login)?;
+        let Some(AuthOutcome(Ok(principal))) = parts.extensions.get::<AuthOutcome>() else {
+            return Err(to_login());
+        };
+        let (Subject::User { email, .. }, Some(tenant)) = (&principal.subject, &principal.tenant)
+        else {
+            return Err(to_login());
+        };
+        Ok(Self {
+            tenant_id: tenant.id,
+            nav_base: (
+                email.clone(),
+                tenant.name.clone(),
+                tenant.role,
+                csrf_token(&token),
+            ),
+            principal: Arc::clone(principal),
+        })
+    }
+}
+
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for Viewer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(
+            <Self as FromRequestParts<S>>::from_request_parts(parts, state)
+                .await
+                .ok(),
+        )
+    }
+}
+
+/// Renders a template, or a plain 500 page whose details go to the log only.
+pub fn render(t: &impl Template) -> Response {
+    match t.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering a page failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Html("<h1>Something went wrong</h1><p>It has been logged.</p>"),
+            )
+                .into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    error: Option<String>,
+    email: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LoginQuery {
+    error: Option<String>,
+}
+
+async fn login_page(Query(q): Query<LoginQuery>) -> Response {
+    render(&LoginPage {
+        error: q.error,
+        email: String::new(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    email: String,
+    password: String,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    Extension(meta): Extension<ClientMeta>,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let req = crate::routes::auth::LoginRequest {
+        email: form.email.clone(),
+        password: form.password,
+        tenant: None,
+    };
+    match crate::routes::auth::sign_in(&state, &meta, req).await {
+        Ok(session) => {
+            let secure = state.config.public_url.starts_with("https://");
+            let cookie = format!(
+                "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax{}",
+                session.token,
+                if secure { "; Secure" } else { "" }
+            );
+            let mut resp = Redirect::to("/").into_response();
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                resp.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            resp
+        }
+        Err(e) => {
+            let status = if e.status == StatusCode::UNAUTHORIZED {
+                StatusCode::UNAUTHORIZED
+            } else {
+                e.status
+            };
+            (
+                status,
+                render(&LoginPage {
+                    error: Some(e.message),
+                    email: form.email,
+                }),
+            )
+                .into_response()
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LogoutForm {
+    csrf: String,
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    viewer: Option<Viewer>,
+    Form(form): Form<LogoutForm>,
+) -> Response {
+    if let Some(v) = viewer
+        && form.csrf == v.nav_base.3
+        && let Subject::User { session_id, .. } = &v.principal.subject
+    {
+        if let Err(e) = domain::sessions::revoke(&state.db, *session_id).await {
+            tracing::warn!(error = %e, "revoking a session at sign-out failed");
+        }
+        state
+            .auth_cache
+            .evict(crate::auth::Invalidation::Session(*session_id));
+    }
+    let mut resp = Redirect::to("/login").into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("wfo_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
+    );
+    resp
+}
+
+async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../static/app.js"),
+    )
+        .into_response()
+}
+
+async fn style() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../static/app.css"),
+    )
+        .into_response()
+}
+
+/// A `?cursor=&limit=` page request for lists, falling back to the first page on garbage.
+pub fn page_of(cursor: Option<&str>, limit: u32) -> PageRequest {
+    PageRequest::parse(cursor, Some(limit)).unwrap_or(PageRequest { after: None, limit })
+}

@@ -1,0 +1,555 @@
+//! The pages: each reads through the domain (tenant-scoped, like the API) and renders a template.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use domain::catalog::{self, WorkflowFilter, WorkflowItem};
+use domain::drift::{self, Incident, IncidentFilter, IncidentStatus};
+use domain::environments::{self, Environment};
+use domain::promotions::{self, Approval, Promotion, PromotionFilter};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{Nav, Viewer, page_of, render};
+use crate::app::AppState;
+
+fn not_found(what: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::response::Html(format!(
+            "<h1>Not found</h1><p>No such {what}. <a href=\"/\">Back to the dashboard</a></p>"
+        )),
+    )
+        .into_response()
+}
+
+fn failed(e: &impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "a page's query failed");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        axum::response::Html("<h1>Something went wrong</h1><p>It has been logged.</p>"),
+    )
+        .into_response()
+}
+
+/// A run as pages list it.
+pub struct RunRow {
+    pub id: Uuid,
+    pub kind: String,
+    pub status: String,
+    pub progress: Option<(i64, i64)>,
+    pub created_at: String,
+    pub created_by: String,
+}
+
+async fn recent_runs(
+    state: &AppState,
+    tenant_id: Uuid,
+    label_env: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<RunRow>, sqlx::Error> {
+    type Row = (
+        Uuid,
+        String,
+        String,
+        Option<i64>,
+        Option<i64>,
+        chrono::DateTime<chrono::Utc>,
+        Option<String>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "select id, kind, status, progress_done, progress_total, created_at, created_by from engine_runs \
+         where namespace = $1 and parent_id is null and ($2::text is null or labels->>'environment_id' = $2) \
+         order by id desc limit $3",
+    )
+    .bind(tenant_id.to_string())
+    .bind(label_env.map(|e| e.to_string()))
+    .bind(limit)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, kind, status, done, total, at, by)| RunRow {
+            id,
+            kind,
+            status,
+            progress: done.zip(total),
+            created_at: at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            created_by: by.unwrap_or_default(),
+        })
+        .collect())
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct Dashboard {
+    nav: Nav,
+    environments: Vec<Environment>,
+    runs: Vec<RunRow>,
+    incidents: Vec<Incident>,
+    promotions: Vec<Promotion>,
+}
+
+pub async fn dashboard(State(state): State<AppState>, v: Viewer) -> Response {
+    let result: Result<Dashboard, domain::Error> = async {
+        Ok(Dashboard {
+            environments: environments::list(&state.db, v.tenant_id).await?,
+            runs: recent_runs(&state, v.tenant_id, None, 10).await?,
+            incidents: drift::list(
+                &state.db,
+                v.tenant_id,
+                &IncidentFilter {
+                    open: Some(true),
+                    ..Default::default()
+                },
+                page_of(None, 10),
+            )
+            .await?
+            .items,
+            promotions: promotions::list(
+                &state.db,
+                v.tenant_id,
+                &PromotionFilter::default(),
+                page_of(None, 5),
+            )
+            .await?
+            .items,
+            nav: v.nav("dashboard"),
+        })
+    }
+    .await;
+    match result {
+        Ok(page) => render(&page),
+        Err(e) => failed(&e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "environments.html")]
+struct Environments {
+    nav: Nav,
+    environments: Vec<Environment>,
+}
+
+pub async fn environments(State(state): State<AppState>, v: Viewer) -> Response {
+    match environments::list(&state.db, v.tenant_id).await {
+        Ok(environments) => render(&Environments {
+            nav: v.nav("environments"),
+            environments,
+        }),
+        Err(e) => failed(&e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "environment.html")]
+struct EnvironmentPage {
+    nav: Nav,
+    env: Environment,
+    workflows: i64,
+    runs: Vec<RunRow>,
+    /// The sync in progress, to follow live.
+    running: Option<Uuid>,
+}
+
+pub async fn environment(
+    State(state): State<AppState>,
+    v: Viewer,
+    Path(id): Path<Uuid>,
+) -> Response {
+    let env = match environments::get(&state.db, v.tenant_id, id).await {
+        Ok(env) => env,
+        Err(domain::Error::NotFound { .. }) => return not_found("environment"),
+        Err(e) => return failed(&e),
+    };
+    let workflows: i64 = match sqlx::query_scalar(
+        "select count(*) from env_workflows where environment_id = $1 and deleted_at is null",
+    )
+    .bind(id)
+    .fetch_one(&state.db)
+    .await
+    {
+        Ok(n) => n,
+        Err(e) => return failed(&e),
+    };
+    let runs = match recent_runs(&state, v.tenant_id, Some(id), 10).await {
+        Ok(r) => r,
+        Err(e) => return failed(&e),
+    };
+    let running = runs
+        .iter()
+        .find(|r| {
+            r.kind == "environment.sync" && ["queued", "running"].contains(&r.status.as_str())
+        })
+        .map(|r| r.id);
+    render(&EnvironmentPage {
+        nav: v.nav("environments"),
+        env,
+        workflows,
+        runs,
+        running,
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    search: Option<String>,
+    environment_id: Option<Uuid>,
+    cursor: Option<String>,
+    status: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "workflows.html")]
+struct Workflows {
+    nav: Nav,
+    items: Vec<WorkflowItem>,
+    next_cursor: Option<String>,
+    search: String,
+    environments: Vec<Environment>,
+    environment_id: Option<Uuid>,
+}
+
+pub async fn workflows(
+    State(state): State<AppState>,
+    v: Viewer,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let filter = WorkflowFilter {
+        environment_id: q.environment_id,
+        search: q
+            .search
+            .clone()
+            .filter(|s| !s.trim().is_empty() && s.len() <= 200),
+        ..WorkflowFilter::default()
+    };
+    let page =
+        match catalog::list_workflows(&state.db, v.tenant_id, &filter, q.cursor.as_deref(), 50)
+            .await
+        {
+            Ok(p) => p,
+            Err(domain::Error::Validation(_)) => {
+                match catalog::list_workflows(&state.db, v.tenant_id, &filter, None, 50).await {
+                    Ok(p) => p,
+                    Err(e) => return failed(&e),
+                }
+            }
+            Err(e) => return failed(&e),
+        };
+    let environments = match environments::list(&state.db, v.tenant_id).await {
+        Ok(e) => e,
+        Err(e) => return failed(&e),
+    };
+    render(&Workflows {
+        nav: v.nav("workflows"),
+        items: page.items,
+        next_cursor: page.next_cursor,
+        search: q.search.unwrap_or_default(),
+        environments,
+        environment_id: q.environment_id,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "matrix.html")]
+struct MatrixPage {
+    nav: Nav,
+    matrix: domain::canonical::Matrix,
+}
+
+pub async fn matrix(
+    State(state): State<AppState>,
+    v: Viewer,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let mut conn = match state.db.acquire().await {
+        Ok(c) => c,
+        Err(e) => return failed(&e),
+    };
+    let filter = domain::canonical::MatrixFilter {
+        search: q.search.filter(|s| !s.trim().is_empty()),
+        ..Default::default()
+    };
+    match domain::canonical::matrix(&mut conn, v.tenant_id, &filter, q.cursor.as_deref(), 50).await
+    {
+        Ok(matrix) => render(&MatrixPage {
+            nav: v.nav("matrix"),
+            matrix,
+        }),
+        Err(e) => failed(&e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "runs.html")]
+struct Runs {
+    nav: Nav,
+    runs: Vec<RunRow>,
+}
+
+pub async fn runs(State(state): State<AppState>, v: Viewer) -> Response {
+    match recent_runs(&state, v.tenant_id, None, 100).await {
+        Ok(runs) => render(&Runs {
+            nav: v.nav("runs"),
+            runs,
+        }),
+        Err(e) => failed(&e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "run.html")]
+struct RunPage {
+    nav: Nav,
+    run: RunRow,
+    error: String,
+    steps: Vec<(String, i32, String)>,
+}
+
+pub async fn run(State(state): State<AppState>, v: Viewer, Path(id): Path<Uuid>) -> Response {
+    let run = match engine::queue::get(&state.db, &v.tenant_id.to_string(), id).await {
+        Ok(r) => r,
+        Err(engine::queue::Error::NotFound) => return not_found("run"),
+        Err(e) => return failed(&e),
+    };
+    let steps: Vec<(String, i32, String)> = match sqlx::query_as(
+        "select name, attempt, to_char(completed_at, 'HH24:MI:SS') from engine_steps where run_id = $1 order by completed_at",
+    )
+    .bind(id)
+    .fetch_all(&state.db)
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => return failed(&e),
+    };
+    render(&RunPage {
+        nav: v.nav("runs"),
+        error: run
+            .error
+            .as_ref()
+            .map(|e| {
+                e.get("message")
+                    .and_then(|m| m.as_str())
+                    .map_or_else(|| e.to_string(), str::to_owned)
+            })
+            .unwrap_or_default(),
+        run: RunRow {
+            id: run.id,
+            kind: run.kind,
+            status: run.status.0.as_str().to_owned(),
+            progress: run.progress_done.zip(run.progress_total),
+            created_at: run.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            created_by: run.created_by.unwrap_or_default(),
+        },
+        steps,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "promotions.html")]
+struct Promotions {
+    nav: Nav,
+    promotions: Vec<Promotion>,
+    names: std::collections::HashMap<Uuid, String>,
+}
+
+async fn env_names(
+    state: &AppState,
+    tenant: Uuid,
+) -> Result<std::collections::HashMap<Uuid, String>, domain::Error> {
+    Ok(environments::list(&state.db, tenant)
+        .await?
+        .into_iter()
+        .map(|e| (e.id, e.name))
+        .collect())
+}
+
+pub async fn promotions(State(state): State<AppState>, v: Viewer) -> Response {
+    let result: Result<Promotions, domain::Error> = async {
+        Ok(Promotions {
+            promotions: promotions::list(
+                &state.db,
+                v.tenant_id,
+                &PromotionFilter::default(),
+                page_of(None, 100),
+            )
+            .await?
+            .items,
+            names: env_names(&state, v.tenant_id).await?,
+            nav: v.nav("promotions"),
+        })
+    }
+    .await;
+    match result {
+        Ok(p) => render(&p),
+        Err(e) => failed(&e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "promotion.html")]
+struct PromotionPage {
+    nav: Nav,
+    p: Promotion,
+    approvals: Vec<Approval>,
+    items: Vec<serde_json::Value>,
+    gates: Vec<serde_json::Value>,
+    results: Vec<serde_json::Value>,
+    names: std::collections::HashMap<Uuid, String>,
+    can_decide: bool,
+}
+
+pub async fn promotion(State(state): State<AppState>, v: Viewer, Path(id): Path<Uuid>) -> Response {
+    let p = match promotions::get(&state.db, v.tenant_id, id).await {
+        Ok(p) => p,
+        Err(domain::Error::NotFound { .. }) => return not_found("promotion"),
+        Err(e) => return failed(&e),
+    };
+    let approvals = match promotions::approvals(&state.db, id).await {
+        Ok(a) => a,
+        Err(e) => return failed(&e),
+    };
+    let names = match env_names(&state, v.tenant_id).await {
+        Ok(n) => n,
+        Err(e) => return failed(&e),
+    };
+    let arr = |x: &Option<serde_json::Value>| {
+        x.as_ref()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    };
+    let gates = p
+        .gates
+        .as_ref()
+        .and_then(|g| g.get("gates"))
+        .and_then(|g| g.as_array().cloned())
+        .unwrap_or_default();
+    let nav = v.nav("promotions");
+    let can_decide = p.status == "pending_approval" && p.requested_by != v.principal.user_id();
+    render(&PromotionPage {
+        items: arr(&p.diff),
+        results: arr(&p.results),
+        gates,
+        approvals,
+        names,
+        can_decide,
+        nav,
+        p,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "incidents.html")]
+struct Incidents {
+    nav: Nav,
+    incidents: Vec<Incident>,
+    names: std::collections::HashMap<Uuid, String>,
+    status: String,
+}
+
+pub async fn incidents(
+    State(state): State<AppState>,
+    v: Viewer,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let status = q.status.clone().unwrap_or_else(|| "open".into());
+    let filter = IncidentFilter {
+        open: match status.as_str() {
+            "open" => Some(true),
+            "closed" => Some(false),
+            _ => None,
+        },
+        ..Default::default()
+    };
+    let result: Result<Incidents, domain::Error> = async {
+        Ok(Incidents {
+            incidents: drift::list(&state.db, v.tenant_id, &filter, page_of(None, 100))
+                .await?
+                .items,
+            names: env_names(&state, v.tenant_id).await?,
+            nav: v.nav("incidents"),
+            status,
+        })
+    }
+    .await;
+    match result {
+        Ok(p) => render(&p),
+        Err(e) => failed(&e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "incident.html")]
+struct IncidentPage {
+    nav: Nav,
+    i: Incident,
+    env: String,
+    next: Vec<IncidentStatus>,
+    affected: Vec<serde_json::Value>,
+}
+
+pub async fn incident(State(state): State<AppState>, v: Viewer, Path(id): Path<Uuid>) -> Response {
+    let i = match drift::get(&state.db, v.tenant_id, id).await {
+        Ok(i) => i,
+        Err(domain::Error::NotFound { .. }) => return not_found("incident"),
+        Err(e) => return failed(&e),
+    };
+    let env = environments::get(&state.db, v.tenant_id, i.environment_id)
+        .await
+        .map(|e| e.name)
+        .unwrap_or_default();
+    let next = IncidentStatus::parse(&i.status)
+        .map(|s| s.next().to_vec())
+        .unwrap_or_default();
+    render(&IncidentPage {
+        nav: v.nav("incidents"),
+        affected: i.affected.as_array().cloned().unwrap_or_default(),
+        env,
+        next,
+        i,
+    })
+}
+
+impl PromotionPage {
+    fn field(&self, v: &serde_json::Value, key: &str) -> String {
+        field(v, key)
+    }
+
+    fn env_name(&self, id: &Uuid) -> &str {
+        self.names.get(id).map_or("?", String::as_str)
+    }
+}
+
+impl Promotions {
+    fn env_name(&self, id: &Uuid) -> &str {
+        self.names.get(id).map_or("?", String::as_str)
+    }
+}
+
+impl Incidents {
+    fn env_name(&self, id: &Uuid) -> &str {
+        self.names.get(id).map_or("?", String::as_str)
+    }
+}
+
+impl Workflows {
+    fn selected(&self, id: &Uuid) -> bool {
+        self.environment_id.as_ref() == Some(id)
+    }
+}
+
+impl IncidentPage {
+    fn field(&self, v: &serde_json::Value, key: &str) -> String {
+        field(v, key)
+    }
+}
+
+/// A JSON field as text, for templates.
+pub fn field(v: &serde_json::Value, key: &str) -> String {
+    match v.get(key) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}

@@ -1,0 +1,114 @@
+//! Real headless Chromium driven through WebDriver (Debian's `chromium` and `chromium-driver`;
+//! `.ci/run` installs them): a chromedriver process per browser, closed with it.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use thirtyfour::prelude::*;
+
+/// A browser session and its chromedriver (killed when dropped).
+pub struct Browser {
+    pub driver: WebDriver,
+    chromedriver: Child,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(9515)
+}
+
+impl Browser {
+    /// Starts chromedriver and a headless Chromium (1366×900).
+    pub async fn start() -> anyhow::Result<Self> {
+        let port = free_port();
+        let chromedriver =
+            Command::new(std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()))
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot start chromedriver (install chromium-driver): {e}")
+                })?;
+        let mut caps = DesiredCapabilities::chrome();
+        caps.set_binary(&std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()))?;
+        for arg in [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-dev-shm-usage",
+            "--window-size=1366,900",
+        ] {
+            caps.add_arg(arg)?;
+        }
+        let url = format!("http://127.0.0.1:{port}");
+        let mut last = None;
+        for _ in 0..50 {
+            match WebDriver::new(&url, caps.clone()).await {
+                Ok(driver) => {
+                    return Ok(Self {
+                        driver,
+                        chromedriver,
+                    });
+                }
+                Err(e) => {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        Err(anyhow::anyhow!("chromedriver did not answer: {last:?}"))
+    }
+
+    /// Saves a screenshot as `<name>.png` in `WFO_SCREENSHOTS` (default: the temp directory).
+    pub async fn screenshot(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let dir = std::env::var_os("WFO_SCREENSHOTS").map_or_else(
+            || std::env::temp_dir().join("wfo-screenshots"),
+            PathBuf::from,
+        );
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{name}.png"));
+        self.driver.screenshot(&path).await?;
+        Ok(path)
+    }
+
+    /// Waits until `check` holds (polling every 100 ms, up to 20 s).
+    pub async fn until<F, Fut>(&self, what: &str, mut check: F) -> anyhow::Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        for _ in 0..200 {
+            if check().await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(anyhow::anyhow!("timed out waiting for {what}"))
+    }
+
+    /// The text of the element with this id ("" when absent).
+    pub async fn text(&self, id: &str) -> String {
+        match self.driver.find(By::Id(id)).await {
+            Ok(el) => el.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Ends the session and chromedriver.
+    pub async fn close(mut self) {
+        let _ = self.driver.clone().quit().await;
+        let _ = self.chromedriver.kill();
+        let _ = self.chromedriver.wait();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.chromedriver.kill();
+    }
+}

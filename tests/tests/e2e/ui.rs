@@ -1,0 +1,376 @@
+//! The web UI in real headless Chromium (WebDriver) against the real server and emulated n8n:
+//! sign in, connect an environment, a sync's progress bar reaching 100% live, a promotion
+//! approved and completing, an incident acknowledged, a viewer's actions disabled. Screenshots
+//! of the main pages go to `WFO_SCREENSHOTS` (see the README).
+
+use domain::Role;
+use engine::RunStatus;
+use serde_json::json;
+use thirtyfour::prelude::*;
+use uuid::Uuid;
+use workflowops_tests::app::FIXTURE_PASSWORD;
+use workflowops_tests::browser::Browser;
+use workflowops_tests::engine_support::{TestWorker, wait_for};
+use workflowops_tests::n8n::{EmulatorConfig, N8nEmulator};
+use workflowops_tests::{Caller, TestApp};
+
+use super::canonical::{environment, sync};
+
+async fn sign_in(b: &Browser, app: &TestApp, who: &Caller) -> WebDriverResult<()> {
+    b.driver.goto(app.url("/login")).await?;
+    b.driver
+        .find(By::Id("email"))
+        .await?
+        .send_keys(&who.email)
+        .await?;
+    b.driver
+        .find(By::Id("password"))
+        .await?
+        .send_keys(FIXTURE_PASSWORD)
+        .await?;
+    b.driver.find(By::Id("sign-in")).await?.click().await?;
+    b.until("the dashboard", || async {
+        b.text("who").await.contains(&who.email)
+    })
+    .await
+    .map_err(|e| WebDriverError::FatalError(e.to_string()))
+}
+
+async fn sign_out(b: &Browser) -> WebDriverResult<()> {
+    b.driver
+        .find(By::Css("form[action='/logout'] button"))
+        .await?
+        .click()
+        .await?;
+    b.until("the sign-in page", || async {
+        b.driver.find(By::Id("sign-in")).await.is_ok()
+    })
+    .await
+    .map_err(|e| WebDriverError::FatalError(e.to_string()))
+}
+
+async fn enabled(b: &Browser, id: &str) -> bool {
+    match b.driver.find(By::Id(id)).await {
+        Ok(el) => el.is_enabled().await.unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 4);
+    let dev_n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    let prod_n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    let dev_ids = dev_n8n.seed_workflows(12, 4);
+    for i in 1..=3 {
+        prod_n8n.add_credential(&format!("Seed basic auth {i}"), "httpBasicAuth");
+    }
+    let b = Browser::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+
+    // Sign in: a wrong password is refused on the page, the right one lands on the dashboard.
+    b.driver
+        .goto(app.url("/login"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .find(By::Id("email"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .send_keys(&acme.admin.email)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .find(By::Id("password"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .send_keys("wrong")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .find(By::Id("sign-in"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !b.text("login-error").await.is_empty(),
+        "the API's message is shown"
+    );
+    sign_in(&b, &app, &acme.admin)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(b.text("who").await.contains(&acme.admin.email));
+    let source = b.driver.source().await.unwrap_or_default();
+    assert!(
+        source.contains("Connect your first environment"),
+        "the empty state"
+    );
+    b.screenshot("dashboard-empty")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // Connect an environment through the form (tested before saving).
+    b.driver
+        .goto(app.url("/environments"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let form = b
+        .driver
+        .find(By::Id("create-environment"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for (name, value) in [
+        ("name", "Dev".to_owned()),
+        ("base_url", dev_n8n.base_url()),
+        ("api_key", dev_n8n.api_key()),
+    ] {
+        form.find(By::Name(name))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .send_keys(value)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    form.find(By::Css("button[type=submit]"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.until("the new environment's page", || async {
+        b.driver
+            .current_url()
+            .await
+            .map(|u| u.path().starts_with("/environments/"))
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // Sync and watch the progress bar reach 100% without the page reloading.
+    b.driver
+        .execute("window.__stay = 42;", vec![])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .find(By::Id("sync"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    if let Err(e) = b
+        .until("the progress bar at 100%", || async {
+            b.text("progress-text").await.starts_with("100%")
+        })
+        .await
+    {
+        let _ = b.screenshot("failed-sync").await;
+        let logs = b
+            .driver
+            .execute("return document.getElementById('live').outerHTML;", vec![])
+            .await
+            .map(|v| v.json().clone());
+        panic!("{e}: {:?} / {:?}", b.text("progress-text").await, logs);
+    }
+    b.until("the run to succeed", || async {
+        b.text("run-status").await == "succeeded"
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let stayed = b
+        .driver
+        .execute("return window.__stay;", vec![])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stayed.json(), &json!(42), "no reload");
+    assert!(!b.text("log").await.is_empty(), "log lines streamed");
+    b.screenshot("environment-sync")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .goto(app.url("/workflows"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(b.text("workflows").await.contains("Seeded workflow 00000"));
+    b.screenshot("workflows")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // A promotion into production, waiting for a second admin's approval.
+    let dev: Uuid = sqlx::query_scalar("select id from environments where name = 'Dev'")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let prod = environment(&app, &acme, "Prod", "production", &prod_n8n).await;
+    sync(&app, &acme, prod).await;
+    let full = app
+        .post(
+            &format!("/api/v1/environments/{prod}/sync"),
+            &acme.admin,
+            &json!({"scope": "credentials"}),
+        )
+        .await;
+    let full_run: Uuid = full.body["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
+    wait_for(&app.db.pool, full_run, RunStatus::Succeeded).await;
+    let pipeline = app
+        .post(
+            "/api/v1/pipelines",
+            &acme.admin,
+            &json!({"name": "release", "provider": "n8n", "stages": [{"source_environment_id": dev, "target_environment_id": prod,
+                "approvals": {"required": 1, "roles": ["admin"]}}]}),
+        )
+        .await;
+    assert_eq!(pipeline.status, 201, "{}", pipeline.body);
+    let promotion = app
+        .post(
+            "/api/v1/promotions",
+            &acme.admin,
+            &json!({"pipeline_id": pipeline.body["id"], "stage_index": 0, "workflow_ids": dev_ids[..3], "note": "release 7"}),
+        )
+        .await;
+    assert_eq!(promotion.status, 202, "{}", promotion.body);
+    let pid = promotion.body["id"].as_str().unwrap_or_default().to_owned();
+    b.until("pending approval", || async {
+        app.get(&format!("/api/v1/promotions/{pid}"), &acme.admin)
+            .await
+            .body["status"]
+            == "pending_approval"
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .goto(app.url(&format!("/promotions/{pid}")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !enabled(&b, "approve").await,
+        "the requester cannot approve their own promotion"
+    );
+    sign_out(&b).await.unwrap_or_else(|e| panic!("{e}"));
+    let admin2 = app.member(&acme, Role::Admin).await;
+    sign_in(&b, &app, &admin2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .goto(app.url(&format!("/promotions/{pid}")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.screenshot("promotion-approval")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .find(By::Id("comment"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .send_keys("ship it")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .find(By::Id("approve"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.until("the promotion to complete on the page", || async {
+        b.text("promotion-status").await == "completed"
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(b.text("results").await.contains("created"));
+    assert_eq!(prod_n8n.workflow_count(), 3);
+    b.screenshot("promotion-completed")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // An incident, acknowledged from its page.
+    let incident = domain::drift::create_incident(
+        &app.db.pool,
+        acme.id,
+        &domain::drift::NewIncident {
+            environment_id: prod,
+            severity: domain::drift::Severity::Critical,
+            title: "Drift in Prod: 1 workflow(s) changed outside WorkflowOps",
+            ttl_hours: 24,
+            affected: &json!([{"workflow_id": "x", "name": "Orders", "kind": "drift", "risk": "high", "summary": "1 changed"}]),
+            payload: &json!({}),
+            check_id: Uuid::now_v7(),
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .goto(app.url("/incidents"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.screenshot("incidents")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .goto(app.url(&format!("/incidents/{}", incident.id)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .find(By::Id("to-acknowledged"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.until("acknowledged", || async {
+        b.text("incident-status").await == "acknowledged"
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    b.screenshot("incident")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .goto(app.url("/"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.screenshot("dashboard")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // A viewer sees the actions, disabled.
+    sign_out(&b).await.unwrap_or_else(|e| panic!("{e}"));
+    let viewer = app.member(&acme, Role::Viewer).await;
+    sign_in(&b, &app, &viewer)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .goto(app.url(&format!("/environments/{dev}")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!enabled(&b, "sync").await, "a viewer cannot sync");
+    b.driver
+        .goto(app.url(&format!("/incidents/{}", incident.id)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !enabled(&b, "to-stabilized").await,
+        "a viewer cannot move incidents"
+    );
+    // Signed out, pages lead to the sign-in page.
+    sign_out(&b).await.unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .goto(app.url("/environments"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = b
+        .driver
+        .current_url()
+        .await
+        .map(|u| u.path().to_owned())
+        .unwrap_or_default();
+    assert_eq!(url, "/login");
+    b.close().await;
+}
