@@ -61,6 +61,7 @@ pub async fn run(
     ));
     println!();
     println!("WorkflowOps is running at {url}");
+    println!("  Web UI: {url}/ (sign in below)");
     println!("  API description: {url}/api/v1/openapi.json");
     match &login {
         Some(pw) => println!(

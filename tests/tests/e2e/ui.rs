@@ -374,3 +374,84 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
     assert_eq!(url, "/login");
     b.close().await;
 }
+
+// Cookie-authenticated API calls need the page's CSRF token; pages need a session.
+#[tokio::test]
+async fn cookie_sessions_need_the_csrf_token_for_changes() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let anonymous = http
+        .get(app.url("/workflows"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(anonymous.status(), 303, "pages send strangers to sign in");
+    let login = http
+        .post(app.url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "email={}&password={FIXTURE_PASSWORD}",
+            acme.admin.email.replace('@', "%40")
+        ))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(login.status(), 303);
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap_or_default().to_owned();
+    let token = session.trim_start_matches("wfo_session=");
+    let page = http
+        .get(app.url("/workflows"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap_or_default();
+    let csrf = api::auth::csrf_token(token);
+    assert!(html.contains(&csrf), "the page carries its CSRF token");
+    let body = json!({"name": "x", "provider": "n8n", "stages": []});
+    let forged = http
+        .post(app.url("/api/v1/pipelines"))
+        .header("cookie", &session)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(forged.status(), 403);
+    let forged = TestApp::read(forged).await;
+    assert_eq!(forged.code(), "csrf_failed");
+    let allowed = http
+        .post(app.url("/api/v1/pipelines"))
+        .header("cookie", &session)
+        .header("x-csrf-token", &csrf)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        allowed.status(),
+        422,
+        "past the CSRF check, the request is judged on its content"
+    );
+    let reads = http
+        .get(app.url("/api/v1/me"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reads.status(), 200, "GETs need no token");
+}
