@@ -62,8 +62,32 @@ fn normalize_node(node: &Value) -> Value {
     Value::Object(out)
 }
 
+/// `v` with every object's keys in sorted order, whatever map serde_json was built with (its
+/// `preserve_order` feature, which any crate in a build can switch on, keeps insertion order):
+/// hashes and stored files must not depend on it.
+pub fn sort_keys(v: Value) -> Value {
+    match v {
+        Value::Object(o) => {
+            let mut entries: Vec<(String, Value)> = o.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, sort_keys(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(sort_keys).collect()),
+        other => other,
+    }
+}
+
 /// The normalised form of a workflow (see the module docs).
 pub fn normalize(workflow: &Value) -> Value {
+    sort_keys(normalize_unsorted(workflow))
+}
+
+fn normalize_unsorted(workflow: &Value) -> Value {
     let mut out = Map::new();
     for key in WORKFLOW_KEEP {
         let Some(v) = workflow.get(key) else { continue };
@@ -115,6 +139,10 @@ pub fn content_hash(workflow: &Value) -> String {
 /// id, version ids, timestamps, activation and archive state, tags, sharing, `meta`,
 /// `staticData`, `pinData`), null values and `"DEFAULT"` settings. Keys sorted.
 pub fn storage_form(workflow: &Value) -> Value {
+    sort_keys(storage_form_unsorted(workflow))
+}
+
+fn storage_form_unsorted(workflow: &Value) -> Value {
     let mut out = Map::new();
     for key in WORKFLOW_KEEP {
         let Some(v) = workflow.get(key) else { continue };
@@ -566,5 +594,24 @@ mod tests {
         assert_eq!(refs.len(), 1);
         assert_eq!(refs[0].name, "Shop");
         assert_eq!(refs[0].id.as_deref(), Some("c1"));
+    }
+}
+
+#[cfg(test)]
+mod order_tests {
+    use super::*;
+
+    // serde_json's `preserve_order` (switched on by any crate in the build) must not change hashes.
+    #[test]
+    fn hashes_do_not_depend_on_key_order() {
+        let a = serde_json::json!({"name": "x", "settings": {"b": 1, "a": 2}, "nodes": [{"type": "t", "name": "n", "parameters": {"z": 1, "y": {"q": 1, "p": 2}}}], "connections": {}});
+        let b = serde_json::json!({"connections": {}, "nodes": [{"parameters": {"y": {"p": 2, "q": 1}, "z": 1}, "name": "n", "type": "t"}], "settings": {"a": 2, "b": 1}, "name": "x"});
+        assert_eq!(content_hash(&a), content_hash(&b));
+        assert_eq!(storage_form(&a).to_string(), storage_form(&b).to_string());
+        let text = storage_form(&b).to_string();
+        assert!(
+            text.find("\"connections\"") < text.find("\"name\""),
+            "keys sorted: {text}"
+        );
     }
 }

@@ -36,6 +36,7 @@ pub fn router() -> Router<AppState> {
         .route("/environments", get(pages::environments))
         .route("/environments/{id}", get(pages::environment))
         .route("/workflows", get(pages::workflows))
+        .route("/environments/{id}/workflows/{wid}", get(pages::workflow))
         .route("/matrix", get(pages::matrix))
         .route("/runs", get(pages::runs))
         .route("/runs/{id}", get(pages::run))

@@ -553,3 +553,137 @@ pub fn field(v: &serde_json::Value, key: &str) -> String {
         Some(other) => other.to_string(),
     }
 }
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The workflow drawn as SVG from its nodes' canvas positions and its connections (WF-004).
+pub fn graph_svg(g: &domain::workflow::Graph) -> String {
+    const W: f64 = 170.0;
+    const H: f64 = 46.0;
+    const PAD: f64 = 30.0;
+    if g.nodes.is_empty() {
+        return "<p class=\"muted\">No nodes.</p>".to_owned();
+    }
+    let min_x = g.nodes.iter().map(|n| n.x).fold(f64::INFINITY, f64::min);
+    let min_y = g.nodes.iter().map(|n| n.y).fold(f64::INFINITY, f64::min);
+    let max_x = g
+        .nodes
+        .iter()
+        .map(|n| n.x)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let max_y = g
+        .nodes
+        .iter()
+        .map(|n| n.y)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let at = |name: &str| {
+        g.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .map(|n| (n.x - min_x + PAD, n.y - min_y + PAD))
+    };
+    let (width, height) = (max_x - min_x + W + 2.0 * PAD, max_y - min_y + H + 2.0 * PAD);
+    let mut out = format!(
+        "<svg class=\"graph\" role=\"img\" aria-label=\"workflow graph\" viewBox=\"0 0 {width:.0} {height:.0}\" width=\"{width:.0}\" height=\"{height:.0}\">"
+    );
+    for e in &g.edges {
+        if let (Some((x1, y1)), Some((x2, y2))) = (at(&e.from), at(&e.to)) {
+            let (sx, sy, tx, ty) = (
+                x1 + W,
+                y1 + H / 2.0 + e.output as f64 * 8.0,
+                x2,
+                y2 + H / 2.0,
+            );
+            let mid = (sx + tx) / 2.0;
+            out.push_str(&format!(
+                "<path class=\"edge {}\" d=\"M{sx:.0},{sy:.0} C{mid:.0},{sy:.0} {mid:.0},{ty:.0} {tx:.0},{ty:.0}\"/>",
+                escape(&e.kind)
+            ));
+        }
+    }
+    for n in &g.nodes {
+        let (x, y) = (n.x - min_x + PAD, n.y - min_y + PAD);
+        let class = if n.disabled {
+            "node disabled"
+        } else if n.trigger {
+            "node trigger"
+        } else {
+            "node"
+        };
+        let short = n.node_type.rsplit('.').next().unwrap_or_default();
+        let name: String = n.name.chars().take(22).collect();
+        out.push_str(&format!(
+            "<g class=\"{class}\"><title>{}</title><rect x=\"{x:.0}\" y=\"{y:.0}\" width=\"{W}\" height=\"{H}\" rx=\"8\"/>\
+             <text x=\"{:.0}\" y=\"{:.0}\">{}</text><text class=\"type\" x=\"{:.0}\" y=\"{:.0}\">{}</text></g>",
+            escape(&format!("{} ({})", n.name, n.node_type)),
+            x + 10.0,
+            y + 20.0,
+            escape(&name),
+            x + 10.0,
+            y + 36.0,
+            escape(short)
+        ));
+    }
+    out.push_str("</svg>");
+    out
+}
+
+#[derive(Template)]
+#[template(path = "workflow.html")]
+struct WorkflowPage {
+    nav: Nav,
+    env: Environment,
+    w: catalog::WorkflowRecord,
+    svg: String,
+    complexity: domain::workflow::Complexity,
+    credentials: Vec<domain::workflow::CredentialRef>,
+}
+
+pub async fn workflow(
+    State(state): State<AppState>,
+    v: Viewer,
+    Path((env_id, wid)): Path<(Uuid, String)>,
+) -> Response {
+    let env = match environments::get(&state.db, v.tenant_id, env_id).await {
+        Ok(e) => e,
+        Err(domain::Error::NotFound { .. }) => return not_found("environment"),
+        Err(e) => return failed(&e),
+    };
+    let w = match catalog::get_workflow(&state.db, v.tenant_id, env_id, &wid).await {
+        Ok(w) => w,
+        Err(domain::Error::NotFound { .. }) => return not_found("workflow"),
+        Err(e) => return failed(&e),
+    };
+    render(&WorkflowPage {
+        nav: v.nav("workflows"),
+        svg: graph_svg(&domain::workflow::graph(&w.definition)),
+        complexity: domain::workflow::complexity(&w.definition),
+        credentials: domain::workflow::credential_refs(&w.definition),
+        env,
+        w,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_graph_is_drawn_with_escaped_names() {
+        let wf = serde_json::json!({"nodes": [
+            {"name": "Start <x>", "type": "n8n-nodes-base.manualTrigger", "position": [0, 0], "parameters": {}},
+            {"name": "Call \"API\"", "type": "n8n-nodes-base.httpRequest", "position": [220, 0], "parameters": {}}],
+            "connections": {"Start <x>": {"main": [[{"node": "Call \"API\"", "type": "main", "index": 0}]]}}});
+        let svg = graph_svg(&domain::workflow::graph(&wf));
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
+        assert_eq!(svg.matches("<rect").count(), 2);
+        assert_eq!(svg.matches("<path").count(), 1);
+        assert!(svg.contains("Start &lt;x&gt;") && svg.contains("Call &quot;API&quot;"));
+        assert!(!svg.contains("<x>"));
+    }
+}

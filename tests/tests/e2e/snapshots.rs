@@ -83,6 +83,10 @@ async fn snapshots_are_compared_previewed_restored_and_tracked() {
             .unwrap_or_default()
     };
     let original = hash(&ids[0]);
+    let original_wf = n8n
+        .workflow(&ids[0])
+        .map(|w| domain::workflow::normalize(&w))
+        .unwrap_or_default();
 
     // Production changes: one edited, one deleted, one added.
     n8n.modify_workflow(&ids[0], |wf| {
@@ -194,6 +198,11 @@ async fn snapshots_are_compared_previewed_restored_and_tracked() {
     )
     .await;
     assert_eq!(one["updated"], 1, "{one}");
+    let now = n8n
+        .workflow(&ids[0])
+        .map(|w| domain::workflow::normalize(&w))
+        .unwrap_or_default();
+    assert_eq!(now, original_wf, "the snapshot's content is back");
     assert_eq!(hash(&ids[0]), original, "the snapshot's content is back");
 
     // SNAP-009: the whole environment; the deleted workflow comes back under a new id.

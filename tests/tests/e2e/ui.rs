@@ -199,6 +199,29 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
     b.screenshot("workflows")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    // WF-004: a workflow's graph, drawn from its nodes' positions and connections.
+    b.driver
+        .find(By::Css("#workflows tbody a"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.until("the graph", || async {
+        b.driver.find(By::Css("#graph svg rect")).await.is_ok()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let rects = b
+        .driver
+        .find_all(By::Css("#graph svg rect"))
+        .await
+        .map(|v| v.len())
+        .unwrap_or(0);
+    assert_eq!(rects, 4, "one box per node");
+    b.screenshot("workflow-graph")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 
     // A promotion into production, waiting for a second admin's approval.
     let dev: Uuid = sqlx::query_scalar("select id from environments where name = 'Dev'")
