@@ -63,7 +63,7 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
     let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 4);
     let dev_n8n = N8nEmulator::start(EmulatorConfig::default()).await;
     let prod_n8n = N8nEmulator::start(EmulatorConfig::default()).await;
-    let dev_ids = dev_n8n.seed_workflows(12, 4);
+    let dev_ids = dev_n8n.seed_workflows(60, 4);
     for i in 1..=3 {
         prod_n8n.add_credential(&format!("Seed basic auth {i}"), "httpBasicAuth");
     }
@@ -199,6 +199,19 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
     b.screenshot("workflows")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    // Paginated: the next page holds the rest.
+    b.driver
+        .find(By::Id("next-page"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.until("page two", || async {
+        b.text("workflows").await.contains("Seeded workflow 00059")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     // WF-004: a workflow's graph, drawn from its nodes' positions and connections.
     b.driver
         .find(By::Css("#workflows tbody a"))
@@ -470,6 +483,26 @@ async fn cookie_sessions_need_the_csrf_token_for_changes() {
         422,
         "past the CSRF check, the request is judged on its content"
     );
+    for query in [
+        "",
+        "?search=seeded",
+        "?search=00037",
+        "?cursor=garbage",
+        "?search=%25_%5C",
+    ] {
+        let page = http
+            .get(app.url(&format!("/workflows{query}")))
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            page.status(),
+            200,
+            "/workflows{query}: {}",
+            page.text().await.unwrap_or_default()
+        );
+    }
     let reads = http
         .get(app.url("/api/v1/me"))
         .header("cookie", &session)
