@@ -115,3 +115,142 @@ document.addEventListener("DOMContentLoaded", () => {
   const run = document.getElementById("live")?.dataset.run;
   if (run) watch(run);
 });
+
+// ---- the promotion wizard -------------------------------------------------------------------
+function wizardBody() {
+  const form = document.getElementById("wizard");
+  const ids = [...form.querySelectorAll('input[name="workflow_ids"]:checked')].map((c) => c.value);
+  const note = form.querySelector('input[name="note"]').value;
+  const body = { pipeline_id: form.dataset.pipeline, stage_index: Number(form.dataset.stage), workflow_ids: ids };
+  if (note) body.note = note;
+  return body;
+}
+
+function cell(text, cls) {
+  const td = document.createElement("td");
+  const span = document.createElement("span");
+  if (cls) span.className = cls;
+  span.textContent = text ?? "";
+  td.append(span);
+  return td;
+}
+
+function renderPreview(p) {
+  const out = document.getElementById("preview-result");
+  out.replaceChildren();
+  const table = document.createElement("table");
+  table.id = "preview-table";
+  table.innerHTML = "<thead><tr><th>Workflow</th><th>Status</th><th>Risk</th><th>What changed</th></tr></thead>";
+  const body = document.createElement("tbody");
+  for (const i of p.items) {
+    const tr = document.createElement("tr");
+    tr.append(cell(i.name), cell(i.status, `diff ${i.status}`), cell(i.risk, `risk ${i.risk}`), cell(`${i.summary}${i.reasons?.length ? " — " + i.reasons.join("; ") : ""}`));
+    body.append(tr);
+  }
+  table.append(body);
+  const gates = document.createElement("ul");
+  gates.className = "plain";
+  gates.id = "preview-gates";
+  for (const g of p.gates) {
+    const li = document.createElement("li");
+    li.append(cell(g.status, `gate ${g.status}`).firstChild, ` ${g.gate} — ${g.message}`);
+    gates.append(li);
+  }
+  const verdict = document.createElement("p");
+  verdict.id = "preview-verdict";
+  verdict.className = p.blocked ? "error" : "";
+  verdict.textContent = p.blocked ? "Blocked by a gate: fix it before promoting." : `Ready: overall risk ${p.risk}.`;
+  out.append(verdict, table, gates);
+  out.scrollIntoView({ block: "start" });
+}
+
+document.addEventListener("click", async (ev) => {
+  const preview = ev.target.closest("button[data-preview]");
+  const promote = ev.target.closest("button[data-promote]");
+  if ((!preview && !promote) || ev.target.disabled) return;
+  ev.preventDefault();
+  const el = preview ?? promote;
+  try {
+    if (preview) renderPreview(await api("POST", "/api/v1/promotions/preview", wizardBody()));
+    else location.href = `/promotions/${(await api("POST", "/api/v1/promotions", wizardBody())).id}`;
+  } catch (e) { showError(el, e.message); }
+});
+
+document.addEventListener("change", (ev) => {
+  if (ev.target.id !== "select-all") return;
+  for (const c of document.querySelectorAll('input[name="workflow_ids"]')) c.checked = ev.target.checked;
+});
+
+// ---- the pipeline editor (PIPE-006) ---------------------------------------------------------
+function addStage(stage) {
+  const tpl = document.getElementById("stage-template");
+  const node = tpl.content.firstElementChild.cloneNode(true);
+  if (stage) {
+    node.querySelector('[data-field="source_environment_id"]').value = stage.source_environment_id;
+    node.querySelector('[data-field="target_environment_id"]').value = stage.target_environment_id;
+    node.querySelector('[data-field="approvals"]').value = stage.approvals?.required ?? 0;
+    for (const [k, v] of Object.entries(stage.gates ?? {})) {
+      const el = node.querySelector(`[data-gate="${k}"]`);
+      if (!el) continue;
+      if (el.type === "checkbox") el.checked = !!v; else el.value = v ?? "";
+    }
+    for (const [k, v] of Object.entries(stage.policy ?? {})) {
+      const el = node.querySelector(`[data-policy="${k}"]`);
+      if (el) el.checked = !!v;
+    }
+  }
+  document.getElementById("stages").append(node);
+}
+
+function pipelineBody(form) {
+  const stages = [...form.querySelectorAll("#stages fieldset.stage")].map((f) => {
+    const gates = {};
+    for (const el of f.querySelectorAll("[data-gate]")) {
+      if (el.type === "checkbox") gates[el.dataset.gate] = el.checked;
+      else if (el.value) gates[el.dataset.gate] = el.value;
+    }
+    const policy = {};
+    for (const el of f.querySelectorAll("[data-policy]")) policy[el.dataset.policy] = el.checked;
+    const required = Number(f.querySelector('[data-field="approvals"]').value || 0);
+    return {
+      source_environment_id: f.querySelector('[data-field="source_environment_id"]').value,
+      target_environment_id: f.querySelector('[data-field="target_environment_id"]').value,
+      gates, policy, approvals: { required, roles: ["admin"], allow_self_approval: false },
+    };
+  });
+  const body = { name: form.querySelector('[name="name"]').value, provider: "n8n", stages };
+  const d = form.querySelector('[name="description"]').value;
+  if (d) body.description = d;
+  return body;
+}
+
+document.addEventListener("click", (ev) => {
+  if (ev.target.id === "add-stage") { addStage(); return; }
+  if (ev.target.classList.contains("remove-stage")) { ev.target.closest("fieldset").remove(); return; }
+  const edit = ev.target.closest("button[data-edit-pipeline]");
+  if (!edit || edit.disabled) return;
+  const doc = JSON.parse(edit.dataset.json);
+  const form = document.getElementById("pipeline-editor");
+  form.dataset.method = "PUT";
+  form.dataset.url = `/api/v1/pipelines/${edit.dataset.editPipeline}`;
+  document.getElementById("editor-title").textContent = `Edit ${doc.name}`;
+  form.querySelector('[name="name"]').value = doc.name;
+  form.querySelector('[name="description"]').value = doc.description ?? "";
+  document.getElementById("stages").replaceChildren();
+  for (const s of doc.stages) addStage(s);
+  form.scrollIntoView();
+});
+
+document.addEventListener("submit", async (ev) => {
+  const form = ev.target.closest("#pipeline-editor");
+  if (!form) return;
+  ev.preventDefault();
+  try {
+    await api(form.dataset.method, form.dataset.url, pipelineBody(form));
+    location.reload();
+  } catch (e) { showError(form, e.message); }
+});
+
+document.addEventListener("DOMContentLoaded", () => {
+  if (document.getElementById("stages") && !document.querySelector("#stages fieldset")) addStage();
+});

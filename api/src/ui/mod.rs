@@ -41,6 +41,8 @@ pub fn router() -> Router<AppState> {
         .route("/runs", get(pages::runs))
         .route("/runs/{id}", get(pages::run))
         .route("/promotions", get(pages::promotions))
+        .route("/promotions/new", get(pages::promotion_new))
+        .route("/pipelines", get(pages::pipelines))
         .route("/promotions/{id}", get(pages::promotion))
         .route("/incidents", get(pages::incidents))
         .route("/incidents/{id}", get(pages::incident))
@@ -68,6 +70,11 @@ impl Nav {
     /// … to promote.
     pub fn promote_gate(&self) -> String {
         self.gate(Permission::ExecutePromotions)
+    }
+
+    /// … to configure pipelines.
+    pub fn pipeline_gate(&self) -> String {
+        self.gate(Permission::ConfigurePipelines)
     }
 
     /// … to connect environments.

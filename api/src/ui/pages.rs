@@ -687,3 +687,149 @@ mod tests {
         assert!(!svg.contains("<x>"));
     }
 }
+
+#[derive(Debug, Default, Deserialize)]
+pub struct WizardQuery {
+    pipeline_id: Option<Uuid>,
+    stage: Option<usize>,
+    search: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "promotion_new.html")]
+struct PromotionWizard {
+    nav: Nav,
+    pipelines: Vec<domain::pipelines::Pipeline>,
+    names: std::collections::HashMap<Uuid, String>,
+    chosen: Option<(domain::pipelines::Pipeline, usize)>,
+    workflows: Vec<WorkflowItem>,
+    search: String,
+}
+
+impl PromotionWizard {
+    fn env_name(&self, id: &Uuid) -> &str {
+        self.names.get(id).map_or("?", String::as_str)
+    }
+}
+
+/// The promotion wizard: pick a stage and workflows, preview diff, risk and gates, submit.
+pub async fn promotion_new(
+    State(state): State<AppState>,
+    v: Viewer,
+    Query(q): Query<WizardQuery>,
+) -> Response {
+    let pipelines = match domain::pipelines::list(&state.db, v.tenant_id, page_of(None, 200)).await
+    {
+        Ok(p) => p.items,
+        Err(e) => return failed(&e),
+    };
+    let names = match env_names(&state, v.tenant_id).await {
+        Ok(n) => n,
+        Err(e) => return failed(&e),
+    };
+    let chosen = q.pipeline_id.and_then(|id| {
+        let p = pipelines.iter().find(|p| p.id == id)?.clone();
+        let stage = q.stage.unwrap_or(0);
+        (stage < p.stages.len()).then_some((p, stage))
+    });
+    let mut workflows = Vec::new();
+    if let Some((p, stage)) = &chosen {
+        let filter = WorkflowFilter {
+            environment_id: Some(p.stages[*stage].source_environment_id),
+            search: q
+                .search
+                .clone()
+                .filter(|s| !s.trim().is_empty() && s.len() <= 200),
+            ..WorkflowFilter::default()
+        };
+        workflows = match catalog::list_workflows(&state.db, v.tenant_id, &filter, None, 200).await
+        {
+            Ok(page) => page.items,
+            Err(e) => return failed(&e),
+        };
+    }
+    render(&PromotionWizard {
+        nav: v.nav("promotions"),
+        pipelines,
+        names,
+        chosen,
+        workflows,
+        search: q.search.unwrap_or_default(),
+    })
+}
+
+#[derive(Template)]
+#[template(path = "pipelines.html")]
+struct Pipelines {
+    nav: Nav,
+    pipelines: Vec<domain::pipelines::Pipeline>,
+    environments: Vec<Environment>,
+    names: std::collections::HashMap<Uuid, String>,
+    /// Each pipeline as the JSON the editor starts from.
+    json: std::collections::HashMap<Uuid, String>,
+}
+
+impl Pipelines {
+    fn env_name(&self, id: &Uuid) -> &str {
+        self.names.get(id).map_or("?", String::as_str)
+    }
+
+    fn json_of(&self, id: &Uuid) -> &str {
+        self.json.get(id).map_or("{}", String::as_str)
+    }
+
+    fn gates_of(&self, s: &domain::pipelines::Stage) -> String {
+        let g = &s.gates;
+        let mut on: Vec<String> = [
+            (g.require_clean_drift, "clean drift"),
+            (g.run_pre_flight_validation, "preflight"),
+            (g.credentials_exist_in_target, "credentials"),
+            (g.nodes_supported_in_target, "nodes"),
+            (g.webhooks_available, "webhooks"),
+            (g.target_environment_healthy, "healthy target"),
+        ]
+        .iter()
+        .filter(|(b, _)| *b)
+        .map(|(_, n)| (*n).to_owned())
+        .collect();
+        if let Some(r) = g.max_allowed_risk_level {
+            on.push(format!("risk ≤ {r}"));
+        }
+        if on.is_empty() {
+            "no gates".to_owned()
+        } else {
+            on.join(" · ")
+        }
+    }
+}
+
+/// Pipelines with their stages drawn as a flow, and the stage editor (PIPE-006).
+pub async fn pipelines(State(state): State<AppState>, v: Viewer) -> Response {
+    let pipelines = match domain::pipelines::list(&state.db, v.tenant_id, page_of(None, 200)).await
+    {
+        Ok(p) => p.items,
+        Err(e) => return failed(&e),
+    };
+    let environments = match environments::list(&state.db, v.tenant_id).await {
+        Ok(e) => e,
+        Err(e) => return failed(&e),
+    };
+    let json = pipelines
+        .iter()
+        .map(|p| {
+            let doc = serde_json::json!({"name": p.name, "description": p.description, "provider": p.provider,
+                "stages": p.stages, "active": p.active});
+            (p.id, doc.to_string())
+        })
+        .collect();
+    render(&Pipelines {
+        nav: v.nav("pipelines"),
+        names: environments
+            .iter()
+            .map(|e| (e.id, e.name.clone()))
+            .collect(),
+        environments,
+        pipelines,
+        json,
+    })
+}

@@ -874,12 +874,12 @@ async fn the_prune_job_deletes_old_finished_runs_with_their_events_and_keeps_the
             .await
             .unwrap_or(-1);
     assert_eq!(orphan_events, 0);
-    let scheduled: i64 = sqlx::query_scalar(
-        "select count(*) from engine_schedules where namespace = 'system' and enabled",
+    let scheduled: Vec<String> = sqlx::query_scalar(
+        "select name from engine_schedules where namespace = 'system' and enabled order by name",
     )
-    .fetch_one(&db.pool)
+    .fetch_all(&db.pool)
     .await
     .unwrap_or_default();
-    assert_eq!(scheduled, 1);
+    assert_eq!(scheduled, ["drift-sla", "prune-finished-runs"]);
     worker.stop().await;
 }

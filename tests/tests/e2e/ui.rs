@@ -63,7 +63,7 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
     let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 4);
     let dev_n8n = N8nEmulator::start(EmulatorConfig::default()).await;
     let prod_n8n = N8nEmulator::start(EmulatorConfig::default()).await;
-    let dev_ids = dev_n8n.seed_workflows(60, 4);
+    dev_n8n.seed_workflows(60, 4);
     for i in 1..=3 {
         prod_n8n.add_credential(&format!("Seed basic auth {i}"), "httpBasicAuth");
     }
@@ -255,24 +255,129 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_default();
     wait_for(&app.db.pool, full_run, RunStatus::Succeeded).await;
-    let pipeline = app
-        .post(
-            "/api/v1/pipelines",
-            &acme.admin,
-            &json!({"name": "release", "provider": "n8n", "stages": [{"source_environment_id": dev, "target_environment_id": prod,
-                "approvals": {"required": 1, "roles": ["admin"]}}]}),
+    // PIPE-006: the pipeline drawn in the stage editor.
+    b.driver
+        .goto(app.url("/pipelines"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let editor = b
+        .driver
+        .find(By::Id("pipeline-editor"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    editor
+        .find(By::Name("name"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .send_keys("release")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .execute(
+            &format!(
+                "const f = document.querySelector('#stages fieldset'); \
+                 f.querySelector('[data-field=source_environment_id]').value = '{dev}'; \
+                 f.querySelector('[data-field=target_environment_id]').value = '{prod}'; \
+                 f.querySelector('[data-field=approvals]').value = '1'; \
+                 f.querySelector('[data-gate=credentialsExistInTarget]').checked = true;"
+            ),
+            vec![],
         )
-        .await;
-    assert_eq!(pipeline.status, 201, "{}", pipeline.body);
-    let promotion = app
-        .post(
-            "/api/v1/promotions",
-            &acme.admin,
-            &json!({"pipeline_id": pipeline.body["id"], "stage_index": 0, "workflow_ids": dev_ids[..3], "note": "release 7"}),
-        )
-        .await;
-    assert_eq!(promotion.status, 202, "{}", promotion.body);
-    let pid = promotion.body["id"].as_str().unwrap_or_default().to_owned();
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .find(By::Id("save-pipeline"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.until("the saved pipeline", || async {
+        b.driver
+            .find(By::Css("section.pipeline .flow-env"))
+            .await
+            .is_ok()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    b.screenshot("pipelines")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // The promotion wizard: stage, workflows, preview, submit.
+    b.driver
+        .goto(app.url("/promotions/new"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .find(By::Css("a.stage-link"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.until("the workflow picker", || async {
+        b.driver.find(By::Id("wizard")).await.is_ok()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let boxes = b
+        .driver
+        .find_all(By::Css("input[name=workflow_ids]"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for checkbox in boxes.iter().take(3) {
+        checkbox.click().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    b.driver
+        .find(By::Name("note"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .send_keys("release 7")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .find(By::Id("preview"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.until("the preview", || async {
+        b.text("preview-table").await.contains("ADDED")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        b.text("preview-gates")
+            .await
+            .contains("credentialsExistInTarget")
+    );
+    b.screenshot("promotion-preview")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .find(By::Id("submit-promotion"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.until("the promotion's page", || async {
+        b.driver
+            .current_url()
+            .await
+            .map(|u| u.path().starts_with("/promotions/0"))
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let pid = b
+        .driver
+        .current_url()
+        .await
+        .map(|u| u.path().trim_start_matches("/promotions/").to_owned())
+        .unwrap_or_default();
     b.until("pending approval", || async {
         app.get(&format!("/api/v1/promotions/{pid}"), &acme.admin)
             .await
