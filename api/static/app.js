@@ -55,6 +55,7 @@ document.addEventListener("click", (ev) => {
   const el = ev.target.closest("button[data-api]");
   if (!el || el.disabled) return;
   ev.preventDefault();
+  if (el.dataset.confirm && !confirm(el.dataset.confirm)) return;
   let body = el.dataset.body ? JSON.parse(el.dataset.body) : {};
   if (el.dataset.bodyFrom) {
     const v = document.querySelector(el.dataset.bodyFrom)?.value;
@@ -253,4 +254,38 @@ document.addEventListener("submit", async (ev) => {
 
 document.addEventListener("DOMContentLoaded", () => {
   if (document.getElementById("stages") && !document.querySelector("#stages fieldset")) addStage();
+});
+
+// ---- snapshots: restore preview and comparison ----------------------------------------------
+function renderChanges(title, counts, changes) {
+  const out = document.getElementById("shown");
+  out.replaceChildren();
+  const h = document.createElement("h3");
+  h.textContent = title;
+  const p = document.createElement("p");
+  p.textContent = counts;
+  const ul = document.createElement("ul");
+  ul.className = "plain";
+  for (const c of changes) {
+    const li = document.createElement("li");
+    li.textContent = `${c.name ?? c.id}: ${c.action}${c.summary ? " — " + c.summary : ""}${c.risk ? ` (risk ${c.risk.level})` : ""}`;
+    ul.append(li);
+  }
+  out.append(h, p, ul);
+  out.scrollIntoView({ block: "nearest" });
+}
+
+document.addEventListener("click", async (ev) => {
+  const el = ev.target.closest("button[data-show]");
+  if (!el) return;
+  ev.preventDefault();
+  try {
+    const d = await api("GET", el.dataset.show);
+    if ("update" in d) {
+      renderChanges("Restore preview", `${d.update} to update, ${d.create} to create, ${d.unchanged} unchanged; ${d.not_in_snapshot.length} not in the snapshot (left alone)`, d.changes);
+    } else {
+      const changes = d.diffs.concat(d.added.map((w) => ({ ...w, action: "added" })), d.removed.map((w) => ({ ...w, action: "removed" })));
+      renderChanges("Comparison", `${d.added.length} added, ${d.removed.length} removed, ${d.changed.length} changed, ${d.unchanged} unchanged`, changes);
+    }
+  } catch (e) { showError(el, e.message); }
 });

@@ -151,6 +151,19 @@ struct EnvironmentPage {
     runs: Vec<RunRow>,
     /// The sync in progress, to follow live.
     running: Option<Uuid>,
+    /// Its Git repository, if connected.
+    git: Option<domain::git_config::GitConfig>,
+    snapshots: Vec<domain::snapshots::Snapshot>,
+}
+
+impl EnvironmentPage {
+    /// The snapshot before the one at `i` in the (newest-first) list, to compare with.
+    fn previous(&self, i: &usize) -> String {
+        self.snapshots
+            .get(i + 1)
+            .map(|s| s.id.to_string())
+            .unwrap_or_default()
+    }
 }
 
 pub async fn environment(
@@ -183,12 +196,22 @@ pub async fn environment(
             r.kind == "environment.sync" && ["queued", "running"].contains(&r.status.as_str())
         })
         .map(|r| r.id);
+    let git = domain::git_config::get(&state.db, v.tenant_id, id)
+        .await
+        .ok();
+    let snapshots =
+        match domain::snapshots::list(&state.db, v.tenant_id, id, None, page_of(None, 20)).await {
+            Ok(p) => p.items,
+            Err(e) => return failed(&e),
+        };
     render(&EnvironmentPage {
         nav: v.nav("environments"),
         env,
         workflows,
         runs,
         running,
+        git,
+        snapshots,
     })
 }
 

@@ -58,7 +58,7 @@ async fn enabled(b: &Browser, id: &str) -> bool {
 
 #[tokio::test]
 async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(|c| c.allow_local_git = true).await;
     let acme = app.tenant("acme").await;
     let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 4);
     let dev_n8n = N8nEmulator::start(EmulatorConfig::default()).await;
@@ -189,6 +189,53 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
     assert_eq!(stayed.json(), &json!(42), "no reload");
     assert!(!b.text("log").await.is_empty(), "log lines streamed");
     b.screenshot("environment-sync")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // Snapshots: take one from the page, then preview restoring it.
+    let repo = super::git::bare_repo();
+    let env_path = b
+        .driver
+        .current_url()
+        .await
+        .map(|u| u.path().to_owned())
+        .unwrap_or_default();
+    let put = app
+        .request(
+            reqwest::Method::PUT,
+            &format!("/api/v1{env_path}/git"),
+            Some(&acme.admin.token),
+            Some(&json!({"url": repo.0.display().to_string(), "auth": "none"})),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    b.driver.refresh().await.unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .find(By::Id("take-snapshot"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.until("the snapshot run", || async {
+        b.text("run-status").await == "succeeded"
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    b.driver.refresh().await.unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .find(By::Css("#snapshots button[data-show]"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.until("the restore preview", || async {
+        b.text("shown").await.contains("60 unchanged")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    b.screenshot("snapshots")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     b.driver
