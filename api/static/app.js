@@ -43,6 +43,10 @@ async function act(el, body) {
     const then = el.dataset.then ?? "";
     if (then === "reload") { location.reload(); }
     else if (then === "watch" && data?.id) { watch(data.id); }
+    else if (then === "show-secret" && data?.secret) {
+      document.getElementById("secret-value").textContent = data.secret;
+      document.getElementById("secret").hidden = false;
+    }
     else if (then.startsWith("go:")) { location.href = then.slice(3).replace("{id}", data?.id ?? ""); }
   } catch (e) {
     showError(el, e.message);
@@ -288,4 +292,12 @@ document.addEventListener("click", async (ev) => {
       renderChanges("Comparison", `${d.added.length} added, ${d.removed.length} removed, ${d.changed.length} changed, ${d.unchanged} unchanged`, changes);
     }
   } catch (e) { showError(el, e.message); }
+});
+
+// Role changes on the team page.
+document.addEventListener("change", async (ev) => {
+  const sel = ev.target.closest("select[data-member]");
+  if (!sel) return;
+  try { await api("PATCH", `/api/v1/team/members/${sel.dataset.member}`, { role: sel.value }); }
+  catch (e) { showError(sel, e.message); location.reload(); }
 });

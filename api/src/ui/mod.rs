@@ -46,6 +46,9 @@ pub fn router() -> Router<AppState> {
         .route("/promotions/{id}", get(pages::promotion))
         .route("/incidents", get(pages::incidents))
         .route("/incidents/{id}", get(pages::incident))
+        .route("/team", get(pages::team))
+        .route("/audit", get(pages::audit))
+        .route("/workers", get(pages::workers))
 }
 
 /// What every page's layout shows: who is signed in, where, and what they may do.

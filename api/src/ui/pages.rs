@@ -856,3 +856,126 @@ pub async fn pipelines(State(state): State<AppState>, v: Viewer) -> Response {
         json,
     })
 }
+
+#[derive(Template)]
+#[template(path = "team.html")]
+struct TeamPage {
+    nav: Nav,
+    members: Vec<domain::tenancy::Member>,
+    keys: Vec<domain::keys::ApiKey>,
+    me: Option<Uuid>,
+}
+
+impl TeamPage {
+    fn is_me(&self, id: &Uuid) -> bool {
+        self.me.as_ref() == Some(id)
+    }
+}
+
+/// Team and roles, invitations, API keys (a new key is shown once).
+pub async fn team(State(state): State<AppState>, v: Viewer) -> Response {
+    let members =
+        match domain::tenancy::list_members(&state.db, v.tenant_id, page_of(None, 200)).await {
+            Ok(p) => p.items,
+            Err(e) => return failed(&e),
+        };
+    let nav = v.nav("team");
+    let keys = if nav.can(domain::Permission::ManageApiKeys) {
+        match domain::keys::list(&state.db, v.tenant_id, false, page_of(None, 200)).await {
+            Ok(p) => p.items,
+            Err(e) => return failed(&e),
+        }
+    } else {
+        Vec::new()
+    };
+    render(&TeamPage {
+        nav,
+        members,
+        keys,
+        me: v.principal.user_id(),
+    })
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    nav: Nav,
+    entries: Vec<domain::audit::Record>,
+    search: String,
+    allowed: bool,
+}
+
+/// The audit log (admins).
+pub async fn audit(
+    State(state): State<AppState>,
+    v: Viewer,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let nav = v.nav("audit");
+    if !nav.can(domain::Permission::ViewAuditLogs) {
+        return render(&AuditPage {
+            nav,
+            entries: Vec::new(),
+            search: String::new(),
+            allowed: false,
+        });
+    }
+    let filter = domain::audit::Filter {
+        search: q
+            .search
+            .clone()
+            .filter(|s| !s.trim().is_empty() && s.len() <= 200),
+        ..Default::default()
+    };
+    match domain::audit::list(&state.db, v.tenant_id, &filter, page_of(None, 100)).await {
+        Ok(p) => render(&AuditPage {
+            nav,
+            entries: p.items,
+            search: q.search.unwrap_or_default(),
+            allowed: true,
+        }),
+        Err(e) => failed(&e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "workers.html")]
+struct WorkersPage {
+    nav: Nav,
+    workers: Vec<engine::worker::WorkerInfo>,
+    queue: Vec<(String, String, i64)>,
+    allowed: bool,
+}
+
+/// The worker pool and queue depth (platform admins).
+pub async fn workers(State(state): State<AppState>, v: Viewer) -> Response {
+    let nav = v.nav("workers");
+    if !v.principal.platform_admin {
+        return render(&WorkersPage {
+            nav,
+            workers: Vec::new(),
+            queue: Vec::new(),
+            allowed: false,
+        });
+    }
+    let workers = match engine::worker::list_live(&state.db).await {
+        Ok(w) => w,
+        Err(e) => return failed(&e),
+    };
+    let queue: Vec<(String, String, i64)> = match sqlx::query_as(
+        "select kind, status, count(*) from engine_runs where status in ('queued', 'running', 'waiting') \
+         group by kind, status order by kind, status",
+    )
+    .fetch_all(&state.db)
+    .await
+    {
+        Ok(q) => q,
+        Err(e) => return failed(&e),
+    };
+    render(&WorkersPage {
+        nav,
+        workers,
+        queue,
+        allowed: true,
+    })
+}

@@ -528,6 +528,49 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
 
+    // Team: an API key is shown once; the audit log lists what happened.
+    b.driver
+        .goto(app.url("/team"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let key_form = b
+        .driver
+        .find(By::Id("new-key"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    key_form
+        .find(By::Name("name"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .send_keys("CI pipeline")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    key_form
+        .find(By::Css("button[type=submit]"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.until("the new key", || async {
+        b.text("secret-value").await.starts_with("wfo_k_")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    b.screenshot("team").await.unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .goto(app.url("/audit"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        b.text("audit").await.contains("api_key.created"),
+        "{}",
+        b.text("audit").await
+    );
+    b.screenshot("audit")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
     // A viewer sees the actions, disabled.
     sign_out(&b).await.unwrap_or_else(|e| panic!("{e}"));
     let viewer = app.member(&acme, Role::Viewer).await;
@@ -546,6 +589,17 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
     assert!(
         !enabled(&b, "to-stabilized").await,
         "a viewer cannot move incidents"
+    );
+    b.driver
+        .goto(app.url("/audit"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        b.driver
+            .source()
+            .await
+            .unwrap_or_default()
+            .contains("Only admins see the audit log")
     );
     // Signed out, pages lead to the sign-in page.
     sign_out(&b).await.unwrap_or_else(|e| panic!("{e}"));
