@@ -301,3 +301,31 @@ document.addEventListener("change", async (ev) => {
   try { await api("PATCH", `/api/v1/team/members/${sel.dataset.member}`, { role: sel.value }); }
   catch (e) { showError(sel, e.message); location.reload(); }
 });
+
+// Bulk actions on the workflows of one environment (BULK-004/005).
+document.addEventListener("click", async (ev) => {
+  const el = ev.target.closest("button[data-bulk]");
+  if (!el || el.disabled) return;
+  ev.preventDefault();
+  const form = document.getElementById("bulk");
+  const ids = [...document.querySelectorAll('input[name="workflow_ids"]:checked')].map((c) => c.value);
+  try {
+    const out = await api("POST", `/api/v1/environments/${form.dataset.environment}/workflows/bulk-actions`,
+      { action: form.querySelector('[name="action"]').value, workflow_ids: ids });
+    const msg = document.getElementById("bulk-message");
+    if (out.run) { msg.textContent = `Started on ${ids.length} workflow(s).`; watch(out.run.id); }
+    else msg.textContent = `${out.requests.length} approval request(s) created: another admin decides.`;
+  } catch (e) { showError(el, e.message); }
+});
+
+// Upload workflow JSON (one workflow, an array, or n8n's {workflows: [...]}) (WF-009).
+document.addEventListener("change", async (ev) => {
+  const input = ev.target.closest("input[data-upload]");
+  if (!input || !input.files.length) return;
+  try {
+    const doc = JSON.parse(await input.files[0].text());
+    const workflows = Array.isArray(doc) ? doc : (doc.workflows ?? [doc]);
+    await api("POST", input.dataset.upload, { workflows });
+    location.reload();
+  } catch (e) { showError(input, e.message); }
+});

@@ -47,6 +47,7 @@ pub fn router() -> Router<AppState> {
         .route("/incidents", get(pages::incidents))
         .route("/incidents/{id}", get(pages::incident))
         .route("/team", get(pages::team))
+        .route("/switch", get(pages::switch_tenant))
         .route("/audit", get(pages::audit))
         .route("/workers", get(pages::workers))
 }

@@ -979,3 +979,26 @@ pub async fn workers(State(state): State<AppState>, v: Viewer) -> Response {
         allowed: true,
     })
 }
+
+#[derive(Template)]
+#[template(path = "switch.html")]
+struct SwitchPage {
+    nav: Nav,
+    tenants: Vec<domain::tenancy::TenantMembership>,
+    current: Uuid,
+}
+
+/// Switch tenant: the signed-in user's memberships.
+pub async fn switch_tenant(State(state): State<AppState>, v: Viewer) -> Response {
+    let Some(user) = v.principal.user_id() else {
+        return not_found("user");
+    };
+    match domain::tenancy::memberships_of(&state.db, user).await {
+        Ok(tenants) => render(&SwitchPage {
+            nav: v.nav("switch"),
+            current: v.tenant_id,
+            tenants,
+        }),
+        Err(e) => failed(&e),
+    }
+}

@@ -528,6 +528,91 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
 
+    // Bulk actions on one environment's workflows, watched live; the ZIP download link.
+    b.driver
+        .goto(app.url(&format!("/workflows?environment_id={dev}")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let boxes = b
+        .driver
+        .find_all(By::Css("input[name=workflow_ids]"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for checkbox in boxes.iter().take(2) {
+        checkbox.click().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    b.driver
+        .find(By::Id("bulk-apply"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.until("the bulk run", || async {
+        b.text("run-status").await == "succeeded"
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .goto(app.url(&format!("/environments/{dev}")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let href = b
+        .driver
+        .find(By::Id("download"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .attr("href")
+        .await
+        .unwrap_or_default()
+        .unwrap_or_default();
+    assert!(href.ends_with("/workflows/export"), "{href}");
+
+    // Switch tenant.
+    let globex = domain::tenancy::create_tenant(&app.db.pool, "Globex", "globex")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    domain::tenancy::add_member(
+        &app.db.pool,
+        globex.id,
+        admin2.user_id.unwrap_or_default(),
+        Role::Viewer,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .goto(app.url("/switch"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .find(By::Css("#tenants button"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.until("the other tenant", || async {
+        b.text("who").await.contains("Globex")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .goto(app.url("/switch"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .find(By::Css("#tenants button"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.until("back", || async {
+        b.text("who").await.contains("Tenant acme")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
     // Team: an API key is shown once; the audit log lists what happened.
     b.driver
         .goto(app.url("/team"))
