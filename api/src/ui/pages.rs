@@ -510,6 +510,102 @@ struct IncidentPage {
     env: String,
     next: Vec<IncidentStatus>,
     affected: Vec<serde_json::Value>,
+    /// Side by side: (workflow, what, Git's version, the environment's).
+    changes: Vec<(String, String, String, String)>,
+}
+
+/// The drift payload's structural diffs as rows: canonical (Git) value beside the environment's.
+fn change_rows(
+    payload: &serde_json::Value,
+    affected: &[serde_json::Value],
+) -> Vec<(String, String, String, String)> {
+    let show = |v: Option<&serde_json::Value>| match v {
+        None | Some(serde_json::Value::Null) => "—".to_owned(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    };
+    let mut rows = Vec::new();
+    for a in affected {
+        let id = field(a, "workflow_id");
+        let name = field(a, "name");
+        let Some(d) = payload.get(&id).and_then(|p| p.get("diff")) else {
+            continue;
+        };
+        for n in d
+            .get("nodes_added")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
+            rows.push((
+                name.clone(),
+                format!("node {}", field(n, "name")),
+                "—".into(),
+                format!("added ({})", field(n, "type")),
+            ));
+        }
+        for n in d
+            .get("nodes_removed")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
+            rows.push((
+                name.clone(),
+                format!("node {}", field(n, "name")),
+                format!("present ({})", field(n, "type")),
+                "removed".into(),
+            ));
+        }
+        for n in d
+            .get("nodes_changed")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
+            for c in n
+                .get("changes")
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+            {
+                rows.push((
+                    name.clone(),
+                    format!("{} · {}", field(n, "name"), field(c, "path")),
+                    show(c.get("old")),
+                    show(c.get("new")),
+                ));
+            }
+        }
+        for c in d
+            .get("settings_changed")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
+            rows.push((
+                name.clone(),
+                format!("settings · {}", field(c, "path")),
+                show(c.get("old")),
+                show(c.get("new")),
+            ));
+        }
+        for (key, label) in [
+            ("connections_added", "added"),
+            ("connections_removed", "removed"),
+        ] {
+            for c in d.get(key).and_then(|v| v.as_array()).into_iter().flatten() {
+                let text = format!("{} → {}", field(c, "from"), field(c, "to"));
+                let (old, new) = if label == "added" {
+                    ("—".to_owned(), text)
+                } else {
+                    (text, "—".to_owned())
+                };
+                rows.push((name.clone(), "connection".into(), old, new));
+            }
+        }
+    }
+    rows
 }
 
 pub async fn incident(State(state): State<AppState>, v: Viewer, Path(id): Path<Uuid>) -> Response {
@@ -525,9 +621,11 @@ pub async fn incident(State(state): State<AppState>, v: Viewer, Path(id): Path<U
     let next = IncidentStatus::parse(&i.status)
         .map(|s| s.next().to_vec())
         .unwrap_or_default();
+    let affected = i.affected.as_array().cloned().unwrap_or_default();
     render(&IncidentPage {
         nav: v.nav("incidents"),
-        affected: i.affected.as_array().cloned().unwrap_or_default(),
+        changes: change_rows(&i.payload, &affected),
+        affected,
         env,
         next,
         i,

@@ -188,6 +188,15 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(stayed.json(), &json!(42), "no reload");
     assert!(!b.text("log").await.is_empty(), "log lines streamed");
+    let streams = b
+        .driver
+        .execute(
+            "return performance.getEntriesByType('resource').filter(e => e.name.includes('/events')).length;",
+            vec![],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(streams.json(), &json!(1), "one SSE connection for the page");
     b.screenshot("environment-sync")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -488,7 +497,8 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
             title: "Drift in Prod: 1 workflow(s) changed outside WorkflowOps",
             ttl_hours: 24,
             affected: &json!([{"workflow_id": "x", "name": "Orders", "kind": "drift", "risk": "high", "summary": "1 changed"}]),
-            payload: &json!({}),
+            payload: &json!({"x": {"diff": {"nodes_changed": [{"name": "Call", "type": "n8n-nodes-base.httpRequest",
+                "changes": [{"path": "parameters.url", "old": "https://api.example.com", "new": "https://hotfix.example.com"}]}]}}}),
             check_id: Uuid::now_v7(),
         },
     )
@@ -517,6 +527,12 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        b.text("changes")
+            .await
+            .contains("https://hotfix.example.com"),
+        "Git beside the environment"
+    );
     b.screenshot("incident")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
