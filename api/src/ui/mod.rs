@@ -76,6 +76,11 @@ impl Nav {
         self.gate(Permission::ExecutePromotions)
     }
 
+    /// … to cancel or retry runs.
+    pub fn run_gate(&self) -> String {
+        self.gate(Permission::OperateRuns)
+    }
+
     /// … to configure pipelines.
     pub fn pipeline_gate(&self) -> String {
         self.gate(Permission::ConfigurePipelines)

@@ -309,13 +309,41 @@ pub async fn matrix(
 struct Runs {
     nav: Nav,
     runs: Vec<RunRow>,
+    status: String,
+    kind: String,
 }
 
-pub async fn runs(State(state): State<AppState>, v: Viewer) -> Response {
-    match recent_runs(&state, v.tenant_id, None, 100).await {
+pub async fn runs(
+    State(state): State<AppState>,
+    v: Viewer,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let status = q.status.clone().filter(|s| {
+        [
+            "queued",
+            "running",
+            "waiting",
+            "succeeded",
+            "failed",
+            "cancelled",
+        ]
+        .contains(&s.as_str())
+    });
+    let kind = q
+        .search
+        .clone()
+        .filter(|s| !s.trim().is_empty() && s.len() <= 100);
+    match recent_runs(&state, v.tenant_id, None, 500).await {
         Ok(runs) => render(&Runs {
             nav: v.nav("runs"),
-            runs,
+            runs: runs
+                .into_iter()
+                .filter(|r| status.as_ref().is_none_or(|s| &r.status == s))
+                .filter(|r| kind.as_ref().is_none_or(|k| r.kind.contains(k.as_str())))
+                .take(100)
+                .collect(),
+            status: status.unwrap_or_default(),
+            kind: kind.unwrap_or_default(),
         }),
         Err(e) => failed(&e),
     }

@@ -629,6 +629,17 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
     .await
     .unwrap_or_else(|e| panic!("{e}"));
 
+    // Runs, filtered.
+    b.driver
+        .goto(app.url("/runs?status=succeeded&search=environment.sync"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let listed = b.driver.source().await.unwrap_or_default();
+    assert!(
+        listed.contains("environment.sync") && !listed.contains("promotion.execute</td>"),
+        "filtered"
+    );
+
     // Team: an API key is shown once; the audit log lists what happened.
     b.driver
         .goto(app.url("/team"))
