@@ -30,6 +30,7 @@ pub mod git_config;
 pub mod ids;
 pub mod invitations;
 pub mod keys;
+pub mod observability;
 pub mod page;
 pub mod password;
 pub mod pipelines;

@@ -18,6 +18,7 @@ pub mod drift;
 pub mod environments;
 pub mod git;
 pub mod health;
+pub mod observability;
 pub mod platform;
 pub mod promotions;
 pub mod runs;
@@ -131,6 +132,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(promotions::approve_promotion))
         .routes(routes!(promotions::reject_promotion))
         .routes(routes!(promotions::cancel_promotion))
+        .routes(routes!(observability::overview))
         .routes(routes!(drift::get_policy, drift::put_policy))
         .routes(routes!(drift::check_now))
         .routes(routes!(drift::list_checks))

@@ -89,11 +89,68 @@ struct Dashboard {
     runs: Vec<RunRow>,
     incidents: Vec<Incident>,
     promotions: Vec<Promotion>,
+    overview: domain::observability::Overview,
 }
 
-pub async fn dashboard(State(state): State<AppState>, v: Viewer) -> Response {
+impl Dashboard {
+    fn spark(&self, which: &str) -> String {
+        let values: Vec<f64> = self
+            .overview
+            .kpis
+            .series
+            .iter()
+            .map(|b| match which {
+                "executions" => b.executions as f64,
+                "success" => {
+                    if b.executions > 0 {
+                        b.succeeded as f64 / b.executions as f64
+                    } else {
+                        0.0
+                    }
+                }
+                _ => b.avg_duration_ms.unwrap_or(0.0),
+            })
+            .collect();
+        domain::observability::sparkline(&values, 160.0, 32.0)
+    }
+
+    fn pct(&self, v: &Option<f64>) -> String {
+        v.map_or_else(|| "—".to_owned(), |r| format!("{:.1}%", r * 100.0))
+    }
+
+    fn ms(&self, v: &Option<f64>) -> String {
+        v.map_or_else(|| "—".to_owned(), |m| format!("{m:.0} ms"))
+    }
+
+    fn delta(&self) -> String {
+        self.overview
+            .kpis
+            .failure_delta_pct
+            .map_or_else(|| "—".to_owned(), |d| format!("{d:+.0}%"))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DashboardQuery {
+    range: Option<String>,
+}
+
+pub async fn dashboard(
+    State(state): State<AppState>,
+    v: Viewer,
+    Query(q): Query<DashboardQuery>,
+) -> Response {
+    let range = domain::observability::Range::parse(q.range.as_deref().unwrap_or("24h"))
+        .unwrap_or(domain::observability::Range::Day);
     let result: Result<Dashboard, domain::Error> = async {
         Ok(Dashboard {
+            overview: domain::observability::overview(
+                &state.db,
+                v.tenant_id,
+                range,
+                chrono::Utc::now(),
+            )
+            .await?,
             environments: environments::list(&state.db, v.tenant_id).await?,
             runs: recent_runs(&state, v.tenant_id, None, 10).await?,
             incidents: drift::list(
