@@ -64,6 +64,7 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
     let dev_n8n = N8nEmulator::start(EmulatorConfig::default()).await;
     let prod_n8n = N8nEmulator::start(EmulatorConfig::default()).await;
     dev_n8n.seed_workflows(60, 4);
+    dev_n8n.seed_executions(300);
     for i in 1..=3 {
         prod_n8n.add_credential(&format!("Seed basic auth {i}"), "httpBasicAuth");
     }
