@@ -460,6 +460,7 @@ struct Promotions {
     nav: Nav,
     promotions: Vec<Promotion>,
     names: std::collections::HashMap<Uuid, String>,
+    status: String,
 }
 
 async fn env_names(
@@ -473,17 +474,26 @@ async fn env_names(
         .collect())
 }
 
-pub async fn promotions(State(state): State<AppState>, v: Viewer) -> Response {
+pub async fn promotions(
+    State(state): State<AppState>,
+    v: Viewer,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let status = q
+        .status
+        .as_deref()
+        .and_then(promotions::PromotionStatus::parse);
+    let filter = PromotionFilter {
+        status,
+        environment_id: q.environment_id,
+        ..PromotionFilter::default()
+    };
     let result: Result<Promotions, domain::Error> = async {
         Ok(Promotions {
-            promotions: promotions::list(
-                &state.db,
-                v.tenant_id,
-                &PromotionFilter::default(),
-                page_of(None, 100),
-            )
-            .await?
-            .items,
+            status: status.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+            promotions: promotions::list(&state.db, v.tenant_id, &filter, page_of(None, 100))
+                .await?
+                .items,
             names: env_names(&state, v.tenant_id).await?,
             nav: v.nav("promotions"),
         })
@@ -504,6 +514,7 @@ struct PromotionPage {
     items: Vec<serde_json::Value>,
     gates: Vec<serde_json::Value>,
     results: Vec<serde_json::Value>,
+    rollback: Vec<serde_json::Value>,
     names: std::collections::HashMap<Uuid, String>,
     can_decide: bool,
 }
@@ -538,6 +549,7 @@ pub async fn promotion(State(state): State<AppState>, v: Viewer, Path(id): Path<
     render(&PromotionPage {
         items: arr(&p.diff),
         results: arr(&p.results),
+        rollback: arr(&p.rollback),
         gates,
         approvals,
         names,

@@ -505,6 +505,36 @@ async fn hotfixes_block_and_a_failure_mid_way_rolls_the_target_back() {
         "PROMO-007: exact content hashes"
     );
     assert_eq!(l.staging.1.workflow_count(), count);
+    // The web UI shows the rollback and filters the history by status.
+    let page = |path: String| {
+        let token = acme.admin.token.clone();
+        let url = app.url(&path);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("cookie", format!("wfo_session={token}"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .text()
+                .await
+                .unwrap_or_default()
+        }
+    };
+    let html = page(format!(
+        "/promotions/{}",
+        failed["id"].as_str().unwrap_or_default()
+    ))
+    .await;
+    assert!(
+        html.contains("Rolled back") && html.matches("restored").count() >= 2,
+        "{html}"
+    );
+    let html = page("/promotions?status=failed".into()).await;
+    assert!(
+        html.contains("status failed") && !html.contains("status completed"),
+        "filtered"
+    );
 
     // With nothing in the way, the forced promotion lands.
     let landed = promote(app, &acme.admin, &forced, RunStatus::Succeeded).await;
