@@ -860,6 +860,39 @@ struct WorkflowPage {
     svg: String,
     complexity: domain::workflow::Complexity,
     credentials: Vec<domain::workflow::CredentialRef>,
+    /// (action, allowed, note): what the environment's policy says of each action (PRD 3.1.3).
+    actions: Vec<(&'static str, bool, String)>,
+}
+
+/// The policy's answer for each workflow action in this environment, for this role.
+fn policy_actions(
+    class: domain::environments::EnvironmentClass,
+    role: domain::Role,
+    w: &catalog::WorkflowRecord,
+) -> Vec<(&'static str, bool, String)> {
+    use domain::policy::{Action, Gate, check};
+    let mut wanted = vec![if w.active {
+        Action::Deactivate
+    } else {
+        Action::Activate
+    }];
+    wanted.push(if w.archived {
+        Action::Unarchive
+    } else {
+        Action::Archive
+    });
+    wanted
+        .into_iter()
+        .map(|a| match check(class, a, role) {
+            Ok(Gate::Proceed { warning }) => (a.as_str(), true, warning.unwrap_or_default()),
+            Ok(Gate::NeedsApproval) => (
+                a.as_str(),
+                true,
+                "needs another admin's approval".to_owned(),
+            ),
+            Err(e) => (a.as_str(), false, e.to_string()),
+        })
+        .collect()
 }
 
 pub async fn workflow(
@@ -877,8 +910,11 @@ pub async fn workflow(
         Err(domain::Error::NotFound { .. }) => return not_found("workflow"),
         Err(e) => return failed(&e),
     };
+    let nav = v.nav("workflows");
+    let actions = policy_actions(env.class, nav.role, &w);
     render(&WorkflowPage {
-        nav: v.nav("workflows"),
+        actions,
+        nav,
         svg: graph_svg(&domain::workflow::graph(&w.definition)),
         complexity: domain::workflow::complexity(&w.definition),
         credentials: domain::workflow::credential_refs(&w.definition),

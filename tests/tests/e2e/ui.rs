@@ -289,6 +289,19 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
         .map(|v| v.len())
         .unwrap_or(0);
     assert_eq!(rects, 4, "one box per node");
+    // Actions the environment's policy allows (dev: activation at once).
+    b.driver
+        .find(By::Id("action-activate"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.until("the workflow active", || async {
+        b.driver.find(By::Id("action-deactivate")).await.is_ok()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     b.screenshot("workflow-graph")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
