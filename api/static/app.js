@@ -285,7 +285,9 @@ document.addEventListener("click", async (ev) => {
   ev.preventDefault();
   try {
     const d = await api("GET", el.dataset.show);
-    if ("update" in d) {
+    if ("diff" in d && "summary" in d) {
+      renderChanges(`Git → ${d.status}`, `${d.summary} (risk ${d.risk.level}${d.risk.reasons.length ? ": " + d.risk.reasons.join("; ") : ""})`, []);
+    } else if ("update" in d) {
       renderChanges("Restore preview", `${d.update} to update, ${d.create} to create, ${d.unchanged} unchanged; ${d.not_in_snapshot.length} not in the snapshot (left alone)`, d.changes);
     } else {
       const changes = d.diffs.concat(d.added.map((w) => ({ ...w, action: "added" })), d.removed.map((w) => ({ ...w, action: "removed" })));
@@ -328,4 +330,20 @@ document.addEventListener("change", async (ev) => {
     await api("POST", input.dataset.upload, { workflows });
     location.reload();
   } catch (e) { showError(input, e.message); }
+});
+
+// Onboarding untracked workflows from the matrix page (CAN-009/010).
+document.addEventListener("click", async (ev) => {
+  const el = ev.target.closest("button[data-onboard]");
+  if (!el || el.disabled) return;
+  ev.preventDefault();
+  const items = [...document.querySelectorAll('#onboard input[name="workflow_ids"]:checked')].map((c) => {
+    const [environment_id, workflow_id] = c.value.split("/");
+    return { environment_id, workflow_id };
+  });
+  try {
+    const run = await api("POST", "/api/v1/canonical/onboard", { items });
+    watch(run.id);
+    document.getElementById("live").dataset.reloadOnEnd = "1";
+  } catch (e) { showError(el, e.message); }
 });

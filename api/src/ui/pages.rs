@@ -336,6 +336,8 @@ pub async fn workflows(
 struct MatrixPage {
     nav: Nav,
     matrix: domain::canonical::Matrix,
+    untracked: Vec<domain::canonical::UntrackedWorkflow>,
+    repository: bool,
 }
 
 pub async fn matrix(
@@ -351,14 +353,27 @@ pub async fn matrix(
         search: q.search.filter(|s| !s.trim().is_empty()),
         ..Default::default()
     };
-    match domain::canonical::matrix(&mut conn, v.tenant_id, &filter, q.cursor.as_deref(), 50).await
-    {
-        Ok(matrix) => render(&MatrixPage {
-            nav: v.nav("matrix"),
-            matrix,
-        }),
-        Err(e) => failed(&e),
-    }
+    let matrix =
+        match domain::canonical::matrix(&mut conn, v.tenant_id, &filter, q.cursor.as_deref(), 50)
+            .await
+        {
+            Ok(m) => m,
+            Err(e) => return failed(&e),
+        };
+    let untracked =
+        match domain::canonical::untracked(&mut *conn, v.tenant_id, None, None, 100).await {
+            Ok(p) => p.items,
+            Err(e) => return failed(&e),
+        };
+    let repository = domain::canonical::get_repo(&mut *conn, v.tenant_id)
+        .await
+        .is_ok();
+    render(&MatrixPage {
+        nav: v.nav("matrix"),
+        matrix,
+        untracked,
+        repository,
+    })
 }
 
 #[derive(Template)]
@@ -461,6 +476,7 @@ struct Promotions {
     promotions: Vec<Promotion>,
     names: std::collections::HashMap<Uuid, String>,
     status: String,
+    next_cursor: Option<String>,
 }
 
 async fn env_names(
@@ -489,11 +505,17 @@ pub async fn promotions(
         ..PromotionFilter::default()
     };
     let result: Result<Promotions, domain::Error> = async {
+        let page = promotions::list(
+            &state.db,
+            v.tenant_id,
+            &filter,
+            page_of(q.cursor.as_deref(), 50),
+        )
+        .await?;
         Ok(Promotions {
             status: status.map(|s| s.as_str().to_owned()).unwrap_or_default(),
-            promotions: promotions::list(&state.db, v.tenant_id, &filter, page_of(None, 100))
-                .await?
-                .items,
+            next_cursor: page.next_cursor,
+            promotions: page.items,
             names: env_names(&state, v.tenant_id).await?,
             nav: v.nav("promotions"),
         })
@@ -566,6 +588,7 @@ struct Incidents {
     incidents: Vec<Incident>,
     names: std::collections::HashMap<Uuid, String>,
     status: String,
+    next_cursor: Option<String>,
 }
 
 pub async fn incidents(
@@ -583,10 +606,16 @@ pub async fn incidents(
         ..Default::default()
     };
     let result: Result<Incidents, domain::Error> = async {
+        let page = drift::list(
+            &state.db,
+            v.tenant_id,
+            &filter,
+            page_of(q.cursor.as_deref(), 50),
+        )
+        .await?;
         Ok(Incidents {
-            incidents: drift::list(&state.db, v.tenant_id, &filter, page_of(None, 100))
-                .await?
-                .items,
+            incidents: page.items,
+            next_cursor: page.next_cursor,
             names: env_names(&state, v.tenant_id).await?,
             nav: v.nav("incidents"),
             status,
@@ -607,6 +636,7 @@ struct IncidentPage {
     env: String,
     next: Vec<IncidentStatus>,
     affected: Vec<serde_json::Value>,
+    approvals: Vec<drift::Approval>,
     /// Side by side: (workflow, what, Git's version, the environment's).
     changes: Vec<(String, String, String, String)>,
 }
@@ -719,7 +749,12 @@ pub async fn incident(State(state): State<AppState>, v: Viewer, Path(id): Path<U
         .map(|s| s.next().to_vec())
         .unwrap_or_default();
     let affected = i.affected.as_array().cloned().unwrap_or_default();
+    let approvals = match drift::approvals(&state.db, v.tenant_id, i.id).await {
+        Ok(a) => a,
+        Err(e) => return failed(&e),
+    };
     render(&IncidentPage {
+        approvals,
         nav: v.nav("incidents"),
         changes: change_rows(&i.payload, &affected),
         affected,
@@ -1134,6 +1169,7 @@ struct AuditPage {
     entries: Vec<domain::audit::Record>,
     search: String,
     allowed: bool,
+    next_cursor: Option<String>,
 }
 
 /// The audit log (admins).
@@ -1149,6 +1185,7 @@ pub async fn audit(
             entries: Vec::new(),
             search: String::new(),
             allowed: false,
+            next_cursor: None,
         });
     }
     let filter = domain::audit::Filter {
@@ -1158,9 +1195,17 @@ pub async fn audit(
             .filter(|s| !s.trim().is_empty() && s.len() <= 200),
         ..Default::default()
     };
-    match domain::audit::list(&state.db, v.tenant_id, &filter, page_of(None, 100)).await {
+    match domain::audit::list(
+        &state.db,
+        v.tenant_id,
+        &filter,
+        page_of(q.cursor.as_deref(), 100),
+    )
+    .await
+    {
         Ok(p) => render(&AuditPage {
             nav,
+            next_cursor: p.next_cursor,
             entries: p.items,
             search: q.search.unwrap_or_default(),
             allowed: true,

@@ -643,6 +643,54 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
     .await
     .unwrap_or_else(|e| panic!("{e}"));
 
+    // The matrix: onboard two untracked workflows into the canonical repository.
+    let canonical_repo = super::git::bare_repo();
+    let put = app
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/canonical/repository",
+            Some(&acme.admin.token),
+            Some(&json!({"url": canonical_repo.0.display().to_string(), "auth": "none"})),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    b.driver
+        .goto(app.url("/matrix"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let boxes = b
+        .driver
+        .find_all(By::Css("#untracked input[name=workflow_ids]"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for checkbox in boxes.iter().take(2) {
+        checkbox.click().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    b.driver
+        .find(By::Id("onboard-selected"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.until("two canonical workflows", || async {
+        b.driver
+            .find_all(By::Css("#matrix tbody tr"))
+            .await
+            .map(|r| r.len() == 2)
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(b.text("matrix").await.contains("linked"));
+    b.driver
+        .execute("window.scrollTo(0, 0);", vec![])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.screenshot("matrix")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
     // Runs, filtered.
     b.driver
         .goto(app.url("/runs?status=succeeded&search=environment.sync"))
