@@ -29,9 +29,18 @@ function showError(scope, message) {
   if (box) { box.textContent = message; box.hidden = false; } else { alert(message); }
 }
 
+// A form's fields as JSON: checkboxes as booleans, numbers as numbers, multi-selects and
+// comma-separated `data-list` inputs as arrays, empty fields left out.
 function formBody(form) {
   const body = {};
-  for (const [k, v] of new FormData(form).entries()) { if (v !== "") body[k] = v; }
+  for (const el of form.elements) {
+    if (!el.name || el.disabled) continue;
+    if (el.type === "checkbox") body[el.name] = el.checked;
+    else if (el.type === "number") { if (el.value !== "") body[el.name] = Number(el.value); }
+    else if (el.multiple) body[el.name] = [...el.selectedOptions].map((o) => o.value);
+    else if (el.dataset.list !== undefined) body[el.name] = el.value.split(",").map((x) => x.trim()).filter(Boolean);
+    else if (el.value !== "") body[el.name] = el.value;
+  }
   return body;
 }
 
@@ -48,6 +57,7 @@ async function act(el, body) {
       document.getElementById("secret").hidden = false;
     }
     else if (then.startsWith("go:")) { location.href = then.slice(3).replace("{id}", data?.id ?? ""); }
+    else if (then === "saved") { const m = el.querySelector("[data-saved]"); if (m) { m.hidden = false; } }
   } catch (e) {
     showError(el, e.message);
   } finally {

@@ -47,6 +47,7 @@ pub fn router() -> Router<AppState> {
         .route("/incidents", get(pages::incidents))
         .route("/incidents/{id}", get(pages::incident))
         .route("/team", get(pages::team))
+        .route("/settings", get(pages::settings))
         .route("/switch", get(pages::switch_tenant))
         .route("/audit", get(pages::audit))
         .route("/workers", get(pages::workers))
@@ -84,6 +85,11 @@ impl Nav {
     /// … to configure pipelines.
     pub fn pipeline_gate(&self) -> String {
         self.gate(Permission::ConfigurePipelines)
+    }
+
+    /// … to set the drift policy.
+    pub fn drift_gate(&self) -> String {
+        self.gate(Permission::ConfigureDriftPolicies)
     }
 
     /// … to connect environments.

@@ -200,6 +200,39 @@ pub async fn environments(State(state): State<AppState>, v: Viewer) -> Response 
 }
 
 #[derive(Template)]
+#[template(path = "settings.html")]
+struct SettingsPage {
+    nav: Nav,
+    policy: drift::Policy,
+    repo: Option<domain::canonical::CanonicalRepo>,
+}
+
+impl SettingsPage {
+    fn needs(&self, action: &str) -> bool {
+        self.policy
+            .approval_required_for
+            .iter()
+            .any(|a| a == action)
+    }
+}
+
+/// Tenant settings: the canonical repository and the drift policy.
+pub async fn settings(State(state): State<AppState>, v: Viewer) -> Response {
+    let policy = match drift::policy(&state.db, v.tenant_id).await {
+        Ok(p) => p,
+        Err(e) => return failed(&e),
+    };
+    let repo = domain::canonical::get_repo(&state.db, v.tenant_id)
+        .await
+        .ok();
+    render(&SettingsPage {
+        nav: v.nav("settings"),
+        policy,
+        repo,
+    })
+}
+
+#[derive(Template)]
 #[template(path = "environment.html")]
 struct EnvironmentPage {
     nav: Nav,

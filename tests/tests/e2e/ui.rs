@@ -210,16 +210,39 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
         .await
         .map(|u| u.path().to_owned())
         .unwrap_or_default();
-    let put = app
-        .request(
-            reqwest::Method::PUT,
-            &format!("/api/v1{env_path}/git"),
-            Some(&acme.admin.token),
-            Some(&json!({"url": repo.0.display().to_string(), "auth": "none"})),
+    let _ = &env_path;
+    // Connect its Git repository through the form (tested before saving).
+    let git_form = b
+        .driver
+        .find(By::Id("git-form"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    git_form
+        .find(By::Name("url"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .send_keys(repo.0.display().to_string())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .execute(
+            "document.querySelector('#git-form [name=auth]').value = 'none';",
+            vec![],
         )
-        .await;
-    assert_eq!(put.status, 200, "{}", put.body);
-    b.driver.refresh().await.unwrap_or_else(|e| panic!("{e}"));
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    git_form
+        .find(By::Css("button[type=submit]"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.until("the snapshot button", || async {
+        b.driver.find(By::Id("take-snapshot")).await.is_ok()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     b.driver
         .find(By::Id("take-snapshot"))
         .await
@@ -645,15 +668,73 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
 
     // The matrix: onboard two untracked workflows into the canonical repository.
     let canonical_repo = super::git::bare_repo();
-    let put = app
-        .request(
-            reqwest::Method::PUT,
-            "/api/v1/canonical/repository",
-            Some(&acme.admin.token),
-            Some(&json!({"url": canonical_repo.0.display().to_string(), "auth": "none"})),
+    // The canonical repository and the drift policy, through the settings page.
+    b.driver
+        .goto(app.url("/settings"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let repo_form = b
+        .driver
+        .find(By::Id("canonical-repo"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    repo_form
+        .find(By::Name("url"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .send_keys(canonical_repo.0.display().to_string())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .execute(
+            "document.querySelector('#canonical-repo [name=auth]').value = 'none';",
+            vec![],
         )
-        .await;
-    assert_eq!(put.status, 200, "{}", put.body);
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .find(By::Id("save-repo"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.until("the saved repository", || async {
+        b.driver
+            .source()
+            .await
+            .unwrap_or_default()
+            .contains("(main, folder canonical)")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let ttl = b
+        .driver
+        .find(By::Name("ttl_critical_hours"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    ttl.clear().await.unwrap_or_else(|e| panic!("{e}"));
+    ttl.send_keys("12").await.unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .find(By::Id("save-policy"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.until("saved", || async {
+        b.driver
+            .find(By::Id("policy-saved"))
+            .await
+            .map(|_| ())
+            .is_ok()
+            && app.get("/api/v1/drift/policy", &acme.admin).await.body["ttl_critical_hours"] == 12
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    b.screenshot("settings")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     b.driver
         .goto(app.url("/matrix"))
         .await
