@@ -202,6 +202,41 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
 
+    // WF-009: upload a workflow file from the page.
+    let file = std::env::temp_dir().join(format!("wfo-upload-{}.json", Uuid::now_v7().simple()));
+    std::fs::write(
+        &file,
+        json!({"name": "Uploaded from the browser", "nodes": [{"name": "Start", "type": "n8n-nodes-base.manualTrigger",
+            "typeVersion": 1, "position": [0, 0], "parameters": {}}], "connections": {}, "settings": {}})
+        .to_string(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .execute(
+            "document.querySelector('input[data-upload]').hidden = false;",
+            vec![],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .find(By::Css("input[data-upload]"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .send_keys(file.display().to_string())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.until("the uploaded workflow", || async {
+        dev_n8n.workflow_count() == 61
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::remove_file(&file);
+    b.until("the page reloaded", || async {
+        b.driver.find(By::Id("git-form")).await.is_ok()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
     // Snapshots: take one from the page, then preview restoring it.
     let repo = super::git::bare_repo();
     let env_path = b
@@ -264,7 +299,7 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     b.until("the restore preview", || async {
-        b.text("shown").await.contains("60 unchanged")
+        b.text("shown").await.contains("61 unchanged")
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
