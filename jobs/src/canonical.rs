@@ -368,6 +368,7 @@ impl Job for Onboard {
                     items: Vec::new(),
                     skipped: BTreeMap::new(),
                 };
+                let mut same_content: HashMap<(String, String), String> = HashMap::new();
                 for item in &input.items {
                     let key = format!("{}/{}", item.environment_id, item.workflow_id);
                     let record =
@@ -397,11 +398,17 @@ impl Job for Onboard {
                     let env = environments::get(&db, tenant, item.environment_id)
                         .await
                         .map_err(domain_error)?;
+                    // The same workflow from several environments becomes one canonical
+                    // workflow, linked in each.
+                    let key = (env.provider.clone(), record.content_hash.clone());
+                    let canonical_id = match (&item.canonical_id, same_content.get(&key)) {
+                        (Some(c), _) => c.clone(),
+                        (None, Some(c)) => c.clone(),
+                        (None, None) => canonical::new_canonical_id(&record.name),
+                    };
+                    same_content.entry(key).or_insert_with(|| canonical_id.clone());
                     plan.items.push(PlannedItem {
-                        canonical_id: item
-                            .canonical_id
-                            .clone()
-                            .unwrap_or_else(|| canonical::new_canonical_id(&record.name)),
+                        canonical_id,
                         environment_id: item.environment_id,
                         workflow_id: item.workflow_id.clone(),
                         name: record.name,

@@ -647,3 +647,51 @@ async fn pull_request_onboarding_completes_after_the_merge_and_its_webhook() {
     assert!(rows.iter().all(|(_, c)| c == &["linked"]), "{rows:?}");
     let _ = std::fs::remove_dir_all(root);
 }
+
+// CAN-010: the same workflow onboarded from two environments in one batch is one canonical
+// workflow, linked in both.
+#[tokio::test]
+async fn the_same_workflow_from_two_environments_is_onboarded_once() {
+    let app = TestApp::spawn_with(|c| c.allow_local_git = true).await;
+    let acme = app.tenant("acme").await;
+    let dev_n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    let prod_n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    let dev_ids = dev_n8n.seed_workflows(2, 3);
+    let prod_ids = prod_n8n.seed_workflows(2, 3);
+    let dev = environment(&app, &acme, "Dev", "dev", &dev_n8n).await;
+    let prod = environment(&app, &acme, "Prod", "production", &prod_n8n).await;
+    let repo = bare_repo();
+    let put = app
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/canonical/repository",
+            Some(&acme.admin.token),
+            Some(&json!({"url": repo.0.display().to_string(), "auth": "none"})),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
+    sync(&app, &acme, dev).await;
+    sync(&app, &acme, prod).await;
+    let out = run(
+        &app,
+        &acme,
+        "/api/v1/canonical/onboard",
+        Some(&json!({"items": [
+            {"environment_id": dev, "workflow_id": dev_ids[0]},
+            {"environment_id": prod, "workflow_id": prod_ids[0]},
+            {"environment_id": dev, "workflow_id": dev_ids[1]},
+        ]})),
+    )
+    .await;
+    assert_eq!(
+        out["onboarded"][0]["canonical_id"], out["onboarded"][1]["canonical_id"],
+        "{out}"
+    );
+    let (_, rows) = matrix(&app, &acme, "").await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(
+        rows.iter().any(|(_, cells)| cells == &["linked", "linked"]),
+        "{rows:?}"
+    );
+}
