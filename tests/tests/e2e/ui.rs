@@ -1007,3 +1007,109 @@ async fn cookie_sessions_need_the_csrf_token_for_changes() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(reads.status(), 200, "GETs need no token");
 }
+
+// Pages never show another tenant's objects: its ids are "not found".
+#[tokio::test]
+async fn pages_answer_404_for_another_tenants_ids() {
+    use domain::environments::{self, DriftMode, EnvironmentClass, NewEnvironment};
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    let mut tx = app.db.pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    let env = environments::create(
+        &mut tx,
+        &app.state.keyring,
+        NewEnvironment {
+            tenant_id: acme.id,
+            name: "acme-prod",
+            provider: "n8n",
+            base_url: "http://127.0.0.1:9",
+            api_key: &secrecy::SecretString::from("k".to_owned()),
+            class: EnvironmentClass::Production,
+            env_type: None,
+            drift_mode: DriftMode::WarnOnly,
+            provider_version: Some("2.41.1"),
+            capabilities: &json!({}),
+            rate_limit: 10.0,
+            max_concurrency: 1,
+            created_by: None,
+            limit: 10,
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    domain::catalog::upsert_workflows(
+        &mut tx,
+        acme.id,
+        env.id,
+        Uuid::nil(),
+        &[json!({"id": "wf1", "name": "Orders", "nodes": [], "connections": {}})],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let incident = domain::drift::create_incident(
+        &mut *tx,
+        acme.id,
+        &domain::drift::NewIncident {
+            environment_id: env.id,
+            severity: domain::drift::Severity::Low,
+            title: "acme's drift",
+            ttl_hours: 1,
+            affected: &json!([]),
+            payload: &json!({}),
+            check_id: Uuid::now_v7(),
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    let run = workflowops_tests::engine_support::enqueue(
+        &app.db.pool,
+        &engine::NewRun::new(
+            acme.id.to_string(),
+            "diagnostics.ledger",
+            json!({"steps": 1}),
+        )
+        .run_at(chrono::Utc::now() + chrono::Duration::hours(1)),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    for path in [
+        format!("/environments/{}", env.id),
+        format!("/environments/{}/workflows/wf1", env.id),
+        format!("/incidents/{}", incident.id),
+        format!("/runs/{run}"),
+        format!("/promotions/{}", Uuid::now_v7()),
+    ] {
+        let get = |caller: &Caller| {
+            http.get(app.url(&path))
+                .header("cookie", format!("wfo_session={}", caller.token))
+                .send()
+        };
+        let own = get(&acme.admin).await.unwrap_or_else(|e| panic!("{e}"));
+        let other = get(&globex.admin).await.unwrap_or_else(|e| panic!("{e}"));
+        let body = other.text().await.unwrap_or_default();
+        assert!(
+            !body.contains("acme-prod") && !body.contains("acme's drift"),
+            "{path} leaked: {body}"
+        );
+        if !path.starts_with("/promotions/") {
+            assert_eq!(own.status(), 200, "{path} for its tenant");
+        }
+        let other_status = get(&globex.admin)
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        assert_eq!(other_status, 404, "{path} for another tenant");
+    }
+    let list = http
+        .get(app.url("/incidents?status=all"))
+        .header("cookie", format!("wfo_session={}", globex.admin.token))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(!list.contains("acme's drift"));
+}
