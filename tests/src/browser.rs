@@ -9,7 +9,9 @@ use thirtyfour::prelude::*;
 
 /// A browser session and its chromedriver (killed when dropped).
 pub struct Browser {
-    pub driver: WebDriver,
+    /// Never dropped by us: thirtyfour's drop of an un-quit session blocks the thread on an HTTP
+    /// call to chromedriver, which hangs a panicking test; chromedriver is stopped instead.
+    pub driver: std::mem::ManuallyDrop<WebDriver>,
     chromedriver: Child,
 }
 
@@ -23,6 +25,8 @@ fn free_port() -> u16 {
 impl Browser {
     /// Starts chromedriver and a headless Chromium (1366×900).
     pub async fn start() -> anyhow::Result<Self> {
+        // The WebDriver client's TLS needs a crypto provider even for plain HTTP.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let port = free_port();
         let chromedriver =
             Command::new(std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()))
@@ -51,7 +55,7 @@ impl Browser {
             match WebDriver::new(&url, caps.clone()).await {
                 Ok(driver) => {
                     return Ok(Self {
-                        driver,
+                        driver: std::mem::ManuallyDrop::new(driver),
                         chromedriver,
                     });
                 }
@@ -99,9 +103,41 @@ impl Browser {
         }
     }
 
-    /// Ends the session and chromedriver.
-    pub async fn close(mut self) {
-        let _ = self.driver.clone().quit().await;
+    /// Ends the session, chromedriver and the browser.
+    pub async fn close(self) {
+        let _ = WebDriver::clone(&self.driver).quit().await;
+        // Drop stops chromedriver (and with it the browser).
+    }
+
+    /// Stops chromedriver and the browsers it started (its direct children, found in /proc:
+    /// the browser's own helpers end with it).
+    fn kill_driver(&mut self) {
+        let driver = self.chromedriver.id();
+        let children: Vec<u32> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+                // `pid (comm) state ppid …`: the fields after the last ')'.
+                let ppid: u32 = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                (ppid == driver && pid != driver).then_some(pid)
+            })
+            .collect();
+        for pid in children {
+            let _ = Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = self.chromedriver.kill();
         let _ = self.chromedriver.wait();
     }
@@ -109,6 +145,6 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.chromedriver.kill();
+        self.kill_driver();
     }
 }

@@ -789,15 +789,23 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
         .click()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    b.until("two canonical workflows", || async {
+    // Both are the same workflow (prod's copy was promoted from dev): one canonical workflow,
+    // linked in both environments.
+    b.until("the onboarded workflow", || async {
         b.driver
             .find_all(By::Css("#matrix tbody tr"))
             .await
-            .map(|r| r.len() == 2)
+            .map(|r| r.len() == 1)
             .unwrap_or(false)
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        b.text("matrix").await.matches("linked").count(),
+        2,
+        "{}",
+        b.text("matrix").await
+    );
     assert!(b.text("matrix").await.contains("linked"));
     b.driver
         .execute("window.scrollTo(0, 0);", vec![])
