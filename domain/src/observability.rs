@@ -22,6 +22,8 @@ pub enum Range {
     Week,
     #[serde(rename = "30d")]
     Month,
+    #[serde(rename = "90d")]
+    Quarter,
 }
 
 impl Range {
@@ -32,7 +34,13 @@ impl Range {
             "24h" => Self::Day,
             "7d" => Self::Week,
             "30d" => Self::Month,
-            _ => return Err(Error::invalid("range", "must be 1h, 6h, 24h, 7d or 30d")),
+            "90d" => Self::Quarter,
+            _ => {
+                return Err(Error::invalid(
+                    "range",
+                    "must be 1h, 6h, 24h, 7d, 30d or 90d",
+                ));
+            }
         })
     }
 
@@ -43,6 +51,7 @@ impl Range {
             Self::Day => "24h",
             Self::Week => "7d",
             Self::Month => "30d",
+            Self::Quarter => "90d",
         }
     }
 
@@ -53,6 +62,7 @@ impl Range {
             Self::Day => Duration::hours(24),
             Self::Week => Duration::days(7),
             Self::Month => Duration::days(30),
+            Self::Quarter => Duration::days(90),
         }
     }
 }
@@ -349,6 +359,82 @@ pub async fn overview(
         errors,
         environments,
         last_failed_deployment,
+    })
+}
+
+/// One workflow's executions in a range (EXEC-010/011).
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+pub struct WorkflowStats {
+    pub environment_id: Uuid,
+    pub environment_name: String,
+    pub workflow_id: String,
+    pub workflow_name: Option<String>,
+    pub executions: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub success_rate: Option<f64>,
+    pub avg_duration_ms: Option<f64>,
+    pub p50_duration_ms: Option<f64>,
+    pub p95_duration_ms: Option<f64>,
+    pub last_failure_at: Option<DateTime<Utc>>,
+    pub last_failure_message: Option<String>,
+}
+
+/// Execution analytics (EXEC-006..012): totals with p50/p95 and per-workflow rows, most
+/// executed first, optionally for one environment.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ExecutionAnalytics {
+    pub range: Range,
+    pub since: DateTime<Utc>,
+    pub totals: Totals,
+    pub p50_duration_ms: Option<f64>,
+    pub workflows: Vec<WorkflowStats>,
+}
+
+pub async fn execution_analytics(
+    db: &PgPool,
+    tenant: Uuid,
+    environment_id: Option<Uuid>,
+    range: Range,
+    now: DateTime<Utc>,
+) -> Result<ExecutionAnalytics> {
+    let since = now - range.duration();
+    let mut workflows: Vec<WorkflowStats> = sqlx::query_as(
+        "select e.environment_id, env.name as environment_name, e.workflow_id,                 (select w.name from env_workflows w where w.environment_id = e.environment_id and w.provider_id = e.workflow_id) as workflow_name,                 count(*) as executions, count(*) filter (where e.status = 'success') as succeeded,                 count(*) filter (where e.status in ('error', 'crashed', 'failed')) as failed, null::float8 as success_rate,                 avg(extract(epoch from e.stopped_at - e.started_at) * 1000)::float8 as avg_duration_ms,                 (percentile_cont(0.5) within group (order by extract(epoch from e.stopped_at - e.started_at) * 1000))::float8 as p50_duration_ms,                 (percentile_cont(0.95) within group (order by extract(epoch from e.stopped_at - e.started_at) * 1000))::float8 as p95_duration_ms,                 max(e.started_at) filter (where e.status in ('error', 'crashed', 'failed')) as last_failure_at,                 (array_agg(e.error_message order by e.started_at desc) filter (where e.status in ('error', 'crashed', 'failed')))[1] as last_failure_message          from env_executions e join environments env on env.id = e.environment_id          where e.tenant_id = $1 and e.started_at >= $2 and ($3::uuid is null or e.environment_id = $3) and e.workflow_id is not null          group by e.environment_id, env.name, e.workflow_id order by count(*) desc, e.workflow_id limit 500",
+    )
+    .bind(tenant)
+    .bind(since)
+    .bind(environment_id)
+    .fetch_all(db)
+    .await?;
+    for w in &mut workflows {
+        let finished = w.succeeded + w.failed;
+        w.success_rate = (finished > 0).then(|| w.succeeded as f64 / finished as f64);
+    }
+    let mut totals: Totals = sqlx::query_as(
+        "select count(*) as executions, count(*) filter (where status = 'success') as succeeded,                 count(*) filter (where status in ('error', 'crashed', 'failed')) as failed, null::float8 as success_rate,                 avg(extract(epoch from stopped_at - started_at) * 1000)::float8 as avg_duration_ms,                 (percentile_cont(0.95) within group (order by extract(epoch from stopped_at - started_at) * 1000))::float8 as p95_duration_ms,                 count(distinct (environment_id, workflow_id)) filter (where status in ('error', 'crashed', 'failed')) as failing_workflows          from env_executions where tenant_id = $1 and started_at >= $2 and ($3::uuid is null or environment_id = $3)",
+    )
+    .bind(tenant)
+    .bind(since)
+    .bind(environment_id)
+    .fetch_one(db)
+    .await?;
+    let finished = totals.succeeded + totals.failed;
+    totals.success_rate = (finished > 0).then(|| totals.succeeded as f64 / finished as f64);
+    let p50_duration_ms: Option<f64> = sqlx::query_scalar(
+        "select (percentile_cont(0.5) within group (order by extract(epoch from stopped_at - started_at) * 1000))::float8          from env_executions where tenant_id = $1 and started_at >= $2 and ($3::uuid is null or environment_id = $3)",
+    )
+    .bind(tenant)
+    .bind(since)
+    .bind(environment_id)
+    .fetch_one(db)
+    .await?;
+    Ok(ExecutionAnalytics {
+        range,
+        since,
+        totals,
+        p50_duration_ms,
+        workflows,
     })
 }
 

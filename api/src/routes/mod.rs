@@ -133,6 +133,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(promotions::reject_promotion))
         .routes(routes!(promotions::cancel_promotion))
         .routes(routes!(observability::overview))
+        .routes(routes!(observability::execution_analytics))
         .routes(routes!(drift::get_policy, drift::put_policy))
         .routes(routes!(drift::check_now))
         .routes(routes!(drift::list_checks))

@@ -3,8 +3,9 @@
 
 use axum::Json;
 use axum::extract::State;
-use domain::observability::{self, Overview, Range};
+use domain::observability::{self, ExecutionAnalytics, Overview, Range};
 use serde::Deserialize;
+use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::{TenantCtx, perm};
@@ -32,5 +33,39 @@ pub async fn overview(
     let range = Range::parse(q.range.as_deref().unwrap_or("24h"))?;
     Ok(Json(
         observability::overview(&state.db, ctx.tenant_id(), range, chrono::Utc::now()).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AnalyticsQuery {
+    /// 24h, 7d (default), 30d or 90d (also 1h, 6h).
+    pub range: Option<String>,
+    pub environment_id: Option<Uuid>,
+}
+
+/// Execution analytics (EXEC-006..012): totals (count, success rate, average, p50 and p95
+/// duration) and per workflow the same with its last failure, for a time window.
+#[utoipa::path(get, path = "/api/v1/executions/analytics", tag = "observability", security(("bearer" = [])),
+    params(AnalyticsQuery),
+    responses((status = 200, body = ExecutionAnalytics), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn execution_analytics(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::ViewExecutions>,
+    ApiQuery(q): ApiQuery<AnalyticsQuery>,
+) -> ApiResult<Json<ExecutionAnalytics>> {
+    let range = Range::parse(q.range.as_deref().unwrap_or("7d"))?;
+    if let Some(env) = q.environment_id {
+        domain::environments::get(&state.db, ctx.tenant_id(), env).await?;
+    }
+    Ok(Json(
+        observability::execution_analytics(
+            &state.db,
+            ctx.tenant_id(),
+            q.environment_id,
+            range,
+            chrono::Utc::now(),
+        )
+        .await?,
     ))
 }
