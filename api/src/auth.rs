@@ -244,6 +244,11 @@ pub(crate) struct AuthFailure {
 }
 
 impl AuthFailure {
+    /// The store could not be asked (not the caller's fault).
+    pub(crate) fn is_unavailable(&self) -> bool {
+        self.status == StatusCode::SERVICE_UNAVAILABLE
+    }
+
     fn unauthenticated(code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::UNAUTHORIZED,

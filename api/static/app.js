@@ -98,6 +98,7 @@ function watch(runId) {
   if (log) log.replaceChildren();
   if (source) source.close();
   source = new EventSource(`/api/v1/runs/${runId}/events`);
+  source.onerror = () => checkConnection();
   source.addEventListener("progress", (e) => {
     const p = payload(e);
     if (bar && p.total > 0) { bar.max = p.total; bar.value = p.done; }
@@ -357,3 +358,15 @@ document.addEventListener("click", async (ev) => {
     document.getElementById("live").dataset.reloadOnEnd = "1";
   } catch (e) { showError(el, e.message); }
 });
+
+// The connection indicator (HEALTH-003): /readyz every 20 s, and when a live stream breaks.
+async function checkConnection() {
+  const el = document.getElementById("connection");
+  if (!el) return;
+  let ok = false;
+  try { ok = (await fetch("/readyz", { cache: "no-store" })).ok; } catch { ok = false; }
+  el.textContent = ok ? "● connected" : "● connection lost — retrying";
+  el.className = `connection ${ok ? "ok" : "lost"}`;
+}
+setInterval(checkConnection, 20000);
+document.addEventListener("DOMContentLoaded", checkConnection);

@@ -136,8 +136,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Viewer {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let to_login = || Redirect::to("/login").into_response();
         let token = session_cookie(&parts.headers).ok_or_else(to_login)?;
-        let Some(AuthOutcome(Ok(principal))) = parts.extensions.get::<AuthOutcome>() else {
-            return Err(to_login());
+        let principal = match parts.extensions.get::<AuthOutcome>() {
+            Some(AuthOutcome(Ok(principal))) => principal,
+            Some(AuthOutcome(Err(failure))) if failure.is_unavailable() => {
+                return Err(difficulties());
+            }
+            _ => return Err(to_login()),
         };
         let (Subject::User { email, .. }, Some(tenant)) = (&principal.subject, &principal.tenant)
         else {
@@ -169,6 +173,23 @@ impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for Viewer {
                 .ok(),
         )
     }
+}
+
+/// The technical-difficulties page (HEALTH-004): 503 with `Retry-After`, refreshing itself,
+/// no internals (they go to the log).
+pub fn difficulties() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "15")],
+        Html(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"15\">\
+             <title>Technical difficulties · WorkflowOps</title><link rel=\"stylesheet\" href=\"/static/app.css\"></head>\
+             <body><main><section class=\"card empty\" id=\"difficulties\"><h1>WorkflowOps is having technical difficulties</h1>\
+             <p>We could not reach what this page needs. Your work is safe: runs continue on the workers and pick up where they were.</p>\
+             <p class=\"muted\">This page tries again every 15 seconds.</p></section></main></body></html>",
+        ),
+    )
+        .into_response()
 }
 
 /// Renders a template, or a plain 500 page whose details go to the log only.

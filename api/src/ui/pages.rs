@@ -26,11 +26,7 @@ fn not_found(what: &str) -> Response {
 
 fn failed(e: &impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "a page's query failed");
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        axum::response::Html("<h1>Something went wrong</h1><p>It has been logged.</p>"),
-    )
-        .into_response()
+    super::difficulties()
 }
 
 /// A run as pages list it.

@@ -104,6 +104,12 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(b.text("who").await.contains(&acme.admin.email));
+    // HEALTH-003: the header shows the connection once /readyz answered.
+    b.until("the connection indicator", || async {
+        b.text("connection").await.contains("connected")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let source = b.driver.source().await.unwrap_or_default();
     assert!(
         source.contains("Connect your first environment"),
@@ -912,6 +918,20 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
         .map(|u| u.path().to_owned())
         .unwrap_or_default();
     assert_eq!(url, "/login");
+    // HEALTH-003: when the service cannot reach its database, the indicator says so.
+    sign_in(&b, &app, &acme.admin)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    app.db.pool.close().await;
+    b.driver
+        .execute("checkConnection()", vec![])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.until("the indicator to show the lost connection", || async {
+        b.text("connection").await.contains("connection lost")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     b.close().await;
 }
 
@@ -1120,4 +1140,50 @@ async fn pages_answer_404_for_another_tenants_ids() {
         .await
         .unwrap_or_default();
     assert!(!list.contains("acme's drift"));
+}
+
+// HEALTH-004: with the database out of reach, pages answer 503 with a page that retries by
+// itself (not the sign-in page, no internals); the API answers a stable JSON code.
+#[tokio::test]
+async fn pages_show_technical_difficulties_when_the_database_is_down() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let http = reqwest::Client::new();
+    let page = |path: &'static str| {
+        http.get(app.url(path))
+            .header("cookie", format!("wfo_session={}", acme.admin.token))
+            .send()
+    };
+    let up = page("/environments")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(up.status(), 200);
+    app.db.pool.close().await;
+    for path in ["/", "/environments", "/runs"] {
+        let down = page(path).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(down.status(), 503, "{path}");
+        assert_eq!(
+            down.headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+            Some("15"),
+            "{path}"
+        );
+        let body = down.text().await.unwrap_or_default();
+        assert!(body.contains("technical difficulties"), "{path}: {body}");
+        assert!(body.contains("http-equiv=\"refresh\""), "{path} retries");
+        assert!(
+            !body.to_lowercase().contains("pool") && !body.contains("sqlx"),
+            "{path} leaks internals: {body}"
+        );
+    }
+    let api = http
+        .get(app.url("/api/v1/environments"))
+        .bearer_auth(&acme.admin.token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(api.status(), 503);
+    let body: serde_json::Value = api.json().await.unwrap_or_default();
+    assert_eq!(body["code"], "unavailable", "{body}");
 }
