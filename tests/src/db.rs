@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use sha2::{Digest, Sha256};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection, PgPool};
 
 /// The server tests run against (tests may read the environment; the product does not).
@@ -63,7 +63,7 @@ impl TestDb {
         }
         admin.close().await?;
         let connect = options(&name)?;
-        let pool = PgPoolOptions::new()
+        let pool = api::db::pool_options()
             .max_connections(10)
             .connect_with(connect)
             .await?;
