@@ -15,5 +15,5 @@ mod provider;
 pub use limiter::Limits;
 pub use provider::{
     Capabilities, Connection, CredentialMeta, Execution, ExecutionFilter, InstanceInfo, Page,
-    Provider, ProviderError, ProviderKind, ProviderResult, ProviderUser, Tag, connect,
+    Provider, ProviderError, ProviderKind, ProviderResult, ProviderUser, RawWorkflow, Tag, connect,
 };

@@ -10,6 +10,7 @@ use futures::future::BoxFuture;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::limiter::Limits;
 
@@ -136,6 +137,22 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// A workflow as listed: parsed, and as the provider's JSON text.
+#[derive(Debug)]
+pub struct RawWorkflow {
+    pub value: Value,
+    pub text: Box<RawValue>,
+}
+
+impl RawWorkflow {
+    /// For providers that only hand out parsed values: the text is written from the value.
+    pub fn from_value(value: Value) -> ProviderResult<Self> {
+        let text = serde_json::value::to_raw_value(&value)
+            .map_err(|e| ProviderError::InvalidResponse(format!("a workflow's JSON: {e}")))?;
+        Ok(Self { value, text })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tag {
     pub id: String,
@@ -192,6 +209,24 @@ pub trait Provider: Send + Sync + fmt::Debug {
         &'a self,
         cursor: Option<&'a str>,
     ) -> BoxFuture<'a, ProviderResult<Page<Value>>>;
+    /// `list_workflows`, each workflow also as the text the provider sent: what a sync stores,
+    /// so it need not write the JSON out again. The default writes it from the parsed value.
+    fn list_workflows_raw<'a>(
+        &'a self,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, ProviderResult<Page<RawWorkflow>>> {
+        Box::pin(async move {
+            let page = self.list_workflows(cursor).await?;
+            Ok(Page {
+                items: page
+                    .items
+                    .into_iter()
+                    .map(RawWorkflow::from_value)
+                    .collect::<ProviderResult<_>>()?,
+                next_cursor: page.next_cursor,
+            })
+        })
+    }
     fn get_workflow<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ProviderResult<Value>>;
     /// Creates a workflow from any workflow JSON (fields this instance does not accept are
     /// left out); returns it as created.

@@ -9,6 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sqlx::{FromRow, PgConnection, PgExecutor};
 use uuid::Uuid;
 
@@ -24,15 +25,42 @@ pub async fn upsert_workflows(
     run_id: Uuid,
     page: &[Value],
 ) -> Result<u64> {
-    let summarized = summarize_page(page.to_vec());
+    let summarized: Vec<Summarized> = page
+        .iter()
+        .filter_map(|w| {
+            let text = serde_json::value::to_raw_value(w).ok()?;
+            Summarized::new(w, text)
+        })
+        .collect();
     upsert_summarized(tx, tenant_id, environment_id, run_id, &summarized).await
 }
 
-/// Each workflow with its summary (the CPU part of storing a page: normalising and hashing),
-/// so a caller can do it off the async threads. Workflows without an id are left out.
-pub fn summarize_page(page: Vec<Value>) -> Vec<(workflow::Summary, Value)> {
+/// A workflow ready to store: its summary, its JSON text and the credentials it references
+/// (what storing needs of it, so the parsed value can go before the page is written).
+#[derive(Debug)]
+pub struct Summarized {
+    pub summary: workflow::Summary,
+    pub text: Box<RawValue>,
+    pub credentials: Vec<workflow::CredentialRef>,
+}
+
+impl Summarized {
+    /// `None` for a workflow without an id. `text` is `workflow` as JSON.
+    pub fn new(workflow: &Value, text: Box<RawValue>) -> Option<Self> {
+        Some(Self {
+            summary: workflow::summarize(workflow)?,
+            credentials: workflow::credential_refs(workflow),
+            text,
+        })
+    }
+}
+
+/// Each workflow (parsed, and as text) summarised: the CPU part of storing a page
+/// (normalising and hashing), so a caller can do it off the async threads. The parsed values
+/// are dropped here. Workflows without an id are left out.
+pub fn summarize_page(page: Vec<(Value, Box<RawValue>)>) -> Vec<Summarized> {
     page.into_iter()
-        .filter_map(|w| workflow::summarize(&w).map(|s| (s, w)))
+        .filter_map(|(w, text)| Summarized::new(&w, text))
         .collect()
 }
 
@@ -42,13 +70,12 @@ pub async fn upsert_summarized(
     tenant_id: Uuid,
     environment_id: Uuid,
     run_id: Uuid,
-    page: &[(workflow::Summary, Value)],
+    page: &[Summarized],
 ) -> Result<u64> {
-    let summaries: Vec<(&workflow::Summary, &Value)> = page.iter().map(|(s, w)| (s, w)).collect();
-    if summaries.is_empty() {
+    if page.is_empty() {
         return Ok(0);
     }
-    let ids: Vec<String> = summaries.iter().map(|(s, _)| s.id.clone()).collect();
+    let ids: Vec<&str> = page.iter().map(|w| w.summary.id.as_str()).collect();
     // What is stored now, to tell new and changed workflows from unchanged ones.
     let stored: std::collections::HashMap<String, String> = sqlx::query_as(
         "select provider_id, content_hash from env_workflows where environment_id = $1 and provider_id = any($2) \
@@ -60,20 +87,20 @@ pub async fn upsert_summarized(
     .await?
     .into_iter()
     .collect();
-    let changed: Vec<&(&workflow::Summary, &Value)> = summaries
+    let changed: Vec<&Summarized> = page
         .iter()
-        .filter(|(s, _)| stored.get(&s.id) != Some(&s.content_hash))
+        .filter(|w| stored.get(&w.summary.id) != Some(&w.summary.content_hash))
         .collect();
     sqlx::query(
         "with u as (select * from unnest($3::text[], $4::text[], $5::bool[], $6::bool[], $7::text[], $8::int[], \
-                                          $9::text[], $10::jsonb[], $11::timestamptz[], $13::text[]) \
+                                          $9::text[], $10::text[], $11::timestamptz[], $13::text[]) \
                       as u(provider_id, name, active, archived, tags, node_count, content_hash, definition, updated_at, storage_hash)), \
               up as ( \
              insert into env_workflows (environment_id, tenant_id, provider_id, name, active, archived, tags, node_count, \
                                         content_hash, definition, provider_updated_at, seen_by_run, deleted_at, synced_at, storage_hash) \
              select $1, $2, u.provider_id, u.name, u.active, u.archived, \
                     coalesce((select array_agg(t) from jsonb_array_elements_text(u.tags::jsonb) t), '{}'), \
-                    u.node_count, u.content_hash, u.definition, u.updated_at, $12, null, now(), u.storage_hash from u \
+                    u.node_count, u.content_hash, u.definition::json, u.updated_at, $12, null, now(), u.storage_hash from u \
              on conflict (environment_id, provider_id) do update set name = excluded.name, active = excluded.active, \
                  archived = excluded.archived, tags = excluded.tags, node_count = excluded.node_count, \
                  content_hash = excluded.content_hash, definition = excluded.definition, storage_hash = excluded.storage_hash, \
@@ -85,48 +112,50 @@ pub async fn upsert_summarized(
     .bind(environment_id)
     .bind(tenant_id)
     .bind(&ids)
-    .bind(summaries.iter().map(|(s, _)| s.name.clone()).collect::<Vec<_>>())
-    .bind(summaries.iter().map(|(s, _)| s.active).collect::<Vec<_>>())
-    .bind(summaries.iter().map(|(s, _)| s.archived).collect::<Vec<_>>())
+    .bind(page.iter().map(|w| w.summary.name.as_str()).collect::<Vec<_>>())
+    .bind(page.iter().map(|w| w.summary.active).collect::<Vec<_>>())
+    .bind(page.iter().map(|w| w.summary.archived).collect::<Vec<_>>())
     .bind(
-        summaries
-            .iter()
-            .map(|(s, _)| serde_json::to_string(&s.tags).unwrap_or_else(|_| "[]".into()))
+        page.iter()
+            .map(|w| serde_json::to_string(&w.summary.tags).unwrap_or_else(|_| "[]".into()))
             .collect::<Vec<_>>(),
     )
-    .bind(summaries.iter().map(|(s, _)| s.node_count).collect::<Vec<_>>())
-    .bind(summaries.iter().map(|(s, _)| s.content_hash.clone()).collect::<Vec<_>>())
-    .bind(
-        summaries
-            .iter()
-            .map(|(_, w)| sqlx::types::Json(*w))
-            .collect::<Vec<_>>(),
-    )
-    .bind(summaries.iter().map(|(s, _)| s.updated_at).collect::<Vec<_>>())
+    .bind(page.iter().map(|w| w.summary.node_count).collect::<Vec<_>>())
+    .bind(page.iter().map(|w| w.summary.content_hash.as_str()).collect::<Vec<_>>())
+    // The provider's text as it came: `json` checks it without rebuilding it.
+    .bind(page.iter().map(|w| w.text.get()).collect::<Vec<_>>())
+    .bind(page.iter().map(|w| w.summary.updated_at).collect::<Vec<_>>())
     .bind(run_id)
-    .bind(summaries.iter().map(|(s, _)| s.storage_hash.clone()).collect::<Vec<_>>())
+    .bind(page.iter().map(|w| w.summary.storage_hash.as_str()).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
     if changed.is_empty() {
         return Ok(0);
     }
-    // Credential references, rewritten for the workflows whose content changed.
-    let changed_ids: Vec<&str> = changed.iter().map(|(s, _)| s.id.as_str()).collect();
-    sqlx::query(
-        "delete from env_workflow_credentials where environment_id = $1 and workflow_id = any($2)",
-    )
-    .bind(environment_id)
-    .bind(&changed_ids)
-    .execute(&mut *tx)
-    .await?;
+    // Credential references, rewritten for the workflows whose content changed (new ones have
+    // none stored).
+    let replaced: Vec<&str> = changed
+        .iter()
+        .map(|w| w.summary.id.as_str())
+        .filter(|id| stored.contains_key(*id))
+        .collect();
+    if !replaced.is_empty() {
+        sqlx::query(
+            "delete from env_workflow_credentials where environment_id = $1 and workflow_id = any($2)",
+        )
+        .bind(environment_id)
+        .bind(&replaced)
+        .execute(&mut *tx)
+        .await?;
+    }
     let mut refs = (vec![], vec![], vec![], vec![], vec![]);
-    for (s, w) in &changed {
-        for r in workflow::credential_refs(w) {
-            refs.0.push(s.id.clone());
-            refs.1.push(r.node);
-            refs.2.push(r.cred_type);
-            refs.3.push(r.name);
-            refs.4.push(r.id);
+    for w in &changed {
+        for r in &w.credentials {
+            refs.0.push(w.summary.id.as_str());
+            refs.1.push(r.node.as_str());
+            refs.2.push(r.cred_type.as_str());
+            refs.3.push(r.name.as_str());
+            refs.4.push(r.id.as_deref());
         }
     }
     if !refs.0.is_empty() {

@@ -130,7 +130,9 @@ fn normalize_unsorted(workflow: &Value) -> Value {
 
 /// The content hash: SHA-256 (hex) of the normalised form.
 pub fn content_hash(workflow: &Value) -> String {
-    sha256_hex(&normalize(workflow).to_string())
+    let mut buf = Vec::new();
+    canonical::normalized(&mut buf, workflow);
+    sha256_hex(&buf)
 }
 
 /// The storage form (what backups write and restores read): the workflow's content as n8n
@@ -168,11 +170,158 @@ fn storage_form_unsorted(workflow: &Value) -> Value {
     Value::Object(out)
 }
 
-fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+fn sha256_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
+}
+
+/// The compact JSON of [`normalize`] and [`storage_form`], written straight from the workflow
+/// without building either: syncs hash every workflow twice, and building the forms (two
+/// copies of the tree, each re-sorted) cost more than reading the workflow. Byte for byte what
+/// `normalize(w).to_string()` and `storage_form(w).to_string()` give (tests pin it); those
+/// stay the definition.
+mod canonical {
+    use serde_json::Value;
+
+    use super::{NODE_DROP, WORKFLOW_KEEP};
+
+    /// `normalize(workflow)`, compact.
+    pub fn normalized(out: &mut Vec<u8>, workflow: &Value) {
+        top(out, workflow, true);
+    }
+
+    /// `storage_form(workflow)`, compact.
+    pub fn storage(out: &mut Vec<u8>, workflow: &Value) {
+        top(out, workflow, false);
+    }
+
+    fn top(out: &mut Vec<u8>, workflow: &Value, normalized: bool) {
+        let mut keys: Vec<&str> = WORKFLOW_KEEP
+            .into_iter()
+            .filter(|k| workflow.get(k).is_some_and(|v| !v.is_null()))
+            .collect();
+        keys.sort_unstable();
+        out.push(b'{');
+        for (i, key) in keys.into_iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            leaf(out, key);
+            out.push(b':');
+            let v = &workflow[key];
+            match key {
+                "nodes" if normalized => {
+                    let mut nodes: Vec<&Value> =
+                        v.as_array().map(|a| a.iter().collect()).unwrap_or_default();
+                    nodes.sort_by(|a, b| node_name(a).cmp(node_name(b)));
+                    out.push(b'[');
+                    for (j, n) in nodes.into_iter().enumerate() {
+                        if j > 0 {
+                            out.push(b',');
+                        }
+                        node(out, n);
+                    }
+                    out.push(b']');
+                }
+                "settings" => {
+                    let entries = v.as_object().map(|s| {
+                        s.iter()
+                            .filter(|(_, v)| !v.is_null() && v.as_str() != Some("DEFAULT"))
+                            .collect::<Vec<_>>()
+                    });
+                    object(out, entries.unwrap_or_default(), |out, _, v| {
+                        sorted(out, v, true);
+                    });
+                }
+                _ => sorted(out, v, true),
+            }
+        }
+        out.push(b'}');
+    }
+
+    fn node_name(n: &Value) -> &str {
+        n.get("name").and_then(Value::as_str).unwrap_or("")
+    }
+
+    /// A node as `normalize_node` gives it.
+    fn node(out: &mut Vec<u8>, node: &Value) {
+        let Some(o) = node.as_object() else {
+            return sorted(out, node, true);
+        };
+        let entries = o
+            .iter()
+            .filter(|(k, v)| !NODE_DROP.contains(&k.as_str()) && !v.is_null())
+            .collect();
+        object(out, entries, |out, k, v| {
+            if k == "credentials" {
+                // {type: {id, name}} -> {type: {name}}
+                let refs = v
+                    .as_object()
+                    .map(|c| c.iter().collect())
+                    .unwrap_or_default();
+                object(out, refs, |out, _, r| {
+                    out.extend_from_slice(b"{\"name\":");
+                    sorted(out, r.get("name").unwrap_or(&Value::Null), false);
+                    out.push(b'}');
+                });
+            } else {
+                sorted(out, v, true);
+            }
+        });
+    }
+
+    /// `v` with sorted keys (and without null members when `strip`), as `strip_nulls` then
+    /// `sort_keys` give it.
+    fn sorted(out: &mut Vec<u8>, v: &Value, strip: bool) {
+        match v {
+            Value::Object(o) => {
+                let entries = o.iter().filter(|(_, v)| !(strip && v.is_null())).collect();
+                object(out, entries, |out, _, v| sorted(out, v, strip));
+            }
+            Value::Array(a) => {
+                out.push(b'[');
+                for (i, e) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    sorted(out, e, strip);
+                }
+                out.push(b']');
+            }
+            other => leaf(out, other),
+        }
+    }
+
+    /// An object of these members, keys sorted, each value written by `value`.
+    fn object<'a>(
+        out: &mut Vec<u8>,
+        mut entries: Vec<(&'a String, &'a Value)>,
+        mut value: impl FnMut(&mut Vec<u8>, &str, &'a Value),
+    ) {
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        out.push(b'{');
+        for (i, (k, v)) in entries.into_iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            leaf(out, k);
+            out.push(b':');
+            value(out, k, v);
+        }
+        out.push(b'}');
+    }
+
+    /// A string, number, bool or null exactly as serde_json writes it.
+    fn leaf<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+        // Writing to a Vec cannot fail, and these values always serialize.
+        let _ = serde_json::to_writer(&mut *out, v);
+    }
 }
 
 /// What the catalog keeps in columns.
@@ -229,7 +378,11 @@ pub fn summarize(workflow: &Value) -> Option<Summary> {
             .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
             .map(|t| t.with_timezone(&chrono::Utc)),
         content_hash: content_hash(workflow),
-        storage_hash: sha256_hex(&storage_form(workflow).to_string()),
+        storage_hash: {
+            let mut buf = Vec::new();
+            canonical::storage(&mut buf, workflow);
+            sha256_hex(&buf)
+        },
     })
 }
 
@@ -612,6 +765,178 @@ mod order_tests {
         assert!(
             text.find("\"connections\"") < text.find("\"name\""),
             "keys sorted: {text}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod canonical_tests {
+    use serde_json::{Map, Value, json};
+
+    use super::*;
+
+    /// A small deterministic generator (xorshift), so failures reproduce.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        fn key(&mut self) -> String {
+            const KEYS: [&str; 16] = [
+                "id",
+                "name",
+                "type",
+                "position",
+                "credentials",
+                "webhookId",
+                "parameters",
+                "notesInFlow",
+                "z",
+                "a",
+                "Ä",
+                "é\"q",
+                "10",
+                "2",
+                "",
+                "DEFAULT",
+            ];
+            KEYS[self.below(16) as usize].to_owned()
+        }
+
+        fn value(&mut self, depth: u32) -> Value {
+            match self.below(if depth == 0 { 6 } else { 8 }) {
+                0 => Value::Null,
+                1 => json!(self.below(2) == 0),
+                2 => json!(self.below(1000) as i64 - 500),
+                3 => json!((self.below(100_000) as f64) / 7.0),
+                4 => json!(["DEFAULT", "x\n\t\"\\ü😀", "", "n8n"][self.below(4) as usize]),
+                5 => json!(format!("s{}", self.below(50))),
+                6 => Value::Array((0..self.below(4)).map(|_| self.value(depth - 1)).collect()),
+                _ => {
+                    let mut m = Map::new();
+                    for _ in 0..self.below(5) {
+                        let k = self.key();
+                        m.insert(k, self.value(depth - 1));
+                    }
+                    Value::Object(m)
+                }
+            }
+        }
+
+        fn node(&mut self) -> Value {
+            if self.below(10) == 0 {
+                return self.value(2);
+            }
+            let mut node = match self.value(3) {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            };
+            if self.below(4) > 0 {
+                node.insert("name".into(), json!(format!("n{}", self.below(5))));
+            }
+            if self.below(2) == 0 {
+                let mut creds = Map::new();
+                for _ in 0..self.below(3) {
+                    let r = match self.below(4) {
+                        0 => json!({"id": "1", "name": self.value(1)}),
+                        1 => json!({"id": "2"}),
+                        2 => self.value(1),
+                        _ => json!({"id": "3", "name": "Basic"}),
+                    };
+                    creds.insert(self.key(), r);
+                }
+                node.insert("credentials".into(), Value::Object(creds));
+            }
+            Value::Object(node)
+        }
+
+        fn workflow(&mut self) -> Value {
+            let mut w = Map::new();
+            for key in [
+                "id",
+                "name",
+                "nodes",
+                "connections",
+                "settings",
+                "description",
+                "tags",
+                "active",
+                "staticData",
+            ] {
+                if self.below(6) == 0 {
+                    continue;
+                }
+                let v = match key {
+                    "nodes" if self.below(8) > 0 => {
+                        Value::Array((0..self.below(6)).map(|_| self.node()).collect())
+                    }
+                    "settings" if self.below(4) > 0 => {
+                        let mut m = Map::new();
+                        for _ in 0..self.below(5) {
+                            let v = match self.below(3) {
+                                0 => json!("DEFAULT"),
+                                _ => self.value(2),
+                            };
+                            m.insert(self.key(), v);
+                        }
+                        Value::Object(m)
+                    }
+                    _ => self.value(3),
+                };
+                w.insert(key.into(), v);
+            }
+            Value::Object(w)
+        }
+    }
+
+    // The streamed forms are byte for byte the built ones, over many odd workflows (nulls,
+    // "DEFAULT" settings, credentials without names, nodes that are not objects, escapes).
+    #[test]
+    fn streamed_forms_are_the_built_forms() {
+        let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+        for i in 0..5_000 {
+            let w = g.workflow();
+            let mut buf = Vec::new();
+            canonical::normalized(&mut buf, &w);
+            assert_eq!(
+                String::from_utf8_lossy(&buf),
+                normalize(&w).to_string(),
+                "normalized form of #{i}: {w}"
+            );
+            buf.clear();
+            canonical::storage(&mut buf, &w);
+            assert_eq!(
+                String::from_utf8_lossy(&buf),
+                storage_form(&w).to_string(),
+                "storage form of #{i}: {w}"
+            );
+        }
+    }
+
+    // Hashes stored by earlier versions stay valid: the value is pinned (computed independently
+    // with Python: json.dumps(form, sort_keys=True, separators=(",", ":"), ensure_ascii=False)).
+    #[test]
+    fn hashes_are_pinned() {
+        let w = json!({"id": "7", "name": "Orders", "active": true, "settings": {"executionOrder": "v1", "timezone": "DEFAULT", "x": null},
+            "nodes": [{"id": "b", "name": "Zed", "type": "n8n-nodes-base.set", "position": [1, 2], "parameters": {"v": null, "k": "é"}},
+                      {"id": "a", "name": "Alpha", "type": "n8n-nodes-base.webhook", "credentials": {"httpBasicAuth": {"id": "9", "name": "Basic"}}}],
+            "connections": {"Alpha": {"main": [[{"node": "Zed", "type": "main", "index": 0}]]}}});
+        assert_eq!(
+            sha256_hex(normalize(&w).to_string().as_bytes()),
+            content_hash(&w)
+        );
+        assert_eq!(
+            content_hash(&w),
+            "298d2a0322f2b6f07f3704a88888861d4f0407e4a6c68dcdf4b126b683d6df0d"
         );
     }
 }

@@ -16,6 +16,9 @@ use uuid::Uuid;
 
 use crate::providers::{Deps, domain_error, provider_error};
 
+/// How many transactions store a page of workflows at once (see `Sync::workflows`).
+const STORE_PARTS: usize = 2;
+
 /// What a sync copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -330,13 +333,13 @@ impl Sync {
             // they overlap the previous page's writes.
             fetcher(provider, |p, c| {
                 async move {
-                    let page = p.list_workflows(c.as_deref()).await?;
-                    let items =
-                        tokio::task::spawn_blocking(move || catalog::summarize_page(page.items))
-                            .await
-                            .map_err(|e| {
-                                ProviderError::Transient(format!("hashing a page failed: {e}"))
-                            })?;
+                    let page = p.list_workflows_raw(c.as_deref()).await?;
+                    let items = page.items.into_iter().map(|w| (w.value, w.text)).collect();
+                    let items = tokio::task::spawn_blocking(move || catalog::summarize_page(items))
+                        .await
+                        .map_err(|e| {
+                            ProviderError::Transient(format!("hashing a page failed: {e}"))
+                        })?;
                     Ok(Page {
                         items,
                         next_cursor: page.next_cursor,
@@ -347,12 +350,28 @@ impl Sync {
             |page| {
                 let db = db.clone();
                 async move {
-                    let mut tx = db.begin().await?;
-                    let changed =
-                        catalog::upsert_summarized(&mut tx, tenant, env, run_id, &page.items)
-                            .await
-                            .map_err(domain_error)?;
-                    tx.commit().await?;
+                    // The page is stored in parts, each in its own transaction on its own
+                    // connection, at the same time: storing (PostgreSQL checking and compressing
+                    // megabytes of JSON) is a sync's bottleneck, and one backend uses one core.
+                    // Upserts are idempotent, so a part stored before a crash is simply stored
+                    // again when the page is resumed (as a whole page would be).
+                    let per_part = page.items.len().div_ceil(STORE_PARTS).max(1);
+                    let changed: u64 =
+                        futures::future::try_join_all(page.items.chunks(per_part).map(|part| {
+                            let db = db.clone();
+                            async move {
+                                let mut tx = db.begin().await?;
+                                let changed =
+                                    catalog::upsert_summarized(&mut tx, tenant, env, run_id, part)
+                                        .await
+                                        .map_err(domain_error)?;
+                                tx.commit().await?;
+                                Ok::<_, JobError>(changed)
+                            }
+                        }))
+                        .await?
+                        .into_iter()
+                        .sum();
                     Ok(PageDone {
                         next: page.next_cursor,
                         items: page.items.len() as u64,

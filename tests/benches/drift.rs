@@ -31,6 +31,7 @@ async fn sync(app: &TestApp, tenant: &workflowops_tests::TenantFixture, env_id: 
 
 #[tokio::main]
 async fn main() {
+    workflowops_tests::bench::check_build();
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())

@@ -68,6 +68,7 @@ async fn finished(app: &TestApp, run: Uuid) -> f64 {
 
 #[tokio::main]
 async fn main() {
+    workflowops_tests::bench::check_build();
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())

@@ -6,6 +6,20 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use uuid::Uuid;
 
+/// Says so when this benchmark was built with serde_json's `preserve_order` (the browser
+/// tests' WebDriver client switches it on): JSON objects are then slower to build than in the
+/// `workflowops` binary, so the figures understate the product.
+pub fn check_build() {
+    let probe: serde_json::Value = serde_json::from_str(r#"{"b": 1, "a": 2}"#).unwrap_or_default();
+    let first = probe.as_object().and_then(|o| o.keys().next().cloned());
+    if first.as_deref() == Some("b") {
+        println!(
+            "note      built with serde_json preserve_order, unlike the product binary: \
+             run `cargo bench -p workflowops-tests --no-default-features --bench …` to measure what ships"
+        );
+    }
+}
+
 /// An n8n emulator process (killed when dropped).
 pub struct EmulatorProcess {
     _child: tokio::process::Child,

@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod bench;
+#[cfg(feature = "browser")]
 pub mod browser;
 pub mod db;
 

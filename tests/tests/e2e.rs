@@ -24,6 +24,7 @@ mod e2e {
     mod secrets;
     mod snapshots;
     mod team;
+    #[cfg(feature = "browser")]
     mod ui;
     mod workflows;
 }

@@ -13,13 +13,14 @@ use futures::future::BoxFuture;
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 pub use body::{Version, write_body};
 
 use crate::limiter::{Limiter, Limits};
 use crate::provider::{
     Capabilities, Connection, CredentialMeta, Execution, ExecutionFilter, InstanceInfo, Page,
-    Provider, ProviderError, ProviderKind, ProviderResult, ProviderUser, Tag,
+    Provider, ProviderError, ProviderKind, ProviderResult, ProviderUser, RawWorkflow, Tag,
 };
 
 /// n8n's largest page.
@@ -73,6 +74,17 @@ impl N8n {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> ProviderResult<Value> {
+        self.call_as(method, path, query, body).await
+    }
+
+    /// `call`, the body parsed as `T`.
+    async fn call_as<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> ProviderResult<T> {
         let url = format!("{}/api/v1{path}", self.root);
         let creates = method == Method::POST && (path == "/workflows" || path == "/tags");
         let maybe_sent = std::sync::atomic::AtomicBool::new(false);
@@ -115,6 +127,46 @@ impl N8n {
             tracing::debug!(error = %e, ?delay, url = %url, "retrying an n8n request");
         })
         .await
+    }
+
+    /// One page of a list endpoint with each item's text as sent (not parsed); refuses a
+    /// cursor that repeats.
+    async fn page_raw(
+        &self,
+        path: &str,
+        cursor: Option<&str>,
+    ) -> ProviderResult<(Vec<Box<RawValue>>, Option<String>)> {
+        #[derive(serde::Deserialize)]
+        struct Body {
+            data: Option<Box<RawValue>>,
+            #[serde(rename = "nextCursor", default)]
+            next_cursor: Option<Value>,
+        }
+        let mut query: Vec<(&str, String)> = vec![("limit", MAX_PAGE.to_string())];
+        if let Some(c) = cursor {
+            query.push(("cursor", c.to_owned()));
+        }
+        let body: Body = self.call_as(Method::GET, path, &query, None).await?;
+        let next = body
+            .next_cursor
+            .as_ref()
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned);
+        let Some(items) = body
+            .data
+            .and_then(|d| serde_json::from_str::<Vec<Box<RawValue>>>(d.get()).ok())
+        else {
+            return Err(ProviderError::InvalidResponse(format!(
+                "GET {path} answered without a `data` list"
+            )));
+        };
+        if next.is_some() && next.as_deref() == cursor {
+            return Err(ProviderError::InvalidResponse(format!(
+                "GET {path} returned the cursor it was given as the next one; stopping instead of looping"
+            )));
+        }
+        Ok((items, next))
     }
 
     /// One page of a list endpoint; refuses a cursor that repeats (n8n's `limit=0` quirk).
@@ -233,7 +285,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 /// Classifies a response: 2xx parsed as JSON, everything else an error with n8n's message.
-async fn read(response: reqwest::Response) -> ProviderResult<Value> {
+async fn read<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> ProviderResult<T> {
     let status = response.status();
     let wait = retry_after(response.headers());
     let bytes = response
@@ -241,10 +293,13 @@ async fn read(response: reqwest::Response) -> ProviderResult<Value> {
         .await
         .map_err(|e| ProviderError::Transient(format!("reading the response failed: {e}")))?;
     if status.is_success() {
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Value::Null);
-        }
-        return serde_json::from_slice(&bytes).map_err(|e| {
+        // An empty body reads as `null` (n8n answers some writes with nothing).
+        let json: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"null"
+        } else {
+            &bytes
+        };
+        return serde_json::from_slice(json).map_err(|e| {
             ProviderError::InvalidResponse(format!(
                 "HTTP {} with a body that is not valid JSON ({e}): `{}`",
                 status.as_u16(),
@@ -413,6 +468,31 @@ impl Provider for N8n {
                 items: items
                     .into_iter()
                     .map(check_workflow)
+                    .collect::<ProviderResult<_>>()?,
+                next_cursor: next,
+            })
+        }
+        .boxed()
+    }
+
+    fn list_workflows_raw<'a>(
+        &'a self,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, ProviderResult<Page<RawWorkflow>>> {
+        async move {
+            let (items, next) = self.page_raw("/workflows", cursor).await?;
+            Ok(Page {
+                items: items
+                    .into_iter()
+                    .map(|text| {
+                        let value = serde_json::from_str(text.get()).map_err(|e| {
+                            ProviderError::InvalidResponse(format!("a workflow's JSON: {e}"))
+                        })?;
+                        Ok(RawWorkflow {
+                            value: check_workflow(value)?,
+                            text,
+                        })
+                    })
                     .collect::<ProviderResult<_>>()?,
                 next_cursor: next,
             })

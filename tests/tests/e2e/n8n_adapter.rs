@@ -124,6 +124,26 @@ async fn the_adapter_reads_writes_activates_and_pages_workflows() {
         }
     }
     assert!(found, "the new workflow is listed");
+    // The raw listing (what syncs store) is the same workflows, each text the parsed value.
+    let mut cursor: Option<String> = None;
+    let mut found = false;
+    loop {
+        let page = n8n
+            .list_workflows_raw(cursor.as_deref())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for w in &page.items {
+            let reparsed: serde_json::Value =
+                serde_json::from_str(w.text.get()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(reparsed, w.value);
+            found |= w.value["id"] == id.as_str();
+        }
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert!(found, "the new workflow is listed raw");
     n8n.delete_workflow(&id)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
