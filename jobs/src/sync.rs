@@ -9,8 +9,8 @@ use adapters::{ExecutionFilter, Page, Provider, ProviderError, ProviderResult};
 use domain::catalog::{self, CredentialRow, ExecutionRow, ProviderUserRow, Synced};
 use domain::environments;
 use engine::{Job, JobError, NewRun, RetryPolicy, RunCtx};
-use futures::FutureExt;
 use futures::future::BoxFuture;
+use futures::{FutureExt, TryFutureExt};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -18,6 +18,42 @@ use crate::providers::{Deps, domain_error, provider_error};
 
 /// How many transactions store a page of workflows at once (see `Sync::workflows`).
 const STORE_PARTS: usize = 2;
+
+/// A transaction storing a page inside a page's step. Its commit does not wait for the WAL
+/// flush: the step's checkpoint commits after it and PostgreSQL's log is sequential, so the
+/// checkpoint's flush makes this page durable too. A crash before the checkpoint can lose the
+/// page's rows, but then the checkpoint is lost with them and the resumed sync stores the page
+/// again (the upserts are idempotent). One fsync less per page: 400 pages of executions took
+/// ~1.5 ms more each with it.
+async fn page_transaction(
+    db: &sqlx::PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    db.begin_with("begin; set local synchronous_commit = off")
+        .await
+}
+
+/// Stores a page in `STORE_PARTS` parts, each in its own page transaction on its own
+/// connection, at the same time: storing (PostgreSQL checking, indexing and compressing the
+/// rows) is a sync's bottleneck, and one backend uses one core. Upserts are idempotent, so a
+/// part stored before a crash is simply stored again when the page is resumed (as a whole page
+/// would be). The parts' results, in order.
+async fn store_in_parts<T: std::marker::Sync, R>(
+    db: &sqlx::PgPool,
+    items: &[T],
+    store: impl for<'a> Fn(&'a mut sqlx::PgConnection, &'a [T]) -> BoxFuture<'a, Result<R, JobError>>,
+) -> Result<Vec<R>, JobError> {
+    let per_part = items.len().div_ceil(STORE_PARTS).max(1);
+    futures::future::try_join_all(items.chunks(per_part).map(|part| {
+        let store = &store;
+        async move {
+            let mut tx = page_transaction(db).await?;
+            let result = store(&mut tx, part).await?;
+            tx.commit().await?;
+            Ok(result)
+        }
+    }))
+    .await
+}
 
 /// What a sync copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -350,28 +386,14 @@ impl Sync {
             |page| {
                 let db = db.clone();
                 async move {
-                    // The page is stored in parts, each in its own transaction on its own
-                    // connection, at the same time: storing (PostgreSQL checking and compressing
-                    // megabytes of JSON) is a sync's bottleneck, and one backend uses one core.
-                    // Upserts are idempotent, so a part stored before a crash is simply stored
-                    // again when the page is resumed (as a whole page would be).
-                    let per_part = page.items.len().div_ceil(STORE_PARTS).max(1);
-                    let changed: u64 =
-                        futures::future::try_join_all(page.items.chunks(per_part).map(|part| {
-                            let db = db.clone();
-                            async move {
-                                let mut tx = db.begin().await?;
-                                let changed =
-                                    catalog::upsert_summarized(&mut tx, tenant, env, run_id, part)
-                                        .await
-                                        .map_err(domain_error)?;
-                                tx.commit().await?;
-                                Ok::<_, JobError>(changed)
-                            }
-                        }))
-                        .await?
-                        .into_iter()
-                        .sum();
+                    let changed: u64 = store_in_parts(&db, &page.items, |tx, part| {
+                        catalog::upsert_summarized(tx, tenant, env, run_id, part)
+                            .map_err(domain_error)
+                            .boxed()
+                    })
+                    .await?
+                    .into_iter()
+                    .sum();
                     Ok(PageDone {
                         next: page.next_cursor,
                         items: page.items.len() as u64,
@@ -597,7 +619,8 @@ impl Sync {
                             error_message: x.error_message.clone(),
                         })
                         .collect();
-                    let mut tx = db.begin().await?;
+                    // One transaction: a page of executions is small, two would cost more.
+                    let mut tx = page_transaction(&db).await?;
                     let high = catalog::upsert_executions(&mut tx, tenant, env, &rows)
                         .await
                         .map_err(domain_error)?;

@@ -138,7 +138,7 @@ impl N8n {
     ) -> ProviderResult<(Vec<Box<RawValue>>, Option<String>)> {
         #[derive(serde::Deserialize)]
         struct Body {
-            data: Option<Box<RawValue>>,
+            data: Option<Vec<Box<RawValue>>>,
             #[serde(rename = "nextCursor", default)]
             next_cursor: Option<Value>,
         }
@@ -153,10 +153,7 @@ impl N8n {
             .and_then(Value::as_str)
             .filter(|c| !c.is_empty())
             .map(str::to_owned);
-        let Some(items) = body
-            .data
-            .and_then(|d| serde_json::from_str::<Vec<Box<RawValue>>>(d.get()).ok())
-        else {
+        let Some(items) = body.data else {
             return Err(ProviderError::InvalidResponse(format!(
                 "GET {path} answered without a `data` list"
             )));
@@ -300,8 +297,13 @@ async fn read<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> Pr
             &bytes
         };
         return serde_json::from_slice(json).map_err(|e| {
+            let what = if e.is_data() {
+                "not shaped as n8n's API answers"
+            } else {
+                "not valid JSON"
+            };
             ProviderError::InvalidResponse(format!(
-                "HTTP {} with a body that is not valid JSON ({e}): `{}`",
+                "HTTP {} with a body that is {what} ({e}): `{}`",
                 status.as_u16(),
                 quote(&String::from_utf8_lossy(&bytes[..bytes.len().min(QUOTE)]))
             ))
