@@ -16,6 +16,62 @@ use uuid::Uuid;
 use workflowops_tests::TestApp;
 use workflowops_tests::engine_support::TestWorker;
 
+/// CPU seconds (user + system) used so far by this process, the emulator and all PostgreSQL
+/// server processes: where a phase's time went.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    ours: f64,
+    emulator: f64,
+    postgres: f64,
+}
+
+fn cpu_of(stat: &str) -> Option<(String, f64)> {
+    // comm is in parentheses and may hold spaces; utime and stime are fields 14 and 15.
+    let (head, tail) = stat.rsplit_once(") ")?;
+    let comm = head.split_once(" (")?.1.to_owned();
+    let fields: Vec<&str> = tail.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some((comm, ticks / 100.0))
+}
+
+fn cpu_now(emulator: u32) -> Cpu {
+    let mut cpu = Cpu::default();
+    let read = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+    cpu.ours = read("self").and_then(|s| cpu_of(&s)).map_or(0.0, |c| c.1);
+    cpu.emulator = read(&emulator.to_string())
+        .and_then(|s| cpu_of(&s))
+        .map_or(0.0, |c| c.1);
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if let Some((comm, seconds)) = read(pid).and_then(|s| cpu_of(&s))
+            && comm == "postgres"
+        {
+            cpu.postgres += seconds;
+        }
+    }
+    cpu
+}
+
+fn cpu_line(what: &str, wall: f64, before: Cpu, after: Cpu) -> String {
+    let (o, e, p) = (
+        after.ours - before.ours,
+        after.emulator - before.emulator,
+        after.postgres - before.postgres,
+    );
+    format!(
+        "cpu       {what}: {wall:.2} s wall; CPU s: WorkflowOps {o:.2}, emulator {e:.2}, PostgreSQL {p:.2} (cores busy {:.2} of {})",
+        (o + e + p) / wall,
+        std::thread::available_parallelism().map_or(1, usize::from)
+    )
+}
+
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -132,11 +188,15 @@ async fn main() {
         words.nth(1).unwrap_or_default().to_owned(),
     );
 
+    let emulator_pid = emulator.id().unwrap_or_default();
     let http = reqwest::Client::new();
+    let mut cpu = vec![cpu_now(emulator_pid)];
     let (n, raw_wf) = raw_walk(&http, &base, &key, "workflows", "").await;
     assert_eq!(n, workflows);
+    cpu.push(cpu_now(emulator_pid));
     let (m, raw_ex) = raw_walk(&http, &base, &key, "executions", "&includeData=true").await;
     assert_eq!(m, executions);
+    cpu.push(cpu_now(emulator_pid));
     println!(
         "baseline  raw page fetch + JSON parse: workflows {raw_wf:.2} s, executions {raw_ex:.2} s"
     );
@@ -166,7 +226,9 @@ async fn main() {
         })
     };
     let mut seconds = Vec::new();
+    let mut sync_cpu = Vec::new();
     for scope in ["workflows", "executions"] {
+        let before = cpu_now(emulator_pid);
         let res = app
             .post(
                 &format!("/api/v1/environments/{env_id}/sync"),
@@ -179,6 +241,7 @@ async fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("{}", res.body));
         seconds.push(run_seconds(&app, run).await);
+        sync_cpu.push((before, cpu_now(emulator_pid)));
         let (inside, between): (Option<f64>, Option<f64>) = sqlx::query_as(
             "select avg(extract(epoch from completed_at - started_at))::float8 * 1000, \
                     avg(extract(epoch from started_at - prev))::float8 * 1000 \
@@ -197,6 +260,22 @@ async fn main() {
     }
     sampling.abort();
     let peak = peak.load(Ordering::Relaxed);
+    for (i, what) in ["workflows", "executions"].into_iter().enumerate() {
+        let raw = [raw_wf, raw_ex][i];
+        println!(
+            "{}",
+            cpu_line(&format!("raw {what}"), raw, cpu[i], cpu[i + 1])
+        );
+        println!(
+            "{}",
+            cpu_line(
+                &format!("sync {what}"),
+                seconds[i],
+                sync_cpu[i].0,
+                sync_cpu[i].1
+            )
+        );
+    }
     println!(
         "sync      workflows {:.2} s (target <= 15 s), ratio to raw fetch {:.2} (target <= 2.0)",
         seconds[0],

@@ -226,6 +226,17 @@ async fn limits_types_drift_modes_and_confirmed_deletion() {
     );
 
     let id = a.body["id"].as_str().unwrap_or_default();
+    let env: Uuid = id.parse().unwrap_or_else(|e| panic!("{e}"));
+    // Synced rows to go with the environment (they have no foreign key: migration 0015).
+    n8n.seed_workflows(3, 6);
+    n8n.seed_executions(5);
+    let _worker = worker(&app, 2);
+    let run = sync(&app, &acme, env, "full").await;
+    assert_eq!(wait_done(&app, run).await["status"], "succeeded");
+    let synced = "select (select count(*) from env_workflows where environment_id = $1) \
+                  + (select count(*) from env_workflow_credentials where environment_id = $1) \
+                  + (select count(*) from env_executions where environment_id = $1)";
+    assert!(scalar(&app, synced, env).await >= 3 + 3 + 5);
     let in_use = app
         .delete(
             &format!(
@@ -266,6 +277,54 @@ async fn limits_types_drift_modes_and_confirmed_deletion() {
         1,
         "the deleted environment's key went with it"
     );
+    assert_eq!(
+        scalar(&app, synced, env).await,
+        0,
+        "synced rows went with it"
+    );
+    // A sync page written after the deletion (a run that was mid-way) writes nothing.
+    let mut tx = app.db.pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    let late = domain::catalog::upsert_workflows(
+        &mut tx,
+        acme.id,
+        env,
+        Uuid::nil(),
+        &[json!({"id": "late", "name": "late", "nodes": []})],
+    )
+    .await;
+    assert!(
+        matches!(
+            late,
+            Err(domain::Error::NotFound {
+                entity: "environment"
+            })
+        ),
+        "{late:?}"
+    );
+    let late = domain::catalog::upsert_executions(
+        &mut tx,
+        acme.id,
+        env,
+        &[domain::catalog::ExecutionRow {
+            environment_id: env,
+            provider_id: "1".into(),
+            workflow_id: None,
+            workflow_name: None,
+            status: "success".into(),
+            mode: None,
+            finished: true,
+            started_at: None,
+            stopped_at: None,
+            error_message: None,
+        }],
+    )
+    .await;
+    assert!(
+        matches!(late, Err(domain::Error::NotFound { .. })),
+        "{late:?}"
+    );
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(scalar(&app, synced, env).await, 0);
 
     let dev = app.member(&acme, Role::Developer).await;
     let refused = app
