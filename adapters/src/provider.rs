@@ -137,10 +137,9 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-/// A workflow as listed: parsed, and as the provider's JSON text.
+/// A workflow as listed: the provider's JSON text (checked to be a workflow, not parsed).
 #[derive(Debug)]
 pub struct RawWorkflow {
-    pub value: Value,
     pub text: Box<RawValue>,
 }
 
@@ -149,7 +148,7 @@ impl RawWorkflow {
     pub fn from_value(value: Value) -> ProviderResult<Self> {
         let text = serde_json::value::to_raw_value(&value)
             .map_err(|e| ProviderError::InvalidResponse(format!("a workflow's JSON: {e}")))?;
-        Ok(Self { value, text })
+        Ok(Self { text })
     }
 }
 

@@ -53,15 +53,34 @@ impl Summarized {
             text,
         })
     }
+
+    /// [`Summarized::new`] from the text alone, read in place ([`crate::json::Json`]).
+    pub fn from_text(text: Box<RawValue>) -> serde_json::Result<Option<Self>> {
+        let doc = crate::json::Json::parse(text.get())?;
+        let Some(summary) = workflow::summarize_doc(&doc) else {
+            return Ok(None);
+        };
+        let credentials = workflow::credential_refs(&doc);
+        drop(doc);
+        Ok(Some(Self {
+            summary,
+            credentials,
+            text,
+        }))
+    }
 }
 
-/// Each workflow (parsed, and as text) summarised: the CPU part of storing a page
-/// (normalising and hashing), so a caller can do it off the async threads. The parsed values
-/// are dropped here. Workflows without an id are left out.
-pub fn summarize_page(page: Vec<(Value, Box<RawValue>)>) -> Vec<Summarized> {
-    page.into_iter()
-        .filter_map(|(w, text)| Summarized::new(&w, text))
-        .collect()
+/// Each workflow of a page (as the provider's text) summarised: the CPU part of storing a
+/// page (reading, normalising and hashing), so a caller can do it off the async threads.
+/// Workflows without an id are left out; text that is not JSON is an error.
+pub fn summarize_page(page: Vec<Box<RawValue>>) -> serde_json::Result<Vec<Summarized>> {
+    let mut out = Vec::with_capacity(page.len());
+    for text in page {
+        if let Some(s) = Summarized::from_text(text)? {
+            out.push(s);
+        }
+    }
+    Ok(out)
 }
 
 /// `upsert_workflows` for a page already summarised.

@@ -29,6 +29,7 @@ pub mod error;
 pub mod git_config;
 pub mod ids;
 pub mod invitations;
+pub mod json;
 pub mod keys;
 pub mod observability;
 pub mod page;

@@ -16,6 +16,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::json::Doc;
+
 const WORKFLOW_KEEP: [&str; 5] = ["name", "nodes", "connections", "settings", "description"];
 const NODE_DROP: [&str; 4] = ["id", "webhookId", "position", "notesInFlow"];
 
@@ -187,39 +189,38 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// `normalize(w).to_string()` and `storage_form(w).to_string()` give (tests pin it); those
 /// stay the definition.
 mod canonical {
-    use serde_json::Value;
+    use crate::json::Doc;
 
     use super::{NODE_DROP, WORKFLOW_KEEP};
 
     /// `normalize(workflow)`, compact.
-    pub fn normalized(out: &mut Vec<u8>, workflow: &Value) {
+    pub fn normalized<D: Doc>(out: &mut Vec<u8>, workflow: &D) {
         top(out, workflow, true);
     }
 
     /// `storage_form(workflow)`, compact.
-    pub fn storage(out: &mut Vec<u8>, workflow: &Value) {
+    pub fn storage<D: Doc>(out: &mut Vec<u8>, workflow: &D) {
         top(out, workflow, false);
     }
 
-    fn top(out: &mut Vec<u8>, workflow: &Value, normalized: bool) {
-        let mut keys: Vec<&str> = WORKFLOW_KEEP
+    fn top<D: Doc>(out: &mut Vec<u8>, workflow: &D, normalized: bool) {
+        let mut keys: Vec<(&str, &D)> = WORKFLOW_KEEP
             .into_iter()
-            .filter(|k| workflow.get(k).is_some_and(|v| !v.is_null()))
+            .filter_map(|k| workflow.get(k).filter(|v| !v.is_null()).map(|v| (k, v)))
             .collect();
-        keys.sort_unstable();
+        keys.sort_unstable_by_key(|(k, _)| *k);
         out.push(b'{');
-        for (i, key) in keys.into_iter().enumerate() {
+        for (i, (key, v)) in keys.into_iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            leaf(out, key);
+            string(out, key);
             out.push(b':');
-            let v = &workflow[key];
             match key {
                 "nodes" if normalized => {
-                    let mut nodes: Vec<&Value> =
+                    let mut nodes: Vec<&D> =
                         v.as_array().map(|a| a.iter().collect()).unwrap_or_default();
-                    nodes.sort_by(|a, b| node_name(a).cmp(node_name(b)));
+                    nodes.sort_by(|a, b| node_name(*a).cmp(node_name(*b)));
                     out.push(b'[');
                     for (j, n) in nodes.into_iter().enumerate() {
                         if j > 0 {
@@ -230,9 +231,8 @@ mod canonical {
                     out.push(b']');
                 }
                 "settings" => {
-                    let entries = v.as_object().map(|s| {
-                        s.iter()
-                            .filter(|(_, v)| !v.is_null() && v.as_str() != Some("DEFAULT"))
+                    let entries = v.members().map(|s| {
+                        s.filter(|(_, v)| !v.is_null() && v.as_str() != Some("DEFAULT"))
                             .collect::<Vec<_>>()
                     });
                     object(out, entries.unwrap_or_default(), |out, _, v| {
@@ -245,29 +245,28 @@ mod canonical {
         out.push(b'}');
     }
 
-    fn node_name(n: &Value) -> &str {
-        n.get("name").and_then(Value::as_str).unwrap_or("")
+    fn node_name<D: Doc>(n: &D) -> &str {
+        n.get("name").and_then(D::as_str).unwrap_or("")
     }
 
     /// A node as `normalize_node` gives it.
-    fn node(out: &mut Vec<u8>, node: &Value) {
-        let Some(o) = node.as_object() else {
+    fn node<D: Doc>(out: &mut Vec<u8>, node: &D) {
+        let Some(members) = node.members() else {
             return sorted(out, node, true);
         };
-        let entries = o
-            .iter()
-            .filter(|(k, v)| !NODE_DROP.contains(&k.as_str()) && !v.is_null())
+        let entries = members
+            .filter(|(k, v)| !NODE_DROP.contains(k) && !v.is_null())
             .collect();
         object(out, entries, |out, k, v| {
             if k == "credentials" {
                 // {type: {id, name}} -> {type: {name}}
-                let refs = v
-                    .as_object()
-                    .map(|c| c.iter().collect())
-                    .unwrap_or_default();
+                let refs = v.members().map(|c| c.collect()).unwrap_or_default();
                 object(out, refs, |out, _, r| {
                     out.extend_from_slice(b"{\"name\":");
-                    sorted(out, r.get("name").unwrap_or(&Value::Null), false);
+                    match r.get("name") {
+                        Some(name) => sorted(out, name, false),
+                        None => out.extend_from_slice(b"null"),
+                    }
                     out.push(b'}');
                 });
             } else {
@@ -278,31 +277,29 @@ mod canonical {
 
     /// `v` with sorted keys (and without null members when `strip`), as `strip_nulls` then
     /// `sort_keys` give it.
-    fn sorted(out: &mut Vec<u8>, v: &Value, strip: bool) {
-        match v {
-            Value::Object(o) => {
-                let entries = o.iter().filter(|(_, v)| !(strip && v.is_null())).collect();
-                object(out, entries, |out, _, v| sorted(out, v, strip));
-            }
-            Value::Array(a) => {
-                out.push(b'[');
-                for (i, e) in a.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    sorted(out, e, strip);
+    fn sorted<D: Doc>(out: &mut Vec<u8>, v: &D, strip: bool) {
+        if let Some(members) = v.members() {
+            let entries = members.filter(|(_, v)| !(strip && v.is_null())).collect();
+            object(out, entries, |out, _, v| sorted(out, v, strip));
+        } else if let Some(items) = v.as_array() {
+            out.push(b'[');
+            for (i, e) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
                 }
-                out.push(b']');
+                sorted(out, e, strip);
             }
-            other => leaf(out, other),
+            out.push(b']');
+        } else {
+            v.write_scalar(out);
         }
     }
 
     /// An object of these members, keys sorted, each value written by `value`.
-    fn object<'a>(
+    fn object<'a, D: Doc>(
         out: &mut Vec<u8>,
-        mut entries: Vec<(&'a String, &'a Value)>,
-        mut value: impl FnMut(&mut Vec<u8>, &str, &'a Value),
+        mut entries: Vec<(&'a str, &'a D)>,
+        mut value: impl FnMut(&mut Vec<u8>, &str, &'a D),
     ) {
         entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
         out.push(b'{');
@@ -310,17 +307,17 @@ mod canonical {
             if i > 0 {
                 out.push(b',');
             }
-            leaf(out, k);
+            string(out, k);
             out.push(b':');
             value(out, k, v);
         }
         out.push(b'}');
     }
 
-    /// A string, number, bool or null exactly as serde_json writes it.
-    fn leaf<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
-        // Writing to a Vec cannot fail, and these values always serialize.
-        let _ = serde_json::to_writer(&mut *out, v);
+    /// A string exactly as serde_json writes it.
+    fn string(out: &mut Vec<u8>, s: &str) {
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
     }
 }
 
@@ -340,57 +337,53 @@ pub struct Summary {
 }
 
 pub fn summarize(workflow: &Value) -> Option<Summary> {
-    let id = match workflow.get("id")? {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        _ => return None,
-    };
+    summarize_doc(workflow)
+}
+
+/// [`summarize`] of a workflow in any tree (a sync reads pages as [`crate::json::Json`]).
+pub fn summarize_doc<D: Doc>(workflow: &D) -> Option<Summary> {
+    let id = workflow.get("id")?.as_id()?;
     let tags = workflow
         .get("tags")
-        .and_then(Value::as_array)
+        .and_then(D::as_array)
         .map(|t| {
             t.iter()
-                .filter_map(|t| t.get("name").and_then(Value::as_str).or_else(|| t.as_str()))
+                .filter_map(|t| t.get("name").and_then(D::as_str).or_else(|| t.as_str()))
                 .map(str::to_owned)
                 .collect()
         })
         .unwrap_or_default();
+    let mut buf = Vec::new();
+    canonical::normalized(&mut buf, workflow);
+    let content_hash = sha256_hex(&buf);
+    buf.clear();
+    canonical::storage(&mut buf, workflow);
     Some(Summary {
         id,
         name: workflow
             .get("name")
-            .and_then(Value::as_str)
+            .and_then(D::as_str)
             .unwrap_or("")
             .to_owned(),
-        active: workflow
-            .get("active")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        active: workflow.get("active").and_then(D::as_bool).unwrap_or(false),
         archived: workflow
             .get("isArchived")
-            .and_then(Value::as_bool)
+            .and_then(D::as_bool)
             .unwrap_or(false),
         tags,
         node_count: i32::try_from(nodes(workflow).len()).unwrap_or(i32::MAX),
         updated_at: workflow
             .get("updatedAt")
-            .and_then(Value::as_str)
+            .and_then(D::as_str)
             .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
             .map(|t| t.with_timezone(&chrono::Utc)),
-        content_hash: content_hash(workflow),
-        storage_hash: {
-            let mut buf = Vec::new();
-            canonical::storage(&mut buf, workflow);
-            sha256_hex(&buf)
-        },
+        content_hash,
+        storage_hash: sha256_hex(&buf),
     })
 }
 
-fn nodes(workflow: &Value) -> &[Value] {
-    workflow
-        .get("nodes")
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice)
+fn nodes<D: Doc>(workflow: &D) -> &[D] {
+    workflow.get("nodes").and_then(D::as_array).unwrap_or(&[])
 }
 
 fn node_type(node: &Value) -> &str {
@@ -412,26 +405,18 @@ pub struct CredentialRef {
     pub node: String,
 }
 
-pub fn credential_refs(workflow: &Value) -> Vec<CredentialRef> {
+pub fn credential_refs<D: Doc>(workflow: &D) -> Vec<CredentialRef> {
     let mut refs = Vec::new();
     for node in nodes(workflow) {
-        let node_name = node.get("name").and_then(Value::as_str).unwrap_or("");
-        let Some(creds) = node.get("credentials").and_then(Value::as_object) else {
+        let node_name = node.get("name").and_then(D::as_str).unwrap_or("");
+        let Some(creds) = node.get("credentials").and_then(D::members) else {
             continue;
         };
         for (cred_type, r) in creds {
             refs.push(CredentialRef {
-                id: match r.get("id") {
-                    Some(Value::String(s)) => Some(s.clone()),
-                    Some(Value::Number(n)) => Some(n.to_string()),
-                    _ => None,
-                },
-                name: r
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned(),
-                cred_type: cred_type.clone(),
+                id: r.get("id").and_then(D::as_id),
+                name: r.get("name").and_then(D::as_str).unwrap_or("").to_owned(),
+                cred_type: cred_type.to_owned(),
                 node: node_name.to_owned(),
             });
         }
@@ -919,7 +904,72 @@ mod canonical_tests {
                 storage_form(&w).to_string(),
                 "storage form of #{i}: {w}"
             );
+            // Read in place from text whose members come in another order, some keys
+            // repeated (the last one counts), everything summarised the same.
+            let text = scrambled(&w, i);
+            // (Compared with the Value parsed from the same text: serde_json's float parsing
+            // may land one step away from a float made in memory.)
+            let doc = crate::json::Json::parse(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+            let parsed: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+            let mut in_place = Vec::new();
+            canonical::storage(&mut in_place, &doc);
+            buf.clear();
+            canonical::storage(&mut buf, &parsed);
+            assert_eq!(
+                String::from_utf8_lossy(&in_place),
+                String::from_utf8_lossy(&buf),
+                "storage form of #{i} read in place: {text}"
+            );
+            assert_eq!(
+                summarize_doc(&doc),
+                summarize(&parsed),
+                "summary of #{i} read in place: {text}"
+            );
+            assert_eq!(credential_refs(&doc), credential_refs(&parsed), "{text}");
         }
+    }
+
+    /// `v` as JSON text with each object's members reversed and, every third object, its
+    /// first member written twice (a decoy value first).
+    fn scrambled(v: &Value, seed: usize) -> String {
+        fn write(out: &mut String, v: &Value, n: &mut usize) {
+            match v {
+                Value::Object(o) => {
+                    *n += 1;
+                    out.push('{');
+                    let members: Vec<_> = o.iter().rev().collect();
+                    if *n % 3 == 0
+                        && let Some((k, _)) = members.first()
+                    {
+                        out.push_str(&Value::from(k.as_str()).to_string());
+                        out.push_str(":\"decoy\",");
+                    }
+                    for (i, (k, v)) in members.into_iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push_str(&Value::from(k.as_str()).to_string());
+                        out.push(':');
+                        write(out, v, n);
+                    }
+                    out.push('}');
+                }
+                Value::Array(a) => {
+                    out.push('[');
+                    for (i, e) in a.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        write(out, e, n);
+                    }
+                    out.push(']');
+                }
+                other => out.push_str(&other.to_string()),
+            }
+        }
+        let mut out = String::new();
+        write(&mut out, v, &mut seed.clone());
+        out
     }
 
     // Hashes stored by earlier versions stay valid: the value is pinned (computed independently
@@ -937,6 +987,12 @@ mod canonical_tests {
         assert_eq!(
             content_hash(&w),
             "298d2a0322f2b6f07f3704a88888861d4f0407e4a6c68dcdf4b126b683d6df0d"
+        );
+        let text = w.to_string();
+        let doc = crate::json::Json::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            summarize_doc(&doc).map(|s| s.content_hash),
+            Some(content_hash(&w))
         );
     }
 }

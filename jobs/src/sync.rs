@@ -370,11 +370,14 @@ impl Sync {
             fetcher(provider, |p, c| {
                 async move {
                     let page = p.list_workflows_raw(c.as_deref()).await?;
-                    let items = page.items.into_iter().map(|w| (w.value, w.text)).collect();
+                    let items = page.items.into_iter().map(|w| w.text).collect();
                     let items = tokio::task::spawn_blocking(move || catalog::summarize_page(items))
                         .await
                         .map_err(|e| {
                             ProviderError::Transient(format!("hashing a page failed: {e}"))
+                        })?
+                        .map_err(|e| {
+                            ProviderError::InvalidResponse(format!("a workflow's JSON: {e}"))
                         })?;
                     Ok(Page {
                         items,

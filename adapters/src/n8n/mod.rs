@@ -3,6 +3,7 @@
 //! Per-version rules (write bodies, capabilities) live in [`body`].
 
 pub mod body;
+mod skim;
 
 use std::time::Duration;
 
@@ -129,24 +130,27 @@ impl N8n {
         .await
     }
 
-    /// One page of a list endpoint with each item's text as sent (not parsed); refuses a
-    /// cursor that repeats.
-    async fn page_raw(
+    /// One page of a list endpoint, each item read as a `T` straight from the body (its text
+    /// as sent, or the fields wanted of it); refuses a cursor that repeats.
+    async fn page_of<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         cursor: Option<&str>,
-    ) -> ProviderResult<(Vec<Box<RawValue>>, Option<String>)> {
+        extra: &[(&str, String)],
+    ) -> ProviderResult<(Vec<T>, Option<String>)> {
         #[derive(serde::Deserialize)]
-        struct Body {
-            data: Option<Vec<Box<RawValue>>>,
+        #[serde(bound = "T: serde::de::DeserializeOwned")]
+        struct Body<T> {
+            data: Option<Vec<T>>,
             #[serde(rename = "nextCursor", default)]
             next_cursor: Option<Value>,
         }
         let mut query: Vec<(&str, String)> = vec![("limit", MAX_PAGE.to_string())];
+        query.extend(extra.iter().cloned());
         if let Some(c) = cursor {
             query.push(("cursor", c.to_owned()));
         }
-        let body: Body = self.call_as(Method::GET, path, &query, None).await?;
+        let body: Body<T> = self.call_as(Method::GET, path, &query, None).await?;
         let next = body
             .next_cursor
             .as_ref()
@@ -374,23 +378,6 @@ fn user(v: &Value) -> ProviderResult<ProviderUser> {
     })
 }
 
-fn execution(v: &Value) -> ProviderResult<Execution> {
-    let error_message = v
-        .pointer("/data/resultData/error/message")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    Ok(Execution {
-        id: required(v, "id", "execution")?,
-        workflow_id: text(v, "workflowId"),
-        status: text(v, "status").unwrap_or_else(|| "unknown".into()),
-        mode: text(v, "mode"),
-        finished: v.get("finished").and_then(Value::as_bool).unwrap_or(false),
-        started_at: time(v, "startedAt"),
-        stopped_at: time(v, "stoppedAt"),
-        error_message,
-    })
-}
-
 fn typed<T>(
     (items, next): (Vec<Value>, Option<String>),
     parse: fn(&Value) -> ProviderResult<T>,
@@ -408,6 +395,25 @@ fn check_workflow(v: Value) -> ProviderResult<Value> {
         Err(ProviderError::InvalidResponse(
             "a workflow without `id` or `nodes`".into(),
         ))
+    }
+}
+
+/// [`check_workflow`] of a workflow's text, without parsing it into a tree.
+fn check_workflow_text(text: &RawValue) -> ProviderResult<()> {
+    #[derive(serde::Deserialize)]
+    struct Shape<'a> {
+        #[serde(borrow)]
+        id: Option<&'a RawValue>,
+        #[serde(borrow)]
+        nodes: Option<&'a RawValue>,
+    }
+    let shape: Shape = serde_json::from_str(text.get())
+        .map_err(|e| ProviderError::InvalidResponse(format!("a workflow's JSON: {e}")))?;
+    match (shape.id, shape.nodes) {
+        (Some(id), Some(nodes)) if id.get() != "null" && nodes.get().starts_with('[') => Ok(()),
+        _ => Err(ProviderError::InvalidResponse(
+            "a workflow without `id` or `nodes`".into(),
+        )),
     }
 }
 
@@ -482,18 +488,15 @@ impl Provider for N8n {
         cursor: Option<&'a str>,
     ) -> BoxFuture<'a, ProviderResult<Page<RawWorkflow>>> {
         async move {
-            let (items, next) = self.page_raw("/workflows", cursor).await?;
+            let (items, next) = self
+                .page_of::<Box<RawValue>>("/workflows", cursor, &[])
+                .await?;
             Ok(Page {
                 items: items
                     .into_iter()
                     .map(|text| {
-                        let value = serde_json::from_str(text.get()).map_err(|e| {
-                            ProviderError::InvalidResponse(format!("a workflow's JSON: {e}"))
-                        })?;
-                        Ok(RawWorkflow {
-                            value: check_workflow(value)?,
-                            text,
-                        })
+                        check_workflow_text(&text)?;
+                        Ok(RawWorkflow { text })
                     })
                     .collect::<ProviderResult<_>>()?,
                 next_cursor: next,
@@ -660,7 +663,16 @@ impl Provider for N8n {
             if let Some(s) = &filter.status {
                 extra.push(("status", s.clone()));
             }
-            typed(self.page("/executions", cursor, &extra).await?, execution)
+            let (items, next) = self
+                .page_of::<skim::ExecutionShape>("/executions", cursor, &extra)
+                .await?;
+            Ok(Page {
+                items: items
+                    .into_iter()
+                    .map(skim::execution)
+                    .collect::<ProviderResult<_>>()?,
+                next_cursor: next,
+            })
         }
         .boxed()
     }
