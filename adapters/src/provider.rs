@@ -145,8 +145,8 @@ pub struct RawWorkflow {
 
 impl RawWorkflow {
     /// For providers that only hand out parsed values: the text is written from the value.
-    pub fn from_value(value: Value) -> ProviderResult<Self> {
-        let text = serde_json::value::to_raw_value(&value)
+    pub fn from_value(value: &Value) -> ProviderResult<Self> {
+        let text = serde_json::value::to_raw_value(value)
             .map_err(|e| ProviderError::InvalidResponse(format!("a workflow's JSON: {e}")))?;
         Ok(Self { text })
     }
@@ -220,7 +220,7 @@ pub trait Provider: Send + Sync + fmt::Debug {
                 items: page
                     .items
                     .into_iter()
-                    .map(RawWorkflow::from_value)
+                    .map(|w| RawWorkflow::from_value(&w))
                     .collect::<ProviderResult<_>>()?,
                 next_cursor: page.next_cursor,
             })

@@ -938,7 +938,7 @@ mod canonical_tests {
                     *n += 1;
                     out.push('{');
                     let members: Vec<_> = o.iter().rev().collect();
-                    if *n % 3 == 0
+                    if (*n).is_multiple_of(3)
                         && let Some((k, _)) = members.first()
                     {
                         out.push_str(&Value::from(k.as_str()).to_string());

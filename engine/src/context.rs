@@ -124,6 +124,48 @@ impl RunCtx {
         let started = Utc::now();
         let timer = std::time::Instant::now();
         let output = f().await?;
+        self.completed_step(name, output, started, timer).await
+    }
+
+    /// [`RunCtx::step`] for a step that may run again together with the one before it: it
+    /// starts while the previous step's checkpoint is still being committed instead of after,
+    /// so a chain of short steps (a sync's pages) does not wait for a commit between steps. Its
+    /// output still counts only once that checkpoint is durable (if it fails, so does this
+    /// step). The price: a crash can re-run this step *and* its predecessor, where a plain step
+    /// re-runs at most the step in flight — so both must be idempotent.
+    pub async fn step_overlapped<T, F, Fut>(&mut self, name: &str, f: F) -> Result<T, JobError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, JobError>>,
+    {
+        let Some(pending) = self.pending.take() else {
+            return self.step(name, f).await;
+        };
+        if self.completed.contains_key(name) || self.cancel.is_cancelled() {
+            self.pending = Some(pending);
+            return self.step(name, f).await;
+        }
+        let started = Utc::now();
+        let timer = std::time::Instant::now();
+        let (settled, output) = tokio::join!(pending.done, f());
+        match settled {
+            Ok(Ok(_)) => {
+                self.completed.insert(pending.name, pending.output);
+            }
+            Ok(Err(e)) => return Err(fenced_or(e)),
+            Err(_) => return Err(JobError::transient("the worker is shutting down")),
+        }
+        self.completed_step(name, output?, started, timer).await
+    }
+
+    async fn completed_step<T: Serialize>(
+        &mut self,
+        name: &str,
+        output: T,
+        started: DateTime<Utc>,
+        timer: std::time::Instant,
+    ) -> Result<T, JobError> {
         metrics::histogram!("workflowops_engine_step_seconds", "kind" => self.kind.clone())
             .record(timer.elapsed());
         let value = serde_json::to_value(&output).map_err(|e| {

@@ -305,7 +305,7 @@ impl Sync {
     }
 
     /// Walks a list a page at a time, each page a step (fetch, then `store`); returns the pages'
-    /// checkpoints. While a page is being stored the next one is already being fetched, so the
+    /// checkpoints. A crash re-runs at most the page in flight and the one before it. While a page is being stored the next one is already being fetched, so the
     /// provider's latency and our writes overlap; a resumed walk starts without a prefetch.
     async fn walk<T, S, SFut>(
         ctx: &mut RunCtx,
@@ -325,8 +325,10 @@ impl Sync {
             let ready = prefetched.take().filter(|p| p.cursor == cursor);
             let mut next_prefetch = None;
             let (fetch, store, current) = (&fetch, &mut store, cursor.clone());
+            // Overlapped: a page is fetched and stored while the previous page's checkpoint
+            // commits (pages are idempotent upserts, so re-running two after a crash is safe).
             let result: PageDone = ctx
-                .step(&format!("{name}:page:{n}"), || async {
+                .step_overlapped(&format!("{name}:page:{n}"), || async {
                     let page = match ready {
                         Some(p) => p.wait().await,
                         None => fetch(current).await,

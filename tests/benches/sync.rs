@@ -245,7 +245,7 @@ async fn main() {
         let (inside, between): (Option<f64>, Option<f64>) = sqlx::query_as(
             "select avg(extract(epoch from completed_at - started_at))::float8 * 1000, \
                     avg(extract(epoch from started_at - prev))::float8 * 1000 \
-             from (select started_at, completed_at, lag(completed_at) over (order by started_at) as prev \
+             from (select started_at, completed_at, lag(started_at) over (order by started_at) as prev \
                    from engine_steps where run_id = $1 and name like '%:page:%') s",
         )
         .bind(run)
@@ -253,7 +253,7 @@ async fn main() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
         println!(
-            "          {scope}: per page {:.1} ms inside the step (fetch + store + checkpoint), {:.1} ms between steps",
+            "          {scope}: per page {:.1} ms from a step's start to its checkpoint (wait for the prefetched page, store, commit), a page every {:.1} ms (steps overlap their predecessor's commit)",
             inside.unwrap_or(0.0),
             between.unwrap_or(0.0)
         );

@@ -53,6 +53,7 @@ fn registry() -> Registry {
     .register(Nap)
     .register(Fanout)
     .register(Slow)
+    .register(Overlapped)
 }
 
 #[tokio::test]
@@ -273,6 +274,70 @@ async fn a_user_retry_of_a_failed_run_resumes_from_its_checkpoints() {
         engine::queue::retry(&mut conn, "t1", run).await,
         Err(engine::queue::Error::Conflict(_))
     ));
+    worker.stop().await;
+}
+
+/// Three overlapped steps, then (on a second attempt) a fourth: what is checkpointed of
+/// overlapped steps is not run again.
+struct Overlapped;
+impl Job for Overlapped {
+    const KIND: &'static str = "test.overlapped";
+    type Input = Value;
+    type Output = Value;
+    async fn run(&self, ctx: &mut RunCtx, _input: Value) -> Result<Value, JobError> {
+        let mut outputs = Vec::new();
+        for step in ["a", "b", "c"] {
+            let (db, run, attempt) = (ctx.db().clone(), ctx.run_id, ctx.attempt);
+            let out: String = ctx
+                .step_overlapped(step, || async move {
+                    record(&db, run, step, attempt).await?;
+                    Ok(format!("{step}{attempt}"))
+                })
+                .await?;
+            outputs.push(out);
+        }
+        if ctx.attempt == 1 {
+            // Fails after the last step's checkpoint was handed over: failing waits for it.
+            return Err(JobError::permanent("first attempt always fails"));
+        }
+        let (db, run, attempt) = (ctx.db().clone(), ctx.run_id, ctx.attempt);
+        ctx.step("d", || async move { record(&db, run, "d", attempt).await })
+            .await?;
+        Ok(json!(outputs))
+    }
+}
+
+#[tokio::test]
+async fn overlapped_steps_are_checkpointed_and_not_run_again() {
+    let db = db().await;
+    let worker = TestWorker::start(&db.pool, registry(), 2);
+    let run = enqueue(&db.pool, &NewRun::new("t1", Overlapped::KIND, json!({}))).await;
+    wait_for(&db.pool, run, RunStatus::Failed).await;
+    let steps: Vec<String> =
+        sqlx::query_scalar("select name from engine_steps where run_id = $1 order by completed_at")
+            .bind(run)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(steps, ["a", "b", "c"]);
+    let mut conn = db.pool.acquire().await.unwrap_or_else(|e| panic!("{e}"));
+    engine::queue::retry(&mut conn, "t1", run)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_for(&db.pool, run, RunStatus::Succeeded).await;
+    let rows = ledger_rows(&db.pool, run).await;
+    let rows: Vec<(&str, i32)> = rows.iter().map(|(s, a)| (s.as_str(), *a)).collect();
+    assert_eq!(rows, [("a", 1), ("b", 1), ("c", 1), ("d", 2)]);
+    let output: Value = sqlx::query_scalar("select output from engine_runs where id = $1")
+        .bind(run)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        output,
+        json!(["a1", "b1", "c1"]),
+        "stored outputs returned on the retry"
+    );
     worker.stop().await;
 }
 
