@@ -510,7 +510,22 @@ pub struct WorkflowItem {
     pub provider_updated_at: Option<DateTime<Utc>>,
     pub deleted_at: Option<DateTime<Utc>>,
     pub synced_at: DateTime<Utc>,
+    /// WF-008, against the workflow's canonical (Git) version: `in_sync`, `local_changes`
+    /// (changed in the environment since it last matched Git), `update_available` (Git moved
+    /// on, the environment did not), `untracked` (linked to no canonical workflow) or `deleted`
+    /// (deleted in the provider). The cell statuses of `domain::canonical`, per workflow.
+    pub sync_status: String,
+    /// The canonical workflow it is linked to.
+    pub canonical_id: Option<String>,
 }
+
+/// [`WorkflowItem::sync_status`] over `w` (env_workflows), `m` (workflow_env_map) and `c`
+/// (canonical_workflows), the last two left-joined.
+const SYNC_STATUS: &str = "case when w.deleted_at is not null then 'deleted' \
+     when m.provider_id is null then 'untracked' \
+     when w.content_hash = c.content_hash then 'in_sync' \
+     when w.content_hash = m.linked_hash then 'update_available' \
+     else 'local_changes' end";
 
 #[derive(Debug, Default, Clone)]
 pub struct WorkflowFilter {
@@ -554,10 +569,13 @@ pub async fn list_workflows(
                 .replace('_', "\\_")
         )
     });
-    let mut rows: Vec<WorkflowItem> = sqlx::query_as(
+    let mut rows: Vec<WorkflowItem> = sqlx::query_as(sqlf!(
         "select w.environment_id, e.name as environment_name, w.provider_id as id, w.name, w.active, w.archived, \
-                w.tags, w.node_count, w.content_hash, w.provider_updated_at, w.deleted_at, w.synced_at \
+                w.tags, w.node_count, w.content_hash, w.provider_updated_at, w.deleted_at, w.synced_at, \
+                {SYNC_STATUS} as sync_status, m.canonical_id \
          from env_workflows w join environments e on e.id = w.environment_id \
+         left join workflow_env_map m on m.environment_id = w.environment_id and m.provider_id = w.provider_id \
+         left join canonical_workflows c on c.tenant_id = m.tenant_id and c.id = m.canonical_id \
          where w.tenant_id = $1 \
            and ($2::uuid is null or w.environment_id = $2) \
            and ($3::text is null or lower(w.name) like $3 or exists (select 1 from unnest(w.tags) t where lower(t) like $3)) \
@@ -568,7 +586,7 @@ pub async fn list_workflows(
            and ($8::text is null or (lower(w.name), w.environment_id, w.provider_id) > ($8, $9, $10)) \
          order by lower(w.name), w.environment_id, w.provider_id \
          limit $11",
-    )
+    ))
     .bind(tenant_id)
     .bind(filter.environment_id)
     .bind(pattern)

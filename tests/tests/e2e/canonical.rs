@@ -231,6 +231,30 @@ async fn onboarding_links_workflows_and_the_matrix_tracks_each_side() {
             vec!["linked".to_owned(), "drift".to_owned()]
         )]
     );
+    // WF-008: the catalog says the same per workflow.
+    let listed = app
+        .get(
+            &format!("/api/v1/workflows?environment_id={prod}"),
+            &acme.admin,
+        )
+        .await;
+    let status_of = |id: &str| {
+        listed.body["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|w| w["id"] == id))
+            .map(|w| (w["sync_status"].clone(), w["canonical_id"].clone()))
+    };
+    assert_eq!(
+        status_of(&prod_ids[0]),
+        Some((json!("local_changes"), json!("order-sync"))),
+        "{}",
+        listed.body
+    );
+    let statuses: Vec<&str> = listed.body["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|w| w["sync_status"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(statuses.contains(&"in_sync"), "{statuses:?}");
     let actions: Vec<&str> = body["rows"][0]["cells"][1]["actions"]
         .as_array()
         .map(|a| a.iter().filter_map(|x| x["action"].as_str()).collect())
@@ -273,6 +297,22 @@ async fn onboarding_links_workflows_and_the_matrix_tracks_each_side() {
             vec!["out_of_date".to_owned(), "out_of_date".to_owned()]
         )]
     );
+    let listed = app
+        .get(
+            &format!("/api/v1/workflows?environment_id={dev}"),
+            &acme.admin,
+        )
+        .await;
+    let lagging: Vec<&Value> = listed.body["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|w| w["canonical_id"] == second.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(lagging.len(), 1, "{}", listed.body);
+    assert_eq!(lagging[0]["sync_status"], "update_available");
 
     // CAN-014 missing: deleted in dev.
     let third = out["onboarded"][2]["canonical_id"]

@@ -589,3 +589,103 @@ async fn expired_incidents_escalate_and_accepted_drift_stays_quiet() {
         404
     );
 }
+
+// ENV-011: an environment's drift handling mode decides what an open incident blocks and what
+// closing it needs
+#[tokio::test]
+async fn drift_modes_decide_what_blocks_promotions_and_what_closing_needs() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    let mut incidents = Vec::new();
+    for mode in ["warn_only", "manual_override", "require_attestation"] {
+        let env = environment(&app, &acme, mode, "production", &n8n).await;
+        let changed = app
+            .patch(
+                &format!("/api/v1/environments/{env}"),
+                &acme.admin,
+                &json!({"drift_mode": mode}),
+            )
+            .await;
+        assert_eq!(changed.status, 200, "{}", changed.body);
+        assert_eq!(changed.body["drift_mode"], mode);
+        let id: Uuid = sqlx::query_scalar(
+            "insert into drift_incidents (id, tenant_id, environment_id, status, severity, title, expires_at) \
+             values (gen_random_uuid(), $1, $2, 'detected', 'medium', 'changed in production', now() + interval '1 day') \
+             returning id",
+        )
+        .bind(acme.id)
+        .bind(env)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        incidents.push((mode, env, id));
+    }
+    let blocking = |env: Uuid| {
+        let pool = app.db.pool.clone();
+        async move {
+            domain::drift::blocking(&pool, acme.id, env)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
+    let [
+        (_, warn, _),
+        (_, manual, manual_incident),
+        (_, attest, attest_incident),
+    ] = incidents[..]
+    else {
+        panic!("three environments");
+    };
+    assert!(blocking(warn).await.is_empty(), "warn_only only warns");
+    let reasons = blocking(manual).await;
+    assert!(
+        reasons.len() == 1 && reasons[0].contains("manual override"),
+        "{reasons:?}"
+    );
+    let reasons = blocking(attest).await;
+    assert!(
+        reasons.len() == 1 && reasons[0].contains("attestation"),
+        "{reasons:?}"
+    );
+
+    // manual_override: acknowledging lifts the block.
+    let acked = transition(
+        &app,
+        &acme.admin,
+        &manual_incident.to_string(),
+        json!({"to": "acknowledged"}),
+    )
+    .await;
+    assert_eq!(acked.status, 200, "{}", acked.body);
+    assert!(blocking(manual).await.is_empty());
+
+    // require_attestation: acknowledging does not; closing needs notes, and then it is lifted.
+    let id = attest_incident.to_string();
+    let acked = transition(&app, &acme.admin, &id, json!({"to": "acknowledged"})).await;
+    assert_eq!(acked.status, 200, "{}", acked.body);
+    assert_eq!(blocking(attest).await.len(), 1);
+    let bare = transition(
+        &app,
+        &acme.admin,
+        &id,
+        json!({"to": "closed", "resolution_type": "acknowledge"}),
+    )
+    .await;
+    assert_eq!(bare.status, 422, "{}", bare.body);
+    assert!(
+        bare.body.to_string().contains("resolution_notes"),
+        "{}",
+        bare.body
+    );
+    let attested = transition(
+        &app,
+        &acme.admin,
+        &id,
+        json!({"to": "closed", "resolution_type": "acknowledge",
+               "resolution_notes": "hotfix applied by on-call, ticket OPS-12"}),
+    )
+    .await;
+    assert_eq!(attested.status, 200, "{}", attested.body);
+    assert!(blocking(attest).await.is_empty());
+}
