@@ -134,6 +134,35 @@ impl Fault {
     }
 }
 
+/// The n8n instance a test talks to: the real one named by `N8N_URL` and `N8N_API_KEY` when
+/// both are set (a throwaway instance: tests create and delete workflows in it), else an
+/// emulator started with the given configuration, kept alive with the peer.
+pub struct Peer {
+    pub base_url: String,
+    pub api_key: String,
+    pub emulator: Option<N8nEmulator>,
+}
+
+impl Peer {
+    pub async fn real_or(config: EmulatorConfig) -> Self {
+        match (std::env::var("N8N_URL"), std::env::var("N8N_API_KEY")) {
+            (Ok(base_url), Ok(api_key)) if !base_url.is_empty() => Self {
+                base_url,
+                api_key,
+                emulator: None,
+            },
+            _ => {
+                let e = N8nEmulator::start(config).await;
+                Self {
+                    base_url: e.base_url(),
+                    api_key: e.api_key(),
+                    emulator: Some(e),
+                }
+            }
+        }
+    }
+}
+
 /// A running emulator. The server stops when this is dropped.
 pub struct N8nEmulator {
     addr: SocketAddr,

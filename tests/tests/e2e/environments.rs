@@ -990,3 +990,104 @@ async fn health_checks_record_reachability_latency_and_version() {
     assert!(env_row.body["last_heartbeat_at"].is_string());
     w.stop().await;
 }
+
+// ENV-013, ENV-018, WF-001, WF-008 against a real n8n when N8N_URL and N8N_API_KEY are set (else
+// the emulator): workflows created through n8n's public API are synced, hashed as read back, and
+// marked deleted once deleted there. Only the test's own workflows are looked at.
+#[tokio::test]
+async fn a_sync_catalogs_workflows_created_through_the_public_api() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let peer = workflowops_tests::n8n::Peer::real_or(EmulatorConfig::default()).await;
+    let http = reqwest::Client::new();
+    let api = |path: &str| format!("{}/api/v1{path}", peer.base_url.trim_end_matches('/'));
+    let run = Uuid::new_v4().simple().to_string();
+    let mut created = Vec::new();
+    for i in 0..3 {
+        let body = json!({
+            "name": format!("wfo-test {run} {i}"),
+            "nodes": [
+                {"id": Uuid::new_v4(), "name": "Start", "type": "n8n-nodes-base.manualTrigger",
+                 "typeVersion": 1, "position": [0, 0], "parameters": {}},
+                {"id": Uuid::new_v4(), "name": "Set", "type": "n8n-nodes-base.set", "typeVersion": 3.4,
+                 "position": [220, 0], "parameters": {"assignments": {"assignments": [
+                     {"id": Uuid::new_v4(), "name": "n", "value": i, "type": "number"}]}, "options": {}}}
+            ],
+            "connections": {"Start": {"main": [[{"node": "Set", "type": "main", "index": 0}]]}},
+            "settings": {"executionOrder": "v1"}
+        });
+        let res = http
+            .post(api("/workflows"))
+            .header("X-N8N-API-KEY", &peer.api_key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(res.status().is_success(), "{}", res.status());
+        let wf: Value = res.json().await.unwrap_or_else(|e| panic!("{e}"));
+        created.push(wf["id"].as_str().unwrap_or_default().to_owned());
+    }
+    let res = app
+        .post(
+            "/api/v1/environments",
+            &acme.admin,
+            &json!({"name": "peer", "provider": "n8n", "base_url": peer.base_url,
+                    "api_key": peer.api_key, "class": "dev"}),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    let env: Uuid = res.body["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
+    let _worker = worker(&app, 2);
+    let first = sync(&app, &acme, env, "workflows").await;
+    assert_eq!(wait_done(&app, first).await["status"], "succeeded");
+    let listed = app
+        .get(
+            &format!("/api/v1/workflows?environment_id={env}&search={run}"),
+            &acme.admin,
+        )
+        .await;
+    let items = listed.body["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 3, "{}", listed.body);
+    for item in &items {
+        let id = item["id"].as_str().unwrap_or_default();
+        assert!(created.iter().any(|c| c == id), "{id}");
+        let read: Value = http
+            .get(api(&format!("/workflows/{id}")))
+            .header("X-N8N-API-KEY", &peer.api_key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(item["content_hash"], domain::workflow::content_hash(&read));
+        assert_eq!(item["node_count"], 2);
+        assert_eq!(item["sync_status"], "untracked");
+    }
+
+    for id in &created {
+        let res = http
+            .delete(api(&format!("/workflows/{id}")))
+            .header("X-N8N-API-KEY", &peer.api_key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(res.status().is_success(), "{}", res.status());
+    }
+    let second = sync(&app, &acme, env, "workflows").await;
+    assert_eq!(wait_done(&app, second).await["status"], "succeeded");
+    let listed = app
+        .get(
+            &format!("/api/v1/workflows?environment_id={env}&search={run}&include_deleted=true"),
+            &acme.admin,
+        )
+        .await;
+    let statuses: Vec<&str> = listed.body["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|w| w["sync_status"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(statuses, ["deleted"; 3], "{}", listed.body);
+}

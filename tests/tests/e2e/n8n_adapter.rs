@@ -6,36 +6,10 @@ use std::time::{Duration, Instant};
 
 use adapters::{Connection, Limits, Provider, ProviderError, ProviderKind};
 use serde_json::{Value, json};
-use workflowops_tests::n8n::{EmulatorConfig, Fault, N8nEmulator};
-
-/// The instance under test: a real one from the environment, else an emulator (kept alive).
-struct Peer {
-    base_url: String,
-    api_key: String,
-    emulator: Option<N8nEmulator>,
-}
+use workflowops_tests::n8n::{EmulatorConfig, Fault, N8nEmulator, Peer};
 
 async fn peer() -> Peer {
-    peer_or(EmulatorConfig::default()).await
-}
-
-/// The real instance when one is configured, else an emulator configured so.
-async fn peer_or(config: EmulatorConfig) -> Peer {
-    match (std::env::var("N8N_URL"), std::env::var("N8N_API_KEY")) {
-        (Ok(base_url), Ok(api_key)) if !base_url.is_empty() => Peer {
-            base_url,
-            api_key,
-            emulator: None,
-        },
-        _ => {
-            let e = N8nEmulator::start(config).await;
-            Peer {
-                base_url: e.base_url(),
-                api_key: e.api_key(),
-                emulator: Some(e),
-            }
-        }
-    }
+    Peer::real_or(EmulatorConfig::default()).await
 }
 
 fn adapter(base_url: &str, api_key: &str, version: Option<String>) -> Arc<dyn Provider> {
@@ -164,7 +138,7 @@ async fn the_adapter_reads_writes_activates_and_pages_workflows() {
 #[tokio::test]
 async fn a_workflow_read_from_2x_is_written_to_1x() {
     let v2 = N8nEmulator::start(EmulatorConfig::default()).await;
-    let v1 = peer_or(EmulatorConfig {
+    let v1 = Peer::real_or(EmulatorConfig {
         version: "1.123.81".into(),
         ..EmulatorConfig::default()
     })
