@@ -316,7 +316,12 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
         .goto(app.url("/workflows"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(b.text("workflows").await.contains("Seeded workflow 00000"));
+    let listed = b.text("workflows").await;
+    assert!(listed.contains("Seeded workflow 00000"));
+    assert!(
+        listed.contains("untracked"),
+        "WF-008: each workflow's Git status"
+    );
     b.screenshot("workflows")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
