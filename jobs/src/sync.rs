@@ -305,8 +305,9 @@ impl Sync {
     }
 
     /// Walks a list a page at a time, each page a step (fetch, then `store`); returns the pages'
-    /// checkpoints. A crash re-runs at most the page in flight and the one before it. While a page is being stored the next one is already being fetched, so the
-    /// provider's latency and our writes overlap; a resumed walk starts without a prefetch.
+    /// checkpoints. While a page is being stored the next one is already being fetched, so the
+    /// provider's latency and our writes overlap; a resumed walk starts without a prefetch. A
+    /// crash re-runs at most the page in flight and the one before it (`step_overlapped`).
     async fn walk<T, S, SFut>(
         ctx: &mut RunCtx,
         name: &str,
@@ -325,8 +326,6 @@ impl Sync {
             let ready = prefetched.take().filter(|p| p.cursor == cursor);
             let mut next_prefetch = None;
             let (fetch, store, current) = (&fetch, &mut store, cursor.clone());
-            // Overlapped: a page is fetched and stored while the previous page's checkpoint
-            // commits (pages are idempotent upserts, so re-running two after a crash is safe).
             let result: PageDone = ctx
                 .step_overlapped(&format!("{name}:page:{n}"), || async {
                     let page = match ready {

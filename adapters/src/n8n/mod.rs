@@ -130,8 +130,9 @@ impl N8n {
         .await
     }
 
-    /// One page of a list endpoint, each item read as a `T` straight from the body (its text
-    /// as sent, or the fields wanted of it); refuses a cursor that repeats.
+    /// One page of a list endpoint, each item read as a `T` straight from the body (a parsed
+    /// value, its text as sent, or the fields wanted of it); refuses a cursor that repeats
+    /// (n8n's `limit=0` quirk).
     async fn page_of<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
@@ -170,36 +171,14 @@ impl N8n {
         Ok((items, next))
     }
 
-    /// One page of a list endpoint; refuses a cursor that repeats (n8n's `limit=0` quirk).
+    /// One page of a list endpoint as parsed values (see [`N8n::page_of`]).
     async fn page(
         &self,
         path: &str,
         cursor: Option<&str>,
         extra: &[(&str, String)],
     ) -> ProviderResult<(Vec<Value>, Option<String>)> {
-        let mut query: Vec<(&str, String)> = vec![("limit", MAX_PAGE.to_string())];
-        query.extend(extra.iter().cloned());
-        if let Some(c) = cursor {
-            query.push(("cursor", c.to_owned()));
-        }
-        let mut body = self.call(Method::GET, path, &query, None).await?;
-        let next = body
-            .get("nextCursor")
-            .and_then(Value::as_str)
-            .filter(|c| !c.is_empty())
-            .map(str::to_owned);
-        // Taken, not copied: a page of workflows is megabytes.
-        let Some(Value::Array(items)) = body.get_mut("data").map(Value::take) else {
-            return Err(ProviderError::InvalidResponse(format!(
-                "GET {path} answered without a `data` list"
-            )));
-        };
-        if next.is_some() && next.as_deref() == cursor {
-            return Err(ProviderError::InvalidResponse(format!(
-                "GET {path} returned the cursor it was given as the next one; stopping instead of looping"
-            )));
-        }
-        Ok((items, next))
+        self.page_of(path, cursor, extra).await
     }
 
     async fn settings_version(&self) -> Option<String> {

@@ -1000,7 +1000,14 @@ async fn a_sync_catalogs_workflows_created_through_the_public_api() {
     let acme = app.tenant("acme").await;
     let peer = workflowops_tests::n8n::Peer::real_or(EmulatorConfig::default()).await;
     let http = reqwest::Client::new();
-    let api = |path: &str| format!("{}/api/v1{path}", peer.base_url.trim_end_matches('/'));
+    // A request to the peer's public API, authenticated.
+    let n8n = |method: Method, path: &str| {
+        http.request(
+            method,
+            format!("{}/api/v1{path}", peer.base_url.trim_end_matches('/')),
+        )
+        .header("X-N8N-API-KEY", &peer.api_key)
+    };
     let run = Uuid::new_v4().simple().to_string();
     let mut created = Vec::new();
     for i in 0..3 {
@@ -1016,9 +1023,7 @@ async fn a_sync_catalogs_workflows_created_through_the_public_api() {
             "connections": {"Start": {"main": [[{"node": "Set", "type": "main", "index": 0}]]}},
             "settings": {"executionOrder": "v1"}
         });
-        let res = http
-            .post(api("/workflows"))
-            .header("X-N8N-API-KEY", &peer.api_key)
+        let res = n8n(Method::POST, "/workflows")
             .json(&body)
             .send()
             .await
@@ -1054,9 +1059,7 @@ async fn a_sync_catalogs_workflows_created_through_the_public_api() {
     for item in &items {
         let id = item["id"].as_str().unwrap_or_default();
         assert!(created.iter().any(|c| c == id), "{id}");
-        let read: Value = http
-            .get(api(&format!("/workflows/{id}")))
-            .header("X-N8N-API-KEY", &peer.api_key)
+        let read: Value = n8n(Method::GET, &format!("/workflows/{id}"))
             .send()
             .await
             .unwrap_or_else(|e| panic!("{e}"))
@@ -1069,9 +1072,7 @@ async fn a_sync_catalogs_workflows_created_through_the_public_api() {
     }
 
     for id in &created {
-        let res = http
-            .delete(api(&format!("/workflows/{id}")))
-            .header("X-N8N-API-KEY", &peer.api_key)
+        let res = n8n(Method::DELETE, &format!("/workflows/{id}"))
             .send()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
