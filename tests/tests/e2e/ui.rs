@@ -96,10 +96,12 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
         .click()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        !b.text("login-error").await.is_empty(),
-        "the API's message is shown"
-    );
+    // The form posts with fetch: the API's message appears when its answer has come.
+    b.until("the API's message on the sign-in page", || async {
+        !b.text("login-error").await.is_empty()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     sign_in(&b, &app, &acme.admin)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
