@@ -183,3 +183,23 @@ fn with_socket<T>(
 ) -> std::io::Result<Option<T>> {
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    /// A URL without a user connects as the OS user (libpq's default); sqlx 0.9.0 alone
+    /// made that "anonymous" (see the workspace's `whoami` dependency).
+    #[test]
+    fn a_url_without_a_user_means_the_os_user() {
+        let default = super::options("postgres://localhost:5432/workflowops")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let expected = std::env::var("PGUSER")
+            .ok()
+            .or_else(|| whoami::username().ok())
+            .unwrap_or_default();
+        assert_ne!(default.get_username(), "anonymous");
+        assert_eq!(default.get_username(), expected);
+        let explicit = super::options("postgres://wfo@localhost/workflowops")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(explicit.get_username(), "wfo");
+    }
+}
