@@ -144,7 +144,7 @@ async fn throughput(
     processes: usize,
     concurrency: u32,
 ) -> anyhow::Result<f64> {
-    sqlx::query("truncate engine_runs cascade")
+    sqlx::query("truncate engine_runs, engine_steps, engine_events cascade")
         .execute(pool)
         .await?;
     enqueue_steps(pool, n, steps).await?;
@@ -255,7 +255,7 @@ async fn apalis_rate(
 
 /// Enqueue→start latency over `n` sequential runs with one idle worker: (p50, p99) in ms.
 async fn idle_latency(pool: &PgPool, url: &str, n: usize) -> anyhow::Result<(f64, f64)> {
-    sqlx::query("truncate engine_runs cascade")
+    sqlx::query("truncate engine_runs, engine_steps, engine_events cascade")
         .execute(pool)
         .await?;
     let mut w = worker(url, 4)?;
@@ -299,7 +299,7 @@ async fn idle_latency(pool: &PgPool, url: &str, n: usize) -> anyhow::Result<(f64
 
 /// kill -9 of a worker holding runs → seconds until another worker has resumed all of them.
 async fn recovery(pool: &PgPool, url: &str) -> anyhow::Result<f64> {
-    sqlx::query("truncate engine_runs cascade")
+    sqlx::query("truncate engine_runs, engine_steps, engine_events cascade")
         .execute(pool)
         .await?;
     let mut victim = worker(url, 4)?;
@@ -351,7 +351,7 @@ async fn recovery(pool: &PgPool, url: &str) -> anyhow::Result<f64> {
 }
 
 async fn fill_history(pool: &PgPool, finished: i64, future: i64) -> anyhow::Result<()> {
-    sqlx::query("truncate engine_runs cascade")
+    sqlx::query("truncate engine_runs, engine_steps, engine_events cascade")
         .execute(pool)
         .await?;
     sqlx::query("alter table engine_runs disable trigger engine_runs_inserted")

@@ -48,9 +48,9 @@ pub(crate) enum Write {
 pub(crate) struct ClaimRequest {
     pub(crate) worker: Uuid,
     pub(crate) kinds: Vec<String>,
-    /// The worker's free slots, counted when the claim runs (slots freed by the finishes
+    /// What the worker wants, counted when the claim runs (slots freed by the finishes
     /// gathered in the same commit count too).
-    pub(crate) slots: std::sync::Arc<tokio::sync::Semaphore>,
+    pub(crate) demand: std::sync::Arc<crate::worker::Demand>,
     pub(crate) lease: std::time::Duration,
     pub(crate) recent: Vec<String>,
 }
@@ -182,7 +182,7 @@ async fn apply(pool: &PgPool, batch: &[(Write, Reply)]) -> Result<Vec<Outcome>, 
     }
     for (i, (write, _)) in batch.iter().enumerate() {
         if let Write::Claim(c) = write {
-            let free = c.slots.available_permits();
+            let free = c.demand.wanted();
             if free > 0 {
                 let runs = queue::claim(
                     &mut *tx,

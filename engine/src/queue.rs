@@ -614,7 +614,8 @@ pub async fn retry(db: &mut PgConnection, namespace: &str, run_id: Uuid) -> Resu
     get(&mut *db, namespace, run_id).await
 }
 
-/// Appends a log line to a run's events.
+/// Appends a log line to a run's events. The run is key-share locked, so a run being deleted
+/// meanwhile (there is no foreign key) cannot be left with an orphan event: NotFound instead.
 pub async fn log(
     db: impl PgExecutor<'_>,
     run_id: Uuid,
@@ -622,14 +623,18 @@ pub async fn log(
     level: &str,
     message: &str,
 ) -> Result<()> {
-    sqlx::query(
-        "insert into engine_events (run_id, namespace, kind, data) values ($1, $2, 'log', $3)",
+    let written = sqlx::query(
+        "insert into engine_events (run_id, namespace, kind, data) select $1, $2, 'log', $3 \
+         where exists (select from engine_runs where id = $1 and namespace = $2 for key share)",
     )
     .bind(run_id)
     .bind(namespace)
     .bind(json!({"level": level, "message": message}))
     .execute(db)
     .await?;
+    if written.rows_affected() == 0 {
+        return Err(Error::NotFound);
+    }
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! lock, claims runs in batches up to its free slots, executes them, keeps their leases, reaps
 //! the runs of dead workers, and drains on shutdown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +46,10 @@ pub struct WorkerConfig {
     pub version: String,
     /// How many runs this worker executes at once.
     pub concurrency: u32,
+    /// How many claimed runs may wait in this worker for a slot to free (see [`Demand`]): a
+    /// slot that frees starts the next run at once instead of waiting for a claim to commit.
+    /// 0 claims only for free slots.
+    pub prefetch: u32,
     /// Only these kinds (None: every kind the registry has).
     pub kinds: Option<Vec<String>>,
     pub heartbeat_every: Duration,
@@ -66,6 +70,7 @@ impl WorkerConfig {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").into(),
             concurrency: concurrency.max(1),
+            prefetch: concurrency.max(1),
             kinds: None,
             heartbeat_every: Duration::from_secs(5),
             lease: Duration::from_secs(30),
@@ -101,8 +106,58 @@ pub async fn list_live(db: impl PgExecutor<'_>) -> Result<Vec<WorkerInfo>> {
     .await?)
 }
 
-/// Runs in flight on this worker: their cancellation tokens, for cancel requests and draining.
+/// Runs this worker holds (running or claimed and waiting for a slot): their cancellation
+/// tokens, for cancel requests and draining.
 type InFlight = Arc<Mutex<HashMap<Uuid, (Attempt, CancellationToken)>>>;
+
+/// What the next claim asks for: the worker's slots, and the claimed runs waiting for one.
+///
+/// A claim takes a run for every free slot and tops the buffer up to `prefetch`, so in a busy
+/// worker a slot that frees starts a waiting run at once: no run waits for a claim's commit
+/// (the claim rides on a later commit, in the background). Waiting runs are claimed (`running`,
+/// leased and fenced like the rest); a draining worker gives them back untouched, and a dead
+/// worker's are taken back with its running ones.
+pub(crate) struct Demand {
+    slots: Arc<Semaphore>,
+    buffer: Mutex<VecDeque<(Run, CancellationToken)>>,
+    prefetch: usize,
+    /// Signalled when a slot frees or a waiting run starts.
+    changed: Notify,
+}
+
+impl Demand {
+    fn new(concurrency: u32, prefetch: u32) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(concurrency as usize)),
+            buffer: Mutex::new(VecDeque::new()),
+            prefetch: prefetch as usize,
+            changed: Notify::new(),
+        }
+    }
+
+    /// How many runs to claim now: one per free slot, and those that fill the buffer.
+    pub(crate) fn wanted(&self) -> usize {
+        let buffered = self.buffer.lock().map(|b| b.len()).unwrap_or(usize::MAX);
+        self.slots.available_permits() + self.prefetch.saturating_sub(buffered)
+    }
+
+    fn push(&self, run: Run, cancel: CancellationToken) {
+        if let Ok(mut b) = self.buffer.lock() {
+            b.push_back((run, cancel));
+        }
+    }
+
+    fn pop(&self) -> Option<(Run, CancellationToken)> {
+        self.buffer.lock().ok()?.pop_front()
+    }
+
+    fn take_all(&self) -> Vec<(Run, CancellationToken)> {
+        self.buffer
+            .lock()
+            .map(|mut b| b.drain(..).collect())
+            .unwrap_or_default()
+    }
+}
 
 struct Shared {
     pool: PgPool,
@@ -112,7 +167,9 @@ struct Shared {
     registry: Registry,
     worker_id: Uuid,
     in_flight: InFlight,
-    slot_freed: Notify,
+    demand: Arc<Demand>,
+    /// Cancelled when the worker stops taking runs: no waiting run starts after it.
+    draining: CancellationToken,
 }
 
 /// Runs a worker until `shutdown` is cancelled, then drains.
@@ -162,7 +219,8 @@ pub async fn run_worker(
         registry,
         worker_id,
         in_flight: Arc::default(),
-        slot_freed: Notify::new(),
+        demand: Arc::new(Demand::new(config.concurrency, config.prefetch)),
+        draining: CancellationToken::new(),
     });
     let wake = Arc::new(Notify::new());
     let stop_claiming = shutdown.child_token();
@@ -196,23 +254,25 @@ pub async fn run_worker(
 
     // Claim only once cancel requests can reach us (the heartbeat also polls for them).
     let _ = tokio::time::timeout(Duration::from_secs(5), listening).await;
-    let slots = Arc::new(Semaphore::new(config.concurrency as usize));
     let mut fairness = queue::Fairness::default();
     let mut running = JoinSet::new();
     loop {
         if stop_claiming.is_cancelled() || lost.is_cancelled() {
             break;
         }
-        let free = slots.available_permits();
+        dispatch(&shared, &mut running);
+        // Reap finished tasks so the set does not grow.
+        while running.try_join_next().is_some() {}
+        let wanted = shared.demand.wanted();
         let mut claimed_any = false;
-        if free > 0 {
+        if wanted > 0 {
             let claim_started = std::time::Instant::now();
             let claimed = shared
                 .committer
                 .claim(ClaimRequest {
                     worker: worker_id,
                     kinds: kinds.clone(),
-                    slots: Arc::clone(&slots),
+                    demand: Arc::clone(&shared.demand),
                     lease: config.lease,
                     recent: fairness.recent().to_vec(),
                 })
@@ -220,43 +280,19 @@ pub async fn run_worker(
             metrics::histogram!("workflowops_engine_claim_seconds").record(claim_started.elapsed());
             match claimed {
                 Ok(runs) => {
-                    // Work was there: claim again for any slots still free (the next claim joins
+                    // Work was there: claim again for what is still wanted (the next claim joins
                     // the next commit); an empty claim means the queue is drained, so wait.
                     claimed_any = !runs.is_empty();
                     for run in runs {
                         metrics::counter!("workflowops_engine_runs_claimed_total", "kind" => run.kind.clone()).increment(1);
                         fairness.served(&run.namespace);
-                        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-                            // Cannot happen (only this loop takes slots, and the claim counted
-                            // them); give the run back.
-                            let _ = queue::release(
-                                &pool,
-                                Attempt {
-                                    run_id: run.id,
-                                    attempt: run.attempt,
-                                    worker_id,
-                                },
-                            )
-                            .await;
-                            continue;
-                        };
-                        let shared = Arc::clone(&shared);
-                        let span = tracing::info_span!("run", run_id = %run.id, kind = %run.kind, attempt = run.attempt, namespace = %run.namespace);
-                        running.spawn(
-                            async move {
-                                execute(&shared, run).await;
-                                drop(permit);
-                                shared.slot_freed.notify_one();
-                            }
-                            .instrument(span),
-                        );
+                        hold(&shared, run);
                     }
+                    dispatch(&shared, &mut running);
                 }
                 Err(e) => tracing::warn!(error = %e, "claiming runs failed"),
             }
         }
-        // Reap finished tasks so the set does not grow.
-        while running.try_join_next().is_some() {}
         if claimed_any {
             continue;
         }
@@ -264,12 +300,20 @@ pub async fn run_worker(
             () = stop_claiming.cancelled() => break,
             () = lost.cancelled() => break,
             () = wake.notified() => {}
-            () = shared.slot_freed.notified(), if slots.available_permits() == 0 => {}
+            () = shared.demand.changed.notified(), if wanted == 0 => {}
             () = tokio::time::sleep(config.poll_every) => {}
         }
     }
 
-    // Drain: let running steps finish for a while, then release what is left.
+    // Drain: runs claimed but never started go back to the queue at once; running steps may
+    // finish for a while, then what is left is released too.
+    shared.draining.cancel();
+    for (run, _) in shared.demand.take_all() {
+        let a = forget(&shared, run.id, run.attempt);
+        if let Err(e) = queue::release(&pool, a).await {
+            tracing::warn!(run_id = %a.run_id, error = %e, "releasing a waiting run failed; its lease will expire");
+        }
+    }
     let busy = running.len();
     if busy > 0 {
         tracing::info!(running = busy, "draining: waiting for running steps");
@@ -322,8 +366,8 @@ pub async fn run_worker(
     Ok(())
 }
 
-/// Executes one attempt of a claimed run and records what became of it.
-async fn execute(shared: &Shared, run: Run) {
+/// Takes a claimed run in: cancellable from now on, it waits for a slot.
+fn hold(shared: &Shared, run: Run) {
     let fence = Attempt {
         run_id: run.id,
         attempt: run.attempt,
@@ -336,13 +380,63 @@ async fn execute(shared: &Shared, run: Run) {
     if let Ok(mut map) = shared.in_flight.lock() {
         map.insert(run.id, (fence, cancel.clone()));
     }
+    shared.demand.push(run, cancel);
+}
+
+/// Stops tracking a run this worker held; returns its fence.
+fn forget(shared: &Shared, run_id: Uuid, attempt: i32) -> Attempt {
+    if let Ok(mut map) = shared.in_flight.lock() {
+        map.remove(&run_id);
+    }
+    Attempt {
+        run_id,
+        attempt,
+        worker_id: shared.worker_id,
+    }
+}
+
+/// Starts waiting runs on free slots. A slot's task goes on with the next waiting run when its
+/// run ends, and gives the slot back once none waits.
+fn dispatch(shared: &Arc<Shared>, running: &mut JoinSet<()>) {
+    while !shared.draining.is_cancelled() {
+        let Ok(permit) = Arc::clone(&shared.demand.slots).try_acquire_owned() else {
+            return;
+        };
+        let Some(first) = shared.demand.pop() else {
+            return;
+        };
+        let shared = Arc::clone(shared);
+        running.spawn(async move {
+            let mut next = Some(first);
+            while let Some((run, cancel)) = next.take() {
+                let span = tracing::info_span!("run", run_id = %run.id, kind = %run.kind, attempt = run.attempt, namespace = %run.namespace);
+                execute(&shared, run, cancel).instrument(span).await;
+                if !shared.draining.is_cancelled() {
+                    next = shared.demand.pop();
+                }
+                if next.is_none() {
+                    drop(permit);
+                    shared.demand.changed.notify_one();
+                    return;
+                }
+                shared.demand.changed.notify_one();
+            }
+        });
+    }
+}
+
+/// Executes one attempt of a claimed run and records what became of it.
+async fn execute(shared: &Shared, run: Run, cancel: CancellationToken) {
+    let fence = Attempt {
+        run_id: run.id,
+        attempt: run.attempt,
+        worker_id: shared.worker_id,
+    };
     let started = std::time::Instant::now();
     let outcome = attempt(shared, &run, fence, cancel).await;
     metrics::histogram!("workflowops_engine_attempt_seconds", "kind" => run.kind.clone())
         .record(started.elapsed());
-    if let Ok(mut map) = shared.in_flight.lock() {
-        map.remove(&run.id);
-    }
+    forget(shared, run.id, run.attempt);
     let Some(outcome) = outcome else { return };
     let policy = shared.registry.policy(&run.kind);
     let failures = u32::try_from(run.failures).unwrap_or(0);
@@ -533,9 +627,11 @@ async fn heartbeat(
             lost.cancel();
             break;
         }
-        let busy = shared.in_flight.lock().map(|m| m.len()).unwrap_or(0);
+        let held = shared.in_flight.lock().map(|m| m.len()).unwrap_or(0);
+        let busy =
+            (config.concurrency as usize).saturating_sub(shared.demand.slots.available_permits());
         // Cancel requests whose notification was missed.
-        if busy > 0 {
+        if held > 0 {
             let asked: Vec<Uuid> = sqlx::query_scalar(
                 "select id from engine_runs where worker_id = $1 and status = 'running' and cancel_requested_at is not null",
             )

@@ -903,6 +903,14 @@ async fn the_prune_job_deletes_old_finished_runs_with_their_events_and_keeps_the
         &ledger("t1", 1).run_at(Utc::now() + chrono::Duration::hours(1)),
     )
     .await;
+    // A child of the old run (still waiting) goes with it, with its own events.
+    let child = enqueue(
+        &db.pool,
+        &ledger("t1", 1)
+            .parent(old)
+            .run_at(Utc::now() + chrono::Duration::hours(1)),
+    )
+    .await;
     sqlx::query("update engine_runs set finished_at = now() - interval '40 days' where id = $1")
         .bind(old)
         .execute(&db.pool)
@@ -932,13 +940,24 @@ async fn the_prune_job_deletes_old_finished_runs_with_their_events_and_keeps_the
             .await
             .unwrap_or_default();
     assert_eq!(left, [recent, pending]);
-    let orphan_events: i64 =
-        sqlx::query_scalar("select count(*) from engine_events where run_id = $1")
-            .bind(old)
-            .fetch_one(&db.pool)
+    // Steps and events have no foreign key: the runs table's delete trigger takes them along.
+    let rows_of = |run: Uuid| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (i64, i64)>(
+                "select (select count(*) from engine_steps where run_id = $1), \
+                        (select count(*) from engine_events where run_id = $1)",
+            )
+            .bind(run)
+            .fetch_one(&pool)
             .await
-            .unwrap_or(-1);
-    assert_eq!(orphan_events, 0);
+            .unwrap_or((-1, -1))
+        }
+    };
+    assert_eq!(rows_of(old).await, (0, 0));
+    assert_eq!(rows_of(child).await, (0, 0));
+    let (steps, events) = rows_of(recent).await;
+    assert!(steps == 1 && events >= 3, "{steps} steps, {events} events");
     let scheduled: Vec<String> = sqlx::query_scalar(
         "select name from engine_schedules where namespace = 'system' and enabled order by name",
     )
