@@ -218,7 +218,10 @@ async fn worker(
                 .await;
         });
     }
-    let config = worker_config(args.name, args.concurrency, args.heartbeat, args.kinds);
+    let mut config = worker_config(args.name, args.concurrency, args.heartbeat, args.kinds);
+    if let Some(prefetch) = args.prefetch {
+        config.prefetch = prefetch;
+    }
     engine::run_worker(pool, config, registry, shutdown).await?;
     Ok(())
 }

@@ -9,7 +9,8 @@
 use std::collections::HashSet;
 
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{Acquire, PgConnection, PgPool, Postgres};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -91,6 +92,8 @@ impl Committer {
 
 async fn run(pool: PgPool, mut rx: mpsc::Receiver<(Write, Reply)>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // The committer's own connection, kept between batches (taken again after a failure).
+    let mut conn: Option<PoolConnection<Postgres>> = None;
     while let Some(first) = rx.recv().await {
         batch.push(first);
         // Gather what is ready, then give the tasks that are about to write (runs just claimed
@@ -113,7 +116,7 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<(Write, Reply)>) {
         let results = loop {
             attempts += 1;
             let started = std::time::Instant::now();
-            let r = apply(&pool, &batch).await;
+            let r = apply(&pool, &mut conn, &batch).await;
             metrics::histogram!("workflowops_engine_commit_seconds").record(started.elapsed());
             match r {
                 Ok(results) => break results,
@@ -143,57 +146,83 @@ fn retryable(e: &queue::Error) -> bool {
     }
 }
 
-/// Applies every write in one transaction: each kind of write in one statement where it can
-/// be (checkpoints, then events, then successes; other outcomes one by one), claims last so the
-/// slots and concurrency keys this batch's outcomes freed count. A run's checkpoints and events
-/// thus always precede its outcome. A fenced write gets its own `Fenced` (fenced writes change
-/// nothing, so the rest stands); any other error aborts the batch.
-async fn apply(pool: &PgPool, batch: &[(Write, Reply)]) -> Result<Vec<Outcome>, queue::Error> {
-    let mut tx = pool.begin().await?;
-    let checkpointed = insert_checkpoints(&mut tx, batch).await?;
-    let evented = insert_events(&mut tx, batch).await?;
-    let succeeded = record_successes(&mut tx, batch).await?;
-    let fenced_unless = |ok: bool| {
-        if ok {
-            Ok(Vec::new())
-        } else {
-            Err(queue::Error::Fenced)
-        }
+/// Applies a batch on the committer's connection, connecting first if it has none; a
+/// connection that failed (not a statement that did) is dropped, to be replaced next time.
+async fn apply(
+    pool: &PgPool,
+    conn: &mut Option<PoolConnection<Postgres>>,
+    batch: &[(Write, Reply)],
+) -> Result<Vec<Outcome>, queue::Error> {
+    let c = match conn {
+        Some(c) => c,
+        None => conn.insert(pool.acquire().await?),
     };
-    let mut results: Vec<Outcome> = Vec::with_capacity(batch.len());
+    let result = apply_on(c, batch).await;
+    if let Err(queue::Error::Database(e)) = &result
+        && !matches!(e, sqlx::Error::Database(_))
+    {
+        *conn = None;
+    }
+    result
+}
+
+/// Applies every write of the batch in one transaction: checkpoints, then events, then
+/// successes (each one statement for the whole batch, in `engine_commit`), then other outcomes
+/// one by one, and claims last so the slots and concurrency keys this batch's outcomes freed
+/// count. A run's checkpoints and events thus always precede its outcome. A fenced write gets
+/// its own `Fenced` (fenced writes change nothing, so the rest stands); any other error aborts
+/// the batch. The common batch (checkpoints, events, successes, at most one claim) is a single
+/// statement, so a single round trip.
+async fn apply_on(
+    conn: &mut PgConnection,
+    batch: &[(Write, Reply)],
+) -> Result<Vec<Outcome>, queue::Error> {
+    let claims = batch
+        .iter()
+        .filter(|(w, _)| matches!(w, Write::Claim(_)))
+        .count();
+    let rare = batch.iter().any(|(w, _)| {
+        matches!(w, Write::Finish { decision, .. } if !matches!(decision, Decision::Succeed(_)))
+    });
+    if !rare && claims <= 1 {
+        let claim = batch.iter().enumerate().find_map(|(i, (w, _))| match w {
+            Write::Claim(c) => Some((i, c)),
+            _ => None,
+        });
+        let (fenced, claimed) = commit_call(&mut *conn, batch, claim.map(|(_, c)| c)).await?;
+        let mut results = outcomes(batch, &fenced);
+        if let (Some((i, _)), Some(runs)) = (claim, claimed) {
+            results[i] = Ok(runs);
+        }
+        return Ok(results);
+    }
+    let mut tx = conn.begin().await?;
+    let (fenced, _) = commit_call(&mut tx, batch, None).await?;
+    let mut results = outcomes(batch, &fenced);
     for (i, (write, _)) in batch.iter().enumerate() {
-        let result = match write {
-            Write::Checkpoint { fence, name, .. } => {
-                fenced_unless(checkpointed.contains(&(fence.run_id, name.clone())))
-            }
-            Write::Event { .. } => fenced_unless(evented.contains(&i)),
-            Write::Finish {
-                fence,
-                decision: Decision::Succeed(_),
-            } => fenced_unless(succeeded.contains(&fence.run_id)),
-            Write::Finish { fence, decision } => match finish(&mut tx, *fence, decision).await {
+        if let Write::Finish { fence, decision } = write
+            && !matches!(decision, Decision::Succeed(_))
+        {
+            results[i] = match finish(&mut tx, *fence, decision).await {
                 Err(queue::Error::Fenced) => Err(queue::Error::Fenced),
                 Err(e) => return Err(e),
                 Ok(()) => Ok(Vec::new()),
-            },
-            Write::Claim(_) => Ok(Vec::new()),
-        };
-        results.push(result);
+            };
+        }
     }
     for (i, (write, _)) in batch.iter().enumerate() {
         if let Write::Claim(c) = write {
-            let free = c.demand.wanted();
-            if free > 0 {
-                let runs = queue::claim(
+            let wanted = c.demand.wanted();
+            if wanted > 0 {
+                results[i] = Ok(queue::claim(
                     &mut *tx,
                     c.worker,
                     Some(&c.kinds),
-                    u32::try_from(free).unwrap_or(u32::MAX),
+                    u32::try_from(wanted).unwrap_or(u32::MAX),
                     c.lease,
                     &c.recent,
                 )
-                .await?;
-                results[i] = Ok(runs);
+                .await?);
             }
         }
     }
@@ -201,161 +230,151 @@ async fn apply(pool: &PgPool, batch: &[(Write, Reply)]) -> Result<Vec<Outcome>, 
     Ok(results)
 }
 
-/// Every checkpoint of the batch in one statement; returns the (run, step) pairs written.
-async fn insert_checkpoints(
-    tx: &mut sqlx::PgConnection,
-    batch: &[(Write, Reply)],
-) -> Result<HashSet<(Uuid, String)>, queue::Error> {
-    let mut columns = (vec![], vec![], vec![], vec![], vec![], vec![]);
-    for (write, _) in batch {
-        if let Write::Checkpoint {
-            fence,
-            name,
-            output,
-            started_at,
-        } = write
-        {
-            columns.0.push(fence.run_id);
-            columns.1.push(name.clone());
-            columns.2.push(output.clone());
-            columns.3.push(fence.attempt);
-            columns.4.push(*started_at);
-            columns.5.push(fence.worker_id);
-        }
-    }
-    if columns.0.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let rows: Vec<(Uuid, String)> = sqlx::query_as(
-        "insert into engine_steps (run_id, name, output, attempt, started_at) \
-         select u.run_id, u.name, u.output, u.attempt, u.started_at \
-         from unnest($1::uuid[], $2::text[], $3::jsonb[], $4::int[], $5::timestamptz[], $6::uuid[]) \
-              as u(run_id, name, output, attempt, started_at, worker_id) \
-         join engine_runs r on r.id = u.run_id and r.attempt = u.attempt and r.worker_id = u.worker_id \
-              and r.status = 'running' \
-         on conflict (run_id, name) do nothing returning run_id, name",
-    )
-    .bind(columns.0)
-    .bind(columns.1)
-    .bind(columns.2)
-    .bind(columns.3)
-    .bind(columns.4)
-    .bind(columns.5)
-    .fetch_all(tx)
-    .await?;
-    Ok(rows.into_iter().collect())
+/// Each write's result once the batch committed: `Fenced` for those `engine_commit` refused,
+/// success for the rest (other outcomes and claims are filled in by the caller).
+fn outcomes(batch: &[(Write, Reply)], fenced: &HashSet<usize>) -> Vec<Outcome> {
+    (0..batch.len())
+        .map(|i| {
+            if fenced.contains(&i) {
+                Err(queue::Error::Fenced)
+            } else {
+                Ok(Vec::new())
+            }
+        })
+        .collect()
 }
 
-/// Every progress and log event of the batch, in submission order, in one statement (a
-/// progress also updates its run's counters, to the run's latest); returns the batch positions
-/// written.
-async fn insert_events(
-    tx: &mut sqlx::PgConnection,
-    batch: &[(Write, Reply)],
-) -> Result<HashSet<usize>, queue::Error> {
-    let mut positions = vec![];
-    let mut fences = (vec![], vec![], vec![]);
-    let mut events = (vec![], vec![], vec![], vec![], vec![]);
-    for (i, (write, _)) in batch.iter().enumerate() {
-        if let Write::Event {
-            fence,
-            namespace,
-            kind,
-            data,
-            progress,
-        } = write
-        {
-            positions.push(i64::try_from(i).unwrap_or(i64::MAX));
-            fences.0.push(fence.run_id);
-            fences.1.push(fence.attempt);
-            fences.2.push(fence.worker_id);
-            events.0.push(namespace.clone());
-            events.1.push(*kind);
-            events.2.push(data.clone());
-            events.3.push(progress.map(|p| p.0));
-            events.4.push(progress.map(|p| p.1));
+/// Column-wise arrays of the batch's checkpoints, events and successes, as `engine_commit`
+/// takes them.
+#[derive(Default)]
+struct Columns {
+    c_pos: Vec<i32>,
+    c_run: Vec<Uuid>,
+    c_attempt: Vec<i32>,
+    c_worker: Vec<Uuid>,
+    c_name: Vec<String>,
+    c_output: Vec<Value>,
+    c_started: Vec<chrono::DateTime<chrono::Utc>>,
+    e_pos: Vec<i32>,
+    e_run: Vec<Uuid>,
+    e_attempt: Vec<i32>,
+    e_worker: Vec<Uuid>,
+    e_namespace: Vec<String>,
+    e_kind: Vec<&'static str>,
+    e_data: Vec<Value>,
+    e_done: Vec<Option<i64>>,
+    e_total: Vec<Option<i64>>,
+    s_pos: Vec<i32>,
+    s_run: Vec<Uuid>,
+    s_attempt: Vec<i32>,
+    s_worker: Vec<Uuid>,
+    s_output: Vec<Value>,
+}
+
+impl Columns {
+    fn of(batch: &[(Write, Reply)]) -> Self {
+        let mut c = Self::default();
+        for (i, (write, _)) in batch.iter().enumerate() {
+            let pos = i32::try_from(i).unwrap_or(i32::MAX);
+            match write {
+                Write::Checkpoint {
+                    fence,
+                    name,
+                    output,
+                    started_at,
+                } => {
+                    c.c_pos.push(pos);
+                    c.c_run.push(fence.run_id);
+                    c.c_attempt.push(fence.attempt);
+                    c.c_worker.push(fence.worker_id);
+                    c.c_name.push(name.clone());
+                    c.c_output.push(output.clone());
+                    c.c_started.push(*started_at);
+                }
+                Write::Event {
+                    fence,
+                    namespace,
+                    kind,
+                    data,
+                    progress,
+                } => {
+                    c.e_pos.push(pos);
+                    c.e_run.push(fence.run_id);
+                    c.e_attempt.push(fence.attempt);
+                    c.e_worker.push(fence.worker_id);
+                    c.e_namespace.push(namespace.clone());
+                    c.e_kind.push(kind);
+                    c.e_data.push(data.clone());
+                    c.e_done.push(progress.map(|p| p.0));
+                    c.e_total.push(progress.map(|p| p.1));
+                }
+                Write::Finish {
+                    fence,
+                    decision: Decision::Succeed(output),
+                } => {
+                    c.s_pos.push(pos);
+                    c.s_run.push(fence.run_id);
+                    c.s_attempt.push(fence.attempt);
+                    c.s_worker.push(fence.worker_id);
+                    c.s_output.push(output.clone());
+                }
+                Write::Finish { .. } | Write::Claim(_) => {}
+            }
         }
+        c
     }
-    if positions.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let rows: Vec<i64> = sqlx::query_scalar(
-        "with u as ( \
-             select * from unnest($1::bigint[], $2::uuid[], $3::int[], $4::uuid[], $5::text[], $6::text[], \
-                                  $7::jsonb[], $8::bigint[], $9::bigint[]) \
-                 as u(pos, run_id, attempt, worker_id, namespace, kind, data, done, total) \
-             where exists (select 1 from engine_runs r where r.id = u.run_id and r.attempt = u.attempt \
-                           and r.worker_id = u.worker_id and r.status = 'running') \
-         ), progressed as ( \
-             update engine_runs r set progress_done = p.done, progress_total = p.total, updated_at = now() \
-             from (select distinct on (run_id) run_id, done, total from u where kind = 'progress' \
-                   order by run_id, pos desc) p \
-             where r.id = p.run_id \
-         ), inserted as ( \
-             insert into engine_events (run_id, namespace, kind, data) \
-             select run_id, namespace, kind, data from u order by pos \
-         ) select pos from u",
+}
+
+/// Runs `engine_commit` for the batch's checkpoints, events and successes and, when given, the
+/// claim; returns the batch positions of fenced writes and the claimed runs.
+async fn commit_call(
+    conn: &mut PgConnection,
+    batch: &[(Write, Reply)],
+    claim: Option<&ClaimRequest>,
+) -> Result<(HashSet<usize>, Option<Vec<queue::Run>>), queue::Error> {
+    let c = Columns::of(batch);
+    let wanted = claim.map_or(0, |c| c.demand.wanted());
+    let (fenced, claimed): (Vec<i32>, Option<sqlx::types::Json<Vec<queue::Run>>>) = sqlx::query_as(
+        "select fenced, claimed from engine_commit(\
+             $1, $2, $3, $4, $5, $6, $7, \
+             $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+             $17, $18, $19, $20, $21, \
+             $22, $23, $24, make_interval(secs => $25), $26)",
     )
-    .bind(positions)
-    .bind(fences.0)
-    .bind(fences.1)
-    .bind(fences.2)
-    .bind(events.0)
-    .bind(events.1)
-    .bind(events.2)
-    .bind(events.3)
-    .bind(events.4)
-    .fetch_all(tx)
+    .bind(c.c_pos)
+    .bind(c.c_run)
+    .bind(c.c_attempt)
+    .bind(c.c_worker)
+    .bind(c.c_name)
+    .bind(c.c_output)
+    .bind(c.c_started)
+    .bind(c.e_pos)
+    .bind(c.e_run)
+    .bind(c.e_attempt)
+    .bind(c.e_worker)
+    .bind(c.e_namespace)
+    .bind(c.e_kind)
+    .bind(c.e_data)
+    .bind(c.e_done)
+    .bind(c.e_total)
+    .bind(c.s_pos)
+    .bind(c.s_run)
+    .bind(c.s_attempt)
+    .bind(c.s_worker)
+    .bind(c.s_output)
+    .bind(claim.map(|c| c.worker))
+    .bind(claim.map(|c| c.kinds.clone()))
+    .bind(i32::try_from(wanted).unwrap_or(i32::MAX))
+    .bind(claim.map_or(0.0, |c| c.lease.as_secs_f64()))
+    .bind(claim.map(|c| c.recent.clone()))
+    .fetch_one(conn)
     .await?;
-    Ok(rows
+    let fenced = fenced
         .into_iter()
-        .filter_map(|pos| usize::try_from(pos).ok())
-        .collect())
-}
-
-/// Every success of the batch (the common outcome) in one statement, waking parents whose
-/// children are all done; returns the runs recorded.
-async fn record_successes(
-    tx: &mut sqlx::PgConnection,
-    batch: &[(Write, Reply)],
-) -> Result<HashSet<Uuid>, queue::Error> {
-    let mut columns = (vec![], vec![], vec![], vec![]);
-    for (write, _) in batch {
-        if let Write::Finish {
-            fence,
-            decision: Decision::Succeed(output),
-        } = write
-        {
-            columns.0.push(fence.run_id);
-            columns.1.push(fence.attempt);
-            columns.2.push(fence.worker_id);
-            columns.3.push(output.clone());
-        }
-    }
-    if columns.0.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let rows: Vec<(Uuid, Option<Uuid>)> = sqlx::query_as(
-        "update engine_runs r set status = 'succeeded', output = u.output, error = null, finished_at = now(), \
-             worker_id = null, lease_expires_at = null, updated_at = now() \
-         from unnest($1::uuid[], $2::int[], $3::uuid[], $4::jsonb[]) as u(id, attempt, worker_id, output) \
-         where r.id = u.id and r.attempt = u.attempt and r.worker_id = u.worker_id and r.status = 'running' \
-         returning r.id, r.parent_id",
-    )
-    .bind(columns.0)
-    .bind(columns.1)
-    .bind(columns.2)
-    .bind(columns.3)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut succeeded = HashSet::with_capacity(rows.len());
-    for (id, parent) in rows {
-        if let Some(parent) = parent {
-            queue::wake_parent(&mut *tx, parent).await?;
-        }
-        succeeded.insert(id);
-    }
-    Ok(succeeded)
+        .filter_map(|p| usize::try_from(p).ok())
+        .collect();
+    let claimed = claim.map(|_| claimed.map(|j| j.0).unwrap_or_default());
+    Ok((fenced, claimed))
 }
 
 /// Records what became of an attempt (see `queue`). A fenced finish has written nothing: each

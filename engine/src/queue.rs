@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::{FromRow, PgConnection, PgExecutor};
 use uuid::Uuid;
@@ -31,8 +31,8 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A run as stored.
-#[derive(Debug, Clone, Serialize, FromRow)]
+/// A run as stored (and as `engine_commit` returns claimed runs, in JSON).
+#[derive(Debug, Clone, Serialize, Deserialize, FromRow)]
 pub struct Run {
     pub id: Uuid,
     pub namespace: String,
@@ -73,7 +73,7 @@ impl Run {
 }
 
 /// A status read from its text column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct RunStatusColumn(pub RunStatus);
 
@@ -480,24 +480,11 @@ async fn wake_parent_of(db: &mut PgConnection, child: Uuid) -> Result<()> {
 }
 
 pub(crate) async fn wake_parent(db: &mut PgConnection, parent: Uuid) -> Result<()> {
-    // Lock the parent first (see `park`).
-    let waiting: Option<bool> = sqlx::query_scalar(
-        "select status = 'waiting' and wait_children from engine_runs where id = $1 for update",
-    )
-    .bind(parent)
-    .fetch_optional(&mut *db)
-    .await?;
-    if waiting != Some(true) {
-        return Ok(());
-    }
-    sqlx::query(
-        "update engine_runs set status = 'queued', wait_children = false, run_at = now(), updated_at = now() \
-         where id = $1 and not exists (select 1 from engine_runs c where c.parent_id = $1 \
-           and c.status not in ('succeeded', 'failed', 'cancelled'))",
-    )
-    .bind(parent)
-    .execute(&mut *db)
-    .await?;
+    // Locks the parent first (see `park`); the same function wakes parents in group commits.
+    sqlx::query("select engine_wake_parent($1)")
+        .bind(parent)
+        .execute(&mut *db)
+        .await?;
     Ok(())
 }
 

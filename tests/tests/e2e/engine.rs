@@ -727,6 +727,76 @@ async fn a_stale_attempt_can_never_overwrite_the_new_owners_work() {
 }
 
 #[tokio::test]
+async fn a_worker_that_lost_its_runs_commits_nothing_more_for_them() {
+    let db = db().await;
+    let worker = TestWorker::start(&db.pool, registry(), 2);
+    let slow = |steps| {
+        NewRun::of::<Ledger>(
+            "t1",
+            &LedgerInput {
+                steps,
+                step_ms: 400,
+                fail_attempts: 0,
+                fail_permanently: false,
+            },
+        )
+    };
+    // One run would checkpoint a step and go on; the other would checkpoint and succeed in the
+    // same group commit.
+    let (two, one) = (
+        enqueue(&db.pool, &slow(2)).await,
+        enqueue(&db.pool, &slow(1)).await,
+    );
+    wait_for(&db.pool, two, RunStatus::Running).await;
+    wait_for(&db.pool, one, RunStatus::Running).await;
+    // Another worker owns both now (as the reaper and a new claim would make it): a live one,
+    // holding its liveness lock, so the reaper leaves its runs alone.
+    let other = Uuid::now_v7();
+    let mut alive = db.pool.acquire().await.unwrap_or_else(|e| panic!("{e}"));
+    sqlx::query("select pg_advisory_lock($1, 4242)")
+        .bind(engine::worker::LOCK_CLASS)
+        .execute(&mut *alive)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    sqlx::query("insert into engine_workers (id, name, host, pid, version, concurrency, lock_key) values ($1, 'other', 'h', 1, 'v', 1, 4242)")
+        .bind(other)
+        .execute(&db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    sqlx::query(
+        "update engine_runs set attempt = attempt + 1, worker_id = $1 where id in ($2, $3)",
+    )
+    .bind(other)
+    .bind(two)
+    .bind(one)
+    .execute(&db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for run in [two, one] {
+        let (status, worker_id, output, steps): (String, Option<Uuid>, Option<Value>, i64) =
+            sqlx::query_as(
+                "select status, worker_id, output, (select count(*) from engine_steps where run_id = $1) \
+                 from engine_runs where id = $1",
+            )
+            .bind(run)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (status.as_str(), worker_id, output, steps),
+            ("running", Some(other), None, 0),
+            "the old attempt's checkpoint and outcome were refused"
+        );
+    }
+    // The step in flight ran (its side effect is in the ledger); the refused checkpoint stopped
+    // the run there, so the second step never ran.
+    assert_eq!(ledger_rows(&db.pool, two).await.len(), 1);
+    worker.stop().await;
+    drop(alive);
+}
+
+#[tokio::test]
 async fn a_draining_worker_finishes_what_it_runs_and_stops_claiming() {
     let db = db().await;
     let worker = TestWorker::start(&db.pool, registry(), 1);
