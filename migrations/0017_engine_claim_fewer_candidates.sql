@@ -2,10 +2,13 @@
 -- time within one, concurrency keys, `skip locked`), cheaper per claim:
 --  * it reads about twice as many candidates per namespace as a fair share of the claim needs
 --    (twice the claim divided by the namespaces with queued runs), not twice the whole claim
---    from every namespace; when that leaves it short because some namespace had more than it
---    read, it reads again with twice as many;
+--    from every namespace;
 --  * when no candidate has a concurrency key (the common case) the runs are locked and taken by
---    one statement, in fairness order, without a loop over the candidates.
+--    one statement, in fairness order, without a loop over the candidates; when runs that other
+--    claimers hold (`skip locked`) leave the claim short and some namespace had more than was
+--    read, it reads twice as far and takes more, up to four times the claim per namespace (two
+--    workers claiming at once would otherwise both read the same first runs, and the one that
+--    comes second would get nothing).
 create or replace function engine_claim(p_worker uuid, p_kinds text[], p_limit integer, p_lease interval, p_recent text[])
 returns setof engine_runs
 language plpgsql as $$
@@ -15,6 +18,8 @@ declare
     ids uuid[];
     keyed boolean;
     capped boolean;
+    got integer := 0;
+    took integer;
     candidate record;
     picked uuid[] := '{}';
     keyless uuid[] := '{}';
@@ -35,7 +40,7 @@ begin
     if spaces is null then
         return;
     end if;
-    per_space := least(p_limit * 2, (p_limit * 2 + cardinality(spaces) - 1) / cardinality(spaces) + 1);
+    per_space := (p_limit * 2 + cardinality(spaces) - 1) / cardinality(spaces) + 1;
     loop
         -- Candidates in fairness order: a namespace's k-th run after every other namespace's
         -- first k-1; among equals, namespaces this worker served least recently first.
@@ -54,21 +59,20 @@ begin
             order by e.priority desc, e.run_at, e.id
             limit per_space
         ) c;
-        exit when ids is null or not capped or cardinality(ids) >= p_limit * 2 or per_space >= p_limit * 2;
-        per_space := least(p_limit * 2, per_space * 2);
-    end loop;
-    if ids is null then
-        return;
-    end if;
-    if not keyed then
-        -- A run another claimer holds is skipped: this claim takes fewer, the next takes more.
+        if ids is null then
+            return;
+        end if;
+        exit when keyed;
+        -- No candidate has a concurrency key (the common case): lock and take them in one
+        -- statement, in fairness order. Runs another claimer holds are skipped; when that leaves
+        -- this claim short and some namespace had more than was read, read further.
         return query
             with taken as (
                 select e.id from unnest(ids) with ordinality as u(id, ord)
                 join engine_runs e on e.id = u.id
                 where e.status = 'queued'
                 order by u.ord
-                limit p_limit
+                limit p_limit - got
                 for update of e skip locked
             )
             update engine_runs r
@@ -77,14 +81,22 @@ begin
                 updated_at = now()
             from taken where r.id = taken.id
             returning r.*;
-        return;
-    end if;
+        get diagnostics took = row_count;
+        got := got + took;
+        if got >= p_limit or not capped or per_space >= p_limit * 4 then
+            return;
+        end if;
+        per_space := least(p_limit * 4, per_space * 2);
+    end loop;
+    -- Some candidate has a concurrency key: check and lock them one by one (what earlier rounds
+    -- took is running now and left out).
     for candidate in
         select e.id, e.concurrency_key, e.concurrency_limit
         from unnest(ids) with ordinality as u(id, ord) join engine_runs e on e.id = u.id
+        where e.status = 'queued'
         order by u.ord
     loop
-        exit when cardinality(picked) + cardinality(keyless) >= p_limit;
+        exit when got + cardinality(picked) + cardinality(keyless) >= p_limit;
         if candidate.concurrency_key is null then
             keyless := keyless || candidate.id;
             continue;

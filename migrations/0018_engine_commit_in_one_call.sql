@@ -7,6 +7,14 @@
 -- cancellations, parking) still go through a transaction of separate statements, calling this
 -- with no claim.
 
+-- A run has a worker exactly while it runs: every change out of `running` clears worker_id. The
+-- batch statements below fence on (id, attempt, worker_id) alone, which this makes equivalent to
+-- also asking for `running`; asking for it explicitly would offer the planner the small partial
+-- index of running runs, and with statistics that (rightly) say few runs are running it reads
+-- every running run to join them with the batch instead of looking each one up by id.
+alter table engine_runs add constraint engine_runs_worker_only_while_running
+    check ((status = 'running') = (worker_id is not null));
+
 -- When a child finishes: if its parent waits for its children and none is left open, queue it.
 -- The parent is locked first, as `park` locks it, so a wake-up never slips between the two.
 create function engine_wake_parent(p_parent uuid) returns void
@@ -49,8 +57,7 @@ begin
         ), written as (
             insert into engine_steps (run_id, name, output, attempt, started_at)
             select u.run_id, u.name, u.output, u.attempt, u.started_at from u
-            join engine_runs r on r.id = u.run_id and r.attempt = u.attempt
-                 and r.worker_id = u.worker_id and r.status = 'running'
+            join engine_runs r on r.id = u.run_id and r.attempt = u.attempt and r.worker_id = u.worker_id
             on conflict (run_id, name) do nothing
             returning run_id, name
         )
@@ -65,7 +72,7 @@ begin
         ), owned as (
             select u.* from u
             where exists (select 1 from engine_runs r where r.id = u.run_id and r.attempt = u.attempt
-                          and r.worker_id = u.worker_id and r.status = 'running')
+                          and r.worker_id = u.worker_id)
         ), progressed as (
             update engine_runs r set progress_done = p.done, progress_total = p.total, updated_at = now()
             from (select distinct on (run_id) run_id, done, total from owned where kind = 'progress'
@@ -86,7 +93,7 @@ begin
             update engine_runs r set status = 'succeeded', output = u.output, error = null,
                 finished_at = now(), worker_id = null, lease_expires_at = null, updated_at = now()
             from u
-            where r.id = u.id and r.attempt = u.attempt and r.worker_id = u.worker_id and r.status = 'running'
+            where r.id = u.id and r.attempt = u.attempt and r.worker_id = u.worker_id
             returning r.id, r.parent_id
         )
         select array_agg(u.pos) filter (where d.id is null),

@@ -6,11 +6,10 @@
 //! durable, exactly as if it had committed alone; a fenced write is refused on its own without
 //! failing the others.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
 use serde_json::Value;
-use sqlx::pool::PoolConnection;
-use sqlx::{Acquire, PgConnection, PgPool, Postgres};
+use sqlx::{Acquire, PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -90,28 +89,142 @@ impl Committer {
     }
 }
 
+/// How many batches a worker commits at once, each on its own connection: while one batch is
+/// being applied, the writes that arrive meanwhile (the runs that batch did not catch) go out on
+/// the other instead of waiting for it. A run's writes stay in order: a write whose run has a
+/// write in a batch still being applied waits for that batch.
+const LANES: usize = 2;
+
+type Batch = Vec<(Write, Reply)>;
+
+impl Write {
+    /// The run this write belongs to (None for a claim).
+    fn run_id(&self) -> Option<Uuid> {
+        match self {
+            Self::Checkpoint { fence, .. }
+            | Self::Finish { fence, .. }
+            | Self::Event { fence, .. } => Some(fence.run_id),
+            Self::Claim(_) => None,
+        }
+    }
+}
+
+/// Gathers writes into batches and hands each to an idle lane.
 async fn run(pool: PgPool, mut rx: mpsc::Receiver<(Write, Reply)>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    // The committer's own connection, kept between batches (taken again after a failure).
-    let mut conn: Option<PoolConnection<Postgres>> = None;
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
+    let (done_tx, mut done_rx) = mpsc::channel::<(usize, Vec<Uuid>)>(LANES);
+    let mut lanes = Vec::with_capacity(LANES);
+    for id in 0..LANES {
+        let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
+        tokio::spawn(lane(pool.clone(), id, batch_rx, done_tx.clone()));
+        lanes.push(batch_tx);
+    }
+    let mut idle: Vec<usize> = (0..LANES).rev().collect();
+    // Runs with writes in a batch being applied, by lane.
+    let mut held: HashSet<Uuid> = HashSet::new();
+    let mut pending: VecDeque<(Write, Reply)> = VecDeque::new();
+    let mut open = true;
+    let release =
+        |held: &mut HashSet<Uuid>, idle: &mut Vec<usize>, (id, runs): (usize, Vec<Uuid>)| {
+            for r in runs {
+                held.remove(&r);
+            }
+            idle.push(id);
+        };
+    loop {
+        while let Ok(d) = done_rx.try_recv() {
+            release(&mut held, &mut idle, d);
+        }
+        if idle.is_empty() || (pending.is_empty() && !open) {
+            if !open && pending.is_empty() && idle.len() == LANES {
+                return;
+            }
+            match done_rx.recv().await {
+                Some(d) => release(&mut held, &mut idle, d),
+                None => return,
+            }
+            continue;
+        }
+        if pending.is_empty() {
+            tokio::select! {
+                w = rx.recv() => match w {
+                    Some(w) => pending.push_back(w),
+                    None => open = false,
+                },
+                Some(d) = done_rx.recv() => release(&mut held, &mut idle, d),
+            }
+            continue;
+        }
         // Gather what is ready, then give the tasks that are about to write (runs just claimed
-        // by the previous commit, steps just finished) a turn, while that keeps adding writes:
-        // a commit started with the first write alone would split every wave of runs in two.
+        // or woken by the previous commit) a turn, while that keeps adding writes: a commit
+        // started with the first write alone would split every wave of runs in two.
         for _ in 0..16 {
-            let before = batch.len();
-            while batch.len() < MAX_BATCH {
+            let before = pending.len();
+            while open && pending.len() < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
+                    Ok(next) => pending.push_back(next),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => open = false,
                 }
             }
-            if batch.len() == MAX_BATCH || (batch.len() == before && before > 1) {
+            if pending.len() >= MAX_BATCH || (pending.len() == before && before > 1) {
                 break;
             }
             tokio::task::yield_now().await;
         }
+        // The batch: pending writes in order, except those of runs another lane is applying
+        // (and, to keep each run's order, every later write of those runs).
+        let mut blocked: HashSet<Uuid> = HashSet::new();
+        let mut batch = Vec::with_capacity(pending.len().min(MAX_BATCH));
+        let mut kept = VecDeque::new();
+        while let Some(item) = pending.pop_front() {
+            let run = item.0.run_id();
+            let waits = run.is_some_and(|r| held.contains(&r) || blocked.contains(&r));
+            if waits || batch.len() >= MAX_BATCH {
+                if let Some(r) = run {
+                    blocked.insert(r);
+                }
+                kept.push_back(item);
+            } else {
+                batch.push(item);
+            }
+        }
+        pending = kept;
+        if batch.is_empty() {
+            // Everything waiting belongs to runs in flight: wait for a lane to finish.
+            match done_rx.recv().await {
+                Some(d) => release(&mut held, &mut idle, d),
+                None => return,
+            }
+            continue;
+        }
+        let Some(id) = idle.pop() else { continue };
+        for (w, _) in &batch {
+            if let Some(r) = w.run_id() {
+                held.insert(r);
+            }
+        }
+        if let Err(mpsc::error::SendError(batch)) = lanes[id].send(batch).await {
+            for (_, reply) in batch {
+                let _ = reply.send(Err(queue::Error::Conflict("the committer stopped".into())));
+            }
+            return;
+        }
+    }
+}
+
+/// Applies the batches it is handed on its own connection, one at a time.
+async fn lane(
+    pool: PgPool,
+    id: usize,
+    mut batches: mpsc::Receiver<Batch>,
+    done: mpsc::Sender<(usize, Vec<Uuid>)>,
+) {
+    // The lane's own connection, kept between batches (taken again after a failure). It is
+    // detached from the pool: the pool opens another in its place, and closing the pool (an API
+    // process shutting down) does not wait for a worker that is still committing.
+    let mut conn: Option<PgConnection> = None;
+    while let Some(mut batch) = batches.recv().await {
+        let runs: Vec<Uuid> = batch.iter().filter_map(|(w, _)| w.run_id()).collect();
         let mut attempts = 0;
         let results = loop {
             attempts += 1;
@@ -134,6 +247,9 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<(Write, Reply)>) {
         for ((_, reply), result) in batch.drain(..).zip(results) {
             let _ = reply.send(result);
         }
+        if done.send((id, runs)).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -150,12 +266,12 @@ fn retryable(e: &queue::Error) -> bool {
 /// connection that failed (not a statement that did) is dropped, to be replaced next time.
 async fn apply(
     pool: &PgPool,
-    conn: &mut Option<PoolConnection<Postgres>>,
+    conn: &mut Option<PgConnection>,
     batch: &[(Write, Reply)],
 ) -> Result<Vec<Outcome>, queue::Error> {
     let c = match conn {
         Some(c) => c,
-        None => conn.insert(pool.acquire().await?),
+        None => conn.insert(pool.acquire().await?.detach()),
     };
     let result = apply_on(c, batch).await;
     if let Err(queue::Error::Database(e)) = &result

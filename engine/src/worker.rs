@@ -408,7 +408,7 @@ fn dispatch(shared: &Arc<Shared>, running: &mut JoinSet<()>) {
         let shared = Arc::clone(shared);
         running.spawn(async move {
             let mut next = Some(first);
-            while let Some((run, cancel)) = next.take() {
+                        while let Some((run, cancel)) = next.take() {
                 let span = tracing::info_span!("run", run_id = %run.id, kind = %run.kind, attempt = run.attempt, namespace = %run.namespace);
                 execute(&shared, run, cancel).instrument(span).await;
                 if !shared.draining.is_cancelled() {
