@@ -303,11 +303,15 @@ fn fenced(rows: u64) -> Result<()> {
     }
 }
 
-/// Extends the lease of every run `worker` holds.
+/// Extends the lease of every run `worker` holds. Runs locked at that moment (their outcome or
+/// a checkpoint being committed) are skipped rather than waited for: waiting would hold the
+/// other runs' rows locked against the worker's own commits meanwhile, and the next heartbeat
+/// extends what this one skipped, long before a lease runs out.
 pub async fn extend_leases(db: impl PgExecutor<'_>, worker: Uuid, lease: Duration) -> Result<u64> {
     Ok(sqlx::query(
         "update engine_runs set lease_expires_at = now() + make_interval(secs => $2) \
-         where worker_id = $1 and status = 'running'",
+         where id in (select id from engine_runs where worker_id = $1 and status = 'running' \
+                      for update skip locked)",
     )
     .bind(worker)
     .bind(lease.as_secs_f64())
