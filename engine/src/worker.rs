@@ -48,7 +48,8 @@ pub struct WorkerConfig {
     pub concurrency: u32,
     /// How many claimed runs may wait in this worker for a slot to free (see [`Demand`]): a
     /// slot that frees starts the next run at once instead of waiting for a claim to commit.
-    /// 0 claims only for free slots.
+    /// Never more than the worker finished in the last quarter second; 0 claims only for free
+    /// slots.
     pub prefetch: u32,
     /// Only these kinds (None: every kind the registry has).
     pub kinds: Option<Vec<String>>,
@@ -117,12 +118,38 @@ type InFlight = Arc<Mutex<HashMap<Uuid, (Attempt, CancellationToken)>>>;
 /// (the claim rides on a later commit, in the background). Waiting runs are claimed (`running`,
 /// leased and fenced like the rest); a draining worker gives them back untouched, and a dead
 /// worker's are taken back with its running ones.
+///
+/// The buffer never holds more than the worker finished in the last [`RECENT`] window, so a run
+/// waits in a worker about that long at most, and a worker busy with long runs (syncs,
+/// promotions) prefetches nothing: the queue stays with the workers that have free slots.
 pub(crate) struct Demand {
     slots: Arc<Semaphore>,
     buffer: Mutex<VecDeque<(Run, CancellationToken)>>,
     prefetch: usize,
+    ended: Mutex<Ended>,
     /// Signalled when a slot frees or a waiting run starts.
     changed: Notify,
+}
+
+/// How long the runs a worker finished count towards what it may prefetch.
+const RECENT: Duration = Duration::from_millis(250);
+
+/// Runs finished in the current and the previous [`RECENT`] window.
+struct Ended {
+    since: std::time::Instant,
+    current: usize,
+    previous: usize,
+}
+
+impl Ended {
+    fn roll(&mut self, now: std::time::Instant) {
+        let age = now.duration_since(self.since);
+        if age >= RECENT {
+            self.previous = if age >= 2 * RECENT { 0 } else { self.current };
+            self.current = 0;
+            self.since = now;
+        }
+    }
 }
 
 impl Demand {
@@ -131,14 +158,36 @@ impl Demand {
             slots: Arc::new(Semaphore::new(concurrency as usize)),
             buffer: Mutex::new(VecDeque::new()),
             prefetch: prefetch as usize,
+            ended: Mutex::new(Ended {
+                since: std::time::Instant::now(),
+                current: 0,
+                previous: 0,
+            }),
             changed: Notify::new(),
         }
     }
 
-    /// How many runs to claim now: one per free slot, and those that fill the buffer.
+    /// How many runs to claim now: one per free slot, and those that fill the buffer (up to
+    /// `prefetch`, and no more than the runs finished in the last window).
     pub(crate) fn wanted(&self) -> usize {
         let buffered = self.buffer.lock().map(|b| b.len()).unwrap_or(usize::MAX);
-        self.slots.available_permits() + self.prefetch.saturating_sub(buffered)
+        let recent = self
+            .ended
+            .lock()
+            .map(|mut e| {
+                e.roll(std::time::Instant::now());
+                e.current.max(e.previous)
+            })
+            .unwrap_or(0);
+        self.slots.available_permits() + self.prefetch.min(recent).saturating_sub(buffered)
+    }
+
+    /// Counts a run this worker finished.
+    fn finished(&self) {
+        if let Ok(mut e) = self.ended.lock() {
+            e.roll(std::time::Instant::now());
+            e.current += 1;
+        }
     }
 
     fn push(&self, run: Run, cancel: CancellationToken) {
@@ -411,6 +460,7 @@ fn dispatch(shared: &Arc<Shared>, running: &mut JoinSet<()>) {
                         while let Some((run, cancel)) = next.take() {
                 let span = tracing::info_span!("run", run_id = %run.id, kind = %run.kind, attempt = run.attempt, namespace = %run.namespace);
                 execute(&shared, run, cancel).instrument(span).await;
+                shared.demand.finished();
                 if !shared.draining.is_cancelled() {
                     next = shared.demand.pop();
                 }

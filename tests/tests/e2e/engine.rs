@@ -797,6 +797,33 @@ async fn a_worker_that_lost_its_runs_commits_nothing_more_for_them() {
 }
 
 #[tokio::test]
+async fn a_worker_busy_with_a_long_run_leaves_the_queue_to_others() {
+    let db = db().await;
+    let worker = TestWorker::start(&db.pool, registry(), 1);
+    let long = enqueue(
+        &db.pool,
+        &NewRun::of::<Ledger>(
+            "t1",
+            &LedgerInput {
+                steps: 1,
+                step_ms: 1500,
+                fail_attempts: 0,
+                fail_permanently: false,
+            },
+        ),
+    )
+    .await;
+    wait_for(&db.pool, long, RunStatus::Running).await;
+    // Its only slot is busy and it finished nothing lately: it claims nothing ahead (a run it
+    // held in memory would wait for the long one while another worker could run it).
+    let next = enqueue(&db.pool, &ledger("t1", 1)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(status(&db.pool, next).await, RunStatus::Queued);
+    wait_for(&db.pool, next, RunStatus::Succeeded).await;
+    worker.stop().await;
+}
+
+#[tokio::test]
 async fn a_draining_worker_finishes_what_it_runs_and_stops_claiming() {
     let db = db().await;
     let worker = TestWorker::start(&db.pool, registry(), 1);
