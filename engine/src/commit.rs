@@ -171,6 +171,7 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<(Write, Reply)>) {
             }
             tokio::task::yield_now().await;
         }
+        let Some(id) = idle.pop() else { continue };
         // The batch: pending writes in order, except those of runs another lane is applying
         // (and, to keep each run's order, every later write of those runs).
         let mut blocked: HashSet<Uuid> = HashSet::new();
@@ -191,13 +192,13 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<(Write, Reply)>) {
         pending = kept;
         if batch.is_empty() {
             // Everything waiting belongs to runs in flight: wait for a lane to finish.
+            idle.push(id);
             match done_rx.recv().await {
                 Some(d) => release(&mut held, &mut idle, d),
                 None => return,
             }
             continue;
         }
-        let Some(id) = idle.pop() else { continue };
         for (w, _) in &batch {
             if let Some(r) = w.run_id() {
                 held.insert(r);
@@ -364,27 +365,36 @@ fn outcomes(batch: &[(Write, Reply)], fenced: &HashSet<usize>) -> Vec<Outcome> {
 /// takes them.
 #[derive(Default)]
 struct Columns {
-    c_pos: Vec<i32>,
-    c_run: Vec<Uuid>,
-    c_attempt: Vec<i32>,
-    c_worker: Vec<Uuid>,
+    c: Fences,
     c_name: Vec<String>,
     c_output: Vec<Value>,
     c_started: Vec<chrono::DateTime<chrono::Utc>>,
-    e_pos: Vec<i32>,
-    e_run: Vec<Uuid>,
-    e_attempt: Vec<i32>,
-    e_worker: Vec<Uuid>,
+    e: Fences,
     e_namespace: Vec<String>,
     e_kind: Vec<&'static str>,
     e_data: Vec<Value>,
     e_done: Vec<Option<i64>>,
     e_total: Vec<Option<i64>>,
-    s_pos: Vec<i32>,
-    s_run: Vec<Uuid>,
-    s_attempt: Vec<i32>,
-    s_worker: Vec<Uuid>,
+    s: Fences,
     s_output: Vec<Value>,
+}
+
+/// Batch positions and fences of one kind of write, column-wise.
+#[derive(Default)]
+struct Fences {
+    pos: Vec<i32>,
+    run: Vec<Uuid>,
+    attempt: Vec<i32>,
+    worker: Vec<Uuid>,
+}
+
+impl Fences {
+    fn push(&mut self, pos: i32, fence: &Attempt) {
+        self.pos.push(pos);
+        self.run.push(fence.run_id);
+        self.attempt.push(fence.attempt);
+        self.worker.push(fence.worker_id);
+    }
 }
 
 impl Columns {
@@ -399,10 +409,7 @@ impl Columns {
                     output,
                     started_at,
                 } => {
-                    c.c_pos.push(pos);
-                    c.c_run.push(fence.run_id);
-                    c.c_attempt.push(fence.attempt);
-                    c.c_worker.push(fence.worker_id);
+                    c.c.push(pos, fence);
                     c.c_name.push(name.clone());
                     c.c_output.push(output.clone());
                     c.c_started.push(*started_at);
@@ -414,10 +421,7 @@ impl Columns {
                     data,
                     progress,
                 } => {
-                    c.e_pos.push(pos);
-                    c.e_run.push(fence.run_id);
-                    c.e_attempt.push(fence.attempt);
-                    c.e_worker.push(fence.worker_id);
+                    c.e.push(pos, fence);
                     c.e_namespace.push(namespace.clone());
                     c.e_kind.push(kind);
                     c.e_data.push(data.clone());
@@ -428,10 +432,7 @@ impl Columns {
                     fence,
                     decision: Decision::Succeed(output),
                 } => {
-                    c.s_pos.push(pos);
-                    c.s_run.push(fence.run_id);
-                    c.s_attempt.push(fence.attempt);
-                    c.s_worker.push(fence.worker_id);
+                    c.s.push(pos, fence);
                     c.s_output.push(output.clone());
                 }
                 Write::Finish { .. } | Write::Claim(_) => {}
@@ -457,26 +458,26 @@ async fn commit_call(
              $17, $18, $19, $20, $21, \
              $22, $23, $24, make_interval(secs => $25), $26)",
     )
-    .bind(c.c_pos)
-    .bind(c.c_run)
-    .bind(c.c_attempt)
-    .bind(c.c_worker)
+    .bind(c.c.pos)
+    .bind(c.c.run)
+    .bind(c.c.attempt)
+    .bind(c.c.worker)
     .bind(c.c_name)
     .bind(c.c_output)
     .bind(c.c_started)
-    .bind(c.e_pos)
-    .bind(c.e_run)
-    .bind(c.e_attempt)
-    .bind(c.e_worker)
+    .bind(c.e.pos)
+    .bind(c.e.run)
+    .bind(c.e.attempt)
+    .bind(c.e.worker)
     .bind(c.e_namespace)
     .bind(c.e_kind)
     .bind(c.e_data)
     .bind(c.e_done)
     .bind(c.e_total)
-    .bind(c.s_pos)
-    .bind(c.s_run)
-    .bind(c.s_attempt)
-    .bind(c.s_worker)
+    .bind(c.s.pos)
+    .bind(c.s.run)
+    .bind(c.s.attempt)
+    .bind(c.s.worker)
     .bind(c.s_output)
     .bind(claim.map(|c| c.worker))
     .bind(claim.map(|c| c.kinds.clone()))

@@ -16,11 +16,16 @@ async fn db() -> TestDb {
 }
 
 fn ledger(ns: &str, steps: u32) -> NewRun {
+    slow_ledger(ns, steps, 0)
+}
+
+/// A ledger run whose every step takes `step_ms`.
+fn slow_ledger(ns: &str, steps: u32, step_ms: u64) -> NewRun {
     NewRun::of::<Ledger>(
         ns,
         &LedgerInput {
             steps,
-            step_ms: 0,
+            step_ms,
             fail_attempts: 0,
             fail_permanently: false,
         },
@@ -580,16 +585,7 @@ async fn a_concurrency_key_limits_how_many_runs_run_at_once() {
     let worker = TestWorker::start(&db.pool, registry(), 8);
     let mut runs = Vec::new();
     for _ in 0..4 {
-        let new = NewRun::of::<Ledger>(
-            "t1",
-            &LedgerInput {
-                steps: 1,
-                step_ms: 150,
-                fail_attempts: 0,
-                fail_permanently: false,
-            },
-        )
-        .concurrency("env:prod", 1);
+        let new = slow_ledger("t1", 1, 150).concurrency("env:prod", 1);
         runs.push(enqueue(&db.pool, &new).await);
     }
     let mut max_running = 0;
@@ -617,19 +613,7 @@ async fn a_concurrency_key_limits_how_many_runs_run_at_once() {
 async fn one_namespaces_backlog_does_not_starve_another() {
     let db = db().await;
     for _ in 0..30 {
-        enqueue(
-            &db.pool,
-            &NewRun::of::<Ledger>(
-                "busy-tenant",
-                &LedgerInput {
-                    steps: 1,
-                    step_ms: 20,
-                    fail_attempts: 0,
-                    fail_permanently: false,
-                },
-            ),
-        )
-        .await;
+        enqueue(&db.pool, &slow_ledger("busy-tenant", 1, 20)).await;
     }
     let small = enqueue(&db.pool, &ledger("small-tenant", 1)).await;
     let worker = TestWorker::start(&db.pool, registry(), 1);
@@ -730,23 +714,10 @@ async fn a_stale_attempt_can_never_overwrite_the_new_owners_work() {
 async fn a_worker_that_lost_its_runs_commits_nothing_more_for_them() {
     let db = db().await;
     let worker = TestWorker::start(&db.pool, registry(), 2);
-    let slow = |steps| {
-        NewRun::of::<Ledger>(
-            "t1",
-            &LedgerInput {
-                steps,
-                step_ms: 400,
-                fail_attempts: 0,
-                fail_permanently: false,
-            },
-        )
-    };
     // One run would checkpoint a step and go on; the other would checkpoint and succeed in the
     // same group commit.
-    let (two, one) = (
-        enqueue(&db.pool, &slow(2)).await,
-        enqueue(&db.pool, &slow(1)).await,
-    );
+    let two = enqueue(&db.pool, &slow_ledger("t1", 2, 400)).await;
+    let one = enqueue(&db.pool, &slow_ledger("t1", 1, 400)).await;
     wait_for(&db.pool, two, RunStatus::Running).await;
     wait_for(&db.pool, one, RunStatus::Running).await;
     // Another worker owns both now (as the reaper and a new claim would make it): a live one,
@@ -800,19 +771,7 @@ async fn a_worker_that_lost_its_runs_commits_nothing_more_for_them() {
 async fn a_worker_busy_with_a_long_run_leaves_the_queue_to_others() {
     let db = db().await;
     let worker = TestWorker::start(&db.pool, registry(), 1);
-    let long = enqueue(
-        &db.pool,
-        &NewRun::of::<Ledger>(
-            "t1",
-            &LedgerInput {
-                steps: 1,
-                step_ms: 1500,
-                fail_attempts: 0,
-                fail_permanently: false,
-            },
-        ),
-    )
-    .await;
+    let long = enqueue(&db.pool, &slow_ledger("t1", 1, 1500)).await;
     wait_for(&db.pool, long, RunStatus::Running).await;
     // Its only slot is busy and it finished nothing lately: it claims nothing ahead (a run it
     // held in memory would wait for the long one while another worker could run it).
@@ -827,19 +786,7 @@ async fn a_worker_busy_with_a_long_run_leaves_the_queue_to_others() {
 async fn a_draining_worker_finishes_what_it_runs_and_stops_claiming() {
     let db = db().await;
     let worker = TestWorker::start(&db.pool, registry(), 1);
-    let run = enqueue(
-        &db.pool,
-        &NewRun::of::<Ledger>(
-            "t1",
-            &LedgerInput {
-                steps: 3,
-                step_ms: 100,
-                fail_attempts: 0,
-                fail_permanently: false,
-            },
-        ),
-    )
-    .await;
+    let run = enqueue(&db.pool, &slow_ledger("t1", 3, 100)).await;
     wait_for(&db.pool, run, RunStatus::Running).await;
     worker.stop().await;
     assert_eq!(status(&db.pool, run).await, RunStatus::Succeeded);
