@@ -89,11 +89,14 @@ impl Committer {
     }
 }
 
-/// How many batches a worker commits at once, each on its own connection: while one batch is
-/// being applied, the writes that arrive meanwhile (the runs that batch did not catch) go out on
-/// the other instead of waiting for it. A run's writes stay in order: a write whose run has a
-/// write in a batch still being applied waits for that batch.
-const LANES: usize = 2;
+/// How many batches a worker commits at once, each on its own connection: one lane for claims
+/// and two for the rest. While one batch is being applied, the writes that arrive meanwhile (the
+/// runs that batch did not catch) go out on the other instead of waiting for it. A run's writes
+/// stay in order: a write whose run has a write in a batch still being applied waits for that
+/// batch.
+const LANES: usize = 3;
+/// The lane that commits claims, each alone.
+const CLAIM_LANE: usize = 0;
 
 type Batch = Vec<(Write, Reply)>;
 
@@ -171,17 +174,40 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<(Write, Reply)>) {
             }
             tokio::task::yield_now().await;
         }
-        let Some(id) = idle.pop() else { continue };
-        // The batch: pending writes in order, except those of runs another lane is applying
-        // (and, to keep each run's order, every later write of those runs).
-        let mut blocked: HashSet<Uuid> = HashSet::new();
+        // A claim goes out alone on the claim lane, so the runs it takes start as soon as it
+        // commits, not after a batch of outcomes; everything else goes out on the others.
+        let claim = pending
+            .iter()
+            .position(|(w, _)| matches!(w, Write::Claim(_)));
+        let lane = match claim {
+            Some(_) if idle.contains(&CLAIM_LANE) => Some(CLAIM_LANE),
+            _ => idle.iter().copied().find(|&l| l != CLAIM_LANE),
+        };
+        let Some(id) = lane else {
+            // Only the claim lane is idle and no claim waits: wait for another lane.
+            match done_rx.recv().await {
+                Some(d) => release(&mut held, &mut idle, d),
+                None => return,
+            }
+            continue;
+        };
+        idle.retain(|&l| l != id);
         let mut batch = Vec::with_capacity(pending.len().min(MAX_BATCH));
         let mut kept = VecDeque::new();
+        if id == CLAIM_LANE {
+            batch.extend(claim.and_then(|i| pending.remove(i)));
+            kept = std::mem::take(&mut pending);
+        }
+        // The batch: pending writes in order, except claims and those of runs another lane is
+        // applying (and, to keep each run's order, every later write of those runs).
+        let mut blocked: HashSet<Uuid> = HashSet::new();
         while let Some(item) = pending.pop_front() {
-            let run = item.0.run_id();
-            let waits = run.is_some_and(|r| held.contains(&r) || blocked.contains(&r));
+            let waits = match item.0.run_id() {
+                Some(r) => held.contains(&r) || blocked.contains(&r),
+                None => true,
+            };
             if waits || batch.len() >= MAX_BATCH {
-                if let Some(r) = run {
+                if let Some(r) = item.0.run_id() {
                     blocked.insert(r);
                 }
                 kept.push_back(item);
