@@ -208,7 +208,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "WFO_WORKER_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
     /// Claimed runs kept waiting for a slot, so a slot that frees starts the next run at once
-    /// (default: four times --concurrency; never more than the worker finished in the last
+    /// (default: eight times --concurrency; never more than the worker finished in the last
     /// quarter second; 0 claims only for free slots).
     #[arg(long, env = "WFO_WORKER_PREFETCH", value_parser = clap::value_parser!(u32).range(0..=4096))]
     pub prefetch: Option<u32>,

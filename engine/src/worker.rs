@@ -49,7 +49,7 @@ pub struct WorkerConfig {
     /// How many claimed runs may wait in this worker for a slot to free (see [`Demand`]): a
     /// slot that frees starts the next run at once instead of waiting for a claim to commit.
     /// Never more than the worker finished in the last quarter second (so a large value costs
-    /// nothing when runs are long); default: four times the concurrency; 0 claims only for
+    /// nothing when runs are long); default: eight times the concurrency; 0 claims only for
     /// free slots.
     pub prefetch: u32,
     /// Only these kinds (None: every kind the registry has).
@@ -72,7 +72,7 @@ impl WorkerConfig {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").into(),
             concurrency: concurrency.max(1),
-            prefetch: concurrency.max(1).saturating_mul(4),
+            prefetch: concurrency.max(1).saturating_mul(8),
             kinds: None,
             heartbeat_every: Duration::from_secs(5),
             lease: Duration::from_secs(30),
