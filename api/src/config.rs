@@ -112,8 +112,9 @@ pub struct SseBenchArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Runs per throughput figure.
-    #[arg(long, default_value_t = 5000)]
+    /// Runs per throughput figure (20,000 last a second or two: with fewer, the figure is mostly
+    /// the worker processes starting up).
+    #[arg(long, default_value_t = 20_000)]
     pub runs: usize,
     /// Slots per worker process.
     #[arg(long, default_value_t = 32)]

@@ -1,7 +1,7 @@
 //! Group commit: the writes of every run in flight on this worker (step checkpoints, progress
-//! and log events, attempt outcomes) and the worker's next claim are gathered into one
-//! transaction, so many runs share one commit (the commit rate is what bounds a durable queue)
-//! and, in a busy worker, the commit that ends runs also starts their successors. Writes are
+//! and log events, attempt outcomes) are gathered into one transaction, so many runs share one
+//! commit (the commit rate is what bounds a durable queue); the worker's claims go through the
+//! same committer, each alone in its transaction on a lane of its own. Writes are
 //! applied in the order they were submitted; a caller learns its write's fate only once it is
 //! durable, exactly as if it had committed alone; a fenced write is refused on its own without
 //! failing the others.
@@ -39,8 +39,8 @@ pub(crate) enum Write {
         data: Value,
         progress: Option<(i64, i64)>,
     },
-    /// Claims runs for the worker's free slots in the same transaction as the batch's finishes:
-    /// in a busy worker, one commit both ends runs and starts the next ones.
+    /// Claims runs for the worker's free slots and its buffer, alone in its transaction on the
+    /// claim lane (so the runs start as soon as it commits, not after a batch of outcomes).
     Claim(ClaimRequest),
 }
 

@@ -116,7 +116,7 @@ type InFlight = Arc<Mutex<HashMap<Uuid, (Attempt, CancellationToken)>>>;
 ///
 /// A claim takes a run for every free slot and tops the buffer up to `prefetch`, so in a busy
 /// worker a slot that frees starts a waiting run at once: no run waits for a claim's commit
-/// (the claim rides on a later commit, in the background). Waiting runs are claimed (`running`,
+/// (the claim commits in the background). Waiting runs are claimed (`running`,
 /// leased and fenced like the rest); a draining worker gives them back untouched, and a dead
 /// worker's are taken back with its running ones.
 ///
