@@ -184,10 +184,17 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<(Write, Reply)>) {
             _ => idle.iter().copied().find(|&l| l != CLAIM_LANE),
         };
         let Some(id) = lane else {
-            // Only the claim lane is idle and no claim waits: wait for another lane.
-            match done_rx.recv().await {
-                Some(d) => release(&mut held, &mut idle, d),
-                None => return,
+            // Only the claim lane is idle and no claim waits: wait for another lane, or for a
+            // claim to arrive.
+            tokio::select! {
+                w = rx.recv(), if open => match w {
+                    Some(w) => pending.push_back(w),
+                    None => open = false,
+                },
+                d = done_rx.recv() => match d {
+                    Some(d) => release(&mut held, &mut idle, d),
+                    None => return,
+                },
             }
             continue;
         };
