@@ -7,6 +7,10 @@
 //! range takes what is new to it; one that finds a gap (it lagged, or joined between batches)
 //! reads the table itself from its position. Nothing is lost when a notification is: the hub
 //! also polls the namespaces it serves.
+//!
+//! Only namespaces the hub registers (`engine::read::watch`, renewed while they have subscribers)
+//! send notifications at all: a commit that sends NOTIFY holds PostgreSQL's notification lock
+//! until it is flushed, which runs nobody watches should not pay for.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -42,6 +46,8 @@ pub enum Message {
 pub struct EventHub {
     tx: broadcast::Sender<Message>,
     interest: Arc<Mutex<HashMap<String, usize>>>,
+    /// Signalled when a namespace gets its first subscriber, so the hub registers it at once.
+    joined: Arc<tokio::sync::Notify>,
 }
 
 impl Default for EventHub {
@@ -76,12 +82,17 @@ impl EventHub {
         Self {
             tx: broadcast::channel(4096).0,
             interest: Arc::default(),
+            joined: Arc::default(),
         }
     }
 
     pub fn subscribe(&self, ns: &str) -> Subscription {
         if let Ok(mut map) = self.interest.lock() {
-            *map.entry(ns.to_owned()).or_default() += 1;
+            let n = map.entry(ns.to_owned()).or_default();
+            *n += 1;
+            if *n == 1 {
+                self.joined.notify_one();
+            }
         }
         Subscription {
             rx: self.tx.subscribe(),
@@ -99,12 +110,18 @@ impl EventHub {
 }
 
 const POLL: Duration = Duration::from_secs(2);
+/// How long a namespace stays registered for notifications (`engine::read::watch`) without
+/// renewal, and how often the hub renews the namespaces it serves.
+const WATCH: Duration = Duration::from_secs(30);
+const RENEW: Duration = Duration::from_secs(10);
 const SETTLE: Duration = Duration::from_millis(10);
 const BATCH: i64 = 2000;
 
 /// Listens on `engine_events` and feeds subscribers until shutdown.
 pub async fn listen(db: PgPool, hub: EventHub, shutdown: CancellationToken) {
     let mut cursors: HashMap<String, Cursor> = HashMap::new();
+    // Namespaces registered for notifications, and when.
+    let mut watched: HashMap<String, std::time::Instant> = HashMap::new();
     loop {
         let mut listener = match PgListener::connect_with(&db).await {
             Ok(l) => l,
@@ -147,9 +164,32 @@ pub async fn listen(db: PgPool, hub: EventHub, shutdown: CancellationToken) {
                 () = tokio::time::sleep(wait) => {
                     pending.extend(hub.interested());
                 }
+                () = hub.joined.notified() => {}
             }
             let interested = hub.interested();
             cursors.retain(|ns, _| interested.contains(ns));
+            watched.retain(|ns, _| interested.contains(ns));
+            let due: Vec<String> = interested
+                .iter()
+                .filter(|ns| watched.get(*ns).is_none_or(|at| at.elapsed() >= RENEW))
+                .cloned()
+                .collect();
+            if !due.is_empty() {
+                match read::watch(&db, &due, WATCH).await {
+                    Ok(()) => {
+                        for ns in due {
+                            // Newly watched: read it now (it was not notified until now).
+                            if watched
+                                .insert(ns.clone(), std::time::Instant::now())
+                                .is_none()
+                            {
+                                pending.insert(ns);
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "registering watched namespaces failed"),
+                }
+            }
             unsettled = false;
             for ns in pending.drain().filter(|ns| interested.contains(ns)) {
                 match read_namespace(&db, &hub, &ns, &mut cursors).await {

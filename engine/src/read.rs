@@ -213,3 +213,25 @@ pub async fn has_unsettled(
     .fetch_one(db)
     .await?)
 }
+
+/// Registers namespaces whose events someone streams live, for `lease`: only these namespaces'
+/// events send `NOTIFY engine_events` (a notifying commit holds PostgreSQL's notification lock
+/// until it is flushed, so commits nobody listens to should not). Renew well before the lease
+/// runs out while the namespaces still have subscribers; lapsed registrations cost nothing.
+pub async fn watch(
+    db: impl PgExecutor<'_>,
+    namespaces: &[String],
+    lease: std::time::Duration,
+) -> Result<()> {
+    sqlx::query(
+        "insert into engine_watched_namespaces (namespace, until) \
+         select ns, now() + make_interval(secs => $2) from unnest($1::text[]) ns \
+         on conflict (namespace) do update \
+         set until = greatest(engine_watched_namespaces.until, excluded.until)",
+    )
+    .bind(namespaces)
+    .bind(lease.as_secs_f64())
+    .execute(db)
+    .await?;
+    Ok(())
+}

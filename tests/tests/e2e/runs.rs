@@ -8,7 +8,7 @@ use jobs::diagnostics::{Ledger, LedgerInput};
 use reqwest::Method;
 use serde_json::json;
 use uuid::Uuid;
-use workflowops_tests::engine_support::{TestWorker, enqueue, wait_for};
+use workflowops_tests::engine_support::{TestWorker, enqueue, eventually, wait_for};
 use workflowops_tests::sse::read_events;
 use workflowops_tests::{TenantFixture, TestApp};
 
@@ -128,6 +128,57 @@ async fn the_tenant_stream_carries_state_changes_and_counts_of_its_own_runs_only
         assert!(!m.data.contains(&theirs.to_string()));
     }
     worker.stop().await;
+}
+
+// Events notify only namespaces an API process streams live (a NOTIFY serialises commits).
+#[tokio::test]
+async fn only_namespaces_with_live_subscribers_notify_their_events() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    listener
+        .listen("engine_events")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Nobody streams globex: its run's events send no notification.
+    enqueue(&app.db.pool, &ledger(&globex, 1, 0)).await;
+    let stream = app
+        .http
+        .get(app.url("/api/v1/events"))
+        .bearer_auth(&acme.admin.token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stream.status(), 200);
+    let watched = |ns: String| {
+        let pool = app.db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>(
+                "select exists (select 1 from engine_watched_namespaces \
+                 where namespace = $1 and until > now())",
+            )
+            .bind(ns)
+            .fetch_one(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
+    eventually("acme to be watched", Duration::from_secs(10), || async {
+        watched(acme.id.to_string()).await.then_some(())
+    })
+    .await;
+    assert!(!watched(globex.id.to_string()).await);
+    // acme has a subscriber: its run's events notify, and that is the first notification of all.
+    enqueue(&app.db.pool, &ledger(&acme, 1, 0)).await;
+    let first = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no notification for the watched namespace"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(first.payload(), acme.id.to_string());
+    drop(stream);
 }
 
 #[tokio::test]
