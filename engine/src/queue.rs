@@ -588,7 +588,7 @@ pub async fn request_cancel(db: &mut PgConnection, namespace: &str, run_id: Uuid
 /// Retries a failed run from its checkpoints, with a fresh retry budget.
 pub async fn retry(db: &mut PgConnection, namespace: &str, run_id: Uuid) -> Result<Run> {
     let done = sqlx::query(
-        "update engine_runs set status = 'queued', failures = 0, error = null, run_at = now(), finished_at = null, \
+        "update engine_runs set status = 'queued', failures = 0, losses = 0, error = null, run_at = now(), finished_at = null, \
          cancel_requested_at = null, updated_at = now() where id = $1 and namespace = $2 and status = 'failed'",
     )
     .bind(run_id)
@@ -661,7 +661,8 @@ pub async fn progress(
 }
 
 /// Requeues runs whose worker died (its session advisory lock is gone) or whose lease lapsed.
-/// A lost attempt counts against the run's budget; a run out of budget fails. Also marks dead
+/// A run's first loss is free (it may have been waiting in the worker's memory, never started);
+/// each later one counts against its budget, and a run out of budget fails. Also marks dead
 /// workers stopped. Returns the ids of the runs taken back.
 pub async fn reap(db: &mut PgConnection) -> Result<Vec<Uuid>> {
     let orphans: Vec<(Uuid, bool)> = sqlx::query_as(
@@ -674,10 +675,11 @@ pub async fn reap(db: &mut PgConnection) -> Result<Vec<Uuid>> {
                  where w.id = r.worker_id)) \
              for update of r skip locked) \
          update engine_runs r set \
-             status = case when r.failures + 1 >= r.max_attempts then 'failed' else 'queued' end, \
-             failures = r.failures + 1, \
+             status = case when r.losses > 0 and r.failures + 1 >= r.max_attempts then 'failed' else 'queued' end, \
+             failures = r.failures + (r.losses > 0)::int, \
+             losses = r.losses + 1, \
              error = jsonb_build_object('message', 'the worker running this attempt was lost', 'attempt', r.attempt), \
-             finished_at = case when r.failures + 1 >= r.max_attempts then now() else null end, \
+             finished_at = case when r.losses > 0 and r.failures + 1 >= r.max_attempts then now() else null end, \
              run_at = now(), worker_id = null, lease_expires_at = null, updated_at = now() \
          from dead where r.id = dead.id returning r.id, r.status = 'failed'",
     )

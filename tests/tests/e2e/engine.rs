@@ -656,7 +656,8 @@ async fn the_runs_of_a_dead_worker_are_taken_back_and_finished() {
             .fetch_one(&db.pool)
             .await
             .unwrap_or_default();
-    assert_eq!((attempt, failures), (2, 1));
+    // The first loss is free: the run may have been waiting in the dead worker's memory.
+    assert_eq!((attempt, failures), (2, 0));
     let ghost_stopped: bool =
         sqlx::query_scalar("select stopped_at is not null from engine_workers where id = $1")
             .bind(ghost)
@@ -665,6 +666,57 @@ async fn the_runs_of_a_dead_worker_are_taken_back_and_finished() {
             .unwrap_or_default();
     assert!(ghost_stopped);
     worker.stop().await;
+}
+
+/// Claims `run` for a worker that then vanishes (its lease lapses) and reaps it.
+async fn lose(pool: &PgPool, run: Uuid) {
+    let claimed = engine::queue::claim(pool, Uuid::now_v7(), None, 1, Duration::from_secs(60), &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(claimed.first().map(|r| r.id), Some(run));
+    sqlx::query(
+        "update engine_runs set lease_expires_at = now() - interval '1 second' where id = $1",
+    )
+    .bind(run)
+    .execute(pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = pool.acquire().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        engine::queue::reap(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        [run]
+    );
+}
+
+#[tokio::test]
+async fn a_runs_first_loss_with_its_worker_is_free_and_later_ones_count() {
+    let db = db().await;
+    let run = enqueue(&db.pool, &ledger("t1", 1).max_attempts(1)).await;
+    let state = || async {
+        sqlx::query_as::<_, (String, i32, i32)>(
+            "select status, failures, losses from engine_runs where id = $1",
+        )
+        .bind(run)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    // A run with a single attempt survives its worker dying once (it may never have started)...
+    lose(&db.pool, run).await;
+    assert_eq!(state().await, ("queued".to_owned(), 0, 1));
+    // ...but not twice: a run that keeps losing its workers is failed in the end.
+    lose(&db.pool, run).await;
+    assert_eq!(state().await, ("failed".to_owned(), 1, 2));
+    // A user's retry gives a fresh budget, the free loss included.
+    let mut conn = db.pool.acquire().await.unwrap_or_else(|e| panic!("{e}"));
+    engine::queue::retry(&mut conn, "t1", run)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(state().await, ("queued".to_owned(), 0, 0));
+    lose(&db.pool, run).await;
+    assert_eq!(state().await, ("queued".to_owned(), 0, 1));
 }
 
 #[tokio::test]
