@@ -66,6 +66,12 @@ impl Job for Prune {
             .execute(ctx.db())
             .await?
             .rows_affected();
+        // Registrations for live event notifications that lapsed long ago (no API process has
+        // streamed those namespaces since).
+        sqlx::query("delete from engine_watched_namespaces where until < $1")
+            .bind(cutoff)
+            .execute(ctx.db())
+            .await?;
         let mut executions_deleted = 0;
         if let Some(seconds) = input.execution_retention_seconds {
             let retention = chrono::Duration::from_std(Duration::from_secs(seconds))

@@ -1012,6 +1012,14 @@ async fn the_prune_job_deletes_old_finished_runs_with_their_events_and_keeps_the
         .execute(&db.pool)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    // Live-notification registrations: one lapsed long ago, one current.
+    sqlx::query(
+        "insert into engine_watched_namespaces (namespace, until) \
+         values ('gone', now() - interval '40 days'), ('t1', now() + interval '30 seconds')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     jobs::maintenance::ensure_schedule(
         &db.pool,
         Duration::from_secs(30 * 86_400),
@@ -1061,5 +1069,11 @@ async fn the_prune_job_deletes_old_finished_runs_with_their_events_and_keeps_the
     .await
     .unwrap_or_default();
     assert_eq!(scheduled, ["drift-sla", "prune-finished-runs"]);
+    let watched: Vec<String> =
+        sqlx::query_scalar("select namespace from engine_watched_namespaces order by namespace")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap_or_default();
+    assert_eq!(watched, ["t1"]);
     worker.stop().await;
 }
