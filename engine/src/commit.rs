@@ -317,27 +317,23 @@ async fn apply(
 
 /// Applies every write of the batch in one transaction: checkpoints, then events, then
 /// successes (each one statement for the whole batch, in `engine_commit`), then other outcomes
-/// one by one, and claims last so the slots and concurrency keys this batch's outcomes freed
-/// count. A run's checkpoints and events thus always precede its outcome. A fenced write gets
-/// its own `Fenced` (fenced writes change nothing, so the rest stands); any other error aborts
-/// the batch. The common batch (checkpoints, events, successes, at most one claim) is a single
-/// statement, so a single round trip.
+/// one by one. A run's checkpoints and events thus always precede its outcome. A fenced write
+/// gets its own `Fenced` (fenced writes change nothing, so the rest stands); any other error
+/// aborts the batch. A batch without rarer outcomes (checkpoints, events, successes), and a
+/// claim, which the dispatcher always commits alone, is a single statement, so a single round
+/// trip.
 async fn apply_on(
     conn: &mut PgConnection,
     batch: &[(Write, Reply)],
 ) -> Result<Vec<Outcome>, queue::Error> {
-    let claims = batch
-        .iter()
-        .filter(|(w, _)| matches!(w, Write::Claim(_)))
-        .count();
+    let claim = batch.iter().enumerate().find_map(|(i, (w, _))| match w {
+        Write::Claim(c) => Some((i, c)),
+        _ => None,
+    });
     let rare = batch.iter().any(|(w, _)| {
         matches!(w, Write::Finish { decision, .. } if !matches!(decision, Decision::Succeed(_)))
     });
-    if !rare && claims <= 1 {
-        let claim = batch.iter().enumerate().find_map(|(i, (w, _))| match w {
-            Write::Claim(c) => Some((i, c)),
-            _ => None,
-        });
+    if !rare {
         let (fenced, claimed) = commit_call(&mut *conn, batch, claim.map(|(_, c)| c)).await?;
         let mut results = outcomes(batch, &fenced);
         if let (Some((i, _)), Some(runs)) = (claim, claimed) {
@@ -345,6 +341,7 @@ async fn apply_on(
         }
         return Ok(results);
     }
+    debug_assert!(claim.is_none(), "claims are committed alone");
     let mut tx = conn.begin().await?;
     let (fenced, _) = commit_call(&mut tx, batch, None).await?;
     let mut results = outcomes(batch, &fenced);
@@ -357,22 +354,6 @@ async fn apply_on(
                 Err(e) => return Err(e),
                 Ok(()) => Ok(Vec::new()),
             };
-        }
-    }
-    for (i, (write, _)) in batch.iter().enumerate() {
-        if let Write::Claim(c) = write {
-            let wanted = c.demand.wanted();
-            if wanted > 0 {
-                results[i] = Ok(queue::claim(
-                    &mut *tx,
-                    c.worker,
-                    Some(&c.kinds),
-                    u32::try_from(wanted).unwrap_or(u32::MAX),
-                    c.lease,
-                    &c.recent,
-                )
-                .await?);
-            }
         }
     }
     tx.commit().await?;
@@ -420,7 +401,18 @@ struct Fences {
     worker: Vec<Uuid>,
 }
 
+type CommitQuery<'q, O> = sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>;
+
 impl Fences {
+    /// Binds the four columns, in this order, as the next parameters of `query`.
+    fn bind<O>(self, query: CommitQuery<'_, O>) -> CommitQuery<'_, O> {
+        query
+            .bind(self.pos)
+            .bind(self.run)
+            .bind(self.attempt)
+            .bind(self.worker)
+    }
+
     fn push(&mut self, pos: i32, fence: &Attempt) {
         self.pos.push(pos);
         self.run.push(fence.run_id);
@@ -483,41 +475,35 @@ async fn commit_call(
 ) -> Result<(HashSet<usize>, Option<Vec<queue::Run>>), queue::Error> {
     let c = Columns::of(batch);
     let wanted = claim.map_or(0, |c| c.demand.wanted());
-    let (fenced, claimed): (Vec<i32>, Option<sqlx::types::Json<Vec<queue::Run>>>) = sqlx::query_as(
+    let query = sqlx::query_as(
         "select fenced, claimed from engine_commit(\
              $1, $2, $3, $4, $5, $6, $7, \
              $8, $9, $10, $11, $12, $13, $14, $15, $16, \
              $17, $18, $19, $20, $21, \
              $22, $23, $24, make_interval(secs => $25), $26)",
-    )
-    .bind(c.c.pos)
-    .bind(c.c.run)
-    .bind(c.c.attempt)
-    .bind(c.c.worker)
-    .bind(c.c_name)
-    .bind(c.c_output)
-    .bind(c.c_started)
-    .bind(c.e.pos)
-    .bind(c.e.run)
-    .bind(c.e.attempt)
-    .bind(c.e.worker)
-    .bind(c.e_namespace)
-    .bind(c.e_kind)
-    .bind(c.e_data)
-    .bind(c.e_done)
-    .bind(c.e_total)
-    .bind(c.s.pos)
-    .bind(c.s.run)
-    .bind(c.s.attempt)
-    .bind(c.s.worker)
-    .bind(c.s_output)
-    .bind(claim.map(|c| c.worker))
-    .bind(claim.map(|c| c.kinds.clone()))
-    .bind(i32::try_from(wanted).unwrap_or(i32::MAX))
-    .bind(claim.map_or(0.0, |c| c.lease.as_secs_f64()))
-    .bind(claim.map(|c| c.recent.clone()))
-    .fetch_one(conn)
-    .await?;
+    );
+    let query =
+        c.c.bind(query)
+            .bind(c.c_name)
+            .bind(c.c_output)
+            .bind(c.c_started);
+    let query =
+        c.e.bind(query)
+            .bind(c.e_namespace)
+            .bind(c.e_kind)
+            .bind(c.e_data)
+            .bind(c.e_done)
+            .bind(c.e_total);
+    let (fenced, claimed): (Vec<i32>, Option<sqlx::types::Json<Vec<queue::Run>>>) =
+        c.s.bind(query)
+            .bind(c.s_output)
+            .bind(claim.map(|c| c.worker))
+            .bind(claim.map(|c| c.kinds.clone()))
+            .bind(i32::try_from(wanted).unwrap_or(i32::MAX))
+            .bind(claim.map_or(0.0, |c| c.lease.as_secs_f64()))
+            .bind(claim.map(|c| c.recent.clone()))
+            .fetch_one(conn)
+            .await?;
     let fenced = fenced
         .into_iter()
         .filter_map(|p| usize::try_from(p).ok())

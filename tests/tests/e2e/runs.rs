@@ -25,6 +25,16 @@ fn ledger(tenant: &TenantFixture, steps: u32, step_ms: u64) -> NewRun {
     .labels(json!({"environment": "prod"}))
 }
 
+/// Opens the tenant's live stream (`GET /api/v1/events`) as its admin.
+async fn tenant_stream(app: &TestApp, tenant: &TenantFixture) -> reqwest::Response {
+    app.http
+        .get(app.url("/api/v1/events"))
+        .bearer_auth(&tenant.admin.token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 // SSE-001, SSE-002, SSE-004, SSE-005
 #[tokio::test]
 async fn a_client_that_reconnects_with_last_event_id_gets_every_event_exactly_once() {
@@ -104,13 +114,7 @@ async fn the_tenant_stream_carries_state_changes_and_counts_of_its_own_runs_only
     let app = TestApp::spawn().await;
     let acme = app.tenant("acme").await;
     let globex = app.tenant("globex").await;
-    let res = app
-        .http
-        .get(app.url("/api/v1/events"))
-        .bearer_auth(&acme.admin.token)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let res = tenant_stream(&app, &acme).await;
     let theirs = enqueue(&app.db.pool, &ledger(&globex, 1, 0)).await;
     let ours = enqueue(&app.db.pool, &ledger(&acme, 1, 0)).await;
     let worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
@@ -145,13 +149,7 @@ async fn only_namespaces_with_live_subscribers_notify_their_events() {
         .unwrap_or_else(|e| panic!("{e}"));
     // Nobody streams globex: its run's events send no notification.
     enqueue(&app.db.pool, &ledger(&globex, 1, 0)).await;
-    let stream = app
-        .http
-        .get(app.url("/api/v1/events"))
-        .bearer_auth(&acme.admin.token)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let stream = tenant_stream(&app, &acme).await;
     assert_eq!(stream.status(), 200);
     let watched = |ns: String| {
         let pool = app.db.pool.clone();
