@@ -180,6 +180,16 @@ pub async fn back_up(
     let live: std::collections::HashSet<String> = all.iter().map(|(id, _)| id.clone()).collect();
     let files = files(&access.path, &env, &all, &definitions);
     let workflows = all.len();
+    // Three stages: read what changed, commit and push, record the backup.
+    ctx.log(
+        "info",
+        format!(
+            "{} of {workflows} workflows changed since the last backup",
+            moved.len()
+        ),
+    )
+    .await?;
+    ctx.progress(1, 3).await?;
     let cache: PathBuf = deps.git_cache.join(environment_id.to_string());
     let message_head = format!("Back up {} ({})", env.name, env.class);
     let trailer = format!("Triggered by {triggered_by}\nRun {}", ctx.run_id);
@@ -256,6 +266,7 @@ pub async fn back_up(
             .map_err(git_error)
         })
         .await?;
+    ctx.progress(2, 3).await?;
     git_config::mark_backed_up(&db, environment_id, &moved)
         .await
         .map_err(domain_error)?;
@@ -273,6 +284,7 @@ pub async fn back_up(
         },
     )
     .await?;
+    ctx.progress(3, 3).await?;
     Ok(BackedUp {
         output: out,
         path,

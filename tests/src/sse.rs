@@ -60,3 +60,58 @@ pub async fn read_events(
         }
     }
 }
+
+impl SseMessage {
+    /// The message's data as JSON (`null` when it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.data).unwrap_or_default()
+    }
+}
+
+/// A run's whole event stream as `token` sees it, read from the start until its `end` event (the
+/// run must finish within `timeout`).
+pub async fn run_stream(
+    app: &crate::TestApp,
+    token: &str,
+    run: uuid::Uuid,
+    timeout: Duration,
+) -> Vec<SseMessage> {
+    let res = app
+        .http
+        .get(app.url(&format!("/api/v1/runs/{run}/events")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("opening the event stream of run {run}: {e}"));
+    assert_eq!(res.status(), 200, "the event stream of run {run}");
+    read_events(res, timeout, |m| m.event == "end").await
+}
+
+/// The statuses a run's stream reported, in order.
+pub fn statuses(events: &[SseMessage]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.event == "state")
+        .map(|e| {
+            e.json()["data"]["status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The `(done, total)` progress a run's stream reported, in order.
+pub fn progress(events: &[SseMessage]) -> Vec<(i64, i64)> {
+    events
+        .iter()
+        .filter(|e| e.event == "progress")
+        .map(|e| {
+            let d = e.json();
+            (
+                d["data"]["done"].as_i64().unwrap_or(-1),
+                d["data"]["total"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}

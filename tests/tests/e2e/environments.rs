@@ -418,6 +418,33 @@ async fn a_full_sync_fills_the_catalog_and_streams_its_progress() {
     // Three pages of workflows, one step each.
     assert_eq!(scalar(&app, "select count(*) from engine_steps s join engine_runs r on r.id = s.run_id where r.labels->>'environment_id' = $1::text and s.name like 'workflows:page:%'", env).await, 3);
 
+    // SEC-008: provider actions carry their provider in the audit log, and it filters.
+    let n8n_entries = app
+        .get("/api/v1/audit-logs?provider=n8n", &acme.admin)
+        .await;
+    assert_eq!(n8n_entries.status, 200, "{}", n8n_entries.body);
+    let actions: Vec<&str> = n8n_entries.body["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["action"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(actions.contains(&"environment.created"), "{actions:?}");
+    assert!(
+        n8n_entries.body["items"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|e| e["provider"] == "n8n")),
+        "{}",
+        n8n_entries.body
+    );
+    let make_entries = app
+        .get("/api/v1/audit-logs?provider=make", &acme.admin)
+        .await;
+    assert_eq!(
+        make_entries.body["items"],
+        json!([]),
+        "{}",
+        make_entries.body
+    );
+
     let envs = app.get("/api/v1/environments", &acme.admin).await;
     assert_eq!(envs.body["items"][0]["last_sync_status"], "succeeded");
     assert_eq!(envs.body["items"][0]["workflow_count"], 600);

@@ -2,6 +2,7 @@
 //! bare) repositories.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use domain::Role;
 use engine::RunStatus;
@@ -9,7 +10,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 use workflowops_tests::engine_support::{TestWorker, wait_for};
 use workflowops_tests::n8n::{EmulatorConfig, N8nEmulator};
-use workflowops_tests::{TenantFixture, TestApp};
+use workflowops_tests::{TenantFixture, TestApp, sse};
 
 pub(crate) struct Repo(pub(crate) PathBuf);
 
@@ -89,6 +90,16 @@ pub(crate) async fn run(
     path: &str,
     body: Option<&Value>,
 ) -> Value {
+    run_with_id(app, t, path, body).await.1
+}
+
+/// As [`run`], also returning the run's id.
+pub(crate) async fn run_with_id(
+    app: &TestApp,
+    t: &TenantFixture,
+    path: &str,
+    body: Option<&Value>,
+) -> (Uuid, Value) {
     let res = app
         .request(reqwest::Method::POST, path, Some(&t.admin.token), body)
         .await;
@@ -98,7 +109,8 @@ pub(crate) async fn run(
         .and_then(|s| s.parse().ok())
         .unwrap_or_default();
     wait_for(&app.db.pool, id, RunStatus::Succeeded).await;
-    app.get(&format!("/api/v1/runs/{id}"), &t.admin).await.body["output"].clone()
+    let output = app.get(&format!("/api/v1/runs/{id}"), &t.admin).await.body["output"].clone();
+    (id, output)
 }
 
 // ENV-003, ENV-004
@@ -205,7 +217,7 @@ async fn backups_commit_readable_files_and_only_what_changed() {
     )
     .await;
 
-    let first = run(
+    let (backup, first) = run_with_id(
         &app,
         &acme,
         &format!("/api/v1/environments/{env}/backup"),
@@ -216,6 +228,36 @@ async fn backups_commit_readable_files_and_only_what_changed() {
         (first["added"].as_i64(), first["changed"].as_i64()),
         (Some(20), Some(0)),
         "{first}"
+    );
+    // SSE-006: the backup streamed its stages and what it did.
+    let events = sse::run_stream(&app, &acme.admin.token, backup, Duration::from_secs(30)).await;
+    assert_eq!(
+        sse::progress(&events),
+        [(1, 3), (2, 3), (3, 3)],
+        "{events:?}"
+    );
+    assert_eq!(
+        sse::statuses(&events).last().map(String::as_str),
+        Some("succeeded")
+    );
+    let logs: Vec<String> = events
+        .iter()
+        .filter(|e| e.event == "log")
+        .map(|e| {
+            e.json()["data"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|l| l == "20 of 20 workflows changed since the last backup")
+            && logs
+                .iter()
+                .any(|l| l.starts_with("committed ")
+                    && l.ends_with("20 added, 0 changed, 0 removed")),
+        "{logs:?}"
     );
     let (_, files) = head_files(&repo);
     assert_eq!(files.len(), 21, "20 workflows and the manifest: {files:?}");

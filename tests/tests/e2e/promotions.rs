@@ -1,13 +1,15 @@
 //! Promotions (PIPE-*, PROMO-*, DEP-*, CRED-007, credential remapping) across three emulated
 //! n8n instances: dev → staging → prod.
 
+use std::time::Duration;
+
 use domain::Role;
 use engine::RunStatus;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use workflowops_tests::engine_support::{TestWorker, eventually, wait_for};
 use workflowops_tests::n8n::{EmulatorConfig, N8nEmulator};
-use workflowops_tests::{Caller, TenantFixture, TestApp};
+use workflowops_tests::{Caller, TenantFixture, TestApp, sse};
 
 use super::canonical::environment;
 use super::git::{bare_repo, run};
@@ -649,6 +651,20 @@ async fn scheduled_promotions_wait_and_stale_ones_are_settled() {
         "{}",
         run.body
     );
+    // SSE-003: the deployment's status changes and its progress reach the run's event stream.
+    let run_id = done["run_id"]
+        .as_str()
+        .and_then(|s| s.parse::<Uuid>().ok())
+        .unwrap_or_default();
+    let events = sse::run_stream(app, &acme.admin.token, run_id, Duration::from_secs(30)).await;
+    let states = sse::statuses(&events);
+    assert!(
+        states.first().map(String::as_str) == Some("queued")
+            && states.iter().any(|s| s == "running")
+            && states.last().map(String::as_str) == Some("succeeded"),
+        "{states:?}"
+    );
+    assert_eq!(sse::progress(&events), [(1, 2), (2, 2)], "{events:?}");
 
     // DEP-007: a promotion left `running` by a run that ended for good is settled.
     let stale = Uuid::now_v7();
