@@ -119,6 +119,11 @@ pub struct BenchArgs {
     /// Slots per worker process.
     #[arg(long, default_value_t = 32)]
     pub concurrency: u32,
+    /// Rounds of the 1-step figures: each round measures ours and the apalis baseline back to
+    /// back (1 worker, then 2), and the bench prints the medians (a machine's speed drifts by
+    /// ±10% within minutes; one measurement each can land on either side of a target).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Seconds of pgbench for the commit-rate baseline.
     #[arg(long, default_value_t = 15)]
     pub pgbench_seconds: u64,

@@ -16,23 +16,29 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use engine::read::{self, Cursor, Event};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-/// New events of one namespace, covering every event in `(from, to]`.
+/// New events of one namespace, covering every event in `(from, to]`, with their SSE frames
+/// built once for every subscriber (a delivery is then a reference-count increment, one channel
+/// send and one socket write per subscriber).
 #[derive(Debug)]
 pub struct Batch {
     pub ns: String,
     pub from: Cursor,
     pub to: Cursor,
     pub events: Vec<Event>,
-    /// Each event's SSE payload, rendered once for every subscriber.
-    pub rendered: Vec<String>,
-    /// Unfinished runs by status, when the batch has state changes.
-    pub counts: Option<BTreeMap<String, i64>>,
+    /// Each event's SSE frame.
+    pub frames: Vec<Bytes>,
+    /// The `counts` frame (unfinished runs by status), when the batch has state changes.
+    pub counts: Option<Bytes>,
+    /// What the tenant stream sends a subscriber whose position is `from`: the state frames,
+    /// then the counts; `None` when the batch has no state changes.
+    pub tenant: Option<Bytes>,
 }
 
 #[derive(Debug, Clone)]
@@ -228,19 +234,32 @@ async fn read_namespace(
     }
     cursors.insert(ns.to_owned(), to);
     let counts = if events.iter().any(|e| e.kind == "state") {
-        Some(read::active_counts(db, ns).await?.into_iter().collect())
+        Some(counts_frame(
+            &read::active_counts(db, ns).await?.into_iter().collect(),
+        ))
     } else {
         None
     };
     if !events.is_empty() {
-        let rendered = events.iter().map(render).collect();
+        let frames: Vec<Bytes> = events.iter().map(frame).collect();
+        let tenant = counts.as_ref().map(|counts| {
+            let mut chunk = Vec::new();
+            for (e, f) in events.iter().zip(&frames) {
+                if e.kind == "state" {
+                    chunk.extend_from_slice(f);
+                }
+            }
+            chunk.extend_from_slice(counts);
+            Bytes::from(chunk)
+        });
         let _ = hub.tx.send(Message::Batch(Arc::new(Batch {
             ns: ns.to_owned(),
             from,
             to,
             events,
-            rendered,
+            frames,
             counts,
+            tenant,
         })));
     }
     read::has_unsettled(db, ns, None, to).await
@@ -250,4 +269,23 @@ async fn read_namespace(
 pub fn render(e: &Event) -> String {
     serde_json::json!({"run_id": e.run_id, "event": e.id, "data": e.data, "at": e.created_at})
         .to_string()
+}
+
+/// An event's SSE frame: its id (the stream position), kind and payload. The payload is one line
+/// of JSON (serde escapes line breaks inside strings).
+pub fn frame(e: &Event) -> Bytes {
+    Bytes::from(format!(
+        "id: {}\nevent: {}\ndata: {}\n\n",
+        e.cursor(),
+        e.kind,
+        render(e)
+    ))
+}
+
+/// The tenant stream's `counts` frame: unfinished runs by status.
+pub fn counts_frame(counts: &BTreeMap<String, i64>) -> Bytes {
+    Bytes::from(format!(
+        "event: counts\ndata: {}\n\n",
+        serde_json::json!(counts)
+    ))
 }

@@ -5,9 +5,11 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
+use axum::http::header;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use domain::audit::Entry;
 use domain::page::{Page, PageRequest};
@@ -362,13 +364,6 @@ fn resume_point(
     }
 }
 
-fn sse_event(e: &read::Event, data: &str) -> SseEvent {
-    SseEvent::default()
-        .id(e.cursor().to_string())
-        .event(e.kind.clone())
-        .data(data)
-}
-
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
@@ -380,23 +375,28 @@ const BATCH: i64 = 500;
 /// Safety net: a subscriber re-reads its position this often even without news.
 const POLL: Duration = Duration::from_secs(5);
 
-type EventStream = Sse<
-    axum::response::sse::KeepAliveStream<
-        futures::stream::BoxStream<'static, Result<SseEvent, Infallible>>,
-    >,
->;
+/// A comment line sent when a stream has been quiet this long, so proxies keep it open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-fn stream_of(rx: mpsc::Receiver<SseEvent>) -> EventStream {
-    let stream =
-        futures::stream::unfold(
-            rx,
-            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
-        );
-    Sse::new(Box::pin(stream) as futures::stream::BoxStream<'static, _>).keep_alive(
-        KeepAlive::new()
-            .interval(Duration::from_secs(15))
-            .text("keep-alive"),
+/// The SSE response for a subscriber's channel of frames. Frames are written as the follower
+/// sends them (each send is one chunk: all a batch holds for this subscriber).
+fn stream_of(rx: mpsc::Receiver<Bytes>) -> Response {
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        let chunk = match tokio::time::timeout(KEEP_ALIVE, rx.recv()).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => return None,
+            Err(_) => Bytes::from_static(b":keep-alive\n\n"),
+        };
+        Some((Ok::<_, Infallible>(chunk), rx))
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
     )
+        .into_response()
 }
 
 /// What a stream delivers: one run's events, or a namespace's state changes (with counts).
@@ -424,13 +424,14 @@ struct Follower {
     scope: Scope,
     last: read::Cursor,
     finished: bool,
-    tx: mpsc::Sender<SseEvent>,
+    tx: mpsc::Sender<Bytes>,
 }
 
 impl Follower {
-    /// Sends `events` not yet sent (with their payloads when already rendered); false when the
-    /// client has left.
-    async fn send(&mut self, events: &[read::Event], rendered: Option<&[String]>) -> bool {
+    /// Sends the frames of `events` not yet sent (`frames`: theirs, when already built) as one
+    /// chunk; false when the client has left.
+    async fn send(&mut self, events: &[read::Event], frames: Option<&[Bytes]>) -> bool {
+        let mut parts = Vec::new();
         for (i, e) in events.iter().enumerate() {
             if e.cursor() <= self.last || !self.scope.wants(e) {
                 continue;
@@ -441,41 +442,37 @@ impl Follower {
                     .and_then(|s| s.parse::<RunStatus>().ok())
                     .is_some_and(RunStatus::is_terminal);
             }
-            let own;
-            let data = match rendered.and_then(|r| r.get(i)) {
-                Some(d) => d.as_str(),
-                None => {
-                    own = crate::events::render(e);
-                    own.as_str()
-                }
-            };
-            if self.tx.send(sse_event(e, data)).await.is_err() {
-                return false;
-            }
+            parts.push(
+                frames
+                    .and_then(|f| f.get(i))
+                    .cloned()
+                    .unwrap_or_else(|| crate::events::frame(e)),
+            );
             self.last = e.cursor();
         }
-        true
+        let chunk = match parts.len() {
+            0 => return true,
+            1 => parts.swap_remove(0),
+            _ => Bytes::from(parts.concat()),
+        };
+        self.tx.send(chunk).await.is_ok()
     }
 
-    async fn counts(&self, counts: Option<&std::collections::BTreeMap<String, i64>>) -> bool {
+    /// Sends the tenant stream's counts (`frame`: the batch's, else read now).
+    async fn counts(&self, frame: Option<&Bytes>) -> bool {
         if !matches!(self.scope, Scope::Tenant) {
             return true;
         }
-        let owned;
-        let counts = match counts {
-            Some(c) => c,
-            None => {
-                owned = read::active_counts(&self.db, &self.namespace)
+        let frame = match frame {
+            Some(f) => f.clone(),
+            None => crate::events::counts_frame(
+                &read::active_counts(&self.db, &self.namespace)
                     .await
                     .map(|c| c.into_iter().collect())
-                    .unwrap_or_default();
-                &owned
-            }
+                    .unwrap_or_default(),
+            ),
         };
-        let event = SseEvent::default()
-            .event("counts")
-            .data(serde_json::json!(counts).to_string());
-        self.tx.send(event).await.is_ok()
+        self.tx.send(frame).await.is_ok()
     }
 
     /// Reads the table from our position until it has nothing more settled.
@@ -509,7 +506,7 @@ impl Follower {
             if self.finished {
                 let _ = self
                     .tx
-                    .send(SseEvent::default().event("end").data("{}"))
+                    .send(Bytes::from_static(b"event: end\ndata: {}\n\n"))
                     .await;
                 return;
             }
@@ -520,8 +517,15 @@ impl Follower {
             };
             let ok = match msg {
                 Some(Ok(Message::Batch(b))) if b.ns == self.namespace => {
-                    if b.from <= self.last {
-                        let sent = self.send(&b.events, Some(&b.rendered)).await;
+                    if b.from == self.last && matches!(self.scope, Scope::Tenant) {
+                        // Right where we are (the common case): the batch's own chunk.
+                        self.last = b.to;
+                        match &b.tenant {
+                            Some(chunk) => self.tx.send(chunk.clone()).await.is_ok(),
+                            None => true,
+                        }
+                    } else if b.from <= self.last {
+                        let sent = self.send(&b.events, Some(&b.frames)).await;
                         if b.to > self.last {
                             self.last = b.to;
                         }
@@ -530,7 +534,7 @@ impl Follower {
                         // A gap between our position and this batch: read it ourselves (the
                         // table holds everything up to the batch's end by now).
                         let ok =
-                            self.catch_up().await && self.send(&b.events, Some(&b.rendered)).await;
+                            self.catch_up().await && self.send(&b.events, Some(&b.frames)).await;
                         if b.to > self.last {
                             self.last = b.to;
                         }
@@ -563,7 +567,7 @@ pub async fn run_events(
     ApiPath(run_id): ApiPath<Uuid>,
     ApiQuery(q): ApiQuery<StreamQuery>,
     headers: HeaderMap,
-) -> ApiResult<EventStream> {
+) -> ApiResult<Response> {
     let namespace = ctx.tenant_id().to_string();
     queue::get(&state.db, &namespace, run_id)
         .await
@@ -594,7 +598,7 @@ pub async fn tenant_events(
     ctx: TenantCtx<perm::ViewObservability>,
     ApiQuery(q): ApiQuery<StreamQuery>,
     headers: HeaderMap,
-) -> ApiResult<EventStream> {
+) -> ApiResult<Response> {
     let namespace = ctx.tenant_id().to_string();
     let sub = state.events.subscribe(&namespace);
     let last = match resume_point(&headers, q.after.as_deref())? {
