@@ -94,6 +94,12 @@ impl RunCtx {
         &self.db
     }
 
+    /// Compensation runs once the run was cancelled, and its own steps must run: it gets a
+    /// token of its own.
+    pub(crate) fn begin_compensation(&mut self) {
+        self.cancel = CancellationToken::new();
+    }
+
     /// Cancelled when cancellation of this run was requested: long steps should watch it.
     pub fn cancellation(&self) -> &CancellationToken {
         &self.cancel

@@ -66,7 +66,12 @@ pub trait Job: Send + Sync + 'static {
     type Input: Serialize + DeserializeOwned + Send + Sync;
     type Output: Serialize + DeserializeOwned + Send;
 
-    fn retry_policy(&self) -> RetryPolicy {
+    /// How the kind retries; its `max_attempts` is what [`crate::queue::NewRun::of`] gives a
+    /// new run of the kind (a run may still set its own).
+    fn retry_policy() -> RetryPolicy
+    where
+        Self: Sized,
+    {
         RetryPolicy::default()
     }
 
@@ -115,7 +120,7 @@ fn bad_input(e: &serde_json::Error) -> JobError {
 
 impl<J: Job> ErasedJob for J {
     fn retry_policy(&self) -> RetryPolicy {
-        Job::retry_policy(self)
+        J::retry_policy()
     }
 
     fn timeout(&self) -> Duration {

@@ -119,13 +119,15 @@ impl NewRun {
         }
     }
 
-    /// A run of job `J` with typed input.
+    /// A run of job `J` with typed input, allowed the attempts of `J`'s retry policy.
     pub fn of<J: crate::Job>(namespace: impl Into<String>, input: &J::Input) -> Self {
-        Self::new(
+        let mut run = Self::new(
             namespace,
             J::KIND,
             serde_json::to_value(input).unwrap_or(Value::Null),
-        )
+        );
+        run.max_attempts = i32::try_from(J::retry_policy().max_attempts).unwrap_or(i32::MAX);
+        run
     }
 
     #[must_use]

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use sqlx::{FromRow, PgExecutor, PgPool};
 use uuid::Uuid;
 
+use crate::job::Registry;
 use crate::queue::{self, NewRun};
 
 /// How late a tick may be seen and still count as on time.
@@ -145,7 +146,10 @@ pub struct NewSchedule<'a> {
     pub missed: Missed,
 }
 
-/// Creates or replaces the schedule `name` of a namespace; the next tick is computed afresh.
+/// Creates or replaces the schedule `name` of a namespace. A schedule that stays enabled with the
+/// same timetable (cron and timezone) keeps its next tick, so replacing it on every start of a
+/// process (as `serve` does with its own schedules) never loses a tick missed while nothing ran:
+/// the missed-tick policy handles it. Otherwise the next tick is computed afresh from now.
 pub async fn upsert(db: impl PgExecutor<'_>, new: NewSchedule<'_>) -> Result<Schedule, Error> {
     let next = Timetable::new(new.cron, new.timezone)?.next_after(Utc::now())?;
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -153,7 +157,11 @@ pub async fn upsert(db: impl PgExecutor<'_>, new: NewSchedule<'_>) -> Result<Sch
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          on conflict (namespace, name) do update set cron = excluded.cron, timezone = excluded.timezone, \
            kind = excluded.kind, input = excluded.input, enabled = excluded.enabled, missed = excluded.missed, \
-           next_fire_at = excluded.next_fire_at, updated_at = now() \
+           next_fire_at = case when engine_schedules.enabled and excluded.enabled \
+                                and engine_schedules.cron = excluded.cron \
+                                and engine_schedules.timezone = excluded.timezone \
+                               then engine_schedules.next_fire_at else excluded.next_fire_at end, \
+           updated_at = now() \
          returning {COLUMNS}"
     )))
     .bind(Uuid::now_v7())
@@ -192,8 +200,9 @@ pub async fn delete(db: impl PgExecutor<'_>, namespace: &str, name: &str) -> Res
 }
 
 /// Fires every due schedule once (up to `limit` per call). Safe to call from any number of
-/// processes at once. Returns how many runs were enqueued.
-pub async fn fire_due(pool: &PgPool, limit: i64) -> Result<usize, Error> {
+/// processes at once. Returns how many runs were enqueued. Runs get the attempts of their kind's
+/// retry policy in `registry` (the default policy's for kinds it does not know).
+pub async fn fire_due(pool: &PgPool, limit: i64, registry: &Registry) -> Result<usize, Error> {
     let mut tx = pool.begin().await?;
     let due: Vec<Schedule> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select {COLUMNS} from engine_schedules where enabled and next_fire_at <= now() \
@@ -227,7 +236,10 @@ pub async fn fire_due(pool: &PgPool, limit: i64) -> Result<usize, Error> {
             let run = NewRun::new(&s.namespace, &s.kind, s.input.clone())
                 .idempotency_key(format!("schedule:{}:{}", s.id, tick.to_rfc3339()))
                 .labels(json!({"schedule": s.name}))
-                .created_by(format!("schedule:{}", s.name));
+                .created_by(format!("schedule:{}", s.name))
+                .max_attempts(
+                    i32::try_from(registry.policy(&s.kind).max_attempts).unwrap_or(i32::MAX),
+                );
             if queue::enqueue(&mut tx, &run).await?.created {
                 fired += 1;
             }

@@ -297,6 +297,7 @@ pub async fn run_worker(
     ));
     background.spawn(housekeeping(
         pool.clone(),
+        shared.registry.clone(),
         config.poll_every,
         Arc::clone(&wake),
         stop_background.clone(),
@@ -589,6 +590,7 @@ async fn attempt(
         Err(JobError::Suspended(wait)) => Outcome::Parked(wait),
         Err(JobError::Fenced) => return None,
         Err(JobError::Cancelled) => {
+            ctx.begin_compensation();
             if let Err(e) = job.compensate(&mut ctx, run.input.clone()).await {
                 if e == JobError::Fenced {
                     return None;
@@ -716,7 +718,13 @@ async fn heartbeat(
 }
 
 /// Takes back the runs of dead workers and wakes timers, on every worker (cheap, idempotent).
-async fn housekeeping(pool: PgPool, every: Duration, wake: Arc<Notify>, stop: CancellationToken) {
+async fn housekeeping(
+    pool: PgPool,
+    registry: Registry,
+    every: Duration,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+) {
     loop {
         let jitter = every.mul_f64(fastrand::f64() * 0.5);
         tokio::select! {
@@ -728,7 +736,7 @@ async fn housekeeping(pool: PgPool, every: Duration, wake: Arc<Notify>, stop: Ca
             let reaped = queue::reap(&mut conn).await?;
             let woken = queue::wake_timers(&mut *conn).await?;
             drop(conn);
-            let fired = match crate::schedule::fire_due(&pool, 100).await {
+            let fired = match crate::schedule::fire_due(&pool, 100, &registry).await {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(error = %e, "firing schedules failed");

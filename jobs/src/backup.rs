@@ -305,7 +305,7 @@ impl Job for Backup {
     type Input = BackupInput;
     type Output = BackupOutput;
 
-    fn retry_policy(&self) -> RetryPolicy {
+    fn retry_policy() -> RetryPolicy {
         backup_retry_policy()
     }
 

@@ -182,7 +182,7 @@ impl Job for GitSync {
     type Input = GitSyncInput;
     type Output = GitSyncOutput;
 
-    fn retry_policy(&self) -> RetryPolicy {
+    fn retry_policy() -> RetryPolicy {
         retry()
     }
 
@@ -354,7 +354,7 @@ impl Job for Onboard {
     type Input = OnboardInput;
     type Output = OnboardOutput;
 
-    fn retry_policy(&self) -> RetryPolicy {
+    fn retry_policy() -> RetryPolicy {
         retry()
     }
 

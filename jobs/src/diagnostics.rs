@@ -51,7 +51,7 @@ impl Job for Ledger {
     type Input = LedgerInput;
     type Output = LedgerOutput;
 
-    fn retry_policy(&self) -> RetryPolicy {
+    fn retry_policy() -> RetryPolicy {
         RetryPolicy {
             max_attempts: 100,
             initial_backoff: Duration::from_millis(50),

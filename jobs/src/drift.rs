@@ -409,7 +409,7 @@ impl Job for Reconcile {
     type Input = ReconcileInput;
     type Output = Vec<Reconciled>;
 
-    fn retry_policy(&self) -> RetryPolicy {
+    fn retry_policy() -> RetryPolicy {
         RetryPolicy {
             max_attempts: 6,
             initial_backoff: std::time::Duration::from_secs(1),

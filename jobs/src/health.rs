@@ -50,7 +50,7 @@ impl Job for HealthCheck {
     type Input = HealthInput;
     type Output = HealthOutput;
 
-    fn retry_policy(&self) -> RetryPolicy {
+    fn retry_policy() -> RetryPolicy {
         // A failed check is a result, not an error: record it and move on.
         RetryPolicy {
             max_attempts: 2,

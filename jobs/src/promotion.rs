@@ -706,7 +706,7 @@ impl Job for Promote {
     type Input = PromotionInput;
     type Output = PromotionOutput;
 
-    fn retry_policy(&self) -> RetryPolicy {
+    fn retry_policy() -> RetryPolicy {
         RetryPolicy {
             max_attempts: 8,
             initial_backoff: std::time::Duration::from_secs(1),

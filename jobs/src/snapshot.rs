@@ -98,7 +98,7 @@ impl Job for TakeSnapshot {
     type Input = SnapshotInput;
     type Output = Snapshot;
 
-    fn retry_policy(&self) -> RetryPolicy {
+    fn retry_policy() -> RetryPolicy {
         RetryPolicy {
             max_attempts: 6,
             initial_backoff: std::time::Duration::from_secs(2),

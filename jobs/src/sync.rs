@@ -192,7 +192,7 @@ impl Job for Sync {
     type Input = SyncInput;
     type Output = SyncOutput;
 
-    fn retry_policy(&self) -> RetryPolicy {
+    fn retry_policy() -> RetryPolicy {
         RetryPolicy {
             max_attempts: 8,
             initial_backoff: std::time::Duration::from_secs(1),

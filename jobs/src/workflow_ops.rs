@@ -113,7 +113,7 @@ impl Job for BulkAction {
     type Input = BulkActionInput;
     type Output = BulkActionOutput;
 
-    fn retry_policy(&self) -> RetryPolicy {
+    fn retry_policy() -> RetryPolicy {
         RetryPolicy {
             max_attempts: 5,
             ..RetryPolicy::default()

@@ -20,7 +20,7 @@ async fn fire_schedule(app: &TestApp, name: &str) -> Uuid {
     .execute(&app.db.pool)
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    engine::schedule::fire_due(&app.db.pool, 10)
+    engine::schedule::fire_due(&app.db.pool, 10, &jobs::registry(&app.state.jobs))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let run: Uuid = sqlx::query_scalar(

@@ -54,6 +54,7 @@ fn registry() -> Registry {
             .unwrap_or_else(|e| panic!("keyring: {e}")),
     )))
     .register(FailOnce)
+    .register(AlwaysBusy)
     .register(Approval)
     .register(Nap)
     .register(Fanout)
@@ -170,9 +171,14 @@ async fn transient_failures_are_retried_with_backoff_and_permanent_ones_fail_at_
         .max_attempts(2),
     )
     .await;
+    // A kind's retry policy sets its runs' attempts.
+    let by_kind = NewRun::of::<AlwaysBusy>("t1", &json!({}));
+    assert_eq!(by_kind.max_attempts, 2);
+    let by_kind = enqueue(&db.pool, &by_kind).await;
     wait_for(&db.pool, flaky, RunStatus::Succeeded).await;
     wait_for(&db.pool, doomed, RunStatus::Failed).await;
     wait_for(&db.pool, budget, RunStatus::Failed).await;
+    wait_for(&db.pool, by_kind, RunStatus::Failed).await;
     let attempts = |id| {
         let pool = db.pool.clone();
         async move {
@@ -188,6 +194,7 @@ async fn transient_failures_are_retried_with_backoff_and_permanent_ones_fail_at_
     assert_eq!(attempts(flaky).await, (3, 2));
     assert_eq!(attempts(doomed).await, (1, 1));
     assert_eq!(attempts(budget).await, (2, 2));
+    assert_eq!(attempts(by_kind).await, (2, 2));
     let error: Value = sqlx::query_scalar("select error from engine_runs where id = $1")
         .bind(budget)
         .fetch_one(&db.pool)
@@ -218,6 +225,24 @@ async fn transient_failures_are_retried_with_backoff_and_permanent_ones_fail_at_
         .count();
     assert_eq!(retried, 2, "{states:?}");
     worker.stop().await;
+}
+
+/// Always busy (a transient failure); its kind allows two attempts.
+struct AlwaysBusy;
+impl Job for AlwaysBusy {
+    const KIND: &'static str = "test.always_busy";
+    type Input = Value;
+    type Output = Value;
+    fn retry_policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 2,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(10),
+        }
+    }
+    async fn run(&self, _ctx: &mut RunCtx, _input: Value) -> Result<Value, JobError> {
+        Err(JobError::transient("busy"))
+    }
 }
 
 /// Step one, then a permanent failure on the first attempt only.
@@ -509,9 +534,6 @@ impl Job for Slow {
     const KIND: &'static str = "test.slow";
     type Input = Value;
     type Output = Value;
-    fn retry_policy(&self) -> RetryPolicy {
-        RetryPolicy::default()
-    }
     async fn run(&self, ctx: &mut RunCtx, _input: Value) -> Result<Value, JobError> {
         let (db, run, attempt) = (ctx.db().clone(), ctx.run_id, ctx.attempt);
         ctx.step("started", || async move {
@@ -529,7 +551,12 @@ impl Job for Slow {
         Ok(json!("finished"))
     }
     async fn compensate(&self, ctx: &mut RunCtx, _input: Value) -> Result<(), JobError> {
-        record(ctx.db(), ctx.run_id, "compensated", ctx.attempt).await
+        // A checkpointed step, as compensation may take several.
+        let (db, run, attempt) = (ctx.db().clone(), ctx.run_id, ctx.attempt);
+        ctx.step("compensate", || async move {
+            record(&db, run, "compensated", attempt).await
+        })
+        .await
     }
 }
 
@@ -946,8 +973,26 @@ async fn ticks_missed_during_downtime_fire_once_or_are_skipped_by_policy() {
         .execute(&db.pool)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    // A process that starts replaces its schedules unchanged: the missed tick stays due.
+    for (name, missed) in [
+        ("once", engine::schedule::Missed::FireOnce),
+        ("skip", engine::schedule::Missed::Skip),
+    ] {
+        engine::schedule::upsert(&db.pool, schedule("t1", name, "0 0 1 1 *", missed))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let due: i64 =
+        sqlx::query_scalar("select count(*) from engine_schedules where next_fire_at < now()")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or_default();
     assert_eq!(
-        engine::schedule::fire_due(&db.pool, 100)
+        due, 2,
+        "replacing a schedule unchanged keeps its missed tick"
+    );
+    assert_eq!(
+        engine::schedule::fire_due(&db.pool, 100, &registry())
             .await
             .unwrap_or(99),
         1
@@ -964,12 +1009,29 @@ async fn ticks_missed_during_downtime_fire_once_or_are_skipped_by_policy() {
             .unwrap_or_default();
     assert!(future);
     assert_eq!(
-        engine::schedule::fire_due(&db.pool, 100)
+        engine::schedule::fire_due(&db.pool, 100, &registry())
             .await
             .unwrap_or(99),
         0,
         "nothing due twice"
     );
+    // A new timetable starts from now.
+    sqlx::query("update engine_schedules set next_fire_at = now() - interval '3 hours'")
+        .execute(&db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let moved = engine::schedule::upsert(
+        &db.pool,
+        schedule(
+            "t1",
+            "once",
+            "0 0 1 2 *",
+            engine::schedule::Missed::FireOnce,
+        ),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(moved.next_fire_at > Utc::now(), "{:?}", moved.next_fire_at);
 }
 
 #[tokio::test]

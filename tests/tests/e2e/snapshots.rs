@@ -326,7 +326,7 @@ async fn scheduled_backups_take_auto_snapshots_that_expire() {
     .execute(&app.db.pool)
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    engine::schedule::fire_due(&app.db.pool, 10)
+    engine::schedule::fire_due(&app.db.pool, 10, &jobs::registry(&app.state.jobs))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     workflowops_tests::engine_support::eventually(
