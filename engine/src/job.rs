@@ -75,6 +75,17 @@ pub trait Job: Send + Sync + 'static {
         RetryPolicy::default()
     }
 
+    /// Whether the generic runs API (`POST /runs/{id}/signals`) may deliver the signal `name` to
+    /// runs of this kind. No by default: a kind whose signal carries a decision with checks of
+    /// its own (who may approve, how many must) takes it only through the API that checks them.
+    fn accepts_api_signal(name: &str) -> bool
+    where
+        Self: Sized,
+    {
+        let _ = name;
+        false
+    }
+
     /// Longest one attempt may take before it counts as a transient failure.
     fn timeout(&self) -> Duration {
         Duration::from_secs(3600)
@@ -101,6 +112,7 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A job with its types erased, as the registry stores it.
 pub(crate) trait ErasedJob: Send + Sync {
     fn retry_policy(&self) -> RetryPolicy;
+    fn accepts_api_signal(&self, name: &str) -> bool;
     fn timeout(&self) -> Duration;
     fn run<'a>(
         &'a self,
@@ -121,6 +133,10 @@ fn bad_input(e: &serde_json::Error) -> JobError {
 impl<J: Job> ErasedJob for J {
     fn retry_policy(&self) -> RetryPolicy {
         J::retry_policy()
+    }
+
+    fn accepts_api_signal(&self, name: &str) -> bool {
+        J::accepts_api_signal(name)
     }
 
     fn timeout(&self) -> Duration {
@@ -185,6 +201,14 @@ impl Registry {
 
     pub(crate) fn get(&self, kind: &str) -> Option<Arc<dyn ErasedJob>> {
         self.jobs.get(kind).cloned()
+    }
+
+    /// Whether the generic runs API may deliver the signal `name` to runs of `kind` (never for
+    /// kinds unknown here).
+    pub fn accepts_api_signal(&self, kind: &str, name: &str) -> bool {
+        self.jobs
+            .get(kind)
+            .is_some_and(|j| j.accepts_api_signal(name))
     }
 
     /// The retry policy of a kind, for enqueueing (default when unknown here).

@@ -51,6 +51,11 @@ impl Job for Ledger {
     type Input = LedgerInput;
     type Output = LedgerOutput;
 
+    /// A diagnostic kind: any signal may reach it (it never waits for one).
+    fn accepts_api_signal(_name: &str) -> bool {
+        true
+    }
+
     fn retry_policy() -> RetryPolicy {
         RetryPolicy {
             max_attempts: 100,

@@ -277,13 +277,17 @@ pub async fn cancel_run(
 /// Retry a failed run: it resumes from its checkpoints with a fresh retry budget.
 #[utoipa::path(post, path = "/api/v1/runs/{run_id}/retry", tag = "runs", security(("bearer" = [])),
     params(("run_id" = Uuid, Path, description = "The run's id")),
-    responses((status = 202, body = RunView), (status = 404, body = Problem),
-        (status = 409, description = "Not failed", body = Problem)))]
+    responses((status = 202, body = RunView), (status = 403, description = "A production restore: admins only", body = Problem),
+        (status = 404, body = Problem), (status = 409, description = "Not failed", body = Problem)))]
 pub async fn retry_run(
     State(state): State<AppState>,
     ctx: TenantCtx<perm::OperateRuns>,
     ApiPath(run_id): ApiPath<Uuid>,
 ) -> ApiResult<(StatusCode, Json<RunView>)> {
+    let current = queue::get(&state.db, &ctx.tenant_id().to_string(), run_id)
+        .await
+        .map_err(queue_error)?;
+    check_retry_allowed(&state, &ctx.tenant, &current).await?;
     let mut tx = state.db.begin().await?;
     let run = queue::retry(&mut tx, &ctx.tenant_id().to_string(), run_id)
         .await
@@ -295,6 +299,44 @@ pub async fn retry_run(
         .await?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(run.into())))
+}
+
+/// What retrying a run takes beyond `OperateRuns`: a restore writes into environments, and only
+/// an admin restores production (the restore endpoints' rule, which a retry must not get around).
+async fn check_retry_allowed(
+    state: &AppState,
+    tenant: &crate::auth::TenantAccess,
+    run: &queue::Run,
+) -> ApiResult<()> {
+    use engine::Job;
+    let targets: Vec<&Value> = match run.kind.as_str() {
+        jobs::backup::Restore::KIND => vec![&run.input["environment_id"]],
+        jobs::snapshot::BulkRestore::KIND => run.input["items"]
+            .as_array()
+            .map(|items| items.iter().map(|i| &i["environment_id"]).collect())
+            .unwrap_or_default(),
+        _ => return Ok(()),
+    };
+    for target in targets {
+        let env = match target.as_str().and_then(|s| s.parse::<Uuid>().ok()) {
+            Some(id) => domain::environments::get(&state.db, tenant.id, id)
+                .await
+                .ok(),
+            None => None,
+        };
+        match env {
+            Some(env) => crate::routes::snapshots::check_restore_allowed(&env, tenant.role)?,
+            // Gone or unreadable: only an admin may decide.
+            None if tenant.role != domain::Role::Admin => {
+                return Err(ApiError::forbidden(
+                    "admin_only",
+                    "only an admin may retry this restore",
+                ));
+            }
+            None => {}
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -319,6 +361,7 @@ impl Validate for SignalRequest {
     params(("run_id" = Uuid, Path, description = "The run's id")),
     request_body = SignalRequest,
     responses((status = 202, description = "Delivered"), (status = 404, body = Problem),
+        (status = 403, description = "The run's kind does not take this signal here (`signal_not_accepted`)", body = Problem),
         (status = 409, description = "The run has finished", body = Problem), (status = 422, body = Problem)))]
 pub async fn signal_run(
     State(state): State<AppState>,
@@ -326,6 +369,36 @@ pub async fn signal_run(
     ApiPath(run_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<SignalRequest>,
 ) -> ApiResult<StatusCode> {
+    let run = queue::get(&state.db, &ctx.tenant_id().to_string(), run_id)
+        .await
+        .map_err(queue_error)?;
+    if !jobs::registry(&state.jobs).accepts_api_signal(&run.kind, &req.name) {
+        // Refused, and recorded: someone tried to decide a run's wait without its own checks.
+        let mut tx = state.db.begin().await?;
+        Entry::new(
+            Some(ctx.tenant_id()),
+            &ctx.actor(),
+            "run.signal_refused",
+            "run",
+        )
+        .target(run_id)
+        .new_value(&serde_json::json!({"signal": req.name, "kind": run.kind}))
+        .record(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let hint = if run.kind == <jobs::promotion::Promote as engine::Job>::KIND {
+            ": decide a promotion with POST /api/v1/promotions/{id}/approve or /reject"
+        } else {
+            ""
+        };
+        return Err(ApiError::forbidden(
+            "signal_not_accepted",
+            format!(
+                "runs of kind `{}` do not take the signal `{}` through this API{hint}",
+                run.kind, req.name
+            ),
+        ));
+    }
     let mut tx = state.db.begin().await?;
     queue::signal(
         &mut tx,

@@ -308,6 +308,40 @@ async fn promotions_flow_dev_to_staging_to_prod_with_gates_approvals_and_remappi
         (not_approver.status.as_u16(), not_approver.code()),
         (403, "not_an_approver")
     );
+    // Nor can the generic runs API decide it: the run's own signal is not for it.
+    let run_id = waiting["run_id"].as_str().unwrap_or_default();
+    let forged = app
+        .post(
+            &format!("/api/v1/runs/{run_id}/signals"),
+            &developer,
+            &json!({"name": "decision", "payload": {"approved": true}}),
+        )
+        .await;
+    assert_eq!(
+        (forged.status.as_u16(), forged.code()),
+        (403, "signal_not_accepted"),
+        "{}",
+        forged.body
+    );
+    let refused: i64 = sqlx::query_scalar(
+        "select count(*) from audit_logs where action = 'run.signal_refused' and target_id = $1",
+    )
+    .bind(run_id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap_or_default();
+    assert_eq!(refused, 1, "the refusal is audited");
+    let pending: i64 =
+        sqlx::query_scalar("select count(*) from engine_signals where run_id = $1::uuid")
+            .bind(run_id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap_or_default();
+    assert_eq!(pending, 0, "no signal was stored");
+    assert_eq!(
+        promotion_status(app, &acme.admin, pid, "pending_approval").await["status"],
+        "pending_approval"
+    );
     let admin2 = app.member(acme, Role::Admin).await;
     let approved = app
         .post(

@@ -426,3 +426,46 @@ async fn an_event_committed_late_with_a_lower_id_is_still_delivered_in_its_place
         "both delivered, the late one not skipped"
     );
 }
+
+// Retrying a restore takes what restoring takes: a generic retry must not get around the
+// restore endpoints' rule (admins only for production, and for targets it cannot read).
+#[tokio::test]
+async fn a_restore_is_retried_only_by_whom_may_restore() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let dev = app.member(&acme, Role::Developer).await;
+    let run = Uuid::now_v7();
+    sqlx::query(
+        "insert into engine_runs (id, namespace, kind, input, status, attempt, failures, max_attempts, run_at, finished_at) \
+         values ($1, $2, 'environment.restore', $3, 'failed', 1, 1, 6, now(), now())",
+    )
+    .bind(run)
+    .bind(acme.id.to_string())
+    .bind(json!({"tenant_id": acme.id, "environment_id": Uuid::now_v7()}))
+    .execute(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let refused = app
+        .post(&format!("/api/v1/runs/{run}/retry"), &dev, &json!({}))
+        .await;
+    assert_eq!(
+        (refused.status.as_u16(), refused.code()),
+        (403, "admin_only"),
+        "{}",
+        refused.body
+    );
+    let status: String = sqlx::query_scalar("select status from engine_runs where id = $1")
+        .bind(run)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap_or_default();
+    assert_eq!(status, "failed", "the refused retry changed nothing");
+    let retried = app
+        .post(
+            &format!("/api/v1/runs/{run}/retry"),
+            &acme.admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(retried.status, 202, "{}", retried.body);
+}
