@@ -218,7 +218,15 @@ async fn worker(
                 .await;
         });
     }
+    if args.lease < args.heartbeat * 2 {
+        bail!(
+            "--lease ({:?}) must be at least twice --heartbeat ({:?}): leases are extended by heartbeats",
+            args.lease,
+            args.heartbeat
+        );
+    }
     let mut config = worker_config(args.name, args.concurrency, args.heartbeat, args.kinds);
+    config.lease = args.lease;
     if let Some(prefetch) = args.prefetch {
         config.prefetch = prefetch;
     }

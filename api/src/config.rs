@@ -224,6 +224,11 @@ pub struct WorkerArgs {
     /// How often the worker reports it is alive and extends its leases.
     #[arg(long, env = "WFO_WORKER_HEARTBEAT", default_value = "5s", value_parser = parse_duration)]
     pub heartbeat: Duration,
+    /// How long a claimed run stays this worker's without a heartbeat: the fallback that frees
+    /// the runs of a machine that vanished without its database session ending (a dead process
+    /// is noticed at once, by its session). At least twice --heartbeat.
+    #[arg(long, env = "WFO_WORKER_LEASE", default_value = "30s", value_parser = parse_duration)]
+    pub lease: Duration,
     /// Only run these job kinds (comma-separated); default: every kind.
     #[arg(long, env = "WFO_WORKER_KINDS", value_delimiter = ',')]
     pub kinds: Option<Vec<String>>,

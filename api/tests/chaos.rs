@@ -31,6 +31,10 @@ fn start_worker(url: &str, key: &str) -> Child {
             &CONCURRENCY.to_string(),
             "--heartbeat",
             "1s",
+            // Far longer than the test: only the death of a worker's database session (its
+            // advisory lock) can hand its runs to another in time.
+            "--lease",
+            "1h",
         ])
         .env("DATABASE_URL", url)
         .env("WFO_MASTER_KEY", key)
@@ -60,7 +64,8 @@ async fn killed_workers_lose_no_run_and_repeat_no_completed_step() {
     for i in 0..runs {
         let input = LedgerInput {
             steps: 3,
-            step_ms: 5,
+            // Enough work (500 runs x 150 ms on 24 slots: ~3 s) that kills keep landing on runs.
+            step_ms: 50,
             fail_attempts: 0,
             fail_permanently: false,
         };
@@ -134,6 +139,16 @@ async fn killed_workers_lose_no_run_and_repeat_no_completed_step() {
         scalar(&db.pool, "select count(*) from engine_steps").await,
         i64::try_from(runs * 3).unwrap_or(0)
     );
+    // The kills did land on runs: runs were taken back from dead workers.
+    let hit = scalar(
+        &db.pool,
+        "select count(*) from engine_runs where losses > 0",
+    )
+    .await;
+    assert!(
+        hit > 0,
+        "no kill interrupted a run: the test proved nothing"
+    );
     // Re-executions only come from kills: at most one per step in flight at each kill.
     let extra = scalar(&db.pool, "select coalesce(sum(n - 1), 0)::bigint from (select count(*) as n from diagnostics_ledger group by run_id, step) t").await;
     let bound = i64::try_from(kills * CONCURRENCY as usize).unwrap_or(0);
@@ -144,7 +159,7 @@ async fn killed_workers_lose_no_run_and_repeat_no_completed_step() {
     let worst = scalar(&db.pool, "select coalesce(max(n), 0)::bigint from (select count(*) as n from diagnostics_ledger group by run_id, step) t").await;
     assert!(worst <= 1 + i64::try_from(kills).unwrap_or(0));
     eprintln!(
-        "chaos: {runs} runs, {kills} kills, {extra} re-executed steps, {:.1}s",
+        "chaos: {runs} runs, {kills} kills, {hit} runs taken back, {extra} re-executed steps, {:.1}s",
         elapsed.as_secs_f64()
     );
 
