@@ -43,6 +43,21 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
     .await;
     match depth {
         Ok(rows) => {
+            // A (kind, status) with no runs left has no row: its gauge goes to zero rather than
+            // keep its last count.
+            static SEEN: std::sync::Mutex<std::collections::BTreeSet<(String, String)>> =
+                std::sync::Mutex::new(std::collections::BTreeSet::new());
+            let mut seen = SEEN
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now: std::collections::BTreeSet<(String, String)> = rows
+                .iter()
+                .map(|(kind, status, _)| (kind.clone(), status.clone()))
+                .collect();
+            for (kind, status) in seen.difference(&now) {
+                metrics::gauge!("workflowops_engine_queue_runs", "kind" => kind.clone(), "status" => status.clone()).set(0.0);
+            }
+            seen.extend(now);
             for (kind, status, n) in rows {
                 #[allow(clippy::cast_precision_loss)]
                 metrics::gauge!("workflowops_engine_queue_runs", "kind" => kind, "status" => status).set(n as f64);

@@ -1061,6 +1061,27 @@ async fn the_prune_job_deletes_old_finished_runs_with_their_events_and_keeps_the
         &ledger("t1", 1).run_at(Utc::now() + chrono::Duration::hours(1)),
     )
     .await;
+    // The old run as it would be: created 41 days ago (its UUIDv7 id says so too), finished 40.
+    let created = Utc::now() - chrono::Duration::days(41);
+    let aged = Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        u64::try_from(created.timestamp()).unwrap_or(0),
+        created.timestamp_subsec_nanos(),
+    ));
+    for sql in [
+        "update engine_runs set id = $2, created_at = now() - interval '41 days', \
+           finished_at = now() - interval '40 days' where id = $1",
+        "update engine_steps set run_id = $2 where run_id = $1",
+        "update engine_events set run_id = $2 where run_id = $1",
+    ] {
+        sqlx::query(sql)
+            .bind(old)
+            .bind(aged)
+            .execute(&db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let old = aged;
     // A child of the old run (still waiting) goes with it, with its own events.
     let child = enqueue(
         &db.pool,
@@ -1069,11 +1090,6 @@ async fn the_prune_job_deletes_old_finished_runs_with_their_events_and_keeps_the
             .run_at(Utc::now() + chrono::Duration::hours(1)),
     )
     .await;
-    sqlx::query("update engine_runs set finished_at = now() - interval '40 days' where id = $1")
-        .bind(old)
-        .execute(&db.pool)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
     // Live-notification registrations: one lapsed long ago, one current.
     sqlx::query(
         "insert into engine_watched_namespaces (namespace, until) \

@@ -371,6 +371,24 @@ async fn metrics_expose_engine_counters_and_the_queue_depth() {
     ] {
         assert!(text.contains(metric), "/metrics lacks {metric}:\n{text}");
     }
+    // Once nothing waits, the gauge says so (it does not keep its last count).
+    sqlx::query(
+        "update engine_runs set status = 'cancelled', finished_at = now() where status = 'waiting'",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    let gauge = "workflowops_engine_queue_runs{kind=\"diagnostics.ledger\",status=\"waiting\"} 0";
+    assert!(text.contains(gauge), "/metrics lacks {gauge}:\n{text}");
     worker.stop().await;
 }
 
