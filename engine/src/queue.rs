@@ -305,18 +305,29 @@ fn fenced(rows: u64) -> Result<()> {
     }
 }
 
-/// Extends the lease of every run `worker` holds. Runs locked at that moment (their outcome or
-/// a checkpoint being committed) are skipped rather than waited for: waiting would hold the
-/// other runs' rows locked against the worker's own commits meanwhile, and the next heartbeat
-/// extends what this one skipped, long before a lease runs out.
-pub async fn extend_leases(db: impl PgExecutor<'_>, worker: Uuid, lease: Duration) -> Result<u64> {
+/// Extends the leases of the runs `worker` holds in memory (`held`): a run the database still
+/// shows as this worker's but that the worker let go (a write of it was fenced) is not kept
+/// alive, so its lease runs out and the reaper queues it again. Runs locked at that moment
+/// (their outcome or a checkpoint being committed) are skipped rather than waited for: waiting
+/// would hold the other runs' rows locked against the worker's own commits meanwhile, and the
+/// next heartbeat extends what this one skipped, long before a lease runs out.
+pub async fn extend_leases(
+    db: impl PgExecutor<'_>,
+    worker: Uuid,
+    held: &[Uuid],
+    lease: Duration,
+) -> Result<u64> {
+    if held.is_empty() {
+        return Ok(0);
+    }
     Ok(sqlx::query(
         "update engine_runs set lease_expires_at = now() + make_interval(secs => $2) \
-         where id in (select id from engine_runs where worker_id = $1 and status = 'running' \
-                      for update skip locked)",
+         where id in (select id from engine_runs where id = any ($3) and worker_id = $1 \
+                        and status = 'running' for update skip locked)",
     )
     .bind(worker)
     .bind(lease.as_secs_f64())
+    .bind(held)
     .execute(db)
     .await?
     .rows_affected())

@@ -700,7 +700,14 @@ async fn heartbeat(
                 }
             }
         }
-        if let Err(e) = queue::extend_leases(&shared.pool, shared.worker_id, config.lease).await {
+        let held_ids: Vec<Uuid> = shared
+            .in_flight
+            .lock()
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default();
+        if let Err(e) =
+            queue::extend_leases(&shared.pool, shared.worker_id, &held_ids, config.lease).await
+        {
             tracing::warn!(error = %e, "extending leases failed");
         }
         if let Err(e) = sqlx::query(

@@ -1155,3 +1155,44 @@ async fn the_prune_job_deletes_old_finished_runs_with_their_events_and_keeps_the
     assert_eq!(watched, ["t1"]);
     worker.stop().await;
 }
+
+// A run the database shows as a live worker's but that the worker does not hold (it let it go
+// when a write was fenced) is not kept alive by the worker's heartbeats: its lease runs out and
+// it is queued again, while the runs the worker does hold keep theirs.
+#[tokio::test]
+async fn heartbeats_keep_only_the_leases_of_runs_the_worker_holds() {
+    let db = db().await;
+    let worker = TestWorker::start(&db.pool, registry(), 2);
+    let held = enqueue(&db.pool, &NewRun::new("t1", Slow::KIND, json!({}))).await;
+    wait_for(&db.pool, held, RunStatus::Running).await;
+    let stray = enqueue(
+        &db.pool,
+        &ledger("t1", 1).run_at(Utc::now() + chrono::Duration::hours(1)),
+    )
+    .await;
+    sqlx::query(
+        "update engine_runs set status = 'running', attempt = 1, started_at = now(), \
+           lease_expires_at = now() + interval '2 seconds', \
+           worker_id = (select worker_id from engine_runs where id = $2) \
+         where id = $1",
+    )
+    .bind(stray)
+    .bind(held)
+    .execute(&db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    wait_for(&db.pool, stray, RunStatus::Succeeded).await;
+    let (losses, held_lease_ahead): (i32, bool) = sqlx::query_as(
+        "select (select losses from engine_runs where id = $1), \
+                (select lease_expires_at > now() + interval '5 seconds' from engine_runs where id = $2)",
+    )
+    .bind(stray)
+    .bind(held)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(losses, 1, "the stray run was taken back once");
+    assert!(held_lease_ahead, "the held run's lease is still kept");
+    assert_eq!(status(&db.pool, held).await, RunStatus::Running);
+    worker.stop().await;
+}
