@@ -1196,3 +1196,32 @@ async fn heartbeats_keep_only_the_leases_of_runs_the_worker_holds() {
     assert_eq!(status(&db.pool, held).await, RunStatus::Running);
     worker.stop().await;
 }
+
+// A tenant's backlog on one busy concurrency key does not hold up its runs with other keys.
+#[tokio::test]
+async fn runs_behind_a_backlog_on_a_busy_key_start_with_other_keys() {
+    let db = db().await;
+    // More runs on key A than a claim reads per namespace, each holding the key for a while.
+    let mut tx = db.pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..120 {
+        engine::queue::enqueue(&mut tx, &slow_ledger("t1", 1, 3000).concurrency("env-a", 1))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    let other = enqueue(&db.pool, &ledger("t1", 1).concurrency("env-b", 1)).await;
+    let worker = TestWorker::start(&db.pool, registry(), 2);
+    wait_for(&db.pool, other, RunStatus::Succeeded).await;
+    let (running, done): (i64, i64) = sqlx::query_as(
+        "select count(*) filter (where status = 'running'), count(*) filter (where status = 'succeeded') \
+         from engine_runs where concurrency_key = 'env-a'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap_or_default();
+    assert!(
+        running <= 1 && done <= 2,
+        "key A's runs go one at a time ({running} running, {done} done)"
+    );
+    worker.kill().await;
+}
