@@ -28,6 +28,8 @@ pub struct RunCtx {
     fence: Attempt,
     completed: HashMap<String, Value>,
     cancel: CancellationToken,
+    /// Cancelled when the worker drains: no new step starts, the run goes back to the queue.
+    draining: CancellationToken,
     committer: Committer,
     /// The last step's checkpoint, handed to the committer but not yet known to be durable:
     /// the next step (or any other ordered operation) waits for it first, so at most one
@@ -65,6 +67,7 @@ impl RunCtx {
         run: &queue::Run,
         fence: Attempt,
         cancel: CancellationToken,
+        draining: CancellationToken,
     ) -> Result<Self, sqlx::Error> {
         // A first attempt has no checkpoints yet: spare the query.
         let rows: Vec<(String, Value)> = if run.attempt <= 1 {
@@ -84,6 +87,7 @@ impl RunCtx {
             fence,
             completed: rows.into_iter().collect(),
             cancel,
+            draining,
             committer,
             pending: None,
         })
@@ -98,6 +102,8 @@ impl RunCtx {
     /// token of its own.
     pub(crate) fn begin_compensation(&mut self) {
         self.cancel = CancellationToken::new();
+        // Compensation finishes what cancellation started, draining or not.
+        self.draining = CancellationToken::new();
     }
 
     /// Cancelled when cancellation of this run was requested: long steps should watch it.
@@ -127,6 +133,10 @@ impl RunCtx {
         if self.cancel.is_cancelled() {
             return Err(JobError::Cancelled);
         }
+        if self.draining.is_cancelled() {
+            // The steps before are checkpointed (settled above): another worker goes on here.
+            return Err(JobError::Released);
+        }
         let started = Utc::now();
         let timer = std::time::Instant::now();
         let output = f().await?;
@@ -148,7 +158,10 @@ impl RunCtx {
         let Some(pending) = self.pending.take() else {
             return self.step(name, f).await;
         };
-        if self.completed.contains_key(name) || self.cancel.is_cancelled() {
+        if self.completed.contains_key(name)
+            || self.cancel.is_cancelled()
+            || self.draining.is_cancelled()
+        {
             self.pending = Some(pending);
             return self.step(name, f).await;
         }

@@ -36,6 +36,11 @@ pub enum JobError {
     /// This worker no longer owns the run (its lease was lost); another worker has it. Propagate.
     #[error("lost ownership of the run")]
     Fenced,
+    /// The worker is shutting down: the run stops at this step boundary and goes back to the
+    /// queue, where another worker resumes it from its checkpoints at once. Propagate with `?`;
+    /// never handle.
+    #[error("released: the worker is shutting down")]
+    Released,
 }
 
 impl JobError {

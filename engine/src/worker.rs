@@ -555,6 +555,7 @@ async fn attempt(
         run,
         fence,
         cancel.clone(),
+        shared.draining.clone(),
     )
     .await
     {
@@ -589,6 +590,17 @@ async fn attempt(
         Err(JobError::Permanent { message }) => Outcome::Permanent { message },
         Err(JobError::Suspended(wait)) => Outcome::Parked(wait),
         Err(JobError::Fenced) => return None,
+        Err(JobError::Released) => {
+            match queue::release(&shared.pool, fence).await {
+                Ok(()) => {
+                    tracing::info!(run_id = %run.id, "draining: released the run at a step boundary")
+                }
+                Err(e) => {
+                    tracing::warn!(run_id = %run.id, error = %e, "releasing a run failed; its lease will expire")
+                }
+            }
+            return None;
+        }
         Err(JobError::Cancelled) => {
             ctx.begin_compensation();
             if let Err(e) = job.compensate(&mut ctx, run.input.clone()).await {

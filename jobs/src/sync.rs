@@ -205,7 +205,10 @@ impl Job for Sync {
         if let Err(e) = &result
             && !matches!(
                 e,
-                JobError::Transient { .. } | JobError::Suspended(_) | JobError::Fenced
+                JobError::Transient { .. }
+                    | JobError::Suspended(_)
+                    | JobError::Fenced
+                    | JobError::Released
             )
         {
             let status = if *e == JobError::Cancelled {

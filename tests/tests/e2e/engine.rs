@@ -862,13 +862,30 @@ async fn a_worker_busy_with_a_long_run_leaves_the_queue_to_others() {
 }
 
 #[tokio::test]
-async fn a_draining_worker_finishes_what_it_runs_and_stops_claiming() {
+async fn a_draining_worker_finishes_its_steps_releases_its_runs_and_stops_claiming() {
     let db = db().await;
     let worker = TestWorker::start(&db.pool, registry(), 1);
-    let run = enqueue(&db.pool, &slow_ledger("t1", 3, 100)).await;
+    let run = enqueue(&db.pool, &slow_ledger("t1", 3, 300)).await;
     wait_for(&db.pool, run, RunStatus::Running).await;
     worker.stop().await;
-    assert_eq!(status(&db.pool, run).await, RunStatus::Succeeded);
+    // The step in flight finished and was checkpointed; at the next step boundary the run went
+    // back to the queue (uncharged) instead of starting more steps on a worker going away.
+    let (status_now, failures): (String, i32) =
+        sqlx::query_as("select status, failures from engine_runs where id = $1")
+            .bind(run)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or_default();
+    assert_eq!((status_now.as_str(), failures), ("queued", 0));
+    let steps: i64 = sqlx::query_scalar("select count(*) from engine_steps where run_id = $1")
+        .bind(run)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or_default();
+    assert!(
+        steps <= 1,
+        "{steps} steps: no new step started while draining"
+    );
     let later = enqueue(&db.pool, &ledger("t1", 1)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
@@ -882,6 +899,18 @@ async fn a_draining_worker_finishes_what_it_runs_and_stops_claiming() {
             .await
             .unwrap_or_default();
     assert!(stopped);
+    // Another worker resumes the released run from its checkpoint: no step ran twice.
+    let next = TestWorker::start(&db.pool, registry(), 1);
+    wait_for(&db.pool, run, RunStatus::Succeeded).await;
+    let ran: (i64, i64) = sqlx::query_as(
+        "select count(*), count(distinct step) from diagnostics_ledger where run_id = $1",
+    )
+    .bind(run)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap_or_default();
+    assert_eq!(ran, (3, 3), "each step ran exactly once");
+    next.stop().await;
 }
 
 fn schedule<'a>(
