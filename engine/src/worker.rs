@@ -591,13 +591,10 @@ async fn attempt(
         Err(JobError::Suspended(wait)) => Outcome::Parked(wait),
         Err(JobError::Fenced) => return None,
         Err(JobError::Released) => {
-            match queue::release(&shared.pool, fence).await {
-                Ok(()) => {
-                    tracing::info!(run_id = %run.id, "draining: released the run at a step boundary")
-                }
-                Err(e) => {
-                    tracing::warn!(run_id = %run.id, error = %e, "releasing a run failed; its lease will expire")
-                }
+            if let Err(e) = queue::release(&shared.pool, fence).await {
+                tracing::warn!(run_id = %run.id, error = %e, "releasing a run failed; its lease will expire");
+            } else {
+                tracing::info!(run_id = %run.id, "draining: released the run at a step boundary");
             }
             return None;
         }
