@@ -678,7 +678,7 @@ pub async fn progress(
 /// each later one counts against its budget, and a run out of budget fails. Also marks dead
 /// workers stopped. Returns the ids of the runs taken back.
 pub async fn reap(db: &mut PgConnection) -> Result<Vec<Uuid>> {
-    let orphans: Vec<(Uuid, bool)> = sqlx::query_as(
+    let orphans: Vec<(Uuid, String, bool)> = sqlx::query_as(
         "with dead as ( \
              select r.id from engine_runs r \
              where r.status = 'running' and (r.lease_expires_at < now() or r.worker_id is null or not exists ( \
@@ -694,12 +694,17 @@ pub async fn reap(db: &mut PgConnection) -> Result<Vec<Uuid>> {
              error = jsonb_build_object('message', 'the worker running this attempt was lost', 'attempt', r.attempt), \
              finished_at = case when r.losses > 0 and r.failures + 1 >= r.max_attempts then now() else null end, \
              run_at = now(), worker_id = null, lease_expires_at = null, updated_at = now() \
-         from dead where r.id = dead.id returning r.id, r.status = 'failed'",
+         from dead where r.id = dead.id returning r.id, r.kind, r.status = 'failed'",
     )
     .bind(crate::worker::LOCK_CLASS)
     .fetch_all(&mut *db)
     .await?;
-    for (id, failed) in &orphans {
+    for (id, kind, failed) in &orphans {
+        // The attempt the lost worker held ends here: lost (queued again) or failed (budget
+        // spent), counted with the attempts workers record themselves.
+        let outcome = if *failed { "failed" } else { "lost" };
+        metrics::counter!("workflowops_engine_attempts_total", "kind" => kind.clone(), "outcome" => outcome)
+            .increment(1);
         if *failed {
             wake_parent_of(db, *id).await?;
         }
@@ -713,7 +718,7 @@ pub async fn reap(db: &mut PgConnection) -> Result<Vec<Uuid>> {
     .bind(crate::worker::LOCK_CLASS)
     .execute(&mut *db)
     .await?;
-    Ok(orphans.into_iter().map(|(id, _)| id).collect())
+    Ok(orphans.into_iter().map(|(id, _, _)| id).collect())
 }
 
 /// Queues parked runs whose time has come.

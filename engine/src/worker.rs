@@ -509,6 +509,16 @@ async fn execute(shared: &Shared, run: Run, cancel: CancellationToken) {
         Decision::Park(_) => "parked",
     };
     metrics::counter!("workflowops_engine_attempts_total", "kind" => run.kind.clone(), "outcome" => outcome_label).increment(1);
+    if matches!(
+        decision,
+        Decision::Succeed(_) | Decision::Fail { .. } | Decision::Cancel
+    ) {
+        // The whole run, from its first start (over every attempt, retry waits included).
+        let since = run.started_at.unwrap_or(run.created_at);
+        let seconds = (Utc::now() - since).to_std().unwrap_or_default();
+        metrics::histogram!("workflowops_engine_run_seconds", "kind" => run.kind.clone(), "outcome" => outcome_label)
+            .record(seconds);
+    }
     // The slot frees as soon as the outcome is handed to the committer: a crash before it
     // commits only means the run is taken back and replays from its (durable) checkpoints.
     let run_id = run.id;

@@ -1254,3 +1254,36 @@ async fn runs_behind_a_backlog_on_a_busy_key_start_with_other_keys() {
     );
     worker.kill().await;
 }
+
+// An owner that lost its run can still write a step it ran, if its statement saw the run just
+// before the reaper took it back. The new owner's checkpoint of that step then finds it written:
+// that is not a fence (the new owner still owns the run), and the run goes on to finish.
+#[tokio::test]
+async fn a_step_already_checkpointed_by_a_lost_owner_does_not_fence_the_new_one() {
+    let db = db().await;
+    let worker = TestWorker::start(&db.pool, registry(), 1);
+    let run = enqueue(&db.pool, &slow_ledger("t1", 2, 800)).await;
+    eventually("step-0 to start", Duration::from_secs(10), || async {
+        let started: bool = sqlx::query_scalar(
+            "select exists (select 1 from diagnostics_ledger where run_id = $1 and step = 'step-0')",
+        )
+        .bind(run)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or_default();
+        started.then_some(())
+    })
+    .await;
+    // The lost owner's checkpoint of the same step lands first.
+    sqlx::query(
+        "insert into engine_steps (run_id, name, output, attempt) values ($1, 'step-0', 'null', 0)",
+    )
+    .bind(run)
+    .execute(&db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    // Before, the worker took its own checkpoint's conflict for a fence, dropped the run and left
+    // it `running` until its lease (30 s) ran out.
+    wait_for(&db.pool, run, RunStatus::Succeeded).await;
+    worker.stop().await;
+}

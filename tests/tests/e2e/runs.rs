@@ -367,6 +367,7 @@ async fn metrics_expose_engine_counters_and_the_queue_depth() {
         "workflowops_engine_queue_runs{kind=\"diagnostics.ledger\",status=\"waiting\"} 1",
         "workflowops_engine_claim_seconds_bucket",
         "workflowops_engine_step_seconds_bucket{kind=\"diagnostics.ledger\"",
+        "workflowops_engine_run_seconds_bucket{kind=\"diagnostics.ledger\",outcome=\"succeeded\"",
         "workflowops_engine_worker_slots 2",
     ] {
         assert!(text.contains(metric), "/metrics lacks {metric}:\n{text}");
