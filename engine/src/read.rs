@@ -68,6 +68,72 @@ pub async fn steps(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<Vec<StepInfo
     .await?)
 }
 
+/// One attempt of a run, as its state changes tell it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttemptInfo {
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    /// When it left `running` (None: still running).
+    pub ended_at: Option<DateTime<Utc>>,
+    /// `running`, `succeeded`, `failed`, `cancelled`; `retried` (it failed, or its worker was
+    /// lost, and the run was queued again: see `error`); `parked` (the run waits for a signal,
+    /// a time or its children); `released` (given back unfinished by a draining worker).
+    pub outcome: String,
+    pub error: Option<Value>,
+}
+
+/// A run's attempts, oldest first, from its state events.
+pub async fn attempts(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<Vec<AttemptInfo>> {
+    let states: Vec<(Value, DateTime<Utc>)> = sqlx::query_as(
+        "select data, created_at from engine_events where run_id = $1 and kind = 'state' order by tx_id, id",
+    )
+    .bind(run_id)
+    .fetch_all(db)
+    .await?;
+    Ok(attempts_from(&states))
+}
+
+/// Folds a run's state changes (oldest first) into its attempts: each `running` opens one, the
+/// next change closes it.
+pub fn attempts_from(states: &[(Value, DateTime<Utc>)]) -> Vec<AttemptInfo> {
+    let mut out: Vec<AttemptInfo> = Vec::new();
+    for (data, at) in states {
+        let status = data["status"].as_str().unwrap_or_default();
+        if let Some(open) = out.last_mut().filter(|a| a.ended_at.is_none())
+            && status != "running"
+        {
+            let error = data.get("error").filter(|e| !e.is_null()).cloned();
+            open.outcome = match status {
+                "succeeded" | "failed" | "cancelled" => status,
+                _ if error.is_some() => "retried",
+                "waiting" => "parked",
+                _ => "released",
+            }
+            .to_owned();
+            open.ended_at = Some(*at);
+            open.error = error;
+            continue;
+        }
+        if status == "running" {
+            if let Some(open) = out.last_mut().filter(|a| a.ended_at.is_none()) {
+                // Two starts in a row (an event lost to retention): the earlier one's end is unknown.
+                open.outcome = "unknown".into();
+            }
+            out.push(AttemptInfo {
+                attempt: data["attempt"]
+                    .as_i64()
+                    .and_then(|a| i32::try_from(a).ok())
+                    .unwrap_or(0),
+                started_at: *at,
+                ended_at: None,
+                outcome: "running".into(),
+                error: None,
+            });
+        }
+    }
+    out
+}
+
 /// How many children a run has in each status.
 pub async fn children(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<Vec<(String, i64)>> {
     Ok(sqlx::query_as("select status, count(*) from engine_runs where parent_id = $1 group by status order by status")
@@ -234,4 +300,79 @@ pub async fn watch(
     .execute(db)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap_or_default()
+    }
+
+    #[test]
+    fn state_changes_fold_into_attempts_with_their_outcomes() {
+        let lost = json!({"message": "the worker running this attempt was lost"});
+        let busy = json!({"message": "busy"});
+        let states = [
+            (json!({"status": "queued", "attempt": 0}), at(0)),
+            (json!({"status": "running", "attempt": 1}), at(1)),
+            (
+                json!({"status": "queued", "attempt": 1, "error": lost}),
+                at(2),
+            ),
+            (json!({"status": "running", "attempt": 2}), at(3)),
+            (
+                json!({"status": "waiting", "attempt": 2, "error": busy}),
+                at(4),
+            ),
+            (
+                json!({"status": "queued", "attempt": 2, "error": busy}),
+                at(5),
+            ),
+            (json!({"status": "running", "attempt": 3}), at(6)),
+            (
+                json!({"status": "waiting", "attempt": 3, "wait_signal": "approval"}),
+                at(7),
+            ),
+            (json!({"status": "queued", "attempt": 3}), at(8)),
+            (json!({"status": "running", "attempt": 4}), at(9)),
+            (json!({"status": "queued", "attempt": 4}), at(10)),
+            (json!({"status": "running", "attempt": 5}), at(11)),
+            (json!({"status": "succeeded", "attempt": 5}), at(12)),
+        ];
+        let attempts = attempts_from(&states);
+        let got: Vec<(i32, &str, Option<i64>)> = attempts
+            .iter()
+            .map(|a| {
+                (
+                    a.attempt,
+                    a.outcome.as_str(),
+                    a.ended_at.map(|t| t.timestamp() - 1_700_000_000),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, "retried", Some(2)),
+                (2, "retried", Some(4)),
+                (3, "parked", Some(7)),
+                (4, "released", Some(10)),
+                (5, "succeeded", Some(12)),
+            ]
+        );
+        assert_eq!(attempts[0].error, Some(lost));
+        assert_eq!(attempts[4].error, None);
+        let running = attempts_from(&states[..4]);
+        assert_eq!(
+            (
+                running.len(),
+                running[1].outcome.as_str(),
+                running[1].ended_at
+            ),
+            (2, "running", None)
+        );
+    }
 }

@@ -205,16 +205,32 @@ pub struct StepView {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AttemptView {
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    /// When it left `running` (absent while it runs).
+    pub ended_at: Option<DateTime<Utc>>,
+    /// `running`, `succeeded`, `failed`, `cancelled`, `retried` (failed or lost its worker, then
+    /// queued again: see `error`), `parked` (waits for a signal, a time or its children) or
+    /// `released` (given back unfinished by a draining worker).
+    pub outcome: String,
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<Value>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RunDetail {
     #[serde(flatten)]
     pub run: RunView,
     /// Completed (checkpointed) steps, in order.
     pub steps: Vec<StepView>,
+    /// Every attempt so far, oldest first, with its outcome and error.
+    pub attempts: Vec<AttemptView>,
     /// Children by status (a bulk operation's per-child outcome summary).
     pub children: std::collections::BTreeMap<String, i64>,
 }
 
-/// One run with its steps and children.
+/// One run with its steps, attempts (outcome and error of each) and children.
 #[utoipa::path(get, path = "/api/v1/runs/{run_id}", tag = "runs", security(("bearer" = [])),
     params(("run_id" = Uuid, Path, description = "The run's id")),
     responses((status = 200, body = RunDetail), (status = 404, body = Problem)))]
@@ -227,6 +243,9 @@ pub async fn get_run(
         .await
         .map_err(queue_error)?;
     let steps = read::steps(&state.db, run_id).await.map_err(queue_error)?;
+    let attempts = read::attempts(&state.db, run_id)
+        .await
+        .map_err(queue_error)?;
     let children = read::children(&state.db, run_id)
         .await
         .map_err(queue_error)?;
@@ -239,6 +258,16 @@ pub async fn get_run(
                 attempt: s.attempt,
                 started_at: s.started_at,
                 completed_at: s.completed_at,
+            })
+            .collect(),
+        attempts: attempts
+            .into_iter()
+            .map(|a| AttemptView {
+                attempt: a.attempt,
+                started_at: a.started_at,
+                ended_at: a.ended_at,
+                outcome: a.outcome,
+                error: a.error,
             })
             .collect(),
         children: children.into_iter().collect(),

@@ -214,6 +214,50 @@ async fn runs_are_listed_filtered_and_shown_with_their_steps() {
     assert_eq!(detail.body["status"], "succeeded");
     assert_eq!(detail.body["steps"].as_array().map(Vec::len), Some(2));
     assert_eq!(detail.body["progress_done"], 2);
+    assert_eq!(detail.body["attempts"][0]["outcome"], "succeeded");
+
+    // A run that failed once: each attempt with its outcome and error.
+    let flaky = enqueue(
+        &app.db.pool,
+        &NewRun::of::<Ledger>(
+            acme.id.to_string(),
+            &LedgerInput {
+                steps: 1,
+                step_ms: 0,
+                fail_attempts: 1,
+                fail_permanently: false,
+            },
+        ),
+    )
+    .await;
+    wait_for(&app.db.pool, flaky, RunStatus::Succeeded).await;
+    let detail = app.get(&format!("/api/v1/runs/{flaky}"), &viewer).await;
+    let attempts: Vec<(i64, String)> = detail.body["attempts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|a| {
+                    (
+                        a["attempt"].as_i64().unwrap_or(0),
+                        a["outcome"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        attempts,
+        [(1, "retried".to_owned()), (2, "succeeded".to_owned())],
+        "{}",
+        detail.body
+    );
+    assert!(
+        detail.body["attempts"][0]["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("on purpose")),
+        "{}",
+        detail.body
+    );
     worker.stop().await;
 }
 
