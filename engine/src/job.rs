@@ -91,6 +91,16 @@ pub trait Job: Send + Sync + 'static {
         false
     }
 
+    /// Whether the generic runs API (`POST /runs/{id}/cancel`) may cancel runs of this kind. Yes
+    /// by default; a kind whose own API decides when it may stop (a deployment is not stopped
+    /// half-way) answers no.
+    fn accepts_api_cancel() -> bool
+    where
+        Self: Sized,
+    {
+        true
+    }
+
     /// Longest one attempt may take before it counts as a transient failure.
     fn timeout(&self) -> Duration {
         Duration::from_secs(3600)
@@ -118,6 +128,7 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub(crate) trait ErasedJob: Send + Sync {
     fn retry_policy(&self) -> RetryPolicy;
     fn accepts_api_signal(&self, name: &str) -> bool;
+    fn accepts_api_cancel(&self) -> bool;
     fn timeout(&self) -> Duration;
     fn run<'a>(
         &'a self,
@@ -142,6 +153,10 @@ impl<J: Job> ErasedJob for J {
 
     fn accepts_api_signal(&self, name: &str) -> bool {
         J::accepts_api_signal(name)
+    }
+
+    fn accepts_api_cancel(&self) -> bool {
+        J::accepts_api_cancel()
     }
 
     fn timeout(&self) -> Duration {
@@ -214,6 +229,12 @@ impl Registry {
         self.jobs
             .get(kind)
             .is_some_and(|j| j.accepts_api_signal(name))
+    }
+
+    /// Whether the generic runs API may cancel runs of `kind` (yes for kinds unknown here: a
+    /// run nobody can execute should be cancellable).
+    pub fn accepts_api_cancel(&self, kind: &str) -> bool {
+        self.jobs.get(kind).is_none_or(|j| j.accepts_api_cancel())
     }
 
     /// The retry policy of a kind, for enqueueing (default when unknown here).

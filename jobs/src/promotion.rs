@@ -706,6 +706,12 @@ impl Job for Promote {
     type Input = PromotionInput;
     type Output = PromotionOutput;
 
+    /// A promotion is cancelled through its own API, and only before it writes anything
+    /// (`POST /promotions/{id}/cancel`): never half-way through a deployment.
+    fn accepts_api_cancel() -> bool {
+        false
+    }
+
     fn retry_policy() -> RetryPolicy {
         RetryPolicy {
             max_attempts: 8,

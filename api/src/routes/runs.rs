@@ -278,13 +278,30 @@ pub async fn get_run(
 /// between steps (long steps watch for it) and runs its compensation.
 #[utoipa::path(post, path = "/api/v1/runs/{run_id}/cancel", tag = "runs", security(("bearer" = [])),
     params(("run_id" = Uuid, Path, description = "The run's id")),
-    responses((status = 202, body = RunView), (status = 404, body = Problem),
+    responses((status = 202, body = RunView), (status = 403, description = "The run's kind is cancelled through its own API (`cancel_not_accepted`)", body = Problem), (status = 404, body = Problem),
         (status = 409, description = "Already finished", body = Problem)))]
 pub async fn cancel_run(
     State(state): State<AppState>,
     ctx: TenantCtx<perm::OperateRuns>,
     ApiPath(run_id): ApiPath<Uuid>,
 ) -> ApiResult<(StatusCode, Json<RunView>)> {
+    let current = queue::get(&state.db, &ctx.tenant_id().to_string(), run_id)
+        .await
+        .map_err(queue_error)?;
+    if !jobs::registry(&state.jobs).accepts_api_cancel(&current.kind) {
+        return Err(ApiError::forbidden(
+            "cancel_not_accepted",
+            format!(
+                "runs of kind `{}` are cancelled through their own API{}",
+                current.kind,
+                if current.kind == <jobs::promotion::Promote as engine::Job>::KIND {
+                    ": POST /api/v1/promotions/{id}/cancel, before the promotion starts writing"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
     let mut tx = state.db.begin().await?;
     let run = queue::request_cancel(&mut tx, &ctx.tenant_id().to_string(), run_id)
         .await

@@ -338,6 +338,20 @@ async fn promotions_flow_dev_to_staging_to_prod_with_gates_approvals_and_remappi
             .await
             .unwrap_or_default();
     assert_eq!(pending, 0, "no signal was stored");
+    // A promotion is cancelled through its own API only.
+    let cancel = app
+        .post(
+            &format!("/api/v1/runs/{run_id}/cancel"),
+            &acme.admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        (cancel.status.as_u16(), cancel.code()),
+        (403, "cancel_not_accepted"),
+        "{}",
+        cancel.body
+    );
     assert_eq!(
         promotion_status(app, &acme.admin, pid, "pending_approval").await["status"],
         "pending_approval"
