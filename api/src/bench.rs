@@ -690,7 +690,7 @@ pub async fn run_sse(database_url: &str, args: crate::config::SseBenchArgs) -> a
         )
         .await?;
         tx.commit().await?;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(args.every_ms)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -726,9 +726,10 @@ pub async fn run_sse(database_url: &str, args: crate::config::SseBenchArgs) -> a
         samples.get(i).copied().unwrap_or(f64::NAN)
     };
     println!(
-        "{} subscribers, {} runs: {} of {expected} state deliveries; latency p50 {:.1} ms, p99 {:.1} ms (target p99 <= 100)",
+        "{} subscribers, {} runs one every {} ms: {} of {expected} state deliveries; latency p50 {:.1} ms, p99 {:.1} ms (target p99 <= 100)",
         args.subscribers,
         args.runs,
+        args.every_ms,
         samples.len(),
         pct(0.5),
         pct(0.99)

@@ -108,6 +108,10 @@ pub struct SseBenchArgs {
     /// Runs to execute while they listen (each makes three state events).
     #[arg(long, default_value_t = 200)]
     pub runs: usize,
+    /// Milliseconds between two runs' enqueues (20: 150 state events a second, each to every
+    /// subscriber).
+    #[arg(long, default_value_t = 20)]
+    pub every_ms: u64,
 }
 
 #[derive(Debug, Clone, Args)]
