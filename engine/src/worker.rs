@@ -699,11 +699,16 @@ async fn heartbeat(
             lost.cancel();
             break;
         }
-        let held = shared.in_flight.lock().map(|m| m.len()).unwrap_or(0);
+        // The runs held in memory: their leases are the ones to extend.
+        let held: Vec<Uuid> = shared
+            .in_flight
+            .lock()
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default();
         let busy =
             (config.concurrency as usize).saturating_sub(shared.demand.slots.available_permits());
         // Cancel requests whose notification was missed.
-        if held > 0 {
+        if !held.is_empty() {
             let asked: Vec<Uuid> = sqlx::query_scalar(
                 "select id from engine_runs where worker_id = $1 and status = 'running' and cancel_requested_at is not null",
             )
@@ -719,13 +724,8 @@ async fn heartbeat(
                 }
             }
         }
-        let held_ids: Vec<Uuid> = shared
-            .in_flight
-            .lock()
-            .map(|m| m.keys().copied().collect())
-            .unwrap_or_default();
         if let Err(e) =
-            queue::extend_leases(&shared.pool, shared.worker_id, &held_ids, config.lease).await
+            queue::extend_leases(&shared.pool, shared.worker_id, &held, config.lease).await
         {
             tracing::warn!(error = %e, "extending leases failed");
         }

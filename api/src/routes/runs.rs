@@ -294,11 +294,7 @@ pub async fn cancel_run(
             format!(
                 "runs of kind `{}` are cancelled through their own API{}",
                 current.kind,
-                if current.kind == <jobs::promotion::Promote as engine::Job>::KIND {
-                    ": POST /api/v1/promotions/{id}/cancel, before the promotion starts writing"
-                } else {
-                    ""
-                }
+                own_api(&current.kind)
             ),
         ));
     }
@@ -345,6 +341,16 @@ pub async fn retry_run(
         .await?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(run.into())))
+}
+
+/// Where a kind's own API does what the generic runs API refuses for it (the end of an error
+/// message; empty when there is nothing to point to).
+fn own_api(kind: &str) -> &'static str {
+    if kind == <jobs::promotion::Promote as engine::Job>::KIND {
+        ": use POST /api/v1/promotions/{id}/approve, /reject or /cancel (which applies before the promotion starts writing)"
+    } else {
+        ""
+    }
 }
 
 /// What retrying a run takes beyond `OperateRuns`: a restore writes into environments, and only
@@ -432,16 +438,13 @@ pub async fn signal_run(
         .record(&mut *tx)
         .await?;
         tx.commit().await?;
-        let hint = if run.kind == <jobs::promotion::Promote as engine::Job>::KIND {
-            ": decide a promotion with POST /api/v1/promotions/{id}/approve or /reject"
-        } else {
-            ""
-        };
         return Err(ApiError::forbidden(
             "signal_not_accepted",
             format!(
-                "runs of kind `{}` do not take the signal `{}` through this API{hint}",
-                run.kind, req.name
+                "runs of kind `{}` do not take the signal `{}` through this API{}",
+                run.kind,
+                req.name,
+                own_api(&run.kind)
             ),
         ));
     }
