@@ -579,8 +579,6 @@ fn rss_kib(pid: u32) -> Option<u64> {
 /// `bench sse`: N subscribers on one `workflowops serve` process; runs executed meanwhile; the
 /// delay from each state event's commit-time stamp to its arrival at each subscriber.
 pub async fn run_sse(database_url: &str, args: crate::config::SseBenchArgs) -> anyhow::Result<()> {
-    use futures::StreamExt;
-
     let scratch = Scratch::create(database_url, "sse").await?;
     let pool = db::connect(&scratch.url, 8).await?;
     db::migrate(&pool).await?;
@@ -632,27 +630,48 @@ pub async fn run_sse(database_url: &str, args: crate::config::SseBenchArgs) -> a
     let (lat_tx, mut lat_rx) = tokio::sync::mpsc::unbounded_channel::<f64>();
     let connected = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
     let mut subscribers = Vec::with_capacity(args.subscribers);
+    let request = format!(
+        "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+    );
     for _ in 0..args.subscribers {
-        let (client, url, token, lat_tx, connected) = (
-            client.clone(),
-            format!("{base}/api/v1/events"),
-            token.clone(),
+        let (request, lat_tx, connected) = (
+            request.clone(),
             lat_tx.clone(),
             std::sync::Arc::clone(&connected),
         );
         subscribers.push(tokio::spawn(async move {
-            let Ok(res) = client.get(url).bearer_auth(token).send().await else {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            // A lean client on a plain socket (no HTTP client, no allocation per event, only
+            // the stamp parsed): the 1,000 clients share the machine's cores with the API,
+            // and their own cost is not what is measured. The response is chunked; a chunk
+            // holds whole frames, so its size line only ever sits between two frames.
+            let Ok(mut socket) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
                 return;
             };
-            connected.add_permits(1);
-            // A lean reader (bytes, no allocation per event, only the stamp parsed): the 1,000
-            // clients share the machine's cores with the API, and their parsing is not what
-            // is measured.
-            let mut body = res.bytes_stream();
-            let mut buf: Vec<u8> = Vec::new();
-            while let Some(Ok(chunk)) = body.next().await {
-                buf.extend_from_slice(&chunk);
+            if socket.write_all(request.as_bytes()).await.is_err() {
+                return;
+            }
+            let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+            let mut chunk = vec![0u8; 64 * 1024];
+            let mut headers = true;
+            loop {
+                let n = match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                buf.extend_from_slice(&chunk[..n]);
                 let mut start = 0;
+                if headers {
+                    let Some(end) = find(&buf, b"\r\n\r\n") else {
+                        continue;
+                    };
+                    if !buf.starts_with(b"HTTP/1.1 200") {
+                        return;
+                    }
+                    headers = false;
+                    start = end + 4;
+                    connected.add_permits(1);
+                }
                 while let Some(end) = find(&buf[start..], b"\n\n") {
                     let block = &buf[start..start + end];
                     start += end + 2;
