@@ -106,7 +106,7 @@ pub struct SseBenchArgs {
     #[arg(long, default_value_t = 1000)]
     pub subscribers: usize,
     /// Runs to execute while they listen (each makes three state events).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 1000)]
     pub runs: usize,
     /// Milliseconds between two runs' enqueues (20: 150 state events a second, each to every
     /// subscriber).

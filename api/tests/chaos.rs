@@ -149,6 +149,39 @@ async fn killed_workers_lose_no_run_and_repeat_no_completed_step() {
         hit > 0,
         "no kill interrupted a run: the test proved nothing"
     );
+    // Every run's state events, in the order its streams deliver them, are a path of the
+    // engine's transition table (`RunStatus::can_become`) from `queued` to `succeeded`.
+    let states: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+        "select run_id, data->>'status' from engine_events where kind = 'state' order by run_id, tx_id, id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut paths: std::collections::HashMap<uuid::Uuid, Vec<engine::RunStatus>> =
+        std::collections::HashMap::new();
+    for (run, status) in states {
+        let status = status
+            .parse::<engine::RunStatus>()
+            .unwrap_or_else(|e| panic!("{e}"));
+        paths.entry(run).or_default().push(status);
+    }
+    assert_eq!(paths.len(), runs);
+    for (run, path) in &paths {
+        assert_eq!(
+            path.first(),
+            Some(&engine::RunStatus::Queued),
+            "{run}: {path:?}"
+        );
+        assert_eq!(
+            path.last(),
+            Some(&engine::RunStatus::Succeeded),
+            "{run}: {path:?}"
+        );
+        assert!(
+            path.windows(2).all(|w| w[0].can_become(w[1])),
+            "{run} made a transition the engine does not make: {path:?}"
+        );
+    }
     // Re-executions only come from kills: at most one per step in flight at each kill.
     let extra = scalar(&db.pool, "select coalesce(sum(n - 1), 0)::bigint from (select count(*) as n from diagnostics_ledger group by run_id, step) t").await;
     let bound = i64::try_from(kills * CONCURRENCY as usize).unwrap_or(0);

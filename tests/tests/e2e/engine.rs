@@ -1287,3 +1287,135 @@ async fn a_step_already_checkpointed_by_a_lost_owner_does_not_fence_the_new_one(
     wait_for(&db.pool, run, RunStatus::Succeeded).await;
     worker.stop().await;
 }
+
+/// `engine_commit` with only progress events (and no claim), as a worker's committer calls it.
+async fn commit_progress(
+    pool: &PgPool,
+    run: Uuid,
+    attempt: i32,
+    worker: Uuid,
+    done: i64,
+) -> Vec<i32> {
+    let none_i32: Vec<i32> = Vec::new();
+    let none_uuid: Vec<Uuid> = Vec::new();
+    let none_text: Vec<String> = Vec::new();
+    let none_json: Vec<Value> = Vec::new();
+    let none_time: Vec<chrono::DateTime<Utc>> = Vec::new();
+    sqlx::query_scalar(
+        "select fenced from engine_commit($1, $2, $3, $4, $5, $6, $7, \
+         array[0], array[$8::uuid], array[$9::int], array[$10::uuid], array['t1'], array['progress'], \
+         array[jsonb_build_object('done', $11::bigint, 'total', 10)], array[$11::bigint], array[10::bigint], \
+         $1, $2, $3, $4, $6, null, null, 0, interval '30 seconds', null)",
+    )
+    .bind(&none_i32)
+    .bind(&none_uuid)
+    .bind(&none_i32)
+    .bind(&none_uuid)
+    .bind(&none_text)
+    .bind(&none_json)
+    .bind(&none_time)
+    .bind(run)
+    .bind(attempt)
+    .bind(worker)
+    .bind(done)
+    .fetch_one(pool)
+    .await
+    .unwrap_or_else(|e| panic!("engine_commit: {e}"))
+}
+
+// A worker's progress report that waits for its run's row while the run changes hands must not
+// write its numbers over the new owner's: the ownership test of the statement's snapshot is not
+// enough, the update itself must be fenced.
+#[tokio::test]
+async fn a_lost_owners_progress_report_does_not_overwrite_the_new_owners() {
+    let db = db().await;
+    let (old_owner, new_owner) = (Uuid::new_v4(), Uuid::new_v4());
+    let run = Uuid::now_v7();
+    sqlx::query(
+        "insert into engine_runs (id, namespace, kind, input, status, attempt, max_attempts, worker_id, lease_expires_at) \
+         values ($1, 't1', 'diagnostics.ledger', '{}', 'running', 1, 5, $2, now() + interval '30 seconds')",
+    )
+    .bind(run)
+    .bind(old_owner)
+    .execute(&db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    // The reaper (here: this transaction) holds the run while the old owner's commit starts.
+    let mut reaper = db.pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    sqlx::query("select 1 from engine_runs where id = $1 for update")
+        .bind(run)
+        .execute(&mut *reaper)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pool = db.pool.clone();
+    let report = tokio::spawn(async move { commit_progress(&pool, run, 1, old_owner, 9).await });
+    eventually(
+        "the old owner's commit to wait for the row",
+        Duration::from_secs(10),
+        || async {
+            let waiting: bool = sqlx::query_scalar(
+                "select exists (select 1 from pg_stat_activity where datname = current_database() \
+             and wait_event_type = 'Lock' and query like '%engine_commit%')",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or_default();
+            waiting.then_some(())
+        },
+    )
+    .await;
+    // The run changes hands (taken back and claimed again) and the new owner reports progress.
+    sqlx::query(
+        "update engine_runs set attempt = 2, worker_id = $2, progress_done = 1, progress_total = 10 where id = $1",
+    )
+    .bind(run)
+    .bind(new_owner)
+    .execute(&mut *reaper)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    reaper.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    report.await.unwrap_or_else(|e| panic!("{e}"));
+    let done: Option<i64> =
+        sqlx::query_scalar("select progress_done from engine_runs where id = $1")
+            .bind(run)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(done, Some(1), "the new owner's progress stands");
+    // The new owner's own reports still land.
+    assert!(
+        commit_progress(&db.pool, run, 2, new_owner, 2)
+            .await
+            .is_empty()
+    );
+    let done: Option<i64> =
+        sqlx::query_scalar("select progress_done from engine_runs where id = $1")
+            .bind(run)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(done, Some(2));
+}
+
+// Claims and commits reach runs by id or through the partial indexes; on a table without fresh
+// statistics the planner chose to hash the whole table instead (migration 0024). A replaced
+// function keeps no settings, so this guards every later migration that replaces one.
+#[tokio::test]
+async fn the_engines_batch_functions_never_plan_a_sequential_scan() {
+    let db = db().await;
+    let settings: Vec<(String, Option<Vec<String>>)> = sqlx::query_as(
+        "select proname::text, proconfig from pg_proc where proname in ('engine_claim', 'engine_commit') order by proname",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(settings.len(), 2);
+    for (name, config) in settings {
+        assert!(
+            config
+                .unwrap_or_default()
+                .contains(&"enable_seqscan=off".to_owned()),
+            "{name} must run with enable_seqscan=off"
+        );
+    }
+}
