@@ -118,7 +118,9 @@ async fn seed_environment(app: &TestApp, tenant: uuid::Uuid) -> SeededEnvironmen
         env.id,
         &[domain::catalog::ExecutionRow {
             environment_id: env.id,
-            provider_id: "4242".into(),
+            // Long enough never to turn up by chance in another tenant's ids, stamps or tokens
+            // (the four-digit id it had once turned up in an unrelated response: a flaky failure).
+            provider_id: "730004242417".into(),
             workflow_id: Some("wfacme1".into()),
             workflow_name: None,
             status: "error".into(),
@@ -260,7 +262,7 @@ async fn seed_environment(app: &TestApp, tenant: uuid::Uuid) -> SeededEnvironmen
         environment: env.id,
         workflow: "wfacme1".into(),
         credential: "credacme1".into(),
-        execution: "4242".into(),
+        execution: "730004242417".into(),
         env_type: t.id,
     }
 }
