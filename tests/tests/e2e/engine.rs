@@ -1375,26 +1375,25 @@ async fn a_lost_owners_progress_report_does_not_overwrite_the_new_owners() {
     .unwrap_or_else(|e| panic!("{e}"));
     reaper.commit().await.unwrap_or_else(|e| panic!("{e}"));
     report.await.unwrap_or_else(|e| panic!("{e}"));
-    let done: Option<i64> =
-        sqlx::query_scalar("select progress_done from engine_runs where id = $1")
+    let progress_done = || async {
+        sqlx::query_scalar::<_, Option<i64>>("select progress_done from engine_runs where id = $1")
             .bind(run)
             .fetch_one(&db.pool)
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(done, Some(1), "the new owner's progress stands");
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert_eq!(
+        progress_done().await,
+        Some(1),
+        "the new owner's progress stands"
+    );
     // The new owner's own reports still land.
     assert!(
         commit_progress(&db.pool, run, 2, new_owner, 2)
             .await
             .is_empty()
     );
-    let done: Option<i64> =
-        sqlx::query_scalar("select progress_done from engine_runs where id = $1")
-            .bind(run)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(done, Some(2));
+    assert_eq!(progress_done().await, Some(2));
 }
 
 // Claims and commits reach runs by id or through the partial indexes; on a table without fresh
