@@ -855,9 +855,23 @@ async fn a_worker_busy_with_a_long_run_leaves_the_queue_to_others() {
     // Its only slot is busy and it finished nothing lately: it claims nothing ahead (a run it
     // held in memory would wait for the long one while another worker could run it).
     let next = enqueue(&db.pool, &ledger("t1", 1)).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(status(&db.pool, next).await, RunStatus::Queued);
     wait_for(&db.pool, next, RunStatus::Succeeded).await;
+    // A run's `started_at` is its claim: the next one was claimed only once the long one's
+    // step (1.5 s) had ended and given its slot back.
+    let (long_started, next_started): (chrono::DateTime<Utc>, chrono::DateTime<Utc>) =
+        sqlx::query_as(
+            "select (select started_at from engine_runs where id = $1), (select started_at from engine_runs where id = $2)",
+        )
+        .bind(long)
+        .bind(next)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        next_started - long_started >= chrono::Duration::milliseconds(1500),
+        "the next run was claimed {} ms after the long one started, while its only slot was busy",
+        (next_started - long_started).num_milliseconds()
+    );
     worker.stop().await;
 }
 
