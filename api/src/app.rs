@@ -41,6 +41,10 @@ pub struct AppConfig {
     /// Accept local paths as Git remotes (tests and single-machine setups only: a local path
     /// lets API callers reach the server's file system).
     pub allow_local_git: bool,
+    /// Live streams without a notification: the API re-reads the namespaces it streams this
+    /// often, and each subscriber its own position every 2.5 times as long (safety nets: events
+    /// are delivered on their notification).
+    pub event_poll: Duration,
 }
 
 impl AppConfig {
@@ -57,6 +61,7 @@ impl AppConfig {
             max_environments: 10,
             execution_retention: Duration::from_secs(90 * 86_400),
             allow_local_git: false,
+            event_poll: Duration::from_secs(2),
         }
     }
 }

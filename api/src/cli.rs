@@ -121,6 +121,7 @@ fn app_config(args: &ServeArgs) -> AppConfig {
         max_environments: args.max_environments,
         execution_retention: args.execution_retention,
         allow_local_git: args.git_allow_local,
+        event_poll: args.event_poll,
     }
 }
 

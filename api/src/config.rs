@@ -183,6 +183,11 @@ pub struct ServeArgs {
     /// every server at once, so this only bounds staleness if that push is lost.
     #[arg(long, env = "WFO_AUTH_CACHE_TTL", default_value = "60s", value_parser = parse_duration)]
     pub auth_cache_ttl: Duration,
+    /// Live event streams are delivered on PostgreSQL notifications; as a safety net the API
+    /// re-reads the namespaces it streams this often, and each subscriber its own position every
+    /// 2.5 times as long.
+    #[arg(long, env = "WFO_EVENT_POLL", default_value = "2s", value_parser = parse_duration)]
+    pub event_poll: Duration,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "WFO_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,

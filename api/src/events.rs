@@ -115,7 +115,6 @@ impl EventHub {
     }
 }
 
-const POLL: Duration = Duration::from_secs(2);
 /// How long a namespace stays registered for notifications (`engine::read::watch`) without
 /// renewal, and how often the hub renews the namespaces it serves.
 const WATCH: Duration = Duration::from_secs(30);
@@ -123,11 +122,16 @@ const RENEW: Duration = Duration::from_secs(10);
 const SETTLE: Duration = Duration::from_millis(10);
 const BATCH: i64 = 2000;
 
-/// Listens on `engine_events` and feeds subscribers until shutdown.
-pub async fn listen(db: PgPool, hub: EventHub, shutdown: CancellationToken) {
+/// Listens on `engine_events` and feeds subscribers until shutdown; reads the namespaces it
+/// serves every `poll` even without a notification (a safety net).
+pub async fn listen(db: PgPool, hub: EventHub, poll: Duration, shutdown: CancellationToken) {
     let mut cursors: HashMap<String, Cursor> = HashMap::new();
     // Namespaces registered for notifications, and when.
     let mut watched: HashMap<String, std::time::Instant> = HashMap::new();
+    // Newly registered namespaces, with the horizon the reads must pass before no transaction
+    // that missed the registration (and so did not notify) can still commit: read again at the
+    // settle interval until then, not at the next poll.
+    let mut fresh: Vec<(String, i64)> = Vec::new();
     loop {
         let mut listener = match PgListener::connect_with(&db).await {
             Ok(l) => l,
@@ -147,7 +151,7 @@ pub async fn listen(db: PgPool, hub: EventHub, shutdown: CancellationToken) {
         let mut pending: HashSet<String> = HashSet::new();
         let mut unsettled = false;
         loop {
-            let wait = if unsettled { SETTLE } else { POLL };
+            let wait = if unsettled { SETTLE } else { poll };
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 msg = listener.try_recv() => match msg {
@@ -175,6 +179,7 @@ pub async fn listen(db: PgPool, hub: EventHub, shutdown: CancellationToken) {
             let interested = hub.interested();
             cursors.retain(|ns, _| interested.contains(ns));
             watched.retain(|ns, _| interested.contains(ns));
+            fresh.retain(|(ns, _)| interested.contains(ns));
             let due: Vec<String> = interested
                 .iter()
                 .filter(|ns| watched.get(*ns).is_none_or(|at| at.elapsed() >= RENEW))
@@ -182,21 +187,32 @@ pub async fn listen(db: PgPool, hub: EventHub, shutdown: CancellationToken) {
                 .collect();
             if !due.is_empty() {
                 match read::watch(&db, &due, WATCH).await {
-                    Ok(()) => {
+                    Ok(horizon) => {
                         for ns in due {
-                            // Newly watched: read it now (it was not notified until now).
+                            // Newly watched: read it now (it was not notified until now), and
+                            // again until the transactions that missed it have ended.
                             if watched
                                 .insert(ns.clone(), std::time::Instant::now())
                                 .is_none()
                             {
-                                pending.insert(ns);
+                                pending.insert(ns.clone());
+                                fresh.push((ns, horizon));
                             }
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "registering watched namespaces failed"),
                 }
             }
-            unsettled = false;
+            // Checked before the reads: a registration whose horizon has passed now is read
+            // below with every transaction that missed it ended.
+            if !fresh.is_empty() {
+                match read::settled(&db).await {
+                    Ok(settled) => fresh.retain(|(_, horizon)| *horizon > settled),
+                    Err(e) => tracing::warn!(error = %e, "reading the settled horizon failed"),
+                }
+                pending.extend(fresh.iter().map(|(ns, _)| ns.clone()));
+            }
+            unsettled = !fresh.is_empty();
             for ns in pending.drain().filter(|ns| interested.contains(ns)) {
                 match read_namespace(&db, &hub, &ns, &mut cursors).await {
                     Ok(more) => unsettled |= more,

@@ -24,6 +24,7 @@ pub async fn run(
     background.spawn(crate::events::listen(
         state.db.clone(),
         state.events.clone(),
+        state.config.event_poll,
         shutdown.clone(),
     ));
     background.close();

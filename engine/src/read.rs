@@ -284,11 +284,16 @@ pub async fn has_unsettled(
 /// events send `NOTIFY engine_events` (a notifying commit holds PostgreSQL's notification lock
 /// until it is flushed, so commits nobody listens to should not). Renew well before the lease
 /// runs out while the namespaces still have subscribers; lapsed registrations cost nothing.
+///
+/// Returns the transaction id every transaction that may have missed the registration is below:
+/// one whose event trigger looked just before the registration committed does not notify, and
+/// commits whenever it commits. A reader that reads the namespace again until `settled` passes
+/// this id (and once after) has read all of them.
 pub async fn watch(
-    db: impl PgExecutor<'_>,
+    db: &sqlx::PgPool,
     namespaces: &[String],
     lease: std::time::Duration,
-) -> Result<()> {
+) -> Result<i64> {
     sqlx::query(
         "insert into engine_watched_namespaces (namespace, until) \
          select ns, now() + make_interval(secs => $2) from unnest($1::text[]) ns \
@@ -299,7 +304,23 @@ pub async fn watch(
     .bind(lease.as_secs_f64())
     .execute(db)
     .await?;
-    Ok(())
+    // An id assigned after the registration committed is above every id assigned before (a
+    // snapshot's xmax is not: it can equal the id of a transaction still running).
+    Ok(
+        sqlx::query_scalar("select pg_current_xact_id()::text::bigint")
+            .fetch_one(db)
+            .await?,
+    )
+}
+
+/// The settled horizon now: every transaction with a lower id has ended, and a read of events
+/// from here on sees all they committed.
+pub async fn settled(db: impl PgExecutor<'_>) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select {HORIZON}")))
+            .fetch_one(db)
+            .await?,
+    )
 }
 
 #[cfg(test)]

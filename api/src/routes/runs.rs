@@ -494,8 +494,6 @@ pub struct StreamQuery {
 }
 
 const BATCH: i64 = 500;
-/// Safety net: a subscriber re-reads its position this often even without news.
-const POLL: Duration = Duration::from_secs(5);
 
 /// A comment line sent when a stream has been quiet this long, so proxies keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -547,6 +545,8 @@ struct Follower {
     last: read::Cursor,
     finished: bool,
     tx: mpsc::Sender<Bytes>,
+    /// Safety net: the subscriber re-reads its position this often even without news.
+    poll: Duration,
 }
 
 impl Follower {
@@ -634,7 +634,7 @@ impl Follower {
             }
             let msg = tokio::select! {
                 () = self.tx.closed() => return,
-                () = tokio::time::sleep(POLL) => None,
+                () = tokio::time::sleep(self.poll) => None,
                 m = sub.rx.recv() => Some(m),
             };
             let ok = match msg {
@@ -705,6 +705,7 @@ pub async fn run_events(
         last,
         finished: false,
         tx,
+        poll: state.config.event_poll * 5 / 2,
     };
     tokio::spawn(follower.run(sub));
     Ok(stream_of(rx))
@@ -737,6 +738,7 @@ pub async fn tenant_events(
         last,
         finished: false,
         tx,
+        poll: state.config.event_poll * 5 / 2,
     };
     tokio::spawn(follower.run(sub));
     Ok(stream_of(rx))

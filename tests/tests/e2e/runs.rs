@@ -134,6 +134,45 @@ async fn the_tenant_stream_carries_state_changes_and_counts_of_its_own_runs_only
     worker.stop().await;
 }
 
+// A transaction whose event trigger looked for live subscribers just before the first one
+// registered sends no notification, and may commit only later: the API reads a newly watched
+// namespace again until every such transaction has ended, instead of leaving its events to the
+// next poll (a minute here, so only that re-reading can deliver within the test's bound).
+#[tokio::test]
+async fn events_of_a_transaction_racing_the_first_subscriber_are_not_left_to_the_poll() {
+    let app = TestApp::spawn_with(|c| c.event_poll = Duration::from_secs(60)).await;
+    let acme = app.tenant("acme").await;
+    let mut racing = app.db.pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    let run = engine::queue::enqueue(&mut racing, &ledger(&acme, 1, 0))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .id;
+    let stream = tenant_stream(&app, &acme).await;
+    assert_eq!(stream.status(), 200);
+    eventually("acme to be watched", Duration::from_secs(10), || async {
+        sqlx::query_scalar::<_, bool>(
+            "select exists (select 1 from engine_watched_namespaces where namespace = $1)",
+        )
+        .bind(acme.id.to_string())
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap_or_default()
+        .then_some(())
+    })
+    .await;
+    racing.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    let events = read_events(stream, Duration::from_secs(20), |m| {
+        m.event == "state" && m.data.contains(&run.to_string())
+    })
+    .await;
+    assert!(
+        events
+            .iter()
+            .any(|m| m.event == "state" && m.data.contains(&run.to_string())),
+        "the racing run's `queued` event was not delivered: {events:?}"
+    );
+}
+
 // Events notify only namespaces an API process streams live (a NOTIFY serialises commits).
 #[tokio::test]
 async fn only_namespaces_with_live_subscribers_notify_their_events() {
