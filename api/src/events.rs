@@ -46,6 +46,10 @@ pub enum Message {
     Batch(Arc<Batch>),
     /// The hub lost track (reconnected): every subscriber re-reads from its position.
     Resync,
+    /// The hub started following this namespace from its newest event: its subscribers, who
+    /// started from theirs a moment earlier, re-read from their positions (what committed in
+    /// between is in no batch).
+    Reread(String),
 }
 
 #[derive(Debug, Clone)]
@@ -233,7 +237,12 @@ async fn read_namespace(
 ) -> Result<bool, engine::queue::Error> {
     let from = match cursors.get(ns) {
         Some(c) => *c,
-        None => read::last_cursor(db, ns).await?,
+        None => {
+            let from = read::last_cursor(db, ns).await?;
+            cursors.insert(ns.to_owned(), from);
+            let _ = hub.tx.send(Message::Reread(ns.to_owned()));
+            from
+        }
     };
     let mut to = from;
     let mut events = Vec::new();

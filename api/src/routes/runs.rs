@@ -664,6 +664,7 @@ impl Follower {
                     }
                 }
                 Some(Ok(Message::Batch(_))) => true,
+                Some(Ok(Message::Reread(ns))) => ns != self.namespace || self.catch_up().await,
                 Some(Ok(Message::Resync) | Err(broadcast::error::RecvError::Lagged(_))) | None => {
                     self.catch_up().await
                 }
