@@ -188,8 +188,19 @@ impl Event {
     }
 }
 
-/// Events only below this horizon are final (see the migration's note on engine_events).
-const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+/// Events only below this horizon are final (see the migration's note on engine_events): every
+/// transaction of this database with a lower id has ended, so no event can still commit below
+/// it. A snapshot's own `xmin` would also wait for transactions of every other database on the
+/// server (transaction ids are server-wide): a write transaction held open by another
+/// application would hold every live stream back. Instead: the lowest id the statement's
+/// snapshot sees running (its `xip`), leaving out only ids `pg_stat_activity` shows as the
+/// current transaction of a backend connected to another database (a backend of ours, one that
+/// has ended or moved on since, or one whose details are hidden stays in: when unsure, wait);
+/// without any, the snapshot's `xmax` (ids from there on are invisible to the read anyway).
+const HORIZON: &str = "(select coalesce(min(x::text::bigint), pg_snapshot_xmax(pg_current_snapshot())::text::bigint) \
+     from pg_snapshot_xip(pg_current_snapshot()) x \
+     where not exists (select 1 from pg_stat_activity a \
+                       where a.backend_xid = xid(x) and a.datname <> current_database()))";
 
 /// A run's events after `after`, in order, up to the settled horizon.
 pub async fn run_events(
@@ -313,8 +324,8 @@ pub async fn watch(
     )
 }
 
-/// The settled horizon now: every transaction with a lower id has ended, and a read of events
-/// from here on sees all they committed.
+/// The settled horizon now: every transaction of this database with a lower id has ended, and a
+/// read of events from here on sees all they committed.
 pub async fn settled(db: impl PgExecutor<'_>) -> Result<i64> {
     Ok(
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select {HORIZON}")))

@@ -173,6 +173,42 @@ async fn events_of_a_transaction_racing_the_first_subscriber_are_not_left_to_the
     );
 }
 
+// Transaction ids are server-wide, and a snapshot's horizon waits for every database's
+// transactions: a write transaction another application holds open on the same server must not
+// hold WorkflowOps' live streams back until it ends.
+#[tokio::test]
+async fn a_transaction_held_open_in_another_database_does_not_hold_live_streams_back() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let elsewhere = workflowops_tests::TestDb::new()
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut held = elsewhere
+        .pool
+        .begin()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    sqlx::query("select pg_current_xact_id()")
+        .execute(&mut *held)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stream = tenant_stream(&app, &acme).await;
+    let run = enqueue(&app.db.pool, &ledger(&acme, 1, 0)).await;
+    let worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 1);
+    let events = read_events(stream, Duration::from_secs(20), |m| {
+        m.event == "state" && m.data.contains("succeeded")
+    })
+    .await;
+    assert!(
+        events
+            .iter()
+            .any(|m| m.event == "state" && m.data.contains(&run.to_string())),
+        "{events:?}"
+    );
+    held.rollback().await.unwrap_or_else(|e| panic!("{e}"));
+    worker.stop().await;
+}
+
 // Events notify only namespaces an API process streams live (a NOTIFY serialises commits).
 #[tokio::test]
 async fn only_namespaces_with_live_subscribers_notify_their_events() {
