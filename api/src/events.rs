@@ -190,7 +190,15 @@ pub async fn listen(db: PgPool, hub: EventHub, poll: Duration, shutdown: Cancell
                 .cloned()
                 .collect();
             if !due.is_empty() {
-                match read::watch(&db, &due, WATCH).await {
+                let registered = read::watch(&db, &due, WATCH).await;
+                // Only a first registration needs the horizon (taking one uses a transaction id).
+                let registered = match registered {
+                    Ok(()) if due.iter().any(|ns| !watched.contains_key(ns)) => {
+                        read::registered_below(&db).await
+                    }
+                    other => other.map(|()| 0),
+                };
+                match registered {
                     Ok(horizon) => {
                         for ns in due {
                             // Newly watched: read it now (it was not notified until now), and

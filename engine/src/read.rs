@@ -295,16 +295,11 @@ pub async fn has_unsettled(
 /// events send `NOTIFY engine_events` (a notifying commit holds PostgreSQL's notification lock
 /// until it is flushed, so commits nobody listens to should not). Renew well before the lease
 /// runs out while the namespaces still have subscribers; lapsed registrations cost nothing.
-///
-/// Returns the transaction id every transaction that may have missed the registration is below:
-/// one whose event trigger looked just before the registration committed does not notify, and
-/// commits whenever it commits. A reader that reads the namespace again until `settled` passes
-/// this id (and once after) has read all of them.
 pub async fn watch(
-    db: &sqlx::PgPool,
+    db: impl PgExecutor<'_>,
     namespaces: &[String],
     lease: std::time::Duration,
-) -> Result<i64> {
+) -> Result<()> {
     sqlx::query(
         "insert into engine_watched_namespaces (namespace, until) \
          select ns, now() + make_interval(secs => $2) from unnest($1::text[]) ns \
@@ -315,8 +310,16 @@ pub async fn watch(
     .bind(lease.as_secs_f64())
     .execute(db)
     .await?;
-    // An id assigned after the registration committed is above every id assigned before (a
-    // snapshot's xmax is not: it can equal the id of a transaction still running).
+    Ok(())
+}
+
+/// Called after a namespace's first registration (`watch`) committed: a transaction id every
+/// transaction that may have missed it is below. One whose event trigger looked just before the
+/// registration committed did not notify, and commits whenever it commits; a reader that reads
+/// the namespace again until `settled` passes this id (and once after) has read all of them.
+/// (An id assigned now is above every id assigned before; a snapshot's xmax is not: it can equal
+/// the id of a transaction still running.)
+pub async fn registered_below(db: impl PgExecutor<'_>) -> Result<i64> {
     Ok(
         sqlx::query_scalar("select pg_current_xact_id()::text::bigint")
             .fetch_one(db)
