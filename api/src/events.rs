@@ -190,13 +190,12 @@ pub async fn listen(db: PgPool, hub: EventHub, poll: Duration, shutdown: Cancell
                 .cloned()
                 .collect();
             if !due.is_empty() {
-                let registered = read::watch(&db, &due, WATCH).await;
                 // Only a first registration needs the horizon (taking one uses a transaction id).
-                let registered = match registered {
+                let registered = match read::watch(&db, &due, WATCH).await {
                     Ok(()) if due.iter().any(|ns| !watched.contains_key(ns)) => {
-                        read::registered_below(&db).await
+                        read::registered_below(&db).await.map(Some)
                     }
-                    other => other.map(|()| 0),
+                    renewed => renewed.map(|()| None),
                 };
                 match registered {
                     Ok(horizon) => {
@@ -208,7 +207,7 @@ pub async fn listen(db: PgPool, hub: EventHub, poll: Duration, shutdown: Cancell
                                 .is_none()
                             {
                                 pending.insert(ns.clone());
-                                fresh.push((ns, horizon));
+                                fresh.extend(horizon.map(|h| (ns, h)));
                             }
                         }
                     }
