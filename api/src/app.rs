@@ -21,6 +21,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::auth::{self, AuthCache};
 use crate::error::ApiError;
 use crate::events::EventHub;
+use crate::read_audit::ReadAudit;
 use crate::{idempotency, openapi, routes};
 
 /// Settings the request handlers need (a subset of the command line).
@@ -73,6 +74,8 @@ pub struct Inner {
     pub jobs: jobs::Deps,
     pub auth_cache: AuthCache,
     pub events: EventHub,
+    /// Writes the audit entries of reads in batches (see [`ReadAudit`]).
+    pub read_audit: ReadAudit,
     pub config: AppConfig,
 }
 
@@ -84,12 +87,14 @@ impl AppState {
     pub fn new(db: PgPool, keyring: impl Into<Arc<Keyring>>, config: AppConfig) -> Self {
         crate::metrics::handle();
         let keyring = keyring.into();
+        let read_audit = ReadAudit::start(db.clone());
         Self(Arc::new(Inner {
             db,
             jobs: jobs::Deps::new(Arc::clone(&keyring)),
             keyring,
             auth_cache: AuthCache::new(config.auth_cache_ttl),
             events: EventHub::new(),
+            read_audit,
             config,
         }))
     }

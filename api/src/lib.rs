@@ -17,6 +17,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod metrics;
 pub mod openapi;
+pub mod read_audit;
 pub mod routes;
 pub mod server;
 pub mod telemetry;

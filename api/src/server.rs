@@ -28,12 +28,15 @@ pub async fn run(
         shutdown.clone(),
     ));
     background.close();
+    let read_audit = state.read_audit.clone();
     let app = app::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;
     shutdown.cancel();
     background.wait().await;
+    // Reads audited by the last requests.
+    read_audit.flush().await;
     result
 }
 

@@ -111,6 +111,67 @@ impl<'a> Entry<'a> {
     }
 }
 
+/// An entry taken at the moment of the call it records and written later, together with others,
+/// by [`record_batch`]: for calls that change nothing (reads), so the caller never waits for the
+/// insert. Its id and time are the call's, not the write's.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub tenant_id: Option<Uuid>,
+    pub actor: Actor,
+    pub action: String,
+    pub target_type: String,
+    pub target_id: Option<String>,
+    pub new_value: Option<Value>,
+}
+
+impl Entry<'_> {
+    /// This entry as of now, to be written by [`record_batch`] (old values and provider are not
+    /// kept: a read has neither).
+    pub fn capture(self) -> Captured {
+        Captured {
+            id: new_id(),
+            occurred_at: Utc::now(),
+            tenant_id: self.tenant_id,
+            actor: self.actor.clone(),
+            action: self.action.to_owned(),
+            target_type: self.target_type.to_owned(),
+            target_id: self.target_id,
+            new_value: self.new_value,
+        }
+    }
+}
+
+/// Writes captured entries in one statement.
+pub async fn record_batch(db: impl PgExecutor<'_>, entries: &[Captured]) -> Result<()> {
+    fn column<T>(entries: &[Captured], f: impl Fn(&Captured) -> T) -> Vec<T> {
+        entries.iter().map(f).collect()
+    }
+    sqlx::query(
+        "insert into audit_logs (id, occurred_at, tenant_id, actor_user_id, actor_api_key_id, actor_label, \
+         impersonator_user_id, ip, request_id, action, target_type, target_id, new_value) \
+         select * from unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], \
+                              $7::uuid[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::jsonb[])",
+    )
+    .bind(column(entries, |e| e.id))
+    .bind(column(entries, |e| e.occurred_at))
+    .bind(column(entries, |e| e.tenant_id))
+    .bind(column(entries, |e| e.actor.user_id))
+    .bind(column(entries, |e| e.actor.api_key_id))
+    .bind(column(entries, |e| e.actor.label.clone()))
+    .bind(column(entries, |e| e.actor.impersonator_user_id))
+    .bind(column(entries, |e| e.actor.ip.clone()))
+    .bind(column(entries, |e| e.actor.request_id.clone()))
+    .bind(column(entries, |e| e.action.clone()))
+    .bind(column(entries, |e| e.target_type.clone()))
+    .bind(column(entries, |e| e.target_id.clone()))
+    .bind(column(entries, |e| e.new_value.clone()))
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// Keys whose values never enter the audit trail.
 const SECRET_KEYS: [&str; 9] = [
     "password",

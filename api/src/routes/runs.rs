@@ -131,7 +131,7 @@ pub(crate) fn queue_error(e: queue::Error) -> ApiError {
     }
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Deserialize, Serialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RunQuery {
     pub kind: Option<String>,
@@ -157,6 +157,25 @@ pub async fn list_runs(
     ctx: TenantCtx<perm::ViewObservability>,
     ApiQuery(q): ApiQuery<RunQuery>,
 ) -> ApiResult<Json<Page<RunView>>> {
+    let asked = serde_json::json!({ "query": &q });
+    let result = runs_page(&state, ctx.tenant_id(), q).await;
+    let returned = result.as_ref().map_or(0, |p| p.items.len());
+    audit_read(
+        &state,
+        &ctx,
+        "run.listed",
+        None,
+        asked,
+        result.as_ref().map(|_| ()),
+        |d| {
+            d["returned"] = returned.into();
+        },
+    )
+    .await;
+    result.map(Json)
+}
+
+async fn runs_page(state: &AppState, tenant_id: Uuid, q: RunQuery) -> ApiResult<Page<RunView>> {
     let page = PageRequest::parse(q.cursor.as_deref(), q.limit)?;
     let status = match q.status.as_deref() {
         Some(s) => Some(
@@ -184,16 +203,44 @@ pub async fn list_runs(
     };
     let rows = read::list(
         &state.db,
-        &ctx.tenant_id().to_string(),
+        &tenant_id.to_string(),
         &filter,
         page.after,
         page.fetch_limit(),
     )
     .await
     .map_err(queue_error)?;
-    Ok(Json(
-        Page::from_rows(rows, page, |r: &engine::Run| r.id).map(RunView::from),
-    ))
+    Ok(Page::from_rows(rows, page, |r: &engine::Run| r.id).map(RunView::from))
+}
+
+/// Audits a read of the runs API (every call of it is audited): what was asked and how it
+/// ended (`status`, and the error's `code`), through the batched writer of reads, so the
+/// response never waits for the insert. `more` adds what only a success knows.
+async fn audit_read(
+    state: &AppState,
+    ctx: &TenantCtx<perm::ViewObservability>,
+    action: &str,
+    target: Option<Uuid>,
+    mut details: Value,
+    outcome: Result<(), &ApiError>,
+    more: impl FnOnce(&mut Value),
+) {
+    match outcome {
+        Ok(_) => {
+            details["status"] = 200.into();
+            more(&mut details);
+        }
+        Err(e) => {
+            details["status"] = e.status.as_u16().into();
+            details["error"] = e.code.as_ref().into();
+        }
+    }
+    let actor = ctx.actor();
+    let mut entry = Entry::new(Some(ctx.tenant_id()), &actor, action, "run").new_value(&details);
+    if let Some(id) = target {
+        entry = entry.target(id);
+    }
+    state.read_audit.record(entry.capture()).await;
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -239,7 +286,23 @@ pub async fn get_run(
     ctx: TenantCtx<perm::ViewObservability>,
     ApiPath(run_id): ApiPath<Uuid>,
 ) -> ApiResult<Json<RunDetail>> {
-    let run = queue::get(&state.db, &ctx.tenant_id().to_string(), run_id)
+    let result = run_detail(&state, ctx.tenant_id(), run_id).await;
+    let asked = serde_json::json!({});
+    audit_read(
+        &state,
+        &ctx,
+        "run.viewed",
+        Some(run_id),
+        asked,
+        result.as_ref().map(|_| ()),
+        |_| {},
+    )
+    .await;
+    result.map(Json)
+}
+
+async fn run_detail(state: &AppState, tenant_id: Uuid, run_id: Uuid) -> ApiResult<RunDetail> {
+    let run = queue::get(&state.db, &tenant_id.to_string(), run_id)
         .await
         .map_err(queue_error)?;
     let steps = read::steps(&state.db, run_id).await.map_err(queue_error)?;
@@ -249,7 +312,7 @@ pub async fn get_run(
     let children = read::children(&state.db, run_id)
         .await
         .map_err(queue_error)?;
-    Ok(Json(RunDetail {
+    Ok(RunDetail {
         run: run.into(),
         steps: steps
             .into_iter()
@@ -271,7 +334,7 @@ pub async fn get_run(
             })
             .collect(),
         children: children.into_iter().collect(),
-    }))
+    })
 }
 
 /// Request cancellation. A run that has not started is cancelled at once; a running one stops
@@ -486,7 +549,7 @@ fn resume_point(
     }
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Deserialize, Serialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// Resume after this event id (the `Last-Event-ID` header takes precedence).
@@ -691,11 +754,41 @@ pub async fn run_events(
     ApiQuery(q): ApiQuery<StreamQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let namespace = ctx.tenant_id().to_string();
+    let asked = serde_json::json!({ "after": asked_resume(&headers, &q) });
+    let result = open_run_events(&state, ctx.tenant_id(), run_id, &q, &headers).await;
+    audit_read(
+        &state,
+        &ctx,
+        "run.events_opened",
+        Some(run_id),
+        asked,
+        result.as_ref().map(|_| ()),
+        |_| {},
+    )
+    .await;
+    result
+}
+
+/// Where a stream request asked to resume, as it asked (for the audit).
+fn asked_resume<'a>(headers: &'a HeaderMap, q: &'a StreamQuery) -> Option<&'a str> {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .or(q.after.as_deref())
+}
+
+async fn open_run_events(
+    state: &AppState,
+    tenant_id: Uuid,
+    run_id: Uuid,
+    q: &StreamQuery,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let namespace = tenant_id.to_string();
     queue::get(&state.db, &namespace, run_id)
         .await
         .map_err(queue_error)?;
-    let last = resume_point(&headers, q.after.as_deref())?.unwrap_or_default();
+    let last = resume_point(headers, q.after.as_deref())?.unwrap_or_default();
     // Subscribe before reading, so nothing committed in between is missed.
     let sub = state.events.subscribe(&namespace);
     let (tx, rx) = mpsc::channel(64);
@@ -723,9 +816,30 @@ pub async fn tenant_events(
     ApiQuery(q): ApiQuery<StreamQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let namespace = ctx.tenant_id().to_string();
+    let asked = serde_json::json!({ "after": asked_resume(&headers, &q) });
+    let result = open_tenant_events(&state, ctx.tenant_id(), &q, &headers).await;
+    audit_read(
+        &state,
+        &ctx,
+        "run.feed_opened",
+        None,
+        asked,
+        result.as_ref().map(|_| ()),
+        |_| {},
+    )
+    .await;
+    result
+}
+
+async fn open_tenant_events(
+    state: &AppState,
+    tenant_id: Uuid,
+    q: &StreamQuery,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let namespace = tenant_id.to_string();
     let sub = state.events.subscribe(&namespace);
-    let last = match resume_point(&headers, q.after.as_deref())? {
+    let last = match resume_point(headers, q.after.as_deref())? {
         Some(c) => c,
         None => read::last_cursor(&state.db, &namespace)
             .await

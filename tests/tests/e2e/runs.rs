@@ -6,7 +6,7 @@ use domain::Role;
 use engine::{NewRun, RunStatus};
 use jobs::diagnostics::{Ledger, LedgerInput};
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 use uuid::Uuid;
 use workflowops_tests::engine_support::{TestWorker, enqueue, eventually, wait_for};
 use workflowops_tests::sse::read_events;
@@ -420,11 +420,14 @@ async fn cancel_retry_and_signal_go_through_the_api_audited_and_by_role() {
         .await;
     assert_eq!(bad.status, 422);
 
-    let audited: Vec<String> =
-        sqlx::query_scalar("select action from audit_logs where target_type = 'run' order by id")
-            .fetch_all(&app.db.pool)
-            .await
-            .unwrap_or_default();
+    // Changes only (reads are audited too, see every_runs_api_call_is_audited_reads_included).
+    let audited: Vec<String> = sqlx::query_scalar(
+        "select action from audit_logs where target_type = 'run' and action not in \
+             ('run.listed', 'run.viewed', 'run.events_opened', 'run.feed_opened') order by id",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap_or_default();
     assert_eq!(audited, ["run.cancel_requested", "run.retried"]);
     worker.stop().await;
 }
@@ -606,4 +609,144 @@ async fn a_restore_is_retried_only_by_whom_may_restore() {
         )
         .await;
     assert_eq!(retried.status, 202, "{}", retried.body);
+}
+
+// The runs API audits every call: reads go through the batched writer, with what was asked and
+// how it ended, refusals included.
+#[tokio::test]
+async fn every_runs_api_call_is_audited_reads_included() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let other = app.tenant("other").await;
+    let viewer = app.member(&acme, Role::Viewer).await;
+    let run = enqueue(&app.db.pool, &ledger(&acme, 1, 0)).await;
+    let theirs = enqueue(&app.db.pool, &ledger(&other, 1, 0)).await;
+
+    let listed = app
+        .get("/api/v1/runs?kind=diagnostics.ledger&limit=5", &viewer)
+        .await;
+    assert_eq!(listed.status, 200);
+    let request_id = listed
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        app.get(&format!("/api/v1/runs/{run}"), &viewer)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/runs/{theirs}"), &viewer)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        app.get("/api/v1/runs?status=bogus", &viewer).await.status,
+        422
+    );
+    let stream = app
+        .http
+        .get(app.url(&format!("/api/v1/runs/{run}/events")))
+        .bearer_auth(&viewer.token)
+        .header("last-event-id", "garbage")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stream.status(), 422);
+    let feed = tenant_stream(&app, &acme).await;
+    assert_eq!(feed.status(), 200);
+    drop(feed);
+
+    // Every entry was handed to the writer before its response went out.
+    app.state.read_audit.flush().await;
+    let rows: Vec<(
+        String,
+        Option<String>,
+        String,
+        Option<String>,
+        serde_json::Value,
+    )> = sqlx::query_as(
+        "select action, target_id, actor_label, request_id, new_value from audit_logs \
+         where tenant_id = $1 and target_type = 'run' order by id",
+    )
+    .bind(acme.id)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let summary: Vec<(&str, Option<&str>, &str, Value)> = rows
+        .iter()
+        .map(|(action, target, actor, _, details)| {
+            (
+                action.as_str(),
+                target.as_deref(),
+                actor.as_str(),
+                details.clone(),
+            )
+        })
+        .collect();
+    let run = run.to_string();
+    let theirs = theirs.to_string();
+    assert_eq!(
+        summary,
+        [
+            (
+                "run.listed",
+                None,
+                viewer.email.as_str(),
+                json!({"query": {"kind": "diagnostics.ledger", "status": null, "since": null, "until": null,
+                                 "label": null, "parent_id": null, "cursor": null, "limit": 5},
+                       "status": 200, "returned": 1})
+            ),
+            (
+                "run.viewed",
+                Some(run.as_str()),
+                viewer.email.as_str(),
+                json!({"status": 200})
+            ),
+            (
+                "run.viewed",
+                Some(theirs.as_str()),
+                viewer.email.as_str(),
+                json!({"status": 404, "error": "not_found"})
+            ),
+            (
+                "run.listed",
+                None,
+                viewer.email.as_str(),
+                json!({"query": {"kind": null, "status": "bogus", "since": null, "until": null,
+                                 "label": null, "parent_id": null, "cursor": null, "limit": null},
+                       "status": 422, "error": "validation_failed"})
+            ),
+            (
+                "run.events_opened",
+                Some(run.as_str()),
+                viewer.email.as_str(),
+                json!({"after": "garbage", "status": 422, "error": "validation_failed"})
+            ),
+            (
+                "run.feed_opened",
+                None,
+                acme.admin.email.as_str(),
+                json!({"after": null, "status": 200})
+            ),
+        ]
+    );
+    assert_eq!(
+        rows[0].3.as_deref(),
+        Some(request_id.as_str()),
+        "the call's request id"
+    );
+    // Nothing of acme's reads lands in the other tenant's trail.
+    let leaked: i64 = sqlx::query_scalar(
+        "select count(*) from audit_logs where tenant_id = $1 and target_type = 'run'",
+    )
+    .bind(other.id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(leaked, 0);
 }
