@@ -663,13 +663,9 @@ async fn every_runs_api_call_is_audited_reads_included() {
 
     // Every entry was handed to the writer before its response went out.
     app.state.read_audit.flush().await;
-    let rows: Vec<(
-        String,
-        Option<String>,
-        String,
-        Option<String>,
-        serde_json::Value,
-    )> = sqlx::query_as(
+    // (action, target_id, actor_label, request_id, new_value)
+    type Row = (String, Option<String>, String, Option<String>, Value);
+    let rows: Vec<Row> = sqlx::query_as(
         "select action, target_id, actor_label, request_id, new_value from audit_logs \
          where tenant_id = $1 and target_type = 'run' order by id",
     )
