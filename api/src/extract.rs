@@ -61,6 +61,9 @@ where
                 )
             }
         })?;
+        if has_nul_escape(&bytes) {
+            return Err(nul_refused(""));
+        }
         let value = parse_json::<T>(&bytes)?;
         value.validate().map_err(ApiError::from)?;
         Ok(Self(value))
@@ -92,6 +95,32 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// PostgreSQL stores no NUL character in `text` or `jsonb`: a string carrying one is refused at
+/// the door (422), not by the database (which would make it a 500).
+fn nul_refused(field: &str) -> ApiError {
+    ApiError::validation(vec![domain::FieldError {
+        field: field.to_owned(),
+        message: "must not contain the NUL character (U+0000)".into(),
+    }])
+}
+
+/// Whether JSON text holds the escape `\u0000` (a NUL in a string; JSON allows no raw one): a
+/// backslash that is not itself escaped, then `u0000`.
+fn has_nul_escape(json: &[u8]) -> bool {
+    let mut i = 0;
+    while i < json.len() {
+        if json[i] == b'\\' {
+            if json[i + 1..].starts_with(b"u0000") {
+                return true;
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
 /// serde's messages end in "at line 1 column 12": noise once the field path is given.
 fn strip_position(message: &str) -> String {
     match message.rfind(" at line ") {
@@ -112,6 +141,13 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(query) = parts.uri.query() {
+            for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+                if key.contains('\0') || value.contains('\0') {
+                    return Err(nul_refused(&key.replace('\0', "\u{fffd}")));
+                }
+            }
+        }
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(v)| Self(v))
@@ -177,5 +213,16 @@ mod tests {
         let e = parse_json::<Body>(b"{\"name\": \"\xff\xfe\", \"count\": 1}").err();
         assert_eq!(e.map(|e| e.code), Some("malformed_json".into()));
         assert!(parse_json::<Body>(br#"{"name": "x", "count": 1} trailing"#).is_err());
+    }
+
+    #[test]
+    fn a_nul_escape_is_found_and_an_escaped_backslash_is_not_one() {
+        assert!(has_nul_escape(br#"{"name": "a\u0000"}"#));
+        assert!(has_nul_escape(br#"{"a\u0000": 1}"#));
+        assert!(has_nul_escape(br#"["\\\u0000"]"#));
+        assert!(!has_nul_escape(br#"{"name": "a\\u0000"}"#));
+        assert!(has_nul_escape(br#"{"name": "\u00001"}"#));
+        assert!(!has_nul_escape(br#"{"name": "u0000 \u0001"}"#));
+        assert!(!has_nul_escape(b"\\"));
     }
 }

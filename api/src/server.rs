@@ -36,7 +36,7 @@ pub async fn run(
     shutdown.cancel();
     background.wait().await;
     // Reads audited by the last requests.
-    read_audit.flush().await;
+    read_audit.flush(Duration::from_secs(10)).await;
     result
 }
 

@@ -127,9 +127,13 @@ pub struct Captured {
 }
 
 impl Entry<'_> {
-    /// This entry as of now, to be written by [`record_batch`] (old values and provider are not
-    /// kept: a read has neither).
+    /// This entry as of now, to be written by [`record_batch`]. Only for reads: old values and
+    /// provider are not kept (a read has neither).
     pub fn capture(self) -> Captured {
+        debug_assert!(
+            self.old_value.is_none() && self.provider.is_none(),
+            "a captured entry keeps neither old values nor a provider"
+        );
         Captured {
             id: new_id(),
             occurred_at: Utc::now(),
@@ -143,30 +147,32 @@ impl Entry<'_> {
     }
 }
 
-/// Writes captured entries in one statement.
+/// Writes captured entries in one statement. Idempotent: an entry already written (a retry
+/// after a lost acknowledgement) is left as it is.
 pub async fn record_batch(db: impl PgExecutor<'_>, entries: &[Captured]) -> Result<()> {
-    fn column<T>(entries: &[Captured], f: impl Fn(&Captured) -> T) -> Vec<T> {
+    fn column<'e, T>(entries: &'e [Captured], f: impl Fn(&'e Captured) -> T) -> Vec<T> {
         entries.iter().map(f).collect()
     }
     sqlx::query(
         "insert into audit_logs (id, occurred_at, tenant_id, actor_user_id, actor_api_key_id, actor_label, \
          impersonator_user_id, ip, request_id, action, target_type, target_id, new_value) \
          select * from unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], \
-                              $7::uuid[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::jsonb[])",
+                              $7::uuid[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::jsonb[]) \
+         on conflict (id) do nothing",
     )
     .bind(column(entries, |e| e.id))
     .bind(column(entries, |e| e.occurred_at))
     .bind(column(entries, |e| e.tenant_id))
     .bind(column(entries, |e| e.actor.user_id))
     .bind(column(entries, |e| e.actor.api_key_id))
-    .bind(column(entries, |e| e.actor.label.clone()))
+    .bind(column(entries, |e| e.actor.label.as_str()))
     .bind(column(entries, |e| e.actor.impersonator_user_id))
-    .bind(column(entries, |e| e.actor.ip.clone()))
-    .bind(column(entries, |e| e.actor.request_id.clone()))
-    .bind(column(entries, |e| e.action.clone()))
-    .bind(column(entries, |e| e.target_type.clone()))
-    .bind(column(entries, |e| e.target_id.clone()))
-    .bind(column(entries, |e| e.new_value.clone()))
+    .bind(column(entries, |e| e.actor.ip.as_deref()))
+    .bind(column(entries, |e| e.actor.request_id.as_deref()))
+    .bind(column(entries, |e| e.action.as_str()))
+    .bind(column(entries, |e| e.target_type.as_str()))
+    .bind(column(entries, |e| e.target_id.as_deref()))
+    .bind(column(entries, |e| e.new_value.as_ref().map(sqlx::types::Json)))
     .execute(db)
     .await?;
     Ok(())

@@ -27,6 +27,7 @@ use crate::app::AppState;
 use crate::auth::{TenantCtx, perm};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Validate};
+use crate::read_audit::Pending;
 
 /// A run as the API shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -158,20 +159,14 @@ pub async fn list_runs(
     ApiQuery(q): ApiQuery<RunQuery>,
 ) -> ApiResult<Json<Page<RunView>>> {
     let asked = serde_json::json!({ "query": &q });
+    let audit = audit_read(&state, &ctx, "run.listed", None, &asked).await;
     let result = runs_page(&state, ctx.tenant_id(), q).await;
-    let returned = result.as_ref().map_or(0, |p| p.items.len());
-    audit_read(
-        &state,
-        &ctx,
-        "run.listed",
-        None,
-        asked,
-        result.as_ref().map(|_| ()),
-        |d| {
-            d["returned"] = returned.into();
-        },
-    )
-    .await;
+    audit.finish(|d| {
+        ended(&result, d);
+        if let Ok(page) = &result {
+            d["returned"] = page.items.len().into();
+        }
+    });
     result.map(Json)
 }
 
@@ -213,34 +208,33 @@ async fn runs_page(state: &AppState, tenant_id: Uuid, q: RunQuery) -> ApiResult<
     Ok(Page::from_rows(rows, page, |r: &engine::Run| r.id).map(RunView::from))
 }
 
-/// Audits a read of the runs API (every call of it is audited): what was asked and how it
-/// ended (`status`, and the error's `code`), through the batched writer of reads, so the
-/// response never waits for the insert. `more` adds what only a success knows.
+/// Starts the audit of a read of the runs API (every call its handlers see is audited): what
+/// was asked now; how it ended with [`Pending::finish`] and [`ended`]. The entry goes through
+/// the batched writer of reads, so the response never waits for an insert.
 async fn audit_read(
     state: &AppState,
     ctx: &TenantCtx<perm::ViewObservability>,
     action: &str,
     target: Option<Uuid>,
-    mut details: Value,
-    outcome: Result<(), &ApiError>,
-    more: impl FnOnce(&mut Value),
-) {
-    match outcome {
-        Ok(_) => {
-            details["status"] = 200.into();
-            more(&mut details);
-        }
+    asked: &Value,
+) -> Pending {
+    let actor = ctx.actor();
+    let mut entry = Entry::new(Some(ctx.tenant_id()), &actor, action, "run").new_value(asked);
+    if let Some(id) = target {
+        entry = entry.target(id);
+    }
+    state.read_audit.begin(entry.capture()).await
+}
+
+/// How a call ended, for its audit entry: `status`, and the error's `code`.
+fn ended<T>(result: &ApiResult<T>, details: &mut Value) {
+    match result {
+        Ok(_) => details["status"] = 200.into(),
         Err(e) => {
             details["status"] = e.status.as_u16().into();
             details["error"] = e.code.as_ref().into();
         }
     }
-    let actor = ctx.actor();
-    let mut entry = Entry::new(Some(ctx.tenant_id()), &actor, action, "run").new_value(&details);
-    if let Some(id) = target {
-        entry = entry.target(id);
-    }
-    state.read_audit.record(entry.capture()).await;
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -286,18 +280,10 @@ pub async fn get_run(
     ctx: TenantCtx<perm::ViewObservability>,
     ApiPath(run_id): ApiPath<Uuid>,
 ) -> ApiResult<Json<RunDetail>> {
-    let result = run_detail(&state, ctx.tenant_id(), run_id).await;
     let asked = serde_json::json!({});
-    audit_read(
-        &state,
-        &ctx,
-        "run.viewed",
-        Some(run_id),
-        asked,
-        result.as_ref().map(|_| ()),
-        |_| {},
-    )
-    .await;
+    let audit = audit_read(&state, &ctx, "run.viewed", Some(run_id), &asked).await;
+    let result = run_detail(&state, ctx.tenant_id(), run_id).await;
+    audit.finish(|d| ended(&result, d));
     result.map(Json)
 }
 
@@ -755,26 +741,19 @@ pub async fn run_events(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let asked = serde_json::json!({ "after": asked_resume(&headers, &q) });
+    let audit = audit_read(&state, &ctx, "run.events_opened", Some(run_id), &asked).await;
     let result = open_run_events(&state, ctx.tenant_id(), run_id, &q, &headers).await;
-    audit_read(
-        &state,
-        &ctx,
-        "run.events_opened",
-        Some(run_id),
-        asked,
-        result.as_ref().map(|_| ()),
-        |_| {},
-    )
-    .await;
+    audit.finish(|d| ended(&result, d));
     result
 }
 
-/// Where a stream request asked to resume, as it asked (for the audit).
-fn asked_resume<'a>(headers: &'a HeaderMap, q: &'a StreamQuery) -> Option<&'a str> {
-    headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .or(q.after.as_deref())
+/// Where a stream request asked to resume, as it asked (for the audit): the `Last-Event-ID`
+/// header when present (as `resume_point` reads it), else `after`.
+fn asked_resume(headers: &HeaderMap, q: &StreamQuery) -> Option<String> {
+    match headers.get("last-event-id") {
+        Some(v) => Some(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        None => q.after.clone(),
+    }
 }
 
 async fn open_run_events(
@@ -817,17 +796,9 @@ pub async fn tenant_events(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let asked = serde_json::json!({ "after": asked_resume(&headers, &q) });
+    let audit = audit_read(&state, &ctx, "run.feed_opened", None, &asked).await;
     let result = open_tenant_events(&state, ctx.tenant_id(), &q, &headers).await;
-    audit_read(
-        &state,
-        &ctx,
-        "run.feed_opened",
-        None,
-        asked,
-        result.as_ref().map(|_| ()),
-        |_| {},
-    )
-    .await;
+    audit.finish(|d| ended(&result, d));
     result
 }
 

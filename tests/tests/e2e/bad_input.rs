@@ -217,3 +217,47 @@ async fn invitation_acceptance_with_a_weak_password_writes_nothing() {
         .await;
     assert_eq!(unknown.status, 404);
 }
+
+// PostgreSQL stores no NUL in text or jsonb: a NUL in a query value or a JSON string is a 422 at
+// the door, never a 500 from the database, and writes nothing.
+#[tokio::test]
+async fn a_nul_character_in_a_query_or_a_json_string_is_422_not_500() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    for path in [
+        "/api/v1/runs?kind=a%00b",
+        "/api/v1/audit-logs?q=%00",
+        "/api/v1/workflows?search=x%00",
+    ] {
+        let res = app.get(path, &acme.admin).await;
+        assert_eq!(
+            (res.status.as_u16(), res.code()),
+            (422, "validation_failed"),
+            "{path}: {}",
+            res.body
+        );
+    }
+    let keys = app.count("api_keys").await;
+    let res = raw(
+        &app,
+        &acme.admin.token,
+        "application/json",
+        br#"{"name": "a\u0000b"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (res.status.as_u16(), res.code()),
+        (422, "validation_failed")
+    );
+    assert_eq!(app.count("api_keys").await, keys, "nothing written");
+    // An escaped backslash followed by "u0000" is ordinary text.
+    let res = raw(
+        &app,
+        &acme.admin.token,
+        "application/json",
+        br#"{"name": "a\\u0000b"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    assert_eq!(res.body["key"]["name"], "a\\u0000b");
+}

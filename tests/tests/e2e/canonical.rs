@@ -554,7 +554,12 @@ async fn pull_request_onboarding_completes_after_the_merge_and_its_webhook() {
         .get("/api/v1/canonical/onboarding/preflight", &acme.admin)
         .await;
     assert_eq!(preflight.body["ready"], true, "{}", preflight.body);
-    // CAN-017: the inventory, read-only.
+    // CAN-017: the inventory, read-only. (The sync's run reads are audited in the background:
+    // written before the count is taken.)
+    app.state
+        .read_audit
+        .flush(std::time::Duration::from_secs(30))
+        .await;
     let audit_before = app.count("audit_logs").await;
     let inventory = app
         .get("/api/v1/canonical/onboarding/inventory", &acme.admin)

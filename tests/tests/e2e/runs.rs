@@ -660,9 +660,14 @@ async fn every_runs_api_call_is_audited_reads_included() {
     let feed = tenant_stream(&app, &acme).await;
     assert_eq!(feed.status(), 200);
     drop(feed);
+    // What the caller chose is stored bounded: long strings cut (a NUL is refused before: 422).
+    let odd = app
+        .get(&format!("/api/v1/runs?kind={}", "k".repeat(1000)), &viewer)
+        .await;
+    assert_eq!(odd.status, 200, "{}", odd.body);
 
     // Every entry was handed to the writer before its response went out.
-    app.state.read_audit.flush().await;
+    app.state.read_audit.flush(Duration::from_secs(30)).await;
     // (action, target_id, actor_label, request_id, new_value)
     type Row = (String, Option<String>, String, Option<String>, Value);
     let rows: Vec<Row> = sqlx::query_as(
@@ -728,6 +733,14 @@ async fn every_runs_api_call_is_audited_reads_included() {
                 None,
                 acme.admin.email.as_str(),
                 json!({"after": null, "status": 200})
+            ),
+            (
+                "run.listed",
+                None,
+                viewer.email.as_str(),
+                json!({"query": {"kind": format!("{}…", "k".repeat(256)), "status": null, "since": null,
+                                 "until": null, "label": null, "parent_id": null, "cursor": null, "limit": null},
+                       "status": 200, "returned": 0})
             ),
         ]
     );
