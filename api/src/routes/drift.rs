@@ -137,6 +137,7 @@ pub struct IncidentQuery {
     pub status: Option<IncidentStatus>,
     /// Only open (not closed) or only closed ones.
     pub open: Option<bool>,
+    #[param(inline)]
     pub severity: Option<Severity>,
     pub environment_id: Option<Uuid>,
     /// Only ones past their TTL.

@@ -649,6 +649,7 @@ pub async fn create_promotion(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PromotionQuery {
+    #[param(inline)]
     pub status: Option<PromotionStatus>,
     pub pipeline_id: Option<Uuid>,
     /// Source or target environment.

@@ -91,6 +91,7 @@ pub async fn create_snapshot(
 #[into_params(parameter_in = Query)]
 pub struct SnapshotQuery {
     /// Only this kind: manual_backup, auto_backup, pre_promotion, post_promotion, pre_restore.
+    #[param(inline)]
     pub kind: Option<SnapshotKind>,
     pub cursor: Option<String>,
     pub limit: Option<u32>,

@@ -44,3 +44,32 @@ async fn the_openapi_document_is_3_1_and_every_operation_it_lists_is_routed() {
         }
     }
 }
+
+// A client generator (or a fuzzer) given the document must find every schema it names.
+#[tokio::test]
+async fn every_reference_in_the_openapi_document_resolves() {
+    fn refs(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(r) = map.get("$ref").and_then(|r| r.as_str()) {
+                    out.push(r.to_owned());
+                }
+                map.values().for_each(|c| refs(c, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|c| refs(c, out)),
+            _ => {}
+        }
+    }
+    let app = TestApp::spawn().await;
+    let doc = app
+        .request(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
+    let mut found = Vec::new();
+    refs(&doc.body, &mut found);
+    assert!(found.len() > 50, "only {} references", found.len());
+    let dangling: Vec<&String> = found
+        .iter()
+        .filter(|r| doc.body.pointer(r.trim_start_matches('#')).is_none())
+        .collect();
+    assert!(dangling.is_empty(), "dangling references: {dangling:?}");
+}
