@@ -114,12 +114,15 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of every route (served at `/api/v1/openapi.json`).
 pub fn openapi_document() -> OpenApi {
-    api_routes().split_for_parts().1
+    let mut document = api_routes().split_for_parts().1;
+    openapi::conclude(&mut document);
+    document
 }
 
 /// The complete application.
 pub fn router(state: AppState) -> Router {
-    let (routes, document) = api_routes().split_for_parts();
+    let (routes, mut document) = api_routes().split_for_parts();
+    openapi::conclude(&mut document);
     let document = Arc::new(document);
     let request_id = HeaderName::from_static("x-request-id");
     let max_body = state.config.max_body_bytes;

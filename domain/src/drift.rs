@@ -738,6 +738,7 @@ pub async fn blocking(
 // ---- approvals -------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Serialize, Deserialize, FromRow, utoipa::ToSchema)]
+#[schema(as = DriftApproval)]
 pub struct Approval {
     pub id: Uuid,
     pub incident_id: Uuid,

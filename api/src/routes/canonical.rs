@@ -634,6 +634,7 @@ pub async fn onboard(
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = OnboardingCheck)]
 pub struct Check {
     pub name: String,
     /// `pass`, `warn` or `fail`.
@@ -642,6 +643,7 @@ pub struct Check {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = OnboardingPreflight)]
 pub struct Preflight {
     /// No check failed.
     pub ready: bool,

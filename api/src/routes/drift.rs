@@ -301,6 +301,7 @@ impl Validate for TransitionRequest {
 
 /// What an action answers: the incident as it is now, or the approval it now waits for.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = DriftActionOutcome)]
 pub struct ActionOutcome {
     /// `done`, `approval_required` or `run_started`.
     pub result: String,
@@ -667,6 +668,7 @@ pub async fn reconcile(
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = DriftDecisionRequest)]
 pub struct DecisionRequest {
     pub comment: Option<String>,
 }

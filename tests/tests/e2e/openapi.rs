@@ -73,3 +73,97 @@ async fn every_reference_in_the_openapi_document_resolves() {
         .collect();
     assert!(dangling.is_empty(), "dangling references: {dangling:?}");
 }
+
+// The document keys schemas by name: two types with one name leave one of them documented with
+// the other's shape (an onboarding preflight documented as a promotion's did). Every
+// `ToSchema` type of the workspace needs its own name (`#[schema(as = ...)]` when two share one).
+#[test]
+fn no_two_documented_types_share_a_schema_name() {
+    fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if path.is_dir() && name != "target" && !name.to_string_lossy().starts_with('.') {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or_else(|| panic!("workspace root"))
+        .to_path_buf();
+    let mut files = Vec::new();
+    for member in ["api", "domain", "engine", "jobs", "adapters"] {
+        rust_files(&root.join(member), &mut files);
+    }
+    assert!(files.len() > 20, "found only {} source files", files.len());
+    let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut clashes = Vec::new();
+    let mut documented = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let mut in_schema = false;
+        let mut alias: Option<String> = None;
+        for line in text.lines().map(str::trim) {
+            if line.starts_with("#[derive(") && line.contains("ToSchema") {
+                in_schema = true;
+                alias = None;
+            } else if in_schema && line.starts_with("#[") {
+                if let Some(rest) = line.split("as = ").nth(1) {
+                    alias = Some(rest.trim_end_matches(")]").trim().to_owned());
+                }
+            } else if in_schema && !line.starts_with("//") {
+                let name = line
+                    .strip_prefix("pub struct ")
+                    .or_else(|| line.strip_prefix("pub enum "))
+                    .and_then(|rest| {
+                        rest.split(|c: char| !c.is_alphanumeric() && c != '_')
+                            .next()
+                    });
+                if let Some(name) = name {
+                    let name = alias.take().unwrap_or_else(|| name.to_owned());
+                    documented += 1;
+                    let here = file.display().to_string();
+                    if let Some(there) = seen.insert(name.clone(), here.clone()) {
+                        clashes.push(format!("{name}: {there} and {here}"));
+                    }
+                }
+                in_schema = false;
+            }
+        }
+    }
+    assert!(documented > 50, "found only {documented} documented types");
+    assert!(clashes.is_empty(), "schema names used twice: {clashes:#?}");
+}
+
+// Errors are problem documents, whatever the status: documented under their real media type,
+// and every operation says so for statuses it does not list (401, 403, 413, 503, ...).
+#[tokio::test]
+async fn error_responses_are_documented_as_problem_documents() {
+    let app = TestApp::spawn().await;
+    let doc = app
+        .request(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
+    let problem = "#/components/schemas/Problem";
+    let mut operations = 0;
+    for (template, item) in doc.body["paths"].as_object().cloned().unwrap_or_default() {
+        for (method, op) in item.as_object().cloned().unwrap_or_default() {
+            operations += 1;
+            let responses = op["responses"].as_object().cloned().unwrap_or_default();
+            assert_eq!(
+                responses["default"]["content"]["application/problem+json"]["schema"]["$ref"],
+                problem,
+                "{method} {template}: no default problem response"
+            );
+            for (status, response) in responses {
+                assert_ne!(
+                    response["content"]["application/json"]["schema"]["$ref"], problem,
+                    "{method} {template} {status}: a problem documented as application/json"
+                );
+            }
+        }
+    }
+    assert!(operations > 100, "only {operations} operations");
+}
