@@ -73,10 +73,10 @@ pub fn conclude(doc: &mut Document) {
                 let RefOr::T(response) = response else {
                     continue;
                 };
-                if response.content.get(JSON).is_some_and(is_problem) {
-                    if let Some(content) = response.content.shift_remove(JSON) {
-                        response.content.insert(PROBLEM_JSON.to_owned(), content);
-                    }
+                if response.content.get(JSON).is_some_and(is_problem)
+                    && let Some(content) = response.content.shift_remove(JSON)
+                {
+                    response.content.insert(PROBLEM_JSON.to_owned(), content);
                 }
             }
             operation
