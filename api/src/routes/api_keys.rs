@@ -113,6 +113,7 @@ pub struct ApiKeyQuery {
     #[serde(default)]
     pub include_revoked: bool,
     pub cursor: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 

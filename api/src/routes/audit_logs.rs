@@ -33,6 +33,7 @@ pub struct AuditQuery {
     /// Free text matched against actor, action and target.
     pub q: Option<String>,
     pub cursor: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 

@@ -254,6 +254,7 @@ pub struct MatrixQuery {
     /// Only rows with a cell of this status: linked, out_of_date, drift, missing.
     pub status: Option<String>,
     pub cursor: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
@@ -324,6 +325,7 @@ pub async fn matrix(
 pub struct UntrackedQuery {
     pub environment_id: Option<Uuid>,
     pub cursor: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 

@@ -42,6 +42,7 @@ pub struct WorkflowQuery {
     pub include_deleted: bool,
     pub cursor: Option<String>,
     /// 1-200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
@@ -206,6 +207,7 @@ pub struct ExecutionQuery {
     /// `success`, `error`, `running`, `waiting` or `canceled`.
     pub status: Option<String>,
     pub cursor: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 

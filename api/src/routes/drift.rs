@@ -144,6 +144,7 @@ pub struct IncidentQuery {
     pub expired: Option<bool>,
     pub owner_user_id: Option<Uuid>,
     pub cursor: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 

@@ -177,6 +177,7 @@ pub struct PageQuery {
     /// `next_cursor` from the previous page; omit for the first page.
     pub cursor: Option<String>,
     /// Page size, 1-200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 

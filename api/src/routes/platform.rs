@@ -24,6 +24,7 @@ pub struct TenantQuery {
     /// Search by name, slug or id.
     pub q: Option<String>,
     pub cursor: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 

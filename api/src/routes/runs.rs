@@ -147,6 +147,7 @@ pub struct RunQuery {
     /// Only the children of this run.
     pub parent_id: Option<Uuid>,
     pub cursor: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 

@@ -94,6 +94,7 @@ pub struct SnapshotQuery {
     #[param(inline)]
     pub kind: Option<SnapshotKind>,
     pub cursor: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 

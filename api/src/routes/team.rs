@@ -241,6 +241,7 @@ pub struct InvitationQuery {
     /// Only invitations in this state (TEAM-006).
     pub status: Option<InvitationStatus>,
     pub cursor: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
