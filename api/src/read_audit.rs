@@ -89,6 +89,10 @@ impl ReadAudit {
 impl Pending {
     /// Sends the entry, after `details` has added how the call ended.
     pub fn finish(mut self, details: impl FnOnce(&mut Value)) {
+        self.send(details);
+    }
+
+    fn send(&mut self, details: impl FnOnce(&mut Value)) {
         if let Some((permit, mut entry)) = self.slot.take() {
             let value = entry
                 .new_value
@@ -102,14 +106,7 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if let Some((permit, mut entry)) = self.slot.take() {
-            let value = entry
-                .new_value
-                .get_or_insert_with(|| Value::Object(serde_json::Map::new()));
-            value["status"] = "cancelled".into();
-            bounded(value);
-            permit.send(Message::Entry(Box::new(entry)));
-        }
+        self.send(|value| value["status"] = "cancelled".into());
     }
 }
 
