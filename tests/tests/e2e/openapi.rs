@@ -167,3 +167,35 @@ async fn error_responses_are_documented_as_problem_documents() {
     }
     assert!(operations > 100, "only {operations} operations");
 }
+
+// Enumerations are documented with the texts the API reads and writes (`dev`), not the Rust
+// variant names (`Dev`): a client generated from the document must send what the API accepts.
+#[tokio::test]
+async fn documented_enumerations_are_the_texts_the_api_uses() {
+    let app = TestApp::spawn().await;
+    let doc = app
+        .request(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
+    let schemas = doc.body["components"]["schemas"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        schemas["EnvironmentClass"]["enum"],
+        serde_json::json!(["dev", "staging", "production"])
+    );
+    assert_eq!(schemas["DiffStatus"]["enum"][2], "TARGET_ONLY");
+    let mut enums = 0;
+    for (name, schema) in &schemas {
+        for value in schema["enum"].as_array().into_iter().flatten() {
+            enums += 1;
+            let text = value.as_str().unwrap_or_default();
+            // A Rust variant name is CamelCase; the API's texts are snake_case (or, where the
+            // PRD says so, SCREAMING_CASE).
+            let camel = text.starts_with(|c: char| c.is_ascii_uppercase())
+                && text.contains(|c: char| c.is_ascii_lowercase());
+            assert!(!camel, "{name} documents `{text}`, a Rust name");
+        }
+    }
+    assert!(enums > 30, "only {enums} enumerated values");
+}
