@@ -100,6 +100,16 @@ const CLAIM_LANE: usize = 0;
 type Batch = Vec<(Write, Reply)>;
 
 impl Write {
+    /// What kind of write this is, for metrics.
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Checkpoint { .. } => "checkpoint",
+            Self::Finish { .. } => "outcome",
+            Self::Event { .. } => "event",
+            Self::Claim(_) => "claim",
+        }
+    }
+
     /// The run this write belongs to (None for a claim).
     fn run_id(&self) -> Option<Uuid> {
         match self {
@@ -277,7 +287,12 @@ async fn lane(
             }
         };
         metrics::histogram!("workflowops_engine_commit_batch_size").record(batch.len() as f64);
-        for ((_, reply), result) in batch.drain(..).zip(results) {
+        for ((write, reply), result) in batch.drain(..).zip(results) {
+            if matches!(result, Err(queue::Error::Fenced)) {
+                // Work of an attempt that lost its run (another worker owns it now).
+                metrics::counter!("workflowops_engine_writes_fenced_total", "write" => write.label())
+                    .increment(1);
+            }
             let _ = reply.send(result);
         }
         if done.send((id, runs)).await.is_err() {

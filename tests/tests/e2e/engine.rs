@@ -792,6 +792,8 @@ async fn a_stale_attempt_can_never_overwrite_the_new_owners_work() {
 #[tokio::test]
 async fn a_worker_that_lost_its_runs_commits_nothing_more_for_them() {
     let db = db().await;
+    // The worker counts the writes refused to it: the test waits for those instead of a time.
+    let metrics = api::metrics::handle().unwrap_or_else(|| panic!("a metrics recorder"));
     let worker = TestWorker::start(&db.pool, registry(), 2);
     // One run would checkpoint a step and go on; the other would checkpoint and succeed in the
     // same group commit.
@@ -822,7 +824,23 @@ async fn a_worker_that_lost_its_runs_commits_nothing_more_for_them() {
     .execute(&db.pool)
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Each run's step ends, its checkpoint is refused, and the attempt stops there.
+    eventually(
+        "both checkpoints refused",
+        Duration::from_secs(20),
+        || async {
+            let text = metrics.render();
+            let refused: f64 = text
+                .lines()
+                .filter(|l| {
+                    l.starts_with("workflowops_engine_writes_fenced_total{write=\"checkpoint\"}")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            (refused >= 2.0).then_some(())
+        },
+    )
+    .await;
     for run in [two, one] {
         let (status, worker_id, output, steps): (String, Option<Uuid>, Option<Value>, i64) =
             sqlx::query_as(
