@@ -149,13 +149,26 @@ pub async fn listen(db: PgPool, hub: EventHub, poll: Duration, shutdown: Cancell
         };
         if let Err(e) = listener.listen("engine_events").await {
             tracing::warn!(error = %e, "event listener cannot subscribe; retrying");
-            continue;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            }
         }
         let _ = hub.tx.send(Message::Resync);
         let mut pending: HashSet<String> = HashSet::new();
         let mut unsettled = false;
+        // While events wait for an older transaction, re-read soon, then less and less often
+        // (a long transaction would otherwise cost reads every 10 ms for as long as it lives).
+        let mut settle = SETTLE;
         loop {
-            let wait = if unsettled { SETTLE } else { poll };
+            let wait = if unsettled {
+                let wait = settle;
+                settle = (settle * 2).min(poll);
+                wait
+            } else {
+                settle = SETTLE;
+                poll
+            };
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 msg = listener.try_recv() => match msg {
@@ -254,7 +267,7 @@ async fn read_namespace(
     let mut to = from;
     let mut events = Vec::new();
     loop {
-        let batch = read::namespace_events(db, ns, to, false, BATCH).await?;
+        let batch = read::namespace_events(db, ns, to, read::Upto::Settled, false, BATCH).await?;
         let full = i64::try_from(batch.len()).unwrap_or(0) == BATCH;
         if let Some(last) = batch.last() {
             to = last.cursor();

@@ -194,25 +194,50 @@ impl Event {
 /// server (transaction ids are server-wide): a write transaction held open by another
 /// application would hold every live stream back. Instead: the lowest id the statement's
 /// snapshot sees running (its `xip`), leaving out only ids `pg_stat_activity` shows as the
-/// current transaction of a backend connected to another database (a backend of ours, one that
-/// has ended or moved on since, or one whose details are hidden stays in: when unsure, wait);
-/// without any, the snapshot's `xmax` (ids from there on are invisible to the read anyway).
+/// current transaction of a backend connected to another database, or `pg_prepared_xacts` as a
+/// transaction prepared in another database (a backend of ours, or one that has ended or moved
+/// on since, stays in: when unsure, wait); without any, the snapshot's `xmax` (ids from there on
+/// are invisible to the read anyway). A transaction prepared in this database holds streams back
+/// until it is committed or rolled back.
 const HORIZON: &str = "(select coalesce(min(x::text::bigint), pg_snapshot_xmax(pg_current_snapshot())::text::bigint) \
      from pg_snapshot_xip(pg_current_snapshot()) x \
      where not exists (select 1 from pg_stat_activity a \
-                       where a.backend_xid = xid(x) and a.datname <> current_database()))";
+                       where a.backend_xid = xid(x) and a.datname <> current_database()) \
+       and not exists (select 1 from pg_prepared_xacts p \
+                       where p.transaction = xid(x) and p.database <> current_database()))";
 
-/// A run's events after `after`, in order, up to the settled horizon.
+/// Where a read of events stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upto {
+    /// At the settled horizon (below it, the set of events no longer changes).
+    Settled,
+    /// At this event, inclusive: for a stretch already known to be final (a live stream's
+    /// source read past it under an earlier horizon).
+    Cursor(Cursor),
+}
+
+impl Upto {
+    fn condition(self) -> String {
+        match self {
+            Self::Settled => format!("tx_id < {HORIZON}"),
+            Self::Cursor(c) => format!("(tx_id, id) <= ({}, {})", c.tx, c.id),
+        }
+    }
+}
+
+/// A run's events after `after`, in order, up to `upto`.
 pub async fn run_events(
     db: impl PgExecutor<'_>,
     namespace: &str,
     run_id: Uuid,
     after: Cursor,
+    upto: Upto,
     limit: i64,
 ) -> Result<Vec<Event>> {
+    let upto = upto.condition();
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select id, tx_id, run_id, kind, data, created_at from engine_events \
-         where run_id = $1 and namespace = $2 and (tx_id, id) > ($3, $4) and tx_id < {HORIZON} \
+         where run_id = $1 and namespace = $2 and (tx_id, id) > ($3, $4) and {upto} \
          order by tx_id, id limit $5"
     )))
     .bind(run_id)
@@ -225,17 +250,19 @@ pub async fn run_events(
 }
 
 /// A namespace's events after `after` (only state changes when `state_only`), in order, up to
-/// the settled horizon.
+/// `upto`.
 pub async fn namespace_events(
     db: impl PgExecutor<'_>,
     namespace: &str,
     after: Cursor,
+    upto: Upto,
     state_only: bool,
     limit: i64,
 ) -> Result<Vec<Event>> {
+    let upto = upto.condition();
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select id, tx_id, run_id, kind, data, created_at from engine_events \
-         where namespace = $1 and (tx_id, id) > ($2, $3) and tx_id < {HORIZON} \
+         where namespace = $1 and (tx_id, id) > ($2, $3) and {upto} \
            and (not $4 or kind = 'state') \
          order by tx_id, id limit $5"
     )))

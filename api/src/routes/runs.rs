@@ -445,6 +445,7 @@ async fn check_retry_allowed(
 #[serde(deny_unknown_fields)]
 pub struct SignalRequest {
     /// The signal's name, e.g. `approval`.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// Any JSON the waiting run receives.
     #[serde(default)]
@@ -569,6 +570,16 @@ fn stream_of(rx: mpsc::Receiver<Bytes>) -> Response {
         .into_response()
 }
 
+/// How a follower's read of the table ended.
+enum Read {
+    /// Everything up to the bound was sent.
+    Done,
+    /// The database did not answer; nothing past our position was assumed.
+    Failed,
+    /// The client left.
+    ClientGone,
+}
+
 /// What a stream delivers: one run's events, or a namespace's state changes (with counts).
 #[derive(Clone, Copy)]
 enum Scope {
@@ -649,23 +660,30 @@ impl Follower {
 
     /// Reads the table from our position until it has nothing more settled.
     async fn catch_up(&mut self) -> bool {
+        // A failed read is tried again on the next wake-up.
+        !matches!(self.read_on(read::Upto::Settled).await, Read::ClientGone)
+    }
+
+    /// Sends what the table holds from our position up to `upto`.
+    async fn read_on(&mut self, upto: read::Upto) -> Read {
         loop {
             let batch = match self.scope {
                 Scope::Run(run) => {
-                    read::run_events(&self.db, &self.namespace, run, self.last, BATCH).await
+                    read::run_events(&self.db, &self.namespace, run, self.last, upto, BATCH).await
                 }
                 Scope::Tenant => {
-                    read::namespace_events(&self.db, &self.namespace, self.last, true, BATCH).await
+                    read::namespace_events(&self.db, &self.namespace, self.last, upto, true, BATCH)
+                        .await
                 }
             };
             let Ok(batch) = batch else {
-                return true; // try again on the next wake-up
+                return Read::Failed;
             };
             if !self.send(&batch, None).await {
-                return false;
+                return Read::ClientGone;
             }
             if i64::try_from(batch.len()).unwrap_or(0) < BATCH {
-                return true;
+                return Read::Done;
             }
         }
     }
@@ -703,14 +721,21 @@ impl Follower {
                         }
                         sent && (b.counts.is_none() || self.counts(b.counts.as_ref()).await)
                     } else {
-                        // A gap between our position and this batch: read it ourselves (the
-                        // table holds everything up to the batch's end by now).
-                        let ok =
-                            self.catch_up().await && self.send(&b.events, Some(&b.frames)).await;
-                        if b.to > self.last {
-                            self.last = b.to;
+                        // A gap between our position and this batch: read it from the table up
+                        // to the batch's start (final: the hub read past it), then take the
+                        // batch. If the read fails, our position stays where it is and the
+                        // next read resumes there: later, never skipped.
+                        match self.read_on(read::Upto::Cursor(b.from)).await {
+                            Read::ClientGone => false,
+                            Read::Failed => true,
+                            Read::Done => {
+                                let sent = self.send(&b.events, Some(&b.frames)).await;
+                                if b.to > self.last {
+                                    self.last = b.to;
+                                }
+                                sent && self.counts(b.counts.as_ref()).await
+                            }
                         }
-                        ok && self.counts(b.counts.as_ref()).await
                     }
                 }
                 Some(Ok(Message::Batch(_))) => true,
