@@ -568,6 +568,67 @@ async fn an_event_committed_late_with_a_lower_id_is_still_delivered_in_its_place
     );
 }
 
+// A stretch of events already known to be final (a live stream's source read past it) is read
+// up to its end even while an older transaction holds the settled horizon back; a settled read
+// stops below that transaction. (Followers read a gap this way, never jumping past it.)
+#[tokio::test]
+async fn a_final_stretch_of_events_is_read_to_its_end_while_the_horizon_waits() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let run = enqueue(
+        &app.db.pool,
+        &ledger(&acme, 1, 0).run_at(chrono::Utc::now() + chrono::Duration::hours(1)),
+    )
+    .await;
+    let ns = acme.id.to_string();
+    let read = |upto| {
+        let pool = app.db.pool.clone();
+        let ns = ns.clone();
+        async move {
+            engine::read::run_events(&pool, &ns, run, engine::read::Cursor::default(), upto, 100)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
+    let before = read(engine::read::Upto::Settled).await;
+    // A transaction of this database takes a transaction id and stays open...
+    let mut slow = app.db.pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    engine::queue::log(&mut *slow, run, &ns, "info", "slow")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // ...while a later one commits an event above it.
+    engine::queue::log(&app.db.pool, run, &ns, "info", "quick")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let all = read(engine::read::Upto::Cursor(engine::read::Cursor {
+        tx: i64::MAX,
+        id: i64::MAX,
+    }))
+    .await;
+    let quick = all
+        .iter()
+        .find(|e| e.data.to_string().contains("quick"))
+        .unwrap_or_else(|| panic!("the committed event: {all:?}"))
+        .cursor();
+    assert_eq!(
+        read(engine::read::Upto::Settled).await.len(),
+        before.len(),
+        "a settled read waits for the open transaction"
+    );
+    let stretch = read(engine::read::Upto::Cursor(quick)).await;
+    assert_eq!(
+        stretch.len(),
+        before.len() + 1,
+        "read up to the stretch's end"
+    );
+    assert_eq!(stretch.last().map(read_cursor), Some(quick));
+    slow.rollback().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn read_cursor(e: &engine::read::Event) -> engine::read::Cursor {
+    e.cursor()
+}
+
 // Retrying a restore takes what restoring takes: a generic retry must not get around the
 // restore endpoints' rule (admins only for production, and for targets it cannot read).
 #[tokio::test]
