@@ -94,9 +94,13 @@ text_enum! {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, FromRow, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
+    #[schema(minimum = 1, maximum = 8760)]
     pub ttl_critical_hours: i32,
+    #[schema(minimum = 1, maximum = 8760)]
     pub ttl_high_hours: i32,
+    #[schema(minimum = 1, maximum = 8760)]
     pub ttl_medium_hours: i32,
+    #[schema(minimum = 1, maximum = 8760)]
     pub ttl_low_hours: i32,
     /// Expired incidents are flagged and escalated.
     pub sla_enforcement: bool,
@@ -107,13 +111,18 @@ pub struct Policy {
     pub block_on_active_drift: bool,
     /// Incidents this severe or worse raise a notification event.
     pub notify_min_severity: String,
+    #[schema(minimum = 0, maximum = 720)]
     pub expiration_warning_hours: i32,
+    #[schema(minimum = 1, maximum = 3650)]
     pub closed_retention_days: i32,
+    #[schema(minimum = 1, maximum = 3650)]
     pub artifact_retention_days: i32,
+    #[schema(minimum = 1, maximum = 3650)]
     pub approval_retention_days: i32,
     /// Actions that need an approval: acknowledge, extend_ttl, close, reconcile.
     pub approval_required_for: Vec<String>,
     /// Who may approve: admin, developer, viewer.
+    #[schema(min_items = 1)]
     pub approver_roles: Vec<String>,
 }
 

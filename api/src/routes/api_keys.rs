@@ -25,10 +25,12 @@ const MAX_OVERLAP_SECONDS: u32 = 7 * 86_400;
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKeyRequest {
     /// What the key is for, e.g. "CI pipeline".
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// The key's role; at most the creator's own (default developer).
     pub role: Option<Role>,
     /// Days until the key expires; omit for a key that does not expire.
+    #[schema(minimum = 1, maximum = 3650)]
     pub expires_in_days: Option<u32>,
 }
 

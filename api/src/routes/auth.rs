@@ -19,7 +19,9 @@ use crate::extract::{ApiJson, Validate};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
+    #[schema(min_length = 1, max_length = 320)]
     pub email: String,
+    #[schema(min_length = 1, max_length = 256)]
     pub password: String,
     /// Slug of the tenant to act in; defaults to the user's first tenant.
     pub tenant: Option<String>,
@@ -371,11 +373,14 @@ pub async fn my_tenants(
 #[serde(deny_unknown_fields)]
 pub struct AcceptInvitationRequest {
     /// The invitation token (`wfo_i_…`) from the invitation link.
+    #[schema(min_length = 1, max_length = 200)]
     pub token: String,
     /// Your name, when the invitation creates your account.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
     /// A new password (at least 12 characters) when the invitation creates your account;
     /// your current password when you already have one.
+    #[schema(min_length = 1, max_length = 256)]
     pub password: String,
 }
 

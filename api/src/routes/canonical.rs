@@ -32,6 +32,7 @@ use crate::routes::runs::{RunView, start_run};
 #[serde(deny_unknown_fields)]
 pub struct CanonicalRepoRequest {
     /// `https://…` or `ssh://…` / `git@host:owner/repo.git`.
+    #[schema(min_length = 1, max_length = 2000)]
     pub url: String,
     /// Default `main`.
     pub branch: Option<String>,
@@ -449,6 +450,7 @@ pub async fn diff_canonical(
 #[serde(deny_unknown_fields)]
 pub struct LinkRequest {
     /// The workflow's id in the environment.
+    #[schema(min_length = 1, max_length = 200)]
     pub workflow_id: String,
 }
 
@@ -551,6 +553,7 @@ pub struct OnboardItemRequest {
 #[serde(deny_unknown_fields)]
 pub struct OnboardRequest {
     /// 1 to 1000 untracked workflows.
+    #[schema(min_items = 1, max_items = 1000)]
     pub items: Vec<OnboardItemRequest>,
     /// Push a branch and open a GitHub pull request instead of committing to the canonical
     /// branch (CAN-018); the workflows stay `pending` until it is merged and synced.

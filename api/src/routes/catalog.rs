@@ -205,6 +205,7 @@ pub struct ExecutionQuery {
     pub environment_id: Option<Uuid>,
     pub workflow_id: Option<String>,
     /// `success`, `error`, `running`, `waiting` or `canceled`.
+    #[param(pattern = "^(success|error|running|waiting|canceled|crashed|new|unknown)$")]
     pub status: Option<String>,
     pub cursor: Option<String>,
     #[param(minimum = 1, maximum = 200)]

@@ -215,7 +215,7 @@ pub struct IncidentPatch {
     pub owner_user_id: Option<Option<Uuid>>,
     /// A ticket reference such as `OPS-1234` or a URL, or null to clear (INC-011).
     #[serde(default, with = "crate::routes::environments::serde_with_null")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 500)]
     pub ticket_ref: Option<Option<String>>,
 }
 
@@ -287,6 +287,7 @@ pub struct TransitionRequest {
     pub to: IncidentStatus,
     /// Needed to close: promote, revert, replace or acknowledge.
     pub resolution_type: Option<Resolution>,
+    #[schema(max_length = 5000)]
     pub resolution_notes: Option<String>,
 }
 
@@ -456,6 +457,7 @@ pub async fn transition(
 #[serde(deny_unknown_fields)]
 pub struct ExtendRequest {
     /// 1 to 720 hours.
+    #[schema(minimum = 1, maximum = 720)]
     pub hours: i32,
     pub reason: Option<String>,
 }
@@ -553,6 +555,7 @@ pub struct ReconcileRequest {
     /// `replace` (the canonical version, recreated where missing) or `acknowledge` (accepted).
     pub resolution: Resolution,
     /// Only these affected workflows; all when omitted.
+    #[schema(min_items = 1, max_items = 1000)]
     pub workflow_ids: Option<Vec<String>>,
 }
 
@@ -671,6 +674,7 @@ pub async fn reconcile(
 #[serde(deny_unknown_fields)]
 #[schema(as = DriftDecisionRequest)]
 pub struct DecisionRequest {
+    #[schema(max_length = 2000)]
     pub comment: Option<String>,
 }
 

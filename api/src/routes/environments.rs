@@ -77,6 +77,7 @@ async fn test(
 #[serde(deny_unknown_fields)]
 pub struct TestConnectionRequest {
     /// `n8n` (Make.com comes with its adapter).
+    #[schema(pattern = "^(n8n|make)$")]
     pub provider: String,
     /// The instance's base URL, e.g. `https://n8n.example.com`.
     pub base_url: String,
@@ -130,8 +131,10 @@ pub async fn test_connection(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnvironmentRequest {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// `n8n` or `make` (ENV-009).
+    #[schema(pattern = "^(n8n|make)$")]
     pub provider: String,
     pub base_url: String,
     #[schema(value_type = String)]
@@ -307,6 +310,7 @@ pub async fn get_environment(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateEnvironmentRequest {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
     pub class: Option<EnvironmentClass>,
     /// A type key, or null to clear it.
@@ -525,6 +529,7 @@ pub async fn sync_environment(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkSyncRequest {
+    #[schema(min_items = 1, max_items = 100)]
     pub environment_ids: Vec<Uuid>,
     #[schema(value_type = Option<String>)]
     pub scope: Option<Scope>,
@@ -642,7 +647,9 @@ pub async fn health_history(
 #[serde(deny_unknown_fields)]
 pub struct CreateTypeRequest {
     /// A short key, e.g. `uat`.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{1,62}$")]
     pub key: String,
+    #[schema(min_length = 1, max_length = 100)]
     pub label: String,
     /// The class that decides this type's policies.
     pub class: EnvironmentClass,

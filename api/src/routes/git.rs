@@ -23,6 +23,7 @@ use crate::routes::runs::{RunView, start_run};
 #[serde(deny_unknown_fields)]
 pub struct GitRequest {
     /// `https://…` or `ssh://…` / `git@host:owner/repo.git`.
+    #[schema(min_length = 1, max_length = 2000)]
     pub url: String,
     /// Default `main`.
     pub branch: Option<String>,
@@ -303,6 +304,7 @@ pub async fn backup_environment(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkBackupRequest {
+    #[schema(min_items = 1, max_items = 100)]
     pub environment_ids: Vec<Uuid>,
 }
 
@@ -351,6 +353,7 @@ pub async fn bulk_backup(
 #[serde(deny_unknown_fields)]
 pub struct RestoreRequest {
     /// Workflow ids as in the backup; the whole backup when omitted.
+    #[schema(min_items = 1, max_items = 1000)]
     pub workflow_ids: Option<Vec<String>>,
 }
 

@@ -15,7 +15,8 @@ use crate::extract::ApiQuery;
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct OverviewQuery {
-    /// 1h, 6h, 24h (default), 7d or 30d.
+    /// 1h, 6h, 24h (default), 7d, 30d or 90d.
+    #[param(value_type = Option<Range>, inline)]
     pub range: Option<String>,
 }
 
@@ -40,6 +41,7 @@ pub async fn overview(
 #[into_params(parameter_in = Query)]
 pub struct AnalyticsQuery {
     /// 24h, 7d (default), 30d or 90d (also 1h, 6h).
+    #[param(value_type = Option<Range>, inline)]
     pub range: Option<String>,
     pub environment_id: Option<Uuid>,
 }

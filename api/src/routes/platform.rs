@@ -71,10 +71,13 @@ pub async fn get_tenant(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenantRequest {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// URL-safe identifier: 2-63 lowercase letters, digits, dashes.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{1,62}$")]
     pub slug: String,
     /// The tenant's first admin: added at once if the account exists, invited otherwise.
+    #[schema(format = Email)]
     pub admin_email: Option<String>,
 }
 
@@ -207,6 +210,7 @@ pub async fn list_platform_admins(
 #[serde(deny_unknown_fields)]
 pub struct AddPlatformAdminRequest {
     /// Email of an existing user.
+    #[schema(format = Email)]
     pub email: String,
 }
 

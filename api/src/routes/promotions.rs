@@ -33,9 +33,12 @@ use crate::routes::runs::queue_error;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineRequest {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
     /// `n8n` or `make`: every stage's environments must be of this provider (PIPE-007).
+    #[schema(pattern = "^(n8n|make)$")]
     pub provider: String,
     /// Ordered stages, source → target (PIPE-002..005).
     pub stages: Vec<Stage>,
@@ -321,9 +324,12 @@ pub async fn get_mappings(
 pub struct MappingRequest {
     pub source_environment_id: Uuid,
     pub target_environment_id: Uuid,
+    #[schema(min_length = 1, max_length = 200)]
     pub credential_type: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub source_credential_id: String,
     /// A credential of the same type in the target.
+    #[schema(min_length = 1, max_length = 200)]
     pub target_credential_id: String,
 }
 
@@ -470,7 +476,9 @@ pub struct PromotionRequest {
     /// Which stage (0-based).
     pub stage_index: usize,
     /// Source workflow ids (1-1000).
+    #[schema(min_items = 1, max_items = 1000)]
     pub workflow_ids: Vec<String>,
+    #[schema(max_length = 2000)]
     pub note: Option<String>,
     /// Override conflicts where the stage allows it (`allowForcePromotionOnConflicts`).
     #[serde(default)]
@@ -701,6 +709,7 @@ pub async fn get_promotion(
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionRequest {
+    #[schema(max_length = 2000)]
     pub comment: Option<String>,
 }
 

@@ -37,6 +37,7 @@ fn git_unavailable(e: &adapters::git::GitError) -> ApiError {
 #[serde(deny_unknown_fields)]
 pub struct SnapshotRequest {
     /// Why (shown in the list and the commit message).
+    #[schema(min_length = 1, max_length = 500)]
     pub reason: Option<String>,
 }
 
@@ -379,6 +380,7 @@ pub async fn compare_snapshots(
 #[serde(deny_unknown_fields)]
 pub struct SnapshotRestoreRequest {
     /// Workflow ids as in the snapshot; all of it when omitted (SNAP-009).
+    #[schema(min_items = 1, max_items = 1000)]
     pub workflow_ids: Option<Vec<String>>,
 }
 
@@ -491,6 +493,8 @@ pub struct BulkRestoreItemRequest {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkRestoreRequest {
+    /// 1 to 100 distinct environments.
+    #[schema(min_items = 1, max_items = 100)]
     pub items: Vec<BulkRestoreItemRequest>,
 }
 

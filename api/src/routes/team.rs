@@ -135,6 +135,7 @@ pub async fn remove_member(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInvitationRequest {
+    #[schema(format = Email)]
     pub email: String,
     pub role: Role,
 }

@@ -75,6 +75,7 @@ pub struct ActionRequestBody {
     /// `activate`, `deactivate`, `archive`, `unarchive` or `delete`.
     pub action: Action,
     /// Why; shown to approvers.
+    #[schema(max_length = 2000)]
     pub reason: Option<String>,
 }
 
@@ -244,7 +245,7 @@ pub async fn hard_delete_workflow(
 #[serde(deny_unknown_fields)]
 pub struct UploadRequest {
     /// Workflow JSON as n8n exports it (fields the instance does not accept are left out).
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<Object>, min_items = 1, max_items = 100)]
     pub workflows: Vec<Value>,
 }
 
@@ -479,6 +480,7 @@ pub async fn list_action_requests(
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
+    #[schema(max_length = 2000)]
     pub comment: Option<String>,
 }
 
@@ -576,7 +578,8 @@ async fn decide(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TagsBody {
-    /// Tag names; missing tags are created in the provider.
+    /// Tag names (1-100 characters each); missing tags are created in the provider.
+    #[schema(max_items = 50)]
     pub tags: Vec<String>,
 }
 
@@ -681,7 +684,9 @@ pub struct BulkActionBody {
     /// `activate`, `deactivate`, `archive`, `unarchive` or `delete`.
     pub action: Action,
     /// 1-200 workflow ids of this environment.
+    #[schema(min_items = 1, max_items = 200)]
     pub workflow_ids: Vec<String>,
+    #[schema(max_length = 2000)]
     pub reason: Option<String>,
 }
 

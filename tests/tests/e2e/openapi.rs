@@ -199,3 +199,77 @@ async fn documented_enumerations_are_the_texts_the_api_uses() {
     }
     assert!(enums > 30, "only {enums} enumerated values");
 }
+
+// What the API validates is stated in the document (minLength, minItems, ranges, formats,
+// patterns, enumerations), so a client or a fuzzer that honours it is not answered with a 422.
+#[tokio::test]
+async fn the_openapi_document_states_the_limits_the_api_validates() {
+    let app = TestApp::spawn().await;
+    let doc = app
+        .request(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
+    let schemas = &doc.body["components"]["schemas"];
+    let prop = |schema: &str, field: &str| schemas[schema]["properties"][field].clone();
+
+    for (schema, max) in [
+        ("CreateEnvironmentRequest", 100),
+        ("PipelineRequest", 200),
+        ("CreateApiKeyRequest", 200),
+        ("SignalRequest", 100),
+    ] {
+        assert_eq!(prop(schema, "name")["minLength"], 1, "{schema}.name");
+        assert_eq!(prop(schema, "name")["maxLength"], max, "{schema}.name");
+    }
+    assert_eq!(prop("GitRequest", "url")["minLength"], 1);
+    assert_eq!(prop("LinkRequest", "workflow_id")["minLength"], 1);
+    assert_eq!(prop("AcceptInvitationRequest", "token")["minLength"], 1);
+    assert_eq!(prop("SnapshotRequest", "reason")["minLength"], 1);
+    assert_eq!(prop("IncidentPatch", "ticket_ref")["minLength"], 1);
+
+    let ids = prop("PromotionRequest", "workflow_ids");
+    assert_eq!(
+        (ids["minItems"].clone(), ids["maxItems"].clone()),
+        (1.into(), 1000.into())
+    );
+    assert_eq!(prop("RestoreRequest", "workflow_ids")["minItems"], 1);
+    assert_eq!(prop("OnboardRequest", "items")["maxItems"], 1000);
+    let envs = prop("BulkSyncRequest", "environment_ids");
+    assert_eq!(
+        (envs["minItems"].clone(), envs["maxItems"].clone()),
+        (1.into(), 100.into())
+    );
+
+    assert_eq!(prop("CreateInvitationRequest", "email")["format"], "email");
+    let hours = prop("ExtendRequest", "hours");
+    assert_eq!(
+        (hours["minimum"].clone(), hours["maximum"].clone()),
+        (1.into(), 720.into())
+    );
+    assert_eq!(
+        prop("CreateEnvironmentRequest", "provider")["pattern"],
+        "^(n8n|make)$"
+    );
+
+    let param = |path: &str, name: &str| {
+        doc.body["paths"][path]["get"]["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == name)
+            .map(|p| p["schema"].clone())
+            .unwrap_or_default()
+    };
+    let range = param("/api/v1/executions/analytics", "range");
+    assert!(
+        range.to_string().contains("\"90d\""),
+        "range documents no enumeration: {range}"
+    );
+    let status = param("/api/v1/executions", "status");
+    assert!(
+        status["pattern"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("canceled"),
+        "status documents no pattern: {status}"
+    );
+}
