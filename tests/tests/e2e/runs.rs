@@ -515,17 +515,18 @@ async fn metrics_expose_engine_counters_and_the_queue_depth() {
     worker.stop().await;
 }
 
-// SSE-004
-#[tokio::test]
-async fn an_event_committed_late_with_a_lower_id_is_still_delivered_in_its_place() {
-    let app = TestApp::spawn().await;
-    let acme = app.tenant("acme").await;
+/// A parked run of `tenant` with a log line ("slow") written by a transaction left open, and a
+/// later one ("quick", a higher event id) committed: the open transaction is returned.
+async fn slow_log_under_a_quick_one(
+    app: &TestApp,
+    tenant: &TenantFixture,
+) -> (Uuid, sqlx::Transaction<'static, sqlx::Postgres>) {
     let run = enqueue(
         &app.db.pool,
-        &ledger(&acme, 1, 0).run_at(chrono::Utc::now() + chrono::Duration::hours(1)),
+        &ledger(tenant, 1, 0).run_at(chrono::Utc::now() + chrono::Duration::hours(1)),
     )
     .await;
-    let ns = acme.id.to_string();
+    let ns = tenant.id.to_string();
     // A slow transaction takes the next event id and stays open...
     let mut slow = app.db.pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
     engine::queue::log(&mut *slow, run, &ns, "info", "slow")
@@ -535,6 +536,15 @@ async fn an_event_committed_late_with_a_lower_id_is_still_delivered_in_its_place
     engine::queue::log(&app.db.pool, run, &ns, "info", "quick")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    (run, slow)
+}
+
+// SSE-004
+#[tokio::test]
+async fn an_event_committed_late_with_a_lower_id_is_still_delivered_in_its_place() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let (run, slow) = slow_log_under_a_quick_one(&app, &acme).await;
     let res = app
         .http
         .get(app.url(&format!("/api/v1/runs/{run}/events")))
@@ -575,12 +585,8 @@ async fn an_event_committed_late_with_a_lower_id_is_still_delivered_in_its_place
 async fn a_final_stretch_of_events_is_read_to_its_end_while_the_horizon_waits() {
     let app = TestApp::spawn().await;
     let acme = app.tenant("acme").await;
-    let run = enqueue(
-        &app.db.pool,
-        &ledger(&acme, 1, 0).run_at(chrono::Utc::now() + chrono::Duration::hours(1)),
-    )
-    .await;
     let ns = acme.id.to_string();
+    let (run, slow) = slow_log_under_a_quick_one(&app, &acme).await;
     let read = |upto| {
         let pool = app.db.pool.clone();
         let ns = ns.clone();
@@ -590,43 +596,31 @@ async fn a_final_stretch_of_events_is_read_to_its_end_while_the_horizon_waits() 
                 .unwrap_or_else(|e| panic!("{e}"))
         }
     };
-    let before = read(engine::read::Upto::Settled).await;
-    // A transaction of this database takes a transaction id and stays open...
-    let mut slow = app.db.pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
-    engine::queue::log(&mut *slow, run, &ns, "info", "slow")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    // ...while a later one commits an event above it.
-    engine::queue::log(&app.db.pool, run, &ns, "info", "quick")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let all = read(engine::read::Upto::Cursor(engine::read::Cursor {
+    let everything = engine::read::Upto::Cursor(engine::read::Cursor {
         tx: i64::MAX,
         id: i64::MAX,
-    }))
-    .await;
+    });
+    let all = read(everything).await;
     let quick = all
         .iter()
         .find(|e| e.data.to_string().contains("quick"))
         .unwrap_or_else(|| panic!("the committed event: {all:?}"))
         .cursor();
-    assert_eq!(
-        read(engine::read::Upto::Settled).await.len(),
-        before.len(),
+    // The settled read stops below the open transaction: the committed "quick" is not in it.
+    let settled = read(engine::read::Upto::Settled).await;
+    assert!(
+        settled.iter().all(|e| e.cursor() < quick),
         "a settled read waits for the open transaction"
     );
+    // The stretch up to "quick" is read to its end.
     let stretch = read(engine::read::Upto::Cursor(quick)).await;
+    assert_eq!(stretch.last().map(engine::read::Event::cursor), Some(quick));
     assert_eq!(
         stretch.len(),
-        before.len() + 1,
-        "read up to the stretch's end"
+        settled.len() + 1,
+        "everything settled, and quick"
     );
-    assert_eq!(stretch.last().map(read_cursor), Some(quick));
     slow.rollback().await.unwrap_or_else(|e| panic!("{e}"));
-}
-
-fn read_cursor(e: &engine::read::Event) -> engine::read::Cursor {
-    e.cursor()
 }
 
 // Retrying a restore takes what restoring takes: a generic retry must not get around the
