@@ -356,6 +356,16 @@ pub async fn registered_below(db: impl PgExecutor<'_>) -> Result<i64> {
 
 /// The settled horizon now: every transaction of this database with a lower id has ended, and a
 /// read of events from here on sees all they committed.
+/// The first transaction id this server has not assigned yet: no event's position can be at or
+/// above it (a position that is comes from another server: a database restored elsewhere).
+pub async fn unassigned(db: impl PgExecutor<'_>) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("select pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+            .fetch_one(db)
+            .await?,
+    )
+}
+
 pub async fn settled(db: impl PgExecutor<'_>) -> Result<i64> {
     Ok(
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select {HORIZON}")))

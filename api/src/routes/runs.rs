@@ -537,6 +537,31 @@ fn resume_point(
     }
 }
 
+/// `resume_point`, refusing a position this server has not reached (an id from before the
+/// database was restored into another server): a stream resumed there would wait forever.
+async fn reachable_resume_point(
+    db: &sqlx::PgPool,
+    headers: &HeaderMap,
+    after: Option<&str>,
+) -> Result<Option<read::Cursor>, ApiError> {
+    let Some(cursor) = resume_point(headers, after)? else {
+        return Ok(None);
+    };
+    if cursor.tx >= read::unassigned(db).await.map_err(queue_error)? {
+        let field = if headers.contains_key("last-event-id") {
+            "Last-Event-ID"
+        } else {
+            "after"
+        };
+        return Err(domain::Error::invalid(
+            field,
+            "names a position this server has not reached (an id from before a restore?): reconnect without it",
+        )
+        .into());
+    }
+    Ok(Some(cursor))
+}
+
 #[derive(Debug, Deserialize, Serialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
@@ -793,7 +818,9 @@ async fn open_run_events(
     queue::get(&state.db, &namespace, run_id)
         .await
         .map_err(queue_error)?;
-    let last = resume_point(headers, q.after.as_deref())?.unwrap_or_default();
+    let last = reachable_resume_point(&state.db, headers, q.after.as_deref())
+        .await?
+        .unwrap_or_default();
     // Subscribe before reading, so nothing committed in between is missed.
     let sub = state.events.subscribe(&namespace);
     let (tx, rx) = mpsc::channel(64);
@@ -836,7 +863,7 @@ async fn open_tenant_events(
 ) -> ApiResult<Response> {
     let namespace = tenant_id.to_string();
     let sub = state.events.subscribe(&namespace);
-    let last = match resume_point(headers, q.after.as_deref())? {
+    let last = match reachable_resume_point(&state.db, headers, q.after.as_deref()).await? {
         Some(c) => c,
         None => read::last_cursor(&state.db, &namespace)
             .await

@@ -712,6 +712,16 @@ async fn every_runs_api_call_is_audited_reads_included() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(stream.status(), 422);
+    // A position this server never reached (an id from before a restore elsewhere) is refused,
+    // not waited for forever.
+    let future = app
+        .http
+        .get(app.url("/api/v1/events?after=999999999999-1"))
+        .bearer_auth(&viewer.token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(future.status(), 422);
     let feed = tenant_stream(&app, &acme).await;
     assert_eq!(feed.status(), 200);
     drop(feed);
@@ -782,6 +792,12 @@ async fn every_runs_api_call_is_audited_reads_included() {
                 Some(run.as_str()),
                 viewer.email.as_str(),
                 json!({"after": "garbage", "status": 422, "error": "validation_failed"})
+            ),
+            (
+                "run.feed_opened",
+                None,
+                viewer.email.as_str(),
+                json!({"after": "999999999999-1", "status": 422, "error": "validation_failed"})
             ),
             (
                 "run.feed_opened",
