@@ -553,11 +553,18 @@ async fn an_event_committed_late_with_a_lower_id_is_still_delivered_in_its_place
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let mut logs_seen = 0;
+    let (first_tx, first) = tokio::sync::oneshot::channel();
+    let mut first_tx = Some(first_tx);
     let reader = tokio::spawn(read_events(res, Duration::from_secs(20), move |m| {
+        if let Some(tx) = first_tx.take() {
+            let _ = tx.send(());
+        }
         logs_seen += usize::from(m.event == "log");
         logs_seen == 2
     }));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The stream has read the table once (the run's state event came) while "quick" was
+    // committed but held back behind the open transaction; only now does "slow" commit.
+    first.await.unwrap_or_else(|e| panic!("{e}"));
     slow.commit().await.unwrap_or_else(|e| panic!("{e}"));
     let events = reader.await.unwrap_or_else(|e| panic!("{e}"));
     let logs: Vec<&str> = events
