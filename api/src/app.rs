@@ -39,6 +39,8 @@ pub struct AppConfig {
     pub max_environments: i64,
     /// How long synced executions are kept (EXEC-005): older ones are not fetched, and pruned.
     pub execution_retention: Duration,
+    /// How long audited reads are kept (changes are kept): pruned hourly.
+    pub read_audit_retention: Duration,
     /// Accept local paths as Git remotes (tests and single-machine setups only: a local path
     /// lets API callers reach the server's file system).
     pub allow_local_git: bool,
@@ -61,6 +63,7 @@ impl AppConfig {
             trust_forwarded_for: false,
             max_environments: 10,
             execution_retention: Duration::from_secs(90 * 86_400),
+            read_audit_retention: Duration::from_secs(90 * 86_400),
             allow_local_git: false,
             event_poll: Duration::from_secs(2),
         }

@@ -120,6 +120,7 @@ fn app_config(args: &ServeArgs) -> AppConfig {
         trust_forwarded_for: args.trust_forwarded_for,
         max_environments: args.max_environments,
         execution_retention: args.execution_retention,
+        read_audit_retention: args.read_audit_retention,
         allow_local_git: args.git_allow_local,
         event_poll: args.event_poll,
     }

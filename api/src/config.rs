@@ -197,6 +197,9 @@ pub struct ServeArgs {
     /// How long finished runs (and their steps and events) are kept before the hourly prune.
     #[arg(long, env = "WFO_RUN_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub run_retention: Duration,
+    /// How long audited reads of the runs API are kept before the hourly prune (changes are kept).
+    #[arg(long, env = "WFO_READ_AUDIT_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    pub read_audit_retention: Duration,
     /// How long executions synced from providers are kept.
     #[arg(long, env = "WFO_EXECUTION_RETENTION", default_value = "90d", value_parser = parse_duration)]
     pub execution_retention: Duration,

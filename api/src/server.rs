@@ -21,6 +21,7 @@ pub async fn run(
         shutdown.clone(),
     ));
     background.spawn(purge_idempotency_keys(state.clone(), shutdown.clone()));
+    background.spawn(prune_read_audit(state.clone(), shutdown.clone()));
     background.spawn(crate::events::listen(
         state.db.clone(),
         state.events.clone(),
@@ -50,6 +51,24 @@ async fn purge_idempotency_keys(state: AppState, shutdown: CancellationToken) {
                 Ok(n) => tracing::info!(purged = n, "purged expired idempotency keys"),
                 Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
             },
+        }
+    }
+}
+
+/// Hourly: audited reads past `read_audit_retention` (every API process may run it: the deletes
+/// are idempotent and bounded).
+async fn prune_read_audit(state: AppState, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => {
+                match domain::audit::prune_reads(&state.db, state.config.read_audit_retention).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(pruned = n, "pruned audited reads past their retention"),
+                    Err(e) => tracing::warn!(error = %e, "pruning audited reads failed"),
+                }
+            }
         }
     }
 }

@@ -178,6 +178,40 @@ pub async fn record_batch(db: impl PgExecutor<'_>, entries: &[Captured]) -> Resu
     Ok(())
 }
 
+/// The actions of audited reads (the runs API): kept for a retention period and pruned, while
+/// changes are kept. Must match the predicate of the `audit_logs_reads` index (migration 0027).
+pub const READ_ACTIONS: [&str; 4] = [
+    "run.listed",
+    "run.viewed",
+    "run.events_opened",
+    "run.feed_opened",
+];
+
+/// Deletes audited reads older than `keep`, a bounded batch per statement (no long lock, no
+/// huge transaction); returns how many went.
+pub async fn prune_reads(db: &sqlx::PgPool, keep: std::time::Duration) -> Result<u64> {
+    let keep = chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+    let before = Utc::now()
+        .checked_sub_signed(keep)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let mut total = 0;
+    loop {
+        let deleted = sqlx::query(
+            "delete from audit_logs where id in (select id from audit_logs \
+             where action in ('run.listed', 'run.viewed', 'run.events_opened', 'run.feed_opened') \
+               and occurred_at < $1 limit 10000)",
+        )
+        .bind(before)
+        .execute(db)
+        .await?
+        .rows_affected();
+        total += deleted;
+        if deleted < 10_000 {
+            return Ok(total);
+        }
+    }
+}
+
 /// Keys whose values never enter the audit trail.
 const SECRET_KEYS: [&str; 9] = [
     "password",
