@@ -1,6 +1,7 @@
 //! Runs of the durable engine, as a tenant sees them: list, detail, cancel, retry, signal, and
 //! live event streams (SSE-001..005, SSE-007).
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -518,41 +519,33 @@ pub async fn signal_run(
     Ok(StatusCode::ACCEPTED)
 }
 
-/// Where a stream resumes: `Last-Event-ID` (what browsers send when they reconnect) or `?after=`,
-/// an event id this API sent (`<transaction>-<sequence>`).
-fn resume_point(
-    headers: &HeaderMap,
-    after: Option<&str>,
-) -> Result<Option<read::Cursor>, ApiError> {
-    let (field, raw) = match headers.get("last-event-id") {
-        Some(v) => ("Last-Event-ID", v.to_str().ok()),
-        None => ("after", after),
-    };
-    match raw {
-        None if field == "after" => Ok(None),
-        Some(s) => s.parse::<read::Cursor>().map(Some).map_err(|()| {
-            domain::Error::invalid(field, "must be an event id this API sent").into()
-        }),
-        None => Err(domain::Error::invalid(field, "must be an event id this API sent").into()),
+/// The resume position a stream request names, as sent, with the field that carried it:
+/// `Last-Event-ID` (what browsers send when they reconnect) when present, else `?after=`.
+fn resume_source<'a>(
+    headers: &'a HeaderMap,
+    after: Option<&'a str>,
+) -> Option<(&'static str, Cow<'a, str>)> {
+    match headers.get("last-event-id") {
+        Some(v) => Some(("Last-Event-ID", String::from_utf8_lossy(v.as_bytes()))),
+        None => after.map(|a| ("after", Cow::Borrowed(a))),
     }
 }
 
-/// `resume_point`, refusing a position this server has not reached (an id from before the
-/// database was restored into another server): a stream resumed there would wait forever.
-async fn reachable_resume_point(
+/// Where a stream resumes: an event id this API sent (`<transaction>-<sequence>`), refused when
+/// it names a position this server has not reached (an id from before the database was
+/// restored into another server): a stream resumed there would wait forever.
+async fn resume_point(
     db: &sqlx::PgPool,
     headers: &HeaderMap,
     after: Option<&str>,
 ) -> Result<Option<read::Cursor>, ApiError> {
-    let Some(cursor) = resume_point(headers, after)? else {
+    let Some((field, raw)) = resume_source(headers, after) else {
         return Ok(None);
     };
+    let cursor = raw
+        .parse::<read::Cursor>()
+        .map_err(|()| domain::Error::invalid(field, "must be an event id this API sent"))?;
     if cursor.tx >= read::unassigned(db).await.map_err(queue_error)? {
-        let field = if headers.contains_key("last-event-id") {
-            "Last-Event-ID"
-        } else {
-            "after"
-        };
         return Err(domain::Error::invalid(
             field,
             "names a position this server has not reached (an id from before a restore?): reconnect without it",
@@ -798,13 +791,9 @@ pub async fn run_events(
     result
 }
 
-/// Where a stream request asked to resume, as it asked (for the audit): the `Last-Event-ID`
-/// header when present (as `resume_point` reads it), else `after`.
+/// Where a stream request asked to resume, as it asked (for the audit).
 fn asked_resume(headers: &HeaderMap, q: &StreamQuery) -> Option<String> {
-    match headers.get("last-event-id") {
-        Some(v) => Some(String::from_utf8_lossy(v.as_bytes()).into_owned()),
-        None => q.after.clone(),
-    }
+    resume_source(headers, q.after.as_deref()).map(|(_, raw)| raw.into_owned())
 }
 
 async fn open_run_events(
@@ -818,7 +807,7 @@ async fn open_run_events(
     queue::get(&state.db, &namespace, run_id)
         .await
         .map_err(queue_error)?;
-    let last = reachable_resume_point(&state.db, headers, q.after.as_deref())
+    let last = resume_point(&state.db, headers, q.after.as_deref())
         .await?
         .unwrap_or_default();
     // Subscribe before reading, so nothing committed in between is missed.
@@ -863,7 +852,7 @@ async fn open_tenant_events(
 ) -> ApiResult<Response> {
     let namespace = tenant_id.to_string();
     let sub = state.events.subscribe(&namespace);
-    let last = match reachable_resume_point(&state.db, headers, q.after.as_deref()).await? {
+    let last = match resume_point(&state.db, headers, q.after.as_deref()).await? {
         Some(c) => c,
         None => read::last_cursor(&state.db, &namespace)
             .await

@@ -422,9 +422,9 @@ async fn cancel_retry_and_signal_go_through_the_api_audited_and_by_role() {
 
     // Changes only (reads are audited too, see every_runs_api_call_is_audited_reads_included).
     let audited: Vec<String> = sqlx::query_scalar(
-        "select action from audit_logs where target_type = 'run' and action not in \
-             ('run.listed', 'run.viewed', 'run.events_opened', 'run.feed_opened') order by id",
+        "select action from audit_logs where target_type = 'run' and action <> all($1) order by id",
     )
+    .bind(domain::audit::READ_ACTIONS)
     .fetch_all(&app.db.pool)
     .await
     .unwrap_or_default();
