@@ -25,7 +25,7 @@ pub fn pool_options() -> PgPoolOptions {
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     let options = options(url)?;
     let database = options.get_database().unwrap_or("(default)").to_owned();
-    pool_options()
+    let pool = pool_options()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
@@ -34,7 +34,35 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
             anyhow::anyhow!(
                 "cannot connect to PostgreSQL database `{database}` (DATABASE_URL): {e}"
             )
-        })
+        })?;
+    refuse_read_only(&pool, &database).await?;
+    Ok(pool)
+}
+
+/// Refuses a database WorkflowOps cannot write to. Every command writes (the engine, audit,
+/// sessions, migrations), and live event streams order events by the primary's transaction
+/// horizon, which a hot-standby replica does not share: started against one, the API would
+/// answer reads and then fail every write and stall every stream. Said once, at start-up.
+async fn refuse_read_only(pool: &PgPool, database: &str) -> anyhow::Result<()> {
+    let (standby, read_only): (bool, bool) = sqlx::query_as(
+        "select pg_is_in_recovery(), current_setting('default_transaction_read_only')::boolean",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot query PostgreSQL database `{database}`: {e}"))?;
+    if standby {
+        anyhow::bail!(
+            "DATABASE_URL names a hot-standby replica (database `{database}` is in recovery): \
+             WorkflowOps needs the primary server"
+        );
+    }
+    if read_only {
+        anyhow::bail!(
+            "database `{database}` (DATABASE_URL) is read-only (default_transaction_read_only \
+             is on): WorkflowOps writes on every path; connect as a role and database that can write"
+        );
+    }
+    Ok(())
 }
 
 /// Creates the database named in `url` if it does not exist. Returns whether it created it.

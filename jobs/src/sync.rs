@@ -56,8 +56,9 @@ async fn store_in_parts<T: std::marker::Sync, R>(
 }
 
 /// What a sync copies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = SyncScope)]
 pub enum Scope {
     /// Workflows, credentials, tags, users and executions.
     Full,

@@ -484,7 +484,6 @@ pub async fn delete_environment(
 pub struct SyncRequest {
     /// `full` (default), `workflows`, `credentials`, `tags`, `users` or `executions`
     /// (ENV-013..016).
-    #[schema(value_type = Option<String>)]
     pub scope: Option<Scope>,
 }
 
@@ -531,7 +530,6 @@ pub async fn sync_environment(
 pub struct BulkSyncRequest {
     #[schema(min_items = 1, max_items = 100)]
     pub environment_ids: Vec<Uuid>,
-    #[schema(value_type = Option<String>)]
     pub scope: Option<Scope>,
 }
 

@@ -92,6 +92,30 @@ async fn bad_configuration_fails_with_one_line_naming_the_setting() {
     assert!(url.contains("DATABASE_URL"), "{url}");
 }
 
+/// A database no one can write to (a standby in recovery fails the same check) is refused at
+/// start-up with one line, before any command runs.
+#[tokio::test]
+async fn a_read_only_database_is_refused_at_start_up() {
+    let db = TestDb::new().await.unwrap_or_else(|e| panic!("{e:#}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "alter database \"{}\" set default_transaction_read_only = on",
+        db.name
+    )))
+    .execute(&db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let refused = run(&["workflowops", "migrate", "--database-url", &db.url])
+        .await
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+    assert!(
+        refused.contains("read-only") && refused.contains("DATABASE_URL"),
+        "{refused}"
+    );
+    assert_eq!(refused.lines().count(), 1, "{refused}");
+}
+
 // PLAT-001, PLAT-002
 #[tokio::test]
 async fn admin_commands_create_tenants_users_and_platform_admins() {
