@@ -48,6 +48,8 @@ pub struct AppConfig {
     /// often, and each subscriber its own position every 2.5 times as long (safety nets: events
     /// are delivered on their notification).
     pub event_poll: Duration,
+    /// Outgoing email and where notifications may go.
+    pub notify: jobs::notify::Settings,
 }
 
 impl AppConfig {
@@ -66,6 +68,7 @@ impl AppConfig {
             read_audit_retention: Duration::from_secs(90 * 86_400),
             allow_local_git: false,
             event_poll: Duration::from_secs(2),
+            notify: jobs::notify::Settings::default(),
         }
     }
 }
@@ -93,7 +96,7 @@ impl AppState {
         let read_audit = ReadAudit::start(db.clone());
         Self(Arc::new(Inner {
             db,
-            jobs: jobs::Deps::new(Arc::clone(&keyring)),
+            jobs: jobs::Deps::new(Arc::clone(&keyring)).with_notify(config.notify.clone()),
             keyring,
             auth_cache: AuthCache::new(config.auth_cache_ttl),
             events: EventHub::new(),

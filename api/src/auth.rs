@@ -565,6 +565,7 @@ pub mod perm {
         OperateRuns,
         ManageEnvironments,
         SyncEnvironments,
+        ManageNotifications,
     );
 }
 

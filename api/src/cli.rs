@@ -104,8 +104,8 @@ pub fn keyring(keys: &KeyArgs, command: &str) -> anyhow::Result<Keyring> {
         .map_err(|e| anyhow!("WFO_MASTER_KEY_PREVIOUS: a key {e}"))
 }
 
-fn app_config(args: &ServeArgs) -> AppConfig {
-    AppConfig {
+fn app_config(args: &ServeArgs) -> anyhow::Result<AppConfig> {
+    Ok(AppConfig {
         public_url: args
             .public_url
             .clone()
@@ -123,7 +123,8 @@ fn app_config(args: &ServeArgs) -> AppConfig {
         read_audit_retention: args.read_audit_retention,
         allow_local_git: args.git_allow_local,
         event_poll: args.event_poll,
-    }
+        notify: args.notify.settings()?,
+    })
 }
 
 async fn serve(
@@ -155,7 +156,7 @@ async fn serve(
     let listener = TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("cannot listen on {} (WFO_BIND)", args.bind))?;
-    let state = AppState::new(pool, keyring, app_config(&args));
+    let state = AppState::new(pool, keyring, app_config(&args)?);
     tracing::info!(address = %args.bind, "API listening");
     server::run(state, listener, shutdown).await?;
     tracing::info!("API stopped");
@@ -193,7 +194,7 @@ async fn worker(
     if !db::migrations_current(&pool).await? {
         bail!("the database schema is behind this binary: run `workflowops migrate` first");
     }
-    let registry = jobs::registry(&jobs::Deps::new(keyring));
+    let registry = jobs::registry(&jobs::Deps::new(keyring).with_notify(args.notify.settings()?));
     if let Some(unknown) = args
         .kinds
         .as_ref()

@@ -162,6 +162,43 @@ pub struct KeyArgs {
     pub master_key_previous: Vec<SecretString>,
 }
 
+/// Email and where notifications may go (serve, worker and dev).
+#[derive(Debug, Clone, Args)]
+pub struct NotifyArgs {
+    /// SMTP server for email notifications: `smtp://[user:password@]host[:port]` (add
+    /// `?tls=required` for STARTTLS) or `smtps://…`; unset, email channels cannot deliver.
+    #[arg(long, env = "WFO_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<SecretString>,
+    /// Sender of notification emails.
+    #[arg(
+        long,
+        env = "WFO_SMTP_FROM",
+        default_value = "WorkflowOps <workflowops@localhost>"
+    )]
+    pub smtp_from: String,
+    /// Let Slack and webhook channels reach loopback, private and link-local addresses (a
+    /// single-network installation; otherwise tenants could make the server call into its network).
+    #[arg(long, env = "WFO_NOTIFY_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub notify_allow_private: bool,
+}
+
+impl NotifyArgs {
+    pub fn settings(&self) -> anyhow::Result<jobs::notify::Settings> {
+        use secrecy::ExposeSecret;
+        let mailer = match &self.smtp_url {
+            Some(url) => Some(std::sync::Arc::new(
+                jobs::notify::Mailer::new(url.expose_secret(), &self.smtp_from)
+                    .map_err(|e| anyhow::anyhow!(e))?,
+            )),
+            None => None,
+        };
+        Ok(jobs::notify::Settings {
+            mailer,
+            allow_private: self.notify_allow_private,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -217,6 +254,8 @@ pub struct ServeArgs {
     #[arg(long, env = "WFO_MAX_ENVIRONMENTS", default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..=10_000))]
     pub max_environments: i64,
     #[command(flatten)]
+    pub notify: NotifyArgs,
+    #[command(flatten)]
     pub keys: KeyArgs,
 }
 
@@ -248,6 +287,8 @@ pub struct WorkerArgs {
     #[arg(long, env = "WFO_WORKER_METRICS_BIND")]
     pub metrics_bind: Option<SocketAddr>,
     #[command(flatten)]
+    pub notify: NotifyArgs,
+    #[command(flatten)]
     pub keys: KeyArgs,
 }
 
@@ -262,6 +303,8 @@ pub struct DevArgs {
     /// In-process worker slots.
     #[arg(long, env = "WFO_WORKER_CONCURRENCY", default_value_t = 4)]
     pub concurrency: u32,
+    #[command(flatten)]
+    pub notify: NotifyArgs,
 }
 
 #[derive(Debug, Subcommand)]

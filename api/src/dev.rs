@@ -46,7 +46,9 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {} (WFO_BIND)", args.bind))?;
     let url = format!("http://{}", listener.local_addr()?);
-    let state = AppState::new(pool.clone(), keyring, AppConfig::new(url.clone()));
+    let mut config = AppConfig::new(url.clone());
+    config.notify = args.notify.settings()?;
+    let state = AppState::new(pool.clone(), keyring, config);
     let registry = jobs::registry(&state.jobs);
     let worker = tokio::spawn(engine::run_worker(
         pool,

@@ -31,6 +31,7 @@ pub mod ids;
 pub mod invitations;
 pub mod json;
 pub mod keys;
+pub mod notifications;
 pub mod observability;
 pub mod page;
 pub mod password;

@@ -54,7 +54,8 @@ impl Role {
             | P::ConfigureDriftPolicies
             | P::HardDeleteWorkflows
             | P::ManageApiKeys
-            | P::ManageEnvironments => self == Role::Admin,
+            | P::ManageEnvironments
+            | P::ManageNotifications => self == Role::Admin,
         }
     }
 }
@@ -112,7 +113,8 @@ impl sqlx::Encode<'_, sqlx::Postgres> for Role {
 /// an admin's business, SEC-001) and `OperateRuns` (cancel, retry and signal background runs,
 /// as whoever may start them: developers and admins), `ManageEnvironments` (connect, change and
 /// delete environments, which hold provider API keys: admins) and `SyncEnvironments` (start
-/// syncs: developers and admins) complete it for routes the matrix does not name.
+/// syncs: developers and admins) and `ManageNotifications` (channels, which hold webhook URLs,
+/// and rules: admins) complete it for routes the matrix does not name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Permission {
@@ -132,10 +134,11 @@ pub enum Permission {
     OperateRuns,
     ManageEnvironments,
     SyncEnvironments,
+    ManageNotifications,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 16] = [
+    pub const ALL: [Permission; 17] = [
         Permission::ViewWorkflows,
         Permission::ViewExecutions,
         Permission::ViewObservability,
@@ -152,6 +155,7 @@ impl Permission {
         Permission::OperateRuns,
         Permission::ManageEnvironments,
         Permission::SyncEnvironments,
+        Permission::ManageNotifications,
     ];
 }
 
@@ -160,7 +164,7 @@ mod tests {
     use super::*;
 
     /// The PRD 3.12.2 matrix, transcribed row by row: (permission, viewer, developer, admin).
-    const MATRIX: [(Permission, bool, bool, bool); 16] = [
+    const MATRIX: [(Permission, bool, bool, bool); 17] = [
         (Permission::ViewWorkflows, true, true, true),
         (Permission::ViewExecutions, true, true, true),
         (Permission::ViewObservability, true, true, true),
@@ -177,6 +181,7 @@ mod tests {
         (Permission::OperateRuns, false, true, true),
         (Permission::ManageEnvironments, false, false, true),
         (Permission::SyncEnvironments, false, true, true),
+        (Permission::ManageNotifications, false, false, true),
     ];
 
     // TEAM-002: every (role × permission) pair.

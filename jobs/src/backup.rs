@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use adapters::git::{Checkout, GitAuth, GitError, GitRemote};
 use domain::git_config::{self, GitAccess};
+use domain::notifications::{Alert, EventType};
 use domain::snapshots::SnapshotWorkflow;
 use domain::{environments, workflow};
 use engine::{Job, JobError, NewRun, RetryPolicy, RunCtx};
@@ -310,7 +311,7 @@ impl Job for Backup {
     }
 
     async fn run(&self, ctx: &mut RunCtx, input: BackupInput) -> Result<BackupOutput, JobError> {
-        Ok(back_up(
+        let result = back_up(
             &self.deps,
             ctx,
             input.tenant_id,
@@ -318,14 +319,54 @@ impl Job for Backup {
             &input.triggered_by,
             "commit",
         )
-        .await?
-        .output)
+        .await
+        .map(|b| b.output);
+        let outcome = match &result {
+            Ok(out) => Some((
+                EventType::BackupCompleted,
+                "backed up to Git",
+                json!({"commit": out.commit, "workflows": out.workflows, "added": out.added,
+                    "changed": out.changed, "removed": out.removed}),
+            )),
+            Err(e) if crate::notify::is_final_failure(e, ctx.attempt, MAX_BACKUP_ATTEMPTS) => {
+                Some((
+                    EventType::BackupFailed,
+                    "backup to Git failed",
+                    json!({"error": e.to_string()}),
+                ))
+            }
+            Err(_) => None,
+        };
+        if let Some((event_type, what, mut data)) = outcome {
+            let name = domain::environments::get(ctx.db(), input.tenant_id, input.environment_id)
+                .await
+                .map_or_else(|_| input.environment_id.to_string(), |e| e.name);
+            if let Some(o) = data.as_object_mut() {
+                o.insert("environment".into(), json!(name));
+                o.insert("run_id".into(), json!(ctx.run_id));
+                o.insert("triggered_by".into(), json!(input.triggered_by));
+            }
+            crate::notify::raise_now(
+                ctx.db(),
+                Alert {
+                    tenant_id: input.tenant_id,
+                    event_type,
+                    environment_id: Some(input.environment_id),
+                    title: format!("{name} {what}"),
+                    data,
+                },
+            )
+            .await;
+        }
+        result
     }
 }
 
+const MAX_BACKUP_ATTEMPTS: u32 = 6;
+
 fn backup_retry_policy() -> RetryPolicy {
     RetryPolicy {
-        max_attempts: 6,
+        max_attempts: MAX_BACKUP_ATTEMPTS,
         initial_backoff: std::time::Duration::from_secs(2),
         max_backoff: std::time::Duration::from_secs(60),
     }

@@ -13,6 +13,7 @@ use domain::audit::{Actor, Entry};
 use domain::diff::{self, RiskLevel};
 use domain::drift::{self, Check, NewIncident, Resolution, Severity};
 use domain::environments::{self, EnvironmentClass};
+use domain::notifications::{Alert, EventType};
 use domain::remap::{self, CredentialTarget};
 use domain::{canonical, catalog, workflow};
 use engine::{Job, JobError, NewRun, RetryPolicy, RunCtx};
@@ -292,8 +293,48 @@ impl Job for DriftCheck {
                                 .record(&mut *tx)
                                 .await
                                 .map_err(domain_error)?;
+                            if notify {
+                                crate::notify::raise(&mut tx, Alert {
+                                    tenant_id: input.tenant_id,
+                                    event_type: EventType::IncidentCreated,
+                                    environment_id: Some(env.id),
+                                    title: title.clone(),
+                                    data: json!({"incident_id": incident.id, "environment": env.name,
+                                        "severity": severity, "workflows": found.affected.len()}),
+                                })
+                                .await
+                                .map_err(domain_error)?;
+                            }
                         }
                     }
+                }
+                // drift.detected / drift.resolved on a change from the environment's last check.
+                let was_drifted: Option<bool> = sqlx::query_scalar(
+                    "select drifted + untracked > 0 from drift_checks \
+                     where tenant_id = $1 and environment_id = $2 and status = 'completed' order by id desc limit 1",
+                )
+                .bind(input.tenant_id)
+                .bind(env.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let untracked = found.untracked;
+                let is_drifted = drifted > 0 || untracked > 0;
+                if is_drifted != was_drifted.unwrap_or(false) {
+                    let (event_type, title) = if is_drifted {
+                        (EventType::DriftDetected, format!("Drift detected in {}", env.name))
+                    } else {
+                        (EventType::DriftResolved, format!("{} is back in sync", env.name))
+                    };
+                    crate::notify::raise(&mut tx, Alert {
+                        tenant_id: input.tenant_id,
+                        event_type,
+                        environment_id: Some(env.id),
+                        title,
+                        data: json!({"environment": env.name, "drifted": drifted, "untracked": untracked,
+                            "check_id": check_id}),
+                    })
+                    .await
+                    .map_err(domain_error)?;
                 }
                 let details = Value::Array(found.affected.iter().map(|a| a.0.clone()).collect());
                 let check = drift::record_check(
@@ -565,6 +606,22 @@ impl Job for Reconcile {
                 drift::mark_reconciled(&mut *tx, input.incident_id, resolution)
                     .await
                     .map_err(domain_error)?;
+                let incident = drift::get(&mut *tx, tenant, input.incident_id)
+                    .await
+                    .map_err(domain_error)?;
+                crate::notify::raise(
+                    &mut tx,
+                    Alert {
+                        tenant_id: tenant,
+                        event_type: EventType::IncidentResolved,
+                        environment_id: Some(env_id),
+                        title: format!("Incident reconciled: {}", incident.title),
+                        data: json!({"incident_id": input.incident_id,
+                            "resolution": resolution.as_str(), "workflows": results_json}),
+                    },
+                )
+                .await
+                .map_err(domain_error)?;
             }
             tx.commit().await?;
             Ok(())
@@ -743,6 +800,23 @@ impl Job for Sla {
             )
             .target(id)
             .record(&mut *tx)
+            .await
+            .map_err(domain_error)?;
+            // POL-007: the warning goes to whoever listens for it.
+            let incident = drift::get(&mut *tx, *tenant, *id)
+                .await
+                .map_err(domain_error)?;
+            crate::notify::raise(
+                &mut tx,
+                Alert {
+                    tenant_id: *tenant,
+                    event_type: EventType::IncidentExpiring,
+                    environment_id: Some(incident.environment_id),
+                    title: format!("Incident expiring soon: {}", incident.title),
+                    data: json!({"incident_id": id, "severity": incident.severity,
+                        "expires_at": incident.expires_at}),
+                },
+            )
             .await
             .map_err(domain_error)?;
         }

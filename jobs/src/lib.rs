@@ -12,6 +12,7 @@ pub mod drift;
 pub mod github;
 pub mod health;
 pub mod maintenance;
+pub mod notify;
 pub mod promotion;
 pub mod providers;
 pub mod snapshot;
@@ -43,4 +44,5 @@ pub fn registry(deps: &Deps) -> Registry {
         .register(drift::DriftCheck { deps: deps.clone() })
         .register(drift::Reconcile { deps: deps.clone() })
         .register(drift::Sla)
+        .register(notify::Deliver { deps: deps.clone() })
 }

@@ -40,6 +40,9 @@ pub struct PruneOutput {
     /// Promotions left unfinished by a run that ended anyway (DEP-007).
     #[serde(default)]
     pub promotions_settled: u64,
+    /// Alerts (and their deliveries) older than the run retention.
+    #[serde(default)]
+    pub alerts_deleted: u64,
 }
 
 impl Job for Prune {
@@ -72,6 +75,12 @@ impl Job for Prune {
             .bind(cutoff)
             .execute(ctx.db())
             .await?;
+        let alerts_deleted = domain::notifications::prune_alerts(
+            ctx.db(),
+            Duration::from_secs(input.retention_seconds),
+        )
+        .await
+        .map_err(crate::providers::domain_error)?;
         let mut executions_deleted = 0;
         if let Some(seconds) = input.execution_retention_seconds {
             let retention = chrono::Duration::from_std(Duration::from_secs(seconds))
@@ -114,6 +123,7 @@ impl Job for Prune {
             executions_deleted,
             snapshots_deleted,
             promotions_settled,
+            alerts_deleted,
         })
     }
 }

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use adapters::{Provider, ProviderError};
 use domain::diff::{self, RiskLevel};
+use domain::notifications::{Alert, EventType};
 use domain::pipelines::{self, Stage};
 use domain::promotions::{self, DiffStatus, PromotionStatus};
 use domain::remap::{self, CredentialTarget, UnmappedCredential, UnmappedSubworkflow};
@@ -740,12 +741,64 @@ impl Job for Promote {
             } else {
                 PromotionStatus::Failed
             };
-            promotions::set_status(ctx.db(), input.promotion_id, status, Some(&e.to_string()))
+            let mut tx = ctx.db().begin().await?;
+            promotions::set_status(&mut *tx, input.promotion_id, status, Some(&e.to_string()))
                 .await
                 .map_err(domain_error)?;
+            deployment_alert(
+                &mut tx,
+                &input,
+                EventType::DeploymentFailed,
+                json!({"status": status, "error": e.to_string()}),
+            )
+            .await?;
+            tx.commit().await?;
         }
         result
     }
+}
+
+/// Raises a `deployment.*` alert for the promotion (in the caller's transaction).
+async fn deployment_alert(
+    tx: &mut sqlx::PgConnection,
+    input: &PromotionInput,
+    event_type: EventType,
+    mut data: Value,
+) -> Result<(), JobError> {
+    let p = promotions::get(&mut *tx, input.tenant_id, input.promotion_id)
+        .await
+        .map_err(domain_error)?;
+    let source = domain::environments::get(&mut *tx, input.tenant_id, p.source_environment_id)
+        .await
+        .map_err(domain_error)?;
+    let target = domain::environments::get(&mut *tx, input.tenant_id, p.target_environment_id)
+        .await
+        .map_err(domain_error)?;
+    let verb = match event_type {
+        EventType::DeploymentStarted => "started",
+        EventType::DeploymentCompleted => "completed",
+        _ => "failed",
+    };
+    if let Some(o) = data.as_object_mut() {
+        o.insert("promotion_id".into(), json!(p.id));
+        o.insert("source".into(), json!(source.name));
+        o.insert("target".into(), json!(target.name));
+        o.insert("workflows".into(), json!(p.workflow_ids.len()));
+        o.insert("requested_by".into(), json!(p.requested_by_label));
+    }
+    crate::notify::raise(
+        &mut *tx,
+        Alert {
+            tenant_id: input.tenant_id,
+            event_type,
+            environment_id: Some(target.id),
+            title: format!("Deployment {} → {} {verb}", source.name, target.name),
+            data,
+        },
+    )
+    .await
+    .map_err(domain_error)?;
+    Ok(())
 }
 
 fn is_final(status: &str) -> bool {
@@ -919,9 +972,13 @@ impl Promote {
             )));
         }
         ctx.step("running", || async {
-            promotions::set_status(&db, id, PromotionStatus::Running, None)
+            let mut tx = db.begin().await?;
+            promotions::set_status(&mut *tx, id, PromotionStatus::Running, None)
                 .await
-                .map_err(domain_error)
+                .map_err(domain_error)?;
+            deployment_alert(&mut tx, input, EventType::DeploymentStarted, json!({})).await?;
+            tx.commit().await?;
+            Ok(())
         })
         .await?;
 
@@ -1135,10 +1192,20 @@ impl Promote {
                 .await
                 .map_err(domain_error)?;
         }
-        promotions::set_status(&db, id, PromotionStatus::Completed, None)
+        let count = |a: &str| applied.iter().filter(|x| x.action == a).count();
+        let mut tx = db.begin().await?;
+        promotions::set_status(&mut *tx, id, PromotionStatus::Completed, None)
             .await
             .map_err(domain_error)?;
-        let count = |a: &str| applied.iter().filter(|x| x.action == a).count();
+        deployment_alert(
+            &mut tx,
+            input,
+            EventType::DeploymentCompleted,
+            json!({"created": count("created"), "updated": count("updated"),
+                "unchanged": count("unchanged")}),
+        )
+        .await?;
+        tx.commit().await?;
         let out = PromotionOutput {
             status: PromotionStatus::Completed,
             created: count("created"),

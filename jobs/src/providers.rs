@@ -16,6 +16,8 @@ pub struct Deps {
     /// Where working copies of Git repositories are kept between backups (a cache: losing it
     /// costs one fresh fetch).
     pub git_cache: std::path::PathBuf,
+    /// Outgoing email and where notifications may go.
+    pub notify: crate::notify::Settings,
 }
 
 impl Deps {
@@ -25,7 +27,15 @@ impl Deps {
             http: http_client(),
             git_cache: std::env::var_os("WFO_GIT_CACHE_DIR")
                 .map_or_else(|| std::env::temp_dir().join("workflowops-git"), Into::into),
+            notify: crate::notify::Settings::default(),
         }
+    }
+
+    /// These dependencies with `notify` as the notification settings.
+    #[must_use]
+    pub fn with_notify(mut self, notify: crate::notify::Settings) -> Self {
+        self.notify = notify;
+        self
     }
 
     /// The adapter for an environment of `tenant_id`.

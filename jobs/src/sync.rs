@@ -227,6 +227,23 @@ impl Job for Sync {
             )
             .await
             .map_err(domain_error)?;
+            if status == "failed" {
+                let name = environments::get(ctx.db(), input.tenant_id, input.environment_id)
+                    .await
+                    .map_or_else(|_| input.environment_id.to_string(), |e| e.name);
+                crate::notify::raise_now(
+                    ctx.db(),
+                    domain::notifications::Alert {
+                        tenant_id: input.tenant_id,
+                        event_type: domain::notifications::EventType::SystemError,
+                        environment_id: Some(input.environment_id),
+                        title: format!("Sync of {name} failed"),
+                        data: serde_json::json!({"run_id": ctx.run_id, "environment": name,
+                            "error": e.to_string()}),
+                    },
+                )
+                .await;
+            }
         }
         result
     }

@@ -17,5 +17,7 @@ pub use db::TestDb;
 pub mod engine_support;
 pub mod git_http;
 pub mod github;
+pub mod hooks;
+pub mod mail;
 pub mod n8n;
 pub mod sse;

@@ -15,6 +15,7 @@ mod e2e {
     mod idempotency;
     mod isolation;
     mod n8n_adapter;
+    mod notifications;
     mod observability;
     mod openapi;
     mod platform;

@@ -10,6 +10,7 @@ use domain::drift::{
     Policy, Resolution, Severity,
 };
 use domain::environments;
+use domain::notifications::{Alert, EventType};
 use domain::page::Page;
 use domain::validate::Validator;
 use jobs::drift::{CheckInput, ReconcileInput};
@@ -347,6 +348,26 @@ async fn apply_transition(
     )
     .record(&mut *tx)
     .await?;
+    let event = match updated.status.as_str() {
+        "acknowledged" => Some(EventType::IncidentAcknowledged),
+        "reconciled" => Some(EventType::IncidentResolved),
+        "closed" if from != "reconciled" => Some(EventType::IncidentResolved),
+        _ => None,
+    };
+    if let Some(event_type) = event {
+        jobs::notify::raise(
+            &mut tx,
+            Alert {
+                tenant_id,
+                event_type,
+                environment_id: Some(env.id),
+                title: format!("Incident {}: {}", updated.status, updated.title),
+                data: json!({"incident_id": id, "environment": env.name, "status": updated.status,
+                    "by": actor.label, "resolution_type": updated.resolution_type}),
+            },
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(updated)
 }

@@ -18,6 +18,7 @@ pub mod drift;
 pub mod environments;
 pub mod git;
 pub mod health;
+pub mod notifications;
 pub mod observability;
 pub mod platform;
 pub mod promotions;
@@ -56,6 +57,28 @@ pub fn router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(platform::remove_platform_admin))
         .routes(routes!(platform::list_workers))
+        .routes(routes!(notifications::event_catalog))
+        .routes(routes!(
+            notifications::list_channels,
+            notifications::create_channel
+        ))
+        .routes(routes!(
+            notifications::get_channel,
+            notifications::update_channel,
+            notifications::delete_channel
+        ))
+        .routes(routes!(notifications::test_channel))
+        .routes(routes!(
+            notifications::list_rules,
+            notifications::create_rule
+        ))
+        .routes(routes!(
+            notifications::get_rule,
+            notifications::update_rule,
+            notifications::delete_rule
+        ))
+        .routes(routes!(notifications::list_alerts))
+        .routes(routes!(notifications::get_alert))
         .routes(routes!(runs::list_runs))
         .routes(routes!(runs::get_run))
         .routes(routes!(runs::cancel_run))

@@ -51,6 +51,8 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         ("post", "/api/v1/environments/{environment_id}/snapshots")
         | ("post", "/api/v1/snapshots/{snapshot_id}/restore")
         | ("post", "/api/v1/webhooks/github/{tenant_id}") => json!({}),
+        ("patch", "/api/v1/notifications/channels/{channel_id}") => json!({"enabled": false}),
+        ("patch", "/api/v1/notifications/rules/{rule_id}") => json!({"enabled": false}),
         ("post", "/api/v1/workflow-action-requests/{request_id}/approve")
         | ("post", "/api/v1/workflow-action-requests/{request_id}/reject") => json!({}),
         _ => return None,
@@ -291,6 +293,46 @@ async fn another_tenants_ids_get_404_on_every_route_and_change_nothing() {
     )
     .await;
     let a_env = seed_environment(&app, a.id).await;
+    let a_channel = app
+        .post(
+            "/api/v1/notifications/channels",
+            &a.admin,
+            &json!({"name": "Ops", "kind": "webhook", "url": "https://hooks.acme.example/x"}),
+        )
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let a_rule = app
+        .post(
+            "/api/v1/notifications/rules",
+            &a.admin,
+            &json!({"event_type": "backup.failed", "channel_ids": [a_channel]}),
+        )
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let a_alert = {
+        let mut tx = app.db.pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+        let id = domain::notifications::raise(
+            &mut tx,
+            &domain::notifications::Alert {
+                tenant_id: a.id,
+                event_type: domain::notifications::EventType::SystemError,
+                environment_id: None,
+                title: "fixture".into(),
+                data: json!({}),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .event_id;
+        tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+        id
+    };
     let b = app.tenant("globex").await;
 
     let ids: HashMap<&str, String> = HashMap::from([
@@ -317,6 +359,9 @@ async fn another_tenants_ids_get_404_on_every_route_and_change_nothing() {
         ("promotion_id", a_env.promotion.to_string()),
         ("incident_id", a_env.incident.to_string()),
         ("approval_id", a_env.approval.to_string()),
+        ("channel_id", a_channel.clone()),
+        ("rule_id", a_rule.clone()),
+        ("alert_id", a_alert.to_string()),
     ]);
 
     let doc = app
@@ -418,4 +463,18 @@ async fn another_tenants_ids_get_404_on_every_route_and_change_nothing() {
         .await
         .unwrap_or(-1);
     assert_eq!(signals, 0);
+    let channel = app
+        .get(
+            &format!("/api/v1/notifications/channels/{a_channel}"),
+            &a.admin,
+        )
+        .await;
+    assert_eq!(
+        channel.body["enabled"], true,
+        "another tenant cannot switch tenant A's channel off"
+    );
+    let rule = app
+        .get(&format!("/api/v1/notifications/rules/{a_rule}"), &a.admin)
+        .await;
+    assert_eq!(rule.body["enabled"], true);
 }

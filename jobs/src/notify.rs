@@ -1,0 +1,612 @@
+//! `notification.deliver` (NOTIF-001..008): sends one alert to the channels its rules selected,
+//! each channel a checkpointed step, so a retry never sends twice to a channel that took it.
+//!
+//! Failures are sorted per channel: a peer that is down, slow or rate-limited (connection errors,
+//! 408, 429 with its Retry-After, 5xx; SMTP 4xx) is retried with backoff, the run's later
+//! attempts skipping the channels already done; a refusal (Slack's `no_service`, a 404, SMTP 5xx)
+//! fails that channel at once and the others still get the alert. Every outcome is recorded in
+//! `notification_deliveries`. Delivery is at least once: a worker that dies between sending and
+//! checkpointing sends again; webhooks carry the alert id (`X-WorkflowOps-Delivery`) for
+//! receivers that must not act twice.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use domain::notifications::{self, Alert, ChannelKind, DeliveryStatus, Target};
+use engine::{Job, JobError, NewRun, RetryPolicy, RunCtx};
+use hmac::{KeyInit, Mac};
+use lettre::message::{Mailbox, header::ContentType};
+use lettre::transport::smtp::AsyncSmtpTransport;
+use lettre::{AsyncTransport, Message, Tokio1Executor};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::providers::Deps;
+
+/// Outgoing email: an SMTP server and the sender's address (`WFO_SMTP_URL`, `WFO_SMTP_FROM`).
+#[derive(Clone)]
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailer")
+            .field("from", &self.from.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mailer {
+    /// `url`: `smtp://[user:password@]host[:port]` (plain; add `?tls=required` for STARTTLS) or
+    /// `smtps://…` (TLS from the start).
+    pub fn new(url: &str, from: &str) -> Result<Self, String> {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+            .map_err(|e| format!("WFO_SMTP_URL is not a valid SMTP URL: {e}"))?
+            .timeout(Some(Duration::from_secs(20)))
+            .build();
+        let from = from
+            .parse()
+            .map_err(|e| format!("WFO_SMTP_FROM is not an email address: {e}"))?;
+        Ok(Self { transport, from })
+    }
+}
+
+/// What notification delivery needs from the process's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// None: email channels cannot deliver (their deliveries fail with a clear error).
+    pub mailer: Option<Arc<Mailer>>,
+    /// Let Slack and webhook channels reach loopback, private and link-local addresses
+    /// (`WFO_NOTIFY_ALLOW_PRIVATE`; tests and single-network installations). Off: a URL that
+    /// names or resolves to one is refused, so a tenant cannot make the server call into its
+    /// own network.
+    pub allow_private: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverInput {
+    pub tenant_id: Uuid,
+    pub event_id: Uuid,
+    pub channel_ids: Vec<Uuid>,
+    pub alert: Alert,
+}
+
+/// Per channel, what became of the alert.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChannelOutcome {
+    pub channel_id: Uuid,
+    pub status: DeliveryStatus,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliverOutput {
+    pub sent: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub channels: Vec<ChannelOutcome>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Deliver {
+    pub deps: Deps,
+}
+
+const MAX_ATTEMPTS: u32 = 8;
+
+/// Records `alert` and, when its rules select channels, enqueues its delivery in the same
+/// transaction (so an alert of a change that rolls back is never sent). Returns the alert's id.
+pub async fn raise(db: &mut sqlx::PgConnection, alert: Alert) -> Result<Uuid, domain::Error> {
+    let raised = notifications::raise(&mut *db, &alert).await?;
+    if !raised.channel_ids.is_empty() {
+        let input = DeliverInput {
+            tenant_id: alert.tenant_id,
+            event_id: raised.event_id,
+            channel_ids: raised.channel_ids,
+            alert,
+        };
+        let run = NewRun::of::<Deliver>(input.tenant_id.to_string(), &input)
+            .idempotency_key(format!("alert:{}", raised.event_id));
+        let enqueued = engine::queue::enqueue(&mut *db, &run)
+            .await
+            .map_err(|e| match e {
+                engine::queue::Error::Database(e) => domain::Error::Database(e),
+                other => domain::Error::conflict("notification_not_enqueued", other.to_string()),
+            })?;
+        notifications::set_delivery_run(&mut *db, raised.event_id, enqueued.id).await?;
+    }
+    Ok(raised.event_id)
+}
+
+/// [`raise`] in a transaction of its own, for code that noticed something outside one. An alert
+/// that cannot be recorded is logged, never an error of the work that raised it.
+pub async fn raise_now(db: &sqlx::PgPool, alert: Alert) {
+    let kind = alert.event_type;
+    let result = async {
+        let mut tx = db.begin().await?;
+        raise(&mut tx, alert).await?;
+        tx.commit().await?;
+        Ok::<_, domain::Error>(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(event_type = %kind, error = %e, "could not raise an alert");
+    }
+}
+
+/// Whether `e` ends the run for good: a permanent failure, or a transient one on the kind's last
+/// attempt (`max_attempts`). Cancellation, suspension and lost ownership are not failures.
+pub fn is_final_failure(e: &JobError, attempt: i32, max_attempts: u32) -> bool {
+    match e {
+        JobError::Permanent { .. } => true,
+        JobError::Transient { .. } => attempt >= i32::try_from(max_attempts).unwrap_or(i32::MAX),
+        _ => false,
+    }
+}
+
+impl Job for Deliver {
+    const KIND: &'static str = "notification.deliver";
+    type Input = DeliverInput;
+    type Output = DeliverOutput;
+
+    fn retry_policy() -> RetryPolicy {
+        // About half an hour of retries for a peer that is down or rate-limiting.
+        RetryPolicy {
+            max_attempts: MAX_ATTEMPTS,
+            initial_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(600),
+        }
+    }
+
+    async fn run(&self, ctx: &mut RunCtx, input: DeliverInput) -> Result<DeliverOutput, JobError> {
+        let last_attempt = ctx.attempt >= i32::try_from(MAX_ATTEMPTS).unwrap_or(i32::MAX);
+        let mut outcomes = Vec::new();
+        let mut retry: Option<JobError> = None;
+        for &channel_id in &input.channel_ids {
+            let db = ctx.db().clone();
+            let deps = self.deps.clone();
+            let input = &input;
+            let step = ctx
+                .step(&format!("channel:{channel_id}"), || async move {
+                    let sent = deliver_one(&db, &deps, input, channel_id).await;
+                    let (status, error) = match sent {
+                        Ok(Sent::Delivered) => (DeliveryStatus::Sent, None),
+                        Ok(Sent::Skipped(why)) => (DeliveryStatus::Skipped, Some(why)),
+                        Err(Failure::Refused(e)) => (DeliveryStatus::Failed, Some(e)),
+                        Err(Failure::Transient(e, _)) if last_attempt => (
+                            DeliveryStatus::Failed,
+                            Some(format!("{e} (gave up retrying)")),
+                        ),
+                        Err(Failure::Transient(e, after)) => {
+                            notifications::record_delivery(
+                                &db,
+                                input.tenant_id,
+                                input.event_id,
+                                channel_id,
+                                DeliveryStatus::Retrying,
+                                Some(&e),
+                            )
+                            .await
+                            .map_err(crate::providers::domain_error)?;
+                            return Err(JobError::Transient {
+                                message: e,
+                                retry_after: after,
+                            });
+                        }
+                    };
+                    notifications::record_delivery(
+                        &db,
+                        input.tenant_id,
+                        input.event_id,
+                        channel_id,
+                        status,
+                        error.as_deref(),
+                    )
+                    .await
+                    .map_err(crate::providers::domain_error)?;
+                    Ok(ChannelOutcome {
+                        channel_id,
+                        status,
+                        error,
+                    })
+                })
+                .await;
+            match step {
+                Ok(outcome) => outcomes.push(outcome),
+                // The other channels still get the alert now; this one on the next attempt.
+                Err(e @ JobError::Transient { .. }) => {
+                    retry = Some(match (retry, e) {
+                        (
+                            Some(JobError::Transient {
+                                retry_after: Some(a),
+                                message,
+                            }),
+                            JobError::Transient {
+                                retry_after: Some(b),
+                                ..
+                            },
+                        ) => JobError::Transient {
+                            message,
+                            retry_after: Some(a.max(b)),
+                        },
+                        (Some(first), _) => first,
+                        (None, e) => e,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(e) = retry {
+            return Err(e);
+        }
+        let count = |s| outcomes.iter().filter(|o| o.status == s).count();
+        Ok(DeliverOutput {
+            sent: count(DeliveryStatus::Sent),
+            failed: count(DeliveryStatus::Failed),
+            skipped: count(DeliveryStatus::Skipped),
+            channels: outcomes,
+        })
+    }
+}
+
+enum Sent {
+    Delivered,
+    /// The channel was deleted or disabled after the alert was raised.
+    Skipped(String),
+}
+
+/// Why a delivery did not happen: worth retrying (with the peer's Retry-After), or not.
+#[derive(Debug)]
+pub enum Failure {
+    Transient(String, Option<Duration>),
+    Refused(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Transient(e, _) | Self::Refused(e) => f.write_str(e),
+        }
+    }
+}
+
+async fn deliver_one(
+    db: &sqlx::PgPool,
+    deps: &Deps,
+    input: &DeliverInput,
+    channel_id: Uuid,
+) -> Result<Sent, Failure> {
+    let mut conn = db
+        .acquire()
+        .await
+        .map_err(|e| Failure::Transient(format!("database: {e}"), None))?;
+    let (channel, target) =
+        match notifications::target(&mut conn, &deps.keyring, input.tenant_id, channel_id).await {
+            Ok(found) => found,
+            Err(domain::Error::NotFound { .. }) => {
+                return Ok(Sent::Skipped("the channel was deleted".into()));
+            }
+            Err(e) => return Err(Failure::Transient(e.to_string(), None)),
+        };
+    drop(conn);
+    if !channel.enabled {
+        return Ok(Sent::Skipped("the channel is disabled".into()));
+    }
+    send(deps, &target, input.event_id, &input.alert)
+        .await
+        .map(|()| Sent::Delivered)
+}
+
+/// Sends `alert` to `target` once (also the connectivity test, NOTIF-005).
+pub async fn send(
+    deps: &Deps,
+    target: &Target,
+    event_id: Uuid,
+    alert: &Alert,
+) -> Result<(), Failure> {
+    match target {
+        Target::Slack { url } => {
+            let body = slack_message(alert);
+            post(deps, url.expose_secret(), &body, &[]).await
+        }
+        Target::Webhook {
+            url,
+            signing_secret,
+        } => {
+            let body = serde_json::to_vec(&json!({
+                "id": event_id,
+                "type": alert.event_type,
+                "tenant_id": alert.tenant_id,
+                "environment_id": alert.environment_id,
+                "title": alert.title,
+                "data": alert.data,
+                "sent_at": Utc::now(),
+            }))
+            .map_err(|e| Failure::Refused(e.to_string()))?;
+            let mut headers = vec![
+                ("x-workflowops-event", alert.event_type.as_str().to_owned()),
+                ("x-workflowops-delivery", event_id.to_string()),
+            ];
+            if let Some(secret) = signing_secret {
+                headers.push((
+                    "x-workflowops-signature",
+                    signature(secret.expose_secret(), Utc::now().timestamp(), &body),
+                ));
+            }
+            post(deps, url.expose_secret(), &body, &headers).await
+        }
+        Target::Email { recipients } => email(deps, recipients, event_id, alert).await,
+    }
+}
+
+/// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`: receivers recompute it with the
+/// channel's signing secret and refuse old timestamps (replays).
+pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("t={timestamp},v1={hex}")
+}
+
+fn slack_message(alert: &Alert) -> Vec<u8> {
+    let emoji = match alert.event_type.as_str() {
+        t if t.ends_with("failed") || t == "system.error" => ":red_circle:",
+        t if t.ends_with("completed") || t.ends_with("resolved") => ":large_green_circle:",
+        _ => ":large_yellow_circle:",
+    };
+    let details = details_text(&alert.data);
+    let mut blocks = vec![json!({
+        "type": "section",
+        "text": {"type": "mrkdwn", "text": format!("{emoji} *{}*", slack_escape(&alert.title))}
+    })];
+    if !details.is_empty() {
+        blocks.push(json!({
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": slack_escape(&details)}
+        }));
+    }
+    blocks.push(json!({
+        "type": "context",
+        "elements": [{"type": "mrkdwn", "text": format!("`{}` · WorkflowOps", alert.event_type)}]
+    }));
+    serde_json::to_vec(&json!({ "text": alert.title, "blocks": blocks })).unwrap_or_default()
+}
+
+/// Slack's control characters in text (`&`, `<`, `>`).
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// `key: value` lines of an alert's details (nested values as JSON).
+fn details_text(data: &Value) -> String {
+    data.as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => format!("{k}: {s}"),
+                    other => format!("{k}: {other}"),
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+async fn post(
+    deps: &Deps,
+    url: &str,
+    body: &[u8],
+    headers: &[(&str, String)],
+) -> Result<(), Failure> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| Failure::Refused(format!("bad URL: {e}")))?;
+    check_destination(&parsed, deps.notify.allow_private).await?;
+    let mut request = deps
+        .http
+        .post(parsed)
+        .timeout(Duration::from_secs(15))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.to_vec());
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = request.send().await.map_err(|e| {
+        Failure::Transient(
+            format!("could not reach the endpoint: {}", error_chain(&e)),
+            None,
+        )
+    })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s.min(3600)));
+    let text = response.text().await.unwrap_or_default();
+    let said: String = text.chars().take(200).collect();
+    let message = if said.trim().is_empty() {
+        format!("the endpoint answered {status}")
+    } else {
+        format!("the endpoint answered {status}: {}", said.trim())
+    };
+    if status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error() {
+        Err(Failure::Transient(message, retry_after))
+    } else {
+        Err(Failure::Refused(message))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Whether `ip` is inside the operator's own networks (loopback, private, link-local, ...).
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]) // CGNAT
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
+                || (v6.segments()[0] & 0xffc0) == 0xfe80 // link-local
+                || v6.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
+        }
+    }
+}
+
+/// Refuses a URL that is not http(s), or whose host is (or resolves to) a private address while
+/// those are not allowed. (The resolution here and the request's own can differ under DNS
+/// rebinding: a name that answers a public address here and a private one a moment later
+/// gets through; see the README.)
+async fn check_destination(url: &reqwest::Url, allow_private: bool) -> Result<(), Failure> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Failure::Refused("the URL must be http or https".into()));
+    }
+    if allow_private {
+        return Ok(());
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| Failure::Refused("the URL has no host".into()))?;
+    let port = url.port_or_known_default().unwrap_or(443);
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+        .await
+        .map_err(|e| Failure::Transient(format!("cannot resolve {host}: {e}"), None))?
+        .collect();
+    if addrs.iter().any(|a| is_private(a.ip())) {
+        return Err(Failure::Refused(format!(
+            "{host} is a private or loopback address: notifications go to public endpoints only"
+        )));
+    }
+    Ok(())
+}
+
+async fn email(
+    deps: &Deps,
+    recipients: &[String],
+    event_id: Uuid,
+    alert: &Alert,
+) -> Result<(), Failure> {
+    let Some(mailer) = &deps.notify.mailer else {
+        return Err(Failure::Refused(
+            "email is not configured on this server (WFO_SMTP_URL, WFO_SMTP_FROM)".into(),
+        ));
+    };
+    let mut builder = Message::builder()
+        .from(mailer.from.clone())
+        .subject(format!("[WorkflowOps] {}", alert.title))
+        .message_id(Some(format!("<{event_id}@workflowops>")))
+        .header(ContentType::TEXT_PLAIN);
+    for to in recipients {
+        let mailbox: Mailbox = to
+            .parse()
+            .map_err(|e| Failure::Refused(format!("recipient {to}: {e}")))?;
+        builder = builder.to(mailbox);
+    }
+    let details = details_text(&alert.data);
+    let body = format!(
+        "{}\n\n{}{}Event: {}\nAlert id: {event_id}\n",
+        alert.title,
+        details,
+        if details.is_empty() { "" } else { "\n\n" },
+        alert.event_type
+    );
+    let message = builder
+        .body(body)
+        .map_err(|e| Failure::Refused(format!("cannot build the email: {e}")))?;
+    match mailer.transport.send(message).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_permanent() => Err(Failure::Refused(format!(
+            "the mail server refused the message: {}",
+            error_chain(&e)
+        ))),
+        Err(e) => Err(Failure::Transient(
+            format!(
+                "the mail server did not take the message: {}",
+                error_chain(&e)
+            ),
+            None,
+        )),
+    }
+}
+
+/// A channel's kind as people say it.
+pub fn kind_label(kind: ChannelKind) -> &'static str {
+    match kind {
+        ChannelKind::Slack => "Slack",
+        ChannelKind::Email => "email",
+        ChannelKind::Webhook => "webhook",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_addresses_are_recognised() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "0.0.0.0",
+        ] {
+            assert!(
+                is_private(private.parse().unwrap_or_else(|e| panic!("{e}"))),
+                "{private}"
+            );
+        }
+        for public in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "100.128.0.1"] {
+            assert!(
+                !is_private(public.parse().unwrap_or_else(|e| panic!("{e}"))),
+                "{public}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_signature_is_an_hmac_of_the_timestamp_and_body() {
+        // Computed independently: printf '1700000000.{}' | openssl dgst -sha256 -hmac secret
+        let sig = signature("secret", 1_700_000_000, b"{}");
+        assert_eq!(
+            sig,
+            "t=1700000000,v1=b8569b78799ff9e3cbff0fc2d63a33a2b57f3282abd07c37ae5e8e7d79a5f163"
+        );
+    }
+}
