@@ -237,6 +237,34 @@ impl Job for DriftCheck {
                 let check_id = Uuid::now_v7();
                 let (mut opened, mut updated) = (0, 0);
                 let drifted = found.affected.iter().filter(|a| a.0["kind"] == "drift").count();
+                // drift.detected / drift.resolved on a change from the environment's last check.
+                let was_drifted: Option<bool> = sqlx::query_scalar(
+                    "select drifted + untracked > 0 from drift_checks \
+                     where tenant_id = $1 and environment_id = $2 and status = 'completed' order by id desc limit 1",
+                )
+                .bind(input.tenant_id)
+                .bind(env.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let untracked = found.untracked;
+                let is_drifted = drifted > 0 || untracked > 0;
+                if is_drifted != was_drifted.unwrap_or(false) {
+                    let (event_type, title) = if is_drifted {
+                        (EventType::DriftDetected, format!("Drift detected in {}", env.name))
+                    } else {
+                        (EventType::DriftResolved, format!("{} is back in sync", env.name))
+                    };
+                    crate::notify::raise(&mut tx, Alert {
+                        tenant_id: input.tenant_id,
+                        event_type,
+                        environment_id: Some(env.id),
+                        title,
+                        data: json!({"environment": env.name, "drifted": drifted, "untracked": untracked,
+                            "check_id": check_id}),
+                    })
+                    .await
+                    .map_err(domain_error)?;
+                }
                 if !found.affected.is_empty() && policy.auto_create_incidents {
                     // Drift: from the class and the highest risk; untracked production
                     // workflows: at least high.
@@ -307,34 +335,6 @@ impl Job for DriftCheck {
                             }
                         }
                     }
-                }
-                // drift.detected / drift.resolved on a change from the environment's last check.
-                let was_drifted: Option<bool> = sqlx::query_scalar(
-                    "select drifted + untracked > 0 from drift_checks \
-                     where tenant_id = $1 and environment_id = $2 and status = 'completed' order by id desc limit 1",
-                )
-                .bind(input.tenant_id)
-                .bind(env.id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let untracked = found.untracked;
-                let is_drifted = drifted > 0 || untracked > 0;
-                if is_drifted != was_drifted.unwrap_or(false) {
-                    let (event_type, title) = if is_drifted {
-                        (EventType::DriftDetected, format!("Drift detected in {}", env.name))
-                    } else {
-                        (EventType::DriftResolved, format!("{} is back in sync", env.name))
-                    };
-                    crate::notify::raise(&mut tx, Alert {
-                        tenant_id: input.tenant_id,
-                        event_type,
-                        environment_id: Some(env.id),
-                        title,
-                        data: json!({"environment": env.name, "drifted": drifted, "untracked": untracked,
-                            "check_id": check_id}),
-                    })
-                    .await
-                    .map_err(domain_error)?;
                 }
                 let details = Value::Array(found.affected.iter().map(|a| a.0.clone()).collect());
                 let check = drift::record_check(

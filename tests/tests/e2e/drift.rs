@@ -390,6 +390,37 @@ async fn production_drift_is_found_blocks_promotions_and_is_reverted() {
     )
     .await;
     assert_eq!(clean["drifted"], 0, "{clean}");
+    // Each step of the story became an alert for the notification rules (NOTIF-009), oldest
+    // first: drift found, an incident, acknowledged, reconciled, closed, and back in sync.
+    let alerts: Vec<String> = alert_types(&app, &acme).await;
+    assert_eq!(
+        alerts,
+        [
+            "drift.detected",
+            "incident.created",
+            "incident.acknowledged",
+            "incident.resolved",
+            "drift.resolved"
+        ],
+        "{alerts:?}"
+    );
+}
+
+/// The tenant's alert history, oldest first.
+async fn alert_types(app: &TestApp, t: &TenantFixture) -> Vec<String> {
+    let mut types: Vec<String> = app
+        .get("/api/v1/notifications/alerts?limit=200", &t.admin)
+        .await
+        .body["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["event_type"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    types.reverse();
+    types
 }
 
 // POL-002 SLA: an expired incident is flagged and escalated; POL-004 blocks promotions then;
@@ -571,6 +602,11 @@ async fn expired_incidents_escalate_and_accepted_drift_stays_quiet() {
         (out["warned"].as_i64(), out["pruned"].as_i64()),
         (Some(1), Some(2)),
         "{out}"
+    );
+    // POL-007: the warning is an alert for the notification rules.
+    assert_eq!(
+        alert_types(&app, &acme).await.last().map(String::as_str),
+        Some("incident.expiring")
     );
     assert_eq!(
         app.get(&format!("/api/v1/incidents/{id}"), &acme.admin)

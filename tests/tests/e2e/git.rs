@@ -335,6 +335,21 @@ async fn backups_commit_readable_files_and_only_what_changed() {
         .get(&format!("/api/v1/environments/{env}/git"), &acme.admin)
         .await;
     assert!(git.body["last_commit"].is_string(), "{}", git.body);
+    // Each backup is a `backup.completed` alert for the notification rules (NOTIF-009).
+    let alerts = app
+        .get(
+            "/api/v1/notifications/alerts?event_type=backup.completed",
+            &acme.admin,
+        )
+        .await
+        .body;
+    assert_eq!(
+        alerts["items"].as_array().map(Vec::len),
+        Some(3),
+        "{alerts}"
+    );
+    assert_eq!(alerts["items"][0]["data"]["removed"], 1, "{alerts}");
+    assert_eq!(alerts["items"][0]["environment_id"], json!(env), "{alerts}");
 }
 
 // BULK-002

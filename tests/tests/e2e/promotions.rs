@@ -600,6 +600,47 @@ async fn hotfixes_block_and_a_failure_mid_way_rolls_the_target_back() {
     .await
     .unwrap_or(0);
     assert!(snapshots >= 4, "{snapshots}");
+    // The failed and the landed deployment are alerts for the notification rules (NOTIF-009).
+    let alerts = app
+        .get("/api/v1/notifications/alerts?limit=200", &acme.admin)
+        .await
+        .body;
+    let of = |id: &Value| -> Vec<String> {
+        let mut v: Vec<String> = alerts["items"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|e| e["data"]["promotion_id"] == *id)
+                    .filter_map(|e| e["event_type"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.reverse();
+        v
+    };
+    assert_eq!(
+        of(&failed["id"]),
+        ["deployment.started", "deployment.failed"],
+        "{alerts}"
+    );
+    assert_eq!(
+        of(&landed["id"]),
+        ["deployment.started", "deployment.completed"],
+        "{alerts}"
+    );
+    let completed = alerts["items"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|e| {
+                    e["event_type"] == "deployment.completed"
+                        && e["data"]["promotion_id"] == landed["id"]
+                })
+                .cloned()
+        })
+        .unwrap_or_default();
+    assert_eq!(completed["data"]["updated"], 5, "{completed}");
+    assert_eq!(completed["data"]["target"], "Staging", "{completed}");
 }
 
 // A write that happened but whose answer was lost (as when the worker dies right after it): the
