@@ -517,22 +517,6 @@ async fn email(
     event_id: Uuid,
     alert: &Alert,
 ) -> Result<(), Failure> {
-    let Some(mailer) = &deps.notify.mailer else {
-        return Err(Failure::Refused(
-            "email is not configured on this server (WFO_SMTP_URL, WFO_SMTP_FROM)".into(),
-        ));
-    };
-    let mut builder = Message::builder()
-        .from(mailer.from.clone())
-        .subject(format!("[WorkflowOps] {}", alert.title))
-        .message_id(Some(format!("<{event_id}@workflowops>")))
-        .header(ContentType::TEXT_PLAIN);
-    for to in recipients {
-        let mailbox: Mailbox = to
-            .parse()
-            .map_err(|e| Failure::Refused(format!("recipient {to}: {e}")))?;
-        builder = builder.to(mailbox);
-    }
     let details = details_text(&alert.data);
     let body = format!(
         "{}\n\n{}{}Event: {}\nAlert id: {event_id}\n",
@@ -541,6 +525,40 @@ async fn email(
         if details.is_empty() { "" } else { "\n\n" },
         alert.event_type
     );
+    send_email(
+        deps,
+        recipients,
+        &format!("[WorkflowOps] {}", alert.title),
+        body,
+        Some(&format!("<{event_id}@workflowops>")),
+    )
+    .await
+}
+
+/// Sends a plain-text email through the configured SMTP server (notifications, invitations).
+pub async fn send_email(
+    deps: &Deps,
+    recipients: &[String],
+    subject: &str,
+    body: String,
+    message_id: Option<&str>,
+) -> Result<(), Failure> {
+    let Some(mailer) = &deps.notify.mailer else {
+        return Err(Failure::Refused(
+            "email is not configured on this server (WFO_SMTP_URL, WFO_SMTP_FROM)".into(),
+        ));
+    };
+    let mut builder = Message::builder()
+        .from(mailer.from.clone())
+        .subject(subject)
+        .message_id(message_id.map(str::to_owned))
+        .header(ContentType::TEXT_PLAIN);
+    for to in recipients {
+        let mailbox: Mailbox = to
+            .parse()
+            .map_err(|e| Failure::Refused(format!("recipient {to}: {e}")))?;
+        builder = builder.to(mailbox);
+    }
     let message = builder
         .body(body)
         .map_err(|e| Failure::Refused(format!("cannot build the email: {e}")))?;

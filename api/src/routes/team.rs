@@ -165,10 +165,14 @@ impl From<Invitation> for InvitationView {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct InvitationCreated {
     pub invitation: InvitationView,
-    /// The single-use token; shown once. Email delivery arrives with notifications; until then,
-    /// hand the link to the invitee.
+    /// The single-use token; shown once.
     pub token: String,
     pub accept_url: String,
+    /// Whether the link was emailed to the invitee (needs `WFO_SMTP_URL`); when not, hand the
+    /// link over yourself.
+    pub email_sent: bool,
+    /// Why it was not emailed: email not configured, or what the mail server said.
+    pub email_error: Option<String>,
 }
 
 /// Invite someone by email (TEAM-001). Returns the single-use link, shown once.
@@ -226,14 +230,65 @@ pub async fn create_invitation(
         "{}/invitations/accept#{}",
         state.config.public_url, token.plaintext
     );
+    let email_error = email_invitation(
+        &state,
+        &tenant.name,
+        &ctx.actor().label,
+        &invitation,
+        &accept_url,
+    )
+    .await
+    .err();
     Ok((
         StatusCode::CREATED,
         Json(InvitationCreated {
             invitation: invitation.into(),
             token: token.plaintext,
             accept_url,
+            email_sent: email_error.is_none(),
+            email_error,
         }),
     ))
+}
+
+/// Emails the invitation link (TEAM-001) when email is configured; the link is never stored or
+/// logged, so a failure here only means the admin hands it over.
+async fn email_invitation(
+    state: &AppState,
+    tenant: &str,
+    inviter: &str,
+    invitation: &Invitation,
+    accept_url: &str,
+) -> Result<(), String> {
+    if state.jobs.notify.mailer.is_none() {
+        return Err("email is not configured on this server (WFO_SMTP_URL)".into());
+    }
+    let body = format!(
+        "{inviter} invited you to join {tenant} on WorkflowOps as {role}.\n\n\
+         Accept the invitation (the link works once, until {expires}):\n{accept_url}\n\n\
+         If you did not expect this, ignore this email.\n",
+        role = invitation.role,
+        expires = invitation.expires_at.format("%Y-%m-%d %H:%M UTC"),
+    );
+    let sent = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        jobs::notify::send_email(
+            &state.jobs,
+            std::slice::from_ref(&invitation.email),
+            &format!("You are invited to {tenant} on WorkflowOps"),
+            body,
+            None,
+        ),
+    )
+    .await;
+    match sent {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::warn!(invitation = %invitation.id, error = %e, "invitation email not sent");
+            Err(e.to_string())
+        }
+        Err(_) => Err("the mail server did not answer within 15 seconds".into()),
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -347,3 +347,81 @@ async fn invitations_stop_at_the_member_limit() {
         (409, "member_limit_reached")
     );
 }
+
+// TEAM-001: with email configured, the invitee gets the link by email.
+#[tokio::test]
+async fn an_invitation_is_emailed_with_its_link_when_email_is_configured() {
+    let smtp = workflowops_tests::mail::SmtpPeer::start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mailer = jobs::notify::Mailer::new(
+        &format!("smtp://{}:{}", smtp.host(), smtp.port()),
+        "WorkflowOps <invites@workflowops.test>",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let app = TestApp::spawn_with(|c| {
+        c.notify.mailer = Some(std::sync::Arc::new(mailer));
+    })
+    .await;
+    let acme = app.tenant("acme").await;
+    let res = app
+        .post(
+            "/api/v1/team/invitations",
+            &acme.admin,
+            &json!({"email": "new.person@acme.example", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    assert_eq!(res.body["email_sent"], true, "{}", res.body);
+    let mails = smtp.wait_for(1, std::time::Duration::from_secs(5)).await;
+    assert_eq!(mails[0].to, vec!["new.person@acme.example"]);
+    let url = res.body["accept_url"].as_str().unwrap_or_default();
+    // Quoted-printable or not, the link is in the body unbroken only when short lines allow it:
+    // compare without soft line breaks.
+    let body = mails[0].data.replace("=\r\n", "");
+    assert!(body.contains(url), "{body}");
+    assert!(body.contains("Tenant acme"), "{body}");
+
+    // A mail server that refuses: the invitation stands, the admin is told why.
+    smtp.fail_next(
+        workflowops_tests::mail::Stage::Rcpt,
+        550,
+        "5.1.1 no such user",
+        1,
+    );
+    let res = app
+        .post(
+            "/api/v1/team/invitations",
+            &acme.admin,
+            &json!({"email": "ghost@acme.example", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    assert_eq!(res.body["email_sent"], false);
+    assert!(
+        res.body["email_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("550"),
+        "{}",
+        res.body
+    );
+
+    // Without email configured: not sent, and said so.
+    let plain = TestApp::spawn().await;
+    let globex = plain.tenant("globex").await;
+    let res = plain
+        .post(
+            "/api/v1/team/invitations",
+            &globex.admin,
+            &json!({"email": "someone@globex.example", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(res.body["email_sent"], false);
+    assert!(
+        res.body["email_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("WFO_SMTP_URL")
+    );
+}
