@@ -64,6 +64,15 @@ pub struct Principal {
     pub tenant: Option<TenantAccess>,
     pub platform_admin: bool,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The platform admin acting as this user (an impersonation session, PLAT-005).
+    pub impersonator: Option<Impersonator>,
+}
+
+/// Who is behind an impersonation session.
+#[derive(Debug, Clone)]
+pub struct Impersonator {
+    pub user_id: Uuid,
+    pub email: String,
 }
 
 impl Principal {
@@ -71,6 +80,21 @@ impl Principal {
         match &self.subject {
             Subject::User { user_id, .. } => Some(*user_id),
             Subject::ApiKey { .. } => None,
+        }
+    }
+
+    /// Refuses what an impersonation must not do: anything that would outlive it or reach past
+    /// the user it acts as (minting API keys, switching tenants).
+    pub fn refuse_impersonation(&self, what: &str) -> Result<(), ApiError> {
+        match &self.impersonator {
+            Some(by) => Err(ApiError::forbidden(
+                "impersonation_restricted",
+                format!(
+                    "{what} is not allowed while impersonating (started by {})",
+                    by.email
+                ),
+            )),
+            None => Ok(()),
         }
     }
 
@@ -429,11 +453,16 @@ async fn resolve_session(state: &AppState, hash: &[u8; 32]) -> Result<Principal,
         }),
         _ => None,
     };
+    let impersonator = s.impersonator_user_id.map(|user_id| Impersonator {
+        user_id,
+        email: s.impersonator_email.unwrap_or_default(),
+    });
     Ok(Principal {
         subject,
         tenant,
         platform_admin: s.platform_admin,
         expires_at: Some(s.expires_at),
+        impersonator,
     })
 }
 
@@ -474,6 +503,7 @@ async fn resolve_key(state: &AppState, hash: &[u8; 32]) -> Result<Principal, Aut
         }),
         platform_admin: false,
         expires_at: k.expires_at,
+        impersonator: None,
     })
 }
 
@@ -495,11 +525,16 @@ fn actor(principal: &Principal, meta: &ClientMeta) -> Actor {
         Subject::User { user_id, email, .. } => (Some(*user_id), None, email.clone()),
         Subject::ApiKey { key_id, prefix, .. } => (None, Some(*key_id), prefix.clone()),
     };
+    // An impersonation: the trail names both (PLAT-008).
+    let label = match &principal.impersonator {
+        Some(by) => format!("{label} (impersonated by {})", by.email),
+        None => label,
+    };
     Actor {
         user_id,
         api_key_id,
         label,
-        impersonator_user_id: None,
+        impersonator_user_id: principal.impersonator.as_ref().map(|i| i.user_id),
         ip: meta.ip.clone(),
         request_id: meta.request_id.clone(),
     }
@@ -720,6 +755,7 @@ mod tests {
             }),
             platform_admin: false,
             expires_at: None,
+            impersonator: None,
         })
     }
 

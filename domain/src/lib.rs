@@ -28,6 +28,7 @@ pub mod environments;
 pub mod error;
 pub mod git_config;
 pub mod ids;
+pub mod impersonation;
 pub mod invitations;
 pub mod json;
 pub mod keys;

@@ -26,6 +26,9 @@ pub struct SessionAuth {
     pub expires_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub user_disabled: bool,
+    /// The platform admin acting through this session (an impersonation, PLAT-005).
+    pub impersonator_user_id: Option<Uuid>,
+    pub impersonator_email: Option<String>,
 }
 
 pub struct NewSession<'a> {
@@ -77,8 +80,10 @@ pub async fn resolve(
     Ok(sqlx::query_as(
         "select s.id as session_id, u.id as user_id, u.email, u.name, \
                 t.id as tenant_id, t.slug as tenant_slug, t.name as tenant_name, m.role, \
-                exists (select 1 from platform_admins p where p.user_id = u.id) as platform_admin, \
-                s.expires_at, s.revoked_at, u.disabled_at is not null as user_disabled \
+                s.impersonator_user_id is null \
+                  and exists (select 1 from platform_admins p where p.user_id = u.id) as platform_admin, \
+                s.expires_at, s.revoked_at, u.disabled_at is not null as user_disabled, \
+                s.impersonator_user_id, (select a.email from users a where a.id = s.impersonator_user_id) as impersonator_email \
          from sessions s join users u on u.id = s.user_id \
          left join memberships m on m.user_id = s.user_id and m.tenant_id = s.tenant_id \
          left join tenants t on t.id = m.tenant_id \

@@ -69,6 +69,8 @@ pub async fn create_api_key(
     ctx: TenantCtx<perm::ManageApiKeys>,
     ApiJson(req): ApiJson<CreateApiKeyRequest>,
 ) -> ApiResult<(StatusCode, Json<ApiKeyCreated>)> {
+    // A key would outlive the impersonation that minted it.
+    ctx.principal.refuse_impersonation("creating API keys")?;
     let role = req.role.unwrap_or(Role::Developer);
     if role > ctx.tenant.role {
         return Err(ApiError::forbidden(
@@ -192,6 +194,7 @@ pub async fn rotate_api_key(
     ApiPath(key_id): ApiPath<Uuid>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<ApiKeyCreated>)> {
+    ctx.principal.refuse_impersonation("rotating API keys")?;
     let req: RotateApiKeyRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RotateApiKeyRequest::default()
     } else {

@@ -192,6 +192,13 @@ pub async fn logout(State(state): State<AppState>, caller: Authenticated) -> Api
             "API keys do not sign out; revoke the key instead",
         ));
     };
+    // Signing out of an impersonation ends it (PLAT-006).
+    if caller.principal.impersonator.is_some()
+        && let Some(id) = domain::impersonation::of_session(&state.db, *session_id).await?
+    {
+        crate::routes::impersonation::end(&state, id, "logout", &caller.actor()).await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
     let mut tx = state.db.begin().await?;
     sessions::revoke(&mut *tx, *session_id).await?;
     publish(&mut *tx, Invalidation::Session(*session_id)).await?;
@@ -230,6 +237,7 @@ pub async fn switch_tenant(
     caller: Authenticated,
     ApiJson(req): ApiJson<SwitchTenantRequest>,
 ) -> ApiResult<Json<TenantView>> {
+    caller.principal.refuse_impersonation("switching tenants")?;
     let Subject::User {
         user_id,
         session_id,
@@ -291,6 +299,8 @@ pub struct MeResponse {
     /// What the caller's role allows in the current tenant.
     pub permissions: Vec<Permission>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The platform admin acting as this user, when this is an impersonation session.
+    pub impersonated_by: Option<String>,
 }
 
 /// Who the caller is, where it acts, and what it may do there.
@@ -345,6 +355,7 @@ pub async fn me(caller: Authenticated) -> Json<MeResponse> {
             })
             .unwrap_or_default(),
         expires_at: p.expires_at,
+        impersonated_by: p.impersonator.as_ref().map(|i| i.email.clone()),
     })
 }
 

@@ -18,6 +18,7 @@ pub mod drift;
 pub mod environments;
 pub mod git;
 pub mod health;
+pub mod impersonation;
 pub mod notifications;
 pub mod observability;
 pub mod platform;
@@ -57,6 +58,13 @@ pub fn router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(platform::remove_platform_admin))
         .routes(routes!(platform::list_workers))
+        .routes(routes!(impersonation::tenant_users))
+        .routes(routes!(
+            impersonation::list_impersonations,
+            impersonation::start_impersonation
+        ))
+        .routes(routes!(impersonation::get_impersonation))
+        .routes(routes!(impersonation::end_impersonation))
         .routes(routes!(notifications::event_catalog))
         .routes(routes!(
             notifications::list_channels,

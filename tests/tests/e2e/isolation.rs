@@ -333,6 +333,25 @@ async fn another_tenants_ids_get_404_on_every_route_and_change_nothing() {
         tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
         id
     };
+    let a_impersonation = {
+        let mut tx = app.db.pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+        let (_, started) = domain::impersonation::start(
+            &mut tx,
+            domain::impersonation::NewImpersonation {
+                admin_user_id: a_member.user_id.unwrap_or_default(),
+                target_user_id: a.admin.user_id.unwrap_or_default(),
+                tenant_id: a.id,
+                reason: "fixture for the walk",
+                ttl: chrono::Duration::minutes(5),
+                ip: None,
+                user_agent: None,
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+        started.id
+    };
     let b = app.tenant("globex").await;
 
     let ids: HashMap<&str, String> = HashMap::from([
@@ -362,6 +381,7 @@ async fn another_tenants_ids_get_404_on_every_route_and_change_nothing() {
         ("channel_id", a_channel.clone()),
         ("rule_id", a_rule.clone()),
         ("alert_id", a_alert.to_string()),
+        ("impersonation_id", a_impersonation.to_string()),
     ]);
 
     let doc = app

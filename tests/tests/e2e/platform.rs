@@ -151,3 +151,322 @@ async fn platform_admins_are_added_and_removed_but_never_the_last() {
             .unwrap_or_default();
     assert_eq!(logged, 2);
 }
+
+fn bearer(token: &str) -> Caller {
+    Caller {
+        token: token.to_owned(),
+        user_id: None,
+        key_id: None,
+        email: String::new(),
+    }
+}
+
+// PLAT-005..010, PLAT-012..014
+#[tokio::test]
+async fn a_platform_admin_impersonates_a_member_for_a_reason_and_every_step_is_audited() {
+    let app = TestApp::spawn().await;
+    let admin = platform_admin(&app).await;
+    let acme = app.tenant("acme").await;
+    let developer = app.member(&acme, Role::Developer).await;
+    let dev_id = developer.user_id.unwrap_or_default();
+
+    // PLAT-012/014: the support console finds the tenant's users with their roles.
+    let users = app
+        .get(
+            &format!("/api/v1/platform/tenants/{}/users?q=developer", acme.id),
+            &admin,
+        )
+        .await;
+    assert_eq!(users.status, 200, "{}", users.body);
+    assert_eq!(users.body["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(users.body["items"][0]["role"], "developer");
+    assert_eq!(users.body["items"][0]["can_impersonate"], true);
+    let all = app
+        .get(
+            &format!("/api/v1/platform/tenants/{}/users", acme.id),
+            &admin,
+        )
+        .await;
+    assert_eq!(all.body["items"].as_array().map(Vec::len), Some(2));
+    // Tenant members cannot use the console.
+    let denied = app
+        .get(
+            &format!("/api/v1/platform/tenants/{}/users", acme.id),
+            &acme.admin,
+        )
+        .await;
+    assert_eq!(denied.status, 403);
+
+    // Bad requests: no reason, too long, not a member, a platform admin, oneself.
+    for (body, status) in [
+        (
+            json!({"tenant_id": acme.id, "user_id": dev_id, "reason": "short"}),
+            422,
+        ),
+        (
+            json!({"tenant_id": acme.id, "user_id": dev_id, "reason": "ticket SUP-1 export", "minutes": 600}),
+            422,
+        ),
+        (
+            json!({"tenant_id": acme.id, "user_id": admin.user_id, "reason": "ticket SUP-1 export"}),
+            409,
+        ),
+        (
+            json!({"tenant_id": acme.id, "user_id": uuid::Uuid::now_v7(), "reason": "ticket SUP-1 export"}),
+            404,
+        ),
+    ] {
+        let res = app
+            .post("/api/v1/platform/impersonations", &admin, &body)
+            .await;
+        assert_eq!(res.status.as_u16(), status, "{body}: {}", res.body);
+    }
+    // PLAT-009: another platform admin, even one who is a tenant member, cannot be impersonated.
+    let other_admin = app.member(&acme, Role::Admin).await;
+    domain::tenancy::add_platform_admin(
+        &app.db.pool,
+        other_admin.user_id.unwrap_or_default(),
+        None,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let refused = app
+        .post(
+            "/api/v1/platform/impersonations",
+            &admin,
+            &json!({"tenant_id": acme.id, "user_id": other_admin.user_id, "reason": "ticket SUP-1 export"}),
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(refused.code(), "cannot_impersonate_platform_admin");
+
+    // PLAT-005: start.
+    let started = app
+        .post(
+            "/api/v1/platform/impersonations",
+            &admin,
+            &json!({"tenant_id": acme.id, "user_id": dev_id, "reason": "ticket SUP-42: sync fails", "minutes": 30}),
+        )
+        .await;
+    assert_eq!(started.status, 201, "{}", started.body);
+    let id = started.body["impersonation"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(started.body["impersonation"]["active"], true);
+    assert_eq!(
+        started.body["impersonation"]["reason"],
+        "ticket SUP-42: sync fails"
+    );
+    let as_dev = bearer(started.body["token"].as_str().unwrap_or_default());
+
+    // The session acts as the developer, in acme, without platform rights.
+    let me = app.get("/api/v1/me", &as_dev).await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert_eq!(me.body["user"]["id"], json!(dev_id));
+    assert_eq!(me.body["tenant"]["role"], "developer");
+    assert_eq!(me.body["platform_admin"], false);
+    assert_eq!(me.body["impersonated_by"], json!(admin.email));
+    assert_eq!(
+        app.get("/api/v1/platform/tenants", &as_dev).await.status,
+        403
+    );
+    // It cannot wander to other tenants.
+    let switch = app
+        .post(
+            "/api/v1/auth/switch-tenant",
+            &as_dev,
+            &json!({"tenant": "ops"}),
+        )
+        .await;
+    assert_eq!(switch.status, 403, "{}", switch.body);
+    assert_eq!(switch.code(), "impersonation_restricted");
+
+    // PLAT-008: a change made while impersonating names the admin.
+    let channel = app
+        .post(
+            "/api/v1/notifications/channels",
+            &as_dev,
+            &json!({"name": "x", "kind": "email", "recipients": ["a@b.example"]}),
+        )
+        .await;
+    assert_eq!(channel.status, 403, "a developer cannot: {}", channel.body);
+    let run = app
+        .post(
+            "/api/v1/runs/00000000-0000-0000-0000-000000000000/cancel",
+            &as_dev,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(run.status, 404);
+    let invite_as_admin = {
+        // Impersonating the tenant's admin to make a change that is audited.
+        let target = acme.admin.user_id.unwrap_or_default();
+        let res = app
+            .post(
+                "/api/v1/platform/impersonations",
+                &admin,
+                &json!({"tenant_id": acme.id, "user_id": target, "reason": "ticket SUP-43: invite a colleague"}),
+            )
+            .await;
+        assert_eq!(res.status, 201, "{}", res.body);
+        bearer(res.body["token"].as_str().unwrap_or_default())
+    };
+    // Even as an admin, it cannot mint credentials that would outlive it.
+    let key = app
+        .post(
+            "/api/v1/api-keys",
+            &invite_as_admin,
+            &json!({"name": "backdoor"}),
+        )
+        .await;
+    assert_eq!(key.status, 403, "{}", key.body);
+    assert_eq!(key.code(), "impersonation_restricted");
+    let invited = app
+        .post(
+            "/api/v1/team/invitations",
+            &invite_as_admin,
+            &json!({"email": "colleague@acme.example", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(invited.status, 201, "{}", invited.body);
+    let row: (Option<uuid::Uuid>, Option<uuid::Uuid>, String) = sqlx::query_as(
+        "select actor_user_id, impersonator_user_id, actor_label from audit_logs where action = 'invitation.created'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(row.0, acme.admin.user_id);
+    assert_eq!(row.1, admin.user_id);
+    assert!(row.2.contains("impersonated by"), "{}", row.2);
+
+    // PLAT-010: the sessions are listed, active ones first by default order (newest first).
+    let active = app
+        .get("/api/v1/platform/impersonations?active=true", &admin)
+        .await;
+    assert_eq!(active.body["items"].as_array().map(Vec::len), Some(2));
+    let mine = app
+        .get(
+            &format!("/api/v1/platform/impersonations?user_id={dev_id}"),
+            &admin,
+        )
+        .await;
+    assert_eq!(mine.body["items"][0]["id"], json!(id));
+    assert_eq!(mine.body["items"][0]["admin_email"], json!(admin.email));
+
+    // PLAT-006: ending it stops the token at once; ending again changes nothing.
+    let ended = app
+        .post(
+            &format!("/api/v1/platform/impersonations/{id}/end"),
+            &admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(ended.status, 200, "{}", ended.body);
+    assert_eq!(ended.body["active"], false);
+    assert_eq!(ended.body["ended_by"], json!(admin.email));
+    assert_eq!(app.get("/api/v1/me", &as_dev).await.status, 401);
+    let again = app
+        .post(
+            &format!("/api/v1/platform/impersonations/{id}/end"),
+            &admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(again.status, 200);
+    // Signing out of an impersonation ends it too.
+    assert_eq!(
+        app.request(
+            reqwest::Method::POST,
+            "/api/v1/auth/logout",
+            Some(&invite_as_admin.token),
+            None
+        )
+        .await
+        .status,
+        204
+    );
+    let none = app
+        .get("/api/v1/platform/impersonations?active=true", &admin)
+        .await;
+    assert_eq!(none.body["items"].as_array().map(Vec::len), Some(0));
+    let by_logout = app
+        .get(
+            &format!(
+                "/api/v1/platform/impersonations?user_id={}",
+                acme.admin.user_id.unwrap_or_default()
+            ),
+            &admin,
+        )
+        .await;
+    assert_eq!(by_logout.body["items"][0]["ended_by"], "logout");
+
+    // PLAT-007: the tenant's own audit log shows each start and end, with the reason.
+    let trail = app
+        .get(
+            "/api/v1/audit-logs?action_prefix=platform.impersonation",
+            &acme.admin,
+        )
+        .await;
+    assert_eq!(trail.status, 200, "{}", trail.body);
+    let actions: Vec<&str> = trail.body["items"].as_array().map_or_else(Vec::new, |a| {
+        a.iter().filter_map(|e| e["action"].as_str()).collect()
+    });
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| **a == "platform.impersonation_started")
+            .count(),
+        2,
+        "{actions:?}"
+    );
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| **a == "platform.impersonation_ended")
+            .count(),
+        2,
+        "{actions:?}"
+    );
+    assert!(
+        trail.body.to_string().contains("ticket SUP-42"),
+        "{}",
+        trail.body
+    );
+}
+
+// PLAT-005: an impersonation runs out by itself.
+#[tokio::test]
+async fn an_impersonation_expires_on_its_own() {
+    let app = TestApp::spawn().await;
+    let admin = platform_admin(&app).await;
+    let acme = app.tenant("acme").await;
+    let viewer = app.member(&acme, Role::Viewer).await;
+    let started = app
+        .post(
+            "/api/v1/platform/impersonations",
+            &admin,
+            &json!({"tenant_id": acme.id, "user_id": viewer.user_id, "reason": "ticket SUP-7: dashboard empty", "minutes": 5}),
+        )
+        .await;
+    assert_eq!(started.status, 201, "{}", started.body);
+    let token = bearer(started.body["token"].as_str().unwrap_or_default());
+    assert_eq!(app.get("/api/v1/me", &token).await.status, 200);
+    sqlx::query("update sessions set expires_at = now() - interval '1 second' where impersonator_user_id is not null")
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    sqlx::query("update impersonations set expires_at = now() - interval '1 second'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    app.state.auth_cache.evict(api::auth::Invalidation::All);
+    let me = app.get("/api/v1/me", &token).await;
+    assert_eq!(me.status, 401);
+    assert_eq!(me.code(), "token_expired");
+    let listed = app
+        .get("/api/v1/platform/impersonations?active=false", &admin)
+        .await;
+    assert_eq!(listed.body["items"][0]["active"], false);
+    assert_eq!(listed.body["items"][0]["ended_by"], json!(null));
+}
