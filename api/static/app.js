@@ -29,16 +29,21 @@ function showError(scope, message) {
   if (box) { box.textContent = message; box.hidden = false; } else { alert(message); }
 }
 
-// A form's fields as JSON: checkboxes as booleans, numbers as numbers, multi-selects and
-// comma-separated `data-list` inputs as arrays, empty fields left out.
+// A form's fields as JSON: checkboxes as booleans, numbers as numbers, multi-selects,
+// comma- or newline-separated `data-list` fields and `data-list` checkbox groups (the values
+// checked) as arrays, empty fields left out.
 function formBody(form) {
   const body = {};
   for (const el of form.elements) {
     if (!el.name || el.disabled) continue;
-    if (el.type === "checkbox") body[el.name] = el.checked;
+    if (el.type === "checkbox" && el.dataset.list !== undefined) {
+      body[el.name] ??= [];
+      if (el.checked) body[el.name].push(el.value);
+    }
+    else if (el.type === "checkbox") body[el.name] = el.checked;
     else if (el.type === "number") { if (el.value !== "") body[el.name] = Number(el.value); }
     else if (el.multiple) body[el.name] = [...el.selectedOptions].map((o) => o.value);
-    else if (el.dataset.list !== undefined) body[el.name] = el.value.split(",").map((x) => x.trim()).filter(Boolean);
+    else if (el.dataset.list !== undefined) body[el.name] = el.value.split(/[,\n]/).map((x) => x.trim()).filter(Boolean);
     else if (el.value !== "") body[el.name] = el.value;
   }
   return body;
@@ -58,6 +63,11 @@ async function act(el, body) {
     }
     else if (then.startsWith("go:")) { location.href = then.slice(3).replace("{id}", data?.id ?? ""); }
     else if (then === "saved") { const m = el.querySelector("[data-saved]"); if (m) { m.hidden = false; } }
+    else if (then === "test-result" && data) {
+      // A channel test: its answer in the row's "last test" cell, without a reload.
+      const out = el.closest("tr")?.querySelector("[data-test-result]");
+      if (out) { out.textContent = data.ok ? "ok" : (data.error ?? "failed"); out.className = `status ${data.ok ? "ok" : "error"}`; }
+    }
   } catch (e) {
     showError(el, e.message);
   } finally {
@@ -305,6 +315,23 @@ document.addEventListener("click", async (ev) => {
       renderChanges("Comparison", `${d.added.length} added, ${d.removed.length} removed, ${d.changed.length} changed, ${d.unchanged} unchanged`, changes);
     }
   } catch (e) { showError(el, e.message); }
+});
+
+// Fields that apply to one kind of thing only (a notification channel's URL, recipients or
+// signing secret): the others are hidden and disabled, so they are neither seen nor sent.
+function showKind(select) {
+  for (const el of select.form.querySelectorAll("[data-kinds]")) {
+    const on = el.dataset.kinds.split(" ").includes(select.value);
+    el.hidden = !on;
+    for (const input of el.querySelectorAll("input, textarea, select")) input.disabled = !on;
+  }
+}
+document.addEventListener("change", (ev) => {
+  const select = ev.target.closest("select[data-kind-select]");
+  if (select) showKind(select);
+});
+document.addEventListener("DOMContentLoaded", () => {
+  for (const select of document.querySelectorAll("select[data-kind-select]")) showKind(select);
 });
 
 // Role changes on the team page.

@@ -24,6 +24,7 @@ use crate::auth::{
     AuthOutcome, ClientMeta, Principal, SESSION_COOKIE, Subject, csrf_token, session_cookie,
 };
 
+mod notifications;
 mod pages;
 
 pub fn router() -> Router<AppState> {
@@ -48,6 +49,7 @@ pub fn router() -> Router<AppState> {
         .route("/incidents/{id}", get(pages::incident))
         .route("/team", get(pages::team))
         .route("/settings", get(pages::settings))
+        .route("/notifications", get(notifications::notifications))
         .route("/switch", get(pages::switch_tenant))
         .route("/audit", get(pages::audit))
         .route("/workers", get(pages::workers))

@@ -24,7 +24,7 @@ fn not_found(what: &str) -> Response {
         .into_response()
 }
 
-fn failed(e: &impl std::fmt::Display) -> Response {
+pub(super) fn failed(e: &impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "a page's query failed");
     super::difficulties()
 }

@@ -770,3 +770,111 @@ async fn channels_do_not_reach_private_addresses_unless_allowed() {
         test.body
     );
 }
+
+// NOTIF-001..009: the web UI's notifications page, for an admin and for a viewer.
+#[tokio::test]
+async fn the_notifications_page_lists_everything_escaped_and_shows_controls_to_admins_only() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let viewer = app.member(&acme, Role::Viewer).await;
+    let slack = channel(
+        &app,
+        &acme,
+        json!({"name": "Ops Slack", "kind": "slack",
+               "url": "https://hooks.slack.com/services/T0/B0/page-secret-token"}),
+    )
+    .await;
+    let hostile = channel(
+        &app,
+        &acme,
+        json!({"name": "<script>x</script>", "kind": "email", "recipients": ["oncall@example.com"],
+               "enabled": false}),
+    )
+    .await;
+    let backups = rule(
+        &app,
+        &acme,
+        json!({"event_type": "backup.failed", "channel_ids": [id(&slack), id(&hostile)]}),
+    )
+    .await;
+    let event = raise(
+        &app,
+        Alert {
+            tenant_id: acme.id,
+            event_type: EventType::BackupFailed,
+            environment_id: None,
+            title: "Nightly backup of Production failed".into(),
+            data: json!({}),
+        },
+    )
+    .await;
+    let run: Uuid = sqlx::query_scalar("select run_id from alert_events where id = $1")
+        .bind(event)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let page = |token: String| {
+        let url = app.url("/notifications");
+        async move {
+            let res = reqwest::Client::new()
+                .get(url)
+                .header("cookie", format!("wfo_session={token}"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            (res.status().as_u16(), res.text().await.unwrap_or_default())
+        }
+    };
+    let (status, html) = page(acme.admin.token.clone()).await;
+    assert_eq!(status, 200, "{html}");
+    for wanted in [
+        "href=\"/notifications\" aria-current=\"page\"",
+        "Ops Slack",
+        "hooks.slack.com",
+        "oncall@example.com",
+        "backup.failed",
+        "A backup to Git failed.",
+        "Nightly backup of Production failed",
+        &format!("href=\"/runs/{run}\""),
+        &format!(
+            "data-api=\"PATCH /api/v1/notifications/rules/{}\"",
+            id(&backups)
+        ),
+        &format!(
+            "data-api=\"POST /api/v1/notifications/channels/{}/test\"",
+            id(&slack)
+        ),
+        &format!(
+            "data-api=\"DELETE /api/v1/notifications/channels/{}\"",
+            id(&hostile)
+        ),
+        "id=\"new-channel\"",
+        "id=\"new-rule\"",
+    ] {
+        assert!(html.contains(wanted), "{wanted} missing: {html}");
+    }
+    assert!(!html.contains("page-secret-token"), "the sealed URL shown");
+    assert!(
+        !html.contains("<script>x</script>") && html.contains("&#60;script&#62;x&#60;/script&#62;"),
+        "the channel's name not escaped: {html}"
+    );
+
+    // A viewer reads the same lists, without a single control.
+    let (status, html) = page(viewer.token.clone()).await;
+    assert_eq!(status, 200, "{html}");
+    for wanted in [
+        "href=\"/notifications\"",
+        "Ops Slack",
+        "backup.failed",
+        "Nightly backup of Production failed",
+    ] {
+        assert!(html.contains(wanted), "{wanted} missing: {html}");
+    }
+    for admin_only in ["data-api", "Send test", "new-channel", "new-rule", "Delete"] {
+        assert!(
+            !html.contains(admin_only),
+            "a viewer sees {admin_only}: {html}"
+        );
+    }
+}

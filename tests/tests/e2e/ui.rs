@@ -11,6 +11,7 @@ use uuid::Uuid;
 use workflowops_tests::app::FIXTURE_PASSWORD;
 use workflowops_tests::browser::Browser;
 use workflowops_tests::engine_support::{TestWorker, wait_for};
+use workflowops_tests::hooks::HookPeer;
 use workflowops_tests::n8n::{EmulatorConfig, N8nEmulator};
 use workflowops_tests::{Caller, TestApp};
 
@@ -1193,4 +1194,59 @@ async fn pages_show_technical_difficulties_when_the_database_is_down() {
     assert_eq!(api.status(), 503);
     let body: serde_json::Value = api.json().await.unwrap_or_default();
     assert_eq!(body["code"], "unavailable", "{body}");
+}
+
+// NOTIF-005: "Send test" on the notifications page tests a disabled channel and shows what the
+// peer said in the channel's row, without reloading the page.
+#[tokio::test]
+async fn the_notifications_page_tests_a_channel_in_place() {
+    let hooks = HookPeer::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let app = TestApp::spawn_with(|c| c.notify.allow_private = true).await;
+    let acme = app.tenant("acme").await;
+    let created = app
+        .post(
+            "/api/v1/notifications/channels",
+            &acme.admin,
+            &json!({"name": "Ops Slack", "kind": "slack", "url": hooks.url("/slack/T/B/ok"), "enabled": false}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let channel = created.body["id"].as_str().unwrap_or_default().to_owned();
+    let b = Browser::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+    sign_in(&b, &app, &acme.admin)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .goto(app.url("/notifications"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let result = format!("test-result-{channel}");
+    assert_eq!(b.text(&result).await, "never");
+    b.driver
+        .execute("window.__stay = 42;", vec![])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.driver
+        .find(By::Id(format!("test-{channel}")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.until("the test's answer in the row", || async {
+        b.text(&result).await == "ok"
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let stayed = b
+        .driver
+        .execute("return window.__stay;", vec![])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stayed.json(), &json!(42), "no reload");
+    assert_eq!(hooks.requests().len(), 1, "one test message");
+    b.screenshot("notifications")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.close().await;
 }
