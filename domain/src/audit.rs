@@ -253,6 +253,8 @@ pub fn redact(mut value: Value) -> Value {
 #[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Record {
     pub id: Uuid,
+    /// Null for platform-level entries (platform admins, tenants created).
+    pub tenant_id: Option<Uuid>,
     pub occurred_at: DateTime<Utc>,
     pub actor_user_id: Option<Uuid>,
     pub actor_api_key_id: Option<Uuid>,
@@ -283,9 +285,38 @@ pub struct Filter {
     pub search: Option<String>,
 }
 
+/// A tenant's audit trail (SEC-010).
 pub async fn list(
     db: impl PgExecutor<'_>,
     tenant_id: Uuid,
+    filter: &Filter,
+    page: PageRequest,
+) -> Result<Page<Record>> {
+    list_in(db, "tenant_id = $1", Some(tenant_id), filter, page).await
+}
+
+/// Every tenant's trail and the platform's own entries, or one tenant's (ADMIN-012): for
+/// platform admins.
+pub async fn list_platform(
+    db: impl PgExecutor<'_>,
+    tenant_id: Option<Uuid>,
+    filter: &Filter,
+    page: PageRequest,
+) -> Result<Page<Record>> {
+    list_in(
+        db,
+        "($1::uuid is null or tenant_id = $1)",
+        tenant_id,
+        filter,
+        page,
+    )
+    .await
+}
+
+async fn list_in(
+    db: impl PgExecutor<'_>,
+    scope: &'static str,
+    tenant_id: Option<Uuid>,
     filter: &Filter,
     page: PageRequest,
 ) -> Result<Page<Record>> {
@@ -297,18 +328,18 @@ pub async fn list(
         .search
         .as_deref()
         .map(|s| format!("%{}%", crate::tenancy::escape_like(s)));
-    let rows = sqlx::query_as(
-        "select id, occurred_at, actor_user_id, actor_api_key_id, actor_label, impersonator_user_id, ip, \
+    let rows = sqlx::query_as(sqlf!(
+        "select id, tenant_id, occurred_at, actor_user_id, actor_api_key_id, actor_label, impersonator_user_id, ip, \
                 request_id, action, target_type, target_id, provider, old_value, new_value \
-         from audit_logs where tenant_id = $1 and ($2::uuid is null or id < $2) \
+         from audit_logs where {scope} and ($2::uuid is null or id < $2) \
            and ($3::text is null or action = $3) and ($4::text is null or action like $4) \
            and ($5::uuid is null or actor_user_id = $5) and ($6::uuid is null or actor_api_key_id = $6) \
            and ($7::text is null or target_type = $7) and ($8::text is null or target_id = $8) \
            and ($9::text is null or provider = $9) \
            and ($10::timestamptz is null or occurred_at >= $10) and ($11::timestamptz is null or occurred_at < $11) \
            and ($12::text is null or actor_label ilike $12 or action ilike $12 or target_id ilike $12) \
-         order by id desc limit $13",
-    )
+         order by id desc limit $13"
+    ))
     .bind(tenant_id)
     .bind(page.after)
     .bind(filter.action.as_deref())

@@ -232,14 +232,7 @@ pub async fn tenant_users(
     q: Option<&str>,
     page: PageRequest,
 ) -> Result<Page<TenantUser>> {
-    let pattern = q.map(|q| {
-        format!(
-            "%{}%",
-            q.replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        )
-    });
+    let pattern = q.map(|q| format!("%{}%", crate::tenancy::escape_like(q)));
     let rows = sqlx::query_as(
         "select u.id as user_id, u.email, u.name, m.role, m.created_at as joined_at, \
                 exists (select 1 from platform_admins p where p.user_id = u.id) as platform_admin, \

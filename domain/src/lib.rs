@@ -46,6 +46,7 @@ pub mod sessions;
 pub mod snapshots;
 pub mod tenancy;
 pub mod tokens;
+pub mod usage;
 pub mod validate;
 pub mod workflow;
 

@@ -14,6 +14,7 @@ pub mod audit_logs;
 pub mod auth;
 pub mod canonical;
 pub mod catalog;
+pub mod console;
 pub mod drift;
 pub mod environments;
 pub mod git;
@@ -59,6 +60,13 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(platform::remove_platform_admin))
         .routes(routes!(platform::list_workers))
         .routes(routes!(impersonation::tenant_users))
+        .routes(routes!(console::overview))
+        .routes(routes!(console::tenant_usage))
+        .routes(routes!(console::top_tenants))
+        .routes(routes!(console::at_limit))
+        .routes(routes!(console::list_notes, console::add_note))
+        .routes(routes!(console::delete_note))
+        .routes(routes!(console::platform_audit_logs))
         .routes(routes!(
             impersonation::list_impersonations,
             impersonation::start_impersonation

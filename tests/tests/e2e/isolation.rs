@@ -53,6 +53,7 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         | ("post", "/api/v1/webhooks/github/{tenant_id}") => json!({}),
         ("patch", "/api/v1/notifications/channels/{channel_id}") => json!({"enabled": false}),
         ("patch", "/api/v1/notifications/rules/{rule_id}") => json!({"enabled": false}),
+        ("post", "/api/v1/platform/tenants/{tenant_id}/notes") => json!({"body": "x"}),
         ("post", "/api/v1/workflow-action-requests/{request_id}/approve")
         | ("post", "/api/v1/workflow-action-requests/{request_id}/reject") => json!({}),
         _ => return None,
@@ -352,6 +353,16 @@ async fn another_tenants_ids_get_404_on_every_route_and_change_nothing() {
         tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
         started.id
     };
+    let a_note = domain::usage::add_note(
+        &app.db.pool,
+        a.id,
+        "fixture",
+        a.admin.user_id.unwrap_or_default(),
+        "fixture",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+    .id;
     let b = app.tenant("globex").await;
 
     let ids: HashMap<&str, String> = HashMap::from([
@@ -382,6 +393,7 @@ async fn another_tenants_ids_get_404_on_every_route_and_change_nothing() {
         ("rule_id", a_rule.clone()),
         ("alert_id", a_alert.to_string()),
         ("impersonation_id", a_impersonation.to_string()),
+        ("note_id", a_note.to_string()),
     ]);
 
     let doc = app

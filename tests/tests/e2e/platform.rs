@@ -470,3 +470,193 @@ async fn an_impersonation_expires_on_its_own() {
     assert_eq!(listed.body["items"][0]["active"], false);
     assert_eq!(listed.body["items"][0]["ended_by"], json!(null));
 }
+
+// PLAT-003, ADMIN-003, ADMIN-004, ADMIN-009..012
+#[tokio::test]
+async fn the_console_shows_usage_limits_notes_and_the_audit_trail_across_tenants() {
+    let app = TestApp::spawn_with(|c| c.max_environments = 1).await;
+    let admin = platform_admin(&app).await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    app.member(&acme, Role::Developer).await;
+    app.member(&acme, Role::Viewer).await;
+    // Globex fills its seats (limit 2: its admin and one invitation).
+    sqlx::query("update tenants set member_limit = 2 where id = $1")
+        .bind(globex.id)
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let invited = app
+        .post(
+            "/api/v1/team/invitations",
+            &globex.admin,
+            &json!({"email": "x@globex.example", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(invited.status, 201, "{}", invited.body);
+    for n in 0..3 {
+        workflowops_tests::engine_support::enqueue(
+            &app.db.pool,
+            &engine::NewRun::new(
+                acme.id.to_string(),
+                "diagnostics.ledger",
+                json!({"steps": n}),
+            )
+            .run_at(chrono::Utc::now() + chrono::Duration::hours(1)),
+        )
+        .await;
+    }
+
+    // ADMIN-009 / PLAT-003: the platform in numbers.
+    let overview = app.get("/api/v1/platform/overview", &admin).await;
+    assert_eq!(overview.status, 200, "{}", overview.body);
+    assert_eq!(overview.body["tenants"], 3);
+    assert_eq!(overview.body["users"], 5);
+    assert_eq!(overview.body["platform_admins"], 1);
+    assert_eq!(overview.body["runs_24h"], 3);
+    assert_eq!(overview.body["active_impersonations"], 0);
+
+    // ADMIN-004: one tenant's usage.
+    let usage = app
+        .get(
+            &format!("/api/v1/platform/tenants/{}/usage", acme.id),
+            &admin,
+        )
+        .await;
+    assert_eq!(usage.status, 200, "{}", usage.body);
+    assert_eq!(usage.body["members"], 3);
+    assert_eq!(usage.body["runs"], 3);
+    assert_eq!(usage.body["environments"], 0);
+    assert!(usage.body["last_activity_at"].is_null() || usage.body["last_activity_at"].is_string());
+
+    // ADMIN-010: the heaviest tenants by a metric; an unknown metric is a 422.
+    let top = app
+        .get("/api/v1/platform/usage/top?metric=members&limit=2", &admin)
+        .await;
+    assert_eq!(top.status, 200, "{}", top.body);
+    assert_eq!(top.body.as_array().map(Vec::len), Some(2));
+    assert_eq!(top.body[0]["slug"], "acme");
+    let runs = app
+        .get("/api/v1/platform/usage/top?metric=runs", &admin)
+        .await;
+    assert_eq!(runs.body[0]["runs"], 3);
+    for bad in [
+        "metric=height",
+        "metric=runs&limit=0",
+        "metric=runs&limit=101",
+        "",
+    ] {
+        let res = app
+            .get(&format!("/api/v1/platform/usage/top?{bad}"), &admin)
+            .await;
+        assert_eq!(res.status, 422, "{bad}: {}", res.body);
+    }
+
+    // ADMIN-011: tenants at a limit, and which.
+    let at_limit = app.get("/api/v1/platform/usage/at-limit", &admin).await;
+    assert_eq!(at_limit.status, 200, "{}", at_limit.body);
+    let slugs: Vec<&str> = at_limit.body.as_array().map_or_else(Vec::new, |a| {
+        a.iter().filter_map(|t| t["slug"].as_str()).collect()
+    });
+    assert_eq!(slugs, ["globex"], "{}", at_limit.body);
+    assert_eq!(at_limit.body[0]["limits"], json!(["members"]));
+
+    // ADMIN-003: notes, for platform admins only.
+    let note = app
+        .post(
+            &format!("/api/v1/platform/tenants/{}/notes", acme.id),
+            &admin,
+            &json!({"body": "Renewal call on the 12th; asked about SSO."}),
+        )
+        .await;
+    assert_eq!(note.status, 201, "{}", note.body);
+    assert_eq!(note.body["author_email"], json!(admin.email));
+    let empty = app
+        .post(
+            &format!("/api/v1/platform/tenants/{}/notes", acme.id),
+            &admin,
+            &json!({"body": "   "}),
+        )
+        .await;
+    assert_eq!(empty.status, 422);
+    let notes = app
+        .get(
+            &format!("/api/v1/platform/tenants/{}/notes", acme.id),
+            &admin,
+        )
+        .await;
+    assert_eq!(notes.body["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        app.get(
+            &format!("/api/v1/platform/tenants/{}/notes", acme.id),
+            &acme.admin
+        )
+        .await
+        .status,
+        403
+    );
+    // The tenant's own trail does not mention the note.
+    let own = app.get("/api/v1/audit-logs", &acme.admin).await;
+    assert!(
+        !own.body.to_string().contains("tenant_note"),
+        "{}",
+        own.body
+    );
+    let note_id = note.body["id"].as_str().unwrap_or_default().to_owned();
+    let wrong_tenant = app
+        .delete(
+            &format!("/api/v1/platform/tenants/{}/notes/{note_id}", globex.id),
+            &admin,
+        )
+        .await;
+    assert_eq!(wrong_tenant.status, 404);
+    let deleted = app
+        .delete(
+            &format!("/api/v1/platform/tenants/{}/notes/{note_id}", acme.id),
+            &admin,
+        )
+        .await;
+    assert_eq!(deleted.status, 204);
+
+    // ADMIN-012: the trail across tenants, or one tenant's.
+    let all = app
+        .get("/api/v1/platform/audit-logs?limit=200", &admin)
+        .await;
+    assert_eq!(all.status, 200, "{}", all.body);
+    let tenants: std::collections::HashSet<String> = all.body["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| e["tenant_id"].as_str().unwrap_or("platform").to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(tenants.contains(&globex.id.to_string()), "{tenants:?}");
+    assert!(tenants.contains("platform"), "{tenants:?}");
+    let one = app
+        .get(
+            &format!("/api/v1/platform/audit-logs?tenant_id={}", globex.id),
+            &admin,
+        )
+        .await;
+    assert!(
+        one.body["items"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty() && a.iter().all(|e| e["tenant_id"] == json!(globex.id))),
+        "{}",
+        one.body
+    );
+    let notes_trail = app
+        .get(
+            "/api/v1/platform/audit-logs?action_prefix=platform.tenant_note",
+            &admin,
+        )
+        .await;
+    assert_eq!(notes_trail.body["items"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        app.get("/api/v1/platform/audit-logs", &acme.admin)
+            .await
+            .status,
+        403
+    );
+}

@@ -1,0 +1,211 @@
+//! Usage across the platform (ADMIN-004, ADMIN-009..011, PLAT-003): what each tenant holds and
+//! does, totals, the heaviest tenants by a metric, tenants at their limits, and support notes on
+//! tenants (ADMIN-003). For platform admins.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{FromRow, PgExecutor};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::ids::new_id;
+use crate::page::{Page, PageRequest};
+
+text_enum! {
+    /// What a tenant can be ranked by (ADMIN-010).
+    pub enum Metric {
+        Members = "members",
+        Environments = "environments",
+        Workflows = "workflows",
+        Runs = "runs",
+        Executions = "executions",
+        Promotions = "promotions",
+    }
+}
+
+/// One tenant's usage (ADMIN-004): what it holds now, and what it did in the last 30 days.
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+pub struct TenantUsage {
+    pub tenant_id: Uuid,
+    pub slug: String,
+    pub name: String,
+    pub members: i64,
+    /// Null: no seat limit.
+    pub member_limit: Option<i32>,
+    pub open_invitations: i64,
+    pub environments: i64,
+    pub workflows: i64,
+    /// Background runs created in the last 30 days.
+    pub runs: i64,
+    /// Of those, the ones that failed.
+    pub failed_runs: i64,
+    /// Executions synced from providers that started in the last 30 days.
+    pub executions: i64,
+    /// Promotions requested in the last 30 days.
+    pub promotions: i64,
+    pub open_incidents: i64,
+    pub last_activity_at: Option<DateTime<Utc>>,
+}
+
+/// Per tenant, each metric as a subquery over the tenant's own indexed rows.
+const USAGE: &str = "select t.id as tenant_id, t.slug, t.name, \
+     (select count(*) from memberships m where m.tenant_id = t.id) as members, t.member_limit, \
+     (select count(*) from invitations i where i.tenant_id = t.id and i.accepted_at is null \
+        and i.revoked_at is null and i.expires_at > now()) as open_invitations, \
+     (select count(*) from environments e where e.tenant_id = t.id) as environments, \
+     (select count(*) from env_workflows w where w.tenant_id = t.id) as workflows, \
+     (select count(*) from engine_runs r where r.namespace = t.id::text and r.created_at > now() - interval '30 days') as runs, \
+     (select count(*) from engine_runs r where r.namespace = t.id::text and r.created_at > now() - interval '30 days' \
+        and r.status = 'failed') as failed_runs, \
+     (select count(*) from env_executions x where x.tenant_id = t.id and x.started_at > now() - interval '30 days') as executions, \
+     (select count(*) from promotions p where p.tenant_id = t.id and p.created_at > now() - interval '30 days') as promotions, \
+     (select count(*) from drift_incidents d where d.tenant_id = t.id and d.status <> 'closed') as open_incidents, \
+     (select max(a.occurred_at) from audit_logs a where a.tenant_id = t.id) as last_activity_at \
+     from tenants t";
+
+pub async fn tenant(db: impl PgExecutor<'_>, tenant_id: Uuid) -> Result<TenantUsage> {
+    sqlx::query_as(sqlf!("{USAGE} where t.id = $1"))
+        .bind(tenant_id)
+        .fetch_optional(db)
+        .await?
+        .ok_or(Error::not_found("tenant"))
+}
+
+/// The `limit` heaviest tenants by `metric` (ADMIN-010).
+pub async fn top(db: impl PgExecutor<'_>, metric: Metric, limit: i64) -> Result<Vec<TenantUsage>> {
+    Ok(sqlx::query_as(sqlf!(
+        "select * from ({USAGE}) u order by {} desc, tenant_id limit $1",
+        metric.as_str()
+    ))
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Tenants at or over a limit (ADMIN-011): seats (members + open invitations) and environments.
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+pub struct AtLimit {
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub usage: TenantUsage,
+    /// Which limits: `members`, `environments`.
+    pub limits: Vec<String>,
+}
+
+/// Tenants at a limit; `max_environments` is the server's per-tenant environment limit.
+pub async fn at_limit(db: impl PgExecutor<'_>, max_environments: i64) -> Result<Vec<AtLimit>> {
+    Ok(sqlx::query_as(sqlf!(
+        "select u.*, array_remove(array[ \
+             case when u.member_limit is not null and u.members + u.open_invitations >= u.member_limit then 'members' end, \
+             case when u.environments >= $1 then 'environments' end], null) as limits \
+         from ({USAGE}) u \
+         where (u.member_limit is not null and u.members + u.open_invitations >= u.member_limit) or u.environments >= $1 \
+         order by u.slug"
+    ))
+    .bind(max_environments)
+    .fetch_all(db)
+    .await?)
+}
+
+/// The platform in numbers (ADMIN-009, PLAT-003).
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+pub struct PlatformUsage {
+    pub tenants: i64,
+    pub users: i64,
+    pub platform_admins: i64,
+    pub environments: i64,
+    pub workflows: i64,
+    /// Runs created in the last 24 hours, and of those the failed ones.
+    pub runs_24h: i64,
+    pub failed_runs_24h: i64,
+    /// Runs waiting to start or running now.
+    pub queued_runs: i64,
+    pub running_runs: i64,
+    /// Worker processes alive now (heartbeat within a minute).
+    pub workers: i64,
+    pub open_incidents: i64,
+    pub active_impersonations: i64,
+    pub alerts_24h: i64,
+}
+
+pub async fn platform(db: impl PgExecutor<'_>) -> Result<PlatformUsage> {
+    Ok(sqlx::query_as(
+        "select (select count(*) from tenants) as tenants, \
+                (select count(*) from users) as users, \
+                (select count(*) from platform_admins) as platform_admins, \
+                (select count(*) from environments) as environments, \
+                (select count(*) from env_workflows) as workflows, \
+                (select count(*) from engine_runs where created_at > now() - interval '24 hours') as runs_24h, \
+                (select count(*) from engine_runs where created_at > now() - interval '24 hours' and status = 'failed') as failed_runs_24h, \
+                (select count(*) from engine_runs where status = 'queued') as queued_runs, \
+                (select count(*) from engine_runs where status = 'running') as running_runs, \
+                (select count(*) from engine_workers where stopped_at is null and heartbeat_at > now() - interval '1 minute') as workers, \
+                (select count(*) from drift_incidents where status <> 'closed') as open_incidents, \
+                (select count(*) from impersonations where ended_at is null and expires_at > now()) as active_impersonations, \
+                (select count(*) from alert_events where created_at > now() - interval '24 hours') as alerts_24h",
+    )
+    .fetch_one(db)
+    .await?)
+}
+
+/// A support note on a tenant (ADMIN-003), visible to platform admins only.
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+pub struct TenantNote {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub body: String,
+    pub author_user_id: Option<Uuid>,
+    pub author_email: String,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn add_note(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    body: &str,
+    author_user_id: Uuid,
+    author_email: &str,
+) -> Result<TenantNote> {
+    Ok(sqlx::query_as(
+        "insert into tenant_notes (id, tenant_id, body, author_user_id, author_email) \
+         values ($1, $2, $3, $4, $5) \
+         returning id, tenant_id, body, author_user_id, author_email, created_at",
+    )
+    .bind(new_id())
+    .bind(tenant_id)
+    .bind(body)
+    .bind(author_user_id)
+    .bind(author_email)
+    .fetch_one(db)
+    .await?)
+}
+
+/// A tenant's notes, newest first.
+pub async fn notes(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    page: PageRequest,
+) -> Result<Page<TenantNote>> {
+    let rows = sqlx::query_as(
+        "select id, tenant_id, body, author_user_id, author_email, created_at from tenant_notes \
+         where tenant_id = $1 and ($2::uuid is null or id < $2) order by id desc limit $3",
+    )
+    .bind(tenant_id)
+    .bind(page.after)
+    .bind(page.fetch_limit())
+    .fetch_all(db)
+    .await?;
+    Ok(Page::from_rows(rows, page, |n: &TenantNote| n.id))
+}
+
+pub async fn delete_note(db: impl PgExecutor<'_>, tenant_id: Uuid, id: Uuid) -> Result<TenantNote> {
+    sqlx::query_as(
+        "delete from tenant_notes where tenant_id = $1 and id = $2 \
+         returning id, tenant_id, body, author_user_id, author_email, created_at",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(db)
+    .await?
+    .ok_or(Error::not_found("note"))
+}
