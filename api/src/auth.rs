@@ -601,6 +601,7 @@ pub mod perm {
         ManageEnvironments,
         SyncEnvironments,
         ManageNotifications,
+        UseSupport,
     );
 }
 

@@ -42,6 +42,7 @@ pub mod promotions;
 pub mod rbac;
 pub mod remap;
 pub mod secrets;
+pub mod support;
 pub mod sessions;
 pub mod snapshots;
 pub mod tenancy;

@@ -43,7 +43,11 @@ impl Role {
     pub fn allows(self, permission: Permission) -> bool {
         use Permission as P;
         match permission {
-            P::ViewWorkflows | P::ViewExecutions | P::ViewObservability | P::ViewTeam => true,
+            P::ViewWorkflows
+            | P::ViewExecutions
+            | P::ViewObservability
+            | P::ViewTeam
+            | P::UseSupport => true,
             P::UploadWorkflows | P::ExecutePromotions | P::OperateRuns | P::SyncEnvironments => {
                 self >= Role::Developer
             }
@@ -114,7 +118,8 @@ impl sqlx::Encode<'_, sqlx::Postgres> for Role {
 /// as whoever may start them: developers and admins), `ManageEnvironments` (connect, change and
 /// delete environments, which hold provider API keys: admins) and `SyncEnvironments` (start
 /// syncs: developers and admins) and `ManageNotifications` (channels, which hold webhook URLs,
-/// and rules: admins) complete it for routes the matrix does not name.
+/// and rules: admins) and `UseSupport` (open and follow support tickets: every member) complete
+/// it for routes the matrix does not name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Permission {
@@ -135,10 +140,11 @@ pub enum Permission {
     ManageEnvironments,
     SyncEnvironments,
     ManageNotifications,
+    UseSupport,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 17] = [
+    pub const ALL: [Permission; 18] = [
         Permission::ViewWorkflows,
         Permission::ViewExecutions,
         Permission::ViewObservability,
@@ -156,6 +162,7 @@ impl Permission {
         Permission::ManageEnvironments,
         Permission::SyncEnvironments,
         Permission::ManageNotifications,
+        Permission::UseSupport,
     ];
 }
 
@@ -164,7 +171,7 @@ mod tests {
     use super::*;
 
     /// The PRD 3.12.2 matrix, transcribed row by row: (permission, viewer, developer, admin).
-    const MATRIX: [(Permission, bool, bool, bool); 17] = [
+    const MATRIX: [(Permission, bool, bool, bool); 18] = [
         (Permission::ViewWorkflows, true, true, true),
         (Permission::ViewExecutions, true, true, true),
         (Permission::ViewObservability, true, true, true),
@@ -182,6 +189,7 @@ mod tests {
         (Permission::ManageEnvironments, false, false, true),
         (Permission::SyncEnvironments, false, true, true),
         (Permission::ManageNotifications, false, false, true),
+        (Permission::UseSupport, true, true, true),
     ];
 
     // TEAM-002: every (role × permission) pair.

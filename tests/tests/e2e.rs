@@ -24,6 +24,7 @@ mod e2e {
     mod runs;
     mod secrets;
     mod snapshots;
+    mod support;
     mod team;
     #[cfg(feature = "browser")]
     mod ui;

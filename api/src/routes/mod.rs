@@ -26,6 +26,7 @@ pub mod platform;
 pub mod promotions;
 pub mod runs;
 pub mod snapshots;
+pub mod support;
 pub mod team;
 pub mod workflows;
 
@@ -67,6 +68,16 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(console::list_notes, console::add_note))
         .routes(routes!(console::delete_note))
         .routes(routes!(console::platform_audit_logs))
+        .routes(routes!(support::list_tickets, support::create_ticket))
+        .routes(routes!(support::get_ticket))
+        .routes(routes!(support::reply))
+        .routes(routes!(support::close_ticket))
+        .routes(routes!(support::upload))
+        .routes(routes!(support::download))
+        .routes(routes!(support::console_tickets))
+        .routes(routes!(support::console_ticket, support::console_update))
+        .routes(routes!(support::console_reply))
+        .routes(routes!(support::console_download))
         .routes(routes!(
             impersonation::list_impersonations,
             impersonation::start_impersonation

@@ -53,7 +53,11 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         | ("post", "/api/v1/webhooks/github/{tenant_id}") => json!({}),
         ("patch", "/api/v1/notifications/channels/{channel_id}") => json!({"enabled": false}),
         ("patch", "/api/v1/notifications/rules/{rule_id}") => json!({"enabled": false}),
-        ("post", "/api/v1/platform/tenants/{tenant_id}/notes") => json!({"body": "x"}),
+        ("post", "/api/v1/platform/tenants/{tenant_id}/notes")
+        | ("post", "/api/v1/support/tickets/{ticket_id}/messages")
+        | ("post", "/api/v1/platform/support/tickets/{ticket_id}/messages") => json!({"body": "x"}),
+        ("post", "/api/v1/support/tickets/{ticket_id}/attachments") => json!({}),
+        ("patch", "/api/v1/platform/support/tickets/{ticket_id}") => json!({"status": "closed"}),
         ("post", "/api/v1/workflow-action-requests/{request_id}/approve")
         | ("post", "/api/v1/workflow-action-requests/{request_id}/reject") => json!({}),
         _ => return None,
@@ -363,6 +367,41 @@ async fn another_tenants_ids_get_404_on_every_route_and_change_nothing() {
     .await
     .unwrap_or_else(|e| panic!("{e}"))
     .id;
+    let (a_ticket, a_attachment) = {
+        let mut tx = app.db.pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+        let ticket = domain::support::create(
+            &mut tx,
+            domain::support::NewTicket {
+                tenant_id: a.id,
+                kind: domain::support::TicketKind::Bug,
+                title: "fixture",
+                description: "fixture",
+                priority: domain::support::TicketPriority::Normal,
+                requester_user_id: None,
+                requester_email: "fixture@acme.example",
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .ticket
+        .id;
+        let file = domain::support::attach(
+            &mut tx,
+            Some(a.id),
+            ticket,
+            domain::support::NewAttachment {
+                filename: "a.txt",
+                content_type: "text/plain",
+                data: b"x",
+                uploaded_by: "fixture",
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .id;
+        tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+        (ticket, file)
+    };
     let b = app.tenant("globex").await;
 
     let ids: HashMap<&str, String> = HashMap::from([
@@ -394,6 +433,8 @@ async fn another_tenants_ids_get_404_on_every_route_and_change_nothing() {
         ("alert_id", a_alert.to_string()),
         ("impersonation_id", a_impersonation.to_string()),
         ("note_id", a_note.to_string()),
+        ("ticket_id", a_ticket.to_string()),
+        ("attachment_id", a_attachment.to_string()),
     ]);
 
     let doc = app
@@ -509,4 +550,15 @@ async fn another_tenants_ids_get_404_on_every_route_and_change_nothing() {
         .get(&format!("/api/v1/notifications/rules/{a_rule}"), &a.admin)
         .await;
     assert_eq!(rule.body["enabled"], true);
+    let ticket = app
+        .get(&format!("/api/v1/support/tickets/{a_ticket}"), &a.admin)
+        .await;
+    assert_eq!(
+        (
+            ticket.body["status"].clone(),
+            ticket.body["conversation"].as_array().map(Vec::len)
+        ),
+        (json!("open"), Some(1)),
+        "another tenant cannot close or answer tenant A's ticket"
+    );
 }
