@@ -413,8 +413,7 @@ async fn post(
 ) -> Result<(), Failure> {
     let parsed = reqwest::Url::parse(url).map_err(|e| Failure::Refused(format!("bad URL: {e}")))?;
     check_destination(&parsed, deps.notify.allow_private).await?;
-    let mut request = deps
-        .http
+    let mut request = client()
         .post(parsed)
         .timeout(Duration::from_secs(15))
         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -450,6 +449,23 @@ async fn post(
     } else {
         Err(Failure::Refused(message))
     }
+}
+
+/// The client for Slack and webhook deliveries: it never follows redirects (a public endpoint
+/// answering 30x to an internal address would walk around the private-address check; a
+/// redirect is reported as the endpoint's answer instead), and keeps its own small pool.
+fn client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::builder()
+            .user_agent(concat!("workflowops/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(2)
+            .build()
+            .unwrap_or_else(|e| panic!("building the notification HTTP client: {e}"))
+    })
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -699,6 +699,36 @@ async fn a_channel_test_sends_now_and_reports_what_the_peer_said() {
     assert_eq!(test.body["ok"], false, "{}", test.body);
     assert_eq!(test.body["transient"], true, "{}", test.body);
 
+    // A redirect is the endpoint's answer, never followed (it could point anywhere).
+    let hook = channel(
+        &app,
+        &acme,
+        json!({"name": "Moved", "kind": "webhook", "url": hooks.url("/hook/moved")}),
+    )
+    .await;
+    let location = hooks.url("/hook/internal");
+    hooks.respond_next(302, &[("location", location.as_str())], "", 1);
+    let test = app
+        .post(
+            &format!("/api/v1/notifications/channels/{}/test", id(&hook)),
+            &acme.admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(test.body["ok"], false, "{}", test.body);
+    assert!(
+        test.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("302"),
+        "{}",
+        test.body
+    );
+    assert!(
+        !hooks.requests().iter().any(|r| r.path == "/hook/internal"),
+        "the redirect was followed"
+    );
+
     let developer = app.member(&acme, Role::Developer).await;
     let denied = app
         .post(
