@@ -413,7 +413,7 @@ async fn post(
 ) -> Result<(), Failure> {
     let parsed = reqwest::Url::parse(url).map_err(|e| Failure::Refused(format!("bad URL: {e}")))?;
     check_destination(&parsed, deps.notify.allow_private).await?;
-    let mut request = client()
+    let mut request = client(deps.notify.allow_private)
         .post(parsed)
         .timeout(Duration::from_secs(15))
         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -451,21 +451,56 @@ async fn post(
     }
 }
 
-/// The client for Slack and webhook deliveries: it never follows redirects (a public endpoint
-/// answering 30x to an internal address would walk around the private-address check; a
-/// redirect is reported as the endpoint's answer instead), and keeps its own small pool.
-fn client() -> &'static reqwest::Client {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(|| {
+/// The clients for Slack and webhook deliveries: they never follow redirects (a public endpoint
+/// answering 30x to an internal address would walk around the private-address check; a redirect
+/// is reported as the endpoint's answer instead), and unless private addresses are allowed they
+/// connect only to the public addresses a name resolves to ([`PublicOnly`]), so a name that
+/// answers differently between the check and the connection (DNS rebinding) gets nowhere.
+fn client(allow_private: bool) -> &'static reqwest::Client {
+    static GUARDED: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    static OPEN: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let build = |guarded: bool| {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .user_agent(concat!("workflowops/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(2)
+            .pool_max_idle_per_host(2);
+        let builder = if guarded {
+            builder.dns_resolver(Arc::new(PublicOnly))
+        } else {
+            builder
+        };
+        builder
             .build()
             .unwrap_or_else(|e| panic!("building the notification HTTP client: {e}"))
-    })
+    };
+    if allow_private {
+        OPEN.get_or_init(|| build(false))
+    } else {
+        GUARDED.get_or_init(|| build(true))
+    }
+}
+
+/// Resolves names to their public addresses only (see [`is_private`]).
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let public: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| !is_private(a.ip()))
+                .collect();
+            if public.is_empty() {
+                return Err(
+                    format!("{host} resolves only to private or loopback addresses").into(),
+                );
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -501,9 +536,8 @@ pub fn is_private(ip: IpAddr) -> bool {
 }
 
 /// Refuses a URL that is not http(s), or whose host is (or resolves to) a private address while
-/// those are not allowed. (The resolution here and the request's own can differ under DNS
-/// rebinding: a name that answers a public address here and a private one a moment later
-/// gets through; see the README.)
+/// those are not allowed, with a clear answer (the guarded client's resolver enforces the same
+/// at connection time, see [`client`]).
 async fn check_destination(url: &reqwest::Url, allow_private: bool) -> Result<(), Failure> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(Failure::Refused("the URL must be http or https".into()));
@@ -632,6 +666,17 @@ mod tests {
                 "{public}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_guarded_resolver_never_answers_a_private_address() {
+        use reqwest::dns::Resolve;
+        let name: reqwest::dns::Name = "localhost".parse().unwrap_or_else(|e| panic!("{e:?}"));
+        let refused = PublicOnly.resolve(name).await.err().map(|e| e.to_string());
+        assert_eq!(
+            refused.as_deref(),
+            Some("localhost resolves only to private or loopback addresses")
+        );
     }
 
     #[test]
