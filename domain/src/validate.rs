@@ -33,6 +33,25 @@ impl Validator {
         self
     }
 
+    /// [`Validator::text`] for prose: line breaks and tabs allowed, other control characters not.
+    pub fn multiline(&mut self, field: &str, value: &str, min: usize, max: usize) -> &mut Self {
+        let len = value.trim().chars().count();
+        if len < min {
+            self.error(field, format!("must be at least {min} characters"));
+        } else if value.chars().count() > max {
+            self.error(field, format!("must be at most {max} characters"));
+        } else if value
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
+            self.error(
+                field,
+                "must not contain control characters other than line breaks and tabs",
+            );
+        }
+        self
+    }
+
     /// A plausible email address: one `@`, something on both sides, a dot in the domain, no spaces.
     pub fn email(&mut self, field: &str, value: &str) -> &mut Self {
         let ok = value.len() <= 320

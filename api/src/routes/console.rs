@@ -117,7 +117,7 @@ pub struct NoteRequest {
 impl Validate for NoteRequest {
     fn validate(&self) -> Result<(), domain::Error> {
         let mut v = Validator::new();
-        v.text("body", self.body.trim(), 1, 5000);
+        v.multiline("body", self.body.trim(), 1, 5000);
         v.finish()
     }
 }

@@ -41,7 +41,7 @@ impl Validate for CreateTicketRequest {
     fn validate(&self) -> Result<(), domain::Error> {
         let mut v = Validator::new();
         v.text("title", self.title.trim(), 3, 200);
-        v.text("description", self.description.trim(), 1, 20_000);
+        v.multiline("description", self.description.trim(), 1, 20_000);
         v.finish()
     }
 }
@@ -157,7 +157,7 @@ pub struct MessageRequest {
 impl Validate for MessageRequest {
     fn validate(&self) -> Result<(), domain::Error> {
         let mut v = Validator::new();
-        v.text("body", self.body.trim(), 1, 20_000);
+        v.multiline("body", self.body.trim(), 1, 20_000);
         v.finish()
     }
 }
@@ -523,7 +523,7 @@ pub struct SupportReplyRequest {
 impl Validate for SupportReplyRequest {
     fn validate(&self) -> Result<(), domain::Error> {
         let mut v = Validator::new();
-        v.text("body", self.body.trim(), 1, 20_000);
+        v.multiline("body", self.body.trim(), 1, 20_000);
         v.finish()
     }
 }

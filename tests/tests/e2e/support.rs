@@ -65,13 +65,21 @@ async fn a_ticket_goes_from_a_member_to_support_and_back_with_files_and_email() 
             "/api/v1/support/tickets",
             &viewer,
             &json!({"kind": "bug", "title": "Sync stops at page 3",
-                    "description": "Steps: connect prod, sync; it stops at page 3.", "priority": "high"}),
+                    "description": "Steps:\n1. connect prod\n2. sync\n\tit stops at page 3.", "priority": "high"}),
         )
         .await;
     assert_eq!(bug.status, 201, "{}", bug.body);
     assert_eq!(bug.body["status"], "open");
     assert_eq!(bug.body["requester_email"], json!(viewer.email));
     assert_eq!(bug.body["conversation"][0]["from_support"], false);
+    assert!(
+        bug.body["conversation"][0]["body"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("\n2. sync\n"),
+        "line breaks are kept: {}",
+        bug.body
+    );
     let id = bug.body["id"].as_str().unwrap_or_default().to_owned();
     for kind in ["feature", "help"] {
         let res = app
@@ -95,6 +103,14 @@ async fn a_ticket_goes_from_a_member_to_support_and_back_with_files_and_email() 
         (
             json!({"kind": "praise", "title": "A title", "description": "x"}),
             "",
+        ),
+        (
+            json!({"kind": "bug", "title": "A title", "description": "bell\u{7}"}),
+            "description",
+        ),
+        (
+            json!({"kind": "bug", "title": "Two\nlines", "description": "x"}),
+            "title",
         ),
     ] {
         let res = app.post("/api/v1/support/tickets", &viewer, &body).await;
