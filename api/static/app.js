@@ -397,3 +397,26 @@ async function checkConnection() {
 }
 setInterval(checkConnection, 20000);
 document.addEventListener("DOMContentLoaded", checkConnection);
+
+// The platform console: a select that applies itself (the top tenants' metric), and the
+// Impersonate button of a user's row, which opens the form asking why and for how long
+// (PLAT-013). The form posts natively: the server switches this browser's session cookies.
+document.addEventListener("change", (ev) => {
+  const select = ev.target.closest("select[data-autosubmit]");
+  if (select?.form) select.form.requestSubmit();
+});
+document.addEventListener("click", (ev) => {
+  const el = ev.target.closest("button[data-impersonate]");
+  if (!el || el.disabled) return;
+  const dialog = document.getElementById("impersonate-dialog");
+  if (!dialog) return;
+  const form = dialog.querySelector("form");
+  form.elements.user_id.value = el.dataset.impersonate;
+  dialog.querySelector("[data-target]").textContent = el.dataset.email ?? "";
+  dialog.showModal();
+  form.elements.reason.focus();
+});
+document.addEventListener("click", (ev) => {
+  const el = ev.target.closest("button[data-close-dialog]");
+  if (el) el.closest("dialog")?.close();
+});

@@ -7,6 +7,7 @@ mod e2e {
     mod bad_input;
     mod canonical;
     mod cli;
+    mod console_ui;
     mod drift;
     mod engine;
     mod environments;

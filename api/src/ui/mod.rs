@@ -4,13 +4,16 @@
 //! small script of our own (`api/static/app.js`), which sends the page's CSRF token, shows the
 //! API's error messages inline, and follows runs live over their SSE stream (one connection per
 //! page).
+//!
+//! Platform admins also get the console (`/platform`) and may impersonate a tenant's user; the
+//! browser then keeps the admin's own session in a second cookie (see `impersonation.rs`).
 
 use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Form, FromRequestParts, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
@@ -21,11 +24,16 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::{
-    AuthOutcome, ClientMeta, Principal, SESSION_COOKIE, Subject, csrf_token, session_cookie,
+    AuthOutcome, Authenticated, ClientMeta, Principal, SESSION_COOKIE, Subject, csrf_token,
+    session_cookie,
 };
 
+mod impersonation;
 mod notifications;
 mod pages;
+mod platform;
+
+pub use impersonation::ADMIN_SESSION_COOKIE;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -53,6 +61,10 @@ pub fn router() -> Router<AppState> {
         .route("/switch", get(pages::switch_tenant))
         .route("/audit", get(pages::audit))
         .route("/workers", get(pages::workers))
+        .route("/platform", get(platform::console))
+        .route("/platform/tenants/{id}", get(platform::tenant))
+        .route("/platform/impersonate", post(impersonation::start))
+        .route("/platform/impersonation/end", post(impersonation::end))
 }
 
 /// What every page's layout shows: who is signed in, where, and what they may do.
@@ -62,6 +74,10 @@ pub struct Nav {
     pub role: Role,
     pub csrf: String,
     pub current: &'static str,
+    /// Shows the console's link (never true in an impersonation: it has no platform rights).
+    pub platform_admin: bool,
+    /// The platform admin's email when this session is an impersonation: every page says so.
+    pub impersonator: Option<String>,
 }
 
 impl Nav {
@@ -128,6 +144,12 @@ impl Viewer {
             role,
             csrf,
             current,
+            platform_admin: self.principal.platform_admin,
+            impersonator: self
+                .principal
+                .impersonator
+                .as_ref()
+                .map(|i| i.email.clone()),
         }
     }
 }
@@ -214,6 +236,9 @@ pub fn render(t: &impl Template) -> Response {
 struct LoginPage {
     error: Option<String>,
     email: String,
+    /// The CSRF token for returning to the admin's own session, when this browser still holds
+    /// it after an impersonation ran out or was ended elsewhere.
+    restore: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -221,10 +246,11 @@ pub struct LoginQuery {
     error: Option<String>,
 }
 
-async fn login_page(Query(q): Query<LoginQuery>) -> Response {
+async fn login_page(headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response {
     render(&LoginPage {
         error: q.error,
         email: String::new(),
+        restore: read_cookie(&headers, ADMIN_SESSION_COOKIE).map(|t| csrf_token(&t)),
     })
 }
 
@@ -246,16 +272,10 @@ async fn login(
     };
     match crate::routes::auth::sign_in(&state, &meta, req).await {
         Ok(session) => {
-            let secure = state.config.public_url.starts_with("https://");
-            let cookie = format!(
-                "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax{}",
-                session.token,
-                if secure { "; Secure" } else { "" }
-            );
             let mut resp = Redirect::to("/").into_response();
-            if let Ok(v) = HeaderValue::from_str(&cookie) {
-                resp.headers_mut().insert(header::SET_COOKIE, v);
-            }
+            set_cookie(&mut resp, &state, SESSION_COOKIE, &session.token);
+            // A fresh sign-in leaves no earlier impersonation to return from.
+            clear_cookie(&mut resp, ADMIN_SESSION_COOKIE);
             resp
         }
         Err(e) => {
@@ -269,6 +289,7 @@ async fn login(
                 render(&LoginPage {
                     error: Some(e.message),
                     email: form.email,
+                    restore: None,
                 }),
             )
                 .into_response()
@@ -283,6 +304,8 @@ pub struct LogoutForm {
 
 async fn logout(
     State(state): State<AppState>,
+    Extension(meta): Extension<ClientMeta>,
+    headers: HeaderMap,
     viewer: Option<Viewer>,
     Form(form): Form<LogoutForm>,
 ) -> Response {
@@ -290,19 +313,69 @@ async fn logout(
         && form.csrf == v.nav_base.3
         && let Subject::User { session_id, .. } = &v.principal.subject
     {
-        if let Err(e) = domain::sessions::revoke(&state.db, *session_id).await {
-            tracing::warn!(error = %e, "revoking a session at sign-out failed");
+        if v.principal.impersonator.is_some() {
+            // Signing out of an impersonation ends it, as the API's sign-out does (PLAT-006),
+            // and signs the admin behind it out too: "Sign out" leaves nobody signed in.
+            let actor = Authenticated {
+                principal: Arc::clone(&v.principal),
+                meta,
+            }
+            .actor();
+            if let Err(e) =
+                impersonation::end_of_session(&state, *session_id, "logout", &actor).await
+            {
+                tracing::warn!(error = ?e, "ending an impersonation at sign-out failed");
+            }
+            if let Some(admin) = read_cookie(&headers, ADMIN_SESSION_COOKIE) {
+                impersonation::revoke_token(&state, &admin).await;
+            }
+        } else {
+            if let Err(e) = domain::sessions::revoke(&state.db, *session_id).await {
+                tracing::warn!(error = %e, "revoking a session at sign-out failed");
+            }
+            state
+                .auth_cache
+                .evict(crate::auth::Invalidation::Session(*session_id));
         }
-        state
-            .auth_cache
-            .evict(crate::auth::Invalidation::Session(*session_id));
     }
     let mut resp = Redirect::to("/login").into_response();
-    resp.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("wfo_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
-    );
+    clear_cookie(&mut resp, SESSION_COOKIE);
+    clear_cookie(&mut resp, ADMIN_SESSION_COOKIE);
     resp
+}
+
+/// Adds a `Set-Cookie` for one of the UI's session cookies: HttpOnly, `SameSite=Lax`, and
+/// `Secure` when the server is reached over HTTPS.
+fn set_cookie(resp: &mut Response, state: &AppState, name: &str, value: &str) {
+    let secure = state.config.public_url.starts_with("https://");
+    let cookie = format!(
+        "{name}={value}; Path=/; HttpOnly; SameSite=Lax{}",
+        if secure { "; Secure" } else { "" }
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// Adds a `Set-Cookie` that deletes the cookie `name`.
+fn clear_cookie(resp: &mut Response, name: &str) {
+    let cookie = format!("{name}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// The value of cookie `name`, if set and not empty.
+fn read_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value.to_owned())
+        .filter(|v| !v.is_empty())
 }
 
 async fn script() -> Response {

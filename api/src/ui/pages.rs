@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::{Nav, Viewer, page_of, render};
 use crate::app::AppState;
 
-fn not_found(what: &str) -> Response {
+pub(super) fn not_found(what: &str) -> Response {
     (
         StatusCode::NOT_FOUND,
         axum::response::Html(format!(

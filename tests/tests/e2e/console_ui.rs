@@ -1,0 +1,772 @@
+//! The platform admin console in the web UI over plain HTTP with cookies: the numbers, tenant
+//! search, usage, notes and users; who is refused; and impersonating from the UI, with the
+//! banner on every page and the admin's own session restored when it ends, even when the
+//! impersonation was ended elsewhere.
+
+use domain::Role;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use workflowops_tests::{Caller, TestApp};
+
+async fn platform_admin(app: &TestApp) -> Caller {
+    let ops = app.tenant("ops").await;
+    domain::tenancy::add_platform_admin(&app.db.pool, ops.admin.user_id.unwrap_or_default(), None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    ops.admin
+}
+
+/// A client that shows redirects instead of following them.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The `Cookie` header of a browser holding `session` (and the admin's kept session).
+fn cookies(session: &str, admin: Option<&str>) -> String {
+    match admin {
+        Some(a) => format!("wfo_session={session}; wfo_admin_session={a}"),
+        None => format!("wfo_session={session}"),
+    }
+}
+
+async fn page(app: &TestApp, path: &str, cookie: &str) -> (StatusCode, String) {
+    let res = client()
+        .get(app.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    (res.status(), res.text().await.unwrap_or_default())
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Posts an HTML form the way a browser does.
+async fn post_form(
+    app: &TestApp,
+    path: &str,
+    cookie: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let body = fields
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    client()
+        .post(app.url(path))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The `Set-Cookie` headers of a response.
+fn set_cookies(res: &reqwest::Response) -> Vec<String> {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect()
+}
+
+/// The value a response sets cookie `name` to (empty when it deletes it).
+fn cookie_set(set: &[String], name: &str) -> Option<String> {
+    set.iter().find_map(|c| {
+        c.split(';')
+            .next()
+            .and_then(|pair| pair.split_once('='))
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_owned())
+    })
+}
+
+fn location(res: &reqwest::Response) -> String {
+    res.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The part of a page from the element with `id` on.
+fn section<'a>(html: &'a str, id: &str) -> &'a str {
+    let marker = format!("id=\"{id}\"");
+    html.find(&marker)
+        .map_or("", |at| &html[at..])
+        .split("</section>")
+        .next()
+        .unwrap_or_default()
+}
+
+// PLAT-003, ADMIN-009, ADMIN-010, ADMIN-011, PLAT-004
+#[tokio::test]
+async fn a_platform_admin_sees_the_numbers_top_tenants_limits_and_finds_tenants() {
+    let app = TestApp::spawn().await;
+    let admin = platform_admin(&app).await;
+    let acme = app.tenant("acme").await;
+    let evil = domain::tenancy::create_tenant(&app.db.pool, "<b>Evil</b> Corp", "evil")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    workflowops_tests::engine_support::enqueue(
+        &app.db.pool,
+        &engine::NewRun::new(
+            acme.id.to_string(),
+            "diagnostics.ledger",
+            json!({"steps": 1}),
+        ),
+    )
+    .await;
+    sqlx::query("update tenants set member_limit = 1 where id = $1")
+        .bind(acme.id)
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let overview = app.get("/api/v1/platform/overview", &admin).await;
+    assert_eq!(overview.status, 200, "{}", overview.body);
+    assert_eq!(overview.body["tenants"], 3);
+    assert_eq!(overview.body["runs_24h"], 1);
+
+    let cookie = cookies(&admin.token, None);
+    let (status, html) = page(&app, "/platform", &cookie).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains("id=\"nav-platform\""),
+        "the nav links the console"
+    );
+    // The numbers are the API's.
+    for (id, field) in [
+        ("n-tenants", "tenants"),
+        ("n-users", "users"),
+        ("n-runs", "runs_24h"),
+        ("n-failed", "failed_runs_24h"),
+        ("n-queued", "queued_runs"),
+        ("n-running", "running_runs"),
+        ("n-workers", "workers"),
+        ("n-incidents", "open_incidents"),
+        ("n-impersonations", "active_impersonations"),
+        ("n-alerts", "alerts_24h"),
+    ] {
+        let wanted = format!("id=\"{id}\">{}<", overview.body[field]);
+        assert!(html.contains(&wanted), "{wanted} missing: {html}");
+    }
+    // The top tenants by runs (the default), acme first with its run.
+    let top = section(&html, "top");
+    assert!(top.contains("Top 3 tenants by runs"), "{top}");
+    let first_row = top.split("<tbody>").nth(1).unwrap_or_default();
+    assert!(
+        first_row
+            .split("</tr>")
+            .next()
+            .unwrap_or_default()
+            .contains(&format!("/platform/tenants/{}", acme.id)),
+        "{top}"
+    );
+    assert!(top.contains("<option value=\"runs\" selected>"), "{top}");
+    // Acme is at its seat limit; the others are not.
+    let at_limit = section(&html, "at-limit");
+    assert!(
+        at_limit.contains(&format!("/platform/tenants/{}", acme.id))
+            && at_limit.contains("members"),
+        "{at_limit}"
+    );
+    assert!(!at_limit.contains("evil"), "{at_limit}");
+    // Every tenant is listed, names escaped.
+    let list = section(&html, "tenants");
+    for id in [acme.id, evil.id] {
+        assert!(
+            list.contains(&format!("href=\"/platform/tenants/{id}\"")),
+            "{list}"
+        );
+    }
+    assert!(
+        !html.contains("<b>Evil</b>") && html.contains("&#60;b&#62;Evil&#60;/b&#62; Corp"),
+        "a tenant's name not escaped: {html}"
+    );
+
+    // Another metric; a search by name, slug and id.
+    let (_, html) = page(&app, "/platform?metric=members", &cookie).await;
+    assert!(html.contains("Top 3 tenants by members"));
+    assert!(html.contains("<option value=\"members\" selected>"));
+    for q in ["acm", "ACME", &acme.id.to_string()] {
+        let (status, html) = page(&app, &format!("/platform?q={q}"), &cookie).await;
+        assert_eq!(status, 200);
+        let list = section(&html, "tenants");
+        assert!(
+            list.contains(&format!("/platform/tenants/{}", acme.id)),
+            "{q}: {list}"
+        );
+        assert!(
+            !list.contains(&format!("/platform/tenants/{}", evil.id)),
+            "{q}: {list}"
+        );
+    }
+    let (status, html) = page(&app, "/platform?q=nothing-like-it&metric=bogus", &cookie).await;
+    assert_eq!(status, 200, "an unknown metric falls back to runs");
+    assert!(html.contains("No tenant matches."), "{html}");
+}
+
+// PLAT-001: the console is for platform admins only, and an impersonation is not one.
+#[tokio::test]
+async fn tenant_admins_are_refused_the_console_and_its_actions() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let developer = app.member(&acme, Role::Developer).await;
+    let cookie = cookies(&acme.admin.token, None);
+    for path in [
+        "/platform".to_owned(),
+        format!("/platform/tenants/{}", acme.id),
+    ] {
+        let (status, html) = page(&app, &path, &cookie).await;
+        assert_eq!(status, 403, "{path}: {html}");
+        assert!(html.contains("for platform administrators"), "{html}");
+        assert!(!html.contains("tenant-list") && !html.contains("user-list"));
+    }
+    let (_, html) = page(&app, "/", &cookie).await;
+    assert!(!html.contains("id=\"nav-platform\""), "no console link");
+    let csrf = api::auth::csrf_token(&acme.admin.token);
+    let tried = post_form(
+        &app,
+        "/platform/impersonate",
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("tenant_id", &acme.id.to_string()),
+            (
+                "user_id",
+                &developer.user_id.unwrap_or_default().to_string(),
+            ),
+            ("reason", "I would like to look around"),
+        ],
+    )
+    .await;
+    assert_eq!(tried.status(), 403);
+    assert!(cookie_set(&set_cookies(&tried), "wfo_session").is_none());
+    assert_eq!(app.count("impersonations").await, 0);
+    let (status, _) = page(&app, "/platform", "").await;
+    assert_eq!(status, 303, "strangers are sent to sign in");
+}
+
+// ADMIN-003, ADMIN-004, PLAT-012, PLAT-013, PLAT-014
+#[tokio::test]
+async fn the_tenant_page_shows_usage_notes_and_users_with_impersonate_where_allowed() {
+    let app = TestApp::spawn().await;
+    let admin = platform_admin(&app).await;
+    let acme = app.tenant("acme").await;
+    let developer = app.member(&acme, Role::Developer).await;
+    let other_admin = app.member(&acme, Role::Admin).await;
+    domain::tenancy::add_platform_admin(
+        &app.db.pool,
+        other_admin.user_id.unwrap_or_default(),
+        None,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let note = app
+        .post(
+            &format!("/api/v1/platform/tenants/{}/notes", acme.id),
+            &admin,
+            &json!({"body": "Renewal in May <script>x</script>"}),
+        )
+        .await;
+    assert_eq!(note.status, 201, "{}", note.body);
+    let note_id = note.body["id"].as_str().unwrap_or_default().to_owned();
+
+    let cookie = cookies(&admin.token, None);
+    let path = format!("/platform/tenants/{}", acme.id);
+    let (status, html) = page(&app, &path, &cookie).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("id=\"u-members\">3<"), "usage: {html}");
+    let notes = section(&html, "notes");
+    assert!(
+        notes.contains("Renewal in May &#60;script&#62;x&#60;/script&#62;")
+            && !notes.contains("<script>x"),
+        "{notes}"
+    );
+    assert!(notes.contains(&admin.email), "the note's author: {notes}");
+    assert!(
+        notes.contains(&format!(
+            "DELETE /api/v1/platform/tenants/{}/notes/{note_id}",
+            acme.id
+        )),
+        "{notes}"
+    );
+    let users = section(&html, "users");
+    for who in [&developer, &other_admin, &acme.admin] {
+        assert!(users.contains(&who.email), "{} missing: {users}", who.email);
+    }
+    let dev_id = developer.user_id.unwrap_or_default();
+    let other_id = other_admin.user_id.unwrap_or_default();
+    assert!(
+        users.contains(&format!("data-impersonate=\"{dev_id}\"")),
+        "{users}"
+    );
+    assert!(
+        !users.contains(&format!("data-impersonate=\"{other_id}\"")),
+        "a platform admin cannot be impersonated (PLAT-009): {users}"
+    );
+    let other_row = users
+        .split(&format!("id=\"user-{other_id}\""))
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .unwrap_or_default();
+    assert!(
+        other_row.contains("platform admin") && other_row.contains(">admin<"),
+        "{other_row}"
+    );
+    let dev_row = users
+        .split(&format!("id=\"user-{dev_id}\""))
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .unwrap_or_default();
+    assert!(
+        dev_row.contains(">developer<") && dev_row.contains("Impersonate"),
+        "{dev_row}"
+    );
+    assert!(html.contains("action=\"/platform/impersonate\""));
+
+    // The user search narrows to matching members.
+    let (_, html) = page(&app, &format!("{path}?q=developer"), &cookie).await;
+    let users = section(&html, "users");
+    assert!(users.contains(&developer.email) && !users.contains(&other_admin.email));
+
+    // The page's Delete button is the API with the page's CSRF token.
+    let csrf = api::auth::csrf_token(&admin.token);
+    assert!(html.contains(&csrf));
+    let deleted = client()
+        .delete(app.url(&format!(
+            "/api/v1/platform/tenants/{}/notes/{note_id}",
+            acme.id
+        )))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(deleted.status(), 204);
+    let (_, html) = page(&app, &path, &cookie).await;
+    assert!(section(&html, "notes").contains("No notes yet."));
+
+    let (status, _) = page(
+        &app,
+        &format!("/platform/tenants/{}", Uuid::now_v7()),
+        &cookie,
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+/// Starts impersonating `user` through the UI's form; returns the response.
+async fn impersonate(
+    app: &TestApp,
+    admin: &Caller,
+    tenant: Uuid,
+    user: Uuid,
+    reason: &str,
+) -> reqwest::Response {
+    post_form(
+        app,
+        "/platform/impersonate",
+        &cookies(&admin.token, None),
+        &[
+            ("csrf", &api::auth::csrf_token(&admin.token)),
+            ("tenant_id", &tenant.to_string()),
+            ("user_id", &user.to_string()),
+            ("reason", reason),
+            ("minutes", "30"),
+        ],
+    )
+    .await
+}
+
+// PLAT-005, PLAT-006, PLAT-007, PLAT-013
+#[tokio::test]
+async fn an_admin_impersonates_from_the_ui_sees_the_banner_and_ends_back_in_their_session() {
+    let app = TestApp::spawn().await;
+    let admin = platform_admin(&app).await;
+    let acme = app.tenant("acme").await;
+    let developer = app.member(&acme, Role::Developer).await;
+    let dev_id = developer.user_id.unwrap_or_default();
+
+    // Refused: a forged form, a reason too short (the API's rule, shown on the page).
+    let forged = post_form(
+        &app,
+        "/platform/impersonate",
+        &cookies(&admin.token, None),
+        &[
+            ("csrf", "forged"),
+            ("tenant_id", &acme.id.to_string()),
+            ("user_id", &dev_id.to_string()),
+            ("reason", "ticket SUP-7: cannot see runs"),
+        ],
+    )
+    .await;
+    assert_eq!(forged.status(), 403);
+    let short = impersonate(&app, &admin, acme.id, dev_id, "short").await;
+    assert_eq!(short.status(), 422);
+    assert!(set_cookies(&short).is_empty());
+    let html = short.text().await.unwrap_or_default();
+    assert!(html.contains("id=\"impersonate-error\""), "{html}");
+    assert!(html.contains("reason"), "{html}");
+    assert_eq!(app.count("impersonations").await, 0);
+
+    // Start: the browser now holds the impersonation, the admin's session kept aside.
+    let started = impersonate(
+        &app,
+        &admin,
+        acme.id,
+        dev_id,
+        "ticket SUP-7: cannot see runs",
+    )
+    .await;
+    assert_eq!(started.status(), 303);
+    assert_eq!(location(&started), "/");
+    let set = set_cookies(&started);
+    assert!(
+        set.iter()
+            .all(|c| c.contains("HttpOnly") && c.contains("SameSite=Lax")),
+        "{set:?}"
+    );
+    assert_eq!(
+        cookie_set(&set, "wfo_admin_session").as_deref(),
+        Some(admin.token.as_str())
+    );
+    let token = cookie_set(&set, "wfo_session").unwrap_or_default();
+    assert!(
+        token.starts_with("wfo_s_") && token != admin.token,
+        "{set:?}"
+    );
+    let browser = cookies(&token, Some(&admin.token));
+
+    // Every page says who is impersonated, where, and by whom.
+    for path in ["/", "/workflows", "/team"] {
+        let (status, html) = page(&app, path, &browser).await;
+        assert_eq!(status, 200, "{path}: {html}");
+        let banner = html
+            .split("id=\"impersonation-banner\"")
+            .nth(1)
+            .and_then(|b| b.split("</div>").next())
+            .unwrap_or_default();
+        assert!(
+            banner.contains("You are impersonating")
+                && banner.contains(&developer.email)
+                && banner.contains("Tenant acme")
+                && banner.contains(&admin.email)
+                && banner.contains("action=\"/platform/impersonation/end\""),
+            "{path}: {banner}"
+        );
+        assert!(
+            !html.contains("id=\"nav-platform\""),
+            "{path}: no console link"
+        );
+    }
+    let me = client()
+        .get(app.url("/api/v1/me"))
+        .header("cookie", &browser)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let me: Value = me.json().await.unwrap_or_default();
+    assert_eq!(me["user"]["email"], json!(developer.email));
+    assert_eq!(me["tenant"]["role"], "developer");
+    assert_eq!(me["platform_admin"], false);
+    assert_eq!(me["impersonated_by"], json!(admin.email));
+    let (status, _) = page(&app, "/platform", &browser).await;
+    assert_eq!(status, 403, "an impersonation has no platform rights");
+
+    let listed = app.get("/api/v1/platform/impersonations", &admin).await;
+    let id = listed.body["items"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(listed.body["items"][0]["active"], true);
+    assert_eq!(
+        listed.body["items"][0]["reason"],
+        "ticket SUP-7: cannot see runs"
+    );
+    let (_, console) = page(&app, "/platform", &cookies(&admin.token, None)).await;
+    assert!(
+        section(&console, "impersonations")
+            .contains(&format!("POST /api/v1/platform/impersonations/{id}/end")),
+        "the running impersonation with its End button: {console}"
+    );
+
+    // End: back in the admin's session, on the console; the impersonation's token is dead.
+    let ended = post_form(
+        &app,
+        "/platform/impersonation/end",
+        &browser,
+        &[("csrf", &api::auth::csrf_token(&token))],
+    )
+    .await;
+    assert_eq!(ended.status(), 303);
+    assert_eq!(location(&ended), "/platform");
+    let set = set_cookies(&ended);
+    assert_eq!(
+        cookie_set(&set, "wfo_session").as_deref(),
+        Some(admin.token.as_str())
+    );
+    assert!(
+        set.iter()
+            .any(|c| c.starts_with("wfo_admin_session=;") && c.contains("Max-Age=0")),
+        "{set:?}"
+    );
+    let (status, html) = page(&app, "/platform", &cookies(&admin.token, None)).await;
+    assert_eq!(status, 200);
+    assert!(!html.contains("impersonation-banner"));
+    assert!(section(&html, "impersonations").contains("Nobody is impersonating anyone."));
+    let after = app
+        .get(&format!("/api/v1/platform/impersonations/{id}"), &admin)
+        .await;
+    assert_eq!(after.body["active"], false, "{}", after.body);
+    assert_eq!(after.body["ended_by"], json!(admin.email));
+    let dead = client()
+        .get(app.url("/api/v1/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(dead.status(), 401);
+    let actions: Vec<String> = sqlx::query_scalar(
+        "select action from audit_logs where tenant_id = $1 and action like 'platform.impersonation_%' order by occurred_at",
+    )
+    .bind(acme.id)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        actions,
+        [
+            "platform.impersonation_started",
+            "platform.impersonation_ended"
+        ]
+    );
+}
+
+// PLAT-006: an impersonation ended elsewhere still lets the admin back into their session.
+#[tokio::test]
+async fn the_admin_gets_their_session_back_after_the_impersonation_was_ended_elsewhere() {
+    let app = TestApp::spawn().await;
+    let admin = platform_admin(&app).await;
+    let acme = app.tenant("acme").await;
+    let developer = app.member(&acme, Role::Developer).await;
+    let started = impersonate(
+        &app,
+        &admin,
+        acme.id,
+        developer.user_id.unwrap_or_default(),
+        "ticket SUP-8: webhook errors",
+    )
+    .await;
+    assert_eq!(started.status(), 303);
+    let token = cookie_set(&set_cookies(&started), "wfo_session").unwrap_or_default();
+    let browser = cookies(&token, Some(&admin.token));
+    let listed = app.get("/api/v1/platform/impersonations", &admin).await;
+    let id = listed.body["items"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let ended = app
+        .post(
+            &format!("/api/v1/platform/impersonations/{id}/end"),
+            &admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(ended.status, 200, "{}", ended.body);
+
+    // The dead impersonation sends the browser to sign in, which offers the way back.
+    let (status, _) = page(&app, "/", &browser).await;
+    assert_eq!(status, 303);
+    let (status, html) = page(&app, "/login", &browser).await;
+    assert_eq!(status, 200);
+    let admin_csrf = api::auth::csrf_token(&admin.token);
+    assert!(
+        html.contains("id=\"restore\"") && html.contains(&admin_csrf),
+        "{html}"
+    );
+    let back = post_form(
+        &app,
+        "/platform/impersonation/end",
+        &browser,
+        &[("csrf", &admin_csrf)],
+    )
+    .await;
+    assert_eq!(back.status(), 303);
+    assert_eq!(location(&back), "/platform");
+    assert_eq!(
+        cookie_set(&set_cookies(&back), "wfo_session").as_deref(),
+        Some(admin.token.as_str())
+    );
+    let (status, _) = page(&app, "/platform", &cookies(&admin.token, None)).await;
+    assert_eq!(status, 200);
+    // A stale page's button once back: nothing to end, the admin's session stays.
+    let again = post_form(
+        &app,
+        "/platform/impersonation/end",
+        &cookies(&admin.token, None),
+        &[("csrf", &admin_csrf)],
+    )
+    .await;
+    assert_eq!(again.status(), 303);
+    assert_eq!(location(&again), "/platform");
+    assert!(cookie_set(&set_cookies(&again), "wfo_session").is_none());
+    // Without the admin's cookie, there is nothing to return to: signed out.
+    let (_, html) = page(&app, "/login", &cookies(&token, None)).await;
+    assert!(!html.contains("id=\"restore\""));
+}
+
+// PLAT-006: signing out of an impersonation ends it and signs the admin out too.
+#[tokio::test]
+async fn signing_out_while_impersonating_ends_it_and_signs_the_admin_out() {
+    let app = TestApp::spawn().await;
+    let admin = platform_admin(&app).await;
+    let acme = app.tenant("acme").await;
+    let developer = app.member(&acme, Role::Developer).await;
+    let started = impersonate(
+        &app,
+        &admin,
+        acme.id,
+        developer.user_id.unwrap_or_default(),
+        "ticket SUP-9: export fails",
+    )
+    .await;
+    let token = cookie_set(&set_cookies(&started), "wfo_session").unwrap_or_default();
+    let out = post_form(
+        &app,
+        "/logout",
+        &cookies(&token, Some(&admin.token)),
+        &[("csrf", &api::auth::csrf_token(&token))],
+    )
+    .await;
+    assert_eq!(out.status(), 303);
+    assert_eq!(location(&out), "/login");
+    let set = set_cookies(&out);
+    for name in ["wfo_session", "wfo_admin_session"] {
+        assert_eq!(cookie_set(&set, name).as_deref(), Some(""), "{set:?}");
+    }
+    for t in [&token, &admin.token] {
+        let me = client()
+            .get(app.url("/api/v1/me"))
+            .bearer_auth(t)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(me.status(), 401);
+    }
+    let ended: (Option<String>, bool) = sqlx::query_as(
+        "select ended_by, ended_at is not null from impersonations where tenant_id = $1",
+    )
+    .bind(acme.id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ended, (Some("logout".to_owned()), true));
+}
+
+// PLAT-013 in real headless Chromium: the Impersonate button opens the form asking why, the
+// banner's button ends it, and the admin is back on the console.
+#[cfg(feature = "browser")]
+#[tokio::test]
+async fn in_a_browser_impersonate_asks_why_and_the_banner_ends_it() {
+    use thirtyfour::prelude::*;
+    use workflowops_tests::app::FIXTURE_PASSWORD;
+    use workflowops_tests::browser::Browser;
+
+    let app = TestApp::spawn().await;
+    let admin = platform_admin(&app).await;
+    let acme = app.tenant("acme").await;
+    let developer = app.member(&acme, Role::Developer).await;
+    let dev_id = developer.user_id.unwrap_or_default();
+    let b = Browser::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let steps = async {
+        b.driver.goto(app.url("/login")).await?;
+        b.driver
+            .find(By::Id("email"))
+            .await?
+            .send_keys(&admin.email)
+            .await?;
+        b.driver
+            .find(By::Id("password"))
+            .await?
+            .send_keys(FIXTURE_PASSWORD)
+            .await?;
+        b.driver.find(By::Id("sign-in")).await?.click().await?;
+        b.until("the dashboard", || async {
+            b.text("who").await.contains(&admin.email)
+        })
+        .await?;
+        b.driver.find(By::Id("nav-platform")).await?.click().await?;
+        b.until("the console", || async { b.text("n-tenants").await == "2" })
+            .await?;
+        b.screenshot("platform").await?;
+        b.driver
+            .goto(app.url(&format!("/platform/tenants/{}", acme.id)))
+            .await?;
+        b.driver
+            .find(By::Css(format!("button[data-impersonate='{dev_id}']")))
+            .await?
+            .click()
+            .await?;
+        let dialog = b.driver.find(By::Id("impersonate-dialog")).await?;
+        b.until("the form to open", || async {
+            dialog.is_displayed().await.unwrap_or(false)
+        })
+        .await?;
+        assert!(dialog.text().await?.contains(&developer.email));
+        b.screenshot("platform-tenant").await?;
+        dialog
+            .find(By::Name("reason"))
+            .await?
+            .send_keys("ticket SUP-10: checking the UI")
+            .await?;
+        dialog
+            .find(By::Id("start-impersonation"))
+            .await?
+            .click()
+            .await?;
+        b.until("the banner", || async {
+            let banner = b.text("impersonation-banner").await;
+            banner.contains(&developer.email) && banner.contains(&admin.email)
+        })
+        .await?;
+        assert!(b.text("who").await.contains(&developer.email));
+        b.screenshot("impersonating").await?;
+        b.driver
+            .find(By::Id("end-impersonation"))
+            .await?
+            .click()
+            .await?;
+        b.until("the admin back on the console", || async {
+            b.text("who").await.contains(&admin.email)
+                && b.driver
+                    .current_url()
+                    .await
+                    .is_ok_and(|u| u.path() == "/platform")
+        })
+        .await?;
+        assert!(b.text("impersonation-banner").await.is_empty());
+        anyhow::Ok(())
+    };
+    if let Err(e) = steps.await {
+        let _ = b.screenshot("console-failed").await;
+        panic!("{e:#}");
+    }
+    b.close().await;
+}
