@@ -18,6 +18,8 @@ pub struct Tenant {
     pub slug: String,
     /// Seat limit (members + open invitations); null = unlimited (TEAM-005).
     pub member_limit: Option<i32>,
+    /// Environments this tenant may connect; null: the server's default (`WFO_MAX_ENVIRONMENTS`).
+    pub environment_limit: Option<i32>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -48,7 +50,7 @@ pub struct TenantMembership {
     pub role: Role,
 }
 
-const TENANT_COLUMNS: &str = "id, name, slug, member_limit, created_at";
+const TENANT_COLUMNS: &str = "id, name, slug, member_limit, environment_limit, created_at";
 
 pub async fn create_tenant(db: impl PgExecutor<'_>, name: &str, slug: &str) -> Result<Tenant> {
     sqlx::query_as(sqlf!(
@@ -66,6 +68,54 @@ pub async fn create_tenant(db: impl PgExecutor<'_>, name: &str, slug: &str) -> R
         ),
         None => e.into(),
     })
+}
+
+/// How many environments `tenant_id` may connect: its own limit, or `default`.
+pub async fn environment_limit(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    default: i64,
+) -> Result<i64> {
+    let own: Option<i32> =
+        sqlx::query_scalar("select environment_limit from tenants where id = $1")
+            .bind(tenant_id)
+            .fetch_optional(db)
+            .await?
+            .flatten();
+    Ok(own.map_or(default, i64::from))
+}
+
+/// A platform admin's change to a tenant's settings (ADMIN-006); `None` leaves one as it is,
+/// `Some(None)` clears a limit.
+#[derive(Debug, Default)]
+pub struct TenantChange {
+    pub name: Option<String>,
+    pub member_limit: Option<Option<i32>>,
+    pub environment_limit: Option<Option<i32>>,
+}
+
+/// Applies `change`; returns the tenant before and after.
+pub async fn update_tenant(
+    db: &mut sqlx::PgConnection,
+    id: Uuid,
+    change: &TenantChange,
+) -> Result<(Tenant, Tenant)> {
+    let before = lock_tenant(&mut *db, id).await?;
+    let after = sqlx::query_as(sqlf!(
+        "update tenants set name = coalesce($2, name), \
+         member_limit = case when $3 then $4 else member_limit end, \
+         environment_limit = case when $5 then $6 else environment_limit end \
+         where id = $1 returning {TENANT_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(change.name.as_deref())
+    .bind(change.member_limit.is_some())
+    .bind(change.member_limit.flatten())
+    .bind(change.environment_limit.is_some())
+    .bind(change.environment_limit.flatten())
+    .fetch_one(&mut *db)
+    .await?;
+    Ok((before, after))
 }
 
 pub async fn tenant(db: impl PgExecutor<'_>, id: Uuid) -> Result<Tenant> {

@@ -32,6 +32,8 @@ pub struct TenantUsage {
     pub members: i64,
     /// Null: no seat limit.
     pub member_limit: Option<i32>,
+    /// Null: the server's default environment limit.
+    pub environment_limit: Option<i32>,
     pub open_invitations: i64,
     pub environments: i64,
     pub workflows: i64,
@@ -49,7 +51,7 @@ pub struct TenantUsage {
 
 /// Per tenant, each metric as a subquery over the tenant's own indexed rows.
 const USAGE: &str = "select t.id as tenant_id, t.slug, t.name, \
-     (select count(*) from memberships m where m.tenant_id = t.id) as members, t.member_limit, \
+     (select count(*) from memberships m where m.tenant_id = t.id) as members, t.member_limit, t.environment_limit, \
      (select count(*) from invitations i where i.tenant_id = t.id and i.accepted_at is null \
         and i.revoked_at is null and i.expires_at > now()) as open_invitations, \
      (select count(*) from environments e where e.tenant_id = t.id) as environments, \
@@ -92,14 +94,15 @@ pub struct AtLimit {
     pub limits: Vec<String>,
 }
 
-/// Tenants at a limit; `max_environments` is the server's per-tenant environment limit.
+/// Tenants at a limit; `max_environments` is the server's default environment limit.
 pub async fn at_limit(db: impl PgExecutor<'_>, max_environments: i64) -> Result<Vec<AtLimit>> {
     Ok(sqlx::query_as(sqlf!(
         "select u.*, array_remove(array[ \
              case when u.member_limit is not null and u.members + u.open_invitations >= u.member_limit then 'members' end, \
-             case when u.environments >= $1 then 'environments' end], null) as limits \
+             case when u.environments >= coalesce(u.environment_limit, $1) then 'environments' end], null) as limits \
          from ({USAGE}) u \
-         where (u.member_limit is not null and u.members + u.open_invitations >= u.member_limit) or u.environments >= $1 \
+         where (u.member_limit is not null and u.members + u.open_invitations >= u.member_limit) \
+            or u.environments >= coalesce(u.environment_limit, $1) \
          order by u.slug"
     ))
     .bind(max_environments)

@@ -195,6 +195,10 @@ pub async fn create_environment(
     let tenant_id = ctx.tenant_id();
     let capabilities = serde_json::to_value(&info.capabilities).unwrap_or_default();
     let mut tx = state.db.begin().await?;
+    // The tenant's own limit (ADMIN-006), or the server's.
+    let limit =
+        domain::tenancy::environment_limit(&mut *tx, tenant_id, state.config.max_environments)
+            .await?;
     let env = environments::create(
         &mut tx,
         &state.keyring,
@@ -212,7 +216,7 @@ pub async fn create_environment(
             rate_limit: limits.0,
             max_concurrency: limits.1,
             created_by: ctx.principal.user_id(),
-            limit: state.config.max_environments,
+            limit,
         },
     )
     .await?;
@@ -286,10 +290,16 @@ pub async fn list_environments(
     ctx: TenantCtx<perm::ViewWorkflows>,
 ) -> ApiResult<Json<EnvironmentList>> {
     let items = environments::list(&state.db, ctx.tenant_id()).await?;
+    let limit = domain::tenancy::environment_limit(
+        &state.db,
+        ctx.tenant_id(),
+        state.config.max_environments,
+    )
+    .await?;
     Ok(Json(EnvironmentList {
         used: items.len(),
         items,
-        limit: state.config.max_environments,
+        limit,
     }))
 }
 

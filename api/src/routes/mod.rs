@@ -53,7 +53,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(api_keys::rotate_api_key))
         .routes(routes!(audit_logs::list_audit_logs))
         .routes(routes!(platform::list_tenants, platform::create_tenant))
-        .routes(routes!(platform::get_tenant))
+        .routes(routes!(platform::get_tenant, platform::update_tenant))
         .routes(routes!(
             platform::list_platform_admins,
             platform::add_platform_admin

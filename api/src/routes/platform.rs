@@ -68,6 +68,80 @@ pub async fn get_tenant(
     }))
 }
 
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenantRequest {
+    #[schema(min_length = 1, max_length = 200)]
+    pub name: Option<String>,
+    /// Seats (members and open invitations), 1-100,000; null for no limit.
+    #[serde(default, with = "crate::routes::environments::serde_with_null")]
+    #[schema(value_type = Option<i32>, minimum = 1, maximum = 100000)]
+    pub member_limit: Option<Option<i32>>,
+    /// Environments, 1-10,000; null for the server's default (`WFO_MAX_ENVIRONMENTS`).
+    #[serde(default, with = "crate::routes::environments::serde_with_null")]
+    #[schema(value_type = Option<i32>, minimum = 1, maximum = 10000)]
+    pub environment_limit: Option<Option<i32>>,
+}
+
+impl Validate for UpdateTenantRequest {
+    fn validate(&self) -> Result<(), domain::Error> {
+        let mut v = Validator::new();
+        if let Some(name) = &self.name {
+            v.text("name", name, 1, 200);
+        }
+        if let Some(Some(n)) = self.member_limit
+            && !(1..=100_000).contains(&n)
+        {
+            v.error("member_limit", "must be between 1 and 100000, or null");
+        }
+        if let Some(Some(n)) = self.environment_limit
+            && !(1..=10_000).contains(&n)
+        {
+            v.error("environment_limit", "must be between 1 and 10000, or null");
+        }
+        v.finish()
+    }
+}
+
+/// Change a tenant's settings: its name, seat limit and environment limit (ADMIN-006). Lowering
+/// a limit below what the tenant uses keeps what it has and refuses new members or
+/// environments. Audited in the tenant's log and the platform's.
+#[utoipa::path(patch, path = "/api/v1/platform/tenants/{tenant_id}", tag = "platform", security(("bearer" = [])),
+    params(("tenant_id" = Uuid, Path, description = "The tenant's id")),
+    request_body = UpdateTenantRequest,
+    responses((status = 200, body = Tenant), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn update_tenant(
+    State(state): State<AppState>,
+    admin: PlatformAdmin,
+    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<UpdateTenantRequest>,
+) -> ApiResult<Json<Tenant>> {
+    let mut tx = state.db.begin().await?;
+    let (before, after) = tenancy::update_tenant(
+        &mut tx,
+        tenant_id,
+        &tenancy::TenantChange {
+            name: req.name.map(|n| n.trim().to_owned()),
+            member_limit: req.member_limit,
+            environment_limit: req.environment_limit,
+        },
+    )
+    .await?;
+    Entry::new(
+        Some(tenant_id),
+        &admin.actor(),
+        "platform.tenant_updated",
+        "tenant",
+    )
+    .target(tenant_id)
+    .old(&before)
+    .new_value(&after)
+    .record(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(after))
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenantRequest {

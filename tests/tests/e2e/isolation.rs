@@ -58,6 +58,7 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         | ("post", "/api/v1/platform/support/tickets/{ticket_id}/messages") => json!({"body": "x"}),
         ("post", "/api/v1/support/tickets/{ticket_id}/attachments") => json!({}),
         ("patch", "/api/v1/platform/support/tickets/{ticket_id}") => json!({"status": "closed"}),
+        ("patch", "/api/v1/platform/tenants/{tenant_id}") => json!({"name": "taken over"}),
         ("post", "/api/v1/workflow-action-requests/{request_id}/approve")
         | ("post", "/api/v1/workflow-action-requests/{request_id}/reject") => json!({}),
         _ => return None,

@@ -1,5 +1,5 @@
 use domain::Role;
-use serde_json::json;
+use serde_json::{Value, json};
 use workflowops_tests::{Caller, TestApp};
 
 async fn platform_admin(app: &TestApp) -> Caller {
@@ -560,6 +560,68 @@ async fn the_console_shows_usage_limits_notes_and_the_audit_trail_across_tenants
     });
     assert_eq!(slugs, ["globex"], "{}", at_limit.body);
     assert_eq!(at_limit.body[0]["limits"], json!(["members"]));
+
+    // ADMIN-006: a tenant's settings.
+    let changed = app
+        .patch(
+            &format!("/api/v1/platform/tenants/{}", globex.id),
+            &admin,
+            &json!({"name": "Globex Corp", "member_limit": null}),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    assert_eq!(changed.body["name"], "Globex Corp");
+    assert_eq!(changed.body["member_limit"], Value::Null);
+    let at_limit = app.get("/api/v1/platform/usage/at-limit", &admin).await;
+    assert_eq!(at_limit.body, json!([]), "no seat limit any more");
+    let raised = app
+        .patch(
+            &format!("/api/v1/platform/tenants/{}", acme.id),
+            &admin,
+            &json!({"environment_limit": 5}),
+        )
+        .await;
+    assert_eq!(raised.body["environment_limit"], 5, "{}", raised.body);
+    let envs = app.get("/api/v1/environments", &acme.admin).await;
+    assert_eq!(envs.body["limit"], 5, "{}", envs.body);
+    let others = app.get("/api/v1/environments", &globex.admin).await;
+    assert_eq!(
+        others.body["limit"], 1,
+        "the server's default: {}",
+        others.body
+    );
+    for bad in [
+        json!({"member_limit": 0}),
+        json!({"environment_limit": 10001}),
+        json!({"name": ""}),
+        json!({"plan": "gold"}),
+    ] {
+        let res = app
+            .patch(
+                &format!("/api/v1/platform/tenants/{}", acme.id),
+                &admin,
+                &bad,
+            )
+            .await;
+        assert_eq!(res.status, 422, "{bad}: {}", res.body);
+    }
+    assert_eq!(
+        app.patch(
+            &format!("/api/v1/platform/tenants/{}", acme.id),
+            &acme.admin,
+            &json!({"member_limit": null}),
+        )
+        .await
+        .status,
+        403
+    );
+    let trail = app
+        .get(
+            "/api/v1/audit-logs?action=platform.tenant_updated",
+            &acme.admin,
+        )
+        .await;
+    assert_eq!(trail.body["items"].as_array().map(Vec::len), Some(1));
 
     // ADMIN-003: notes, for platform admins only.
     let note = app
