@@ -893,12 +893,26 @@ async fn a_worker_busy_with_a_long_run_leaves_the_queue_to_others() {
     worker.stop().await;
 }
 
+/// Worker liveness locks held now in this database (one per live worker).
+async fn liveness_locks(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "select count(*) from pg_locks l join engine_workers w \
+         on l.locktype = 'advisory' and l.classid = $1::oid and l.objid = w.lock_key::oid and l.objsubid = 2 \
+         where l.granted and l.database = (select oid from pg_database where datname = current_database())",
+    )
+    .bind(i64::from(engine::worker::LOCK_CLASS))
+    .fetch_one(pool)
+    .await
+    .unwrap_or(-1)
+}
+
 #[tokio::test]
 async fn a_draining_worker_finishes_its_steps_releases_its_runs_and_stops_claiming() {
     let db = db().await;
     let worker = TestWorker::start(&db.pool, registry(), 1);
     let run = enqueue(&db.pool, &slow_ledger("t1", 3, 300)).await;
     wait_for(&db.pool, run, RunStatus::Running).await;
+    assert_eq!(liveness_locks(&db.pool).await, 1, "alive: its lock is held");
     worker.stop().await;
     // The step in flight finished and was checkpointed; at the next step boundary the run went
     // back to the queue (uncharged) instead of starting more steps on a worker going away.
@@ -918,19 +932,19 @@ async fn a_draining_worker_finishes_its_steps_releases_its_runs_and_stops_claimi
         steps <= 1,
         "{steps} steps: no new step started while draining"
     );
-    let later = enqueue(&db.pool, &ledger("t1", 1)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        status(&db.pool, later).await,
-        RunStatus::Queued,
-        "a stopped worker claims nothing"
-    );
+    // Stopped for good: deregistered, and its liveness lock (held by a session of its own)
+    // released, so nothing of it is left to claim with.
     let stopped: bool =
         sqlx::query_scalar("select bool_and(stopped_at is not null) from engine_workers")
             .fetch_one(&db.pool)
             .await
             .unwrap_or_default();
     assert!(stopped);
+    assert_eq!(
+        liveness_locks(&db.pool).await,
+        0,
+        "the stopped worker's liveness lock is released"
+    );
     // Another worker resumes the released run from its checkpoint: no step ran twice.
     let next = TestWorker::start(&db.pool, registry(), 1);
     wait_for(&db.pool, run, RunStatus::Succeeded).await;
