@@ -14,12 +14,19 @@ async function api(method, url, body) {
     headers: { "content-type": "application/json", "x-csrf-token": csrf(), accept: "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
+  return answer(res);
+}
+
+// The JSON of an API response, or an Error saying what the API refused (its field errors or
+// message; the status when the body is not the API's, e.g. a 413 from the body limit).
+async function answer(res) {
   const text = await res.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = null; }
   if (!res.ok) {
     const fields = (data?.errors ?? []).map((e) => `${e.field}: ${e.message}`).join("; ");
-    throw new Error(fields || data?.message || `${res.status} ${res.statusText}`);
+    const tooLarge = res.status === 413 ? "413: the file is larger than the server accepts" : "";
+    throw new Error(fields || data?.message || tooLarge || `${res.status} ${res.statusText}`);
   }
   return data;
 }
@@ -419,4 +426,32 @@ document.addEventListener("click", (ev) => {
 document.addEventListener("click", (ev) => {
   const el = ev.target.closest("button[data-close-dialog]");
   if (el) el.closest("dialog")?.close();
+});
+
+// Support tickets: a file chosen for a ticket is sent as it is (its bytes as the body, its type
+// as Content-Type, its name as ?filename=), then the page shows it in the ticket's files.
+document.addEventListener("change", async (ev) => {
+  const input = ev.target.closest("input[type=file][data-attach]");
+  if (!input || !input.files.length) return;
+  const file = input.files[0];
+  const progress = input.closest("section")?.querySelector("[data-attach-progress]");
+  const box = input.closest("section")?.querySelector("[data-error]");
+  if (box) box.hidden = true;
+  if (progress) progress.hidden = false;
+  input.disabled = true;
+  try {
+    await answer(await fetch(`${input.dataset.attach}?filename=${encodeURIComponent(file.name)}`, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "content-type": file.type || "application/octet-stream", "x-csrf-token": csrf(), accept: "application/json" },
+      body: file,
+    }));
+    location.reload();
+  } catch (e) {
+    showError(input, `Could not attach ${file.name}: ${e.message}`);
+    input.value = "";
+  } finally {
+    input.disabled = false;
+    if (progress) progress.hidden = true;
+  }
 });

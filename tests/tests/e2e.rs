@@ -26,6 +26,7 @@ mod e2e {
     mod secrets;
     mod snapshots;
     mod support;
+    mod support_ui;
     mod team;
     #[cfg(feature = "browser")]
     mod ui;

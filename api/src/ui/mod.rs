@@ -32,6 +32,8 @@ mod impersonation;
 mod notifications;
 mod pages;
 mod platform;
+mod support;
+mod support_console;
 
 pub use impersonation::ADMIN_SESSION_COOKIE;
 
@@ -58,11 +60,15 @@ pub fn router() -> Router<AppState> {
         .route("/team", get(pages::team))
         .route("/settings", get(pages::settings))
         .route("/notifications", get(notifications::notifications))
+        .route("/support", get(support::tickets))
+        .route("/support/{id}", get(support::ticket))
         .route("/switch", get(pages::switch_tenant))
         .route("/audit", get(pages::audit))
         .route("/workers", get(pages::workers))
         .route("/platform", get(platform::console))
         .route("/platform/tenants/{id}", get(platform::tenant))
+        .route("/platform/support", get(support_console::tickets))
+        .route("/platform/support/{id}", get(support_console::ticket))
         .route("/platform/impersonate", post(impersonation::start))
         .route("/platform/impersonation/end", post(impersonation::end))
 }
