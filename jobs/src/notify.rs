@@ -195,6 +195,8 @@ impl Job for Deliver {
                             )
                             .await
                             .map_err(crate::providers::domain_error)?;
+                            metrics::counter!("workflowops_notifications_total", "outcome" => "retrying")
+                                .increment(1);
                             return Err(JobError::Transient {
                                 message: e,
                                 retry_after: after,
@@ -211,6 +213,8 @@ impl Job for Deliver {
                     )
                     .await
                     .map_err(crate::providers::domain_error)?;
+                    metrics::counter!("workflowops_notifications_total", "outcome" => status.as_str())
+                        .increment(1);
                     Ok(ChannelOutcome {
                         channel_id,
                         status,

@@ -195,7 +195,8 @@ pub async fn rotate_api_key(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<ApiKeyCreated>)> {
     ctx.principal.refuse_impersonation("rotating API keys")?;
-    let req: RotateApiKeyRequest = if body.iter().all(u8::is_ascii_whitespace) {
+    // No body, or JSON `null` (what the document allows: the body is optional): the defaults.
+    let req: RotateApiKeyRequest = if body.trim_ascii().is_empty() || body.trim_ascii() == b"null" {
         RotateApiKeyRequest::default()
     } else {
         parse_json(&body)?

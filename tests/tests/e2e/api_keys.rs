@@ -135,6 +135,21 @@ async fn rotation_issues_a_new_key_and_retires_the_old_one() {
         (again.status.as_u16(), again.code()),
         (409, "api_key_revoked")
     );
+    // A JSON `null` body is the optional body left out: the defaults.
+    let other = app.api_key(&acme, Role::Viewer).await;
+    let res = app
+        .request(
+            Method::POST,
+            &format!(
+                "/api/v1/api-keys/{}/rotate",
+                other.key_id.unwrap_or_default()
+            ),
+            Some(&acme.admin.token),
+            Some(&serde_json::Value::Null),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{:?}", res.body);
+    assert_eq!(res.body["key"]["role"], "viewer");
 }
 
 // SEC-002

@@ -534,6 +534,23 @@ async fn an_alert_reaches_each_selected_channel_once_with_retries_and_refusals_r
         (output["sent"].clone(), output["failed"].clone()),
         (json!(3), json!(1))
     );
+    // Each channel attempt is counted for operators (`/metrics`).
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    for line in [
+        "workflowops_notifications_total{outcome=\"sent\"} 3",
+        "workflowops_notifications_total{outcome=\"failed\"} 1",
+        "workflowops_notifications_total{outcome=\"retrying\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing");
+    }
 
     // An alert no rule selects is recorded, without a run.
     let quiet = raise(
