@@ -425,9 +425,14 @@ async fn post(
     for (name, value) in headers {
         request = request.header(*name, value);
     }
+    // reqwest names the URL in its errors: a Slack URL is a credential, so it is taken out
+    // before the error is kept anywhere (deliveries, the channel's last test, the audit log).
     let response = request.send().await.map_err(|e| {
         Failure::Transient(
-            format!("could not reach the endpoint: {}", error_chain(&e)),
+            format!(
+                "could not reach the endpoint: {}",
+                error_chain(&e.without_url())
+            ),
             None,
         )
     })?;
@@ -441,7 +446,7 @@ async fn post(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(|s| Duration::from_secs(s.min(3600)));
-    let text = response.text().await.unwrap_or_default();
+    let text = head_of(response, 4096).await;
     let said: String = text.chars().take(200).collect();
     let message = if said.trim().is_empty() {
         format!("the endpoint answered {status}")
@@ -453,6 +458,21 @@ async fn post(
     } else {
         Err(Failure::Refused(message))
     }
+}
+
+/// The first `limit` bytes of a response's body, as text: an endpoint answering an error with
+/// an endless body costs at most that much.
+async fn head_of(mut response: reqwest::Response, limit: usize) -> String {
+    let mut head = Vec::new();
+    while head.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                head.extend_from_slice(&chunk[..chunk.len().min(limit - head.len())])
+            }
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
 }
 
 /// The clients for Slack and webhook deliveries: they never follow redirects (a public endpoint
@@ -518,23 +538,49 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Whether `ip` is inside the operator's own networks (loopback, private, link-local, ...).
+/// Whether `ip` is not a public unicast address: loopback, private, link-local, CGNAT,
+/// "this network", benchmarking, reserved, multicast, documentation, and the IPv6 forms that
+/// carry an IPv4 address (mapped, compatible, NAT64, 6to4), judged by that address.
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
             v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
-                || v4.is_unspecified()
                 || v4.is_broadcast()
-                || v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]) // CGNAT
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0 // "this network", 0.0.0.0/8
+                || (a == 100 && (64..128).contains(&b)) // CGNAT 100.64/10
+                || (a == 192 && b == 0 && c == 0) // IETF protocol assignments 192.0.0/24
+                || (a == 198 && (b == 18 || b == 19)) // benchmarking 198.18/15
+                || a >= 240 // reserved 240/4
         }
         IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let embedded = |hi: u16, lo: u16| {
+                is_private(IpAddr::V4(std::net::Ipv4Addr::new(
+                    (hi >> 8) as u8,
+                    (hi & 0xff) as u8,
+                    (lo >> 8) as u8,
+                    (lo & 0xff) as u8,
+                )))
+            };
             v6.is_loopback()
                 || v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
-                || (v6.segments()[0] & 0xffc0) == 0xfe80 // link-local
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+                || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+                || (s[0] & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated)
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation 2001:db8::/32
                 || v6.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
+                // IPv4-compatible ::a.b.c.d
+                || (s[..6].iter().all(|&x| x == 0) && embedded(s[6], s[7]))
+                // NAT64 64:ff9b::/96 and 64:ff9b:1::/48: the IPv4 address in the last 32 bits
+                || (s[0] == 0x0064 && s[1] == 0xff9b && embedded(s[6], s[7]))
+                // 6to4 2002:a.b.c.d::/48
+                || (s[0] == 0x2002 && embedded(s[1], s[2]))
         }
     }
 }
@@ -658,13 +704,33 @@ mod tests {
             "fe80::1",
             "::ffff:10.0.0.1",
             "0.0.0.0",
+            "0.1.2.3",
+            "192.0.0.8",
+            "192.0.2.1",
+            "198.18.0.1",
+            "224.0.0.1",
+            "240.0.0.1",
+            "ff02::1",
+            "fec0::1",
+            "2001:db8::1",
+            "::10.0.0.1",
+            "64:ff9b::a00:5",
+            "64:ff9b:1::a9fe:a9fe",
+            "2002:a00:1::1",
         ] {
             assert!(
                 is_private(private.parse().unwrap_or_else(|e| panic!("{e}"))),
                 "{private}"
             );
         }
-        for public in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "100.128.0.1"] {
+        for public in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "100.128.0.1",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert!(
                 !is_private(public.parse().unwrap_or_else(|e| panic!("{e}"))),
                 "{public}"

@@ -716,6 +716,39 @@ async fn a_channel_test_sends_now_and_reports_what_the_peer_said() {
     assert_eq!(test.body["ok"], false, "{}", test.body);
     assert_eq!(test.body["transient"], true, "{}", test.body);
 
+    // An endpoint that cannot be reached: the error never carries the URL (a Slack URL is a
+    // credential, and errors are shown to every member and kept in the audit log).
+    let down = channel(
+        &app,
+        &acme,
+        json!({"name": "Down", "kind": "slack", "url": "http://127.0.0.1:1/services/T0/B0/the-secret-token"}),
+    )
+    .await;
+    let test = app
+        .post(
+            &format!("/api/v1/notifications/channels/{}/test", id(&down)),
+            &acme.admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(test.body["ok"], false, "{}", test.body);
+    assert_eq!(test.body["transient"], true, "{}", test.body);
+    assert!(
+        !test.body.to_string().contains("the-secret-token"),
+        "the URL leaked: {}",
+        test.body
+    );
+    let trail: String = sqlx::query_scalar(
+        "select coalesce(string_agg(coalesce(new_value::text, ''), ' '), '') from audit_logs",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !trail.contains("the-secret-token"),
+        "the URL leaked into the audit log"
+    );
+
     // A redirect is the endpoint's answer, never followed (it could point anywhere).
     let hook = channel(
         &app,
