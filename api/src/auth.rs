@@ -101,7 +101,10 @@ impl Principal {
     fn matches(&self, inv: Invalidation) -> bool {
         match (inv, &self.subject) {
             (Invalidation::All, _) => true,
-            (Invalidation::User(id), Subject::User { user_id, .. }) => *user_id == id,
+            // An impersonation goes with its admin too (demoted, disabled, password reset).
+            (Invalidation::User(id), Subject::User { user_id, .. }) => {
+                *user_id == id || self.impersonator.as_ref().is_some_and(|i| i.user_id == id)
+            }
             (Invalidation::Session(id), Subject::User { session_id, .. }) => *session_id == id,
             (Invalidation::ApiKey(id), Subject::ApiKey { key_id, .. }) => *key_id == id,
             (Invalidation::Tenant(id), _) => self.tenant.as_ref().is_some_and(|t| t.id == id),
@@ -427,6 +430,12 @@ async fn resolve_session(state: &AppState, hash: &[u8; 32]) -> Result<Principal,
         return Err(AuthFailure::unauthenticated(
             "token_revoked",
             "this session has been signed out: sign in again",
+        ));
+    }
+    if !s.impersonator_valid {
+        return Err(AuthFailure::unauthenticated(
+            "token_revoked",
+            "this impersonation ended: its platform admin no longer has that role",
         ));
     }
     if s.user_disabled {

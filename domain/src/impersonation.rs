@@ -66,7 +66,8 @@ pub async fn start(
             "you cannot impersonate yourself",
         ));
     }
-    // Locks the target's row: a grant of platform admin racing with this waits or is seen.
+    // Locks the target's row against a grant of platform admin (which locks it for update, see
+    // `end_all_of`): one of the two waits for the other.
     let target: Option<(bool, bool)> = sqlx::query_as(
         "select exists (select 1 from platform_admins p where p.user_id = u.id), u.disabled_at is not null \
          from users u where u.id = $1 for share",
@@ -253,4 +254,32 @@ pub async fn tenant_users(
     .fetch_all(db)
     .await?;
     Ok(Page::from_rows(rows, page, |u: &TenantUser| u.user_id))
+}
+
+/// Ends every running impersonation of `target_user_id` (it is becoming a platform admin,
+/// PLAT-009) and revokes their sessions; returns those sessions, for cache invalidation. Locks
+/// the user's row first, so an impersonation being started meanwhile waits and then sees the
+/// grant.
+pub async fn end_all_of(
+    db: &mut PgConnection,
+    target_user_id: Uuid,
+    ended_by: &str,
+) -> Result<Vec<Uuid>> {
+    sqlx::query("select 1 from users where id = $1 for update")
+        .bind(target_user_id)
+        .execute(&mut *db)
+        .await?;
+    let sessions: Vec<Uuid> = sqlx::query_scalar(
+        "update impersonations set ended_at = now(), ended_by = $2 \
+         where target_user_id = $1 and ended_at is null returning session_id",
+    )
+    .bind(target_user_id)
+    .bind(ended_by)
+    .fetch_all(&mut *db)
+    .await?;
+    sqlx::query("update sessions set revoked_at = coalesce(revoked_at, now()) where id = any ($1)")
+        .bind(&sessions)
+        .execute(&mut *db)
+        .await?;
+    Ok(sessions)
 }

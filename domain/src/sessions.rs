@@ -29,6 +29,9 @@ pub struct SessionAuth {
     /// The platform admin acting through this session (an impersonation, PLAT-005).
     pub impersonator_user_id: Option<Uuid>,
     pub impersonator_email: Option<String>,
+    /// For an impersonation: whether its admin is still an enabled platform admin (an
+    /// impersonation ends with its admin's authority).
+    pub impersonator_valid: bool,
 }
 
 pub struct NewSession<'a> {
@@ -83,7 +86,9 @@ pub async fn resolve(
                 s.impersonator_user_id is null \
                   and exists (select 1 from platform_admins p where p.user_id = u.id) as platform_admin, \
                 s.expires_at, s.revoked_at, u.disabled_at is not null as user_disabled, \
-                s.impersonator_user_id, (select a.email from users a where a.id = s.impersonator_user_id) as impersonator_email \
+                s.impersonator_user_id, (select a.email from users a where a.id = s.impersonator_user_id) as impersonator_email, \
+                s.impersonator_user_id is null or exists (select 1 from platform_admins p join users a on a.id = p.user_id \
+                    where p.user_id = s.impersonator_user_id and a.disabled_at is null) as impersonator_valid \
          from sessions s join users u on u.id = s.user_id \
          left join memberships m on m.user_id = s.user_id and m.tenant_id = s.tenant_id \
          left join tenants t on t.id = m.tenant_id \

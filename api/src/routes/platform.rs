@@ -309,6 +309,12 @@ pub async fn add_platform_admin(
     let user = tenancy::user_by_email(&mut *tx, &req.email)
         .await?
         .ok_or_else(|| ApiError::not_found("no user with this email"))?;
+    let ended =
+        domain::impersonation::end_all_of(&mut tx, user.id, "the user became a platform admin")
+            .await?;
+    for session in &ended {
+        publish(&mut *tx, Invalidation::Session(*session)).await?;
+    }
     if !tenancy::add_platform_admin(&mut *tx, user.id, Some(admin.user_id)).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -324,6 +330,9 @@ pub async fn add_platform_admin(
     publish(&mut *tx, Invalidation::User(user.id)).await?;
     tx.commit().await?;
     state.auth_cache.evict(Invalidation::User(user.id));
+    for session in ended {
+        state.auth_cache.evict(Invalidation::Session(session));
+    }
     Ok((StatusCode::CREATED, Json(user)))
 }
 

@@ -186,6 +186,8 @@ pub async fn create_invitation(
     ctx: TenantCtx<perm::ManageTeam>,
     ApiJson(req): ApiJson<CreateInvitationRequest>,
 ) -> ApiResult<(StatusCode, Json<InvitationCreated>)> {
+    // An invitation would let someone in after the impersonation ended.
+    ctx.principal.refuse_impersonation("inviting people")?;
     let tenant_id = ctx.tenant_id();
     let mut tx = state.db.begin().await?;
     let tenant = tenancy::lock_tenant(&mut *tx, tenant_id).await?;

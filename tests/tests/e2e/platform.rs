@@ -322,6 +322,7 @@ async fn a_platform_admin_impersonates_a_member_for_a_reason_and_every_step_is_a
         .await;
     assert_eq!(key.status, 403, "{}", key.body);
     assert_eq!(key.code(), "impersonation_restricted");
+    // Nor let anyone in who would stay after it ends.
     let invited = app
         .post(
             "/api/v1/team/invitations",
@@ -329,9 +330,19 @@ async fn a_platform_admin_impersonates_a_member_for_a_reason_and_every_step_is_a
             &json!({"email": "colleague@acme.example", "role": "viewer"}),
         )
         .await;
-    assert_eq!(invited.status, 201, "{}", invited.body);
+    assert_eq!(invited.status, 403, "{}", invited.body);
+    assert_eq!(invited.code(), "impersonation_restricted");
+    let changed = app
+        .post(
+            "/api/v1/notifications/channels",
+            &invite_as_admin,
+            &json!({"name": "Ops mail", "kind": "email", "recipients": ["ops@acme.example"]}),
+        )
+        .await;
+    assert_eq!(changed.status, 201, "{}", changed.body);
     let row: (Option<uuid::Uuid>, Option<uuid::Uuid>, String) = sqlx::query_as(
-        "select actor_user_id, impersonator_user_id, actor_label from audit_logs where action = 'invitation.created'",
+        "select actor_user_id, impersonator_user_id, actor_label from audit_logs \
+         where action = 'notification.channel_created'",
     )
     .fetch_one(&app.db.pool)
     .await
@@ -720,5 +731,75 @@ async fn the_console_shows_usage_limits_notes_and_the_audit_trail_across_tenants
             .await
             .status,
         403
+    );
+}
+
+// PLAT-006, PLAT-009: an impersonation ends with its admin's authority, and when its user
+// becomes a platform admin.
+#[tokio::test]
+async fn an_impersonation_ends_when_its_admin_is_demoted_or_its_user_promoted() {
+    let app = TestApp::spawn().await;
+    let admin = platform_admin(&app).await;
+    let second = app.tenant("ops2").await.admin;
+    domain::tenancy::add_platform_admin(&app.db.pool, second.user_id.unwrap_or_default(), None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let acme = app.tenant("acme").await;
+    let dev = app.member(&acme, Role::Developer).await;
+    let viewer = app.member(&acme, Role::Viewer).await;
+    let start = |user: Option<uuid::Uuid>, by: &Caller| {
+        let body =
+            json!({"tenant_id": acme.id, "user_id": user, "reason": "ticket SUP-9: checking"});
+        let by = by.clone();
+        let app = &app;
+        async move {
+            let res = app
+                .post("/api/v1/platform/impersonations", &by, &body)
+                .await;
+            assert_eq!(res.status, 201, "{}", res.body);
+            bearer(res.body["token"].as_str().unwrap_or_default())
+        }
+    };
+    // The second admin impersonates the developer, then loses the platform role.
+    let as_dev = start(dev.user_id, &second).await;
+    assert_eq!(app.get("/api/v1/me", &as_dev).await.status, 200);
+    let demoted = app
+        .delete(
+            &format!(
+                "/api/v1/platform/admins/{}",
+                second.user_id.unwrap_or_default()
+            ),
+            &admin,
+        )
+        .await;
+    assert_eq!(demoted.status, 204, "{}", demoted.body);
+    let me = app.get("/api/v1/me", &as_dev).await;
+    assert_eq!(me.status, 401, "{}", me.body);
+    assert_eq!(me.code(), "token_revoked");
+
+    // The viewer, being impersonated, is made a platform admin: the impersonation ends.
+    let as_viewer = start(viewer.user_id, &admin).await;
+    assert_eq!(app.get("/api/v1/me", &as_viewer).await.status, 200);
+    let promoted = app
+        .post(
+            "/api/v1/platform/admins",
+            &admin,
+            &json!({"email": viewer.email}),
+        )
+        .await;
+    assert_eq!(promoted.status, 201, "{}", promoted.body);
+    assert_eq!(app.get("/api/v1/me", &as_viewer).await.status, 401);
+    let listed = app
+        .get(
+            &format!(
+                "/api/v1/platform/impersonations?user_id={}",
+                viewer.user_id.unwrap_or_default()
+            ),
+            &admin,
+        )
+        .await;
+    assert_eq!(
+        listed.body["items"][0]["ended_by"],
+        "the user became a platform admin"
     );
 }
