@@ -155,9 +155,11 @@ pub async fn end(
         Err(e) => return super::pages::failed(&e),
     };
     let mut own_session = false;
+    let mut impersonator = None;
     if let Some(s) = session {
         match s.impersonator_user_id {
             Some(admin_id) => {
+                impersonator = Some(admin_id);
                 let by = s.impersonator_email.unwrap_or_default();
                 let actor = Actor {
                     user_id: Some(admin_id),
@@ -179,11 +181,19 @@ pub async fn end(
         Ok(s) => s,
         Err(e) => return super::pages::failed(&e),
     };
-    let usable = admin.is_some_and(|a| a.impersonator_user_id.is_none() && live(&a));
+    // Only the session of the platform admin who started this impersonation comes back: a kept
+    // cookie someone else planted (or that belongs to another admin) is dropped, and a browser
+    // already in a live session of its own keeps it.
+    let usable = admin.is_some_and(|a| {
+        a.impersonator_user_id.is_none()
+            && a.platform_admin
+            && live(&a)
+            && impersonator.is_none_or(|id| id == a.user_id)
+    });
     let mut resp = Redirect::to("/platform").into_response();
     match admin_token {
-        Some(token) if usable => set_cookie(&mut resp, &state, SESSION_COOKIE, &token),
         _ if own_session => {}
+        Some(token) if usable => set_cookie(&mut resp, &state, SESSION_COOKIE, &token),
         _ => {
             resp = Redirect::to("/login").into_response();
             clear_cookie(&mut resp, SESSION_COOKIE);

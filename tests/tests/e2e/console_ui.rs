@@ -770,3 +770,62 @@ async fn in_a_browser_impersonate_asks_why_and_the_banner_ends_it() {
     }
     b.close().await;
 }
+
+/// A kept-session cookie someone planted (a session not of the impersonating admin, or not a
+/// platform admin's) is never swapped in; a browser in a live session of its own keeps it.
+#[tokio::test]
+async fn a_planted_admin_cookie_is_never_swapped_in() {
+    let app = TestApp::spawn().await;
+    let admin = platform_admin(&app).await;
+    let acme = app.tenant("acme").await;
+    let victim = app.member(&acme, Role::Developer).await;
+    let attacker = app.member(&acme, Role::Viewer).await;
+    // The victim's own live session, with the attacker's token planted as the kept cookie.
+    let browser = cookies(&victim.token, Some(&attacker.token));
+    let res = post_form(
+        &app,
+        "/platform/impersonation/end",
+        &browser,
+        &[("csrf", &api::auth::csrf_token(&attacker.token))],
+    )
+    .await;
+    assert_eq!(res.status(), 303);
+    let set = set_cookies(&res);
+    assert!(
+        cookie_set(&set, "wfo_session").is_none(),
+        "the victim's session stays: {set:?}"
+    );
+    assert_eq!(cookie_set(&set, "wfo_admin_session").as_deref(), Some(""));
+
+    // An impersonation started by the admin, with another platform admin's token planted: the
+    // impersonation ends, the planted session is not taken up.
+    let other = app.tenant("ops2").await.admin;
+    domain::tenancy::add_platform_admin(&app.db.pool, other.user_id.unwrap_or_default(), None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let started = app
+        .post(
+            "/api/v1/platform/impersonations",
+            &admin,
+            &serde_json::json!({"tenant_id": acme.id, "user_id": victim.user_id,
+                "reason": "ticket SUP-77: a planted cookie"}),
+        )
+        .await;
+    assert_eq!(started.status, 201, "{}", started.body);
+    let token = started.body["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let res = post_form(
+        &app,
+        "/platform/impersonation/end",
+        &cookies(&token, Some(&other.token)),
+        &[("csrf", &api::auth::csrf_token(&token))],
+    )
+    .await;
+    assert_eq!(location(&res), "/login");
+    assert_eq!(
+        cookie_set(&set_cookies(&res), "wfo_session").as_deref(),
+        Some("")
+    );
+}
