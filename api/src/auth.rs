@@ -98,6 +98,11 @@ impl Principal {
         }
     }
 
+    /// Whether `inv` revokes this principal (not a mere cache flush: `All` is not a revocation).
+    pub fn revoked_by(&self, inv: Invalidation) -> bool {
+        inv != Invalidation::All && self.matches(inv)
+    }
+
     fn matches(&self, inv: Invalidation) -> bool {
         match (inv, &self.subject) {
             (Invalidation::All, _) => true,
@@ -205,6 +210,8 @@ pub struct AuthCache {
     entries: RwLock<HashMap<[u8; 32], CacheEntry>>,
     ttl: Duration,
     capacity: usize,
+    /// Every invalidation, for what outlives a request: live streams end when theirs is revoked.
+    revocations: tokio::sync::broadcast::Sender<Invalidation>,
 }
 
 impl AuthCache {
@@ -213,7 +220,13 @@ impl AuthCache {
             entries: RwLock::new(HashMap::new()),
             ttl,
             capacity: 100_000,
+            revocations: tokio::sync::broadcast::channel(1024).0,
         }
+    }
+
+    /// The invalidations from now on (local and from other processes).
+    pub fn revocations(&self) -> tokio::sync::broadcast::Receiver<Invalidation> {
+        self.revocations.subscribe()
     }
 
     fn get(&self, hash: &[u8; 32]) -> Option<Arc<Principal>> {
@@ -255,6 +268,8 @@ impl AuthCache {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         entries.retain(|_, e| !e.principal.matches(inv));
+        drop(entries);
+        let _ = self.revocations.send(inv);
     }
 }
 
@@ -767,6 +782,20 @@ mod tests {
             expires_at: None,
             impersonator: None,
         })
+    }
+
+    #[test]
+    fn only_a_matching_invalidation_revokes_a_principal_a_cache_flush_does_not() {
+        let (user, session, tenant) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let p = principal(user, session, tenant);
+        assert!(p.revoked_by(Invalidation::Session(session)));
+        assert!(p.revoked_by(Invalidation::User(user)));
+        assert!(p.revoked_by(Invalidation::Tenant(tenant)));
+        assert!(!p.revoked_by(Invalidation::Session(Uuid::now_v7())));
+        assert!(
+            !p.revoked_by(Invalidation::All),
+            "a cache flush is not a revocation"
+        );
     }
 
     #[test]

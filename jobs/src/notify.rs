@@ -467,7 +467,7 @@ async fn head_of(mut response: reqwest::Response, limit: usize) -> String {
     while head.len() < limit {
         match response.chunk().await {
             Ok(Some(chunk)) => {
-                head.extend_from_slice(&chunk[..chunk.len().min(limit - head.len())])
+                head.extend_from_slice(&chunk[..chunk.len().min(limit - head.len())]);
             }
             _ => break,
         }

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -617,6 +618,14 @@ impl Scope {
 /// Feeds one subscriber: catches up from the table, then follows the hub's batches, re-reading
 /// the table whenever it finds a gap. Ends when the client leaves, or (run streams) once the
 /// run has finished and everything was sent.
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 struct Follower {
     db: sqlx::PgPool,
     namespace: String,
@@ -626,6 +635,9 @@ struct Follower {
     tx: mpsc::Sender<Bytes>,
     /// Safety net: the subscriber re-reads its position this often even without news.
     poll: Duration,
+    /// Who opened the stream: it ends when their session or key is revoked or expires.
+    principal: Arc<crate::auth::Principal>,
+    revocations: tokio::sync::broadcast::Receiver<crate::auth::Invalidation>,
 }
 
 impl Follower {
@@ -706,6 +718,13 @@ impl Follower {
         }
     }
 
+    /// Ends the stream because its credentials no longer hold: the client must sign in again
+    /// (and can resume from its last event id).
+    async fn end_because(&self, reason: &str) {
+        let frame = format!("event: end\ndata: {{\"reason\":\"{reason}\"}}\n\n");
+        let _ = self.tx.send(Bytes::from(frame)).await;
+    }
+
     async fn run(mut self, mut sub: crate::events::Subscription) {
         if !self.catch_up().await || !self.counts(None).await {
             return;
@@ -718,10 +737,27 @@ impl Follower {
                     .await;
                 return;
             }
+            let expires = self.principal.expires_at.map(|at| {
+                let left = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+                tokio::time::Instant::now() + left
+            });
             let msg = tokio::select! {
                 () = self.tx.closed() => return,
                 () = tokio::time::sleep(self.poll) => None,
                 m = sub.rx.recv() => Some(m),
+                () = sleep_until_some(expires) => {
+                    self.end_because("expired").await;
+                    return;
+                }
+                r = self.revocations.recv() => {
+                    match r {
+                        Ok(inv) if self.principal.revoked_by(inv) => {
+                            self.end_because("revoked").await;
+                            return;
+                        }
+                        _ => continue,
+                    }
+                }
             };
             let ok = match msg {
                 Some(Ok(Message::Batch(b))) if b.ns == self.namespace => {
@@ -786,7 +822,15 @@ pub async fn run_events(
 ) -> ApiResult<Response> {
     let asked = serde_json::json!({ "after": asked_resume(&headers, &q) });
     let audit = audit_read(&state, &ctx, "run.events_opened", Some(run_id), &asked).await;
-    let result = open_run_events(&state, ctx.tenant_id(), run_id, &q, &headers).await;
+    let result = open_run_events(
+        &state,
+        &ctx.principal,
+        ctx.tenant_id(),
+        run_id,
+        &q,
+        &headers,
+    )
+    .await;
     audit.finish(|d| ended(&result, d));
     result
 }
@@ -798,6 +842,7 @@ fn asked_resume(headers: &HeaderMap, q: &StreamQuery) -> Option<String> {
 
 async fn open_run_events(
     state: &AppState,
+    principal: &Arc<crate::auth::Principal>,
     tenant_id: Uuid,
     run_id: Uuid,
     q: &StreamQuery,
@@ -821,6 +866,8 @@ async fn open_run_events(
         finished: false,
         tx,
         poll: state.config.event_poll * 5 / 2,
+        principal: Arc::clone(principal),
+        revocations: state.auth_cache.revocations(),
     };
     tokio::spawn(follower.run(sub));
     Ok(stream_of(rx))
@@ -839,13 +886,14 @@ pub async fn tenant_events(
 ) -> ApiResult<Response> {
     let asked = serde_json::json!({ "after": asked_resume(&headers, &q) });
     let audit = audit_read(&state, &ctx, "run.feed_opened", None, &asked).await;
-    let result = open_tenant_events(&state, ctx.tenant_id(), &q, &headers).await;
+    let result = open_tenant_events(&state, &ctx.principal, ctx.tenant_id(), &q, &headers).await;
     audit.finish(|d| ended(&result, d));
     result
 }
 
 async fn open_tenant_events(
     state: &AppState,
+    principal: &Arc<crate::auth::Principal>,
     tenant_id: Uuid,
     q: &StreamQuery,
     headers: &HeaderMap,
@@ -867,6 +915,8 @@ async fn open_tenant_events(
         finished: false,
         tx,
         poll: state.config.event_poll * 5 / 2,
+        principal: Arc::clone(principal),
+        revocations: state.auth_cache.revocations(),
     };
     tokio::spawn(follower.run(sub));
     Ok(stream_of(rx))

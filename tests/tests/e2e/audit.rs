@@ -213,7 +213,14 @@ async fn audited_reads_past_their_retention_are_pruned_and_changes_are_kept() {
         domain::audit::prune_reads(&app.db.pool, std::time::Duration::from_secs(90 * 86_400))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(pruned, 4, "the four reads older than 90 days");
+    // The API process prunes hourly from its start too, so part of the work may be done already:
+    // what counts is that the four old reads are gone.
+    assert!(pruned <= 4, "{pruned}");
+    assert_eq!(
+        count("select count(*) from audit_logs where action in ('run.listed', 'run.viewed', 'run.events_opened', 'run.feed_opened') and occurred_at < now() - interval '90 days'").await,
+        0,
+        "the four reads older than 90 days are pruned"
+    );
     assert_eq!(
         count("select count(*) from audit_logs where action like 'run.%' and occurred_at < now() - interval '90 days'").await,
         1,

@@ -837,3 +837,55 @@ async fn every_runs_api_call_is_audited_reads_included() {
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(leaked, 0);
 }
+
+// SSE-001: a live stream ends when the session that opened it is signed out, not only when the
+// client leaves; other subscribers go on.
+#[tokio::test]
+async fn a_live_stream_ends_when_the_session_that_opened_it_is_signed_out() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let leaving = app.member(&acme, Role::Viewer).await;
+    let staying = app.member(&acme, Role::Viewer).await;
+    let open = |token: String| {
+        let app = &app;
+        async move {
+            let res = app
+                .http
+                .get(app.url("/api/v1/events"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(res.status(), 200);
+            res
+        }
+    };
+    let leaving_stream = open(leaving.token.clone()).await;
+    let staying_stream = open(staying.token.clone()).await;
+    let out = app
+        .request(
+            Method::POST,
+            "/api/v1/auth/logout",
+            Some(&leaving.token),
+            None,
+        )
+        .await;
+    assert_eq!(out.status, 204);
+    let events = read_events(leaving_stream, Duration::from_secs(10), |m| {
+        m.event == "end"
+    })
+    .await;
+    let end = events
+        .last()
+        .cloned()
+        .unwrap_or_else(|| panic!("no end event"));
+    assert_eq!(end.event, "end");
+    assert_eq!(end.json()["reason"], "revoked");
+    // The other subscriber's stream still delivers: a run's state change reaches it.
+    let run = enqueue(&app.db.pool, &ledger(&acme, 1, 0)).await;
+    let seen = read_events(staying_stream, Duration::from_secs(10), |m| {
+        m.event == "state" && m.json()["run_id"] == json!(run)
+    })
+    .await;
+    assert!(seen.iter().all(|m| m.event != "end"), "{seen:?}");
+}
