@@ -41,6 +41,10 @@ pub struct AppConfig {
     pub execution_retention: Duration,
     /// How long audited reads are kept (changes are kept): pruned hourly.
     pub read_audit_retention: Duration,
+    /// How long finished runs are kept (the hourly prune's default; platform admins may override).
+    pub run_retention: Duration,
+    /// How long scheduled snapshots are listed (likewise).
+    pub snapshot_retention: Duration,
     /// Accept local paths as Git remotes (tests and single-machine setups only: a local path
     /// lets API callers reach the server's file system).
     pub allow_local_git: bool,
@@ -66,6 +70,8 @@ impl AppConfig {
             max_environments: 10,
             execution_retention: Duration::from_secs(90 * 86_400),
             read_audit_retention: Duration::from_secs(90 * 86_400),
+            run_retention: Duration::from_secs(30 * 86_400),
+            snapshot_retention: Duration::from_secs(90 * 86_400),
             allow_local_git: false,
             event_poll: Duration::from_secs(2),
             notify: jobs::notify::Settings::default(),

@@ -121,6 +121,8 @@ fn app_config(args: &ServeArgs) -> anyhow::Result<AppConfig> {
         max_environments: args.max_environments,
         execution_retention: args.execution_retention,
         read_audit_retention: args.read_audit_retention,
+        run_retention: args.run_retention,
+        snapshot_retention: args.snapshot_retention,
         allow_local_git: args.git_allow_local,
         event_poll: args.event_poll,
         notify: args.notify.settings()?,

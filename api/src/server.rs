@@ -63,7 +63,14 @@ async fn prune_read_audit(state: AppState, shutdown: CancellationToken) {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = ticker.tick() => {
-                match domain::audit::prune_reads(&state.db, state.config.read_audit_retention).await {
+                // A platform admin's setting (ADMIN-016) wins over the server's configuration.
+                let keep = match domain::usage::retention(&state.db).await {
+                    Ok(o) => o.read_audit_days.map_or(state.config.read_audit_retention, |d| {
+                        Duration::from_secs(u64::try_from(d).unwrap_or(1).max(1) * 86_400)
+                    }),
+                    Err(_) => state.config.read_audit_retention,
+                };
+                match domain::audit::prune_reads(&state.db, keep).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(pruned = n, "pruned audited reads past their retention"),
                     Err(e) => tracing::warn!(error = %e, "pruning audited reads failed"),

@@ -212,3 +212,52 @@ pub async fn delete_note(db: impl PgExecutor<'_>, tenant_id: Uuid, id: Uuid) -> 
     .await?
     .ok_or(Error::not_found("note"))
 }
+
+/// Data retention set by platform admins (ADMIN-016), in days; `None` leaves the server's
+/// configuration (`WFO_RUN_RETENTION`, `WFO_EXECUTION_RETENTION`, `WFO_SNAPSHOT_RETENTION`,
+/// `WFO_READ_AUDIT_RETENTION`) in force.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionOverrides {
+    /// Finished runs, their steps and events, and alerts.
+    pub runs_days: Option<i32>,
+    /// Executions synced from providers.
+    pub executions_days: Option<i32>,
+    /// Scheduled (`auto_backup`) snapshots, unless an environment says otherwise.
+    pub snapshots_days: Option<i32>,
+    /// Audited reads of the runs API (audited changes are kept).
+    pub read_audit_days: Option<i32>,
+}
+
+const RETENTION_KEY: &str = "retention";
+
+pub async fn retention(db: impl PgExecutor<'_>) -> Result<RetentionOverrides> {
+    let value: Option<serde_json::Value> =
+        sqlx::query_scalar("select value from platform_settings where key = $1")
+            .bind(RETENTION_KEY)
+            .fetch_optional(db)
+            .await?;
+    Ok(value
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default())
+}
+
+pub async fn set_retention(
+    db: impl PgExecutor<'_>,
+    overrides: &RetentionOverrides,
+    updated_by: &str,
+) -> Result<()> {
+    sqlx::query(
+        "insert into platform_settings (key, value, updated_by) values ($1, $2, $3) \
+         on conflict (key) do update set value = excluded.value, updated_by = excluded.updated_by, \
+         updated_at = now()",
+    )
+    .bind(RETENTION_KEY)
+    .bind(serde_json::to_value(overrides).unwrap_or_default())
+    .bind(updated_by)
+    .execute(db)
+    .await?;
+    Ok(())
+}

@@ -51,6 +51,19 @@ impl Job for Prune {
     type Output = PruneOutput;
 
     async fn run(&self, ctx: &mut RunCtx, input: PruneInput) -> Result<PruneOutput, JobError> {
+        // What platform admins set at run time wins over the schedule's (server configuration).
+        let overrides = domain::usage::retention(ctx.db())
+            .await
+            .map_err(crate::providers::domain_error)?;
+        let days = |d: i32| u64::try_from(d).unwrap_or(1).max(1) * 86_400;
+        let input = PruneInput {
+            retention_seconds: overrides.runs_days.map_or(input.retention_seconds, days),
+            execution_retention_seconds: overrides
+                .executions_days
+                .map(days)
+                .or(input.execution_retention_seconds),
+            snapshot_retention_days: overrides.snapshots_days.or(input.snapshot_retention_days),
+        };
         let retention = chrono::Duration::from_std(Duration::from_secs(input.retention_seconds))
             .map_err(|_| JobError::permanent("retention_seconds is out of range"))?;
         let cutoff = Utc::now() - retention;

@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use domain::audit::{self, Entry, Record};
 use domain::page::{Page, PageRequest};
 use domain::tenancy;
-use domain::usage::{self, AtLimit, Metric, PlatformUsage, TenantNote, TenantUsage};
+use domain::usage::{
+    self, AtLimit, Metric, PlatformUsage, RetentionOverrides, TenantNote, TenantUsage,
+};
 use domain::validate::Validator;
 use serde::Deserialize;
 use serde_json::json;
@@ -224,4 +226,91 @@ pub async fn platform_audit_logs(
     Ok(Json(
         audit::list_platform(&state.db, q.tenant_id, &filter, page).await?,
     ))
+}
+
+/// The retention in force, in days: a platform admin's override, else the server's setting.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Retention {
+    /// What platform admins set (null: the server's setting applies).
+    pub overrides: RetentionOverrides,
+    /// The server's configuration (`WFO_RUN_RETENTION`, `WFO_EXECUTION_RETENTION`,
+    /// `WFO_SNAPSHOT_RETENTION`, `WFO_READ_AUDIT_RETENTION`).
+    pub defaults: RetentionOverrides,
+    /// What applies.
+    pub effective: RetentionOverrides,
+}
+
+fn days(d: std::time::Duration) -> Option<i32> {
+    i32::try_from(d.as_secs() / 86_400).ok()
+}
+
+fn retention_view(state: &AppState, overrides: RetentionOverrides) -> Retention {
+    let c = &state.config;
+    let defaults = RetentionOverrides {
+        runs_days: days(c.run_retention),
+        executions_days: days(c.execution_retention),
+        snapshots_days: days(c.snapshot_retention),
+        read_audit_days: days(c.read_audit_retention),
+    };
+    Retention {
+        overrides,
+        defaults,
+        effective: RetentionOverrides {
+            runs_days: overrides.runs_days.or(defaults.runs_days),
+            executions_days: overrides.executions_days.or(defaults.executions_days),
+            snapshots_days: overrides.snapshots_days.or(defaults.snapshots_days),
+            read_audit_days: overrides.read_audit_days.or(defaults.read_audit_days),
+        },
+    }
+}
+
+/// How long data is kept, platform-wide (ADMIN-016).
+#[utoipa::path(get, path = "/api/v1/platform/retention", tag = "platform", security(("bearer" = [])),
+    responses((status = 200, body = Retention), (status = 403, body = Problem)))]
+pub async fn get_retention(
+    State(state): State<AppState>,
+    _admin: PlatformAdmin,
+) -> ApiResult<Json<Retention>> {
+    let overrides = usage::retention(&state.db).await?;
+    Ok(Json(retention_view(&state, overrides)))
+}
+
+impl Validate for RetentionOverrides {
+    fn validate(&self) -> Result<(), domain::Error> {
+        let mut v = Validator::new();
+        for (field, value) in [
+            ("runs_days", self.runs_days),
+            ("executions_days", self.executions_days),
+            ("snapshots_days", self.snapshots_days),
+            ("read_audit_days", self.read_audit_days),
+        ] {
+            if value.is_some_and(|d| !(1..=3650).contains(&d)) {
+                v.error(field, "must be between 1 and 3650 days, or null");
+            }
+        }
+        v.finish()
+    }
+}
+
+/// Set how long data is kept (ADMIN-016): each field in days (1-3650), or null for the server's
+/// setting. Applied by the next hourly prune. Audited in the platform's trail.
+#[utoipa::path(put, path = "/api/v1/platform/retention", tag = "platform", security(("bearer" = [])),
+    request_body = RetentionOverrides,
+    responses((status = 200, body = Retention), (status = 403, body = Problem), (status = 422, body = Problem)))]
+pub async fn put_retention(
+    State(state): State<AppState>,
+    admin: PlatformAdmin,
+    ApiJson(req): ApiJson<RetentionOverrides>,
+) -> ApiResult<Json<Retention>> {
+    let actor = admin.actor();
+    let mut tx = state.db.begin().await?;
+    let before = usage::retention(&mut *tx).await?;
+    usage::set_retention(&mut *tx, &req, &actor.label).await?;
+    Entry::new(None, &actor, "platform.retention_changed", "platform")
+        .old(&before)
+        .new_value(&req)
+        .record(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Json(retention_view(&state, req)))
 }

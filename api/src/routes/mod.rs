@@ -68,6 +68,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(console::list_notes, console::add_note))
         .routes(routes!(console::delete_note))
         .routes(routes!(console::platform_audit_logs))
+        .routes(routes!(console::get_retention, console::put_retention))
         .routes(routes!(support::list_tickets, support::create_ticket))
         .routes(routes!(support::get_ticket))
         .routes(routes!(support::reply))

@@ -803,3 +803,121 @@ async fn an_impersonation_ends_when_its_admin_is_demoted_or_its_user_promoted() 
         "the user became a platform admin"
     );
 }
+
+// ADMIN-016: platform admins set how long data is kept; the hourly prune applies it.
+#[tokio::test]
+async fn platform_admins_set_data_retention_and_the_prune_applies_it() {
+    let app = TestApp::spawn().await;
+    let admin = platform_admin(&app).await;
+    let acme = app.tenant("acme").await;
+    let shown = app.get("/api/v1/platform/retention", &admin).await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert_eq!(
+        shown.body["effective"],
+        json!({"runs_days": 30, "executions_days": 90, "snapshots_days": 90, "read_audit_days": 90})
+    );
+    // A run created and finished two days ago, kept under the default 30 days.
+    let two_days_ago = chrono::Utc::now() - chrono::Duration::days(2);
+    let old_run = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        u64::try_from(two_days_ago.timestamp()).unwrap_or_default(),
+        0,
+    ));
+    sqlx::query(
+        "insert into engine_runs (id, namespace, kind, input, status, max_attempts, created_at, finished_at) \
+         values ($1, $2, 'diagnostics.ledger', '{\"steps\": 1}', 'succeeded', 3, $3, $3)",
+    )
+    .bind(old_run)
+    .bind(acme.id.to_string())
+    .bind(two_days_ago)
+    .execute(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let prune = |key: &'static str| {
+        let app = &app;
+        async move {
+            let run = workflowops_tests::engine_support::enqueue(
+                &app.db.pool,
+                &engine::NewRun::of::<jobs::maintenance::Prune>(
+                    "system".to_owned(),
+                    &jobs::maintenance::PruneInput {
+                        retention_seconds: 30 * 86_400,
+                        execution_retention_seconds: None,
+                        snapshot_retention_days: None,
+                    },
+                )
+                .idempotency_key(key),
+            )
+            .await;
+            workflowops_tests::engine_support::wait_for(
+                &app.db.pool,
+                run,
+                engine::RunStatus::Succeeded,
+            )
+            .await;
+        }
+    };
+    let _worker = workflowops_tests::engine_support::TestWorker::start(
+        &app.db.pool,
+        jobs::registry(&app.state.jobs),
+        2,
+    );
+    prune("first").await;
+    let exists = |id: uuid::Uuid| {
+        let pool = app.db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>("select exists (select 1 from engine_runs where id = $1)")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
+    assert!(exists(old_run).await, "kept under the server's 30 days");
+
+    let set = app
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/platform/retention",
+            Some(&admin.token),
+            Some(&json!({"runs_days": 1, "read_audit_days": 30})),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{}", set.body);
+    assert_eq!(set.body["effective"]["runs_days"], 1);
+    assert_eq!(
+        set.body["effective"]["executions_days"], 90,
+        "the rest stays"
+    );
+    prune("second").await;
+    assert!(!exists(old_run).await, "pruned under the platform's 1 day");
+
+    for bad in [
+        json!({"runs_days": 0}),
+        json!({"runs_days": 4000}),
+        json!({"keep_forever": true}),
+    ] {
+        let res = app
+            .request(
+                reqwest::Method::PUT,
+                "/api/v1/platform/retention",
+                Some(&admin.token),
+                Some(&bad),
+            )
+            .await;
+        assert_eq!(res.status, 422, "{bad}: {}", res.body);
+    }
+    assert_eq!(
+        app.get("/api/v1/platform/retention", &acme.admin)
+            .await
+            .status,
+        403
+    );
+    let trail = app
+        .get(
+            "/api/v1/platform/audit-logs?action=platform.retention_changed",
+            &admin,
+        )
+        .await;
+    assert_eq!(trail.body["items"].as_array().map(Vec::len), Some(1));
+}
