@@ -597,7 +597,9 @@ async fn a_sync_killed_mid_way_resumes_from_its_last_page_without_duplicates() {
     let app = TestApp::spawn().await;
     let acme = app.tenant("acme").await;
     let n8n = emulator("2.41.1").await;
-    n8n.seed_workflows(1000, 5);
+    // Eight pages of 250: the kill lands after two, with six (about two seconds) still to go, so
+    // a test task starved under load still kills mid-way.
+    n8n.seed_workflows(2000, 5);
     let env = connect(&app, &acme, &n8n, "prod", "production").await;
     n8n.inject(Fault::Slow {
         times: 1000,
@@ -624,7 +626,7 @@ async fn a_sync_killed_mid_way_resumes_from_its_last_page_without_duplicates() {
         .fetch_all(&app.db.pool)
         .await
         .unwrap_or_default();
-    assert_eq!(steps.len(), 4, "1000 workflows are four pages: {steps:?}");
+    assert_eq!(steps.len(), 8, "2000 workflows are eight pages: {steps:?}");
     assert!(
         steps.iter().filter(|s| s.1 == 1).count() >= 2,
         "pages done before the kill were not fetched again: {steps:?}"
@@ -640,7 +642,7 @@ async fn a_sync_killed_mid_way_resumes_from_its_last_page_without_duplicates() {
             env
         )
         .await,
-        1000
+        2000
     );
     second.stop().await;
 }
