@@ -244,7 +244,7 @@ fn days(d: std::time::Duration) -> Option<i32> {
     i32::try_from(d.as_secs() / 86_400).ok()
 }
 
-fn retention_view(state: &AppState, overrides: RetentionOverrides) -> Retention {
+pub(crate) fn retention_view(state: &AppState, overrides: RetentionOverrides) -> Retention {
     let c = &state.config;
     let defaults = RetentionOverrides {
         runs_days: days(c.run_retention),

@@ -71,9 +71,45 @@ struct ConsolePage {
     next_cursor: Option<String>,
     impersonations: Vec<Impersonation>,
     more_impersonations: bool,
+    retention: crate::routes::console::Retention,
+}
+
+/// A retention field's value for the form: the override, or empty (the server's setting).
+fn days_value(d: Option<i32>) -> String {
+    d.map(|d| d.to_string()).unwrap_or_default()
 }
 
 impl ConsolePage {
+    fn retention_fields(&self) -> Vec<(&'static str, &'static str, String, String)> {
+        let (o, d) = (&self.retention.overrides, &self.retention.defaults);
+        vec![
+            (
+                "runs_days",
+                "Finished runs and alerts",
+                days_value(o.runs_days),
+                days_value(d.runs_days),
+            ),
+            (
+                "executions_days",
+                "Synced executions",
+                days_value(o.executions_days),
+                days_value(d.executions_days),
+            ),
+            (
+                "snapshots_days",
+                "Scheduled snapshots",
+                days_value(o.snapshots_days),
+                days_value(d.snapshots_days),
+            ),
+            (
+                "read_audit_days",
+                "Audited reads",
+                days_value(o.read_audit_days),
+                days_value(d.read_audit_days),
+            ),
+        ]
+    }
+
     fn metrics(&self) -> &'static [Metric] {
         Metric::ALL
     }
@@ -119,10 +155,11 @@ pub async fn console(
                 page_of(None, IMPERSONATIONS_SHOWN),
             )
             .await?,
+            usage::retention(&state.db).await?,
         ))
     }
     .await;
-    let (overview, top, at_limit, tenants, impersonations) = match loaded {
+    let (overview, top, at_limit, tenants, impersonations, retention) = match loaded {
         Ok(l) => l,
         Err(e) => return failed(&e),
     };
@@ -138,6 +175,7 @@ pub async fn console(
         tenants: tenants.items,
         more_impersonations: impersonations.next_cursor.is_some(),
         impersonations: impersonations.items,
+        retention: crate::routes::console::retention_view(&state, retention),
     })
 }
 

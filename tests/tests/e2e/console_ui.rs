@@ -829,3 +829,33 @@ async fn a_planted_admin_cookie_is_never_swapped_in() {
         Some("")
     );
 }
+
+// ADMIN-016: the console shows the retention in force and saves changes through the API.
+#[tokio::test]
+async fn the_console_shows_and_sets_data_retention() {
+    let app = TestApp::spawn().await;
+    let admin = platform_admin(&app).await;
+    let (status, html) = page(&app, "/platform", &cookies(&admin.token, None)).await;
+    assert_eq!(status, 200);
+    let form = section(&html, "retention");
+    assert!(
+        form.contains("data-api=\"PUT /api/v1/platform/retention\"")
+            && form.contains("name=\"runs_days\"")
+            && form.contains("placeholder=\"30\""),
+        "{form}"
+    );
+    let saved = app
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/platform/retention",
+            Some(&admin.token),
+            Some(&serde_json::json!({"runs_days": 7})),
+        )
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    let (_, html) = page(&app, "/platform", &cookies(&admin.token, None)).await;
+    assert!(
+        section(&html, "retention").contains("value=\"7\""),
+        "the override is shown"
+    );
+}
