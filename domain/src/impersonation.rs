@@ -177,9 +177,14 @@ pub async fn list(
     Ok(Page::from_rows(rows, page, |i: &Impersonation| i.id))
 }
 
-/// Ends an impersonation and revokes its session. Returns it as it was before, and whether this
-/// call ended it (false: it had ended or run out already).
-pub async fn end(db: &mut PgConnection, id: Uuid, ended_by: &str) -> Result<(Impersonation, bool)> {
+/// Ends an impersonation and revokes its session. Returns it as it was before, whether this
+/// call ended it (false: it had ended or run out already), and its session (for cache
+/// invalidation).
+pub async fn end(
+    db: &mut PgConnection,
+    id: Uuid,
+    ended_by: &str,
+) -> Result<(Impersonation, bool, Uuid)> {
     let before = get(&mut *db, id).await?;
     let ended = sqlx::query(
         "update impersonations set ended_at = now(), ended_by = $2 where id = $1 and ended_at is null",
@@ -190,15 +195,15 @@ pub async fn end(db: &mut PgConnection, id: Uuid, ended_by: &str) -> Result<(Imp
     .await?
     .rows_affected()
         == 1;
-    sqlx::query(
+    let session: Uuid = sqlx::query_scalar(
         "update sessions set revoked_at = coalesce(revoked_at, now()) \
-         where id = (select session_id from impersonations where id = $1)",
+         where id = (select session_id from impersonations where id = $1) returning id",
     )
     .bind(id)
-    .execute(&mut *db)
+    .fetch_one(&mut *db)
     .await?;
     let was_active = before.active;
-    Ok((before, ended && was_active))
+    Ok((before, ended && was_active, session))
 }
 
 /// The impersonation a session belongs to, if any.

@@ -168,7 +168,8 @@ impl Job for Deliver {
     async fn run(&self, ctx: &mut RunCtx, input: DeliverInput) -> Result<DeliverOutput, JobError> {
         let last_attempt = ctx.attempt >= i32::try_from(MAX_ATTEMPTS).unwrap_or(i32::MAX);
         let mut outcomes = Vec::new();
-        let mut retry: Option<JobError> = None;
+        // The first transient failure's message, and the longest Retry-After any peer asked for.
+        let mut retry: Option<(String, Option<Duration>)> = None;
         for &channel_id in &input.channel_ids {
             let db = ctx.db().clone();
             let deps = self.deps.clone();
@@ -225,30 +226,21 @@ impl Job for Deliver {
             match step {
                 Ok(outcome) => outcomes.push(outcome),
                 // The other channels still get the alert now; this one on the next attempt.
-                Err(e @ JobError::Transient { .. }) => {
-                    retry = Some(match (retry, e) {
-                        (
-                            Some(JobError::Transient {
-                                retry_after: Some(a),
-                                message,
-                            }),
-                            JobError::Transient {
-                                retry_after: Some(b),
-                                ..
-                            },
-                        ) => JobError::Transient {
-                            message,
-                            retry_after: Some(a.max(b)),
-                        },
-                        (Some(first), _) => first,
-                        (None, e) => e,
-                    });
+                Err(JobError::Transient {
+                    message,
+                    retry_after,
+                }) => {
+                    let (_, wait) = retry.get_or_insert((message, retry_after));
+                    *wait = (*wait).max(retry_after);
                 }
                 Err(e) => return Err(e),
             }
         }
-        if let Some(e) = retry {
-            return Err(e);
+        if let Some((message, retry_after)) = retry {
+            return Err(JobError::Transient {
+                message,
+                retry_after,
+            });
         }
         let count = |s| outcomes.iter().filter(|o| o.status == s).count();
         Ok(DeliverOutput {

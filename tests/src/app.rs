@@ -30,6 +30,19 @@ pub struct Caller {
     pub email: String,
 }
 
+impl Caller {
+    /// A caller known only by its token (a token an answer handed out, e.g. a rotated key or an
+    /// impersonation session).
+    pub fn bearer(token: &str) -> Self {
+        Self {
+            token: token.to_owned(),
+            user_id: None,
+            key_id: None,
+            email: String::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TenantFixture {
     pub id: Uuid,
@@ -109,6 +122,15 @@ impl TestApp {
     }
 
     /// A tenant with an admin who is signed in.
+    /// A platform admin: the admin of a new tenant `ops`, granted platform admin.
+    pub async fn platform_admin(&self) -> Caller {
+        let ops = self.tenant("ops").await;
+        tenancy::add_platform_admin(&self.db.pool, ops.admin.user_id.unwrap_or_default(), None)
+            .await
+            .unwrap_or_else(|e| panic!("add platform admin: {e}"));
+        ops.admin
+    }
+
     pub async fn tenant(&self, slug: &str) -> TenantFixture {
         let tenant = tenancy::create_tenant(&self.db.pool, &format!("Tenant {slug}"), slug)
             .await

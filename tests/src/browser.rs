@@ -80,6 +80,27 @@ impl Browser {
         Ok(path)
     }
 
+    /// Signs in on the login page as `email` (the fixtures' password) and waits for the
+    /// dashboard to show who is signed in.
+    pub async fn sign_in(&self, app: &crate::TestApp, email: &str) -> anyhow::Result<()> {
+        self.driver.goto(app.url("/login")).await?;
+        self.driver
+            .find(By::Id("email"))
+            .await?
+            .send_keys(email)
+            .await?;
+        self.driver
+            .find(By::Id("password"))
+            .await?
+            .send_keys(crate::app::FIXTURE_PASSWORD)
+            .await?;
+        self.driver.find(By::Id("sign-in")).await?.click().await?;
+        self.until("the dashboard", || async {
+            self.text("who").await.contains(email)
+        })
+        .await
+    }
+
     /// Waits until `check` holds (polling every 100 ms, up to 20 s).
     pub async fn until<F, Fut>(&self, what: &str, mut check: F) -> anyhow::Result<()>
     where

@@ -207,11 +207,7 @@ pub(crate) async fn end(
     actor: &domain::audit::Actor,
 ) -> ApiResult<Impersonation> {
     let mut tx = state.db.begin().await?;
-    let (before, ended) = impersonation::end(&mut tx, id, ended_by).await?;
-    let session: Uuid = sqlx::query_scalar("select session_id from impersonations where id = $1")
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let (before, ended, session) = impersonation::end(&mut tx, id, ended_by).await?;
     if ended {
         Entry::new(
             Some(before.tenant_id),

@@ -3,15 +3,6 @@ use reqwest::Method;
 use serde_json::json;
 use workflowops_tests::{Caller, TestApp};
 
-fn bearer(token: &str) -> Caller {
-    Caller {
-        token: token.to_owned(),
-        user_id: None,
-        key_id: None,
-        email: String::new(),
-    }
-}
-
 // SEC-001
 #[tokio::test]
 async fn a_new_key_is_shown_once_listed_by_prefix_and_acts_with_its_role() {
@@ -37,7 +28,7 @@ async fn a_new_key_is_shown_once_listed_by_prefix_and_acts_with_its_role() {
     assert!(listed.contains(&prefix));
     assert!(!listed.contains(&secret), "the secret must never be listed");
 
-    let key = bearer(&secret);
+    let key = Caller::bearer(&secret);
     let me = app.get("/api/v1/me", &key).await;
     assert_eq!(me.body["kind"], "api_key");
     assert_eq!(me.body["tenant"]["role"], "viewer");
@@ -120,7 +111,7 @@ async fn rotation_issues_a_new_key_and_retires_the_old_one() {
     assert_eq!(res.status, 201, "{:?}", res.body);
     assert_eq!(res.body["key"]["role"], "developer");
     assert_eq!(res.body["key"]["rotated_from"], id.to_string());
-    let new = bearer(res.body["secret"].as_str().unwrap_or_default());
+    let new = Caller::bearer(res.body["secret"].as_str().unwrap_or_default());
     assert_eq!(app.get("/api/v1/me", &new).await.status, 200);
     assert_eq!(app.get("/api/v1/me", &old).await.code(), "token_revoked");
     let again = app

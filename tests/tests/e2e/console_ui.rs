@@ -9,14 +9,6 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 use workflowops_tests::{Caller, TestApp};
 
-async fn platform_admin(app: &TestApp) -> Caller {
-    let ops = app.tenant("ops").await;
-    domain::tenancy::add_platform_admin(&app.db.pool, ops.admin.user_id.unwrap_or_default(), None)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    ops.admin
-}
-
 /// A client that shows redirects instead of following them.
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -119,7 +111,7 @@ fn section<'a>(html: &'a str, id: &str) -> &'a str {
 #[tokio::test]
 async fn a_platform_admin_sees_the_numbers_top_tenants_limits_and_finds_tenants() {
     let app = TestApp::spawn().await;
-    let admin = platform_admin(&app).await;
+    let admin = app.platform_admin().await;
     let acme = app.tenant("acme").await;
     let evil = domain::tenancy::create_tenant(&app.db.pool, "<b>Evil</b> Corp", "evil")
         .await
@@ -267,7 +259,7 @@ async fn tenant_admins_are_refused_the_console_and_its_actions() {
 #[tokio::test]
 async fn the_tenant_page_shows_usage_notes_and_users_with_impersonate_where_allowed() {
     let app = TestApp::spawn().await;
-    let admin = platform_admin(&app).await;
+    let admin = app.platform_admin().await;
     let acme = app.tenant("acme").await;
     let developer = app.member(&acme, Role::Developer).await;
     let other_admin = app.member(&acme, Role::Admin).await;
@@ -399,7 +391,7 @@ async fn impersonate(
 #[tokio::test]
 async fn an_admin_impersonates_from_the_ui_sees_the_banner_and_ends_back_in_their_session() {
     let app = TestApp::spawn().await;
-    let admin = platform_admin(&app).await;
+    let admin = app.platform_admin().await;
     let acme = app.tenant("acme").await;
     let developer = app.member(&acme, Role::Developer).await;
     let dev_id = developer.user_id.unwrap_or_default();
@@ -563,7 +555,7 @@ async fn an_admin_impersonates_from_the_ui_sees_the_banner_and_ends_back_in_thei
 #[tokio::test]
 async fn the_admin_gets_their_session_back_after_the_impersonation_was_ended_elsewhere() {
     let app = TestApp::spawn().await;
-    let admin = platform_admin(&app).await;
+    let admin = app.platform_admin().await;
     let acme = app.tenant("acme").await;
     let developer = app.member(&acme, Role::Developer).await;
     let started = impersonate(
@@ -636,7 +628,7 @@ async fn the_admin_gets_their_session_back_after_the_impersonation_was_ended_els
 #[tokio::test]
 async fn signing_out_while_impersonating_ends_it_and_signs_the_admin_out() {
     let app = TestApp::spawn().await;
-    let admin = platform_admin(&app).await;
+    let admin = app.platform_admin().await;
     let acme = app.tenant("acme").await;
     let developer = app.member(&acme, Role::Developer).await;
     let started = impersonate(
@@ -686,32 +678,16 @@ async fn signing_out_while_impersonating_ends_it_and_signs_the_admin_out() {
 #[tokio::test]
 async fn in_a_browser_impersonate_asks_why_and_the_banner_ends_it() {
     use thirtyfour::prelude::*;
-    use workflowops_tests::app::FIXTURE_PASSWORD;
     use workflowops_tests::browser::Browser;
 
     let app = TestApp::spawn().await;
-    let admin = platform_admin(&app).await;
+    let admin = app.platform_admin().await;
     let acme = app.tenant("acme").await;
     let developer = app.member(&acme, Role::Developer).await;
     let dev_id = developer.user_id.unwrap_or_default();
     let b = Browser::start().await.unwrap_or_else(|e| panic!("{e:#}"));
     let steps = async {
-        b.driver.goto(app.url("/login")).await?;
-        b.driver
-            .find(By::Id("email"))
-            .await?
-            .send_keys(&admin.email)
-            .await?;
-        b.driver
-            .find(By::Id("password"))
-            .await?
-            .send_keys(FIXTURE_PASSWORD)
-            .await?;
-        b.driver.find(By::Id("sign-in")).await?.click().await?;
-        b.until("the dashboard", || async {
-            b.text("who").await.contains(&admin.email)
-        })
-        .await?;
+        b.sign_in(&app, &admin.email).await?;
         b.driver.find(By::Id("nav-platform")).await?.click().await?;
         b.until("the console", || async { b.text("n-tenants").await == "2" })
             .await?;
@@ -776,7 +752,7 @@ async fn in_a_browser_impersonate_asks_why_and_the_banner_ends_it() {
 #[tokio::test]
 async fn a_planted_admin_cookie_is_never_swapped_in() {
     let app = TestApp::spawn().await;
-    let admin = platform_admin(&app).await;
+    let admin = app.platform_admin().await;
     let acme = app.tenant("acme").await;
     let victim = app.member(&acme, Role::Developer).await;
     let attacker = app.member(&acme, Role::Viewer).await;
@@ -834,7 +810,7 @@ async fn a_planted_admin_cookie_is_never_swapped_in() {
 #[tokio::test]
 async fn the_console_shows_and_sets_data_retention() {
     let app = TestApp::spawn().await;
-    let admin = platform_admin(&app).await;
+    let admin = app.platform_admin().await;
     let (status, html) = page(&app, "/platform", &cookies(&admin.token, None)).await;
     assert_eq!(status, 200);
     let form = section(&html, "retention");

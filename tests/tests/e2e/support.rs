@@ -9,14 +9,6 @@ use serde_json::{Value, json};
 use workflowops_tests::mail::SmtpPeer;
 use workflowops_tests::{Caller, TestApp};
 
-async fn platform_admin(app: &TestApp) -> Caller {
-    let ops = app.tenant("ops").await;
-    domain::tenancy::add_platform_admin(&app.db.pool, ops.admin.user_id.unwrap_or_default(), None)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    ops.admin
-}
-
 async fn upload(
     app: &TestApp,
     caller: &Caller,
@@ -54,7 +46,7 @@ async fn a_ticket_goes_from_a_member_to_support_and_back_with_files_and_email() 
         c.notify.mailer = Some(std::sync::Arc::new(mailer));
     })
     .await;
-    let support = platform_admin(&app).await;
+    let support = app.platform_admin().await;
     let acme = app.tenant("acme").await;
     let viewer = app.member(&acme, Role::Viewer).await;
     let other = app.tenant("globex").await;

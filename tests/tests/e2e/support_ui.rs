@@ -9,14 +9,6 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use workflowops_tests::{Caller, TestApp};
 
-async fn platform_admin(app: &TestApp) -> Caller {
-    let ops = app.tenant("ops").await;
-    domain::tenancy::add_platform_admin(&app.db.pool, ops.admin.user_id.unwrap_or_default(), None)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    ops.admin
-}
-
 fn cookie(caller: &Caller) -> String {
     format!("wfo_session={}", caller.token)
 }
@@ -218,7 +210,7 @@ async fn a_member_follows_their_tenants_tickets_escaped_with_files_and_never_ano
 #[tokio::test]
 async fn the_support_console_lists_every_tenants_tickets_for_platform_admins_only() {
     let app = TestApp::spawn().await;
-    let admin = platform_admin(&app).await;
+    let admin = app.platform_admin().await;
     let admin_id = admin.user_id.unwrap_or_default();
     let acme = app.tenant("acme").await;
     let globex = app.tenant("globex").await;
@@ -335,7 +327,6 @@ async fn the_support_console_lists_every_tenants_tickets_for_platform_admins_onl
 #[tokio::test]
 async fn in_a_browser_a_member_opens_a_ticket_replies_and_attaches_files() {
     use thirtyfour::prelude::*;
-    use workflowops_tests::app::FIXTURE_PASSWORD;
     use workflowops_tests::browser::Browser;
 
     let app = TestApp::spawn_with(|c| c.max_body_bytes = 16 * 1024).await;
@@ -349,22 +340,7 @@ async fn in_a_browser_a_member_opens_a_ticket_replies_and_attaches_files() {
     std::fs::write(&large, vec![b'x'; 20 * 1024]).unwrap_or_else(|e| panic!("{e}"));
     let b = Browser::start().await.unwrap_or_else(|e| panic!("{e:#}"));
     let steps = async {
-        b.driver.goto(app.url("/login")).await?;
-        b.driver
-            .find(By::Id("email"))
-            .await?
-            .send_keys(&member.email)
-            .await?;
-        b.driver
-            .find(By::Id("password"))
-            .await?
-            .send_keys(FIXTURE_PASSWORD)
-            .await?;
-        b.driver.find(By::Id("sign-in")).await?.click().await?;
-        b.until("the dashboard", || async {
-            b.text("who").await.contains(&member.email)
-        })
-        .await?;
+        b.sign_in(&app, &member.email).await?;
         b.driver.find(By::Id("nav-support")).await?.click().await?;
         let form = b.driver.find(By::Id("new-ticket")).await?;
         form.find(By::Name("title"))

@@ -18,23 +18,9 @@ use workflowops_tests::{Caller, TestApp};
 use super::canonical::{environment, sync};
 
 async fn sign_in(b: &Browser, app: &TestApp, who: &Caller) -> WebDriverResult<()> {
-    b.driver.goto(app.url("/login")).await?;
-    b.driver
-        .find(By::Id("email"))
-        .await?
-        .send_keys(&who.email)
-        .await?;
-    b.driver
-        .find(By::Id("password"))
-        .await?
-        .send_keys(FIXTURE_PASSWORD)
-        .await?;
-    b.driver.find(By::Id("sign-in")).await?.click().await?;
-    b.until("the dashboard", || async {
-        b.text("who").await.contains(&who.email)
-    })
-    .await
-    .map_err(|e| WebDriverError::FatalError(e.to_string()))
+    b.sign_in(app, &who.email)
+        .await
+        .map_err(|e| WebDriverError::FatalError(e.to_string()))
 }
 
 async fn sign_out(b: &Browser) -> WebDriverResult<()> {
