@@ -24,6 +24,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use domain::audit::Actor;
+use domain::entitlements::{self, Feature};
 use domain::{Permission, Role, keys, sessions, tokens};
 use sqlx::PgExecutor;
 use uuid::Uuid;
@@ -645,6 +646,29 @@ impl<P> TenantCtx<P> {
 
     pub fn actor(&self) -> Actor {
         actor(&self.principal, &self.meta)
+    }
+
+    /// Refuses (403 `feature_not_in_plan`, logged for ENT-011) unless the tenant's plan grants
+    /// `feature` for `provider`, or for any provider when `None` (ENT-001, PROV-003).
+    pub async fn require(
+        &self,
+        db: &sqlx::PgPool,
+        feature: Feature,
+        provider: Option<&str>,
+        action: &str,
+    ) -> Result<(), ApiError> {
+        let mut conn = db.acquire().await?;
+        let asker = self.asker(action);
+        Ok(entitlements::require(&mut conn, asker, feature, provider).await?)
+    }
+
+    /// This caller, for the refusal log.
+    pub fn asker<'a>(&self, action: &'a str) -> entitlements::Asker<'a> {
+        entitlements::Asker {
+            tenant_id: self.tenant.id,
+            user_id: self.principal.user_id(),
+            action,
+        }
     }
 }
 

@@ -138,6 +138,17 @@ async fn demo_tenant(pool: &sqlx::PgPool, dir: &Path) -> anyhow::Result<Option<S
         Ok(t) => t,
         Err(_) => tenancy::create_tenant(&mut *tx, "Demo", DEMO_TENANT_SLUG).await?,
     };
+    // The demo shows every feature: Enterprise on every provider, assigned as by a platform admin.
+    for provider in domain::entitlements::providers(&mut *tx).await? {
+        let plan = domain::entitlements::plan_by_key(&mut *tx, &provider.key, "enterprise").await?;
+        domain::entitlements::set_subscription(
+            &mut tx,
+            tenant.id,
+            &plan,
+            &domain::entitlements::SubscriptionChange::manual(),
+        )
+        .await?;
+    }
     let user = tenancy::create_user(&mut *tx, DEMO_ADMIN_EMAIL, "Demo Admin", &hash).await?;
     tenancy::add_member(&mut *tx, tenant.id, user.id, Role::Admin).await?;
     tenancy::add_platform_admin(&mut *tx, user.id, None).await?;

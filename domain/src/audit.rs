@@ -31,6 +31,14 @@ impl Actor {
             ..Self::default()
         }
     }
+
+    /// The product itself, for changes its scheduled work makes (an override lapsing).
+    pub fn system() -> Self {
+        Self {
+            label: "system".into(),
+            ..Self::default()
+        }
+    }
 }
 
 /// One audited change. Build with [`Entry::new`] and the `with_*` methods.

@@ -123,17 +123,19 @@ pub async fn create(
         .bind(new.tenant_id)
         .execute(&mut *tx)
         .await?;
-    let existing: i64 =
-        sqlx::query_scalar("select count(*) from environments where tenant_id = $1")
-            .bind(new.tenant_id)
-            .fetch_one(&mut *tx)
-            .await?;
+    let existing: i64 = sqlx::query_scalar(
+        "select count(*) from environments where tenant_id = $1 and provider = $2",
+    )
+    .bind(new.tenant_id)
+    .bind(new.provider)
+    .fetch_one(&mut *tx)
+    .await?;
     if existing >= new.limit {
         return Err(Error::conflict(
             "environment_limit_reached",
             format!(
-                "this tenant may have at most {} environments; delete one or raise the plan's limit",
-                new.limit
+                "this tenant's plan allows {} {} environments; delete one or upgrade the plan",
+                new.limit, new.provider
             ),
         ));
     }

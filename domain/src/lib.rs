@@ -24,6 +24,7 @@ pub mod catalog;
 pub mod crypto;
 pub mod diff;
 pub mod drift;
+pub mod entitlements;
 pub mod environments;
 pub mod error;
 pub mod git_config;

@@ -52,9 +52,10 @@ pub struct TenantMembership {
 
 const TENANT_COLUMNS: &str = "id, name, slug, member_limit, environment_limit, created_at";
 
+/// Creates a tenant, subscribed to every provider's default (free) plan (PROV-010).
 pub async fn create_tenant(db: impl PgExecutor<'_>, name: &str, slug: &str) -> Result<Tenant> {
     sqlx::query_as(sqlf!(
-        "insert into tenants (id, name, slug) values ($1, $2, $3) returning {TENANT_COLUMNS}"
+        "with t as (insert into tenants (id, name, slug) values ($1, $2, $3)                     returning {TENANT_COLUMNS}),               s as (insert into tenant_subscriptions (id, tenant_id, provider, plan_id, status, source)                     select gen_random_uuid(), t.id, p.provider, p.id, 'active', 'auto'                     from t, plans p where p.is_default and p.active)          select * from t"
     ))
     .bind(new_id())
     .bind(name.trim())
@@ -68,21 +69,6 @@ pub async fn create_tenant(db: impl PgExecutor<'_>, name: &str, slug: &str) -> R
         ),
         None => e.into(),
     })
-}
-
-/// How many environments `tenant_id` may connect: its own limit, or `default`.
-pub async fn environment_limit(
-    db: impl PgExecutor<'_>,
-    tenant_id: Uuid,
-    default: i64,
-) -> Result<i64> {
-    let own: Option<i32> =
-        sqlx::query_scalar("select environment_limit from tenants where id = $1")
-            .bind(tenant_id)
-            .fetch_optional(db)
-            .await?
-            .flatten();
-    Ok(own.map_or(default, i64::from))
 }
 
 /// A platform admin's change to a tenant's settings (ADMIN-006); `None` leaves one as it is,

@@ -43,6 +43,12 @@ pub struct PruneOutput {
     /// Alerts (and their deliveries) older than the run retention.
     #[serde(default)]
     pub alerts_deleted: u64,
+    /// Tenant audit entries past their plan's retention (SEC-009).
+    #[serde(default)]
+    pub audit_entries_deleted: u64,
+    /// Feature overrides that lapsed (ENT-009), each audited as it goes.
+    #[serde(default)]
+    pub overrides_expired: u64,
 }
 
 impl Job for Prune {
@@ -113,6 +119,15 @@ impl Job for Prune {
                 }
             }
         }
+        // Refused-feature records go with the run retention (ENT-011).
+        sqlx::query("delete from feature_denials where at < $1")
+            .bind(cutoff)
+            .execute(ctx.db())
+            .await?;
+        let overrides_expired = expire_overrides(ctx.db()).await?;
+        let audit_entries_deleted = domain::entitlements::prune_audit_by_plan(ctx.db())
+            .await
+            .map_err(crate::providers::domain_error)?;
         let promotions_settled = domain::promotions::settle_stale(ctx.db())
             .await
             .map_err(crate::providers::domain_error)?;
@@ -137,8 +152,31 @@ impl Job for Prune {
             snapshots_deleted,
             promotions_settled,
             alerts_deleted,
+            audit_entries_deleted,
+            overrides_expired,
         })
     }
+}
+
+/// Removes lapsed overrides, each with an entry in the tenant's and the platform's trail.
+async fn expire_overrides(db: &sqlx::PgPool) -> Result<u64, JobError> {
+    let mut tx = db.begin().await?;
+    let expired = domain::entitlements::expire_overrides(&mut *tx)
+        .await
+        .map_err(crate::providers::domain_error)?;
+    let actor = domain::audit::Actor::system();
+    for o in &expired {
+        for tenant in [None, Some(o.tenant_id)] {
+            domain::audit::Entry::new(tenant, &actor, "entitlement.override_expired", "override")
+                .target(o.id)
+                .old(o)
+                .record(&mut *tx)
+                .await
+                .map_err(crate::providers::domain_error)?;
+        }
+    }
+    tx.commit().await?;
+    Ok(expired.len() as u64)
 }
 
 /// Creates or updates the hourly prune schedule with the run, execution and snapshot retentions.

@@ -131,10 +131,26 @@ impl TestApp {
         ops.admin
     }
 
+    /// A tenant on the Enterprise plan of every provider (everything allowed, no limits but the
+    /// server's), with an admin who is signed in.
     pub async fn tenant(&self, slug: &str) -> TenantFixture {
+        self.tenant_on(slug, "enterprise").await
+    }
+
+    /// A tenant on the plan `plan` (free, pro, agency, enterprise) of every provider.
+    pub async fn tenant_on(&self, slug: &str, plan: &str) -> TenantFixture {
         let tenant = tenancy::create_tenant(&self.db.pool, &format!("Tenant {slug}"), slug)
             .await
             .unwrap_or_else(|e| panic!("create tenant: {e}"));
+        sqlx::query(
+            "update tenant_subscriptions s set plan_id = p.id, source = 'manual' from plans p \
+             where s.tenant_id = $1 and p.provider = s.provider and p.key = $2",
+        )
+        .bind(tenant.id)
+        .bind(plan)
+        .execute(&self.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("put the tenant on {plan}: {e}"));
         let admin = self.user_in(tenant.id, slug, Role::Admin).await;
         TenantFixture {
             id: tenant.id,
@@ -241,6 +257,11 @@ impl TestApp {
 
     pub async fn post(&self, path: &str, caller: &Caller, body: &Value) -> Resp {
         self.request(Method::POST, path, Some(&caller.token), Some(body))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, caller: &Caller, body: &Value) -> Resp {
+        self.request(Method::PUT, path, Some(&caller.token), Some(body))
             .await
     }
 

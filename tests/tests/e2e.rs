@@ -19,6 +19,7 @@ mod e2e {
     mod notifications;
     mod observability;
     mod openapi;
+    mod plans;
     mod platform;
     mod promotions;
     mod rbac;

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use domain::audit::{self, Record};
+use domain::entitlements::Feature;
 use domain::page::Page;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -45,6 +46,8 @@ pub async fn list_audit_logs(
     ctx: TenantCtx<perm::ViewAuditLogs>,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<Page<Record>>> {
+    ctx.require(&state.db, Feature::AuditLogs, None, "audit_log.list")
+        .await?;
     let page = domain::page::PageRequest::parse(q.cursor.as_deref(), q.limit)?;
     let filter = audit::Filter {
         action: q.action,

@@ -12,6 +12,7 @@ use domain::canonical::{
     NewCanonicalRepo, UntrackedPage,
 };
 use domain::diff::{self, RiskAssessment, WorkflowDiff};
+use domain::entitlements::Feature;
 use domain::git_config::GitAccess;
 use domain::validate::Validator;
 use domain::{catalog, environments};
@@ -431,6 +432,14 @@ pub async fn diff_canonical(
         .into_iter()
         .find(|m| m.environment_id == environment_id)
         .ok_or_else(|| ApiError::not_found("the workflow is not in that environment"))?;
+    let env = domain::environments::get(&state.db, tenant_id, environment_id).await?;
+    ctx.require(
+        &state.db,
+        Feature::WorkflowDiff,
+        Some(env.provider.as_str()),
+        "canonical.diff",
+    )
+    .await?;
     let canonical_def = canonical::definition(&state.db, tenant_id, &id).await?;
     let record =
         catalog::get_workflow(&state.db, tenant_id, environment_id, &mapping.workflow_id).await?;

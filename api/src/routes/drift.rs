@@ -9,6 +9,7 @@ use domain::drift::{
     self, Approval, ApprovalAction, Artifact, Check, Incident, IncidentFilter, IncidentStatus,
     Policy, Resolution, Severity,
 };
+use domain::entitlements::{self, Feature};
 use domain::environments;
 use domain::notifications::{Alert, EventType};
 use domain::page::Page;
@@ -46,6 +47,13 @@ pub async fn put_policy(
     ApiJson(req): ApiJson<Policy>,
 ) -> ApiResult<Json<Policy>> {
     let tenant_id = ctx.tenant_id();
+    ctx.require(
+        &state.db,
+        Feature::DriftPolicies,
+        None,
+        "drift.policy_update",
+    )
+    .await?;
     let mut tx = state.db.begin().await?;
     let old = drift::policy(&mut *tx, tenant_id).await?;
     let policy = drift::put_policy(&mut *tx, tenant_id, &req).await?;
@@ -180,16 +188,48 @@ pub struct IncidentView {
     pub allowed_next: Vec<IncidentStatus>,
     pub approvals: Vec<Approval>,
     pub artifacts: Vec<Artifact>,
+    /// Whether `payload` carries the field-level diffs; false when the plan does not include the
+    /// full drift diff (they are left out; hashes, summaries and risk stay).
+    pub full_diff: bool,
 }
 
-async fn view(state: &AppState, tenant_id: Uuid, incident: Incident) -> ApiResult<IncidentView> {
+async fn view(
+    state: &AppState,
+    tenant_id: Uuid,
+    mut incident: Incident,
+) -> ApiResult<IncidentView> {
     let status = IncidentStatus::parse(&incident.status).unwrap_or(IncidentStatus::Closed);
+    let provider: String = sqlx::query_scalar("select provider from environments where id = $1")
+        .bind(incident.environment_id)
+        .fetch_one(&state.db)
+        .await?;
+    let mut conn = state.db.acquire().await?;
+    let full_diff = entitlements::entitlements(&mut conn, tenant_id)
+        .await?
+        .allows(Feature::DriftFullDiff, Some(&provider));
+    drop(conn);
+    if !full_diff {
+        strip_diffs(&mut incident.payload);
+    }
     Ok(IncidentView {
         approvals: drift::approvals(&state.db, tenant_id, incident.id).await?,
         artifacts: drift::artifacts(&state.db, tenant_id, incident.id).await?,
         allowed_next: status.next().to_vec(),
         incident,
+        full_diff,
     })
+}
+
+/// Removes every `diff` member, at any depth.
+fn strip_diffs(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.remove("diff");
+            map.values_mut().for_each(strip_diffs);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_diffs),
+        _ => {}
+    }
 }
 
 /// An incident (INC-008/009): affected workflows, the drift as found (hashes and diffs), the
@@ -534,6 +574,17 @@ pub async fn extend(
     let tenant_id = ctx.tenant_id();
     let actor = ctx.actor();
     let incident = drift::get(&state.db, tenant_id, id).await?;
+    let provider: String = sqlx::query_scalar("select provider from environments where id = $1")
+        .bind(incident.environment_id)
+        .fetch_one(&state.db)
+        .await?;
+    ctx.require(
+        &state.db,
+        Feature::DriftSla,
+        Some(&provider),
+        "incident.extend",
+    )
+    .await?;
     if drift::policy(&state.db, tenant_id)
         .await?
         .needs_approval(ApprovalAction::ExtendTtl)

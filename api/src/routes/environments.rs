@@ -9,6 +9,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use domain::audit::Entry;
+use domain::entitlements;
 use domain::environments::{
     self, Access, Changes, DriftMode, Environment, EnvironmentClass, EnvironmentType, HealthCheck,
     NewEnvironment, Reconnect,
@@ -185,6 +186,20 @@ pub async fn create_environment(
     ctx: TenantCtx<perm::ManageEnvironments>,
     ApiJson(req): ApiJson<CreateEnvironmentRequest>,
 ) -> ApiResult<(StatusCode, Json<Environment>)> {
+    let enabled: Option<bool> = sqlx::query_scalar("select enabled from providers where key = $1")
+        .bind(req.provider.as_str())
+        .fetch_optional(&state.db)
+        .await?;
+    if enabled == Some(false) {
+        return Err(domain::Error::conflict(
+            "provider_disabled",
+            format!(
+                "{} environments cannot be added at the moment",
+                req.provider
+            ),
+        )
+        .into());
+    }
     let limits = (
         req.rate_limit.unwrap_or(100.0),
         req.max_concurrency.unwrap_or(4),
@@ -195,10 +210,14 @@ pub async fn create_environment(
     let tenant_id = ctx.tenant_id();
     let capabilities = serde_json::to_value(&info.capabilities).unwrap_or_default();
     let mut tx = state.db.begin().await?;
-    // The tenant's own limit (ADMIN-006), or the server's.
-    let limit =
-        domain::tenancy::environment_limit(&mut *tx, tenant_id, state.config.max_environments)
-            .await?;
+    // The tenant's own limit (ADMIN-006), or its plan's for this provider (ENV-008).
+    let limit = entitlements::environment_limit(
+        &mut tx,
+        tenant_id,
+        req.provider.as_str(),
+        state.config.max_environments,
+    )
+    .await?;
     let env = environments::create(
         &mut tx,
         &state.keyring,
@@ -277,7 +296,17 @@ pub async fn create_environment(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EnvironmentList {
     pub items: Vec<Environment>,
-    /// How many environments this tenant may have (ENV-008).
+    /// How many n8n environments this tenant may have (ENV-008); `limits` has every provider's.
+    pub limit: i64,
+    /// n8n environments connected.
+    pub used: usize,
+    /// Per provider: the plan's (or the tenant's own) limit and the environments connected.
+    pub limits: Vec<ProviderLimit>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProviderLimit {
+    pub provider: String,
     pub limit: i64,
     pub used: usize,
 }
@@ -290,16 +319,27 @@ pub async fn list_environments(
     ctx: TenantCtx<perm::ViewWorkflows>,
 ) -> ApiResult<Json<EnvironmentList>> {
     let items = environments::list(&state.db, ctx.tenant_id()).await?;
-    let limit = domain::tenancy::environment_limit(
-        &state.db,
-        ctx.tenant_id(),
-        state.config.max_environments,
-    )
-    .await?;
+    let mut conn = state.db.acquire().await?;
+    let mut limits = Vec::new();
+    for provider in entitlements::providers(&mut *conn).await? {
+        limits.push(ProviderLimit {
+            limit: entitlements::environment_limit(
+                &mut conn,
+                ctx.tenant_id(),
+                &provider.key,
+                state.config.max_environments,
+            )
+            .await?,
+            used: items.iter().filter(|e| e.provider == provider.key).count(),
+            provider: provider.key,
+        });
+    }
+    let n8n = limits.iter().find(|l| l.provider == "n8n");
     Ok(Json(EnvironmentList {
-        used: items.len(),
+        limit: n8n.map_or(0, |l| l.limit),
+        used: n8n.map_or(0, |l| l.used),
+        limits,
         items,
-        limit,
     }))
 }
 

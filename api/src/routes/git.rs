@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use domain::audit::Entry;
+use domain::entitlements::Feature;
 use domain::environments;
 use domain::git_config::{self, GitAccess, GitConfig, NewGitConfig};
 use domain::validate::Validator;
@@ -155,6 +156,22 @@ pub async fn put_git(
 ) -> ApiResult<Json<GitConfig>> {
     let tenant_id = ctx.tenant_id();
     let env = environments::get(&state.db, tenant_id, environment_id).await?;
+    ctx.require(
+        &state.db,
+        Feature::GitBackup,
+        Some(env.provider.as_str()),
+        "git.configure",
+    )
+    .await?;
+    if req.backup_schedule.is_some() {
+        ctx.require(
+            &state.db,
+            Feature::ScheduledBackups,
+            Some(env.provider.as_str()),
+            "git.schedule_backups",
+        )
+        .await?;
+    }
     if local_url(&req.url) && !state.config.allow_local_git {
         return Err(domain::Error::invalid("url", "must be an https:// or ssh remote").into());
     }
@@ -281,7 +298,14 @@ pub async fn backup_environment(
     ApiPath(environment_id): ApiPath<Uuid>,
 ) -> ApiResult<(StatusCode, Json<RunView>)> {
     let tenant_id = ctx.tenant_id();
-    environments::get(&state.db, tenant_id, environment_id).await?;
+    let env = environments::get(&state.db, tenant_id, environment_id).await?;
+    ctx.require(
+        &state.db,
+        Feature::GitBackup,
+        Some(env.provider.as_str()),
+        "git.backup",
+    )
+    .await?;
     git_config::get(&state.db, tenant_id, environment_id).await?;
     let actor = ctx.actor();
     let input = BackupInput {
@@ -328,7 +352,14 @@ pub async fn bulk_backup(
 ) -> ApiResult<(StatusCode, Json<RunView>)> {
     let tenant_id = ctx.tenant_id();
     for id in &req.environment_ids {
-        environments::get(&state.db, tenant_id, *id).await?;
+        let env = environments::get(&state.db, tenant_id, *id).await?;
+        ctx.require(
+            &state.db,
+            Feature::GitBackup,
+            Some(env.provider.as_str()),
+            "git.backup",
+        )
+        .await?;
         git_config::get(&state.db, tenant_id, *id).await?;
     }
     let actor = ctx.actor();
@@ -389,6 +420,13 @@ pub async fn restore_environment(
 ) -> ApiResult<(StatusCode, Json<RunView>)> {
     let tenant_id = ctx.tenant_id();
     let env = environments::get(&state.db, tenant_id, environment_id).await?;
+    ctx.require(
+        &state.db,
+        Feature::GitBackup,
+        Some(env.provider.as_str()),
+        "git.restore",
+    )
+    .await?;
     git_config::get(&state.db, tenant_id, environment_id).await?;
     crate::routes::snapshots::check_restore_allowed(&env, ctx.tenant.role)?;
     let actor = ctx.actor();

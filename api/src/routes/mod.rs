@@ -22,6 +22,7 @@ pub mod health;
 pub mod impersonation;
 pub mod notifications;
 pub mod observability;
+pub mod plans;
 pub mod platform;
 pub mod promotions;
 pub mod runs;
@@ -69,6 +70,19 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(console::delete_note))
         .routes(routes!(console::platform_audit_logs))
         .routes(routes!(console::get_retention, console::put_retention))
+        .routes(routes!(plans::list_providers))
+        .routes(routes!(plans::list_plans))
+        .routes(routes!(plans::my_entitlements))
+        .routes(routes!(plans::my_subscriptions))
+        .routes(routes!(plans::update_provider))
+        .routes(routes!(plans::feature_matrix, plans::create_plan))
+        .routes(routes!(plans::update_plan))
+        .routes(routes!(plans::tenant_entitlements))
+        .routes(routes!(plans::assign_plan))
+        .routes(routes!(plans::put_override))
+        .routes(routes!(plans::delete_override))
+        .routes(routes!(plans::all_subscriptions))
+        .routes(routes!(plans::denials))
         .routes(routes!(support::list_tickets, support::create_ticket))
         .routes(routes!(support::get_ticket))
         .routes(routes!(support::reply))

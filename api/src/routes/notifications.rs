@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use domain::audit::Entry;
+use domain::entitlements::Feature;
 use domain::notifications::{
     self as notif, Alert, AlertEvent, CatalogEntry, Channel, ChannelChange, ChannelKind, EventType,
     Rule, RuleChange,
@@ -143,6 +144,13 @@ pub async fn create_channel(
     ApiJson(req): ApiJson<CreateChannelRequest>,
 ) -> ApiResult<(StatusCode, Json<Channel>)> {
     let tenant_id = ctx.tenant_id();
+    ctx.require(
+        &state.db,
+        Feature::Alerting,
+        None,
+        "notification_channel.create",
+    )
+    .await?;
     let mut tx = state.db.begin().await?;
     let channel = notif::create_channel(
         &mut tx,
@@ -337,6 +345,13 @@ pub async fn test_channel(
     ApiPath(channel_id): ApiPath<Uuid>,
 ) -> ApiResult<Json<ChannelTestResult>> {
     let tenant_id = ctx.tenant_id();
+    ctx.require(
+        &state.db,
+        Feature::Alerting,
+        None,
+        "notification_channel.test",
+    )
+    .await?;
     let mut conn = state.db.acquire().await?;
     let (channel, target) = notif::target(&mut conn, &state.keyring, tenant_id, channel_id).await?;
     drop(conn);
@@ -429,6 +444,13 @@ pub async fn create_rule(
     ApiJson(req): ApiJson<CreateRuleRequest>,
 ) -> ApiResult<(StatusCode, Json<Rule>)> {
     let tenant_id = ctx.tenant_id();
+    ctx.require(
+        &state.db,
+        Feature::Alerting,
+        None,
+        "notification_rule.create",
+    )
+    .await?;
     let mut tx = state.db.begin().await?;
     let rule = notif::create_rule(
         &mut tx,

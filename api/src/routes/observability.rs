@@ -3,6 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use domain::entitlements::Feature;
 use domain::observability::{self, ExecutionAnalytics, Overview, Range};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -32,6 +33,13 @@ pub async fn overview(
     ApiQuery(q): ApiQuery<OverviewQuery>,
 ) -> ApiResult<Json<Overview>> {
     let range = Range::parse(q.range.as_deref().unwrap_or("24h"))?;
+    ctx.require(
+        &state.db,
+        Feature::ExecutionMetrics,
+        None,
+        "observability.overview",
+    )
+    .await?;
     Ok(Json(
         observability::overview(&state.db, ctx.tenant_id(), range, chrono::Utc::now()).await?,
     ))
@@ -57,9 +65,21 @@ pub async fn execution_analytics(
     ApiQuery(q): ApiQuery<AnalyticsQuery>,
 ) -> ApiResult<Json<ExecutionAnalytics>> {
     let range = Range::parse(q.range.as_deref().unwrap_or("7d"))?;
-    if let Some(env) = q.environment_id {
-        domain::environments::get(&state.db, ctx.tenant_id(), env).await?;
-    }
+    let provider = match q.environment_id {
+        Some(env) => Some(
+            domain::environments::get(&state.db, ctx.tenant_id(), env)
+                .await?
+                .provider,
+        ),
+        None => None,
+    };
+    ctx.require(
+        &state.db,
+        Feature::ExecutionMetrics,
+        provider.as_deref(),
+        "executions.analytics",
+    )
+    .await?;
     Ok(Json(
         observability::execution_analytics(
             &state.db,

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use domain::audit::Entry;
+use domain::entitlements::Feature;
 use domain::page::Page;
 use domain::pipelines::{self, NewPipeline, Pipeline, Stage};
 use domain::promotions::{
@@ -81,6 +82,13 @@ pub async fn create_pipeline(
     ApiJson(req): ApiJson<PipelineRequest>,
 ) -> ApiResult<(StatusCode, Json<Pipeline>)> {
     let tenant_id = ctx.tenant_id();
+    ctx.require(
+        &state.db,
+        Feature::Promotions,
+        Some(req.provider.as_str()),
+        "pipeline.create",
+    )
+    .await?;
     checked(&state, tenant_id, &req).await?;
     let mut tx = state.db.begin().await?;
     let pipeline = pipelines::create(
@@ -124,6 +132,13 @@ pub async fn update_pipeline(
     let tenant_id = ctx.tenant_id();
     let old = pipelines::get(&state.db, tenant_id, id).await?;
     checked(&state, tenant_id, &req).await?;
+    ctx.require(
+        &state.db,
+        Feature::Promotions,
+        Some(req.provider.as_str()),
+        "pipeline.update",
+    )
+    .await?;
     let mut tx = state.db.begin().await?;
     let pipeline = pipelines::update(
         &mut *tx,
@@ -368,8 +383,15 @@ pub async fn put_mapping(
     ApiJson(req): ApiJson<MappingRequest>,
 ) -> ApiResult<Json<CredentialMapping>> {
     let tenant_id = ctx.tenant_id();
-    environments::get(&state.db, tenant_id, req.source_environment_id).await?;
+    let source = environments::get(&state.db, tenant_id, req.source_environment_id).await?;
     environments::get(&state.db, tenant_id, req.target_environment_id).await?;
+    ctx.require(
+        &state.db,
+        Feature::CredentialRemapping,
+        Some(source.provider.as_str()),
+        "credential_mapping.put",
+    )
+    .await?;
     let source_name = credential_name(
         &state,
         req.source_environment_id,
@@ -594,6 +616,13 @@ pub async fn create_promotion(
 ) -> ApiResult<(StatusCode, Json<PromotionView>)> {
     let tenant_id = ctx.tenant_id();
     let (pipeline, stage) = stage_of(&state, tenant_id, req.pipeline_id, req.stage_index).await?;
+    ctx.require(
+        &state.db,
+        Feature::Promotions,
+        Some(pipeline.provider.as_str()),
+        "promotion.create",
+    )
+    .await?;
     if !pipeline.active {
         return Err(
             domain::Error::conflict("pipeline_inactive", "the pipeline is inactive").into(),

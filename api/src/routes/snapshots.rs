@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use domain::diff::{self, RiskAssessment, WorkflowDiff};
+use domain::entitlements::Feature;
 use domain::page::Page;
 use domain::snapshots::{
     self, Comparison, RestoreRecord, Snapshot, SnapshotKind, SnapshotWorkflow,
@@ -344,6 +345,14 @@ pub async fn compare_snapshots(
     let tenant_id = ctx.tenant_id();
     let from = snapshots::get(&state.db, tenant_id, q.from).await?;
     let to = snapshots::get(&state.db, tenant_id, q.to).await?;
+    let env = domain::environments::get(&state.db, tenant_id, from.environment_id).await?;
+    ctx.require(
+        &state.db,
+        Feature::WorkflowDiff,
+        Some(env.provider.as_str()),
+        "snapshot.compare",
+    )
+    .await?;
     if from.environment_id != to.environment_id {
         return Err(
             domain::Error::invalid("to", "must be a snapshot of the same environment").into(),

@@ -200,9 +200,17 @@ pub async fn create_invitation(
             format!("`{}` is already a member of this tenant", user.email),
         ));
     }
-    if let Some(limit) = tenant.member_limit
-        && tenancy::seats_used(&mut *tx, tenant_id).await? >= i64::from(limit)
+    if let Some(limit) = domain::entitlements::member_limit(&mut tx, tenant_id).await?
+        && tenancy::seats_used(&mut *tx, tenant_id).await? >= limit
     {
+        tx.rollback().await?;
+        domain::entitlements::record_denial(
+            &state.db,
+            ctx.asker("invitation.create"),
+            domain::entitlements::Feature::Members,
+            None,
+        )
+        .await?;
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "member_limit_reached",

@@ -59,6 +59,14 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         ("post", "/api/v1/support/tickets/{ticket_id}/attachments") => json!({}),
         ("patch", "/api/v1/platform/support/tickets/{ticket_id}") => json!({"status": "closed"}),
         ("patch", "/api/v1/platform/tenants/{tenant_id}") => json!({"name": "taken over"}),
+        ("patch", "/api/v1/platform/providers/{provider}") => json!({"enabled": false}),
+        ("patch", "/api/v1/platform/plans/{plan_id}") => json!({"features": {"members": 0}}),
+        ("put", "/api/v1/platform/tenants/{tenant_id}/subscriptions/{provider}") => {
+            json!({"plan": "free", "reason": "taking over"})
+        }
+        ("post", "/api/v1/platform/tenants/{tenant_id}/overrides") => {
+            json!({"feature": "members", "value": 0, "reason": "taking over"})
+        }
         ("post", "/api/v1/workflow-action-requests/{request_id}/approve")
         | ("post", "/api/v1/workflow-action-requests/{request_id}/reject") => json!({}),
         _ => return None,
@@ -403,9 +411,44 @@ async fn another_tenants_ids_get_404_on_every_route_and_change_nothing() {
         tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
         (ticket, file)
     };
+    let a_override = {
+        let mut conn = app
+            .db
+            .pool
+            .acquire()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        domain::entitlements::put_override(
+            &mut conn,
+            a.id,
+            &domain::entitlements::OverrideInput {
+                provider: None,
+                feature: domain::entitlements::Feature::Members,
+                value: &json!(40),
+                reason: "fixture",
+                expires_at: None,
+                created_by: None,
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .1
+        .id
+    };
+    // A private plan, so that no list tenant B may read names it.
+    let a_plan: uuid::Uuid = sqlx::query_scalar(
+        "insert into plans (id, provider, key, name, public) \
+         values (gen_random_uuid(), 'n8n', 'acme-custom', 'Acme custom', false) returning id",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let b = app.tenant("globex").await;
 
     let ids: HashMap<&str, String> = HashMap::from([
+        ("provider", "n8n".to_owned()),
+        ("plan_id", a_plan.to_string()),
+        ("override_id", a_override.to_string()),
         (
             "user_id",
             a_member.user_id.map(|u| u.to_string()).unwrap_or_default(),
@@ -471,7 +514,9 @@ async fn another_tenants_ids_get_404_on_every_route_and_change_nothing() {
                 .await;
             let text = res.body.to_string();
             for id in ids
-                .values()
+                .iter()
+                .filter(|(name, _)| **name != "provider") // a provider's name is no secret
+                .map(|(_, id)| id)
                 .filter(|_| template.contains('{') || method == "get")
             {
                 assert!(
@@ -497,6 +542,20 @@ async fn another_tenants_ids_get_404_on_every_route_and_change_nothing() {
     assert!(walked >= 8, "walked only {walked} routes with ids");
 
     // Tenant A is untouched.
+    let plan: (String, i64) = sqlx::query_as(
+        "select p.key, (select count(*) from tenant_feature_overrides where tenant_id = $1) \
+         from tenant_subscriptions s join plans p on p.id = s.plan_id \
+         where s.tenant_id = $1 and s.provider = 'n8n'",
+    )
+    .bind(a.id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        plan,
+        ("enterprise".to_owned(), 1),
+        "plan and override untouched"
+    );
     let member = app
         .get(
             &format!("/api/v1/team/members/{}", ids["user_id"]),
