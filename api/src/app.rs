@@ -35,7 +35,7 @@ pub struct AppConfig {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub trust_forwarded_for: bool,
-    /// Most environments per tenant until plans set it (ENV-008).
+    /// Most environments of one provider per tenant when its plan sets no limit (ENV-008).
     pub max_environments: i64,
     /// How long synced executions are kept (EXEC-005): older ones are not fetched, and pruned.
     pub execution_retention: Duration,
@@ -54,6 +54,8 @@ pub struct AppConfig {
     pub event_poll: Duration,
     /// Outgoing email and where notifications may go.
     pub notify: jobs::notify::Settings,
+    /// Stripe, when paid plans are sold (BILL-*); `None`: plans are assigned by platform admins.
+    pub stripe: Option<billing::Stripe>,
 }
 
 impl AppConfig {
@@ -75,6 +77,7 @@ impl AppConfig {
             allow_local_git: false,
             event_poll: Duration::from_secs(2),
             notify: jobs::notify::Settings::default(),
+            stripe: None,
         }
     }
 }

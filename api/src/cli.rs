@@ -126,6 +126,7 @@ fn app_config(args: &ServeArgs) -> anyhow::Result<AppConfig> {
         allow_local_git: args.git_allow_local,
         event_poll: args.event_poll,
         notify: args.notify.settings()?,
+        stripe: args.stripe.client()?,
     })
 }
 

@@ -199,6 +199,41 @@ impl NotifyArgs {
     }
 }
 
+/// Stripe, for paid plans (BILL-*). Unset: plans are assigned by platform admins only.
+#[derive(Debug, Clone, Args)]
+pub struct StripeArgs {
+    /// Stripe secret key (`sk_live_…`, `sk_test_…` or a restricted `rk_…` key).
+    #[arg(long, env = "WFO_STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<SecretString>,
+    /// Signing secret of the webhook endpoint `<public URL>/api/v1/billing/webhook` (`whsec_…`).
+    #[arg(long, env = "WFO_STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub stripe_webhook_secret: Option<SecretString>,
+    /// Stripe's API base URL (default https://api.stripe.com/; a stand-in for tests).
+    #[arg(long, env = "WFO_STRIPE_API_BASE", hide = true)]
+    pub stripe_api_base: Option<String>,
+}
+
+impl StripeArgs {
+    pub fn client(&self) -> anyhow::Result<Option<billing::Stripe>> {
+        let Some(key) = &self.stripe_secret_key else {
+            return Ok(None);
+        };
+        if self.stripe_webhook_secret.is_none() {
+            anyhow::bail!(
+                "WFO_STRIPE_WEBHOOK_SECRET is required with WFO_STRIPE_SECRET_KEY: without it no subscription would ever become active"
+            );
+        }
+        Ok(Some(
+            billing::Stripe::new(billing::StripeConfig {
+                secret_key: key.clone(),
+                api_base: self.stripe_api_base.clone(),
+                webhook_secret: self.stripe_webhook_secret.clone(),
+            })
+            .map_err(|e| anyhow::anyhow!("Stripe: {e}"))?,
+        ))
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -250,11 +285,14 @@ pub struct ServeArgs {
     /// Take the client address from X-Forwarded-For (only behind a proxy you control).
     #[arg(long, env = "WFO_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
     pub trust_forwarded_for: bool,
-    /// Most environments one tenant may connect (until billing plans set it per tenant).
+    /// Most environments of one provider a tenant may connect when its plan has no limit (plans
+    /// with a limit, and a tenant's own limit set by a platform admin, apply as they are).
     #[arg(long, env = "WFO_MAX_ENVIRONMENTS", default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..=10_000))]
     pub max_environments: i64,
     #[command(flatten)]
     pub notify: NotifyArgs,
+    #[command(flatten)]
+    pub stripe: StripeArgs,
     #[command(flatten)]
     pub keys: KeyArgs,
 }
@@ -305,6 +343,8 @@ pub struct DevArgs {
     pub concurrency: u32,
     #[command(flatten)]
     pub notify: NotifyArgs,
+    #[command(flatten)]
+    pub stripe: StripeArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -48,6 +48,7 @@ pub async fn run(
     let url = format!("http://{}", listener.local_addr()?);
     let mut config = AppConfig::new(url.clone());
     config.notify = args.notify.settings()?;
+    config.stripe = args.stripe.client()?;
     let state = AppState::new(pool.clone(), keyring, config);
     let registry = jobs::registry(&state.jobs);
     let worker = tokio::spawn(engine::run_worker(

@@ -21,3 +21,4 @@ pub mod hooks;
 pub mod mail;
 pub mod n8n;
 pub mod sse;
+pub mod stripe;

@@ -5,6 +5,8 @@ mod e2e {
     mod audit;
     mod auth;
     mod bad_input;
+    mod billing;
+    mod billing_ui;
     mod canonical;
     mod cli;
     mod console_ui;

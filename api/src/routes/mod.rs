@@ -12,6 +12,7 @@ use crate::auth::TenantAccess;
 pub mod api_keys;
 pub mod audit_logs;
 pub mod auth;
+pub mod billing;
 pub mod canonical;
 pub mod catalog;
 pub mod console;
@@ -70,6 +71,16 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(console::delete_note))
         .routes(routes!(console::platform_audit_logs))
         .routes(routes!(console::get_retention, console::put_retention))
+        .routes(routes!(billing::overview))
+        .routes(routes!(billing::checkout))
+        .routes(routes!(billing::portal))
+        .routes(routes!(billing::change))
+        .routes(routes!(billing::cancel))
+        .routes(routes!(billing::resume))
+        .routes(routes!(billing::upcoming_invoice))
+        .routes(routes!(billing::list_invoices))
+        .routes(routes!(billing::webhook))
+        .routes(routes!(billing::platform_summary))
         .routes(routes!(plans::list_providers))
         .routes(routes!(plans::list_plans))
         .routes(routes!(plans::my_entitlements))

@@ -1,0 +1,926 @@
+//! Billing through Stripe (BILL-001..010, PROV-006/008, ADMIN-007).
+//!
+//! A tenant buys a plan with Stripe Checkout; Stripe's webhooks are the only source of a paid
+//! subscription (a returning browser proves nothing). Each subscription event is applied by
+//! reading the subscription back from Stripe, so events arriving late, twice or out of order all
+//! end in Stripe's current state; each event id is processed once. Plan changes, cancellation
+//! and resumption call Stripe and store what it answers; the portal handles payment methods.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use billing::{BillingError, CheckoutRequest, Stripe};
+use chrono::{DateTime, Utc};
+use domain::audit::{Actor, Entry};
+use domain::entitlements::{self, Plan, Subscription, SubscriptionChange, SubscriptionSource};
+use domain::validate::Validator;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::{PlatformAdmin, TenantCtx, perm};
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Validate};
+
+fn stripe(state: &AppState) -> ApiResult<&Stripe> {
+    state.config.stripe.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "billing_not_configured",
+            "paid plans are not sold on this server (no Stripe key is configured); a platform admin can assign plans",
+        )
+    })
+}
+
+/// Stripe's refusal or outage as an API error: 502 with Stripe's message for a refusal (it is
+/// about our request, not the caller's), 503 for an outage; never the key.
+fn stripe_error(err: BillingError) -> ApiError {
+    match err {
+        BillingError::Transient { .. } => ApiError::unavailable(err),
+        BillingError::Refused { .. } | BillingError::Invalid(_) => {
+            tracing::warn!(error = %err, "Stripe refused a request");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "stripe_refused",
+                "Stripe refused the request; it has been logged. Try again, or contact support",
+            )
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+pub struct InvoiceRecord {
+    pub stripe_invoice_id: String,
+    pub number: Option<String>,
+    pub status: Option<String>,
+    pub currency: String,
+    pub amount_due: i64,
+    pub amount_paid: i64,
+    pub hosted_invoice_url: Option<String>,
+    pub period_start: Option<DateTime<Utc>>,
+    pub period_end: Option<DateTime<Utc>>,
+    pub created: DateTime<Utc>,
+}
+
+async fn invoices(
+    db: &sqlx::PgPool,
+    tenant_id: Uuid,
+    limit: i64,
+    before: Option<DateTime<Utc>>,
+) -> Result<Vec<InvoiceRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "select stripe_invoice_id, number, status, currency, amount_due, amount_paid, \
+         hosted_invoice_url, period_start, period_end, created from billing_invoices \
+         where tenant_id = $1 and ($3::timestamptz is null or created < $3) \
+         order by created desc limit $2",
+    )
+    .bind(tenant_id)
+    .bind(limit)
+    .bind(before)
+    .fetch_all(db)
+    .await
+}
+
+async fn customer_of(db: &sqlx::PgPool, tenant_id: Uuid) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("select stripe_customer_id from billing_customers where tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_optional(db)
+        .await
+}
+
+/// The tenant's billing at a glance (BILL-001).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BillingOverview {
+    /// Whether paid plans are sold here (a Stripe key is configured).
+    pub stripe_enabled: bool,
+    /// Whether the tenant has a Stripe customer (bought something once).
+    pub has_customer: bool,
+    pub subscriptions: Vec<Subscription>,
+    /// The latest ten invoices.
+    pub invoices: Vec<InvoiceRecord>,
+}
+
+#[utoipa::path(get, path = "/api/v1/billing", tag = "billing", security(("bearer" = [])),
+    responses((status = 200, body = BillingOverview), (status = 403, body = Problem)))]
+pub async fn overview(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::AccessBilling>,
+) -> ApiResult<Json<BillingOverview>> {
+    let tenant_id = ctx.tenant_id();
+    Ok(Json(BillingOverview {
+        stripe_enabled: state.config.stripe.is_some(),
+        has_customer: customer_of(&state.db, tenant_id).await?.is_some(),
+        subscriptions: entitlements::subscriptions(&state.db, tenant_id).await?,
+        invoices: invoices(&state.db, tenant_id, 10, None).await?,
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutBody {
+    /// n8n or make.
+    pub provider: String,
+    /// The plan's key (e.g. `pro`); it must be sold by checkout.
+    pub plan: String,
+}
+
+impl Validate for CheckoutBody {
+    fn validate(&self) -> Result<(), domain::Error> {
+        let mut v = Validator::new();
+        if self.provider != "n8n" && self.provider != "make" {
+            v.error("provider", "must be n8n or make");
+        }
+        v.text("plan", &self.plan, 1, 40);
+        v.finish()
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CheckoutStarted {
+    pub session_id: String,
+    /// Stripe's payment page: send the browser there.
+    pub url: String,
+}
+
+async fn purchasable(state: &AppState, provider: &str, key: &str) -> ApiResult<(Plan, String)> {
+    let plan = entitlements::plan_by_key(&state.db, provider, key).await?;
+    match (&plan.stripe_price_id, plan.active && plan.public) {
+        (Some(price), true) => {
+            let price = price.clone();
+            Ok((plan, price))
+        }
+        _ => Err(domain::Error::conflict(
+            "plan_not_purchasable",
+            format!(
+                "the {} plan is not sold online: contact us for it",
+                plan.name
+            ),
+        )
+        .into()),
+    }
+}
+
+/// The tenant's paid subscription to `provider`, if it has one in good standing.
+fn paid(subscriptions: &[Subscription], provider: &str) -> Option<Subscription> {
+    subscriptions
+        .iter()
+        .find(|s| {
+            s.provider == provider && s.stripe_subscription_id.is_some() && s.in_good_standing()
+        })
+        .cloned()
+}
+
+/// Start buying a plan: opens a Stripe Checkout session (BILL-002, BILL-007, PROV-008). The
+/// subscription takes effect when Stripe confirms the payment (webhook), not before.
+#[utoipa::path(post, path = "/api/v1/billing/checkout", tag = "billing", security(("bearer" = [])),
+    request_body = CheckoutBody,
+    responses((status = 201, body = CheckoutStarted), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "Billing not configured, plan not sold online, or already subscribed", body = Problem),
+        (status = 422, body = Problem), (status = 502, body = Problem), (status = 503, body = Problem)))]
+pub async fn checkout(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::AccessBilling>,
+    ApiJson(req): ApiJson<CheckoutBody>,
+) -> ApiResult<(StatusCode, Json<CheckoutStarted>)> {
+    ctx.principal.refuse_impersonation("buying a plan")?;
+    let stripe = stripe(&state)?;
+    let tenant_id = ctx.tenant_id();
+    let (plan, price) = purchasable(&state, &req.provider, &req.plan).await?;
+    let subscriptions = entitlements::subscriptions(&state.db, tenant_id).await?;
+    if let Some(current) = paid(&subscriptions, &req.provider) {
+        return Err(domain::Error::conflict(
+            "already_subscribed",
+            format!(
+                "this tenant already pays for {} on {}: change the plan instead (POST /api/v1/billing/subscriptions/{}/change)",
+                current.plan_name, req.provider, req.provider
+            ),
+        )
+        .into());
+    }
+    let customer = ensure_customer(&state, stripe, &ctx).await?;
+    let base = &state.config.public_url;
+    let session = stripe
+        .create_checkout_session(&CheckoutRequest {
+            customer,
+            price_id: price,
+            success_url: format!("{base}/billing?checkout=success"),
+            cancel_url: format!("{base}/billing?checkout=cancelled"),
+            client_reference_id: tenant_id.to_string(),
+            metadata: vec![
+                ("tenant_id".into(), tenant_id.to_string()),
+                ("provider".into(), plan.provider.clone()),
+                ("plan".into(), plan.key.clone()),
+            ],
+            // A new session per attempt: a retried click must not hand back an expired one.
+            idempotency_key: format!("checkout-{}", Uuid::now_v7()),
+        })
+        .await
+        .map_err(stripe_error)?;
+    Entry::new(
+        Some(tenant_id),
+        &ctx.actor(),
+        "billing.checkout_started",
+        "subscription",
+    )
+    .provider(&plan.provider)
+    .new_value(&json!({"plan": plan.key, "session_id": session.id}))
+    .record(&state.db)
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CheckoutStarted {
+            session_id: session.id,
+            url: session.url,
+        }),
+    ))
+}
+
+/// The tenant's Stripe customer, made once (an advisory lock keeps two first purchases from
+/// making two).
+async fn ensure_customer(
+    state: &AppState,
+    stripe: &Stripe,
+    ctx: &TenantCtx<perm::AccessBilling>,
+) -> ApiResult<String> {
+    let tenant_id = ctx.tenant_id();
+    let mut tx = state.db.begin().await?;
+    sqlx::query(
+        "select pg_advisory_xact_lock(hashtextextended('billing-customer:' || $1::text, 0))",
+    )
+    .bind(tenant_id)
+    .execute(&mut *tx)
+    .await?;
+    if let Some(id) = sqlx::query_scalar::<_, String>(
+        "select stripe_customer_id from billing_customers where tenant_id = $1",
+    )
+    .bind(tenant_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    {
+        return Ok(id);
+    }
+    let email = match &ctx.principal.subject {
+        crate::auth::Subject::User { email, .. } => Some(email.clone()),
+        crate::auth::Subject::ApiKey { .. } => None,
+    };
+    let id = stripe
+        .create_customer(
+            &ctx.tenant.name,
+            email.as_deref(),
+            tenant_id,
+            &format!("customer-{tenant_id}"),
+        )
+        .await
+        .map_err(stripe_error)?;
+    sqlx::query("insert into billing_customers (tenant_id, stripe_customer_id) values ($1, $2)")
+        .bind(tenant_id)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PortalSession {
+    /// Stripe's customer portal (payment methods, invoices): send the browser there.
+    pub url: String,
+}
+
+/// Open Stripe's customer portal: update the payment method, download invoices (BILL-004,
+/// BILL-009).
+#[utoipa::path(post, path = "/api/v1/billing/portal", tag = "billing", security(("bearer" = [])),
+    responses((status = 201, body = PortalSession), (status = 403, body = Problem),
+        (status = 409, description = "Billing not configured, or nothing bought yet", body = Problem), (status = 503, body = Problem)))]
+pub async fn portal(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::AccessBilling>,
+) -> ApiResult<(StatusCode, Json<PortalSession>)> {
+    ctx.principal
+        .refuse_impersonation("opening the billing portal")?;
+    let stripe = stripe(&state)?;
+    let customer = customer_of(&state.db, ctx.tenant_id())
+        .await?
+        .ok_or_else(|| {
+            domain::Error::conflict(
+                "no_billing_account",
+                "this tenant has not bought a plan yet: there is nothing to manage",
+            )
+        })?;
+    let url = stripe
+        .create_portal_session(&customer, &format!("{}/billing", state.config.public_url))
+        .await
+        .map_err(stripe_error)?;
+    Ok((StatusCode::CREATED, Json(PortalSession { url })))
+}
+
+async fn paid_subscription(
+    state: &AppState,
+    tenant_id: Uuid,
+    provider: &str,
+) -> ApiResult<Subscription> {
+    let subscriptions = entitlements::subscriptions(&state.db, tenant_id).await?;
+    paid(&subscriptions, provider).ok_or_else(|| {
+        domain::Error::conflict(
+            "no_paid_subscription",
+            format!("this tenant does not pay for a {provider} plan: buy one with POST /api/v1/billing/checkout"),
+        )
+        .into()
+    })
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeBody {
+    /// The new plan's key; it must be sold by checkout.
+    pub plan: String,
+}
+
+impl Validate for ChangeBody {
+    fn validate(&self) -> Result<(), domain::Error> {
+        let mut v = Validator::new();
+        v.text("plan", &self.plan, 1, 40);
+        v.finish()
+    }
+}
+
+/// Move a paid subscription to another paid plan, prorated (BILL-003). To go back to the free
+/// plan, cancel.
+#[utoipa::path(post, path = "/api/v1/billing/subscriptions/{provider}/change", tag = "billing", security(("bearer" = [])),
+    params(("provider" = String, Path, description = "n8n or make")),
+    request_body = ChangeBody,
+    responses((status = 200, body = Subscription), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem), (status = 502, body = Problem), (status = 503, body = Problem)))]
+pub async fn change(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::AccessBilling>,
+    ApiPath(provider): ApiPath<String>,
+    ApiJson(req): ApiJson<ChangeBody>,
+) -> ApiResult<Json<Subscription>> {
+    ctx.principal.refuse_impersonation("changing the plan")?;
+    let stripe = stripe(&state)?;
+    let tenant_id = ctx.tenant_id();
+    let current = paid_subscription(&state, tenant_id, &provider).await?;
+    let (plan, price) = purchasable(&state, &provider, &req.plan).await?;
+    if plan.id == current.plan_id {
+        return Err(
+            domain::Error::conflict("same_plan", "the tenant is already on this plan").into(),
+        );
+    }
+    let (Some(sub_id), Some(item_id)) = (&current.stripe_subscription_id, &current.stripe_item_id)
+    else {
+        return Err(domain::Error::conflict(
+            "no_paid_subscription",
+            "the subscription is not known to Stripe yet; try again in a minute",
+        )
+        .into());
+    };
+    let remote = stripe
+        .change_price(
+            sub_id,
+            item_id,
+            &price,
+            &format!("change-{}", Uuid::now_v7()),
+        )
+        .await
+        .map_err(stripe_error)?;
+    let after = apply(
+        &state,
+        tenant_id,
+        &remote,
+        &ctx.actor(),
+        "subscription.changed",
+    )
+    .await?;
+    Ok(Json(after))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    /// true (default): keep the plan until the period paid for ends; false: end it now.
+    pub at_period_end: Option<bool>,
+}
+
+impl Validate for CancelBody {}
+
+/// Cancel a paid subscription (BILL-006): at the period's end (default), or now. The tenant
+/// returns to the free plan when it ends.
+#[utoipa::path(post, path = "/api/v1/billing/subscriptions/{provider}/cancel", tag = "billing", security(("bearer" = [])),
+    params(("provider" = String, Path, description = "n8n or make")),
+    request_body = CancelBody,
+    responses((status = 200, body = Subscription), (status = 403, body = Problem), (status = 409, body = Problem),
+        (status = 502, body = Problem), (status = 503, body = Problem)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::AccessBilling>,
+    ApiPath(provider): ApiPath<String>,
+    ApiJson(req): ApiJson<CancelBody>,
+) -> ApiResult<Json<Subscription>> {
+    ctx.principal.refuse_impersonation("cancelling the plan")?;
+    let stripe = stripe(&state)?;
+    let tenant_id = ctx.tenant_id();
+    let current = paid_subscription(&state, tenant_id, &provider).await?;
+    let sub_id = current.stripe_subscription_id.clone().unwrap_or_default();
+    let remote = if req.at_period_end.unwrap_or(true) {
+        stripe.set_cancel_at_period_end(&sub_id, true).await
+    } else {
+        stripe.cancel_now(&sub_id).await
+    }
+    .map_err(stripe_error)?;
+    Ok(Json(
+        apply(
+            &state,
+            tenant_id,
+            &remote,
+            &ctx.actor(),
+            "subscription.cancelled",
+        )
+        .await?,
+    ))
+}
+
+/// Take back a cancellation at the period's end.
+#[utoipa::path(post, path = "/api/v1/billing/subscriptions/{provider}/resume", tag = "billing", security(("bearer" = [])),
+    params(("provider" = String, Path, description = "n8n or make")),
+    responses((status = 200, body = Subscription), (status = 403, body = Problem), (status = 409, body = Problem),
+        (status = 502, body = Problem), (status = 503, body = Problem)))]
+pub async fn resume(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::AccessBilling>,
+    ApiPath(provider): ApiPath<String>,
+) -> ApiResult<Json<Subscription>> {
+    let stripe = stripe(&state)?;
+    let tenant_id = ctx.tenant_id();
+    let current = paid_subscription(&state, tenant_id, &provider).await?;
+    if !current.cancel_at_period_end {
+        return Err(domain::Error::conflict(
+            "not_cancelling",
+            "the subscription is not being cancelled",
+        )
+        .into());
+    }
+    let sub_id = current.stripe_subscription_id.clone().unwrap_or_default();
+    let remote = stripe
+        .set_cancel_at_period_end(&sub_id, false)
+        .await
+        .map_err(stripe_error)?;
+    Ok(Json(
+        apply(
+            &state,
+            tenant_id,
+            &remote,
+            &ctx.actor(),
+            "subscription.resumed",
+        )
+        .await?,
+    ))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UpcomingInvoice {
+    pub currency: String,
+    pub amount_due: i64,
+    pub total: i64,
+    pub next_payment_attempt: Option<DateTime<Utc>>,
+    pub period_end: Option<DateTime<Utc>>,
+    pub lines: Vec<UpcomingLine>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UpcomingLine {
+    pub description: Option<String>,
+    pub amount: i64,
+}
+
+/// What Stripe will charge next for a paid subscription (BILL-010).
+#[utoipa::path(get, path = "/api/v1/billing/subscriptions/{provider}/upcoming-invoice", tag = "billing", security(("bearer" = [])),
+    params(("provider" = String, Path, description = "n8n or make")),
+    responses((status = 200, body = UpcomingInvoice), (status = 403, body = Problem), (status = 409, body = Problem),
+        (status = 502, body = Problem), (status = 503, body = Problem)))]
+pub async fn upcoming_invoice(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::AccessBilling>,
+    ApiPath(provider): ApiPath<String>,
+) -> ApiResult<Json<UpcomingInvoice>> {
+    let stripe = stripe(&state)?;
+    let tenant_id = ctx.tenant_id();
+    let current = paid_subscription(&state, tenant_id, &provider).await?;
+    let customer = customer_of(&state.db, tenant_id)
+        .await?
+        .ok_or_else(|| domain::Error::conflict("no_billing_account", "no Stripe customer"))?;
+    let preview = stripe
+        .preview_invoice(
+            &customer,
+            current
+                .stripe_subscription_id
+                .as_deref()
+                .unwrap_or_default(),
+        )
+        .await
+        .map_err(stripe_error)?;
+    Ok(Json(UpcomingInvoice {
+        currency: preview.currency,
+        amount_due: preview.amount_due,
+        total: preview.total,
+        next_payment_attempt: preview.next_payment_attempt,
+        period_end: preview.period_end,
+        lines: preview
+            .lines
+            .into_iter()
+            .map(|l| UpcomingLine {
+                description: l.description,
+                amount: l.amount,
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InvoicesQuery {
+    /// 1-100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// Only invoices created before this time (the last one of the previous page).
+    pub before: Option<DateTime<Utc>>,
+}
+
+/// The tenant's invoices, newest first, as Stripe reported them (BILL-005).
+#[utoipa::path(get, path = "/api/v1/billing/invoices", tag = "billing", security(("bearer" = [])),
+    params(InvoicesQuery),
+    responses((status = 200, body = Vec<InvoiceRecord>), (status = 403, body = Problem), (status = 422, body = Problem)))]
+pub async fn list_invoices(
+    State(state): State<AppState>,
+    ctx: TenantCtx<perm::AccessBilling>,
+    ApiQuery(q): ApiQuery<InvoicesQuery>,
+) -> ApiResult<Json<Vec<InvoiceRecord>>> {
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(domain::Error::invalid("limit", "must be between 1 and 100").into());
+    }
+    Ok(Json(
+        invoices(&state.db, ctx.tenant_id(), i64::from(limit), q.before).await?,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Applying Stripe's state
+// ---------------------------------------------------------------------------------------------
+
+/// Stores Stripe's view of a subscription as the tenant's subscription to the plan its price
+/// sells; a subscription that ended puts the tenant back on the provider's default plan.
+async fn apply(
+    state: &AppState,
+    tenant_id: Uuid,
+    remote: &billing::Subscription,
+    actor: &Actor,
+    action: &str,
+) -> ApiResult<Subscription> {
+    let price = remote.price_id.as_deref().unwrap_or_default();
+    let Some(plan) = entitlements::plan_by_stripe_price(&state.db, price).await? else {
+        return Err(ApiError::internal(format!(
+            "Stripe subscription {} sells price {price}, which no plan sells",
+            remote.id
+        )));
+    };
+    let mut tx = state.db.begin().await?;
+    let ended = matches!(
+        remote.status.as_str(),
+        "canceled" | "incomplete_expired" | "unpaid"
+    );
+    let (before, after) = if ended {
+        // Only when this is still the subscription on file: an old subscription's late
+        // `deleted` must not undo a newer one.
+        let on_file = entitlements::subscription_by_stripe_id(&mut *tx, &remote.id).await?;
+        let default = entitlements::plans(&mut *tx, false)
+            .await?
+            .into_iter()
+            .find(|p| p.provider == plan.provider && p.is_default)
+            .ok_or_else(|| ApiError::internal(format!("{} has no default plan", plan.provider)))?;
+        if on_file.is_none() {
+            let current = entitlements::subscriptions(&mut *tx, tenant_id)
+                .await?
+                .into_iter()
+                .find(|s| s.provider == plan.provider)
+                .ok_or_else(|| domain::Error::not_found("subscription"))?;
+            return Ok(current);
+        }
+        entitlements::set_subscription(
+            &mut tx,
+            tenant_id,
+            &default,
+            &SubscriptionChange {
+                status: "active",
+                source: SubscriptionSource::Auto,
+                stripe_subscription_id: None,
+                stripe_item_id: None,
+                current_period_end: None,
+                cancel_at_period_end: false,
+            },
+        )
+        .await?
+    } else {
+        entitlements::set_subscription(
+            &mut tx,
+            tenant_id,
+            &plan,
+            &SubscriptionChange {
+                status: &remote.status,
+                source: SubscriptionSource::Checkout,
+                stripe_subscription_id: Some(&remote.id),
+                stripe_item_id: remote.item_id.as_deref(),
+                current_period_end: remote.current_period_end,
+                cancel_at_period_end: remote.cancel_at_period_end,
+            },
+        )
+        .await?
+    };
+    let changed = before.as_ref().is_none_or(|b| {
+        b.plan_id != after.plan_id
+            || b.status != after.status
+            || b.cancel_at_period_end != after.cancel_at_period_end
+            || b.stripe_subscription_id != after.stripe_subscription_id
+    });
+    if changed {
+        Entry::new(Some(tenant_id), actor, action, "subscription")
+            .target(after.id)
+            .provider(&after.provider)
+            .old(&before)
+            .new_value(&after)
+            .record(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(after)
+}
+
+fn stripe_actor(event_id: &str) -> Actor {
+    Actor {
+        label: "stripe".into(),
+        request_id: Some(event_id.to_owned()),
+        ..Actor::default()
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WebhookOutcome {
+    /// applied, duplicate or ignored.
+    pub result: String,
+}
+
+/// Stripe's webhook (BILL-008): configure `<public URL>/api/v1/billing/webhook` with the events
+/// `checkout.session.completed`, `customer.subscription.created`, `.updated`, `.deleted`,
+/// `invoice.paid`, `invoice.payment_failed`, `invoice.finalized` and `invoice.updated`. Signed
+/// with `Stripe-Signature`; each event is applied once. A Stripe outage while applying answers
+/// 503 so that Stripe sends the event again.
+#[utoipa::path(post, path = "/api/v1/billing/webhook", tag = "billing",
+    request_body(content = Object, content_type = "application/json", description = "A Stripe event, signed in Stripe-Signature"),
+    responses((status = 200, body = WebhookOutcome),
+        (status = 400, description = "Missing or bad Stripe-Signature", body = Problem),
+        (status = 404, description = "Billing is not configured", body = Problem), (status = 503, body = Problem)))]
+pub async fn webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<WebhookOutcome>> {
+    let stripe = state
+        .config
+        .stripe
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("billing is not configured on this server"))?;
+    let signature = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let event = stripe.verify_webhook(&body, signature).map_err(|e| {
+        tracing::warn!(error = %e, "a Stripe webhook failed verification");
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_signature",
+            "Stripe-Signature is missing, stale or does not match the body",
+        )
+    })?;
+    let seen: bool =
+        sqlx::query_scalar("select exists (select 1 from stripe_events where id = $1)")
+            .bind(&event.id)
+            .fetch_one(&state.db)
+            .await?;
+    if seen {
+        return Ok(Json(WebhookOutcome {
+            result: "duplicate".into(),
+        }));
+    }
+    let actor = stripe_actor(&event.id);
+    let (tenant_id, outcome) = handle(&state, stripe, &event, &actor).await?;
+    // Recorded after it was applied: a crash in between means Stripe sends it again, and
+    // applying is idempotent (Stripe's state is read back each time).
+    sqlx::query(
+        "insert into stripe_events (id, kind, tenant_id, outcome) values ($1, $2, $3, $4) \
+         on conflict (id) do nothing",
+    )
+    .bind(&event.id)
+    .bind(&event.kind)
+    .bind(tenant_id)
+    .bind(outcome)
+    .execute(&state.db)
+    .await?;
+    Ok(Json(WebhookOutcome {
+        result: outcome.into(),
+    }))
+}
+
+/// The tenant an event is about: by our metadata, else by its Stripe customer.
+async fn tenant_of(state: &AppState, object: &Value) -> ApiResult<Option<Uuid>> {
+    let by_metadata = object["metadata"]["tenant_id"]
+        .as_str()
+        .or(object["client_reference_id"].as_str())
+        .and_then(|s| s.parse::<Uuid>().ok());
+    if let Some(id) = by_metadata {
+        let exists: bool =
+            sqlx::query_scalar("select exists (select 1 from tenants where id = $1)")
+                .bind(id)
+                .fetch_one(&state.db)
+                .await?;
+        if exists {
+            return Ok(Some(id));
+        }
+    }
+    let customer = object["customer"].as_str().unwrap_or_default();
+    Ok(
+        sqlx::query_scalar("select tenant_id from billing_customers where stripe_customer_id = $1")
+            .bind(customer)
+            .fetch_optional(&state.db)
+            .await?,
+    )
+}
+
+async fn handle(
+    state: &AppState,
+    stripe: &Stripe,
+    event: &billing::WebhookEvent,
+    actor: &Actor,
+) -> ApiResult<(Option<Uuid>, &'static str)> {
+    let object = &event.object;
+    let Some(tenant_id) = tenant_of(state, object).await? else {
+        tracing::warn!(event = %event.id, kind = %event.kind, "a Stripe event names no tenant of ours");
+        return Ok((None, "ignored"));
+    };
+    let subscription_id = match event.kind.as_str() {
+        "checkout.session.completed" => {
+            if let Some(customer) = object["customer"].as_str() {
+                sqlx::query(
+                    "insert into billing_customers (tenant_id, stripe_customer_id) values ($1, $2) \
+                     on conflict do nothing",
+                )
+                .bind(tenant_id)
+                .bind(customer)
+                .execute(&state.db)
+                .await?;
+            }
+            object["subscription"].as_str()
+        }
+        "customer.subscription.created"
+        | "customer.subscription.updated"
+        | "customer.subscription.deleted" => object["id"].as_str(),
+        "invoice.paid"
+        | "invoice.payment_failed"
+        | "invoice.finalized"
+        | "invoice.updated"
+        | "invoice.created"
+        | "invoice.voided" => {
+            store_invoice(state, tenant_id, object).await?;
+            None
+        }
+        _ => return Ok((Some(tenant_id), "ignored")),
+    };
+    if let Some(id) = subscription_id {
+        let remote = stripe.subscription(id).await.map_err(stripe_error)?;
+        apply(state, tenant_id, &remote, actor, "subscription.synced").await?;
+    }
+    Ok((Some(tenant_id), "applied"))
+}
+
+fn stamp(value: &Value) -> Option<DateTime<Utc>> {
+    value
+        .as_i64()
+        .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0))
+}
+
+async fn store_invoice(state: &AppState, tenant_id: Uuid, invoice: &Value) -> ApiResult<()> {
+    let Some(id) = invoice["id"].as_str() else {
+        return Ok(());
+    };
+    sqlx::query(
+        "insert into billing_invoices (stripe_invoice_id, tenant_id, number, status, currency, \
+            amount_due, amount_paid, hosted_invoice_url, period_start, period_end, created) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         on conflict (stripe_invoice_id) do update set number = excluded.number, \
+            status = excluded.status, amount_due = excluded.amount_due, \
+            amount_paid = excluded.amount_paid, hosted_invoice_url = excluded.hosted_invoice_url, \
+            updated_at = now() \
+         where billing_invoices.tenant_id = excluded.tenant_id",
+    )
+    .bind(id)
+    .bind(tenant_id)
+    .bind(invoice["number"].as_str())
+    .bind(invoice["status"].as_str())
+    .bind(invoice["currency"].as_str().unwrap_or("usd"))
+    .bind(invoice["amount_due"].as_i64().unwrap_or(0))
+    .bind(invoice["amount_paid"].as_i64().unwrap_or(0))
+    .bind(invoice["hosted_invoice_url"].as_str())
+    .bind(stamp(&invoice["period_start"]))
+    .bind(stamp(&invoice["period_end"]))
+    .bind(stamp(&invoice["created"]).unwrap_or_else(Utc::now))
+    .execute(&state.db)
+    .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Platform
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Serialize, FromRow, utoipa::ToSchema)]
+pub struct PlanCount {
+    pub provider: String,
+    pub plan_key: String,
+    pub plan_name: String,
+    pub status: String,
+    pub count: i64,
+}
+
+#[derive(Debug, Serialize, FromRow, utoipa::ToSchema)]
+pub struct Revenue {
+    pub currency: String,
+    /// Monthly recurring revenue of paid subscriptions in good standing (yearly prices / 12).
+    pub cents: i64,
+}
+
+#[derive(Debug, Serialize, FromRow, utoipa::ToSchema)]
+pub struct InvoiceTotals {
+    pub count: i64,
+    pub paid_cents: i64,
+    pub open_cents: i64,
+}
+
+/// The platform's billing (ADMIN-007).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BillingSummary {
+    pub subscriptions_by_plan: Vec<PlanCount>,
+    pub mrr: Vec<Revenue>,
+    pub past_due: i64,
+    /// Paid subscriptions that end at the period's end.
+    pub canceling: i64,
+    /// Invoices created in the last 30 days.
+    pub invoices_30d: InvoiceTotals,
+}
+
+#[utoipa::path(get, path = "/api/v1/platform/billing", tag = "platform", security(("bearer" = [])),
+    responses((status = 200, body = BillingSummary), (status = 403, body = Problem)))]
+pub async fn platform_summary(
+    State(state): State<AppState>,
+    _admin: PlatformAdmin,
+) -> ApiResult<Json<BillingSummary>> {
+    let db = &state.db;
+    Ok(Json(BillingSummary {
+        subscriptions_by_plan: sqlx::query_as(
+            "select s.provider, p.key as plan_key, p.name as plan_name, s.status, count(*) as count \
+             from tenant_subscriptions s join plans p on p.id = s.plan_id \
+             group by s.provider, p.key, p.name, p.rank, s.status order by s.provider, p.rank, s.status",
+        )
+        .fetch_all(db)
+        .await?,
+        mrr: sqlx::query_as(
+            "select p.currency, sum(case p.billing_interval when 'year' then p.price_cents / 12 \
+                                     else p.price_cents end)::bigint as cents \
+             from tenant_subscriptions s join plans p on p.id = s.plan_id \
+             where s.source = 'checkout' and s.status in ('active', 'trialing', 'past_due') \
+               and p.price_cents is not null \
+             group by p.currency order by p.currency",
+        )
+        .fetch_all(db)
+        .await?,
+        past_due: sqlx::query_scalar(
+            "select count(*) from tenant_subscriptions where status = 'past_due'",
+        )
+        .fetch_one(db)
+        .await?,
+        canceling: sqlx::query_scalar(
+            "select count(*) from tenant_subscriptions where cancel_at_period_end",
+        )
+        .fetch_one(db)
+        .await?,
+        invoices_30d: sqlx::query_as(
+            "select count(*) as count, \
+                    coalesce(sum(amount_paid), 0)::bigint as paid_cents, \
+                    coalesce(sum(amount_due - amount_paid) filter (where status = 'open'), 0)::bigint as open_cents \
+             from billing_invoices where created > now() - interval '30 days'",
+        )
+        .fetch_one(db)
+        .await?,
+    }))
+}

@@ -1,0 +1,493 @@
+//! Billing through Stripe: checkout, webhooks, plan changes, cancellation, the portal, invoices
+//! and the upcoming invoice, against the loopback Stripe peer (BILL-001..010, PROV-006/008,
+//! ADMIN-007).
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use workflowops_tests::stripe::{PeerPrice, StripePeer, StripePeerConfig};
+use workflowops_tests::{TenantFixture, TestApp};
+
+const PRO: &str = "price_pro_monthly";
+const AGENCY: &str = "price_agency_monthly";
+
+struct Billing {
+    app: TestApp,
+    stripe: StripePeer,
+    acme: TenantFixture,
+}
+
+/// The app selling n8n Pro ($299) and Agency ($999) through the Stripe peer, whose webhooks
+/// reach the app; tenant `acme` on the free plan.
+async fn billing() -> Billing {
+    let stripe = StripePeer::start(StripePeerConfig {
+        prices: vec![
+            PeerPrice::new(PRO, 29_900, "usd", "month"),
+            PeerPrice::new(AGENCY, 99_900, "usd", "month"),
+        ],
+        ..StripePeerConfig::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("stripe peer: {e}"));
+    let client = billing::Stripe::new(billing::StripeConfig {
+        secret_key: SecretString::from(stripe.secret_key().to_owned()),
+        api_base: Some(stripe.base_url()),
+        webhook_secret: Some(SecretString::from(stripe.webhook_secret().to_owned())),
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let app = TestApp::spawn_with(|c| c.stripe = Some(client)).await;
+    stripe.set_webhook_url(&format!("{}/api/v1/billing/webhook", app.base));
+    for (key, price, cents) in [("pro", PRO, 29_900), ("agency", AGENCY, 99_900)] {
+        sqlx::query(
+            "update plans set stripe_price_id = $2, price_cents = $3 where provider = 'n8n' and key = $1",
+        )
+        .bind(key)
+        .bind(price)
+        .bind(cents)
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let acme = app.tenant_on("acme", "free").await;
+    Billing { app, stripe, acme }
+}
+
+fn n8n_subscription(subs: &Value) -> Value {
+    subs.as_array()
+        .and_then(|s| s.iter().find(|s| s["provider"] == "n8n"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no n8n subscription in {subs}"))
+}
+
+impl Billing {
+    async fn subscription(&self) -> Value {
+        let subs = self
+            .app
+            .get("/api/v1/subscriptions", &self.acme.admin)
+            .await;
+        n8n_subscription(&subs.body)
+    }
+
+    /// Buys `plan` through checkout and pays on Stripe's page; returns the `sub_…` id.
+    async fn buy(&self, plan: &str) -> String {
+        let started = self
+            .app
+            .post(
+                "/api/v1/billing/checkout",
+                &self.acme.admin,
+                &json!({"provider": "n8n", "plan": plan}),
+            )
+            .await;
+        assert_eq!(started.status, 201, "{}", started.body);
+        let session = started.body["session_id"].as_str().unwrap_or_default();
+        self.stripe
+            .complete_checkout(session)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .subscription
+    }
+
+    fn deliveries_ok(&self) {
+        for e in self.stripe.events() {
+            assert_eq!(e.status, Some(200), "{} {}: {:?}", e.kind, e.id, e.error);
+        }
+    }
+}
+
+// BILL-002, BILL-007, BILL-008, PROV-008, BILL-001, BILL-005, PROV-006
+#[tokio::test]
+async fn a_plan_bought_through_checkout_applies_when_stripe_confirms_it() {
+    let b = billing().await;
+    let (app, acme) = (&b.app, &b.acme);
+    let overview = app.get("/api/v1/billing", &acme.admin).await;
+    assert_eq!(overview.status, 200, "{}", overview.body);
+    assert_eq!(
+        (
+            overview.body["stripe_enabled"].as_bool(),
+            overview.body["has_customer"].as_bool()
+        ),
+        (Some(true), Some(false))
+    );
+    let viewer = app.member(acme, domain::Role::Viewer).await;
+    assert_eq!(app.get("/api/v1/billing", &viewer).await.status, 403);
+
+    let started = app
+        .post(
+            "/api/v1/billing/checkout",
+            &acme.admin,
+            &json!({"provider": "n8n", "plan": "pro"}),
+        )
+        .await;
+    assert_eq!(started.status, 201, "{}", started.body);
+    let url = started.body["url"].as_str().unwrap_or_default();
+    assert!(
+        url.starts_with(&format!("{}/checkout/", b.stripe.base_url())),
+        "{url}"
+    );
+    // Stripe got our tenant, the plan and where to come back to.
+    let sent = b
+        .stripe
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/v1/checkout/sessions")
+        .unwrap_or_else(|| panic!("no checkout request"));
+    assert_eq!(sent.param("line_items[0][price]").as_deref(), Some(PRO));
+    assert_eq!(sent.param("client_reference_id"), Some(acme.id.to_string()));
+    assert_eq!(
+        sent.param("success_url"),
+        Some(format!("{}/billing?checkout=success", app.base))
+    );
+    // Nothing changes before Stripe says it was paid.
+    assert_eq!(b.subscription().await["plan_key"], "free");
+
+    let session = started.body["session_id"].as_str().unwrap_or_default();
+    let paid = b
+        .stripe
+        .complete_checkout(session)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.deliveries_ok();
+    let sub = b.subscription().await;
+    assert_eq!(
+        (
+            sub["plan_key"].as_str(),
+            sub["source"].as_str(),
+            sub["status"].as_str(),
+            sub["stripe_subscription_id"].as_str()
+        ),
+        (
+            Some("pro"),
+            Some("checkout"),
+            Some("active"),
+            Some(paid.subscription.as_str())
+        )
+    );
+    assert!(sub["current_period_end"].is_string(), "{sub}");
+    let ent = app.get("/api/v1/entitlements", &acme.admin).await;
+    assert!(ent.body.to_string().contains("\"plan_key\":\"pro\""));
+    let invoices = app.get("/api/v1/billing/invoices", &acme.admin).await;
+    assert_eq!(invoices.status, 200, "{}", invoices.body);
+    assert_eq!(
+        (
+            invoices.body[0]["stripe_invoice_id"].as_str(),
+            invoices.body[0]["status"].as_str(),
+            invoices.body[0]["amount_paid"].as_i64()
+        ),
+        (Some(paid.invoice.as_str()), Some("paid"), Some(29_900))
+    );
+    let overview = app.get("/api/v1/billing", &acme.admin).await;
+    assert_eq!(overview.body["has_customer"], true);
+
+    // Every event once: sent again, it changes nothing.
+    let first = b.stripe.events()[0].id.clone();
+    let again = b
+        .stripe
+        .resend(&first)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.status, Some(200));
+    let processed: i64 = sqlx::query_scalar("select count(*) from stripe_events where id = $1")
+        .bind(&first)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap_or_default();
+    assert_eq!(processed, 1);
+    let trail = app
+        .get("/api/v1/audit-logs?action=subscription.synced", &acme.admin)
+        .await;
+    assert_eq!(trail.status, 200, "{}", trail.body);
+    assert_eq!(
+        trail.body["items"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        trail.body
+    );
+    assert_eq!(trail.body["items"][0]["actor_label"], "stripe");
+
+    // Buying again, or a plan not sold online, is refused.
+    let twice = app
+        .post(
+            "/api/v1/billing/checkout",
+            &acme.admin,
+            &json!({"provider": "n8n", "plan": "pro"}),
+        )
+        .await;
+    assert_eq!(
+        (twice.status.as_u16(), twice.code()),
+        (409, "already_subscribed")
+    );
+    let custom = app
+        .post(
+            "/api/v1/billing/checkout",
+            &acme.admin,
+            &json!({"provider": "n8n", "plan": "enterprise"}),
+        )
+        .await;
+    assert_eq!(
+        (custom.status.as_u16(), custom.code()),
+        (409, "plan_not_purchasable")
+    );
+
+    // ADMIN-007: the platform's billing.
+    let admin = app.platform_admin().await;
+    let summary = app.get("/api/v1/platform/billing", &admin).await;
+    assert_eq!(summary.status, 200, "{}", summary.body);
+    assert_eq!(
+        summary.body["mrr"],
+        json!([{"currency": "usd", "cents": 29_900}])
+    );
+    assert_eq!(summary.body["invoices_30d"]["paid_cents"], 29_900);
+    assert_eq!(
+        app.get("/api/v1/platform/billing", &acme.admin)
+            .await
+            .status,
+        403
+    );
+}
+
+// BILL-003, BILL-004, BILL-006, BILL-009, BILL-010
+#[tokio::test]
+async fn plans_change_and_cancel_through_stripe_and_the_tenant_returns_to_free() {
+    let b = billing().await;
+    let (app, acme) = (&b.app, &b.acme);
+    let no_plan = app
+        .post(
+            "/api/v1/billing/subscriptions/n8n/cancel",
+            &acme.admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        (no_plan.status.as_u16(), no_plan.code()),
+        (409, "no_paid_subscription")
+    );
+    let nothing = app
+        .post("/api/v1/billing/portal", &acme.admin, &json!({}))
+        .await;
+    assert_eq!(
+        (nothing.status.as_u16(), nothing.code()),
+        (409, "no_billing_account")
+    );
+
+    let sub = b.buy("pro").await;
+    let changed = app
+        .post(
+            "/api/v1/billing/subscriptions/n8n/change",
+            &acme.admin,
+            &json!({"plan": "agency"}),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    assert_eq!(changed.body["plan_key"], "agency");
+    let remote = b.stripe.object(&sub).unwrap_or_default();
+    assert_eq!(
+        remote["items"]["data"][0]["price"]["id"], AGENCY,
+        "{remote}"
+    );
+    let same = app
+        .post(
+            "/api/v1/billing/subscriptions/n8n/change",
+            &acme.admin,
+            &json!({"plan": "agency"}),
+        )
+        .await;
+    assert_eq!((same.status.as_u16(), same.code()), (409, "same_plan"));
+
+    let upcoming = app
+        .get(
+            "/api/v1/billing/subscriptions/n8n/upcoming-invoice",
+            &acme.admin,
+        )
+        .await;
+    assert_eq!(upcoming.status, 200, "{}", upcoming.body);
+    assert_eq!(upcoming.body["currency"], "usd");
+    assert_eq!(upcoming.body["amount_due"], 99_900, "{}", upcoming.body);
+
+    let portal = app
+        .post("/api/v1/billing/portal", &acme.admin, &json!({}))
+        .await;
+    assert_eq!(portal.status, 201, "{}", portal.body);
+    assert!(
+        portal.body["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with(&format!("{}/portal/", b.stripe.base_url()))),
+        "{}",
+        portal.body
+    );
+
+    let cancelled = app
+        .post(
+            "/api/v1/billing/subscriptions/n8n/cancel",
+            &acme.admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    assert_eq!(cancelled.body["cancel_at_period_end"], true);
+    assert_eq!(
+        cancelled.body["plan_key"], "agency",
+        "kept until the period ends"
+    );
+    let resumed = app
+        .post(
+            "/api/v1/billing/subscriptions/n8n/resume",
+            &acme.admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(resumed.status, 200, "{}", resumed.body);
+    assert_eq!(resumed.body["cancel_at_period_end"], false);
+
+    // Cancelled in Stripe's portal: the webhook brings it here.
+    b.stripe
+        .portal_cancel(&sub)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.deliveries_ok();
+    assert_eq!(b.subscription().await["cancel_at_period_end"], true);
+
+    // Ended now: back on the free plan, and Stripe's `deleted` event changes nothing more.
+    let before = b.stripe.events().len();
+    let ended = app
+        .post(
+            "/api/v1/billing/subscriptions/n8n/cancel",
+            &acme.admin,
+            &json!({"at_period_end": false}),
+        )
+        .await;
+    assert_eq!(ended.status, 200, "{}", ended.body);
+    assert_eq!(
+        (
+            ended.body["plan_key"].as_str(),
+            ended.body["source"].as_str()
+        ),
+        (Some("free"), Some("auto"))
+    );
+    b.stripe
+        .wait_for_events(before + 1, Duration::from_secs(10))
+        .await;
+    b.deliveries_ok();
+    assert_eq!(b.subscription().await["plan_key"], "free");
+    let kinds: Vec<String> = b.stripe.events().into_iter().map(|e| e.kind).collect();
+    assert!(
+        kinds.iter().any(|k| k == "customer.subscription.deleted"),
+        "{kinds:?}"
+    );
+}
+
+// BILL-008: only Stripe's signed events count; a failed payment keeps the plan while Stripe retries
+#[tokio::test]
+async fn webhooks_must_be_signed_and_a_failed_payment_marks_the_subscription_past_due() {
+    let b = billing().await;
+    let (app, acme) = (&b.app, &b.acme);
+    let forged = json!({"id": "evt_forged", "object": "event", "type": "customer.subscription.created",
+        "created": 1, "data": {"object": {"id": "sub_x", "metadata": {"tenant_id": acme.id}}}});
+    let unsigned = app
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/billing/webhook",
+            None,
+            Some(&forged),
+        )
+        .await;
+    assert_eq!(
+        (unsigned.status.as_u16(), unsigned.code()),
+        (400, "invalid_signature")
+    );
+    let body = serde_json::to_vec(&forged).unwrap_or_default();
+    let wrong_secret =
+        billing::signature_header(&body, "whsec_not_ours", chrono::Utc::now().timestamp());
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/v1/billing/webhook", app.base))
+        .header("stripe-signature", wrong_secret)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status(), 400);
+
+    let sub = b.buy("pro").await;
+    let invoice = b
+        .stripe
+        .fail_payment(&sub)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.deliveries_ok();
+    let now = b.subscription().await;
+    assert_eq!(
+        (now["status"].as_str(), now["plan_key"].as_str()),
+        (Some("past_due"), Some("pro"))
+    );
+    let pipeline = app
+        .post(
+            "/api/v1/pipelines",
+            &acme.admin,
+            &json!({"name": "r", "provider": "n8n", "stages": []}),
+        )
+        .await;
+    assert_ne!(
+        pipeline.code(),
+        "feature_not_in_plan",
+        "past due keeps the plan"
+    );
+    let invoices = app.get("/api/v1/billing/invoices", &acme.admin).await;
+    let open = invoices
+        .body
+        .as_array()
+        .and_then(|i| {
+            i.iter()
+                .find(|i| i["stripe_invoice_id"] == invoice.as_str())
+        })
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(open["status"], "open", "{}", invoices.body);
+    b.stripe.renew(&sub).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(b.subscription().await["status"], "active");
+
+    // Stripe failing is a 503 that names no key; the tenant's state is untouched.
+    b.stripe.fail_next(1, 500);
+    let down = app
+        .post("/api/v1/billing/portal", &acme.admin, &json!({}))
+        .await;
+    assert_eq!(down.status, 503, "{}", down.body);
+    assert!(!down.body.to_string().contains(b.stripe.secret_key()));
+}
+
+// Billing off: plans can still be assigned, nothing is sold
+#[tokio::test]
+async fn without_stripe_nothing_is_sold_and_the_webhook_is_not_there() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant_on("acme", "free").await;
+    let checkout = app
+        .post(
+            "/api/v1/billing/checkout",
+            &acme.admin,
+            &json!({"provider": "n8n", "plan": "pro"}),
+        )
+        .await;
+    assert_eq!(
+        (checkout.status.as_u16(), checkout.code()),
+        (409, "billing_not_configured")
+    );
+    let bad = app
+        .post(
+            "/api/v1/billing/checkout",
+            &acme.admin,
+            &json!({"provider": "zapier", "plan": "pro"}),
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    let hook = app
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/billing/webhook",
+            None,
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(hook.status, 404);
+    let overview = app.get("/api/v1/billing", &acme.admin).await;
+    assert_eq!(overview.body["stripe_enabled"], false);
+}
