@@ -594,6 +594,15 @@ pub async fn overrides(db: impl PgExecutor<'_>, tenant_id: Uuid) -> Result<Vec<O
     .await?)
 }
 
+/// Every override of every tenant (the platform's views resolve many tenants at once).
+pub async fn all_overrides(db: impl PgExecutor<'_>) -> Result<Vec<Override>> {
+    Ok(sqlx::query_as(sqlf!(
+        "select {OVERRIDE_COLUMNS} from tenant_feature_overrides"
+    ))
+    .fetch_all(db)
+    .await?)
+}
+
 /// Loads what [`resolve`] needs for one tenant (four small queries on one connection).
 pub async fn load(db: &mut sqlx::PgConnection, tenant_id: Uuid) -> Result<Inputs> {
     let providers = providers(&mut *db).await?;

@@ -481,6 +481,80 @@ pub struct EnvironmentType {
     pub created_at: DateTime<Utc>,
 }
 
+/// A type every new tenant starts with (ADMIN-015).
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+pub struct PlatformType {
+    pub key: String,
+    pub label: String,
+    pub class: EnvironmentClass,
+    pub sort_order: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn platform_types(db: impl PgExecutor<'_>) -> Result<Vec<PlatformType>> {
+    Ok(sqlx::query_as(
+        "select key, label, class, sort_order, created_at from platform_environment_types \
+         order by sort_order, key",
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// Adds a platform type (409 `type_exists` for a key in use); with `to_existing`, also to every
+/// tenant without a type of that key. Returns it and how many tenants got it.
+pub async fn create_platform_type(
+    db: &mut PgConnection,
+    key: &str,
+    label: &str,
+    class: EnvironmentClass,
+    sort_order: i32,
+    to_existing: bool,
+) -> Result<(PlatformType, u64)> {
+    let created: PlatformType = sqlx::query_as(
+        "insert into platform_environment_types (key, label, class, sort_order) \
+         values ($1, $2, $3, $4) returning key, label, class, sort_order, created_at",
+    )
+    .bind(key)
+    .bind(label)
+    .bind(class)
+    .bind(sort_order)
+    .fetch_one(&mut *db)
+    .await
+    .map_err(|e| match unique_violation(&e) {
+        Some(_) => Error::conflict("type_exists", format!("a platform type `{key}` exists")),
+        None => e.into(),
+    })?;
+    let copied = if to_existing {
+        sqlx::query(
+            "insert into environment_types (id, tenant_id, key, label, class, sort_order) \
+             select gen_random_uuid(), t.id, $1, $2, $3, $4 from tenants t \
+             on conflict (tenant_id, key) do nothing",
+        )
+        .bind(key)
+        .bind(label)
+        .bind(class)
+        .bind(sort_order)
+        .execute(&mut *db)
+        .await?
+        .rows_affected()
+    } else {
+        0
+    };
+    Ok((created, copied))
+}
+
+/// Removes a platform type; tenants keep their copies.
+pub async fn delete_platform_type(db: impl PgExecutor<'_>, key: &str) -> Result<PlatformType> {
+    sqlx::query_as(
+        "delete from platform_environment_types where key = $1 \
+         returning key, label, class, sort_order, created_at",
+    )
+    .bind(key)
+    .fetch_optional(db)
+    .await?
+    .ok_or(Error::not_found("environment type"))
+}
+
 pub async fn list_types(db: impl PgExecutor<'_>, tenant_id: Uuid) -> Result<Vec<EnvironmentType>> {
     Ok(sqlx::query_as(
         "select id, key, label, class, sort_order, created_at from environment_types \

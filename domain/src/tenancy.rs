@@ -52,10 +52,19 @@ pub struct TenantMembership {
 
 const TENANT_COLUMNS: &str = "id, name, slug, member_limit, environment_limit, created_at";
 
-/// Creates a tenant, subscribed to every provider's default (free) plan (PROV-010).
+/// Creates a tenant, subscribed to every provider's default (free) plan (PROV-010), with the
+/// platform's environment types (ADMIN-015).
 pub async fn create_tenant(db: impl PgExecutor<'_>, name: &str, slug: &str) -> Result<Tenant> {
     sqlx::query_as(sqlf!(
-        "with t as (insert into tenants (id, name, slug) values ($1, $2, $3)                     returning {TENANT_COLUMNS}),               s as (insert into tenant_subscriptions (id, tenant_id, provider, plan_id, status, source)                     select gen_random_uuid(), t.id, p.provider, p.id, 'active', 'auto'                     from t, plans p where p.is_default and p.active)          select * from t"
+        "with t as (insert into tenants (id, name, slug) values ($1, $2, $3) \
+                    returning {TENANT_COLUMNS}), \
+              s as (insert into tenant_subscriptions (id, tenant_id, provider, plan_id, status, source) \
+                    select gen_random_uuid(), t.id, p.provider, p.id, 'active', 'auto' \
+                    from t, plans p where p.is_default and p.active), \
+              e as (insert into environment_types (id, tenant_id, key, label, class, sort_order) \
+                    select gen_random_uuid(), t.id, x.key, x.label, x.class, x.sort_order \
+                    from t, platform_environment_types x) \
+         select * from t"
     ))
     .bind(new_id())
     .bind(name.trim())
@@ -128,17 +137,35 @@ pub async fn list_tenants(
     query: Option<&str>,
     page: PageRequest,
 ) -> Result<Page<Tenant>> {
+    list_tenants_filtered(db, query, None, None, page).await
+}
+
+/// [`list_tenants`], also filtered by a plan key and a subscription status held for any
+/// provider (ADMIN-001).
+pub async fn list_tenants_filtered(
+    db: impl PgExecutor<'_>,
+    query: Option<&str>,
+    plan: Option<&str>,
+    status: Option<&str>,
+    page: PageRequest,
+) -> Result<Page<Tenant>> {
     let pattern = query.map(|q| format!("%{}%", escape_like(q)));
     let rows = sqlx::query_as(sqlf!(
-        "select {TENANT_COLUMNS} from tenants \
+        "select {TENANT_COLUMNS} from tenants t \
          where ($1::uuid is null or id < $1) \
            and ($2::text is null or name ilike $2 or slug ilike $2 or id::text = $3) \
+           and ($5::text is null and $6::text is null or exists ( \
+                select 1 from tenant_subscriptions s join plans p on p.id = s.plan_id \
+                where s.tenant_id = t.id and ($5::text is null or p.key = $5) \
+                  and ($6::text is null or s.status = $6))) \
          order by id desc limit $4"
     ))
     .bind(page.after)
     .bind(pattern)
     .bind(query)
     .bind(page.fetch_limit())
+    .bind(plan)
+    .bind(status)
     .fetch_all(db)
     .await?;
     Ok(Page::from_rows(rows, page, |t: &Tenant| t.id))

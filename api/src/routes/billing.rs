@@ -453,6 +453,7 @@ pub async fn resume(
     ctx: TenantCtx<perm::AccessBilling>,
     ApiPath(provider): ApiPath<String>,
 ) -> ApiResult<Json<Subscription>> {
+    ctx.principal.refuse_impersonation("resuming the plan")?;
     let stripe = stripe(&state)?;
     let tenant_id = ctx.tenant_id();
     let current = paid_subscription(&state, tenant_id, &provider).await?;

@@ -94,6 +94,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(plans::delete_override))
         .routes(routes!(plans::all_subscriptions))
         .routes(routes!(plans::denials))
+        .routes(routes!(
+            plans::list_platform_types,
+            plans::create_platform_type
+        ))
+        .routes(routes!(plans::delete_platform_type))
         .routes(routes!(support::list_tickets, support::create_ticket))
         .routes(routes!(support::get_ticket))
         .routes(routes!(support::reply))

@@ -797,3 +797,116 @@ pub async fn denials(
         .await?,
     ))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Platform: environment types every tenant starts with (ADMIN-015)
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformTypeRequest {
+    /// A short key, e.g. `uat`.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{1,62}$")]
+    pub key: String,
+    #[schema(min_length = 1, max_length = 100)]
+    pub label: String,
+    /// The class that decides this type's policies.
+    pub class: domain::environments::EnvironmentClass,
+    #[serde(default)]
+    pub sort_order: i32,
+    /// Also add it to every existing tenant that has no type with this key (default false: new
+    /// tenants only).
+    #[serde(default)]
+    pub apply_to_existing: bool,
+}
+
+impl Validate for PlatformTypeRequest {
+    fn validate(&self) -> Result<(), domain::Error> {
+        let mut v = Validator::new();
+        v.slug("key", &self.key);
+        v.text("label", &self.label, 1, 100);
+        v.finish()
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PlatformTypeCreated {
+    #[serde(flatten)]
+    pub environment_type: domain::environments::PlatformType,
+    /// Existing tenants it was added to.
+    pub tenants_updated: u64,
+}
+
+/// The environment types every new tenant starts with.
+#[utoipa::path(get, path = "/api/v1/platform/environment-types", tag = "platform", security(("bearer" = [])),
+    responses((status = 200, body = Vec<domain::environments::PlatformType>), (status = 403, body = Problem)))]
+pub async fn list_platform_types(
+    State(state): State<AppState>,
+    _admin: PlatformAdmin,
+) -> ApiResult<Json<Vec<domain::environments::PlatformType>>> {
+    Ok(Json(domain::environments::platform_types(&state.db).await?))
+}
+
+/// Add an environment type for every new tenant, and optionally every existing one (ADMIN-015).
+#[utoipa::path(post, path = "/api/v1/platform/environment-types", tag = "platform", security(("bearer" = [])),
+    request_body = PlatformTypeRequest,
+    responses((status = 201, body = PlatformTypeCreated), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create_platform_type(
+    State(state): State<AppState>,
+    admin: PlatformAdmin,
+    ApiJson(req): ApiJson<PlatformTypeRequest>,
+) -> ApiResult<(StatusCode, Json<PlatformTypeCreated>)> {
+    let mut tx = state.db.begin().await?;
+    let (created, tenants_updated) = domain::environments::create_platform_type(
+        &mut tx,
+        &req.key,
+        req.label.trim(),
+        req.class,
+        req.sort_order,
+        req.apply_to_existing,
+    )
+    .await?;
+    Entry::new(
+        None,
+        &admin.actor(),
+        "platform.environment_type_created",
+        "environment_type",
+    )
+    .target(&created.key)
+    .new_value(&json!({"type": created, "tenants_updated": tenants_updated}))
+    .record(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(PlatformTypeCreated {
+            environment_type: created,
+            tenants_updated,
+        }),
+    ))
+}
+
+/// Stop giving new tenants a type (tenants keep theirs).
+#[utoipa::path(delete, path = "/api/v1/platform/environment-types/{key}", tag = "platform", security(("bearer" = [])),
+    params(("key" = String, Path, description = "The type's key")),
+    responses((status = 204, description = "Removed"), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn delete_platform_type(
+    State(state): State<AppState>,
+    admin: PlatformAdmin,
+    ApiPath(key): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    let mut tx = state.db.begin().await?;
+    let removed = domain::environments::delete_platform_type(&mut *tx, &key).await?;
+    Entry::new(
+        None,
+        &admin.actor(),
+        "platform.environment_type_removed",
+        "environment_type",
+    )
+    .target(&key)
+    .old(&removed)
+    .record(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

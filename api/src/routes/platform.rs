@@ -23,12 +23,17 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery, Validate};
 pub struct TenantQuery {
     /// Search by name, slug or id.
     pub q: Option<String>,
+    /// Only tenants with a subscription to this plan (a plan key: free, pro, …) for any provider.
+    pub plan: Option<String>,
+    /// Only tenants with a subscription in this status (active, past_due, canceled, …).
+    pub status: Option<String>,
     pub cursor: Option<String>,
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
-/// Every tenant, newest first, searchable (PLAT-004, PLAT-011).
+/// Every tenant, newest first, searchable and filtered by plan and subscription status
+/// (PLAT-004, PLAT-011, ADMIN-001).
 #[utoipa::path(get, path = "/api/v1/platform/tenants", tag = "platform", security(("bearer" = [])), params(TenantQuery),
     responses((status = 200, body = Page<Tenant>), (status = 403, body = Problem)))]
 pub async fn list_tenants(
@@ -37,8 +42,21 @@ pub async fn list_tenants(
     ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult<Json<Page<Tenant>>> {
     let page = domain::page::PageRequest::parse(q.cursor.as_deref(), q.limit)?;
-    let query = q.q.as_deref().map(str::trim).filter(|s| !s.is_empty());
-    Ok(Json(tenancy::list_tenants(&state.db, query, page).await?))
+    let query = non_empty(q.q.as_deref());
+    Ok(Json(
+        tenancy::list_tenants_filtered(
+            &state.db,
+            query,
+            non_empty(q.plan.as_deref()),
+            non_empty(q.status.as_deref()),
+            page,
+        )
+        .await?,
+    ))
+}
+
+fn non_empty(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|s| !s.is_empty())
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -46,9 +64,12 @@ pub struct TenantDetail {
     #[serde(flatten)]
     pub tenant: Tenant,
     pub member_count: i64,
+    /// One per provider (ADMIN-002, ADMIN-005).
+    pub subscriptions: Vec<domain::entitlements::Subscription>,
 }
 
-/// One tenant with its member count.
+/// One tenant with its member count and subscriptions (usage: `…/usage`; entitlements:
+/// `…/entitlements`).
 #[utoipa::path(get, path = "/api/v1/platform/tenants/{tenant_id}", tag = "platform", security(("bearer" = [])),
     params(("tenant_id" = Uuid, Path, description = "The tenant's id")),
     responses((status = 200, body = TenantDetail), (status = 404, body = Problem)))]
@@ -65,6 +86,7 @@ pub async fn get_tenant(
     Ok(Json(TenantDetail {
         tenant,
         member_count,
+        subscriptions: domain::entitlements::subscriptions(&state.db, tenant_id).await?,
     }))
 }
 

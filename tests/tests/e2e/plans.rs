@@ -623,3 +623,103 @@ async fn the_audit_log_is_kept_as_long_as_the_plan_says() {
     left.sort();
     assert_eq!(left, expected);
 }
+
+// ADMIN-015
+#[tokio::test]
+async fn platform_environment_types_reach_new_tenants_and_optionally_existing_ones() {
+    let app = TestApp::spawn().await;
+    let admin = app.platform_admin().await;
+    let old = app.tenant("oldco").await;
+    let path = "/api/v1/platform/environment-types";
+    for (body, field) in [
+        (
+            json!({"key": "UAT!", "label": "UAT", "class": "staging"}),
+            "key",
+        ),
+        (
+            json!({"key": "uat", "label": "", "class": "staging"}),
+            "label",
+        ),
+    ] {
+        let res = app.post(path, &admin, &body).await;
+        assert_eq!(res.status, 422, "{body}: {}", res.body);
+        assert!(res.body.to_string().contains(field), "{}", res.body);
+    }
+    let wrong_class = app
+        .post(
+            path,
+            &admin,
+            &json!({"key": "uat", "label": "UAT", "class": "qa"}),
+        )
+        .await;
+    assert_eq!(wrong_class.status, 422, "{}", wrong_class.body);
+    assert_eq!(
+        app.post(
+            path,
+            &old.admin,
+            &json!({"key": "uat", "label": "UAT", "class": "staging"})
+        )
+        .await
+        .status,
+        403
+    );
+
+    let new_only = app
+        .post(
+            path,
+            &admin,
+            &json!({"key": "uat", "label": "User acceptance", "class": "staging", "sort_order": 2}),
+        )
+        .await;
+    assert_eq!(new_only.status, 201, "{}", new_only.body);
+    assert_eq!(new_only.body["tenants_updated"], 0);
+    let everyone = app
+        .post(
+            path,
+            &admin,
+            &json!({"key": "hotfix", "label": "Hotfix", "class": "production", "apply_to_existing": true}),
+        )
+        .await;
+    assert_eq!(everyone.status, 201, "{}", everyone.body);
+    assert!(
+        everyone.body["tenants_updated"].as_u64() >= Some(2),
+        "{}",
+        everyone.body
+    );
+    let again = app
+        .post(
+            path,
+            &admin,
+            &json!({"key": "uat", "label": "x", "class": "dev"}),
+        )
+        .await;
+    assert_eq!((again.status.as_u16(), again.code()), (409, "type_exists"));
+
+    let keys = |body: &Value| -> Vec<String> {
+        body.as_array()
+            .map(|t| {
+                t.iter()
+                    .filter_map(|t| t["key"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let old_types = app.get("/api/v1/environment-types", &old.admin).await;
+    assert_eq!(keys(&old_types.body), ["hotfix"]);
+    let new = app.tenant("newco").await;
+    let new_types = app.get("/api/v1/environment-types", &new.admin).await;
+    assert_eq!(keys(&new_types.body), ["hotfix", "uat"]);
+    assert_eq!(new_types.body[1]["class"], "staging");
+
+    let removed = app.delete(&format!("{path}/uat"), &admin).await;
+    assert_eq!(removed.status, 204);
+    assert_eq!(app.delete(&format!("{path}/uat"), &admin).await.status, 404);
+    let listed = app.get(path, &admin).await;
+    assert_eq!(keys(&listed.body), ["hotfix"]);
+    let kept = app.get("/api/v1/environment-types", &new.admin).await;
+    assert_eq!(
+        keys(&kept.body),
+        ["hotfix", "uat"],
+        "tenants keep their copies"
+    );
+}

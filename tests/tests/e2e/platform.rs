@@ -23,8 +23,31 @@ async fn a_platform_admin_lists_and_searches_every_tenant() {
         .get(&format!("/api/v1/platform/tenants/{id}"), &admin)
         .await;
     assert_eq!(detail.body["member_count"], 1);
+    assert_eq!(detail.body["subscriptions"][0]["plan_key"], "enterprise");
     let wildcard = app.get("/api/v1/platform/tenants?q=%25", &admin).await;
     assert_eq!(wildcard.body["items"].as_array().map(Vec::len), Some(0));
+
+    // ADMIN-001: by plan and by subscription status.
+    app.tenant_on("initech", "pro").await;
+    let pro = app.get("/api/v1/platform/tenants?plan=pro", &admin).await;
+    assert_eq!(pro.status, 200, "{}", pro.body);
+    let slugs: Vec<&str> = pro.body["items"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|t| t["slug"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(slugs, ["initech"]);
+    sqlx::query("update tenant_subscriptions s set status = 'past_due' from tenants t where t.id = s.tenant_id and t.slug = 'acme' and s.provider = 'n8n'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let late = app
+        .get(
+            "/api/v1/platform/tenants?status=past_due&plan=enterprise",
+            &admin,
+        )
+        .await;
+    assert_eq!(late.body["items"][0]["slug"], "acme", "{}", late.body);
+    assert_eq!(late.body["items"].as_array().map(Vec::len), Some(1));
 }
 
 #[tokio::test]
