@@ -122,8 +122,10 @@ pub async fn overview(
 #[serde(deny_unknown_fields)]
 pub struct CheckoutBody {
     /// n8n or make.
+    #[schema(pattern = "^(n8n|make)$")]
     pub provider: String,
     /// The plan's key (e.g. `pro`); it must be sold by checkout.
+    #[schema(min_length = 1, max_length = 40)]
     pub plan: String,
 }
 
@@ -336,6 +338,7 @@ async fn paid_subscription(
 #[serde(deny_unknown_fields)]
 pub struct ChangeBody {
     /// The new plan's key; it must be sold by checkout.
+    #[schema(min_length = 1, max_length = 40)]
     pub plan: String,
 }
 

@@ -248,19 +248,28 @@ fn check_plan_fields(
 #[serde(deny_unknown_fields)]
 pub struct CreatePlanRequest {
     /// n8n or make.
+    #[schema(pattern = "^(n8n|make)$")]
     pub provider: String,
     /// Lowercase letters, digits, `-` and `_`, 2-40 characters; unique per provider.
+    #[schema(pattern = "^[a-z][a-z0-9_-]{1,39}$")]
     pub key: String,
     #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     pub description: Option<String>,
     /// Minor units per interval; null: custom pricing.
+    #[schema(minimum = 0, maximum = 100_000_000)]
     pub price_cents: Option<i32>,
+    /// Lowercase ISO 4217 (default usd).
+    #[schema(pattern = "^[a-z]{3}$")]
     pub currency: Option<String>,
     /// month (default) or year.
+    #[schema(pattern = "^(month|year)$")]
     pub billing_interval: Option<String>,
+    /// A Stripe price id (`price_…`).
+    #[schema(pattern = "^price_[A-Za-z0-9_]+$", max_length = 255)]
     pub stripe_price_id: Option<String>,
     pub public: Option<bool>,
+    #[schema(minimum = 0, maximum = 1000)]
     pub rank: Option<i32>,
     /// Feature → value; features left out are off (flags) or 0 (limits).
     #[schema(value_type = Object)]
@@ -551,8 +560,10 @@ pub async fn tenant_entitlements(
 #[serde(deny_unknown_fields)]
 pub struct AssignPlanRequest {
     /// The plan's key for this provider (e.g. `enterprise`).
+    #[schema(min_length = 1, max_length = 40)]
     pub plan: String,
     /// Why (kept in the audit trail), 3-500 characters.
+    #[schema(min_length = 3, max_length = 500)]
     pub reason: String,
 }
 
@@ -607,13 +618,16 @@ pub async fn assign_plan(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OverrideRequest {
+    #[schema(value_type = Feature)]
     pub feature: String,
-    /// n8n or make; omitted or null: every provider.
+    /// n8n or make; omitted or null: every provider (tenant-wide features: leave it out).
+    #[schema(pattern = "^(n8n|make)$")]
     pub provider: Option<String>,
     /// true/false for flags; a number, or null for unlimited, for limits.
     #[schema(value_type = Object)]
     pub value: Value,
     /// Why (kept with it and in the audit trail), 3-500 characters.
+    #[schema(min_length = 3, max_length = 500)]
     pub reason: String,
     /// When it lapses (ENT-009); omitted: until removed. Must be in the future.
     pub expires_at: Option<DateTime<Utc>>,
