@@ -38,12 +38,27 @@ function showError(scope, message) {
 
 // A form's fields as JSON: checkboxes as booleans, numbers as numbers, multi-selects,
 // comma- or newline-separated `data-list` fields and `data-list` checkbox groups (the values
-// checked) as arrays, empty fields left out.
+// checked) as arrays, empty fields left out. Typed fields: `data-empty-null` sends an empty
+// field as null, `data-cents` an amount in currency units as minor units, `data-json` its value
+// parsed as JSON (the text when it is not), `data-datetime` a local date-time as an RFC 3339
+// instant; `data-feature="key"` fields (of a plan's column) go to `features` (checkboxes as
+// flags, numbers as limits, empty: null, unlimited).
 function formBody(form) {
   const body = {};
   for (const el of form.elements) {
+    if (el.dataset.feature !== undefined && !el.disabled) {
+      body.features ??= {};
+      body.features[el.dataset.feature] = el.type === "checkbox" ? el.checked : (el.value === "" ? null : Number(el.value));
+      continue;
+    }
     if (!el.name || el.disabled) continue;
-    if (el.type === "checkbox" && el.dataset.list !== undefined) {
+    if (el.dataset.emptyNull !== undefined && el.value === "") body[el.name] = null;
+    else if (el.dataset.cents !== undefined) { if (el.value !== "") body[el.name] = Math.round(Number(el.value) * 100); }
+    else if (el.dataset.json !== undefined) {
+      if (el.value !== "") { try { body[el.name] = JSON.parse(el.value); } catch { body[el.name] = el.value; } }
+    }
+    else if (el.dataset.datetime !== undefined) { if (el.value !== "") body[el.name] = new Date(el.value).toISOString(); }
+    else if (el.type === "checkbox" && el.dataset.list !== undefined) {
       body[el.name] ??= [];
       if (el.checked) body[el.name].push(el.value);
     }
@@ -68,6 +83,7 @@ async function act(el, body) {
       document.getElementById("secret-value").textContent = data.secret;
       document.getElementById("secret").hidden = false;
     }
+    else if (then === "redirect-url" && data?.url) { location.href = data.url; }
     else if (then.startsWith("go:")) { location.href = then.slice(3).replace("{id}", data?.id ?? ""); }
     else if (then === "saved") { const m = el.querySelector("[data-saved]"); if (m) { m.hidden = false; } }
     else if (then === "test-result" && data) {
@@ -454,4 +470,40 @@ document.addEventListener("change", async (ev) => {
     input.disabled = false;
     if (progress) progress.hidden = true;
   }
+});
+
+// Plans & billing: the upcoming invoice of a subscription (BILL-010), fetched when asked for and
+// shown under its button: each line, then the total and when it is due.
+const money = (cents, currency) => {
+  try { return new Intl.NumberFormat(undefined, { style: "currency", currency: (currency || "usd").toUpperCase() }).format(cents / 100); }
+  catch { return `${(cents / 100).toFixed(2)} ${(currency || "").toUpperCase()}`; }
+};
+document.addEventListener("click", async (ev) => {
+  const el = ev.target.closest("button[data-upcoming]");
+  if (!el || el.disabled) return;
+  ev.preventDefault();
+  const out = el.closest("section")?.querySelector("[data-upcoming-out]");
+  if (!out) return;
+  el.setAttribute("aria-busy", "true");
+  try {
+    const inv = await api("GET", el.dataset.upcoming);
+    const table = document.createElement("table");
+    table.className = "upcoming-invoice";
+    table.innerHTML = "<thead><tr><th>Upcoming invoice</th><th>Amount</th></tr></thead>";
+    const body = document.createElement("tbody");
+    for (const line of inv.lines ?? []) {
+      const tr = document.createElement("tr");
+      tr.append(cell(line.description ?? ""), cell(money(line.amount, inv.currency)));
+      body.append(tr);
+    }
+    const total = document.createElement("tr");
+    const end = typeof inv.period_end === "number" ? new Date(inv.period_end * 1000) : (inv.period_end ? new Date(inv.period_end) : null);
+    const due = end ? ` (period ending ${end.toLocaleDateString()})` : "";
+    total.append(cell(`Total${due}`, "strong"), cell(money(inv.amount_due ?? inv.total, inv.currency), "strong"));
+    body.append(total);
+    table.append(body);
+    out.replaceChildren(table);
+    out.hidden = false;
+  } catch (e) { showError(el, e.message); }
+  finally { el.removeAttribute("aria-busy"); }
 });

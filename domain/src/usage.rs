@@ -94,20 +94,73 @@ pub struct AtLimit {
     pub limits: Vec<String>,
 }
 
-/// Tenants at a limit; `max_environments` is the server's default environment limit.
-pub async fn at_limit(db: impl PgExecutor<'_>, max_environments: i64) -> Result<Vec<AtLimit>> {
-    Ok(sqlx::query_as(sqlf!(
-        "select u.*, array_remove(array[ \
-             case when u.member_limit is not null and u.members + u.open_invitations >= u.member_limit then 'members' end, \
-             case when u.environments >= coalesce(u.environment_limit, $1) then 'environments' end], null) as limits \
-         from ({USAGE}) u \
-         where (u.member_limit is not null and u.members + u.open_invitations >= u.member_limit) \
-            or u.environments >= coalesce(u.environment_limit, $1) \
-         order by u.slug"
-    ))
-    .bind(max_environments)
-    .fetch_all(db)
-    .await?)
+/// Tenants at a limit (ADMIN-011): seats against the tenant's own limit or its plan's, and
+/// each provider's environments against the tenant's own limit or its plan's (an unlimited plan
+/// capped at the server's `max_environments`). Five queries for the whole platform; the plans
+/// are resolved in memory as [`entitlements::resolve`] does for one tenant.
+pub async fn at_limit(db: &mut sqlx::PgConnection, max_environments: i64) -> Result<Vec<AtLimit>> {
+    use std::collections::HashMap;
+
+    use crate::entitlements::{self, Feature, Inputs, Override, Plan, Subscription};
+
+    let usages: Vec<TenantUsage> = sqlx::query_as(sqlf!("{USAGE} order by t.slug"))
+        .fetch_all(&mut *db)
+        .await?;
+    let per_provider: Vec<(Uuid, String, i64)> = sqlx::query_as(
+        "select tenant_id, provider, count(*) from environments group by tenant_id, provider",
+    )
+    .fetch_all(&mut *db)
+    .await?;
+    let providers = entitlements::providers(&mut *db).await?;
+    let plans: Vec<Plan> = entitlements::plans(&mut *db, false).await?;
+    let mut subscriptions: HashMap<Uuid, Vec<Subscription>> = HashMap::new();
+    for s in entitlements::all_subscriptions(&mut *db, None, None, None, i64::MAX, 0).await? {
+        subscriptions.entry(s.tenant_id).or_default().push(s);
+    }
+    let mut overrides: HashMap<Uuid, Vec<Override>> = HashMap::new();
+    for o in entitlements::all_overrides(&mut *db).await? {
+        overrides.entry(o.tenant_id).or_default().push(o);
+    }
+    let now = Utc::now();
+    let mut out = Vec::new();
+    for usage in usages {
+        let inputs = Inputs {
+            providers: providers.clone(),
+            plans: plans.clone(),
+            subscriptions: subscriptions.remove(&usage.tenant_id).unwrap_or_default(),
+            overrides: overrides.remove(&usage.tenant_id).unwrap_or_default(),
+        };
+        let ent = entitlements::resolve(usage.tenant_id, &inputs, now);
+        let mut limits = Vec::new();
+        let seats = usage
+            .member_limit
+            .map(i64::from)
+            .or_else(|| ent.limit(Feature::Members, None));
+        if seats.is_some_and(|n| usage.members + usage.open_invitations >= n) {
+            limits.push("members".to_owned());
+        }
+        let full = providers.iter().any(|p| {
+            let used = per_provider
+                .iter()
+                .find(|(t, provider, _)| *t == usage.tenant_id && *provider == p.key)
+                .map_or(0, |(_, _, n)| *n);
+            let limit = usage.environment_limit.map_or_else(
+                || {
+                    ent.limit(Feature::Environments, Some(&p.key))
+                        .map_or(max_environments, |n| n.min(max_environments))
+                },
+                i64::from,
+            );
+            used > 0 && used >= limit
+        });
+        if full {
+            limits.push("environments".to_owned());
+        }
+        if !limits.is_empty() {
+            out.push(AtLimit { usage, limits });
+        }
+    }
+    Ok(out)
 }
 
 /// The platform in numbers (ADMIN-009, PLAT-003).

@@ -107,6 +107,9 @@ impl Job for TakeSnapshot {
     }
 
     async fn run(&self, ctx: &mut RunCtx, input: SnapshotInput) -> Result<Snapshot, JobError> {
+        if input.kind == domain::snapshots::SnapshotKind::AutoBackup {
+            refuse_without_scheduled_backups(ctx, &input).await?;
+        }
         let snapshot = take(&self.deps, ctx, &input, "snapshot").await?;
         ctx.log(
             "info",
@@ -118,6 +121,31 @@ impl Job for TakeSnapshot {
         .await?;
         Ok(snapshot)
     }
+}
+
+/// A schedule set up while the plan had scheduled backups keeps firing after a downgrade; its
+/// runs then fail at once, saying why, instead of backing up what the plan no longer includes.
+async fn refuse_without_scheduled_backups(
+    ctx: &RunCtx,
+    input: &SnapshotInput,
+) -> Result<(), JobError> {
+    use domain::entitlements::{self, Feature};
+    let env = domain::environments::get(ctx.db(), input.tenant_id, input.environment_id)
+        .await
+        .map_err(crate::providers::domain_error)?;
+    let mut conn = ctx.db().acquire().await?;
+    let ent = entitlements::entitlements(&mut conn, input.tenant_id)
+        .await
+        .map_err(crate::providers::domain_error)?;
+    if ent.allows(Feature::ScheduledBackups, Some(&env.provider))
+        && ent.allows(Feature::GitBackup, Some(&env.provider))
+    {
+        return Ok(());
+    }
+    Err(JobError::permanent(
+        "the tenant's plan no longer includes scheduled backups: upgrade, or remove the schedule \
+         from the environment's Git settings",
+    ))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

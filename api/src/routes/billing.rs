@@ -187,7 +187,7 @@ pub async fn checkout(
     ctx: TenantCtx<perm::AccessBilling>,
     ApiJson(req): ApiJson<CheckoutBody>,
 ) -> ApiResult<(StatusCode, Json<CheckoutStarted>)> {
-    ctx.principal.refuse_impersonation("buying a plan")?;
+    refuse_keys(&ctx, "buying a plan")?;
     let stripe = stripe(&state)?;
     let tenant_id = ctx.tenant_id();
     let (plan, price) = purchasable(&state, &req.provider, &req.plan).await?;
@@ -301,8 +301,7 @@ pub async fn portal(
     State(state): State<AppState>,
     ctx: TenantCtx<perm::AccessBilling>,
 ) -> ApiResult<(StatusCode, Json<PortalSession>)> {
-    ctx.principal
-        .refuse_impersonation("opening the billing portal")?;
+    refuse_keys(&ctx, "opening the billing portal")?;
     let stripe = stripe(&state)?;
     let customer = customer_of(&state.db, ctx.tenant_id())
         .await?
@@ -320,11 +319,14 @@ pub async fn portal(
 }
 
 async fn paid_subscription(
-    state: &AppState,
+    db: &mut sqlx::PgConnection,
     tenant_id: Uuid,
     provider: &str,
 ) -> ApiResult<Subscription> {
-    let subscriptions = entitlements::subscriptions(&state.db, tenant_id).await?;
+    if provider != "n8n" && provider != "make" {
+        return Err(ApiError::not_found(format!("no provider `{provider}`")));
+    }
+    let subscriptions = entitlements::subscriptions(&mut *db, tenant_id).await?;
     paid(&subscriptions, provider).ok_or_else(|| {
         domain::Error::conflict(
             "no_paid_subscription",
@@ -332,6 +334,29 @@ async fn paid_subscription(
         )
         .into()
     })
+}
+
+/// Serialises every change of a tenant's paid subscriptions, from the call to Stripe to the
+/// write: a webhook that read Stripe before a cancellation cannot commit after it.
+async fn lock_billing(tx: &mut sqlx::PgConnection, tenant_id: Uuid) -> ApiResult<()> {
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended('billing:' || $1::text, 0))")
+        .bind(tenant_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Only people change what a tenant pays (a leaked API key is no way to cancel it), and not
+/// while impersonated.
+fn refuse_keys(ctx: &TenantCtx<perm::AccessBilling>, what: &str) -> ApiResult<()> {
+    ctx.principal.refuse_impersonation(what)?;
+    match ctx.principal.subject {
+        crate::auth::Subject::User { .. } => Ok(()),
+        crate::auth::Subject::ApiKey { .. } => Err(ApiError::forbidden(
+            "user_required",
+            format!("{what} needs a signed-in user, not an API key"),
+        )),
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -363,10 +388,12 @@ pub async fn change(
     ApiPath(provider): ApiPath<String>,
     ApiJson(req): ApiJson<ChangeBody>,
 ) -> ApiResult<Json<Subscription>> {
-    ctx.principal.refuse_impersonation("changing the plan")?;
+    refuse_keys(&ctx, "changing the plan")?;
     let stripe = stripe(&state)?;
     let tenant_id = ctx.tenant_id();
-    let current = paid_subscription(&state, tenant_id, &provider).await?;
+    let mut tx = state.db.begin().await?;
+    lock_billing(&mut tx, tenant_id).await?;
+    let current = paid_subscription(&mut tx, tenant_id, &provider).await?;
     let (plan, price) = purchasable(&state, &provider, &req.plan).await?;
     if plan.id == current.plan_id {
         return Err(
@@ -391,13 +418,15 @@ pub async fn change(
         .await
         .map_err(stripe_error)?;
     let after = apply(
-        &state,
+        &mut tx,
         tenant_id,
         &remote,
         &ctx.actor(),
         "subscription.changed",
     )
-    .await?;
+    .await?
+    .unwrap_or(current);
+    tx.commit().await?;
     Ok(Json(after))
 }
 
@@ -423,10 +452,12 @@ pub async fn cancel(
     ApiPath(provider): ApiPath<String>,
     ApiJson(req): ApiJson<CancelBody>,
 ) -> ApiResult<Json<Subscription>> {
-    ctx.principal.refuse_impersonation("cancelling the plan")?;
+    refuse_keys(&ctx, "cancelling the plan")?;
     let stripe = stripe(&state)?;
     let tenant_id = ctx.tenant_id();
-    let current = paid_subscription(&state, tenant_id, &provider).await?;
+    let mut tx = state.db.begin().await?;
+    lock_billing(&mut tx, tenant_id).await?;
+    let current = paid_subscription(&mut tx, tenant_id, &provider).await?;
     let sub_id = current.stripe_subscription_id.clone().unwrap_or_default();
     let remote = if req.at_period_end.unwrap_or(true) {
         stripe.set_cancel_at_period_end(&sub_id, true).await
@@ -434,16 +465,17 @@ pub async fn cancel(
         stripe.cancel_now(&sub_id).await
     }
     .map_err(stripe_error)?;
-    Ok(Json(
-        apply(
-            &state,
-            tenant_id,
-            &remote,
-            &ctx.actor(),
-            "subscription.cancelled",
-        )
-        .await?,
-    ))
+    let after = apply(
+        &mut tx,
+        tenant_id,
+        &remote,
+        &ctx.actor(),
+        "subscription.cancelled",
+    )
+    .await?
+    .unwrap_or(current);
+    tx.commit().await?;
+    Ok(Json(after))
 }
 
 /// Take back a cancellation at the period's end.
@@ -456,10 +488,12 @@ pub async fn resume(
     ctx: TenantCtx<perm::AccessBilling>,
     ApiPath(provider): ApiPath<String>,
 ) -> ApiResult<Json<Subscription>> {
-    ctx.principal.refuse_impersonation("resuming the plan")?;
+    refuse_keys(&ctx, "resuming the plan")?;
     let stripe = stripe(&state)?;
     let tenant_id = ctx.tenant_id();
-    let current = paid_subscription(&state, tenant_id, &provider).await?;
+    let mut tx = state.db.begin().await?;
+    lock_billing(&mut tx, tenant_id).await?;
+    let current = paid_subscription(&mut tx, tenant_id, &provider).await?;
     if !current.cancel_at_period_end {
         return Err(domain::Error::conflict(
             "not_cancelling",
@@ -472,16 +506,17 @@ pub async fn resume(
         .set_cancel_at_period_end(&sub_id, false)
         .await
         .map_err(stripe_error)?;
-    Ok(Json(
-        apply(
-            &state,
-            tenant_id,
-            &remote,
-            &ctx.actor(),
-            "subscription.resumed",
-        )
-        .await?,
-    ))
+    let after = apply(
+        &mut tx,
+        tenant_id,
+        &remote,
+        &ctx.actor(),
+        "subscription.resumed",
+    )
+    .await?
+    .unwrap_or(current);
+    tx.commit().await?;
+    Ok(Json(after))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -512,7 +547,7 @@ pub async fn upcoming_invoice(
 ) -> ApiResult<Json<UpcomingInvoice>> {
     let stripe = stripe(&state)?;
     let tenant_id = ctx.tenant_id();
-    let current = paid_subscription(&state, tenant_id, &provider).await?;
+    let current = paid_subscription(&mut *state.db.acquire().await?, tenant_id, &provider).await?;
     let customer = customer_of(&state.db, tenant_id)
         .await?
         .ok_or_else(|| domain::Error::conflict("no_billing_account", "no Stripe customer"))?;
@@ -575,46 +610,39 @@ pub async fn list_invoices(
 // Applying Stripe's state
 // ---------------------------------------------------------------------------------------------
 
-/// Stores Stripe's view of a subscription as the tenant's subscription to the plan its price
-/// sells; a subscription that ended puts the tenant back on the provider's default plan.
+/// Stores Stripe's view of a subscription (read while holding [`lock_billing`]) as the
+/// tenant's subscription to the plan its price sells; one that ended puts the tenant back on
+/// the provider's default plan if it is still the one on file. `None`: nothing stored (a stale
+/// subscription, a price no plan sells, or a second live subscription; the last two logged).
 async fn apply(
-    state: &AppState,
+    tx: &mut sqlx::PgConnection,
     tenant_id: Uuid,
     remote: &billing::Subscription,
     actor: &Actor,
     action: &str,
-) -> ApiResult<Subscription> {
-    let price = remote.price_id.as_deref().unwrap_or_default();
-    let Some(plan) = entitlements::plan_by_stripe_price(&state.db, price).await? else {
-        return Err(ApiError::internal(format!(
-            "Stripe subscription {} sells price {price}, which no plan sells",
-            remote.id
-        )));
-    };
-    let mut tx = state.db.begin().await?;
+) -> ApiResult<Option<Subscription>> {
     let ended = matches!(
         remote.status.as_str(),
         "canceled" | "incomplete_expired" | "unpaid"
     );
+    let on_file = entitlements::subscription_by_stripe_id(&mut *tx, &remote.id)
+        .await?
+        .filter(|s| s.tenant_id == tenant_id);
     let (before, after) = if ended {
-        // Only when this is still the subscription on file: an old subscription's late
-        // `deleted` must not undo a newer one.
-        let on_file = entitlements::subscription_by_stripe_id(&mut *tx, &remote.id).await?;
+        // Only the subscription on file ends the plan: a late `deleted` of an older one must not
+        // undo a newer one.
+        let Some(on_file) = on_file else {
+            return Ok(None);
+        };
         let default = entitlements::plans(&mut *tx, false)
             .await?
             .into_iter()
-            .find(|p| p.provider == plan.provider && p.is_default)
-            .ok_or_else(|| ApiError::internal(format!("{} has no default plan", plan.provider)))?;
-        if on_file.is_none() {
-            let current = entitlements::subscriptions(&mut *tx, tenant_id)
-                .await?
-                .into_iter()
-                .find(|s| s.provider == plan.provider)
-                .ok_or_else(|| domain::Error::not_found("subscription"))?;
-            return Ok(current);
-        }
+            .find(|p| p.provider == on_file.provider && p.is_default)
+            .ok_or_else(|| {
+                ApiError::internal(format!("{} has no default plan", on_file.provider))
+            })?;
         entitlements::set_subscription(
-            &mut tx,
+            &mut *tx,
             tenant_id,
             &default,
             &SubscriptionChange {
@@ -628,8 +656,32 @@ async fn apply(
         )
         .await?
     } else {
+        let price = remote.price_id.as_deref().unwrap_or_default();
+        let Some(plan) = entitlements::plan_by_stripe_price(&mut *tx, price).await? else {
+            tracing::error!(
+                subscription = %remote.id, price, tenant = %tenant_id,
+                "a Stripe subscription sells a price no plan sells: set the plan's stripe_price_id"
+            );
+            return Ok(None);
+        };
+        let current = entitlements::subscriptions(&mut *tx, tenant_id)
+            .await?
+            .into_iter()
+            .find(|s| s.provider == plan.provider);
+        if let Some(c) = &current
+            && c.in_good_standing()
+            && c.stripe_subscription_id
+                .as_deref()
+                .is_some_and(|id| id != remote.id)
+        {
+            tracing::error!(
+                subscription = %remote.id, on_file = ?c.stripe_subscription_id, tenant = %tenant_id,
+                "a second live Stripe subscription for one provider: kept the one on file; cancel the other in Stripe"
+            );
+            return Ok(None);
+        }
         entitlements::set_subscription(
-            &mut tx,
+            &mut *tx,
             tenant_id,
             &plan,
             &SubscriptionChange {
@@ -658,8 +710,7 @@ async fn apply(
             .record(&mut *tx)
             .await?;
     }
-    tx.commit().await?;
-    Ok(after)
+    Ok(Some(after))
 }
 
 fn stripe_actor(event_id: &str) -> Actor {
@@ -708,30 +759,43 @@ pub async fn webhook(
             "Stripe-Signature is missing, stale or does not match the body",
         )
     })?;
-    let seen: bool =
-        sqlx::query_scalar("select exists (select 1 from stripe_events where id = $1)")
-            .bind(&event.id)
-            .fetch_one(&state.db)
-            .await?;
-    if seen {
-        return Ok(Json(WebhookOutcome {
-            result: "duplicate".into(),
-        }));
-    }
     let actor = stripe_actor(&event.id);
-    let (tenant_id, outcome) = handle(&state, stripe, &event, &actor).await?;
-    // Recorded after it was applied: a crash in between means Stripe sends it again, and
-    // applying is idempotent (Stripe's state is read back each time).
-    sqlx::query(
-        "insert into stripe_events (id, kind, tenant_id, outcome) values ($1, $2, $3, $4) \
+    let tenant_id = tenant_of(&state, &event.object).await?;
+    let mut tx = state.db.begin().await?;
+    if let Some(tenant_id) = tenant_id {
+        lock_billing(&mut tx, tenant_id).await?;
+    }
+    // The event's id first: a second delivery waits here for the first to commit, then finds
+    // it; a crash before the commit leaves nothing, so Stripe's retry applies it.
+    let fresh = sqlx::query(
+        "insert into stripe_events (id, kind, tenant_id, outcome) values ($1, $2, $3, 'applying') \
          on conflict (id) do nothing",
     )
     .bind(&event.id)
     .bind(&event.kind)
     .bind(tenant_id)
-    .bind(outcome)
-    .execute(&state.db)
-    .await?;
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !fresh {
+        return Ok(Json(WebhookOutcome {
+            result: "duplicate".into(),
+        }));
+    }
+    let outcome = match tenant_id {
+        Some(tenant_id) => handle(&mut tx, stripe, &event, tenant_id, &actor).await?,
+        None => {
+            tracing::warn!(event = %event.id, kind = %event.kind, "a Stripe event names no tenant of ours");
+            "ignored"
+        }
+    };
+    sqlx::query("update stripe_events set outcome = $2 where id = $1")
+        .bind(&event.id)
+        .bind(outcome)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
     Ok(Json(WebhookOutcome {
         result: outcome.into(),
     }))
@@ -763,16 +827,13 @@ async fn tenant_of(state: &AppState, object: &Value) -> ApiResult<Option<Uuid>> 
 }
 
 async fn handle(
-    state: &AppState,
+    tx: &mut sqlx::PgConnection,
     stripe: &Stripe,
     event: &billing::WebhookEvent,
+    tenant_id: Uuid,
     actor: &Actor,
-) -> ApiResult<(Option<Uuid>, &'static str)> {
+) -> ApiResult<&'static str> {
     let object = &event.object;
-    let Some(tenant_id) = tenant_of(state, object).await? else {
-        tracing::warn!(event = %event.id, kind = %event.kind, "a Stripe event names no tenant of ours");
-        return Ok((None, "ignored"));
-    };
     let subscription_id = match event.kind.as_str() {
         "checkout.session.completed" => {
             if let Some(customer) = object["customer"].as_str() {
@@ -782,7 +843,7 @@ async fn handle(
                 )
                 .bind(tenant_id)
                 .bind(customer)
-                .execute(&state.db)
+                .execute(&mut *tx)
                 .await?;
             }
             object["subscription"].as_str()
@@ -796,16 +857,22 @@ async fn handle(
         | "invoice.updated"
         | "invoice.created"
         | "invoice.voided" => {
-            store_invoice(state, tenant_id, object).await?;
+            store_invoice(&mut *tx, tenant_id, object).await?;
             None
         }
-        _ => return Ok((Some(tenant_id), "ignored")),
+        _ => return Ok("ignored"),
     };
     if let Some(id) = subscription_id {
+        // Stripe's state now, not the event's: late, repeated and reordered events all end in it.
         let remote = stripe.subscription(id).await.map_err(stripe_error)?;
-        apply(state, tenant_id, &remote, actor, "subscription.synced").await?;
+        if apply(tx, tenant_id, &remote, actor, "subscription.synced")
+            .await?
+            .is_none()
+        {
+            return Ok("not_applied");
+        }
     }
-    Ok((Some(tenant_id), "applied"))
+    Ok("applied")
 }
 
 fn stamp(value: &Value) -> Option<DateTime<Utc>> {
@@ -814,7 +881,11 @@ fn stamp(value: &Value) -> Option<DateTime<Utc>> {
         .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0))
 }
 
-async fn store_invoice(state: &AppState, tenant_id: Uuid, invoice: &Value) -> ApiResult<()> {
+async fn store_invoice(
+    db: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    invoice: &Value,
+) -> ApiResult<()> {
     let Some(id) = invoice["id"].as_str() else {
         return Ok(());
     };
@@ -839,7 +910,7 @@ async fn store_invoice(state: &AppState, tenant_id: Uuid, invoice: &Value) -> Ap
     .bind(stamp(&invoice["period_start"]))
     .bind(stamp(&invoice["period_end"]))
     .bind(stamp(&invoice["created"]).unwrap_or_else(Utc::now))
-    .execute(&state.db)
+    .execute(&mut *db)
     .await?;
     Ok(())
 }

@@ -72,8 +72,9 @@ pub async fn top_tenants(
     ))
 }
 
-/// Tenants at or over a limit: seats (members and open invitations against the plan's seat
-/// limit) or environments (against `WFO_MAX_ENVIRONMENTS`) (ADMIN-011).
+/// Tenants at or over a limit: seats (members and open invitations against the tenant's own
+/// seat limit or its plan's) or environments (per provider, against the tenant's own limit or its
+/// plan's) (ADMIN-011).
 #[utoipa::path(get, path = "/api/v1/platform/usage/at-limit", tag = "platform", security(("bearer" = [])),
     responses((status = 200, body = Vec<AtLimit>), (status = 403, body = Problem)))]
 pub async fn at_limit(
@@ -81,7 +82,11 @@ pub async fn at_limit(
     _admin: PlatformAdmin,
 ) -> ApiResult<Json<Vec<AtLimit>>> {
     Ok(Json(
-        usage::at_limit(&state.db, state.config.max_environments).await?,
+        usage::at_limit(
+            &mut *state.db.acquire().await?,
+            state.config.max_environments,
+        )
+        .await?,
     ))
 }
 

@@ -28,9 +28,11 @@ use crate::auth::{
     session_cookie,
 };
 
+mod billing;
 mod impersonation;
 mod notifications;
 mod pages;
+mod plans;
 mod platform;
 mod support;
 mod support_console;
@@ -60,6 +62,7 @@ pub fn router() -> Router<AppState> {
         .route("/team", get(pages::team))
         .route("/settings", get(pages::settings))
         .route("/notifications", get(notifications::notifications))
+        .route("/billing", get(billing::billing))
         .route("/support", get(support::tickets))
         .route("/support/{id}", get(support::ticket))
         .route("/switch", get(pages::switch_tenant))
@@ -67,6 +70,7 @@ pub fn router() -> Router<AppState> {
         .route("/workers", get(pages::workers))
         .route("/platform", get(platform::console))
         .route("/platform/tenants/{id}", get(platform::tenant))
+        .route("/platform/plans", get(plans::plans))
         .route("/platform/support", get(support_console::tickets))
         .route("/platform/support/{id}", get(support_console::ticket))
         .route("/platform/impersonate", post(impersonation::start))

@@ -1,6 +1,8 @@
 //! The notifications page (PRD 3.15): the tenant's channels, rules and recent alerts with what
 //! became of each delivery. Every member reads (as the API's `ViewObservability`); admins
 //! (`ManageNotifications`) get the controls, which act through the JSON API like every page's.
+//! A plan without alerting gets the upgrade notice instead of the forms and channel tests,
+//! which the API would refuse (ENT-005).
 
 use std::collections::HashMap;
 
@@ -8,6 +10,7 @@ use askama::Template;
 use axum::extract::State;
 use axum::response::Response;
 use domain::Permission;
+use domain::entitlements::Feature;
 use domain::environments::{self, Environment};
 use domain::notifications::{self as notif, AlertEvent, CatalogEntry, Channel, ChannelKind, Rule};
 use domain::page::MAX_LIMIT;
@@ -179,6 +182,15 @@ struct NotificationsPage {
     /// The catalog by category, in catalog order, for the rule form.
     catalog: Vec<(&'static str, Vec<CatalogEntry>)>,
     environments: Vec<Environment>,
+    /// The tenant's plan leaves alerting out: no new channels, rules or tests.
+    upgrade: Option<super::billing::Upgrade>,
+}
+
+impl NotificationsPage {
+    /// Shows what the plan must include: adding channels and rules, sending tests.
+    fn can_alert(&self) -> bool {
+        self.admin && self.upgrade.is_none()
+    }
 }
 
 /// Channels, rules and the newest alerts, read like the API reads them.
@@ -196,18 +208,23 @@ pub async fn notifications(State(state): State<AppState>, v: Viewer) -> Response
             alerts: Vec::new(),
             catalog: Vec::new(),
             environments: Vec::new(),
+            upgrade: None,
         });
     }
     let loaded: Result<_, domain::Error> = async {
+        let mut conn = state.db.acquire().await?;
+        let ent = domain::entitlements::entitlements(&mut conn, v.tenant_id).await?;
+        drop(conn);
         Ok((
             notif::list_channels(&state.db, v.tenant_id, page_of(None, MAX_LIMIT)).await?,
             notif::list_rules(&state.db, v.tenant_id, None, page_of(None, MAX_LIMIT)).await?,
             notif::list_alerts(&state.db, v.tenant_id, None, page_of(None, RECENT_ALERTS)).await?,
             environments::list(&state.db, v.tenant_id).await?,
+            super::billing::upgrade(&state.db, &ent, Feature::Alerting).await?,
         ))
     }
     .await;
-    let (channels, rules, alerts, environments) = match loaded {
+    let (channels, rules, alerts, environments, upgrade) = match loaded {
         Ok(l) => l,
         Err(e) => return super::pages::failed(&e),
     };
@@ -245,5 +262,6 @@ pub async fn notifications(State(state): State<AppState>, v: Viewer) -> Response
         alerts: alerts.items.into_iter().map(|a| names.alert(a)).collect(),
         catalog: by_category,
         environments,
+        upgrade,
     })
 }

@@ -1199,9 +1199,11 @@ struct AuditPage {
     search: String,
     allowed: bool,
     next_cursor: Option<String>,
+    /// The tenant's plan leaves the audit log out: this instead of entries (ENT-005).
+    upgrade: Option<super::billing::Upgrade>,
 }
 
-/// The audit log (admins).
+/// The audit log (admins whose plan includes it).
 pub async fn audit(
     State(state): State<AppState>,
     v: Viewer,
@@ -1215,7 +1217,45 @@ pub async fn audit(
             search: String::new(),
             allowed: false,
             next_cursor: None,
+            upgrade: None,
         });
+    }
+    let gate: Result<_, domain::Error> = async {
+        let mut conn = state.db.acquire().await?;
+        let ent = domain::entitlements::entitlements(&mut conn, v.tenant_id).await?;
+        let upgrade =
+            super::billing::upgrade(&state.db, &ent, domain::entitlements::Feature::AuditLogs)
+                .await?;
+        if upgrade.is_some() {
+            // Logged like the API's refusal of the same read (ENT-011).
+            domain::entitlements::record_denial(
+                &mut *conn,
+                domain::entitlements::Asker {
+                    tenant_id: v.tenant_id,
+                    user_id: v.principal.user_id(),
+                    action: "audit_log.list",
+                },
+                domain::entitlements::Feature::AuditLogs,
+                None,
+            )
+            .await?;
+        }
+        Ok(upgrade)
+    }
+    .await;
+    match gate {
+        Ok(None) => {}
+        Ok(upgrade) => {
+            return render(&AuditPage {
+                nav,
+                entries: Vec::new(),
+                search: String::new(),
+                allowed: true,
+                next_cursor: None,
+                upgrade,
+            });
+        }
+        Err(e) => return failed(&e),
     }
     let filter = domain::audit::Filter {
         search: q
@@ -1238,6 +1278,7 @@ pub async fn audit(
             entries: p.items,
             search: q.search.unwrap_or_default(),
             allowed: true,
+            upgrade: None,
         }),
         Err(e) => failed(&e),
     }

@@ -1,7 +1,8 @@
-//! The platform admin console (PLAT-003, PLAT-012..014, ADMIN-003, ADMIN-004, ADMIN-009..011):
-//! the platform in numbers, the heaviest tenants by a metric, tenants at a limit, tenant search
-//! and the running impersonations; per tenant its usage, support notes and users, each with an
-//! Impersonate button where that is allowed. Platform admins only (others get a 403 page).
+//! The platform admin console (PLAT-003, PLAT-012..014, ADMIN-003..011):
+//! the platform in numbers, the heaviest tenants by a metric, tenants at a limit, tenant search,
+//! the running impersonations and the billing summary; per tenant its usage, plans, overrides,
+//! refused features, support notes and users, each with an Impersonate button where that is
+//! allowed (the plan parts are read in `plans.rs`). Platform admins only (others get a 403 page).
 //! Pages read through the domain as the console's API does; notes and ending an impersonation
 //! act through the JSON API, starting one through the UI's own route (it switches cookies).
 
@@ -72,6 +73,8 @@ struct ConsolePage {
     impersonations: Vec<Impersonation>,
     more_impersonations: bool,
     retention: crate::routes::console::Retention,
+    /// Subscriptions by plan, past due and canceling (ADMIN-005, ADMIN-007).
+    billing: super::plans::BillingSummary,
 }
 
 /// A retention field's value for the form: the override, or empty (the server's setting).
@@ -139,7 +142,11 @@ pub async fn console(
         Ok((
             usage::platform(&state.db).await?,
             usage::top(&state.db, metric, TOP).await?,
-            usage::at_limit(&state.db, state.config.max_environments).await?,
+            usage::at_limit(
+                &mut *state.db.acquire().await?,
+                state.config.max_environments,
+            )
+            .await?,
             tenancy::list_tenants(
                 &state.db,
                 search,
@@ -156,10 +163,11 @@ pub async fn console(
             )
             .await?,
             usage::retention(&state.db).await?,
+            super::plans::billing_summary(&state.db).await?,
         ))
     }
     .await;
-    let (overview, top, at_limit, tenants, impersonations, retention) = match loaded {
+    let (overview, top, at_limit, tenants, impersonations, retention, billing) = match loaded {
         Ok(l) => l,
         Err(e) => return failed(&e),
     };
@@ -176,6 +184,7 @@ pub async fn console(
         more_impersonations: impersonations.next_cursor.is_some(),
         impersonations: impersonations.items,
         retention: crate::routes::console::retention_view(&state, retention),
+        billing,
     })
 }
 
@@ -200,6 +209,8 @@ struct TenantPage {
     impersonations: Vec<Impersonation>,
     /// Why an impersonation just failed to start.
     error: Option<String>,
+    /// Its subscriptions, overrides and refused features.
+    plans: super::plans::TenantPlans,
 }
 
 /// `/platform/tenants/{id}`: one tenant for support.
@@ -249,10 +260,11 @@ pub(super) async fn tenant_page(
                 page_of(None, IMPERSONATIONS_SHOWN),
             )
             .await?,
+            super::plans::tenant_plans(state, id).await?,
         ))
     }
     .await;
-    let (notes, users, impersonations) = match loaded {
+    let (notes, users, impersonations, plans) = match loaded {
         Ok(l) => l,
         Err(e) => return failed(&e),
     };
@@ -267,5 +279,6 @@ pub(super) async fn tenant_page(
         users: users.items,
         impersonations: impersonations.items,
         error,
+        plans,
     })
 }

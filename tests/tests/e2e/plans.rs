@@ -723,3 +723,54 @@ async fn platform_environment_types_reach_new_tenants_and_optionally_existing_on
         "tenants keep their copies"
     );
 }
+
+// ENT-001 after a downgrade: a backup schedule set up on a paid plan stops backing up
+#[tokio::test]
+async fn a_scheduled_backup_fails_saying_why_once_the_plan_no_longer_has_it() {
+    let app = TestApp::spawn().await;
+    let free = app.tenant_on("freeco", "free").await;
+    let n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    let env = app
+        .post(
+            "/api/v1/environments",
+            &free.admin,
+            &json!({"name": "prod", "provider": "n8n", "base_url": n8n.base_url(),
+                    "api_key": n8n.api_key(), "class": "production"}),
+        )
+        .await;
+    assert_eq!(env.status, 201, "{}", env.body);
+    let environment_id: Uuid = env.body["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
+    let _worker = workflowops_tests::engine_support::TestWorker::start(
+        &app.db.pool,
+        jobs::registry(&app.state.jobs),
+        2,
+    );
+    let run = workflowops_tests::engine_support::enqueue(
+        &app.db.pool,
+        &engine::NewRun::of::<jobs::snapshot::TakeSnapshot>(
+            free.id.to_string(),
+            &jobs::snapshot::SnapshotInput {
+                tenant_id: free.id,
+                environment_id,
+                kind: domain::snapshots::SnapshotKind::AutoBackup,
+                reason: Some("scheduled backup".into()),
+                triggered_by: "schedule".into(),
+                created_by: None,
+                promotion_id: None,
+            },
+        ),
+    )
+    .await;
+    workflowops_tests::engine_support::wait_for(&app.db.pool, run, engine::RunStatus::Failed).await;
+    let view = app.get(&format!("/api/v1/runs/{run}"), &free.admin).await;
+    assert!(
+        view.body["error"]
+            .to_string()
+            .contains("no longer includes scheduled backups"),
+        "{}",
+        view.body
+    );
+}
