@@ -951,11 +951,17 @@ pub async fn expire_overrides(db: impl PgExecutor<'_>) -> Result<Vec<Override>> 
 
 /// Prunes each tenant's audit log to its plan's retention (SEC-009): the best
 /// `audit_retention_days` across its subscriptions in good standing (or the default plans), a
-/// tenant-wide override first. Returns the rows deleted.
+/// tenant-wide override first; never fewer than seven days. A tenant whose subscriptions changed
+/// in the last 30 days is left alone for now: a downgrade (or a cancellation) does not erase its
+/// history at once, and an upgrade back within the month finds it whole. Returns the rows
+/// deleted.
 pub async fn prune_audit_by_plan(db: &sqlx::PgPool) -> Result<u64> {
-    let tenants: Vec<Uuid> = sqlx::query_scalar("select id from tenants")
-        .fetch_all(db)
-        .await?;
+    let tenants: Vec<Uuid> = sqlx::query_scalar(
+        "select id from tenants t where not exists (select 1 from tenant_subscriptions s \
+         where s.tenant_id = t.id and s.updated_at > now() - interval '30 days')",
+    )
+    .fetch_all(db)
+    .await?;
     let mut deleted = 0;
     for tenant_id in tenants {
         let mut conn = db.acquire().await?;
@@ -966,7 +972,7 @@ pub async fn prune_audit_by_plan(db: &sqlx::PgPool) -> Result<u64> {
                  and occurred_at < now() - make_interval(days => $2)",
             )
             .bind(tenant_id)
-            .bind(i32::try_from(days.max(1)).unwrap_or(i32::MAX))
+            .bind(i32::try_from(days.max(7)).unwrap_or(i32::MAX))
             .execute(&mut *conn)
             .await?
             .rows_affected();

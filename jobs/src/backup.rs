@@ -311,6 +311,14 @@ impl Job for Backup {
     }
 
     async fn run(&self, ctx: &mut RunCtx, input: BackupInput) -> Result<BackupOutput, JobError> {
+        crate::snapshot::require_plan(
+            ctx,
+            input.tenant_id,
+            input.environment_id,
+            &[domain::entitlements::Feature::GitBackup],
+            "Git backup and restore",
+        )
+        .await?;
         let result = back_up(
             &self.deps,
             ctx,
@@ -510,6 +518,14 @@ impl Job for Restore {
     type Output = RestoreOutput;
 
     async fn run(&self, ctx: &mut RunCtx, input: RestoreInput) -> Result<RestoreOutput, JobError> {
+        crate::snapshot::require_plan(
+            ctx,
+            input.tenant_id,
+            input.environment_id,
+            &[domain::entitlements::Feature::GitBackup],
+            "Git backup and restore",
+        )
+        .await?;
         let db = ctx.db().clone();
         let run_id = ctx.run_id;
         ctx.step("record", || async {

@@ -726,7 +726,29 @@ impl Job for Promote {
         ctx: &mut RunCtx,
         input: PromotionInput,
     ) -> Result<PromotionOutput, JobError> {
-        let result = self.execute(ctx, &input).await;
+        // Approved, scheduled or retried after a downgrade: the plan decides when it runs.
+        let target: Option<Uuid> =
+            sqlx::query_scalar("select target_environment_id from promotions where id = $1")
+                .bind(input.promotion_id)
+                .fetch_optional(ctx.db())
+                .await?;
+        let allowed = match target {
+            Some(env) => {
+                crate::snapshot::require_plan(
+                    ctx,
+                    input.tenant_id,
+                    env,
+                    &[domain::entitlements::Feature::Promotions],
+                    "environment promotion",
+                )
+                .await
+            }
+            None => Ok(()),
+        };
+        let result = match allowed {
+            Ok(()) => self.execute(ctx, &input).await,
+            Err(e) => Err(e),
+        };
         if let Err(e) = &result
             && !matches!(
                 e,

@@ -129,23 +129,39 @@ async fn refuse_without_scheduled_backups(
     ctx: &RunCtx,
     input: &SnapshotInput,
 ) -> Result<(), JobError> {
-    use domain::entitlements::{self, Feature};
-    let env = domain::environments::get(ctx.db(), input.tenant_id, input.environment_id)
+    use domain::entitlements::Feature;
+    require_plan(
+        ctx,
+        input.tenant_id,
+        input.environment_id,
+        &[Feature::ScheduledBackups, Feature::GitBackup],
+        "scheduled backups: upgrade, or remove the schedule from the environment's Git settings",
+    )
+    .await
+}
+
+/// Fails the run for good unless the tenant's plan for the environment's provider grants every
+/// one of `features` (a run started, scheduled or retried after a downgrade).
+pub(crate) async fn require_plan(
+    ctx: &RunCtx,
+    tenant_id: Uuid,
+    environment_id: Uuid,
+    features: &[domain::entitlements::Feature],
+    what: &str,
+) -> Result<(), JobError> {
+    let env = domain::environments::get(ctx.db(), tenant_id, environment_id)
         .await
         .map_err(crate::providers::domain_error)?;
     let mut conn = ctx.db().acquire().await?;
-    let ent = entitlements::entitlements(&mut conn, input.tenant_id)
+    let ent = domain::entitlements::entitlements(&mut conn, tenant_id)
         .await
         .map_err(crate::providers::domain_error)?;
-    if ent.allows(Feature::ScheduledBackups, Some(&env.provider))
-        && ent.allows(Feature::GitBackup, Some(&env.provider))
-    {
+    if features.iter().all(|&f| ent.allows(f, Some(&env.provider))) {
         return Ok(());
     }
-    Err(JobError::permanent(
-        "the tenant's plan no longer includes scheduled backups: upgrade, or remove the schedule \
-         from the environment's Git settings",
-    ))
+    Err(JobError::permanent(format!(
+        "the tenant's plan no longer includes {what}"
+    )))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -175,9 +175,24 @@ pub async fn list_incidents(
         owner_user_id: q.owner_user_id,
     };
     let page = domain::page::PageRequest::parse(q.cursor.as_deref(), q.limit)?;
-    Ok(Json(
-        drift::list(&state.db, ctx.tenant_id(), &filter, page).await?,
-    ))
+    let mut page = drift::list(&state.db, ctx.tenant_id(), &filter, page).await?;
+    let providers: Vec<(Uuid, String)> =
+        sqlx::query_as("select id, provider from environments where tenant_id = $1")
+            .bind(ctx.tenant_id())
+            .fetch_all(&state.db)
+            .await?;
+    let mut conn = state.db.acquire().await?;
+    let ent = entitlements::entitlements(&mut conn, ctx.tenant_id()).await?;
+    for incident in &mut page.items {
+        let provider = providers
+            .iter()
+            .find(|(id, _)| *id == incident.environment_id)
+            .map(|(_, p)| p.as_str());
+        if !ent.allows(Feature::DriftFullDiff, provider) {
+            strip_diffs(&mut incident.payload);
+        }
+    }
+    Ok(Json(page))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -220,8 +235,8 @@ async fn view(
     })
 }
 
-/// Removes every `diff` member, at any depth.
-fn strip_diffs(value: &mut Value) {
+/// Removes every `diff` member, at any depth (plans without the full drift diff).
+pub(crate) fn strip_diffs(value: &mut Value) {
     match value {
         Value::Object(map) => {
             map.remove("diff");

@@ -267,6 +267,21 @@ pub async fn update_channel(
     ApiJson(req): ApiJson<UpdateChannelRequest>,
 ) -> ApiResult<Json<Channel>> {
     let tenant_id = ctx.tenant_id();
+    // Switching a channel off is always allowed (a downgraded tenant silences what it had).
+    let only_disables = req.enabled == Some(false)
+        && req.name.is_none()
+        && req.recipients.is_none()
+        && req.url.is_none()
+        && req.signing_secret.is_none();
+    if !only_disables {
+        ctx.require(
+            &state.db,
+            Feature::Alerting,
+            None,
+            "notification_channel.update",
+        )
+        .await?;
+    }
     let mut tx = state.db.begin().await?;
     let (old, new) = notif::update_channel(
         &mut tx,
@@ -553,6 +568,19 @@ pub async fn update_rule(
     ApiJson(req): ApiJson<UpdateRuleRequest>,
 ) -> ApiResult<Json<Rule>> {
     let tenant_id = ctx.tenant_id();
+    let only_disables = req.enabled == Some(false)
+        && req.event_type.is_none()
+        && req.channel_ids.is_none()
+        && req.environment_id.is_none();
+    if !only_disables {
+        ctx.require(
+            &state.db,
+            Feature::Alerting,
+            None,
+            "notification_rule.update",
+        )
+        .await?;
+    }
     let mut tx = state.db.begin().await?;
     let (old, new) = notif::update_rule(
         &mut tx,

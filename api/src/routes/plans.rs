@@ -358,14 +358,14 @@ pub async fn create_plan(
         None => e.into(),
     })?;
     for feature in Feature::ALL {
-        let value = req
-            .features
-            .get(feature.as_str())
-            .cloned()
-            .unwrap_or(match feature.kind() {
-                entitlements::FeatureKind::Flag => Value::Bool(false),
-                entitlements::FeatureKind::Limit => Value::from(0),
-            });
+        // Left out: off, or none; but the audit log is kept (null) rather than pruned.
+        let value = req.features.get(feature.as_str()).cloned().unwrap_or(
+            match (feature, feature.kind()) {
+                (Feature::AuditRetentionDays, _) => Value::Null,
+                (_, entitlements::FeatureKind::Flag) => Value::Bool(false),
+                (_, entitlements::FeatureKind::Limit) => Value::from(0),
+            },
+        );
         set_feature(&mut tx, id, *feature, &value).await?;
     }
     let plan = entitlements::plan(&mut *tx, id).await?;

@@ -556,7 +556,14 @@ pub async fn preview_promotion(
     ApiJson(req): ApiJson<PromotionRequest>,
 ) -> ApiResult<Json<Preflight>> {
     let tenant_id = ctx.tenant_id();
-    let (_, stage) = stage_of(&state, tenant_id, req.pipeline_id, req.stage_index).await?;
+    let (pipeline, stage) = stage_of(&state, tenant_id, req.pipeline_id, req.stage_index).await?;
+    ctx.require(
+        &state.db,
+        Feature::Promotions,
+        Some(pipeline.provider.as_str()),
+        "promotion.preview",
+    )
+    .await?;
     Ok(Json(
         promotion_job::preview(&state.db, tenant_id, &stage, &req.workflow_ids, req.force).await?,
     ))
@@ -863,6 +870,8 @@ pub async fn approve_promotion(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<DecisionRequest>,
 ) -> ApiResult<Json<PromotionView>> {
+    ctx.require(&state.db, Feature::Promotions, None, "promotion.approve")
+        .await?;
     Ok(Json(
         decide(&state, &ctx, id, true, req.comment.as_deref()).await?,
     ))

@@ -65,7 +65,14 @@ pub async fn create_snapshot(
     ApiJson(req): ApiJson<SnapshotRequest>,
 ) -> ApiResult<(StatusCode, Json<RunView>)> {
     let tenant_id = ctx.tenant_id();
-    environments::get(&state.db, tenant_id, environment_id).await?;
+    let env = environments::get(&state.db, tenant_id, environment_id).await?;
+    ctx.require(
+        &state.db,
+        Feature::GitBackup,
+        Some(env.provider.as_str()),
+        "snapshot.create",
+    )
+    .await?;
     git_config::get(&state.db, tenant_id, environment_id).await?;
     let actor = ctx.actor();
     let input = SnapshotInput {
@@ -440,6 +447,13 @@ pub async fn restore_snapshot(
     let tenant_id = ctx.tenant_id();
     let snapshot = snapshots::get(&state.db, tenant_id, snapshot_id).await?;
     let env = environments::get(&state.db, tenant_id, snapshot.environment_id).await?;
+    ctx.require(
+        &state.db,
+        Feature::GitBackup,
+        Some(env.provider.as_str()),
+        "snapshot.restore",
+    )
+    .await?;
     check_restore_allowed(&env, ctx.tenant.role)?;
     git_config::get(&state.db, tenant_id, env.id).await?;
     let actor = ctx.actor();
@@ -529,6 +543,13 @@ pub async fn bulk_restore(
     let tenant_id = ctx.tenant_id();
     for item in &req.items {
         let env = environments::get(&state.db, tenant_id, item.environment_id).await?;
+        ctx.require(
+            &state.db,
+            Feature::GitBackup,
+            Some(env.provider.as_str()),
+            "snapshot.restore",
+        )
+        .await?;
         check_restore_allowed(&env, ctx.tenant.role)?;
         git_config::get(&state.db, tenant_id, env.id).await?;
         if let Some(sid) = item.snapshot_id {

@@ -765,15 +765,30 @@ fn change_rows(
 }
 
 pub async fn incident(State(state): State<AppState>, v: Viewer, Path(id): Path<Uuid>) -> Response {
-    let i = match drift::get(&state.db, v.tenant_id, id).await {
+    let mut i = match drift::get(&state.db, v.tenant_id, id).await {
         Ok(i) => i,
         Err(domain::Error::NotFound { .. }) => return not_found("incident"),
         Err(e) => return failed(&e),
     };
-    let env = environments::get(&state.db, v.tenant_id, i.environment_id)
+    let (env, provider) = environments::get(&state.db, v.tenant_id, i.environment_id)
         .await
-        .map(|e| e.name)
+        .map(|e| (e.name, e.provider))
         .unwrap_or_default();
+    // The field-level diff is the full drift diff: only plans that include it see it.
+    let full_diff = match state.db.acquire().await {
+        Ok(mut conn) => domain::entitlements::entitlements(&mut conn, v.tenant_id)
+            .await
+            .is_ok_and(|e| {
+                e.allows(
+                    domain::entitlements::Feature::DriftFullDiff,
+                    Some(&provider),
+                )
+            }),
+        Err(_) => false,
+    };
+    if !full_diff {
+        crate::routes::drift::strip_diffs(&mut i.payload);
+    }
     let next = IncidentStatus::parse(&i.status)
         .map(|s| s.next().to_vec())
         .unwrap_or_default();

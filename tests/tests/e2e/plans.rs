@@ -606,6 +606,15 @@ async fn the_audit_log_is_kept_as_long_as_the_plan_says() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     }
+    // Plans that changed in the last 30 days are left alone (a downgrade erases nothing at once).
+    let recent = domain::entitlements::prune_audit_by_plan(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(recent, 0);
+    sqlx::query("update tenant_subscriptions set updated_at = now() - interval '31 days'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let deleted = domain::entitlements::prune_audit_by_plan(&app.db.pool)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -773,4 +782,91 @@ async fn a_scheduled_backup_fails_saying_why_once_the_plan_no_longer_has_it() {
         "{}",
         view.body
     );
+}
+
+// ENT-001: the full drift diff (Agency and up) is left out of incidents everywhere else; Git
+// backup through the snapshot routes needs the plan too
+#[tokio::test]
+async fn incidents_leave_out_the_full_diff_and_snapshots_need_git_backup_on_lower_plans() {
+    let app = TestApp::spawn().await;
+    let pro = app.tenant_on("proco", "pro").await;
+    let agency = app.tenant_on("agencyco", "agency").await;
+    let free = app.tenant_on("freeco", "free").await;
+    let n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    let mut incidents = Vec::new();
+    for t in [&pro, &agency, &free] {
+        let env = app
+            .post(
+                "/api/v1/environments",
+                &t.admin,
+                &json!({"name": "prod", "provider": "n8n", "base_url": n8n.base_url(),
+                        "api_key": n8n.api_key(), "class": "production"}),
+            )
+            .await;
+        assert_eq!(env.status, 201, "{}", env.body);
+        let env: Uuid = env.body["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_default();
+        let incident = Uuid::now_v7();
+        sqlx::query(
+            "insert into drift_incidents (id, tenant_id, environment_id, status, severity, title, expires_at, payload) \
+             values ($1, $2, $3, 'detected', 'high', 'drift', now() + interval '1 day', $4)",
+        )
+        .bind(incident)
+        .bind(t.id)
+        .bind(env)
+        .bind(json!({"wf1": {"canonical_hash": "a", "env_hash": "b", "diff": {"changes": ["secret detail"]}}}))
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        incidents.push((env, incident));
+    }
+    let (pro_env, pro_incident) = incidents[0];
+    let (_, agency_incident) = incidents[1];
+    let listed = app.get("/api/v1/incidents", &pro.admin).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert!(
+        !listed.body.to_string().contains("secret detail"),
+        "{}",
+        listed.body
+    );
+    assert_eq!(listed.body["items"][0]["payload"]["wf1"]["env_hash"], "b");
+    let one = app
+        .get(&format!("/api/v1/incidents/{pro_incident}"), &pro.admin)
+        .await;
+    assert_eq!(one.body["full_diff"], false, "{}", one.body);
+    assert!(!one.body.to_string().contains("secret detail"));
+    let full = app
+        .get(
+            &format!("/api/v1/incidents/{agency_incident}"),
+            &agency.admin,
+        )
+        .await;
+    assert_eq!(full.body["full_diff"], true, "{}", full.body);
+    assert!(full.body.to_string().contains("secret detail"));
+    let listed = app.get("/api/v1/incidents", &agency.admin).await;
+    assert!(listed.body.to_string().contains("secret detail"));
+
+    // The snapshot routes back up to Git: the plan must include it.
+    let (free_env, _) = incidents[2];
+    let refused = app
+        .post(
+            &format!("/api/v1/environments/{free_env}/snapshots"),
+            &free.admin,
+            &json!({"reason": "manual"}),
+        )
+        .await;
+    assert_eq!(
+        (refused.status.as_u16(), refused.code()),
+        (403, "feature_not_in_plan")
+    );
+    let allowed = app
+        .post(
+            &format!("/api/v1/environments/{pro_env}/snapshots"),
+            &pro.admin,
+            &json!({"reason": "manual"}),
+        )
+        .await;
+    assert_ne!(allowed.code(), "feature_not_in_plan", "{}", allowed.body);
 }
