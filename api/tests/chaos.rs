@@ -228,6 +228,18 @@ async fn killed_workers_never_make_a_promotion_write_twice() {
     let tenant = domain::tenancy::create_tenant(&mut *tx, "Chaos", "chaos")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    // Promotions are a paid feature: the tenant is on Enterprise, as by a platform admin.
+    let enterprise = domain::entitlements::plan_by_key(&mut *tx, "n8n", "enterprise")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    domain::entitlements::set_subscription(
+        &mut tx,
+        tenant.id,
+        &enterprise,
+        &domain::entitlements::SubscriptionChange::manual(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let env = |name: &'static str, n8n: &N8nEmulator, class| {
         let (base, api_key) = (n8n.base_url(), secrecy::SecretString::from(n8n.api_key()));
         (name, base, api_key, class)
