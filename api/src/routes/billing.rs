@@ -192,6 +192,31 @@ pub async fn checkout(
     let tenant_id = ctx.tenant_id();
     let (plan, price) = purchasable(&state, &req.provider, &req.plan).await?;
     let subscriptions = entitlements::subscriptions(&state.db, tenant_id).await?;
+    // A plan given by the platform (custom pricing, or kept from before plans) is not replaced
+    // by buying a smaller one online.
+    if let Some(given) = subscriptions.iter().find(|s| {
+        s.provider == req.provider
+            && matches!(
+                s.source,
+                SubscriptionSource::Manual | SubscriptionSource::Grandfathered
+            )
+            && s.plan_key != "free"
+    }) && let Some(rank) = entitlements::plans(&state.db, false)
+        .await?
+        .iter()
+        .find(|p| p.id == given.plan_id)
+        .map(|p| p.rank)
+        && rank >= plan.rank
+    {
+        return Err(domain::Error::conflict(
+            "plan_assigned",
+            format!(
+                "this tenant's {} plan was set up by WorkflowOps: contact support to change it",
+                given.plan_name
+            ),
+        )
+        .into());
+    }
     if let Some(current) = paid(&subscriptions, &req.provider) {
         return Err(domain::Error::conflict(
             "already_subscribed",

@@ -577,8 +577,8 @@ impl Validate for AssignPlanRequest {
 }
 
 /// Put a tenant on a plan by hand (custom-priced plans such as Agency and Enterprise, or a
-/// courtesy) (ADMIN-014, PROV-006). A Stripe subscription on that provider is not touched here:
-/// cancel it from billing first, or the next Stripe event sets the plan back.
+/// courtesy) (ADMIN-014, PROV-006). Refused (409) while the tenant pays for that provider
+/// through Stripe: cancel that subscription first.
 #[utoipa::path(put, path = "/api/v1/platform/tenants/{tenant_id}/subscriptions/{provider}", tag = "platform", security(("bearer" = [])),
     params(("tenant_id" = Uuid, Path, description = "The tenant's id"), ("provider" = String, Path, description = "n8n or make")),
     request_body = AssignPlanRequest,
@@ -593,6 +593,19 @@ pub async fn assign_plan(
     let mut tx = state.db.begin().await?;
     tenancy::tenant(&mut *tx, tenant_id).await?;
     let plan = entitlements::plan_by_key(&mut *tx, &provider, &req.plan).await?;
+    let paying = entitlements::subscriptions(&mut *tx, tenant_id)
+        .await?
+        .into_iter()
+        .any(|s| {
+            s.provider == provider && s.stripe_subscription_id.is_some() && s.in_good_standing()
+        });
+    if paying {
+        return Err(domain::Error::conflict(
+            "stripe_subscription_active",
+            "the tenant pays for this provider through Stripe: cancel that subscription first, or it would go on billing a plan the tenant no longer has",
+        )
+        .into());
+    }
     if !plan.active {
         return Err(
             domain::Error::conflict("plan_inactive", "the plan is no longer offered").into(),

@@ -231,6 +231,31 @@ async fn a_plan_bought_through_checkout_applies_when_stripe_confirms_it() {
 
     // ADMIN-007: the platform's billing.
     let admin = app.platform_admin().await;
+    // A plan is not assigned by hand over a live Stripe subscription (it would go on billing).
+    let assign = app
+        .put(
+            &format!("/api/v1/platform/tenants/{}/subscriptions/n8n", acme.id),
+            &admin,
+            &json!({"plan": "enterprise", "reason": "contract signed"}),
+        )
+        .await;
+    assert_eq!(
+        (assign.status.as_u16(), assign.code()),
+        (409, "stripe_subscription_active")
+    );
+    // A plan given by hand is not replaced by buying a smaller one online.
+    let big = app.tenant_on("bigco", "agency").await;
+    let smaller = app
+        .post(
+            "/api/v1/billing/checkout",
+            &big.admin,
+            &json!({"provider": "n8n", "plan": "pro"}),
+        )
+        .await;
+    assert_eq!(
+        (smaller.status.as_u16(), smaller.code()),
+        (409, "plan_assigned")
+    );
     let summary = app.get("/api/v1/platform/billing", &admin).await;
     assert_eq!(summary.status, 200, "{}", summary.body);
     assert_eq!(
