@@ -868,19 +868,6 @@ impl SubscriptionChange<'static> {
     }
 }
 
-/// Subscribes a new tenant to every provider's default plan (PROV-010).
-pub async fn subscribe_defaults(db: impl PgExecutor<'_>, tenant_id: Uuid) -> Result<()> {
-    sqlx::query(
-        "insert into tenant_subscriptions (id, tenant_id, provider, plan_id, status, source) \
-         select gen_random_uuid(), $1, p.provider, p.id, 'active', 'auto' from plans p \
-         where p.is_default and p.active on conflict (tenant_id, provider) do nothing",
-    )
-    .bind(tenant_id)
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
 /// Sets (or replaces) an override; returns it with the one it replaced.
 pub async fn put_override(
     db: &mut sqlx::PgConnection,

@@ -18,7 +18,8 @@ use crate::auth::{TenantCtx, perm};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiPath, ApiQuery};
 
-fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+/// A list's `?limit=`: 1-200, default 50.
+pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     let limit = limit.unwrap_or(50);
     if (1..=200).contains(&limit) {
         Ok(limit)

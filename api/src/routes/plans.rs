@@ -771,10 +771,7 @@ pub async fn all_subscriptions(
     _admin: PlatformAdmin,
     ApiQuery(q): ApiQuery<SubscriptionsQuery>,
 ) -> ApiResult<Json<Vec<Subscription>>> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(domain::Error::invalid("limit", "must be between 1 and 200").into());
-    }
+    let limit = crate::routes::catalog::page_limit(q.limit)?;
     Ok(Json(
         entitlements::all_subscriptions(
             &state.db,
@@ -809,10 +806,7 @@ pub async fn denials(
     _admin: PlatformAdmin,
     ApiQuery(q): ApiQuery<DenialsQuery>,
 ) -> ApiResult<Json<Vec<Denial>>> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(domain::Error::invalid("limit", "must be between 1 and 200").into());
-    }
+    let limit = crate::routes::catalog::page_limit(q.limit)?;
     Ok(Json(
         entitlements::denials(
             &state.db,
