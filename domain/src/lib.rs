@@ -33,6 +33,7 @@ pub mod impersonation;
 pub mod invitations;
 pub mod json;
 pub mod keys;
+pub mod make;
 pub mod notifications;
 pub mod observability;
 pub mod page;

@@ -107,6 +107,9 @@ pub fn remap_credentials(
     workflow: &mut Value,
     map: &HashMap<(String, String), CredentialTarget>,
 ) -> Vec<UnmappedCredential> {
+    if crate::make::is_scenario(&*workflow) {
+        return remap_connections(workflow, map);
+    }
     let mut unmapped = Vec::new();
     for node in nodes_mut(workflow) {
         let Some((name, creds)) = name_and_credentials(node) else {
@@ -143,6 +146,46 @@ pub fn remap_credentials(
             }
         }
     }
+    unmapped
+}
+
+/// [`remap_credentials`] for a Make scenario: each module's connection
+/// (`parameters.__IMTCONN__`) is looked up by (connection type, source connection id) and gets
+/// the target's id (a number, as Make writes it, when it is one) and, where the designer cached
+/// the connection's label, the target's name.
+fn remap_connections(
+    scenario: &mut Value,
+    map: &HashMap<(String, String), CredentialTarget>,
+) -> Vec<UnmappedCredential> {
+    use crate::make::{CONNECTION_PARAM, connection_ref};
+    let mut unmapped = Vec::new();
+    crate::make::for_each_module_mut(scenario, &mut |module| {
+        let Some(r) = connection_ref(module) else {
+            return;
+        };
+        let Some(target) = map.get(&(r.connection_type.clone(), r.id.clone())) else {
+            unmapped.push(UnmappedCredential {
+                node: r.module,
+                credential_type: r.connection_type,
+                id: Some(r.id),
+                name: r.label,
+            });
+            return;
+        };
+        let id = target
+            .id
+            .parse::<i64>()
+            .map_or_else(|_| Value::String(target.id.clone()), Value::from);
+        if let Some(params) = module.get_mut("parameters").and_then(Value::as_object_mut) {
+            params.insert(CONNECTION_PARAM.to_owned(), id);
+        }
+        if let Some(restore) = module
+            .pointer_mut("/metadata/restore/parameters/__IMTCONN__")
+            .and_then(Value::as_object_mut)
+        {
+            restore.insert("label".to_owned(), Value::String(target.name.clone()));
+        }
+    });
     unmapped
 }
 
@@ -269,6 +312,9 @@ pub fn subworkflow_refs(workflow: &Value) -> Vec<String> {
 /// may be absent, but if present must be an object). Each problem in words, workflow-level
 /// first, then in node order, then by connection; empty means the workflow may be written.
 pub fn preflight_problems(workflow: &Value) -> Vec<String> {
+    if crate::make::is_scenario(workflow) {
+        return crate::make::preflight_problems(workflow);
+    }
     let mut problems = Vec::new();
     if !workflow.is_object() {
         problems.push("the workflow is not a JSON object".to_owned());
@@ -976,5 +1022,37 @@ mod tests {
         assert!(!is_builtin_node_type("@acme/n8n-nodes-base.thing"));
         assert!(!is_builtin_node_type("N8N-NODES-BASE.webhook"));
         assert!(!is_builtin_node_type(""));
+    }
+
+    #[test]
+    fn a_scenarios_connections_are_remapped_by_type_and_id() {
+        let mut scenario = crate::make::tests::sample();
+        let map = HashMap::from([(
+            ("google".to_owned(), "5501".to_owned()),
+            CredentialTarget {
+                id: "9001".into(),
+                name: "Prod Google".into(),
+            },
+        )]);
+        let unmapped = remap_credentials(&mut scenario, &map);
+        let sheets = &scenario["blueprint"]["flow"][1]["routes"][0]["flow"][0];
+        assert_eq!(sheets["parameters"]["__IMTCONN__"], json!(9001));
+        assert_eq!(
+            sheets["metadata"]["restore"]["parameters"]["__IMTCONN__"]["label"],
+            "Prod Google"
+        );
+        assert_eq!(
+            unmapped,
+            vec![UnmappedCredential {
+                node: "slack:CreateMessage [4]".into(),
+                credential_type: "slack".into(),
+                id: Some("7702".into()),
+                name: None,
+            }]
+        );
+        let slack = &scenario["blueprint"]["flow"][1]["routes"][1]["flow"][0];
+        assert_eq!(slack["parameters"]["__IMTCONN__"], "7702", "left as it was");
+        assert!(preflight_problems(&scenario).is_empty());
+        assert!(webhook_paths(&scenario).is_empty() && node_types(&scenario).is_empty());
     }
 }

@@ -86,6 +86,9 @@ pub fn sort_keys(v: Value) -> Value {
 
 /// The normalised form of a workflow (see the module docs).
 pub fn normalize(workflow: &Value) -> Value {
+    if crate::make::is_scenario(workflow) {
+        return sort_keys(crate::make::normalize(workflow));
+    }
     sort_keys(normalize_unsorted(workflow))
 }
 
@@ -132,6 +135,9 @@ fn normalize_unsorted(workflow: &Value) -> Value {
 
 /// The content hash: SHA-256 (hex) of the normalised form.
 pub fn content_hash(workflow: &Value) -> String {
+    if crate::make::is_scenario(workflow) {
+        return sha256_hex(normalize(workflow).to_string().as_bytes());
+    }
     let mut buf = Vec::new();
     canonical::normalized(&mut buf, workflow);
     sha256_hex(&buf)
@@ -143,6 +149,9 @@ pub fn content_hash(workflow: &Value) -> String {
 /// id, version ids, timestamps, activation and archive state, tags, sharing, `meta`,
 /// `staticData`, `pinData`), null values and `"DEFAULT"` settings. Keys sorted.
 pub fn storage_form(workflow: &Value) -> Value {
+    if crate::make::is_scenario(workflow) {
+        return sort_keys(crate::make::storage_form(workflow));
+    }
     sort_keys(storage_form_unsorted(workflow))
 }
 
@@ -342,6 +351,9 @@ pub fn summarize(workflow: &Value) -> Option<Summary> {
 
 /// [`summarize`] of a workflow in any tree (a sync reads pages as [`crate::json::Json`]).
 pub fn summarize_doc<D: Doc>(workflow: &D) -> Option<Summary> {
+    if crate::make::is_scenario(workflow) {
+        return summarize_scenario(&crate::make::to_value(workflow));
+    }
     let id = workflow.get("id")?.as_id()?;
     let tags = workflow
         .get("tags")
@@ -382,6 +394,33 @@ pub fn summarize_doc<D: Doc>(workflow: &D) -> Option<Summary> {
     })
 }
 
+/// [`summarize`] of a Make scenario: modules count as nodes; Make has no tags or archive.
+fn summarize_scenario(scenario: &Value) -> Option<Summary> {
+    let id = scenario.get("id")?.as_id()?;
+    Some(Summary {
+        id,
+        name: scenario
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
+        active: scenario
+            .get("active")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        archived: false,
+        tags: Vec::new(),
+        node_count: i32::try_from(crate::make::modules(scenario).len()).unwrap_or(i32::MAX),
+        updated_at: scenario
+            .get("updatedAt")
+            .and_then(Value::as_str)
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&chrono::Utc)),
+        content_hash: content_hash(scenario),
+        storage_hash: sha256_hex(storage_form(scenario).to_string().as_bytes()),
+    })
+}
+
 fn nodes<D: Doc>(workflow: &D) -> &[D] {
     workflow.get("nodes").and_then(D::as_array).unwrap_or(&[])
 }
@@ -406,6 +445,21 @@ pub struct CredentialRef {
 }
 
 pub fn credential_refs<D: Doc>(workflow: &D) -> Vec<CredentialRef> {
+    if crate::make::is_scenario(workflow) {
+        let scenario = crate::make::to_value(workflow);
+        let mut refs: Vec<CredentialRef> = crate::make::modules(&scenario)
+            .into_iter()
+            .filter_map(crate::make::connection_ref)
+            .map(|c| CredentialRef {
+                id: Some(c.id),
+                name: c.label.unwrap_or_default(),
+                cred_type: c.connection_type,
+                node: c.module,
+            })
+            .collect();
+        refs.sort();
+        return refs;
+    }
     let mut refs = Vec::new();
     for node in nodes(workflow) {
         let node_name = node.get("name").and_then(D::as_str).unwrap_or("");
@@ -483,6 +537,9 @@ fn edges(workflow: &Value) -> Vec<GraphEdge> {
 }
 
 pub fn graph(workflow: &Value) -> Graph {
+    if crate::make::is_scenario(workflow) {
+        return crate::make::graph(workflow);
+    }
     let nodes = nodes(workflow)
         .iter()
         .map(|n| {
@@ -530,34 +587,26 @@ pub struct Complexity {
 }
 
 pub fn complexity(workflow: &Value) -> Complexity {
+    if crate::make::is_scenario(workflow) {
+        let graph = crate::make::graph(workflow);
+        let modules = crate::make::modules(workflow);
+        let apps = |pred: &dyn Fn(&str) -> bool| {
+            modules
+                .iter()
+                .filter(|m| pred(crate::make::app(crate::make::module_name(m))))
+                .count()
+        };
+        return complexity_of(
+            &graph,
+            apps(&|a| a == "code" || a == "javascript"),
+            apps(&|a| a == "http"),
+            modules
+                .iter()
+                .filter(|m| crate::make::connection_ref(m).is_some())
+                .count(),
+        );
+    }
     let nodes = nodes(workflow);
-    let edges = edges(workflow);
-    let mut outputs: HashMap<&str, BTreeSet<usize>> = HashMap::new();
-    let mut next: HashMap<&str, Vec<&str>> = HashMap::new();
-    for e in &edges {
-        outputs.entry(e.from.as_str()).or_default().insert(e.output);
-        next.entry(e.from.as_str()).or_default().push(e.to.as_str());
-    }
-    let branching_nodes = outputs.values().filter(|o| o.len() > 1).count();
-    let starts: Vec<&str> = nodes
-        .iter()
-        .filter(|n| is_trigger(node_type(n)))
-        .filter_map(|n| n.get("name").and_then(Value::as_str))
-        .collect();
-    // Longest path by BFS levels, each node counted once (cycles cannot loop forever).
-    let mut depth = 0;
-    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut queue: VecDeque<(&str, usize)> = starts.iter().map(|s| (*s, 1)).collect();
-    while let Some((name, d)) = queue.pop_front() {
-        if seen.get(name).is_some_and(|&best| best >= d) || d > nodes.len() {
-            continue;
-        }
-        seen.insert(name, d);
-        depth = depth.max(d);
-        for to in next.get(name).map_or(&[][..], Vec::as_slice) {
-            queue.push_back((to, d + 1));
-        }
-    }
     let count = |pred: &dyn Fn(&str) -> bool| nodes.iter().filter(|n| pred(node_type(n))).count();
     let code_nodes = count(&|t| {
         t.ends_with(".code") || t.ends_with(".function") || t.ends_with(".functionItem")
@@ -571,16 +620,53 @@ pub fn complexity(workflow: &Value) -> Complexity {
                 .is_some_and(|c| !c.is_empty())
         })
         .count();
-    let level = if nodes.len() > 30 || depth > 15 || branching_nodes > 5 {
+    complexity_of(&graph(workflow), code_nodes, http_nodes, credential_nodes)
+}
+
+fn complexity_of(
+    graph: &Graph,
+    code_nodes: usize,
+    http_nodes: usize,
+    credential_nodes: usize,
+) -> Complexity {
+    let node_count = graph.nodes.len();
+    let mut outputs: HashMap<&str, BTreeSet<usize>> = HashMap::new();
+    let mut next: HashMap<&str, Vec<&str>> = HashMap::new();
+    for e in &graph.edges {
+        outputs.entry(e.from.as_str()).or_default().insert(e.output);
+        next.entry(e.from.as_str()).or_default().push(e.to.as_str());
+    }
+    let branching_nodes = outputs.values().filter(|o| o.len() > 1).count();
+    let starts: Vec<&str> = graph
+        .nodes
+        .iter()
+        .filter(|n| n.trigger)
+        .map(|n| n.name.as_str())
+        .collect();
+    // Longest path by BFS levels, each node counted once (cycles cannot loop forever).
+    let mut depth = 0;
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut queue: VecDeque<(&str, usize)> = starts.iter().map(|s| (*s, 1)).collect();
+    while let Some((name, d)) = queue.pop_front() {
+        if seen.get(name).is_some_and(|&best| best >= d) || d > node_count {
+            continue;
+        }
+        seen.insert(name, d);
+        depth = depth.max(d);
+        for to in next.get(name).map_or(&[][..], Vec::as_slice) {
+            queue.push_back((to, d + 1));
+        }
+    }
+    let level = if node_count > 30 || depth > 15 || branching_nodes > 5 {
         "high"
-    } else if nodes.len() > 10 || branching_nodes > 0 {
+    } else if node_count > 10 || branching_nodes > 0 {
         "medium"
     } else {
         "low"
     };
     Complexity {
-        node_count: nodes.len(),
-        edge_count: edges.len(),
+        node_count,
+        edge_count: graph.edges.len(),
         trigger_count: starts.len(),
         branching_nodes,
         depth,
@@ -994,5 +1080,97 @@ mod canonical_tests {
             summarize_doc(&doc).map(|s| s.content_hash),
             Some(content_hash(&w))
         );
+    }
+}
+
+#[cfg(test)]
+mod make_scenarios {
+    use serde_json::json;
+
+    use super::*;
+    use crate::make::tests::sample;
+
+    #[test]
+    fn a_scenarios_hash_ignores_layout_ids_and_team_references() {
+        let base = content_hash(&sample());
+        let mut moved = sample();
+        moved["id"] = json!("99");
+        moved["teamId"] = json!(7);
+        moved["active"] = json!(false);
+        moved["updatedAt"] = json!("2027-01-01T00:00:00.000Z");
+        moved["blueprint"]["flow"][0]["metadata"]["designer"] = json!({"x": 10, "y": 20});
+        moved["blueprint"]["flow"][0]["parameters"]["hook"] = json!(12);
+        moved["blueprint"]["flow"][1]["routes"][0]["flow"][0]["parameters"]["__IMTCONN__"] =
+            json!(9);
+        moved["blueprint"]["metadata"]["zone"] = json!("us1.make.com");
+        assert_eq!(content_hash(&moved), base);
+
+        let mut changed = sample();
+        changed["blueprint"]["flow"][1]["routes"][1]["flow"][0]["mapper"]["text"] =
+            json!("{{1.total}}");
+        assert_ne!(content_hash(&changed), base, "a mapping is content");
+        let mut rescheduled = sample();
+        rescheduled["scheduling"] = json!({"type": "indefinitely", "interval": 60});
+        assert_ne!(content_hash(&rescheduled), base, "the schedule is content");
+        let mut settings = sample();
+        settings["blueprint"]["metadata"]["scenario"]["maxErrors"] = json!(1);
+        assert_ne!(
+            content_hash(&settings),
+            base,
+            "the scenario's settings are content"
+        );
+    }
+
+    #[test]
+    fn a_scenario_summarises_the_same_from_either_tree() {
+        let s = sample();
+        let text = s.to_string();
+        let json = crate::json::Json::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        let from_json = summarize_doc(&json).unwrap_or_else(|| panic!("no summary"));
+        let from_value = summarize(&s).unwrap_or_else(|| panic!("no summary"));
+        assert_eq!(from_json, from_value);
+        assert_eq!(from_value.id, "17");
+        assert!(from_value.active && !from_value.archived);
+        assert_eq!(from_value.node_count, 5);
+        assert_eq!(from_value.content_hash, content_hash(&s));
+        let mut moved = s;
+        moved["blueprint"]["flow"][0]["metadata"]["designer"] = json!({"x": 10, "y": 20});
+        let moved = summarize(&moved).unwrap_or_else(|| panic!("no summary"));
+        assert_eq!(moved.content_hash, from_value.content_hash);
+        assert_ne!(
+            moved.storage_hash, from_value.storage_hash,
+            "layout is stored"
+        );
+    }
+
+    #[test]
+    fn a_scenarios_connections_are_its_credential_references() {
+        let refs = credential_refs(&sample());
+        assert_eq!(
+            refs.iter()
+                .map(|r| (
+                    r.id.as_deref(),
+                    r.name.as_str(),
+                    r.cred_type.as_str(),
+                    r.node.as_str()
+                ))
+                .collect::<Vec<_>>(),
+            vec![
+                (Some("5501"), "Sales Google", "google", "Log order [3]"),
+                (Some("7702"), "", "slack", "slack:CreateMessage [4]"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_scenarios_complexity_counts_modules_branches_and_depth() {
+        let c = complexity(&sample());
+        assert_eq!(c.node_count, 5);
+        assert_eq!(c.edge_count, 4);
+        assert_eq!(c.trigger_count, 1);
+        assert_eq!(c.branching_nodes, 1, "the router has two routes");
+        assert_eq!(c.depth, 4, "hook → router → sheets → error handler");
+        assert_eq!(c.credential_nodes, 2);
+        assert_eq!(c.level, "medium");
     }
 }

@@ -1,0 +1,665 @@
+//! Pure logic over a Make.com scenario as the Make adapter hands it out: the scenario's own
+//! fields (`id`, `name`, `active`, `updatedAt`, `teamId`, `folderId`, `description`, …) with its
+//! `scheduling` and its `blueprint` parsed:
+//!
+//! ```json
+//! {"id": "17", "name": "Orders", "active": true, "scheduling": {"type": "indefinitely", "interval": 900},
+//!  "blueprint": {"name": "Orders",
+//!                "flow": [{"id": 1, "module": "gateway:CustomWebHook", "version": 1,
+//!                          "parameters": {"hook": 881, "maxResults": 1}, "mapper": {},
+//!                          "metadata": {"designer": {"x": 0, "y": 0}}},
+//!                         {"id": 2, "module": "builtin:BasicRouter", "routes": [{"flow": […]}]}],
+//!                "metadata": {"instant": true, "version": 1, "scenario": {"roundtrips": 1, …},
+//!                             "designer": {"orphans": []}, "zone": "eu1.make.com"}}}
+//! ```
+//!
+//! [`crate::workflow`] dispatches here for such documents, so the catalog, hashes, drift, diffs,
+//! backups and promotions work on scenarios as they do on n8n workflows.
+//!
+//! Normalised form (the content hash): `name`, `description`, `scheduling` and the blueprint's
+//! `flow` and `metadata.instant`/`metadata.scenario` (the scenario's settings). Removed: the
+//! scenario's ids, team, folder, timestamps and activation; every module's `metadata` (canvas
+//! position, the designer's cached labels and interface); and the references that differ per
+//! team: connection ids (`parameters.__IMTCONN__`), webhook and key ids (`__IMTHOOK__`,
+//! `__IMTKEY__`, a gateway module's `hook`). Module order is kept: it is the order Make runs
+//! them in. Null values are removed and object keys sorted.
+//!
+//! Storage form (backups, restores): `name`, `description`, `scheduling` and the whole blueprint
+//! (layout and connection ids kept, so a restore into the same team is exact), nulls removed.
+
+use serde_json::{Map, Value};
+
+use crate::json::Doc;
+use crate::workflow::{Graph, GraphEdge, GraphNode};
+
+/// Parameters that hold ids of things that belong to one team (a promotion remaps connections;
+/// hooks and keys are the target team's own).
+const TEAM_REFERENCES: [&str; 3] = ["__IMTCONN__", "__IMTHOOK__", "__IMTKEY__"];
+/// The parameter holding a connection id.
+pub const CONNECTION_PARAM: &str = "__IMTCONN__";
+
+/// Whether `doc` is a Make scenario (it carries a blueprint with a flow) rather than an n8n
+/// workflow.
+pub fn is_scenario<D: Doc>(doc: &D) -> bool {
+    doc.get("blueprint")
+        .and_then(|b| b.get("flow"))
+        .and_then(D::as_array)
+        .is_some()
+}
+
+/// A document of any tree as a `serde_json::Value` (scenarios are small; the streaming writers
+/// are for n8n's large workflows).
+pub fn to_value<D: Doc>(doc: &D) -> Value {
+    if let Some(members) = doc.members() {
+        return Value::Object(
+            members
+                .map(|(k, v)| (k.to_owned(), to_value(v)))
+                .collect::<Map<String, Value>>(),
+        );
+    }
+    if let Some(items) = doc.as_array() {
+        return Value::Array(items.iter().map(to_value).collect());
+    }
+    let mut out = Vec::new();
+    doc.write_scalar(&mut out);
+    serde_json::from_slice(&out).unwrap_or(Value::Null)
+}
+
+fn strip_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), strip_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(strip_nulls).collect()),
+        other => other.clone(),
+    }
+}
+
+fn top_fields(scenario: &Value, out: &mut Map<String, Value>) {
+    for key in ["name", "description", "scheduling"] {
+        match scenario.get(key) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) if key == "description" && s.is_empty() => {}
+            Some(v) => {
+                out.insert(key.to_owned(), strip_nulls(v));
+            }
+        }
+    }
+}
+
+/// The normalised form (see the module docs); keys are sorted by the caller.
+pub fn normalize(scenario: &Value) -> Value {
+    let mut out = Map::new();
+    top_fields(scenario, &mut out);
+    let blueprint = scenario.get("blueprint");
+    let mut bp = Map::new();
+    if let Some(flow) = blueprint
+        .and_then(|b| b.get("flow"))
+        .and_then(Value::as_array)
+    {
+        bp.insert(
+            "flow".to_owned(),
+            Value::Array(flow.iter().map(normalize_module).collect()),
+        );
+    }
+    if let Some(meta) = blueprint.and_then(|b| b.get("metadata")) {
+        let mut m = Map::new();
+        for key in ["instant", "scenario"] {
+            if let Some(v) = meta.get(key).filter(|v| !v.is_null()) {
+                m.insert(key.to_owned(), strip_nulls(v));
+            }
+        }
+        if !m.is_empty() {
+            bp.insert("metadata".to_owned(), Value::Object(m));
+        }
+    }
+    out.insert("blueprint".to_owned(), Value::Object(bp));
+    Value::Object(out)
+}
+
+fn normalize_module(module: &Value) -> Value {
+    let Some(o) = module.as_object() else {
+        return strip_nulls(module);
+    };
+    let gateway = module_name(module).starts_with("gateway:");
+    let mut out = Map::new();
+    for (k, v) in o {
+        if v.is_null() || k == "metadata" {
+            continue;
+        }
+        let v = match k.as_str() {
+            "parameters" => Value::Object(
+                v.as_object()
+                    .map(|p| {
+                        p.iter()
+                            .filter(|(k, v)| {
+                                !v.is_null()
+                                    && !TEAM_REFERENCES.contains(&k.as_str())
+                                    && (!gateway || k.as_str() != "hook")
+                            })
+                            .map(|(k, v)| (k.clone(), strip_nulls(v)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            ),
+            "routes" => Value::Array(
+                v.as_array()
+                    .map(|routes| routes.iter().map(normalize_route).collect())
+                    .unwrap_or_default(),
+            ),
+            "onerror" => Value::Array(
+                v.as_array()
+                    .map(|flow| flow.iter().map(normalize_module).collect())
+                    .unwrap_or_default(),
+            ),
+            _ => strip_nulls(v),
+        };
+        out.insert(k.clone(), v);
+    }
+    Value::Object(out)
+}
+
+fn normalize_route(route: &Value) -> Value {
+    let mut out = route
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(k, v)| k.as_str() != "flow" && !v.is_null())
+                .map(|(k, v)| (k.clone(), strip_nulls(v)))
+                .collect::<Map<String, Value>>()
+        })
+        .unwrap_or_default();
+    if let Some(flow) = route.get("flow").and_then(Value::as_array) {
+        out.insert(
+            "flow".to_owned(),
+            Value::Array(flow.iter().map(normalize_module).collect()),
+        );
+    }
+    Value::Object(out)
+}
+
+/// The storage form (see the module docs); keys are sorted by the caller.
+pub fn storage_form(scenario: &Value) -> Value {
+    let mut out = Map::new();
+    top_fields(scenario, &mut out);
+    if let Some(bp) = scenario.get("blueprint") {
+        out.insert("blueprint".to_owned(), strip_nulls(bp));
+    }
+    Value::Object(out)
+}
+
+/// A module's `module` (`app:action`).
+pub fn module_name(module: &Value) -> &str {
+    module.get("module").and_then(Value::as_str).unwrap_or("")
+}
+
+/// How a module is named in reports and graphs: its label on the canvas when it has one, else
+/// `app:action [id]`.
+pub fn module_label(module: &Value) -> String {
+    let id = module
+        .get("id")
+        .map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .unwrap_or_default();
+    module
+        .get("metadata")
+        .and_then(|m| m.get("designer"))
+        .and_then(|d| d.get("name"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .map_or_else(
+            || format!("{} [{id}]", module_name(module)),
+            |name| format!("{name} [{id}]"),
+        )
+}
+
+/// Every module of the scenario, depth first in flow order (routes and error handlers after the
+/// module that holds them).
+pub fn modules(scenario: &Value) -> Vec<&Value> {
+    fn walk<'a>(flow: &'a [Value], out: &mut Vec<&'a Value>) {
+        for m in flow {
+            out.push(m);
+            for route in m
+                .get("routes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(f) = route.get("flow").and_then(Value::as_array) {
+                    walk(f, out);
+                }
+            }
+            if let Some(handlers) = m.get("onerror").and_then(Value::as_array) {
+                walk(handlers, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(flow) = top_flow(scenario) {
+        walk(flow, &mut out);
+    }
+    out
+}
+
+fn top_flow(scenario: &Value) -> Option<&[Value]> {
+    scenario
+        .get("blueprint")?
+        .get("flow")?
+        .as_array()
+        .map(Vec::as_slice)
+}
+
+/// Mutable access to every module, in the order of [`modules`].
+pub fn for_each_module_mut(scenario: &mut Value, f: &mut dyn FnMut(&mut Value)) {
+    fn walk(flow: &mut [Value], f: &mut dyn FnMut(&mut Value)) {
+        for m in flow {
+            f(m);
+            if let Some(routes) = m.get_mut("routes").and_then(Value::as_array_mut) {
+                for route in routes {
+                    if let Some(flow) = route.get_mut("flow").and_then(Value::as_array_mut) {
+                        walk(flow, f);
+                    }
+                }
+            }
+            if let Some(handlers) = m.get_mut("onerror").and_then(Value::as_array_mut) {
+                walk(handlers, f);
+            }
+        }
+    }
+    if let Some(flow) = scenario
+        .get_mut("blueprint")
+        .and_then(|b| b.get_mut("flow"))
+        .and_then(Value::as_array_mut)
+    {
+        walk(flow, f);
+    }
+}
+
+/// Whether the scenario's first module starts it: an instant trigger (webhooks, `gateway:`), or
+/// a polling `watch…` module.
+pub fn is_trigger(module: &Value, first: bool, instant: bool) -> bool {
+    if !first {
+        return false;
+    }
+    let name = module_name(module);
+    let action = name.split_once(':').map_or("", |(_, a)| a);
+    instant || name.starts_with("gateway:") || action.starts_with("watch")
+}
+
+/// Whether the scenario runs on a webhook (`metadata.instant`).
+pub fn is_instant(scenario: &Value) -> bool {
+    scenario
+        .get("blueprint")
+        .and_then(|b| b.get("metadata"))
+        .and_then(|m| m.get("instant"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+/// The graph the UI draws: every module at its canvas position; an edge from each module to
+/// the next in its flow, from a router to the first module of each route (`output` = the
+/// route's index) and from a module to its error handler (`kind` = `error`).
+pub fn graph(scenario: &Value) -> Graph {
+    fn walk(
+        flow: &[Value],
+        instant: bool,
+        top: bool,
+        nodes: &mut Vec<GraphNode>,
+        edges: &mut Vec<GraphEdge>,
+    ) {
+        let mut previous: Option<String> = None;
+        for (i, m) in flow.iter().enumerate() {
+            let label = module_label(m);
+            let designer = m.get("metadata").and_then(|d| d.get("designer"));
+            let coord = |k: &str| {
+                designer
+                    .and_then(|d| d.get(k))
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0)
+            };
+            nodes.push(GraphNode {
+                name: label.clone(),
+                node_type: module_name(m).to_owned(),
+                x: coord("x"),
+                y: coord("y"),
+                disabled: m.get("disabled").and_then(Value::as_bool).unwrap_or(false),
+                trigger: top && is_trigger(m, i == 0, instant),
+            });
+            if let Some(from) = previous.take() {
+                edges.push(GraphEdge {
+                    from,
+                    to: label.clone(),
+                    kind: "main".into(),
+                    output: 0,
+                });
+            }
+            for (r, route) in m
+                .get("routes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let Some(flow) = route.get("flow").and_then(Value::as_array) else {
+                    continue;
+                };
+                if let Some(first) = flow.first() {
+                    edges.push(GraphEdge {
+                        from: label.clone(),
+                        to: module_label(first),
+                        kind: "main".into(),
+                        output: r,
+                    });
+                }
+                walk(flow, instant, false, nodes, edges);
+            }
+            if let Some(handlers) = m.get("onerror").and_then(Value::as_array) {
+                if let Some(first) = handlers.first() {
+                    edges.push(GraphEdge {
+                        from: label.clone(),
+                        to: module_label(first),
+                        kind: "error".into(),
+                        output: 0,
+                    });
+                }
+                walk(handlers, instant, false, nodes, edges);
+            }
+            previous = Some(label);
+        }
+    }
+    let mut nodes = Vec::new();
+    let mut edges = Vec::new();
+    if let Some(flow) = top_flow(scenario) {
+        walk(flow, is_instant(scenario), true, &mut nodes, &mut edges);
+    }
+    Graph { nodes, edges }
+}
+
+/// A connection reference: the module's connection id, and what the designer cached about it
+/// (`metadata.restore.parameters.__IMTCONN__`: `label`, `data.connection` = the connection type).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionRef {
+    pub module: String,
+    pub id: String,
+    pub label: Option<String>,
+    /// The connection type (`google`, `slack2`, …), else the module's app.
+    pub connection_type: String,
+}
+
+pub fn connection_ref(module: &Value) -> Option<ConnectionRef> {
+    let id = match module.get("parameters")?.get(CONNECTION_PARAM)? {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) if !s.is_empty() => s.clone(),
+        _ => return None,
+    };
+    let restore = module
+        .get("metadata")
+        .and_then(|m| m.get("restore"))
+        .and_then(|r| r.get("parameters"))
+        .and_then(|p| p.get(CONNECTION_PARAM));
+    let label = restore
+        .and_then(|r| r.get("label"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    let connection_type = restore
+        .and_then(|r| r.get("data"))
+        .and_then(|d| d.get("connection"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map_or_else(|| app(module_name(module)).to_owned(), str::to_owned);
+    Some(ConnectionRef {
+        module: module_label(module),
+        id,
+        label,
+        connection_type,
+    })
+}
+
+/// The app of `app:action`.
+pub fn app(module: &str) -> &str {
+    module.split_once(':').map_or(module, |(a, _)| a)
+}
+
+/// Problems that make a scenario unfit to write (the promotion pre-flight): no name, no flow,
+/// modules that are not objects or lack `id`/`module`, duplicate module ids.
+pub fn preflight_problems(scenario: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    if scenario
+        .get("name")
+        .and_then(Value::as_str)
+        .is_none_or(|n| n.trim().is_empty())
+    {
+        problems.push("the scenario has no name".to_owned());
+    }
+    if top_flow(scenario).is_none() {
+        problems.push("the blueprint's `flow` is not an array".to_owned());
+        return problems;
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, m) in modules(scenario).into_iter().enumerate() {
+        let position = i + 1;
+        if !m.is_object() {
+            problems.push(format!("module {position} is not a JSON object"));
+            continue;
+        }
+        if module_name(m).split_once(':').is_none() {
+            problems.push(format!(
+                "module {position} has no `module` of the form app:action"
+            ));
+        }
+        match m.get("id") {
+            Some(Value::Number(n)) => {
+                if !seen.insert(n.to_string()) {
+                    problems.push(format!("module id {n} is used twice"));
+                }
+            }
+            _ => problems.push(format!("module {position} has no numeric `id`")),
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A scenario as the adapter returns it: webhook → router → (sheets | slack), an error
+    /// handler on the sheets module.
+    pub(crate) fn sample() -> Value {
+        let sheets = json!({
+            "id": 3, "module": "google-sheets:addRow", "version": 2,
+            "parameters": {"__IMTCONN__": 5501, "mode": "select"},
+            "mapper": {"values": {"0": "{{1.order}}"}},
+            "metadata": {
+                "designer": {"x": 600, "y": -150, "name": "Log order"},
+                "restore": {"parameters": {"__IMTCONN__": {
+                    "label": "Sales Google", "data": {"scoped": "true", "connection": "google"}}}}
+            },
+            "onerror": [{"id": 5, "module": "builtin:Ignore", "version": 1,
+                         "metadata": {"designer": {"x": 900, "y": -150}}}]
+        });
+        let slack = json!({
+            "id": 4, "module": "slack:CreateMessage", "version": 4,
+            "parameters": {"__IMTCONN__": "7702"}, "mapper": {"text": "{{1.order}}"},
+            "metadata": {"designer": {"x": 600, "y": 150}}
+        });
+        let router = json!({
+            "id": 2, "module": "builtin:BasicRouter", "version": 1, "mapper": null,
+            "metadata": {"designer": {"x": 300, "y": 0}},
+            "routes": [{"flow": [sheets]}, {"flow": [slack]}]
+        });
+        let hook = json!({
+            "id": 1, "module": "gateway:CustomWebHook", "version": 1,
+            "parameters": {"hook": 881, "maxResults": 1}, "mapper": {},
+            "metadata": {"designer": {"x": 0, "y": 0}}
+        });
+        json!({
+            "id": "17", "name": "Orders", "active": true, "teamId": 42, "folderId": null,
+            "createdAt": "2026-01-01T00:00:00.000Z", "updatedAt": "2026-01-02T03:04:05.000Z",
+            "description": "", "isPaused": false,
+            "scheduling": {"type": "immediately"},
+            "blueprint": {
+                "name": "Orders",
+                "flow": [hook, router],
+                "metadata": {"instant": true, "version": 1,
+                             "scenario": {"roundtrips": 1, "maxErrors": 3, "autoCommit": true},
+                             "designer": {"orphans": []}, "zone": "eu1.make.com"}
+            }
+        })
+    }
+
+    #[test]
+    fn a_scenario_is_told_from_a_workflow_by_its_blueprint() {
+        assert!(is_scenario(&sample()));
+        assert!(!is_scenario(&json!({"name": "w", "nodes": []})));
+        assert!(!is_scenario(&json!({"blueprint": "not parsed"})));
+    }
+
+    #[test]
+    fn modules_are_walked_through_routes_and_error_handlers() {
+        let s = sample();
+        let ids: Vec<i64> = modules(&s)
+            .iter()
+            .filter_map(|m| m.get("id").and_then(Value::as_i64))
+            .collect();
+        assert_eq!(ids, vec![1, 2, 3, 5, 4]);
+        assert_eq!(module_label(modules(&s)[2]), "Log order [3]");
+        assert_eq!(module_label(modules(&s)[4]), "slack:CreateMessage [4]");
+    }
+
+    #[test]
+    fn the_normalised_form_drops_layout_and_team_references_but_keeps_order() {
+        let n = normalize(&sample());
+        assert_eq!(n["name"], "Orders");
+        assert!(
+            n.get("description").is_none(),
+            "an empty description is no content"
+        );
+        assert!(n.get("id").is_none() && n.get("active").is_none() && n.get("teamId").is_none());
+        let flow = &n["blueprint"]["flow"];
+        assert_eq!(
+            flow[0]["parameters"],
+            json!({"maxResults": 1}),
+            "the hook id is the team's"
+        );
+        assert!(flow[0].get("metadata").is_none());
+        let sheets = &flow[1]["routes"][0]["flow"][0];
+        assert_eq!(sheets["parameters"], json!({"mode": "select"}));
+        assert_eq!(sheets["onerror"][0]["module"], "builtin:Ignore");
+        assert_eq!(
+            n["blueprint"]["metadata"],
+            json!({"instant": true, "scenario": {"roundtrips": 1, "maxErrors": 3, "autoCommit": true}})
+        );
+        assert!(flow[1].get("mapper").is_none(), "nulls are dropped");
+    }
+
+    #[test]
+    fn the_storage_form_keeps_the_whole_blueprint() {
+        let s = storage_form(&sample());
+        assert_eq!(s["blueprint"]["flow"][0]["parameters"]["hook"], 881);
+        assert_eq!(s["blueprint"]["metadata"]["zone"], "eu1.make.com");
+        assert!(s.get("id").is_none() && s.get("updatedAt").is_none());
+        assert_eq!(s["scheduling"], json!({"type": "immediately"}));
+    }
+
+    #[test]
+    fn connection_references_carry_the_designers_label_and_type() {
+        let s = sample();
+        let refs: Vec<ConnectionRef> = modules(&s).into_iter().filter_map(connection_ref).collect();
+        assert_eq!(
+            refs,
+            vec![
+                ConnectionRef {
+                    module: "Log order [3]".into(),
+                    id: "5501".into(),
+                    label: Some("Sales Google".into()),
+                    connection_type: "google".into(),
+                },
+                ConnectionRef {
+                    module: "slack:CreateMessage [4]".into(),
+                    id: "7702".into(),
+                    label: None,
+                    connection_type: "slack".into(),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn the_graph_follows_flows_routes_and_error_handlers() {
+        let g = graph(&sample());
+        let names: Vec<&str> = g.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "gateway:CustomWebHook [1]",
+                "builtin:BasicRouter [2]",
+                "Log order [3]",
+                "builtin:Ignore [5]",
+                "slack:CreateMessage [4]"
+            ]
+        );
+        assert!(g.nodes[0].trigger && !g.nodes[1].trigger);
+        assert_eq!((g.nodes[2].x, g.nodes[2].y), (600.0, -150.0));
+        let edges: Vec<(&str, &str, &str, usize)> = g
+            .edges
+            .iter()
+            .map(|e| (e.from.as_str(), e.to.as_str(), e.kind.as_str(), e.output))
+            .collect();
+        assert_eq!(
+            edges,
+            vec![
+                (
+                    "gateway:CustomWebHook [1]",
+                    "builtin:BasicRouter [2]",
+                    "main",
+                    0
+                ),
+                ("builtin:BasicRouter [2]", "Log order [3]", "main", 0),
+                ("Log order [3]", "builtin:Ignore [5]", "error", 0),
+                (
+                    "builtin:BasicRouter [2]",
+                    "slack:CreateMessage [4]",
+                    "main",
+                    1
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn preflight_names_what_make_would_refuse() {
+        assert!(preflight_problems(&sample()).is_empty());
+        let mut bad = sample();
+        bad["name"] = json!(" ");
+        bad["blueprint"]["flow"][1]["routes"][1]["flow"][0]["id"] = json!(3);
+        bad["blueprint"]["flow"][0]["module"] = json!("webhook");
+        assert_eq!(
+            preflight_problems(&bad),
+            vec![
+                "the scenario has no name".to_owned(),
+                "module 1 has no `module` of the form app:action".to_owned(),
+                "module id 3 is used twice".to_owned(),
+            ]
+        );
+        let mut none = sample();
+        none["blueprint"]["flow"] = json!({});
+        assert!(!is_scenario(&none));
+    }
+
+    #[test]
+    fn any_tree_converts_to_the_same_value() {
+        let s = sample();
+        let text = s.to_string();
+        let json = crate::json::Json::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(to_value(&json), s);
+    }
+}
