@@ -217,6 +217,46 @@ pub async fn list(db: impl PgExecutor<'_>, tenant_id: Uuid) -> Result<Vec<Enviro
     .await?)
 }
 
+/// An environment seen across tenants (PLAT-004), with its tenant.
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+pub struct PlatformEnvironment {
+    pub tenant_id: Uuid,
+    pub tenant_name: String,
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub environment: Environment,
+}
+
+/// Filters of [`list_across`]; every field narrows.
+#[derive(Debug, Clone, Default)]
+pub struct AcrossFilter<'a> {
+    pub tenant_id: Option<Uuid>,
+    pub provider: Option<&'a str>,
+    pub health: Option<HealthStatus>,
+}
+
+/// Every tenant's environments, newest first, strictly older than `after` (ids are time-ordered).
+pub async fn list_across(
+    db: impl PgExecutor<'_>,
+    filter: &AcrossFilter<'_>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<PlatformEnvironment>> {
+    Ok(sqlx::query_as(sqlf!(
+        "select {COLUMNS}, t.name as tenant_name from environments e join tenants t on t.id = e.tenant_id \
+         where ($1::uuid is null or e.tenant_id = $1) and ($2::text is null or e.provider = $2) \
+           and ($3::text is null or e.health_status = $3) and ($4::uuid is null or e.id < $4) \
+         order by e.id desc limit $5"
+    ))
+    .bind(filter.tenant_id)
+    .bind(filter.provider)
+    .bind(filter.health.map(|h| h.as_str()))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
 /// What may change without a new connection test.
 #[derive(Debug, Default)]
 pub struct Changes<'a> {

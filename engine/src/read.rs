@@ -29,8 +29,19 @@ pub async fn list(
     after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Run>> {
+    list_in(db, Some(namespace), filter, after, limit).await
+}
+
+/// [`list`] of one namespace, or of all of them (`None`: operators' views across tenants).
+pub async fn list_in(
+    db: impl PgExecutor<'_>,
+    namespace: Option<&str>,
+    filter: &RunFilter,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Run>> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {} from engine_runs where namespace = $1 and ($2::uuid is null or id < $2) \
+        "select {} from engine_runs where ($1::text is null or namespace = $1) and ($2::uuid is null or id < $2) \
            and ($3::text is null or kind = $3) and ($4::text is null or status = $4) \
            and ($5::timestamptz is null or created_at >= $5) and ($6::timestamptz is null or created_at < $6) \
            and ($7::jsonb is null or labels @> $7) and ($8::uuid is null or parent_id = $8) \

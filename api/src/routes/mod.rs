@@ -62,6 +62,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(platform::remove_platform_admin))
         .routes(routes!(platform::list_workers))
+        .routes(routes!(platform::list_runs))
+        .routes(routes!(platform::list_environments))
         .routes(routes!(impersonation::tenant_users))
         .routes(routes!(console::overview))
         .routes(routes!(console::tenant_usage))

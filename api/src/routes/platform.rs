@@ -465,3 +465,128 @@ pub async fn list_workers(
             .collect(),
     }))
 }
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PlatformRunQuery {
+    /// Only this tenant's runs.
+    pub tenant_id: Option<Uuid>,
+    pub kind: Option<String>,
+    /// One of queued, running, waiting, succeeded, failed, cancelled.
+    pub status: Option<String>,
+    /// Created at or after (RFC 3339).
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Created before (RFC 3339).
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    pub cursor: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<u32>,
+}
+
+/// A run seen across tenants: the run as the tenant's API shows it, and whose it is.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PlatformRun {
+    /// The tenant the run belongs to (null for the platform's own housekeeping runs).
+    pub tenant_id: Option<Uuid>,
+    /// The engine namespace (the tenant id, or the platform's own).
+    pub namespace: String,
+    #[serde(flatten)]
+    pub run: super::runs::RunView,
+}
+
+/// Runs of every tenant, newest first (PLAT-004): what failed where, what is stuck, which tenant
+/// fills the queue. Filtered like a tenant's run list, and by tenant.
+#[utoipa::path(get, path = "/api/v1/platform/runs", tag = "platform", security(("bearer" = [])), params(PlatformRunQuery),
+    responses((status = 200, body = Page<PlatformRun>), (status = 403, body = Problem), (status = 422, body = Problem)))]
+pub async fn list_runs(
+    State(state): State<AppState>,
+    _admin: PlatformAdmin,
+    ApiQuery(q): ApiQuery<PlatformRunQuery>,
+) -> ApiResult<Json<Page<PlatformRun>>> {
+    let page = domain::page::PageRequest::parse(q.cursor.as_deref(), q.limit)?;
+    let status = match non_empty(q.status.as_deref()) {
+        Some(s) => Some(
+            s.parse::<engine::RunStatus>()
+                .map_err(|e| domain::Error::invalid("status", e))?,
+        ),
+        None => None,
+    };
+    let filter = engine::read::RunFilter {
+        kind: non_empty(q.kind.as_deref()).map(str::to_owned),
+        status,
+        since: q.since,
+        until: q.until,
+        ..engine::read::RunFilter::default()
+    };
+    let namespace = q.tenant_id.map(|t| t.to_string());
+    let rows = engine::read::list_in(
+        &state.db,
+        namespace.as_deref(),
+        &filter,
+        page.after,
+        page.fetch_limit(),
+    )
+    .await
+    .map_err(super::runs::queue_error)?;
+    Ok(Json(
+        Page::from_rows(rows, page, |r: &engine::Run| r.id).map(|r| PlatformRun {
+            tenant_id: r.namespace.parse().ok(),
+            namespace: r.namespace.clone(),
+            run: r.into(),
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PlatformEnvironmentQuery {
+    /// Only this tenant's environments.
+    pub tenant_id: Option<Uuid>,
+    /// `n8n` or `make`.
+    pub provider: Option<String>,
+    /// One of unknown, healthy, unreachable, auth_failed, error.
+    pub health: Option<String>,
+    pub cursor: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<u32>,
+}
+
+/// Every tenant's environments, newest first (PLAT-004): which instances are unreachable or
+/// refuse their keys, and when each last synced. API keys are never part of it.
+#[utoipa::path(get, path = "/api/v1/platform/environments", tag = "platform", security(("bearer" = [])), params(PlatformEnvironmentQuery),
+    responses((status = 200, body = Page<domain::environments::PlatformEnvironment>), (status = 403, body = Problem), (status = 422, body = Problem)))]
+pub async fn list_environments(
+    State(state): State<AppState>,
+    _admin: PlatformAdmin,
+    ApiQuery(q): ApiQuery<PlatformEnvironmentQuery>,
+) -> ApiResult<Json<Page<domain::environments::PlatformEnvironment>>> {
+    let page = domain::page::PageRequest::parse(q.cursor.as_deref(), q.limit)?;
+    let mut v = Validator::new();
+    let provider = non_empty(q.provider.as_deref());
+    if provider.is_some_and(|p| adapters::ProviderKind::parse(p).is_none()) {
+        v.error("provider", "must be `n8n` or `make`");
+    }
+    let health = non_empty(q.health.as_deref()).and_then(|h| {
+        let parsed = domain::environments::HealthStatus::parse(h);
+        if parsed.is_none() {
+            v.error(
+                "health",
+                format!(
+                    "must be one of {}",
+                    domain::environments::HealthStatus::expected()
+                ),
+            );
+        }
+        parsed
+    });
+    v.finish()?;
+    let filter = domain::environments::AcrossFilter {
+        tenant_id: q.tenant_id,
+        provider,
+        health,
+    };
+    let rows =
+        domain::environments::list_across(&state.db, &filter, page.after, page.fetch_limit())
+            .await?;
+    Ok(Json(Page::from_rows(rows, page, |e| e.environment.id)))
+}

@@ -926,3 +926,160 @@ async fn platform_admins_set_data_retention_and_the_prune_applies_it() {
         .await;
     assert_eq!(trail.body["items"].as_array().map(Vec::len), Some(1));
 }
+
+// PLAT-004: runs and environments across tenants
+#[tokio::test]
+async fn a_platform_admin_sees_every_tenants_runs_and_environments() {
+    use workflowops_tests::n8n::{EmulatorConfig, N8nEmulator};
+    let app = TestApp::spawn().await;
+    let admin = app.platform_admin().await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    let n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    for (t, name) in [(&acme, "Acme dev"), (&globex, "Globex prod")] {
+        let res = app
+            .post(
+                "/api/v1/environments",
+                &t.admin,
+                &json!({"name": name, "provider": "n8n", "base_url": n8n.base_url(), "api_key": n8n.api_key(), "class": "dev"}),
+            )
+            .await;
+        assert_eq!(res.status, 201, "{}", res.body);
+    }
+    let mut tx = app.db.pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    for (t, n) in [(&acme, 3), (&globex, 1)] {
+        for i in 0..n {
+            let run = engine::NewRun::of::<jobs::diagnostics::Steps>(
+                t.id.to_string(),
+                &jobs::diagnostics::StepsInput {
+                    steps: i,
+                    step_ms: 0,
+                },
+            );
+            engine::queue::enqueue(&mut tx, &run)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+
+    // Runs: every tenant's, newest first, paged; by tenant; by status.
+    let first = app.get("/api/v1/platform/runs?limit=2", &admin).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.body["items"].as_array().map(Vec::len), Some(2));
+    let cursor = first.body["next_cursor"].as_str().unwrap_or_default();
+    let rest = app
+        .get(
+            &format!("/api/v1/platform/runs?limit=10&cursor={cursor}"),
+            &admin,
+        )
+        .await;
+    let mut tenants: Vec<String> = [&first, &rest]
+        .iter()
+        .flat_map(|p| p.body["items"].as_array().cloned().unwrap_or_default())
+        .filter(|r| r["kind"] == "diagnostics.steps")
+        .map(|r| r["tenant_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    tenants.sort();
+    let mut want = vec![acme.id.to_string(); 3];
+    want.push(globex.id.to_string());
+    want.sort();
+    assert_eq!(tenants, want);
+    let globex_runs = app
+        .get(
+            &format!(
+                "/api/v1/platform/runs?tenant_id={}&status=queued",
+                globex.id
+            ),
+            &admin,
+        )
+        .await;
+    assert_eq!(
+        globex_runs.body["items"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        globex_runs.body
+    );
+    assert_eq!(globex_runs.body["items"][0]["status"], "queued");
+    assert_eq!(
+        globex_runs.body["items"][0]["namespace"],
+        globex.id.to_string()
+    );
+    let bad = app.get("/api/v1/platform/runs?status=stuck", &admin).await;
+    assert_eq!(
+        (bad.status.as_u16(), bad.code()),
+        (422, "validation_failed"),
+        "{}",
+        bad.body
+    );
+
+    // Environments: with their tenant, never their keys; filtered by tenant, provider, health.
+    let envs = app.get("/api/v1/platform/environments", &admin).await;
+    assert_eq!(envs.status, 200, "{}", envs.body);
+    let names: Vec<(&str, &str)> = envs.body["items"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .map(|e| {
+                    (
+                        e["name"].as_str().unwrap_or(""),
+                        e["tenant_name"].as_str().unwrap_or(""),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        names,
+        [
+            ("Globex prod", "Tenant globex"),
+            ("Acme dev", "Tenant acme")
+        ]
+    );
+    assert!(
+        !envs.body.to_string().contains(&n8n.api_key()),
+        "no API key leaves"
+    );
+    assert_eq!(envs.body["items"][0]["tenant_id"], globex.id.to_string());
+    let acme_envs = app
+        .get(
+            &format!(
+                "/api/v1/platform/environments?tenant_id={}&provider=n8n&health=unknown",
+                acme.id
+            ),
+            &admin,
+        )
+        .await;
+    assert_eq!(
+        acme_envs.body["items"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        acme_envs.body
+    );
+    let make = app
+        .get("/api/v1/platform/environments?provider=make", &admin)
+        .await;
+    assert_eq!(make.body["items"].as_array().map(Vec::len), Some(0));
+    let bad = app
+        .get(
+            "/api/v1/platform/environments?provider=zapier&health=sick",
+            &admin,
+        )
+        .await;
+    assert_eq!(
+        (bad.status.as_u16(), bad.code()),
+        (422, "validation_failed"),
+        "{}",
+        bad.body
+    );
+    assert!(bad.body.to_string().contains("health"), "{}", bad.body);
+
+    // Tenants' own admins are not platform admins.
+    for path in ["/api/v1/platform/runs", "/api/v1/platform/environments"] {
+        let refused = app.get(path, &acme.admin).await;
+        assert_eq!(
+            (refused.status.as_u16(), refused.code()),
+            (403, "platform_admin_required")
+        );
+    }
+}
