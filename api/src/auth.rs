@@ -649,7 +649,10 @@ impl<P> TenantCtx<P> {
     }
 
     /// Refuses (403 `feature_not_in_plan`, logged for ENT-011) unless the tenant's plan grants
-    /// `feature` for `provider`, or for any provider when `None` (ENT-001, PROV-003).
+    /// `feature` for `provider` (ENT-001, PROV-003). `None` is for what spans every environment
+    /// (an overview, a tenant-wide policy): then the plan of every provider the tenant has
+    /// environments with must grant it (`domain::entitlements::Entitlements::grant`); pass the
+    /// provider whenever the request concerns one environment or pipeline.
     pub async fn require(
         &self,
         db: &sqlx::PgPool,

@@ -18,14 +18,15 @@ use stripe_billing::subscription::{
 };
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
+    ExpireCheckoutSession, RetrieveCheckoutSession,
 };
 use stripe_core::customer::CreateCustomer;
 use uuid::Uuid;
 
 use crate::error::{BillingError, Result};
 use crate::types::{
-    CheckoutRequest, CheckoutSession, Invoice, InvoiceLine, InvoicePage, InvoicePreview,
-    Subscription,
+    CheckoutRequest, CheckoutSession, CheckoutStatus, Invoice, InvoiceLine, InvoicePage,
+    InvoicePreview, Subscription,
 };
 use crate::webhook::{DEFAULT_TOLERANCE, WebhookEvent, verify_webhook};
 
@@ -197,6 +198,49 @@ impl Stripe {
         })
     }
 
+    /// Expires an open Checkout Session (`POST /v1/checkout/sessions/{id}/expire`) so that it
+    /// can no longer be paid, and returns where it stands now: `Expired`, or, when it was not
+    /// open any more, what Stripe says it is (`Complete` when it was paid meanwhile). A session
+    /// Stripe does not know is `Expired`: nobody can pay it.
+    ///
+    /// # Errors
+    /// See [`BillingError`].
+    pub async fn expire_checkout_session(&self, id: &str) -> Result<CheckoutStatus> {
+        let refused = match ExpireCheckoutSession::new(id)
+            .send(&self.inner.client)
+            .await
+        {
+            Ok(session) => return checkout_status(id, session.status.as_ref()),
+            Err(e) => self.error(e),
+        };
+        match &refused {
+            BillingError::Refused { code, .. } if code.as_deref() == Some("resource_missing") => {
+                Ok(CheckoutStatus::Expired)
+            }
+            // Only open sessions can be expired: Stripe says so in prose only, so ask it what the
+            // session is instead of reading the message.
+            BillingError::Refused { status: 400, .. } => {
+                match self.checkout_session_status(id).await? {
+                    CheckoutStatus::Open => Err(refused),
+                    done => Ok(done),
+                }
+            }
+            _ => Err(refused),
+        }
+    }
+
+    /// Where a Checkout Session stands.
+    ///
+    /// # Errors
+    /// See [`BillingError`]; an unknown id is `Refused` with code `resource_missing`.
+    pub async fn checkout_session_status(&self, id: &str) -> Result<CheckoutStatus> {
+        let session = RetrieveCheckoutSession::new(id)
+            .send(&self.inner.client)
+            .await
+            .map_err(|e| self.error(e))?;
+        checkout_status(id, session.status.as_ref())
+    }
+
     /// Opens a billing portal session for the customer and returns its URL (valid for a few
     /// minutes, so it is made when the user asks, not stored).
     ///
@@ -364,6 +408,21 @@ impl Stripe {
 
     fn error(&self, err: stripe::StripeError) -> BillingError {
         BillingError::from_stripe(err, self.inner.secret_key.expose_secret())
+    }
+}
+
+fn checkout_status(
+    id: &str,
+    status: Option<&stripe_checkout::CheckoutSessionStatus>,
+) -> Result<CheckoutStatus> {
+    use stripe_checkout::CheckoutSessionStatus as S;
+    match status {
+        Some(S::Open) => Ok(CheckoutStatus::Open),
+        Some(S::Complete) => Ok(CheckoutStatus::Complete),
+        Some(S::Expired) => Ok(CheckoutStatus::Expired),
+        other => Err(BillingError::Invalid(format!(
+            "Stripe returned Checkout Session {id} with status {other:?}"
+        ))),
     }
 }
 

@@ -16,7 +16,7 @@ mod webhook;
 pub use client::{Stripe, StripeConfig};
 pub use error::{BillingError, Result};
 pub use types::{
-    CheckoutRequest, CheckoutSession, Invoice, InvoiceLine, InvoicePage, InvoicePreview,
-    Subscription,
+    CheckoutRequest, CheckoutSession, CheckoutStatus, Invoice, InvoiceLine, InvoicePage,
+    InvoicePreview, Subscription,
 };
 pub use webhook::{DEFAULT_TOLERANCE, WebhookEvent, signature_header, verify_webhook};

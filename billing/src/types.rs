@@ -23,6 +23,17 @@ pub struct CheckoutRequest {
     pub idempotency_key: String,
 }
 
+/// Where a Checkout Session stands (Stripe's `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckoutStatus {
+    /// It can still be paid.
+    Open,
+    /// It was paid: its subscription exists (or is being made).
+    Complete,
+    /// It can no longer be paid (expired by Stripe's clock or by a request).
+    Expired,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckoutSession {
     /// `cs_...`

@@ -10,6 +10,10 @@
 //! 3. the provider's default plan (Free) otherwise: no subscription, or a canceled or unpaid one.
 //!
 //! Tenant-wide features (seats, alerting, the audit log) take the best value across providers.
+//! A provider-scoped feature asked for without a provider (a view or setting that spans every
+//! environment) needs the plan of every provider the tenant has environments with: see
+//! [`Entitlements::grant`]. A stored value that does not fit its feature (a string, a negative
+//! or fractional limit) grants nothing and is logged: entitlements fail closed.
 //! The resolution is a pure function ([`resolve`]) over rows loaded in one go ([`load`]).
 
 use std::collections::BTreeMap;
@@ -111,11 +115,46 @@ pub enum Grant {
 }
 
 impl Grant {
-    fn from_json(feature: Feature, value: &Value) -> Self {
-        match feature.kind() {
-            FeatureKind::Flag => Self::Flag(value.as_bool().unwrap_or(false)),
-            FeatureKind::Limit => Self::Limit(value.as_i64()),
+    /// Reads a stored value: a boolean for flags; a whole number from 0, or null (unlimited),
+    /// for limits. Anything else is malformed, and the reason says why.
+    pub fn parse(feature: Feature, value: &Value) -> Result<Self, &'static str> {
+        match (feature.kind(), value) {
+            (FeatureKind::Flag, Value::Bool(on)) => Ok(Self::Flag(*on)),
+            (FeatureKind::Flag, _) => Err("a flag must be true or false"),
+            (FeatureKind::Limit, Value::Null) => Ok(Self::Limit(None)),
+            (FeatureKind::Limit, Value::Number(n)) => match n.as_i64() {
+                Some(n) if n >= 0 => Ok(Self::Limit(Some(n))),
+                Some(_) => Err("a limit cannot be negative"),
+                None => Err("a limit must be a whole number"),
+            },
+            (FeatureKind::Limit, _) => Err("a limit must be a whole number or null (unlimited)"),
         }
+    }
+
+    /// What grants nothing: a flag off, a limit of zero.
+    fn nothing(feature: Feature) -> Self {
+        match feature.kind() {
+            FeatureKind::Flag => Self::Flag(false),
+            FeatureKind::Limit => Self::Limit(Some(0)),
+        }
+    }
+
+    /// [`Grant::parse`] of a value stored in a plan or an override, failing closed: a malformed
+    /// value grants nothing (a limit of 0, a flag off) rather than everything, and is logged
+    /// with where it is stored so that a platform admin can fix it.
+    fn stored(feature: Feature, value: &Value, origin: &Origin<'_>) -> Self {
+        Self::parse(feature, value).unwrap_or_else(|why| {
+            tracing::warn!(
+                feature = %feature, value = %value, origin = %origin,
+                "a malformed entitlement value grants nothing: {why}; fix it in the {origin}"
+            );
+            Self::nothing(feature)
+        })
+    }
+
+    /// A value [`resolve`] produced (always well formed).
+    fn resolved(feature: Feature, value: &Value) -> Self {
+        Self::parse(feature, value).unwrap_or_else(|_| Self::nothing(feature))
     }
 
     pub fn to_json(self) -> Value {
@@ -136,10 +175,43 @@ impl Grant {
         }
     }
 
+    /// The less generous of two grants of the same feature.
+    fn least(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::Flag(a), Self::Flag(b)) => Self::Flag(a && b),
+            (Self::Limit(None), b) => b,
+            (a, Self::Limit(None)) => a,
+            (Self::Limit(Some(a)), Self::Limit(Some(b))) => Self::Limit(Some(a.min(b))),
+            (a, _) => a,
+        }
+    }
+
     fn allows(self) -> bool {
         match self {
             Self::Flag(on) => on,
             Self::Limit(n) => n != Some(0),
+        }
+    }
+}
+
+/// Where a stored value comes from, named when it is malformed.
+#[derive(Debug, Clone, Copy)]
+enum Origin<'a> {
+    Plan(&'a Plan),
+    Override(&'a Override),
+}
+
+impl std::fmt::Display for Origin<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Plan(p) => write!(f, "plan {}/{} ({})", p.provider, p.key, p.id),
+            Self::Override(o) => write!(
+                f,
+                "override {} of tenant {} ({})",
+                o.id,
+                o.tenant_id,
+                o.provider.as_deref().unwrap_or("every provider")
+            ),
         }
     }
 }
@@ -284,9 +356,22 @@ pub struct Entitlements {
     pub providers: Vec<ProviderEntitlements>,
     /// Tenant-scoped features: the best value across providers, or a tenant-wide override.
     pub tenant: Vec<EffectiveFeature>,
+    /// The providers the tenant has environments with: what a check without a provider spans
+    /// (see [`Entitlements::grant`]). `None` when they were not loaded ([`resolve`] alone):
+    /// then such a check spans every provider.
+    #[serde(skip)]
+    pub environment_providers: Option<Vec<String>>,
 }
 
 impl Entitlements {
+    /// These entitlements with the providers the tenant has environments with (what
+    /// [`entitlements`] loads), for checks without a provider.
+    #[must_use]
+    pub fn spanning(mut self, environment_providers: Vec<String>) -> Self {
+        self.environment_providers = Some(environment_providers);
+        self
+    }
+
     fn provider(&self, provider: &str) -> Option<&ProviderEntitlements> {
         self.providers.iter().find(|p| p.provider == provider)
     }
@@ -295,16 +380,44 @@ impl Entitlements {
         features
             .iter()
             .find(|f| f.feature == feature)
-            .map(|f| Grant::from_json(feature, &f.value))
+            .map(|f| Grant::resolved(feature, &f.value))
     }
 
-    /// The grant of `feature`: for provider-scoped ones, that provider's, or the best across
-    /// providers when `provider` is `None` (a view spanning every environment).
+    /// The providers a provider-scoped check without a provider covers, and whether it needs
+    /// all of them (`true`) or any one (`false`): see [`Entitlements::grant`].
+    fn spanned(&self) -> (Vec<&ProviderEntitlements>, bool) {
+        match &self.environment_providers {
+            Some(used) if !used.is_empty() => (
+                self.providers
+                    .iter()
+                    .filter(|p| used.contains(&p.provider))
+                    .collect(),
+                true,
+            ),
+            Some(_) => (self.providers.iter().collect(), false),
+            None => (self.providers.iter().collect(), true),
+        }
+    }
+
+    /// The grant of `feature` (ENT-001, PROV-003). The rule:
+    ///
+    /// - a tenant-wide feature (seats, alerting, the audit log): the tenant-wide value, whatever
+    ///   `provider` says;
+    /// - a provider-scoped feature for `Some(provider)`: that provider's plan (or override);
+    /// - a provider-scoped feature for `None` — a view or a setting that spans every environment
+    ///   (the observability overview, analytics over all environments, the drift policy):
+    ///   the least generous grant among the providers the tenant has environments with. The
+    ///   data or setting concerns each of those environments, so each one's plan must include
+    ///   it: a Make Pro subscription does not open n8n environments' metrics. A tenant without
+    ///   environments has nothing such a view could show or such a setting could govern yet,
+    ///   so there the best plan across providers counts (a paying customer's first screens are
+    ///   not refused for the free plan of a provider it does not use). When the environments
+    ///   were not loaded (`environment_providers` is `None`), every provider's plan must grant
+    ///   it.
+    ///
+    /// A caller that can name the provider (one environment, one pipeline) must pass it.
     pub fn grant(&self, feature: Feature, provider: Option<&str>) -> Grant {
-        let none = match feature.kind() {
-            FeatureKind::Flag => Grant::Flag(false),
-            FeatureKind::Limit => Grant::Limit(Some(0)),
-        };
+        let none = Grant::nothing(feature);
         if feature.scope() == FeatureScope::Tenant {
             return Self::value(&self.tenant, feature).unwrap_or(none);
         }
@@ -313,12 +426,18 @@ impl Entitlements {
                 .provider(p)
                 .and_then(|e| Self::value(&e.features, feature))
                 .unwrap_or(none),
-            None => self
-                .providers
-                .iter()
-                .filter_map(|e| Self::value(&e.features, feature))
-                .reduce(Grant::best)
-                .unwrap_or(none),
+            None => {
+                let (spanned, all) = self.spanned();
+                let grants = spanned
+                    .iter()
+                    .map(|e| Self::value(&e.features, feature).unwrap_or(none));
+                if all {
+                    grants.reduce(Grant::least)
+                } else {
+                    grants.reduce(Grant::best)
+                }
+                .unwrap_or(none)
+            }
         }
     }
 
@@ -332,6 +451,34 @@ impl Entitlements {
             Grant::Limit(n) => n,
             Grant::Flag(_) => None,
         }
+    }
+
+    /// The providers whose plan leaves `feature` out, among those a check for `provider` covers
+    /// (to name them when refusing): every provider for a tenant-wide feature that is not
+    /// granted, none when it is granted.
+    pub fn withholding(
+        &self,
+        feature: Feature,
+        provider: Option<&str>,
+    ) -> Vec<&ProviderEntitlements> {
+        if self.allows(feature, provider) {
+            return Vec::new();
+        }
+        if feature.scope() == FeatureScope::Tenant {
+            return self.providers.iter().collect();
+        }
+        let covered = match provider {
+            Some(p) => self.provider(p).into_iter().collect(),
+            None => self.spanned().0,
+        };
+        covered
+            .into_iter()
+            .filter(|e| {
+                !Self::value(&e.features, feature)
+                    .unwrap_or(Grant::nothing(feature))
+                    .allows()
+            })
+            .collect()
     }
 
     fn plan_of(&self, provider: Option<&str>) -> Option<&str> {
@@ -375,18 +522,16 @@ pub fn resolve(tenant_id: Uuid, inputs: &Inputs, now: DateTime<Utc>) -> Entitlem
             return EffectiveFeature {
                 feature,
                 kind: feature.kind(),
-                value: Grant::from_json(feature, &value).to_json(),
+                value: Grant::stored(feature, &value, &Origin::Override(o)).to_json(),
                 source: GrantSource::Override,
                 override_expires_at: o.expires_at,
             };
         }
-        let value = plan.and_then(|p| p.features.get(feature.as_str())).map_or(
-            match feature.kind() {
-                FeatureKind::Flag => Grant::Flag(false),
-                FeatureKind::Limit => Grant::Limit(Some(0)),
-            },
-            |v| Grant::from_json(feature, v),
-        );
+        let value = plan
+            .and_then(|p| Some((p, p.features.get(feature.as_str())?)))
+            .map_or(Grant::nothing(feature), |(p, v)| {
+                Grant::stored(feature, v, &Origin::Plan(p))
+            });
         EffectiveFeature {
             feature,
             kind: feature.kind(),
@@ -424,8 +569,8 @@ pub fn resolve(tenant_id: Uuid, inputs: &Inputs, now: DateTime<Utc>) -> Entitlem
             .filter(|f| f.scope() == FeatureScope::Tenant)
         {
             let grant = plan
-                .and_then(|p| p.features.get(f.as_str()))
-                .map(|v| Grant::from_json(f, v));
+                .and_then(|p| Some((p, p.features.get(f.as_str())?)))
+                .map(|(p, v)| Grant::stored(f, v, &Origin::Plan(p)));
             if let Some(grant) = grant {
                 tenant_best
                     .entry(f.as_str())
@@ -453,10 +598,7 @@ pub fn resolve(tenant_id: Uuid, inputs: &Inputs, now: DateTime<Utc>) -> Entitlem
                 value: tenant_best
                     .get(f.as_str())
                     .copied()
-                    .unwrap_or(match f.kind() {
-                        FeatureKind::Flag => Grant::Flag(false),
-                        FeatureKind::Limit => Grant::Limit(Some(0)),
-                    })
+                    .unwrap_or(Grant::nothing(f))
                     .to_json(),
                 source: GrantSource::Plan,
                 override_expires_at: None,
@@ -467,6 +609,7 @@ pub fn resolve(tenant_id: Uuid, inputs: &Inputs, now: DateTime<Utc>) -> Entitlem
         tenant_id,
         providers,
         tenant,
+        environment_providers: None,
     }
 }
 
@@ -623,34 +766,82 @@ pub async fn load(db: &mut sqlx::PgConnection, tenant_id: Uuid) -> Result<Inputs
     })
 }
 
-/// A tenant's entitlements now.
-pub async fn entitlements(db: &mut sqlx::PgConnection, tenant_id: Uuid) -> Result<Entitlements> {
-    let inputs = load(db, tenant_id).await?;
-    Ok(resolve(tenant_id, &inputs, Utc::now()))
+/// The providers `tenant_id` has environments with, in no particular order.
+pub async fn environment_providers(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+) -> Result<Vec<String>> {
+    Ok(
+        sqlx::query_scalar("select distinct provider from environments where tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_all(db)
+            .await?,
+    )
 }
 
-/// How many environments `tenant_id` may connect for `provider` (ENV-008): the tenant's own limit
-/// set by a platform admin (ADMIN-006), else the plan's (or an override's); an unlimited plan is
-/// capped at the server's `cap` (`WFO_MAX_ENVIRONMENTS`).
-pub async fn environment_limit(
-    db: &mut sqlx::PgConnection,
-    tenant_id: Uuid,
-    provider: &str,
+/// A tenant's entitlements now, with the providers it has environments with (for checks
+/// without a provider, see [`Entitlements::grant`]): five small queries on one connection.
+pub async fn entitlements(db: &mut sqlx::PgConnection, tenant_id: Uuid) -> Result<Entitlements> {
+    let inputs = load(db, tenant_id).await?;
+    let used = environment_providers(&mut *db, tenant_id).await?;
+    Ok(resolve(tenant_id, &inputs, Utc::now()).spanning(used))
+}
+
+/// How many environments a tenant may connect per provider (ENV-008), loaded once for a whole
+/// request: the tenant's own limit set by a platform admin (ADMIN-006) for every provider, else
+/// the plan's (or an override's) for each; an unlimited plan is capped at the server's `cap`
+/// (`WFO_MAX_ENVIRONMENTS`).
+#[derive(Debug, Clone)]
+pub struct EnvironmentLimits {
+    own: Option<i64>,
+    entitlements: Entitlements,
     cap: i64,
-) -> Result<i64> {
-    let own: Option<i32> =
-        sqlx::query_scalar("select environment_limit from tenants where id = $1")
-            .bind(tenant_id)
-            .fetch_optional(&mut *db)
-            .await?
-            .flatten();
-    if let Some(own) = own {
-        return Ok(i64::from(own));
+}
+
+impl EnvironmentLimits {
+    /// One look at the tenant's own limit and one resolution of its plans (five queries), however
+    /// many providers are asked about afterwards.
+    pub async fn load(db: &mut sqlx::PgConnection, tenant_id: Uuid, cap: i64) -> Result<Self> {
+        let own: Option<i32> =
+            sqlx::query_scalar("select environment_limit from tenants where id = $1")
+                .bind(tenant_id)
+                .fetch_optional(&mut *db)
+                .await?
+                .flatten();
+        // Limits are asked per provider: the tenant's environments are not needed.
+        let inputs = load(&mut *db, tenant_id).await?;
+        Ok(Self::new(
+            own.map(i64::from),
+            resolve(tenant_id, &inputs, Utc::now()),
+            cap,
+        ))
     }
-    let ent = entitlements(&mut *db, tenant_id).await?;
-    Ok(ent
-        .limit(Feature::Environments, Some(provider))
-        .map_or(cap, |n| n.min(cap)))
+
+    /// From values already at hand (`own`: the tenant's own limit, ADMIN-006).
+    pub fn new(own: Option<i64>, entitlements: Entitlements, cap: i64) -> Self {
+        Self {
+            own,
+            entitlements,
+            cap,
+        }
+    }
+
+    /// The limit for `provider`.
+    pub fn of(&self, provider: &str) -> i64 {
+        self.own.unwrap_or_else(|| {
+            self.entitlements
+                .limit(Feature::Environments, Some(provider))
+                .map_or(self.cap, |n| n.min(self.cap))
+        })
+    }
+
+    /// Every provider, in the platform's order.
+    pub fn providers(&self) -> impl Iterator<Item = &str> {
+        self.entitlements
+            .providers
+            .iter()
+            .map(|p| p.provider.as_str())
+    }
 }
 
 /// How many seats (members + open invitations) `tenant_id` has (TEAM-005): the tenant's own
@@ -678,8 +869,10 @@ pub struct Asker<'a> {
 }
 
 /// Refuses (403 `feature_not_in_plan`, logged in `feature_denials`) unless the tenant's plan for
-/// `provider` (or any provider, for `None`) grants `feature`. The message names the cheapest plan
-/// that includes it (ENT-005).
+/// `provider` grants `feature`; for `None`, see [`Entitlements::grant`] (every provider the
+/// tenant has environments with). The message names the plan in force of the provider that
+/// refuses, and the cheapest plan that includes it (ENT-005); the refusal is logged against
+/// that provider.
 pub async fn require(
     db: &mut sqlx::PgConnection,
     asker: Asker<'_>,
@@ -690,29 +883,43 @@ pub async fn require(
     if ent.allows(feature, provider) {
         return Ok(());
     }
-    record_denial(&mut *db, asker, feature, provider).await?;
+    let refusing: Option<String> = match (provider, feature.scope()) {
+        (Some(p), _) => Some(p.to_owned()),
+        (None, FeatureScope::Provider) => ent
+            .withholding(feature, None)
+            .first()
+            .map(|p| p.provider.clone()),
+        (None, FeatureScope::Tenant) => None,
+    };
+    let refusing = refusing.as_deref();
+    record_denial(&mut *db, asker, feature, refusing).await?;
     let needed: Option<String> = sqlx::query_scalar(
         "select p.name from plans p join plan_features f on f.plan_id = p.id \
          where f.feature = $1 and ($2::text is null or p.provider = $2) and p.active and p.public \
-           and (f.value = 'true'::jsonb or (jsonb_typeof(f.value) = 'number' and f.value::text <> '0') \
+           and (f.value = 'true'::jsonb or (jsonb_typeof(f.value) = 'number' and f.value::text ~ '^[1-9][0-9]*$') \
                 or f.value = 'null'::jsonb) \
          order by p.rank limit 1",
     )
     .bind(feature.as_str())
-    .bind(provider)
+    .bind(refusing)
     .fetch_optional(&mut *db)
     .await?;
     let current = ent
-        .plan_of(provider)
+        .plan_of(refusing)
         .map(|p| format!(" (current plan: {p})"))
         .unwrap_or_default();
+    // A check spanning several providers names the one whose plan refuses.
+    let whose = match (provider, refusing) {
+        (None, Some(p)) => format!("{p} "),
+        _ => String::new(),
+    };
     let upgrade = needed
         .map(|p| format!("; the {p} plan includes it"))
         .unwrap_or_default();
     Err(Error::Forbidden {
         code: "feature_not_in_plan",
         message: format!(
-            "your plan{current} does not include {}{upgrade}",
+            "your {whose}plan{current} does not include {}{upgrade}",
             feature_label(feature)
         ),
     })
@@ -1109,8 +1316,144 @@ mod tests {
             None,
             "make's free is unlimited"
         );
-        // any provider: the best of the two
-        assert!(ent.allows(Feature::Promotions, None));
+    }
+
+    // L4: a Pro subscription to one provider does not open views spanning another's environments.
+    #[test]
+    fn a_check_without_a_provider_needs_the_plan_of_every_provider_with_environments() {
+        let (tenant, mut inputs, pro) = fixture();
+        inputs.subscriptions = vec![subscription(tenant, &pro, "active")];
+        let resolved = resolve(tenant, &inputs, Utc::now());
+        assert!(resolved.allows(Feature::Promotions, Some("n8n")));
+
+        let n8n_only = resolved.clone().spanning(vec!["n8n".into()]);
+        assert!(n8n_only.allows(Feature::Promotions, None));
+        assert!(n8n_only.withholding(Feature::Promotions, None).is_empty());
+
+        let both = resolved.clone().spanning(vec!["make".into(), "n8n".into()]);
+        assert!(
+            !both.allows(Feature::Promotions, None),
+            "make's environments are on its free plan"
+        );
+        let refusing: Vec<&str> = both
+            .withholding(Feature::Promotions, None)
+            .iter()
+            .map(|p| p.provider.as_str())
+            .collect();
+        assert_eq!(refusing, ["make"]);
+        assert_eq!(
+            both.limit(Feature::Environments, None),
+            Some(1),
+            "the least generous"
+        );
+
+        let make_only = resolved.clone().spanning(vec!["make".into()]);
+        assert!(!make_only.allows(Feature::Promotions, None));
+
+        let no_environments = resolved.clone().spanning(Vec::new());
+        assert!(
+            no_environments.allows(Feature::Promotions, None),
+            "nothing to span yet: the best plan"
+        );
+
+        assert!(
+            !resolved.allows(Feature::Promotions, None),
+            "environments unknown: every provider"
+        );
+        // Tenant-wide features do not depend on environments.
+        assert_eq!(both.limit(Feature::Members, None), Some(10));
+    }
+
+    // L5: a stored value that does not fit its feature grants nothing.
+    #[test]
+    fn malformed_stored_values_grant_nothing() {
+        let (tenant, mut inputs, _) = fixture();
+        for (value, why) in [
+            (json!("10"), "a string"),
+            (json!(-1), "negative"),
+            (json!(2.5), "fractional"),
+            (json!(3.0), "a float"),
+            (json!({"n": 3}), "an object"),
+        ] {
+            inputs.plans[0]
+                .features
+                .insert("environments".into(), value.clone());
+            inputs.plans[0]
+                .features
+                .insert("promotions".into(), json!("yes"));
+            let ent = resolve(tenant, &inputs, Utc::now());
+            assert_eq!(
+                ent.limit(Feature::Environments, Some("n8n")),
+                Some(0),
+                "{why}: {value}"
+            );
+            assert!(!ent.allows(Feature::Environments, Some("n8n")), "{why}");
+            assert!(
+                !ent.allows(Feature::Promotions, Some("n8n")),
+                "a string flag"
+            );
+        }
+        inputs.plans[0]
+            .features
+            .insert("environments".into(), json!(4));
+        inputs.overrides = vec![
+            over(tenant, Some("n8n"), Feature::Environments, json!(-5), None),
+            over(tenant, None, Feature::Members, json!("many"), None),
+        ];
+        let ent = resolve(tenant, &inputs, Utc::now());
+        assert_eq!(
+            ent.limit(Feature::Environments, Some("n8n")),
+            Some(0),
+            "a malformed override does not fall back to anything more generous"
+        );
+        assert_eq!(ent.limit(Feature::Members, None), Some(0));
+
+        assert_eq!(
+            Grant::parse(Feature::Environments, &json!(null)),
+            Ok(Grant::Limit(None))
+        );
+        assert_eq!(
+            Grant::parse(Feature::Environments, &json!(0)),
+            Ok(Grant::Limit(Some(0)))
+        );
+        assert!(Grant::parse(Feature::Environments, &json!(-1)).is_err());
+        assert!(Grant::parse(Feature::Environments, &json!(1.5)).is_err());
+        assert!(Grant::parse(Feature::Promotions, &json!(1)).is_err());
+        assert!(Grant::parse(Feature::Promotions, &json!(null)).is_err());
+    }
+
+    #[test]
+    fn a_malformed_value_is_logged_naming_the_plan_or_override_it_is_stored_in() {
+        let (tenant, inputs, _) = fixture();
+        let plan = &inputs.plans[0];
+        assert_eq!(
+            Origin::Plan(plan).to_string(),
+            format!("plan n8n/free ({})", plan.id)
+        );
+        let o = over(tenant, Some("make"), Feature::Environments, json!(-1), None);
+        assert_eq!(
+            Origin::Override(&o).to_string(),
+            format!("override {} of tenant {tenant} (make)", o.id)
+        );
+        let everywhere = over(tenant, None, Feature::Members, json!("x"), None);
+        assert!(
+            Origin::Override(&everywhere)
+                .to_string()
+                .ends_with("(every provider)")
+        );
+    }
+
+    // Efficiency: one resolution answers every provider's environment limit.
+    #[test]
+    fn environment_limits_of_every_provider_come_from_one_resolution() {
+        let (tenant, mut inputs, pro) = fixture();
+        inputs.subscriptions = vec![subscription(tenant, &pro, "active")];
+        let ent = resolve(tenant, &inputs, Utc::now());
+        let limits = EnvironmentLimits::new(None, ent.clone(), 5);
+        let all: Vec<(&str, i64)> = limits.providers().map(|p| (p, limits.of(p))).collect();
+        assert_eq!(all, [("n8n", 5), ("make", 1)], "pro's 10 capped at 5");
+        let own = EnvironmentLimits::new(Some(7), ent, 5);
+        assert_eq!((own.of("n8n"), own.of("make")), (7, 7), "the tenant's own");
     }
 
     #[test]

@@ -6,6 +6,13 @@
 //! read here carries only what may be shown (recipients, the target's host). Delivery itself is a
 //! background run (`jobs::notify`); raising an alert here only records it and names the channels
 //! its rules select, in the caller's transaction.
+//!
+//! Delivering to channels is the plan's `alerting` feature (ENT-001): channels and rules made
+//! while the plan had it stay, but once it no longer does, an alert is still recorded in the
+//! tenant's alert history (the in-app record) and sent nowhere; each channel its rules selected
+//! shows a skipped delivery saying why, and the refusal is logged once per alert
+//! (`feature_denials`, action `alert.deliver`). Deliveries queued before a downgrade are checked
+//! again when they run (`jobs::notify`).
 
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
@@ -15,6 +22,7 @@ use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::crypto::Keyring;
+use crate::entitlements::{self, Feature};
 use crate::error::{Error, Result};
 use crate::ids::new_id;
 use crate::page::{Page, PageRequest};
@@ -684,14 +692,45 @@ pub struct Alert {
     pub data: Value,
 }
 
-/// A raised alert: its id and the channels its rules selected (enabled rules, enabled channels).
+/// A raised alert: its id and the channels to deliver it to (those its enabled rules select,
+/// enabled; none when the tenant's plan leaves alerting out).
 #[derive(Debug, Clone)]
 pub struct Raised {
     pub event_id: Uuid,
     pub channel_ids: Vec<Uuid>,
+    /// Channels its rules selected that the plan kept it from (recorded as skipped).
+    pub withheld: Vec<Uuid>,
 }
 
-/// Records `alert` in the tenant's alert history and selects its channels.
+/// Why an alert was not sent to a channel whose rule selected it.
+pub const NOT_IN_PLAN: &str = "not delivered: the tenant's plan does not include alerting";
+
+/// Whether `tenant_id`'s plan lets alerts reach its channels (ENT-001).
+pub async fn delivery_allowed(db: &mut PgConnection, tenant_id: Uuid) -> Result<bool> {
+    Ok(entitlements::entitlements(&mut *db, tenant_id)
+        .await?
+        .allows(Feature::Alerting, None))
+}
+
+/// Logs that an alert of `tenant_id` was kept from its channels (ENT-011): by the system, not a
+/// person.
+pub async fn record_withheld(db: impl PgExecutor<'_>, tenant_id: Uuid) -> Result<()> {
+    entitlements::record_denial(
+        db,
+        entitlements::Asker {
+            tenant_id,
+            user_id: None,
+            action: "alert.deliver",
+        },
+        Feature::Alerting,
+        None,
+    )
+    .await
+}
+
+/// Records `alert` in the tenant's alert history and selects its channels. When the rules
+/// select some but the tenant's plan no longer includes alerting, none is returned to deliver
+/// to: each gets a skipped delivery ([`NOT_IN_PLAN`]) and the refusal is logged once.
 pub async fn raise(db: &mut PgConnection, alert: &Alert) -> Result<Raised> {
     let event_id = new_id();
     sqlx::query(
@@ -719,9 +758,29 @@ pub async fn raise(db: &mut PgConnection, alert: &Alert) -> Result<Raised> {
     .bind(alert.environment_id)
     .fetch_all(&mut *db)
     .await?;
+    if channel_ids.is_empty() || delivery_allowed(&mut *db, alert.tenant_id).await? {
+        return Ok(Raised {
+            event_id,
+            channel_ids,
+            withheld: Vec::new(),
+        });
+    }
+    record_withheld(&mut *db, alert.tenant_id).await?;
+    for &channel_id in &channel_ids {
+        record_delivery(
+            &mut *db,
+            alert.tenant_id,
+            event_id,
+            channel_id,
+            DeliveryStatus::Skipped,
+            Some(NOT_IN_PLAN),
+        )
+        .await?;
+    }
     Ok(Raised {
         event_id,
-        channel_ids,
+        channel_ids: Vec::new(),
+        withheld: channel_ids,
     })
 }
 

@@ -8,6 +8,11 @@
 //! `notification_deliveries`. Delivery is at least once: a worker that dies between sending and
 //! checkpointing sends again; webhooks carry the alert id (`X-WorkflowOps-Delivery`) for
 //! receivers that must not act twice.
+//!
+//! Delivery needs the plan's `alerting` (ENT-001), checked when the alert is raised and again at
+//! the start of every attempt: a delivery queued or waiting to retry when the tenant lost it
+//! sends nothing more; the channels not yet done are recorded as skipped
+//! ([`notifications::NOT_IN_PLAN`]) and the refusal is logged once for the run.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -101,8 +106,10 @@ pub struct Deliver {
 
 const MAX_ATTEMPTS: u32 = 8;
 
-/// Records `alert` and, when its rules select channels, enqueues its delivery in the same
-/// transaction (so an alert of a change that rolls back is never sent). Returns the alert's id.
+/// Records `alert` and, when its rules select channels and the tenant's plan includes alerting,
+/// enqueues its delivery in the same transaction (so an alert of a change that rolls back is
+/// never sent). Without alerting it is only recorded (see [`notifications::raise`]). Returns the
+/// alert's id.
 pub async fn raise(db: &mut sqlx::PgConnection, alert: Alert) -> Result<Uuid, domain::Error> {
     let raised = notifications::raise(&mut *db, &alert).await?;
     if !raised.channel_ids.is_empty() {
@@ -167,6 +174,25 @@ impl Job for Deliver {
 
     async fn run(&self, ctx: &mut RunCtx, input: DeliverInput) -> Result<DeliverOutput, JobError> {
         let last_attempt = ctx.attempt >= i32::try_from(MAX_ATTEMPTS).unwrap_or(i32::MAX);
+        // Every attempt asks again: the plan may have lost alerting since the alert was raised
+        // (or since the last attempt).
+        let allowed = {
+            let mut conn = ctx.db().acquire().await?;
+            notifications::delivery_allowed(&mut conn, input.tenant_id)
+                .await
+                .map_err(crate::providers::domain_error)?
+        };
+        if !allowed {
+            // A step, so the refusal is logged once for the run, not once per attempt.
+            let db = ctx.db().clone();
+            let tenant_id = input.tenant_id;
+            ctx.step("alerting_withheld", || async move {
+                notifications::record_withheld(&db, tenant_id)
+                    .await
+                    .map_err(crate::providers::domain_error)
+            })
+            .await?;
+        }
         let mut outcomes = Vec::new();
         // The first transient failure's message, and the longest Retry-After any peer asked for.
         let mut retry: Option<(String, Option<Duration>)> = None;
@@ -176,7 +202,11 @@ impl Job for Deliver {
             let input = &input;
             let step = ctx
                 .step(&format!("channel:{channel_id}"), || async move {
-                    let sent = deliver_one(&db, &deps, input, channel_id).await;
+                    let sent = if allowed {
+                        deliver_one(&db, &deps, input, channel_id).await
+                    } else {
+                        Ok(Sent::Skipped(notifications::NOT_IN_PLAN.to_owned()))
+                    };
                     let (status, error) = match sent {
                         Ok(Sent::Delivered) => (DeliveryStatus::Sent, None),
                         Ok(Sent::Skipped(why)) => (DeliveryStatus::Skipped, Some(why)),
@@ -254,7 +284,8 @@ impl Job for Deliver {
 
 enum Sent {
     Delivered,
-    /// The channel was deleted or disabled after the alert was raised.
+    /// The channel was deleted or disabled after the alert was raised, or the plan no longer
+    /// includes alerting.
     Skipped(String),
 }
 

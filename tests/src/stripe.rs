@@ -12,7 +12,8 @@
 //!
 //! Served: `POST /v1/customers`, `GET /v1/customers/{id}`, `POST /v1/checkout/sessions` (mode
 //! `subscription`, one line item), `GET /v1/checkout/sessions/{id}`,
-//! `POST /v1/billing_portal/sessions`, `GET|POST|DELETE /v1/subscriptions/{id}`,
+//! `POST /v1/checkout/sessions/{id}/expire` (an open session only, as Stripe: it cannot be paid
+//! afterwards, and `checkout.session.expired` goes out), `POST /v1/billing_portal/sessions`, `GET|POST|DELETE /v1/subscriptions/{id}`,
 //! `GET /v1/invoices`, `POST /v1/invoices/create_preview`; and for a browser, the hosted
 //! Checkout page `GET /checkout/{id}` whose Pay button completes the session and redirects (303)
 //! to its `success_url`, and a bare portal page `GET /portal/{id}`.
@@ -603,7 +604,7 @@ struct Session {
     client_reference_id: Option<String>,
     metadata: BTreeMap<String, String>,
     subscription_metadata: BTreeMap<String, String>,
-    /// `open`, `complete`.
+    /// `open`, `complete`, `expired`.
     status: &'static str,
     subscription: Option<String>,
 }
@@ -1083,14 +1084,13 @@ fn checkout_page(shared: &Shared, id: &str) -> Response {
         return StatusCode::NOT_FOUND.into_response();
     };
     if session.status != "open" {
-        return (
-            StatusCode::GONE,
-            Html(page_html(
-                "Checkout",
-                "<p>This Checkout Session is no longer active.</p>",
-            )),
-        )
-            .into_response();
+        // What Stripe's page says: an expired session is said to be expired.
+        let said = if session.status == "expired" {
+            "<p id=\"expired\">This Checkout Session has expired.</p>"
+        } else {
+            "<p>This Checkout Session is no longer active.</p>"
+        };
+        return (StatusCode::GONE, Html(page_html("Checkout", said))).into_response();
     }
     let Some(price) = books.prices.get(&session.price) else {
         return StatusCode::NOT_FOUND.into_response();
@@ -1199,6 +1199,9 @@ impl Books {
                     .get(*id)
                     .ok_or_else(|| ApiError::no_such("checkout.session", id, "session", 404))?;
                 Ok((self.session_json(session, base), vec![]))
+            }
+            ("POST", ["checkout", "sessions", id, "expire"]) => {
+                self.expire_session(id, &params, cause, base)
             }
             ("POST", ["billing_portal", "sessions"]) => self.create_portal_session(&params, base),
             ("GET", ["subscriptions", id]) => {
@@ -1340,6 +1343,33 @@ impl Books {
         let body = self.session_json(&session, base);
         self.sessions.insert(session.id.clone(), session);
         Ok((body, vec![]))
+    }
+
+    /// Stripe's `expire`: only an open session can be expired (else 400 with Stripe's words);
+    /// it can no longer be paid, its `url` is gone, and `checkout.session.expired` goes out.
+    fn expire_session(
+        &mut self,
+        id: &str,
+        params: &Params,
+        cause: &Cause,
+        base: &str,
+    ) -> ApiResult<Answer> {
+        allow(params, &[])?;
+        let session = self
+            .sessions
+            .get_mut(id)
+            .ok_or_else(|| ApiError::no_such("checkout.session", id, "session", 404))?;
+        if session.status != "open" {
+            return Err(ApiError::invalid(format!(
+                "Only Checkout Sessions with a status in [\"open\"] can be expired. This Checkout Session has a status of `{}`.",
+                session.status
+            )));
+        }
+        session.status = "expired";
+        let session = session.clone();
+        let body = self.session_json(&session, base);
+        let event = self.event("checkout.session.expired", body.clone(), None, cause);
+        Ok((body, vec![event]))
     }
 
     fn create_portal_session(&mut self, params: &Params, base: &str) -> ApiResult<Answer> {
@@ -1975,7 +2005,7 @@ impl Books {
             "success_url": s.success_url,
             "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
             "ui_mode": "hosted",
-            "url": if complete { Value::Null } else { json!(format!("{base}/checkout/{}", s.id)) },
+            "url": if s.status == "open" { json!(format!("{base}/checkout/{}", s.id)) } else { Value::Null },
             }),
         ])
     }
@@ -2288,7 +2318,7 @@ impl Books {
 mod tests {
     use std::time::Duration;
 
-    use billing::{BillingError, CheckoutRequest, Stripe, StripeConfig};
+    use billing::{BillingError, CheckoutRequest, CheckoutStatus, Stripe, StripeConfig};
     use chrono::Utc;
     use secrecy::SecretString;
     use serde_json::Value;
@@ -3064,6 +3094,120 @@ mod tests {
         let (status, _, _) = send(http().get(&session.url)).await;
         assert_eq!(status, 410);
         assert!(s.peer.complete_checkout(&session.id).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn stripe_an_expired_checkout_session_cannot_be_paid_and_only_open_ones_expire() {
+        let s = setup().await;
+        let customer = s
+            .stripe
+            .create_customer("Acme", None, Uuid::new_v4(), "k1")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let session = s
+            .stripe
+            .create_checkout_session(&checkout(&customer, PRO, Uuid::new_v4(), "k2"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            s.stripe.checkout_session_status(&session.id).await.ok(),
+            Some(CheckoutStatus::Open)
+        );
+        let expired = s
+            .stripe
+            .expire_checkout_session(&session.id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(expired, CheckoutStatus::Expired);
+        let stored = s
+            .peer
+            .object(&session.id)
+            .unwrap_or_else(|| panic!("no session"));
+        assert_eq!(
+            (&stored["status"], &stored["url"], &stored["payment_status"]),
+            (
+                &Value::from("expired"),
+                &Value::Null,
+                &Value::from("unpaid")
+            )
+        );
+        let event = s.hooks.wait_for(1, WAIT).await;
+        assert_eq!(event[0].json()["type"], "checkout.session.expired");
+        assert_eq!(event[0].json()["data"]["object"]["id"], session.id.as_str());
+
+        // Nobody can pay it any more: not on the hosted page, not by the test control.
+        let (status, _, page) = send(http().get(&session.url)).await;
+        assert_eq!(status, 410);
+        assert!(
+            page.as_str().unwrap_or_default().contains("has expired"),
+            "{page}"
+        );
+        let (status, _, _) = send(http().post(&session.url)).await;
+        assert_eq!(status, 409);
+        assert!(s.peer.complete_checkout(&session.id).await.is_err());
+        assert!(
+            s.peer
+                .events()
+                .iter()
+                .all(|e| e.kind != "checkout.session.completed")
+        );
+
+        // Expiring again is refused in Stripe's words and shape (the billing client then asks
+        // what the session is and reports it).
+        let url = format!(
+            "{}/v1/checkout/sessions/{}/expire",
+            s.peer.base_url(),
+            session.id
+        );
+        let (status, _, body) = send(http().post(&url).bearer_auth(s.peer.secret_key())).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(
+            body["error"]["message"],
+            "Only Checkout Sessions with a status in [\"open\"] can be expired. This Checkout Session has a status of `expired`."
+        );
+        assert_eq!(
+            s.stripe.expire_checkout_session(&session.id).await.ok(),
+            Some(CheckoutStatus::Expired)
+        );
+        // A paid session is not expired: it is reported complete.
+        let (paid, _) = subscribed(&s).await;
+        let (status, _, body) = send(
+            http()
+                .post(format!(
+                    "{}/v1/checkout/sessions/{paid}/expire",
+                    s.peer.base_url()
+                ))
+                .bearer_auth(s.peer.secret_key()),
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.ends_with("has a status of `complete`.")),
+            "{body}"
+        );
+        assert_eq!(
+            s.stripe.expire_checkout_session(&paid).await.ok(),
+            Some(CheckoutStatus::Complete)
+        );
+        // An unknown one: Stripe's 404, which the client reads as nothing left to pay.
+        let (status, _, body) = send(
+            http()
+                .post(format!(
+                    "{}/v1/checkout/sessions/cs_test_nope/expire",
+                    s.peer.base_url()
+                ))
+                .bearer_auth(s.peer.secret_key()),
+        )
+        .await;
+        assert_eq!(status, 404);
+        assert_eq!(body["error"]["code"], "resource_missing");
+        assert_eq!(
+            s.stripe.expire_checkout_session("cs_test_nope").await.ok(),
+            Some(CheckoutStatus::Expired)
+        );
     }
 
     #[tokio::test]

@@ -5,12 +5,16 @@
 //! reading the subscription back from Stripe, so events arriving late, twice or out of order all
 //! end in Stripe's current state; each event id is processed once. Plan changes, cancellation
 //! and resumption call Stripe and store what it answers; the portal handles payment methods.
+//!
+//! One live subscription per tenant and provider: starting a checkout expires the tenant's
+//! earlier open sessions for that provider (so two cannot both be paid), and a second live
+//! subscription that still reaches the webhook is canceled in Stripe at once and audited.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use billing::{BillingError, CheckoutRequest, Stripe};
+use billing::{BillingError, CheckoutRequest, CheckoutStatus, Stripe};
 use chrono::{DateTime, Utc};
 use domain::audit::{Actor, Entry};
 use domain::entitlements::{self, Plan, Subscription, SubscriptionChange, SubscriptionSource};
@@ -176,11 +180,13 @@ fn paid(subscriptions: &[Subscription], provider: &str) -> Option<Subscription> 
 }
 
 /// Start buying a plan: opens a Stripe Checkout session (BILL-002, BILL-007, PROV-008). The
-/// subscription takes effect when Stripe confirms the payment (webhook), not before.
+/// subscription takes effect when Stripe confirms the payment (webhook), not before. The
+/// tenant's earlier sessions for the provider that are still open are expired first (they can
+/// no longer be paid); if one of them was paid meanwhile, 409 `checkout_already_paid`.
 #[utoipa::path(post, path = "/api/v1/billing/checkout", tag = "billing", security(("bearer" = [])),
     request_body = CheckoutBody,
     responses((status = 201, body = CheckoutStarted), (status = 403, body = Problem), (status = 404, body = Problem),
-        (status = 409, description = "Billing not configured, plan not sold online, or already subscribed", body = Problem),
+        (status = 409, description = "Billing not configured, plan not sold online, already subscribed, or an earlier checkout was just paid", body = Problem),
         (status = 422, body = Problem), (status = 502, body = Problem), (status = 503, body = Problem)))]
 pub async fn checkout(
     State(state): State<AppState>,
@@ -217,6 +223,12 @@ pub async fn checkout(
         )
         .into());
     }
+    let customer = ensure_customer(&state, stripe, &ctx).await?;
+    // Under the tenant's billing lock, so that the webhook cannot apply a payment between the
+    // checks and the new session, nor two checkouts interleave.
+    let mut tx = state.db.begin().await?;
+    lock_billing(&mut tx, tenant_id).await?;
+    let subscriptions = entitlements::subscriptions(&mut *tx, tenant_id).await?;
     if let Some(current) = paid(&subscriptions, &req.provider) {
         return Err(domain::Error::conflict(
             "already_subscribed",
@@ -227,7 +239,18 @@ pub async fn checkout(
         )
         .into());
     }
-    let customer = ensure_customer(&state, stripe, &ctx).await?;
+    if expire_open_sessions(&mut tx, stripe, &ctx, &plan.provider).await? == Earlier::Paid {
+        // What was expired before finding the paid one stays recorded.
+        tx.commit().await?;
+        return Err(domain::Error::conflict(
+            "checkout_already_paid",
+            format!(
+                "a checkout for {} was paid a moment ago: its plan applies as soon as Stripe confirms the payment",
+                plan.provider
+            ),
+        )
+        .into());
+    }
     let base = &state.config.public_url;
     let session = stripe
         .create_checkout_session(&CheckoutRequest {
@@ -246,6 +269,18 @@ pub async fn checkout(
         })
         .await
         .map_err(stripe_error)?;
+    // Kept so that the next checkout for this provider can expire it.
+    sqlx::query(
+        "insert into billing_checkout_sessions (id, tenant_id, provider, plan, created_by) \
+         values ($1, $2, $3, $4, $5)",
+    )
+    .bind(&session.id)
+    .bind(tenant_id)
+    .bind(&plan.provider)
+    .bind(&plan.key)
+    .bind(ctx.principal.user_id())
+    .execute(&mut *tx)
+    .await?;
     Entry::new(
         Some(tenant_id),
         &ctx.actor(),
@@ -254,8 +289,9 @@ pub async fn checkout(
     )
     .provider(&plan.provider)
     .new_value(&json!({"plan": plan.key, "session_id": session.id}))
-    .record(&state.db)
+    .record(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok((
         StatusCode::CREATED,
         Json(CheckoutStarted {
@@ -263,6 +299,72 @@ pub async fn checkout(
             url: session.url,
         }),
     ))
+}
+
+/// What became of the tenant's earlier Checkout Sessions for a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Earlier {
+    /// None is open any more: none can be paid.
+    Closed,
+    /// One was paid meanwhile (its webhook has not been applied yet).
+    Paid,
+}
+
+/// Expires the tenant's open Checkout Sessions for `provider` (BILL-002): two open sessions
+/// could both be paid, and the second payment would make a second live subscription. Each one
+/// expired is audited; one found paid stops there ([`Earlier::Paid`]). Holds the caller's
+/// billing lock across the calls to Stripe, as every change of paid subscriptions does.
+async fn expire_open_sessions(
+    tx: &mut sqlx::PgConnection,
+    stripe: &Stripe,
+    ctx: &TenantCtx<perm::AccessBilling>,
+    provider: &str,
+) -> ApiResult<Earlier> {
+    let tenant_id = ctx.tenant_id();
+    let open: Vec<(String, String)> = sqlx::query_as(
+        "select id, plan from billing_checkout_sessions \
+         where tenant_id = $1 and provider = $2 and status = 'open' order by created_at, id",
+    )
+    .bind(tenant_id)
+    .bind(provider)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (id, plan) in open {
+        let status = stripe
+            .expire_checkout_session(&id)
+            .await
+            .map_err(stripe_error)?;
+        let (stored, earlier) = match status {
+            CheckoutStatus::Expired => ("expired", Earlier::Closed),
+            CheckoutStatus::Complete => ("complete", Earlier::Paid),
+            CheckoutStatus::Open => {
+                return Err(ApiError::internal(format!(
+                    "Stripe left Checkout Session {id} open when asked to expire it"
+                )));
+            }
+        };
+        sqlx::query(
+            "update billing_checkout_sessions set status = $2, updated_at = now() where id = $1",
+        )
+        .bind(&id)
+        .bind(stored)
+        .execute(&mut *tx)
+        .await?;
+        if earlier == Earlier::Paid {
+            return Ok(Earlier::Paid);
+        }
+        Entry::new(
+            Some(tenant_id),
+            &ctx.actor(),
+            "billing.checkout_expired",
+            "subscription",
+        )
+        .provider(provider)
+        .new_value(&json!({"plan": plan, "session_id": id, "reason": "a new checkout was started"}))
+        .record(&mut *tx)
+        .await?;
+    }
+    Ok(Earlier::Closed)
 }
 
 /// The tenant's Stripe customer, made once (an advisory lock keeps two first purchases from
@@ -450,6 +552,7 @@ pub async fn change(
         "subscription.changed",
     )
     .await?
+    .stored()
     .unwrap_or(current);
     tx.commit().await?;
     Ok(Json(after))
@@ -498,6 +601,7 @@ pub async fn cancel(
         "subscription.cancelled",
     )
     .await?
+    .stored()
     .unwrap_or(current);
     tx.commit().await?;
     Ok(Json(after))
@@ -539,6 +643,7 @@ pub async fn resume(
         "subscription.resumed",
     )
     .await?
+    .stored()
     .unwrap_or(current);
     tx.commit().await?;
     Ok(Json(after))
@@ -635,17 +740,36 @@ pub async fn list_invoices(
 // Applying Stripe's state
 // ---------------------------------------------------------------------------------------------
 
+/// What [`apply`] did with Stripe's view of a subscription.
+enum Applied {
+    /// Stored as the tenant's subscription to its provider.
+    Stored(Subscription),
+    /// Nothing stored: a stale subscription, or a price no plan sells (logged).
+    Skipped,
+    /// A second live subscription for a provider the tenant already pays for through another
+    /// (the one on file, kept).
+    Duplicate(Subscription),
+}
+
+impl Applied {
+    fn stored(self) -> Option<Subscription> {
+        match self {
+            Self::Stored(s) => Some(s),
+            Self::Skipped | Self::Duplicate(_) => None,
+        }
+    }
+}
+
 /// Stores Stripe's view of a subscription (read while holding [`lock_billing`]) as the
 /// tenant's subscription to the plan its price sells; one that ended puts the tenant back on
-/// the provider's default plan if it is still the one on file. `None`: nothing stored (a stale
-/// subscription, a price no plan sells, or a second live subscription; the last two logged).
+/// the provider's default plan if it is still the one on file.
 async fn apply(
     tx: &mut sqlx::PgConnection,
     tenant_id: Uuid,
     remote: &billing::Subscription,
     actor: &Actor,
     action: &str,
-) -> ApiResult<Option<Subscription>> {
+) -> ApiResult<Applied> {
     let ended = matches!(
         remote.status.as_str(),
         "canceled" | "incomplete_expired" | "unpaid"
@@ -657,7 +781,7 @@ async fn apply(
         // Only the subscription on file ends the plan: a late `deleted` of an older one must not
         // undo a newer one.
         let Some(on_file) = on_file else {
-            return Ok(None);
+            return Ok(Applied::Skipped);
         };
         let default = entitlements::plans(&mut *tx, false)
             .await?
@@ -687,23 +811,19 @@ async fn apply(
                 subscription = %remote.id, price, tenant = %tenant_id,
                 "a Stripe subscription sells a price no plan sells: set the plan's stripe_price_id"
             );
-            return Ok(None);
+            return Ok(Applied::Skipped);
         };
         let current = entitlements::subscriptions(&mut *tx, tenant_id)
             .await?
             .into_iter()
             .find(|s| s.provider == plan.provider);
-        if let Some(c) = &current
+        if let Some(c) = current
             && c.in_good_standing()
             && c.stripe_subscription_id
                 .as_deref()
                 .is_some_and(|id| id != remote.id)
         {
-            tracing::error!(
-                subscription = %remote.id, on_file = ?c.stripe_subscription_id, tenant = %tenant_id,
-                "a second live Stripe subscription for one provider: kept the one on file; cancel the other in Stripe"
-            );
-            return Ok(None);
+            return Ok(Applied::Duplicate(c));
         }
         entitlements::set_subscription(
             &mut *tx,
@@ -735,7 +855,48 @@ async fn apply(
             .record(&mut *tx)
             .await?;
     }
-    Ok(Some(after))
+    Ok(Applied::Stored(after))
+}
+
+/// A second live subscription for a provider the tenant already pays for (two checkouts both
+/// paid, e.g. one paid before opening the other could expire it): canceled in Stripe at once,
+/// so the tenant is not billed twice, and audited for the tenant and the platform. The one on
+/// file stays. Stripe refunds nothing by itself: the audit entry names the canceled
+/// subscription so that its first payment can be refunded.
+async fn cancel_duplicate(
+    tx: &mut sqlx::PgConnection,
+    stripe: &Stripe,
+    tenant_id: Uuid,
+    remote: &billing::Subscription,
+    kept: &Subscription,
+    actor: &Actor,
+) -> ApiResult<()> {
+    tracing::warn!(
+        subscription = %remote.id, kept = ?kept.stripe_subscription_id, tenant = %tenant_id,
+        "a second live Stripe subscription for one provider: canceling it"
+    );
+    let canceled = stripe.cancel_now(&remote.id).await.map_err(stripe_error)?;
+    let record = json!({
+        "canceled_stripe_subscription_id": remote.id,
+        "canceled_price_id": remote.price_id,
+        "status": canceled.status,
+        "kept_stripe_subscription_id": kept.stripe_subscription_id,
+        "kept_plan": kept.plan_key,
+    });
+    for tenant in [Some(tenant_id), None] {
+        Entry::new(
+            tenant,
+            actor,
+            "subscription.duplicate_canceled",
+            "subscription",
+        )
+        .target(kept.id)
+        .provider(&kept.provider)
+        .new_value(&record)
+        .record(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
 
 fn stripe_actor(event_id: &str) -> Actor {
@@ -753,7 +914,8 @@ pub struct WebhookOutcome {
 }
 
 /// Stripe's webhook (BILL-008): configure `<public URL>/api/v1/billing/webhook` with the events
-/// `checkout.session.completed`, `customer.subscription.created`, `.updated`, `.deleted`,
+/// `checkout.session.completed`, `checkout.session.expired`, `customer.subscription.created`,
+/// `.updated`, `.deleted`,
 /// `invoice.paid`, `invoice.payment_failed`, `invoice.finalized` and `invoice.updated`. Signed
 /// with `Stripe-Signature`; each event is applied once. A Stripe outage while applying answers
 /// 503 so that Stripe sends the event again.
@@ -861,6 +1023,7 @@ async fn handle(
     let object = &event.object;
     let subscription_id = match event.kind.as_str() {
         "checkout.session.completed" => {
+            set_session_status(&mut *tx, tenant_id, object, "complete").await?;
             if let Some(customer) = object["customer"].as_str() {
                 sqlx::query(
                     "insert into billing_customers (tenant_id, stripe_customer_id) values ($1, $2) \
@@ -872,6 +1035,10 @@ async fn handle(
                 .await?;
             }
             object["subscription"].as_str()
+        }
+        "checkout.session.expired" => {
+            set_session_status(&mut *tx, tenant_id, object, "expired").await?;
+            None
         }
         "customer.subscription.created"
         | "customer.subscription.updated"
@@ -890,14 +1057,37 @@ async fn handle(
     if let Some(id) = subscription_id {
         // Stripe's state now, not the event's: late, repeated and reordered events all end in it.
         let remote = stripe.subscription(id).await.map_err(stripe_error)?;
-        if apply(tx, tenant_id, &remote, actor, "subscription.synced")
-            .await?
-            .is_none()
-        {
-            return Ok("not_applied");
+        match apply(tx, tenant_id, &remote, actor, "subscription.synced").await? {
+            Applied::Stored(_) => {}
+            Applied::Skipped => return Ok("not_applied"),
+            Applied::Duplicate(kept) => {
+                cancel_duplicate(tx, stripe, tenant_id, &remote, &kept, actor).await?;
+                return Ok("duplicate_canceled");
+            }
         }
     }
     Ok("applied")
+}
+
+/// Records what became of a Checkout Session we opened (others are not on file).
+async fn set_session_status(
+    db: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    session: &Value,
+    status: &str,
+) -> ApiResult<()> {
+    if let Some(id) = session["id"].as_str() {
+        sqlx::query(
+            "update billing_checkout_sessions set status = $3, updated_at = now() \
+             where id = $1 and tenant_id = $2 and status = 'open'",
+        )
+        .bind(id)
+        .bind(tenant_id)
+        .bind(status)
+        .execute(&mut *db)
+        .await?;
+    }
+    Ok(())
 }
 
 fn stamp(value: &Value) -> Option<DateTime<Utc>> {

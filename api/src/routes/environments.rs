@@ -211,13 +211,10 @@ pub async fn create_environment(
     let capabilities = serde_json::to_value(&info.capabilities).unwrap_or_default();
     let mut tx = state.db.begin().await?;
     // The tenant's own limit (ADMIN-006), or its plan's for this provider (ENV-008).
-    let limit = entitlements::environment_limit(
-        &mut tx,
-        tenant_id,
-        req.provider.as_str(),
-        state.config.max_environments,
-    )
-    .await?;
+    let limit =
+        entitlements::EnvironmentLimits::load(&mut tx, tenant_id, state.config.max_environments)
+            .await?
+            .of(req.provider.as_str());
     let env = environments::create(
         &mut tx,
         &state.keyring,
@@ -319,21 +316,23 @@ pub async fn list_environments(
     ctx: TenantCtx<perm::ViewWorkflows>,
 ) -> ApiResult<Json<EnvironmentList>> {
     let items = environments::list(&state.db, ctx.tenant_id()).await?;
+    // One resolution of the tenant's plans serves every provider.
     let mut conn = state.db.acquire().await?;
-    let mut limits = Vec::new();
-    for provider in entitlements::providers(&mut *conn).await? {
-        limits.push(ProviderLimit {
-            limit: entitlements::environment_limit(
-                &mut conn,
-                ctx.tenant_id(),
-                &provider.key,
-                state.config.max_environments,
-            )
-            .await?,
-            used: items.iter().filter(|e| e.provider == provider.key).count(),
-            provider: provider.key,
-        });
-    }
+    let resolved = entitlements::EnvironmentLimits::load(
+        &mut conn,
+        ctx.tenant_id(),
+        state.config.max_environments,
+    )
+    .await?;
+    drop(conn);
+    let limits: Vec<ProviderLimit> = resolved
+        .providers()
+        .map(|provider| ProviderLimit {
+            limit: resolved.of(provider),
+            used: items.iter().filter(|e| e.provider == provider).count(),
+            provider: provider.to_owned(),
+        })
+        .collect();
     let n8n = limits.iter().find(|l| l.provider == "n8n");
     Ok(Json(EnvironmentList {
         limit: n8n.map_or(0, |l| l.limit),

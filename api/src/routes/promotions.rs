@@ -783,6 +783,16 @@ async fn decide(
         .into());
     }
     let pipeline = pipelines::get(&mut *tx, tenant_id, p.pipeline_id).await?;
+    if approve {
+        // The plan of the pipeline's provider: another provider's plan says nothing about it.
+        ctx.require(
+            &state.db,
+            Feature::Promotions,
+            Some(pipeline.provider.as_str()),
+            "promotion.approve",
+        )
+        .await?;
+    }
     let stage = pipeline
         .stages
         .get(usize::try_from(p.stage_index).unwrap_or(usize::MAX))
@@ -870,8 +880,6 @@ pub async fn approve_promotion(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<DecisionRequest>,
 ) -> ApiResult<Json<PromotionView>> {
-    ctx.require(&state.db, Feature::Promotions, None, "promotion.approve")
-        .await?;
     Ok(Json(
         decide(&state, &ctx, id, true, req.comment.as_deref()).await?,
     ))

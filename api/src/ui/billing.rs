@@ -16,8 +16,8 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use domain::Permission;
 use domain::entitlements::{
-    self, EffectiveFeature, Entitlements, Feature, FeatureInfo, FeatureKind, GrantSource, Plan,
-    SubscriptionSource,
+    self, EffectiveFeature, Entitlements, Feature, FeatureInfo, FeatureKind, FeatureScope,
+    GrantSource, Plan, SubscriptionSource,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -127,8 +127,11 @@ pub struct Upgrade {
     pub plan: Option<String>,
 }
 
-/// `None` when `feature` is granted (for any provider); else the notice, naming the cheapest
-/// public plan that includes it as the API's refusal does.
+/// `None` when `feature` is granted as a check without a provider grants it (for a
+/// provider-scoped feature: by the plan of every provider the tenant has environments with, see
+/// `Entitlements::grant`); else the notice, naming the plan(s) that leave it out and the
+/// cheapest public plan that includes it, as the API's refusal does. Showing the notice is not
+/// a refusal: a page view asks for nothing, so nothing is logged (the API's calls are).
 pub(super) async fn upgrade(
     db: &sqlx::PgPool,
     ent: &Entitlements,
@@ -142,17 +145,25 @@ pub(super) async fn upgrade(
            (select p.name from plans p join plan_features f on f.plan_id = p.id \
             where f.feature = $1 and p.active and p.public \
               and (f.value = 'true'::jsonb or f.value = 'null'::jsonb \
-                   or (jsonb_typeof(f.value) = 'number' and f.value::text <> '0')) \
+                   or (jsonb_typeof(f.value) = 'number' and f.value::text ~ '^[1-9][0-9]*$')) \
             order by p.rank, p.price_cents nulls last limit 1)",
     )
     .bind(feature.as_str())
     .fetch_one(db)
     .await?;
-    let mut current: Vec<&str> = ent
-        .providers
-        .iter()
-        .map(|p| p.plan_name.as_str())
-        .filter(|n| !n.is_empty())
+    // A provider-scoped feature names whose plan it is ("Free for n8n").
+    let per_provider = feature.scope() == FeatureScope::Provider;
+    let mut current: Vec<String> = ent
+        .withholding(feature, None)
+        .into_iter()
+        .filter(|p| !p.plan_name.is_empty())
+        .map(|p| {
+            if per_provider {
+                format!("{} for {}", p.plan_name, p.provider)
+            } else {
+                p.plan_name.clone()
+            }
+        })
         .collect();
     current.dedup();
     Ok(Some(Upgrade {

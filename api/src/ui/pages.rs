@@ -85,10 +85,18 @@ struct Dashboard {
     runs: Vec<RunRow>,
     incidents: Vec<Incident>,
     promotions: Vec<Promotion>,
+    /// The observability overview; `None` when the plan leaves execution metrics out.
+    metrics: Option<Metrics>,
+    /// Shown instead of the metrics (ENT-005), as the API refuses the overview.
+    metrics_upgrade: Option<super::billing::Upgrade>,
+}
+
+/// The dashboard's execution metrics: status, insights, KPIs, errors, environment health.
+struct Metrics {
     overview: domain::observability::Overview,
 }
 
-impl Dashboard {
+impl Metrics {
     fn spark(&self, which: &str) -> String {
         let values: Vec<f64> = self
             .overview
@@ -131,6 +139,10 @@ pub struct DashboardQuery {
     range: Option<String>,
 }
 
+/// The dashboard. Its metrics are the observability overview, so they need the plan's
+/// `execution_metrics` as the API's overview does (for every provider the tenant has
+/// environments with); without it the page shows the upgrade notice in their place. Viewing
+/// the page is not asking for the feature: nothing is logged as a refusal.
 pub async fn dashboard(
     State(state): State<AppState>,
     v: Viewer,
@@ -139,14 +151,30 @@ pub async fn dashboard(
     let range = domain::observability::Range::parse(q.range.as_deref().unwrap_or("24h"))
         .unwrap_or(domain::observability::Range::Day);
     let result: Result<Dashboard, domain::Error> = async {
+        let mut conn = state.db.acquire().await?;
+        let ent = domain::entitlements::entitlements(&mut conn, v.tenant_id).await?;
+        drop(conn);
+        let metrics_upgrade = super::billing::upgrade(
+            &state.db,
+            &ent,
+            domain::entitlements::Feature::ExecutionMetrics,
+        )
+        .await?;
+        let metrics = match metrics_upgrade {
+            Some(_) => None,
+            None => Some(Metrics {
+                overview: domain::observability::overview(
+                    &state.db,
+                    v.tenant_id,
+                    range,
+                    chrono::Utc::now(),
+                )
+                .await?,
+            }),
+        };
         Ok(Dashboard {
-            overview: domain::observability::overview(
-                &state.db,
-                v.tenant_id,
-                range,
-                chrono::Utc::now(),
-            )
-            .await?,
+            metrics,
+            metrics_upgrade,
             environments: environments::list(&state.db, v.tenant_id).await?,
             runs: recent_runs(&state, v.tenant_id, None, 10).await?,
             incidents: drift::list(
@@ -1235,27 +1263,16 @@ pub async fn audit(
             upgrade: None,
         });
     }
+    // Without the feature the page shows the upgrade notice. Viewing it is not a refusal of
+    // anything asked for, so nothing is logged (ENT-011 logs the API's refusals).
     let gate: Result<_, domain::Error> = async {
         let mut conn = state.db.acquire().await?;
         let ent = domain::entitlements::entitlements(&mut conn, v.tenant_id).await?;
-        let upgrade =
+        drop(conn);
+        Ok(
             super::billing::upgrade(&state.db, &ent, domain::entitlements::Feature::AuditLogs)
-                .await?;
-        if upgrade.is_some() {
-            // Logged like the API's refusal of the same read (ENT-011).
-            domain::entitlements::record_denial(
-                &mut *conn,
-                domain::entitlements::Asker {
-                    tenant_id: v.tenant_id,
-                    user_id: v.principal.user_id(),
-                    action: "audit_log.list",
-                },
-                domain::entitlements::Feature::AuditLogs,
-                None,
-            )
-            .await?;
-        }
-        Ok(upgrade)
+                .await?,
+        )
     }
     .await;
     match gate {

@@ -516,3 +516,242 @@ async fn without_stripe_nothing_is_sold_and_the_webhook_is_not_there() {
     let overview = app.get("/api/v1/billing", &acme.admin).await;
     assert_eq!(overview.body["stripe_enabled"], false);
 }
+
+impl Billing {
+    /// Starts a checkout of `plan` for n8n; returns the `cs_…` id.
+    async fn start(&self, plan: &str) -> String {
+        let started = self
+            .app
+            .post(
+                "/api/v1/billing/checkout",
+                &self.acme.admin,
+                &json!({"provider": "n8n", "plan": plan}),
+            )
+            .await;
+        assert_eq!(started.status, 201, "{}", started.body);
+        started.body["session_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The tenant's audit entries of `action`, oldest first (read from the store: a free
+    /// tenant's plan has no audit log API).
+    async fn audit(&self, action: &str) -> Vec<Value> {
+        sqlx::query_scalar(
+            "select json_build_object('actor_label', actor_label, 'target_id', target_id, \
+                    'provider', provider, 'new_value', new_value) \
+             from audit_logs where tenant_id = $1 and action = $2 order by occurred_at, id",
+        )
+        .bind(self.acme.id)
+        .bind(action)
+        .fetch_all(&self.app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+// BILL-002, M2: two open checkouts could both be paid; the earlier one is expired when the next
+// starts, so only the last can be paid.
+#[tokio::test]
+async fn starting_a_checkout_expires_the_earlier_open_one_so_that_it_cannot_be_paid() {
+    let b = billing().await;
+    let first = b.start("pro").await;
+    let second = b.start("agency").await;
+    assert_ne!(first, second);
+    assert!(
+        b.stripe.requests().iter().any(
+            |r| r.method == "POST" && r.path == format!("/v1/checkout/sessions/{first}/expire")
+        ),
+        "the earlier session was not expired"
+    );
+    assert_eq!(
+        b.stripe.object(&first).unwrap_or_default()["status"],
+        "expired"
+    );
+    let refused = b.stripe.complete_checkout(&first).await;
+    assert!(refused.is_err(), "an expired session was paid");
+    // Stripe's `checkout.session.expired` reaches the webhook and is taken.
+    let events = b.stripe.wait_for_events(1, Duration::from_secs(10)).await;
+    assert_eq!(events[0].kind, "checkout.session.expired");
+    b.deliveries_ok();
+
+    let expired = b.audit("billing.checkout_expired").await;
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    assert_eq!(expired[0]["new_value"]["session_id"], first.as_str());
+    assert_eq!(expired[0]["new_value"]["plan"], "pro");
+
+    // The last one is paid and applies; the store knows what became of each.
+    b.stripe
+        .complete_checkout(&second)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.deliveries_ok();
+    assert_eq!(b.subscription().await["plan_key"], "agency");
+    let stored: Vec<(String, String)> = sqlx::query_as(
+        "select id, status from billing_checkout_sessions where tenant_id = $1 order by created_at, id",
+    )
+    .bind(b.acme.id)
+    .fetch_all(&b.app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        stored,
+        [
+            (first.clone(), "expired".to_owned()),
+            (second, "complete".to_owned())
+        ]
+    );
+}
+
+// BILL-002, M2: an earlier session paid while its webhook is still on the way is not followed by
+// a second one.
+#[tokio::test]
+async fn a_checkout_is_refused_while_the_earlier_one_was_paid_but_not_yet_confirmed() {
+    let b = billing().await;
+    let first = b.start("pro").await;
+    // Stripe's events do not get through for now (nothing listens on the discard port).
+    b.stripe
+        .set_webhook_url("http://127.0.0.1:9/api/v1/billing/webhook");
+    b.stripe
+        .complete_checkout(&first)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let again = b
+        .app
+        .post(
+            "/api/v1/billing/checkout",
+            &b.acme.admin,
+            &json!({"provider": "n8n", "plan": "agency"}),
+        )
+        .await;
+    assert_eq!(
+        (again.status.as_u16(), again.code()),
+        (409, "checkout_already_paid"),
+        "{}",
+        again.body
+    );
+    let sessions = b
+        .stripe
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "/v1/checkout/sessions")
+        .count();
+    assert_eq!(sessions, 1, "no second session was opened");
+
+    // Once Stripe's events arrive, the plan applies.
+    b.stripe
+        .set_webhook_url(&format!("{}/api/v1/billing/webhook", b.app.base));
+    for event in b.stripe.events() {
+        let resent = b
+            .stripe
+            .resend(&event.id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resent.status, Some(200), "{}", resent.kind);
+    }
+    assert_eq!(b.subscription().await["plan_key"], "pro");
+}
+
+// BILL-008, M2: a second live subscription for a provider the tenant already pays for (a session
+// opened before sessions were expired, or outside WorkflowOps) is canceled in Stripe when its
+// webhook arrives, and audited; the first one stays.
+#[tokio::test]
+async fn a_second_live_subscription_arriving_by_webhook_is_canceled_at_once_and_audited() {
+    let b = billing().await;
+    let kept = b.buy("pro").await;
+    let customer: String =
+        sqlx::query_scalar("select stripe_customer_id from billing_customers where tenant_id = $1")
+            .bind(b.acme.id)
+            .fetch_one(&b.app.db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    let client = billing::Stripe::new(billing::StripeConfig {
+        secret_key: SecretString::from(b.stripe.secret_key().to_owned()),
+        api_base: Some(b.stripe.base_url()),
+        webhook_secret: None,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let tenant = b.acme.id.to_string();
+    let stray = client
+        .create_checkout_session(&billing::CheckoutRequest {
+            customer,
+            price_id: AGENCY.into(),
+            success_url: format!("{}/billing", b.app.base),
+            cancel_url: format!("{}/billing", b.app.base),
+            client_reference_id: tenant.clone(),
+            metadata: vec![
+                ("tenant_id".into(), tenant),
+                ("provider".into(), "n8n".into()),
+                ("plan".into(), "agency".into()),
+            ],
+            idempotency_key: "stray-session".into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let before = b.stripe.events().len();
+    let second = b
+        .stripe
+        .complete_checkout(&stray.id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .subscription;
+    // Its three events, then the `deleted` our cancellation caused.
+    let events = b
+        .stripe
+        .wait_for_events(before + 4, Duration::from_secs(10))
+        .await;
+    b.deliveries_ok();
+    assert!(
+        events[before..]
+            .iter()
+            .any(|e| e.kind == "customer.subscription.deleted"
+                && e.event["data"]["object"]["id"] == second.as_str()),
+        "{events:?}"
+    );
+    assert_eq!(
+        b.stripe.object(&second).unwrap_or_default()["status"],
+        "canceled"
+    );
+    assert_eq!(
+        b.stripe.object(&kept).unwrap_or_default()["status"],
+        "active"
+    );
+    let sub = b.subscription().await;
+    assert_eq!(
+        (
+            sub["plan_key"].as_str(),
+            sub["stripe_subscription_id"].as_str()
+        ),
+        (Some("pro"), Some(kept.as_str()))
+    );
+    let canceled = b.audit("subscription.duplicate_canceled").await;
+    assert_eq!(canceled.len(), 1, "{canceled:?}");
+    assert_eq!(
+        canceled[0]["new_value"]["canceled_stripe_subscription_id"],
+        second.as_str()
+    );
+    assert_eq!(
+        canceled[0]["new_value"]["kept_stripe_subscription_id"],
+        kept.as_str()
+    );
+    assert_eq!(canceled[0]["actor_label"], "stripe");
+    let for_the_platform: i64 = sqlx::query_scalar(
+        "select count(*) from audit_logs where tenant_id is null \
+         and action = 'subscription.duplicate_canceled' and new_value->>'canceled_stripe_subscription_id' = $1",
+    )
+    .bind(&second)
+    .fetch_one(&b.app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        for_the_platform, 1,
+        "platform admins see it too (to refund it)"
+    );
+    let outcome: String = sqlx::query_scalar("select outcome from stripe_events where id = $1")
+        .bind(&events[before].id)
+        .fetch_one(&b.app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(outcome, "duplicate_canceled");
+}

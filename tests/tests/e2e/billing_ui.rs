@@ -183,13 +183,24 @@ async fn a_viewer_sees_the_plans_but_no_billing_actions() {
     assert!(content.contains("Your role (viewer) can see the plans"));
 }
 
-// ENT-005, ENT-011, SEC-010: the audit log is a paid feature.
+async fn denials(app: &TestApp, tenant: uuid::Uuid) -> Vec<(String, String)> {
+    sqlx::query_as("select feature, action from feature_denials where tenant_id = $1 order by id")
+        .bind(tenant)
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+// ENT-005, ENT-011, SEC-010: the audit log is a paid feature. Viewing the page is not a refusal:
+// the notice is shown but only the API's refusal is logged.
 #[tokio::test]
 async fn the_audit_page_on_free_shows_the_upgrade_notice_and_on_pro_the_entries() {
     let app = TestApp::spawn().await;
     let free = app.tenant_on("free-co", "free").await;
     let (status, html) = page(&app, "/audit", &free.admin).await;
     assert_eq!(status, 200, "{html}");
+    let (status, _) = page(&app, "/audit", &free.admin).await;
+    assert_eq!(status, 200);
     let notice = section(&html, "upgrade-notice");
     assert!(
         notice.contains("Audit logs are not in your plan"),
@@ -202,15 +213,19 @@ async fn the_audit_page_on_free_shows_the_upgrade_notice_and_on_pro_the_entries(
     );
     assert!(notice.contains(r#"href="/billing""#), "{notice}");
     assert!(!html.contains(r#"<table id="audit">"#));
-    let refused: (String, String) =
-        sqlx::query_as("select feature, action from feature_denials where tenant_id = $1")
-            .bind(free.id)
-            .fetch_one(&app.db.pool)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        refused,
-        ("audit_logs".to_owned(), "audit_log.list".to_owned())
+        denials(&app, free.id).await,
+        [],
+        "page views are not refusals"
+    );
+    let api = app.get("/api/v1/audit-logs", &free.admin).await;
+    assert_eq!(
+        (api.status.as_u16(), api.code()),
+        (403, "feature_not_in_plan")
+    );
+    assert_eq!(
+        denials(&app, free.id).await,
+        [("audit_logs".to_owned(), "audit_log.list".to_owned())]
     );
 
     let pro = app.tenant_on("pro-co", "pro").await;
@@ -223,6 +238,61 @@ async fn the_audit_page_on_free_shows_the_upgrade_notice_and_on_pro_the_entries(
     assert!(!html.contains("upgrade-notice"), "{html}");
     assert!(html.contains(r#"<table id="audit">"#), "{html}");
     assert!(html.contains("<code>api_key.created</code>"), "{html}");
+}
+
+// M6, ENT-005, OBS-001: the dashboard's metrics are the observability overview, gated by
+// `execution_metrics` as the API is; without it the notice takes their place, and viewing the
+// page logs no refusal.
+#[tokio::test]
+async fn the_dashboard_shows_the_upgrade_notice_instead_of_execution_metrics_on_free() {
+    let app = TestApp::spawn().await;
+    let free = app.tenant_on("free-co", "free").await;
+    let (status, html) = page(&app, "/", &free.admin).await;
+    assert_eq!(status, 200, "{html}");
+    let notice = section(&html, "upgrade-notice");
+    assert!(
+        notice.contains("Execution metrics are not in your plan"),
+        "{notice}"
+    );
+    assert!(
+        notice.contains(r#"<strong id="upgrade-plan">Pro</strong>"#),
+        "{notice}"
+    );
+    for metric in [
+        r#"id="kpis""#,
+        r#"id="system-status""#,
+        r#"id="kpi-executions""#,
+    ] {
+        assert!(!html.contains(metric), "{metric} shown on Free");
+    }
+    // The rest of the dashboard is still there.
+    assert!(html.contains("Recent runs"), "{html}");
+    let (status, _) = page(&app, "/?range=7d", &free.admin).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        denials(&app, free.id).await,
+        [],
+        "page views are not refusals"
+    );
+    let api = app.get("/api/v1/observability/overview", &free.admin).await;
+    assert_eq!(
+        (api.status.as_u16(), api.code()),
+        (403, "feature_not_in_plan")
+    );
+    assert_eq!(
+        denials(&app, free.id).await,
+        [(
+            "execution_metrics".to_owned(),
+            "observability.overview".to_owned()
+        )]
+    );
+
+    let pro = app.tenant_on("pro-co", "pro").await;
+    let (status, html) = page(&app, "/", &pro.admin).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(!html.contains("upgrade-notice"), "{html}");
+    assert!(html.contains(r#"id="kpis""#), "{html}");
+    assert!(html.contains(r#"id="system-status""#), "{html}");
 }
 
 // ENT-005, NOTIF-001: without alerting, no channels or rules can be added.

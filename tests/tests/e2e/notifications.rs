@@ -958,3 +958,169 @@ async fn the_notifications_page_lists_everything_escaped_and_shows_controls_to_a
         );
     }
 }
+
+/// Puts every provider of `t` on the free plan (no alerting), as a platform admin would.
+async fn downgrade_to_free(app: &TestApp, t: &TenantFixture) {
+    let admin = app.platform_admin().await;
+    for provider in ["n8n", "make"] {
+        let res = app
+            .put(
+                &format!("/api/v1/platform/tenants/{}/subscriptions/{provider}", t.id),
+                &admin,
+                &json!({"plan": "free", "reason": "downgraded"}),
+            )
+            .await;
+        assert_eq!(res.status, 200, "{}", res.body);
+    }
+}
+
+/// Two webhook channels a `backup.failed` rule sends to, made while the plan has alerting.
+async fn two_hooks(app: &TestApp, t: &TenantFixture, hooks: &HookPeer) -> [String; 2] {
+    let a = channel(
+        app,
+        t,
+        json!({"name": "CI", "kind": "webhook", "url": hooks.url("/hook/a")}),
+    )
+    .await;
+    let b = channel(
+        app,
+        t,
+        json!({"name": "Ops", "kind": "webhook", "url": hooks.url("/hook/b")}),
+    )
+    .await;
+    rule(
+        app,
+        t,
+        json!({"event_type": "backup.failed", "channel_ids": [id(&a), id(&b)]}),
+    )
+    .await;
+    [id(&a), id(&b)]
+}
+
+fn backup_failed(t: &TenantFixture, title: &str) -> Alert {
+    Alert {
+        tenant_id: t.id,
+        event_type: EventType::BackupFailed,
+        environment_id: None,
+        title: title.into(),
+        data: json!({}),
+    }
+}
+
+async fn alert_denials(app: &TestApp, t: &TenantFixture) -> Vec<(String, Option<Uuid>)> {
+    sqlx::query_as(
+        "select feature, user_id from feature_denials where tenant_id = $1 and action = 'alert.deliver'",
+    )
+    .bind(t.id)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn skipped_for_the_plan(alert: &Value, channels: &[String]) {
+    let deliveries = alert["deliveries"].as_array().cloned().unwrap_or_default();
+    assert_eq!(deliveries.len(), channels.len(), "{alert}");
+    for d in &deliveries {
+        assert!(
+            channels.iter().any(|c| d["channel_id"] == c.as_str()),
+            "{d}"
+        );
+        assert_eq!(d["status"], "skipped", "{d}");
+        assert_eq!(d["error"], domain::notifications::NOT_IN_PLAN, "{d}");
+    }
+}
+
+// ENT-001, NOTIF-001..008 after a downgrade: channels and rules made on a plan with alerting stay,
+// but an alert raised once the plan lost it is kept in the alert history and sent nowhere; the
+// refusal is logged once per alert, not per channel.
+#[tokio::test]
+async fn an_alert_raised_without_alerting_is_recorded_but_sent_to_no_channel() {
+    let hooks = HookPeer::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let app = TestApp::spawn_with(|c| {
+        c.notify = jobs::notify::Settings {
+            mailer: None,
+            allow_private: true,
+        };
+    })
+    .await;
+    let acme = app.tenant("acme").await;
+    let channels = two_hooks(&app, &acme, &hooks).await;
+    downgrade_to_free(&app, &acme).await;
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
+
+    let first = raise(&app, backup_failed(&acme, "Backup failed")).await;
+    let second = raise(&app, backup_failed(&acme, "Backup failed again")).await;
+    for event in [first, second] {
+        let alert = app
+            .get(
+                &format!("/api/v1/notifications/alerts/{event}"),
+                &acme.admin,
+            )
+            .await;
+        assert_eq!(alert.status, 200, "{}", alert.body);
+        assert_eq!(alert.body["run_id"], Value::Null, "no delivery run");
+        skipped_for_the_plan(&alert.body, &channels);
+    }
+    let runs: i64 =
+        sqlx::query_scalar("select count(*) from engine_runs where kind = 'notification.deliver'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(runs, 0);
+    assert_eq!(hooks.requests(), [], "nothing was sent");
+    // One refusal per alert (two channels each), by no person.
+    assert_eq!(
+        alert_denials(&app, &acme).await,
+        [("alerting".to_owned(), None), ("alerting".to_owned(), None)]
+    );
+}
+
+// ENT-001: a delivery queued while the plan had alerting sends nothing once the plan lost it.
+#[tokio::test]
+async fn a_delivery_queued_before_a_downgrade_sends_nothing_after_it() {
+    let hooks = HookPeer::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let app = TestApp::spawn_with(|c| {
+        c.notify = jobs::notify::Settings {
+            mailer: None,
+            allow_private: true,
+        };
+    })
+    .await;
+    let acme = app.tenant("acme").await;
+    let channels = two_hooks(&app, &acme, &hooks).await;
+    // Raised while the plan includes alerting: its delivery is queued (no worker yet).
+    let event = raise(&app, backup_failed(&acme, "Backup failed")).await;
+    let run: Option<Uuid> = sqlx::query_scalar("select run_id from alert_events where id = $1")
+        .bind(event)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let run = run.unwrap_or_else(|| panic!("no delivery run was queued"));
+
+    downgrade_to_free(&app, &acme).await;
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
+    wait_for(&app.db.pool, run, RunStatus::Succeeded).await;
+
+    assert_eq!(hooks.requests(), [], "nothing was sent after the downgrade");
+    let alert = app
+        .get(
+            &format!("/api/v1/notifications/alerts/{event}"),
+            &acme.admin,
+        )
+        .await;
+    skipped_for_the_plan(&alert.body, &channels);
+    let output: Value = sqlx::query_scalar("select output from engine_runs where id = $1")
+        .bind(run)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (output["sent"].clone(), output["skipped"].clone()),
+        (json!(0), json!(2))
+    );
+    assert_eq!(
+        alert_denials(&app, &acme).await,
+        [("alerting".to_owned(), None)],
+        "logged once for the run"
+    );
+}

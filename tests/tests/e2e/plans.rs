@@ -870,3 +870,113 @@ async fn incidents_leave_out_the_full_diff_and_snapshots_need_git_backup_on_lowe
         .await;
     assert_ne!(allowed.code(), "feature_not_in_plan", "{}", allowed.body);
 }
+
+/// An environment of `provider` stored directly (Make environments cannot be connected in
+/// tests yet; the gates only look at the provider).
+async fn stored_environment(app: &TestApp, t: &TenantFixture, provider: &str) -> Uuid {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "insert into environments (id, tenant_id, name, provider, base_url, api_key_secret_id, class) \
+         values ($1, $2, $3, $4, 'https://example.invalid', $5, 'production')",
+    )
+    .bind(id)
+    .bind(t.id)
+    .bind(format!("{provider} production"))
+    .bind(provider)
+    .bind(Uuid::now_v7())
+    .execute(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    id
+}
+
+// L4, ENT-001, PROV-003: what spans every environment (the overview, analytics over all of
+// them, the drift policy) needs the plan of every provider the tenant has environments with: a
+// Make subscription does not open n8n environments' data.
+#[tokio::test]
+async fn views_spanning_every_environment_need_the_plan_of_each_environments_provider() {
+    let app = TestApp::spawn().await;
+    let admin = app.platform_admin().await;
+    let mixed = app.tenant_on("mixed", "free").await;
+    let assigned = app
+        .put(
+            &format!("/api/v1/platform/tenants/{}/subscriptions/make", mixed.id),
+            &admin,
+            &json!({"plan": "enterprise", "reason": "Make contract"}),
+        )
+        .await;
+    assert_eq!(assigned.status, 200, "{}", assigned.body);
+    let make_env = stored_environment(&app, &mixed, "make").await;
+
+    // Only Make environments: Make's plan decides.
+    for path in [
+        "/api/v1/observability/overview".to_owned(),
+        "/api/v1/executions/analytics".to_owned(),
+        format!("/api/v1/executions/analytics?environment_id={make_env}"),
+    ] {
+        let res = app.get(&path, &mixed.admin).await;
+        assert_eq!(res.status, 200, "{path}: {}", res.body);
+    }
+    assert_eq!(drift_policy(&app, &mixed).await.status, 200);
+
+    // An n8n environment on n8n's free plan: whatever spans it is refused, naming n8n's plan.
+    let n8n_env = stored_environment(&app, &mixed, "n8n").await;
+    let overview = app
+        .get("/api/v1/observability/overview", &mixed.admin)
+        .await;
+    assert_eq!(
+        (overview.status.as_u16(), overview.code()),
+        (403, "feature_not_in_plan"),
+        "{}",
+        overview.body
+    );
+    let message = overview.body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("your n8n plan (current plan: Free)")
+            && message.contains("the Pro plan includes it"),
+        "{message}"
+    );
+    for path in [
+        "/api/v1/executions/analytics".to_owned(),
+        format!("/api/v1/executions/analytics?environment_id={n8n_env}"),
+    ] {
+        let res = app.get(&path, &mixed.admin).await;
+        assert_eq!(
+            (res.status.as_u16(), res.code()),
+            (403, "feature_not_in_plan"),
+            "{path}"
+        );
+    }
+    // One Make environment is still Make's plan's.
+    let make_only = app
+        .get(
+            &format!("/api/v1/executions/analytics?environment_id={make_env}"),
+            &mixed.admin,
+        )
+        .await;
+    assert_eq!(make_only.status, 200, "{}", make_only.body);
+    let policy = drift_policy(&app, &mixed).await;
+    assert_eq!(
+        (policy.status.as_u16(), policy.code()),
+        (403, "feature_not_in_plan"),
+        "{}",
+        policy.body
+    );
+    // Each refusal is logged against the provider whose plan refused.
+    let logged: Vec<(String, Option<String>)> = sqlx::query_as(
+        "select feature, provider from feature_denials where tenant_id = $1 order by id",
+    )
+    .bind(mixed.id)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        logged,
+        [
+            ("execution_metrics".to_owned(), Some("n8n".to_owned())),
+            ("execution_metrics".to_owned(), Some("n8n".to_owned())),
+            ("execution_metrics".to_owned(), Some("n8n".to_owned())),
+            ("drift_policies".to_owned(), Some("n8n".to_owned())),
+        ]
+    );
+}
