@@ -123,7 +123,15 @@ impl WorkflowDiff {
 /// The structural diff from `old` to `new` (n8n workflow JSON; see the module docs for what is
 /// ignored).
 pub fn diff(old: &Value, new: &Value) -> WorkflowDiff {
-    let (old, new) = (normalize(old), normalize(new));
+    // A Make scenario is compared as modules (nodes), the edges between them and its settings.
+    let view = |w: &Value| {
+        if crate::make::is_scenario(w) {
+            normalize(&crate::make::diff_view(w))
+        } else {
+            normalize(w)
+        }
+    };
+    let (old, new) = (view(old), view(new));
 
     let name_of = |w: &Value| {
         w.get("name")
@@ -1112,5 +1120,49 @@ mod tests {
             .ok()
             .and_then(|v| serde_json::from_value(v).ok());
         assert_eq!(back, Some(d));
+    }
+
+    #[test]
+    fn a_scenarios_diff_names_modules_mappings_routes_and_schedule() {
+        let old = crate::make::tests::sample();
+        let mut new = old.clone();
+        new["blueprint"]["flow"][1]["routes"][1]["flow"][0]["mapper"]["text"] =
+            json!("{{1.total}}");
+        new["scheduling"] = json!({"type": "indefinitely", "interval": 60});
+        // A module moved on the canvas and another connection: no change.
+        new["blueprint"]["flow"][0]["metadata"]["designer"] = json!({"x": 5, "y": 5});
+        new["blueprint"]["flow"][1]["routes"][0]["flow"][0]["parameters"]["__IMTCONN__"] = json!(1);
+        // A third route.
+        if let Some(routes) = new["blueprint"]["flow"][1]["routes"].as_array_mut() {
+            routes.push(
+                json!({"flow": [{"id": 6, "module": "email:ActionSendEmail", "version": 7,
+                                         "mapper": {"to": "ops@example.com"}}]}),
+            );
+        }
+        let d = diff(&old, &new);
+        assert_eq!(
+            d.nodes_changed
+                .iter()
+                .map(|c| (c.name.as_str(), c.changes[0].path.as_str()))
+                .collect::<Vec<_>>(),
+            vec![("slack:CreateMessage [4]", "mapper.text")]
+        );
+        assert_eq!(
+            d.nodes_added
+                .iter()
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["email:ActionSendEmail [6]"]
+        );
+        assert_eq!(d.connections_added.len(), 1);
+        assert_eq!(d.connections_added[0].output_index, 2);
+        assert_eq!(
+            d.settings_changed
+                .iter()
+                .map(|c| c.path.as_str())
+                .collect::<Vec<_>>(),
+            vec!["scheduling.interval", "scheduling.type"]
+        );
+        assert!(diff(&old, &old).is_empty());
     }
 }

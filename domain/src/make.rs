@@ -380,6 +380,70 @@ pub fn graph(scenario: &Value) -> Graph {
     Graph { nodes, edges }
 }
 
+/// The scenario in the shape of an n8n workflow, for the structural diff
+/// ([`crate::diff::diff`]): each module a node named by its label (its parameters without the
+/// team's references, its mapper, filter, version…; no position or designer cache), the graph's
+/// edges as connections, and the schedule and scenario settings as `settings`. Routes and error
+/// handlers are nodes of their own, linked by edges.
+pub fn diff_view(scenario: &Value) -> Value {
+    let nodes: Vec<Value> = modules(scenario)
+        .into_iter()
+        .map(|m| {
+            let mut node = match normalize_module(m) {
+                Value::Object(o) => o,
+                _ => Map::new(),
+            };
+            for key in ["id", "module", "routes", "onerror"] {
+                node.remove(key);
+            }
+            node.insert("name".to_owned(), Value::String(module_label(m)));
+            node.insert("type".to_owned(), Value::String(module_name(m).to_owned()));
+            Value::Object(node)
+        })
+        .collect();
+    let mut connections = Map::new();
+    for edge in graph(scenario).edges {
+        let outputs = connections
+            .entry(edge.from.clone())
+            .or_insert_with(|| Value::Object(Map::new()))
+            .as_object_mut()
+            .and_then(|by_kind| {
+                by_kind
+                    .entry(edge.kind.clone())
+                    .or_insert_with(|| Value::Array(Vec::new()))
+                    .as_array_mut()
+            });
+        if let Some(outputs) = outputs {
+            while outputs.len() <= edge.output {
+                outputs.push(Value::Array(Vec::new()));
+            }
+            if let Some(targets) = outputs[edge.output].as_array_mut() {
+                targets.push(serde_json::json!({"node": edge.to, "type": edge.kind, "index": 0}));
+            }
+        }
+    }
+    let normalized = normalize(scenario);
+    let mut settings = Map::new();
+    if let Some(s) = normalized.get("scheduling") {
+        settings.insert("scheduling".to_owned(), s.clone());
+    }
+    if let Some(meta) = normalized.get("blueprint").and_then(|b| b.get("metadata")) {
+        for (k, v) in meta.as_object().into_iter().flatten() {
+            settings.insert(k.clone(), v.clone());
+        }
+    }
+    let mut out = Map::new();
+    for key in ["name", "description"] {
+        if let Some(v) = normalized.get(key) {
+            out.insert(key.to_owned(), v.clone());
+        }
+    }
+    out.insert("nodes".to_owned(), Value::Array(nodes));
+    out.insert("connections".to_owned(), Value::Object(connections));
+    out.insert("settings".to_owned(), Value::Object(settings));
+    Value::Object(out)
+}
+
 /// A connection reference: the module's connection id, and what the designer cached about it
 /// (`metadata.restore.parameters.__IMTCONN__`: `label`, `data.connection` = the connection type).
 #[derive(Debug, Clone, PartialEq, Eq)]
