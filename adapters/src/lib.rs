@@ -9,6 +9,7 @@
 
 pub mod git;
 mod limiter;
+pub mod make;
 pub mod n8n;
 mod provider;
 

@@ -275,8 +275,6 @@ pub fn connect(
 ) -> ProviderResult<Arc<dyn Provider>> {
     match connection.kind {
         ProviderKind::N8n => Ok(Arc::new(crate::n8n::N8n::new(http.clone(), connection)?)),
-        ProviderKind::Make => Err(ProviderError::Unsupported(
-            "the Make.com adapter is not available yet".into(),
-        )),
+        ProviderKind::Make => Ok(Arc::new(crate::make::Make::new(http.clone(), connection)?)),
     }
 }

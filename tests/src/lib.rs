@@ -19,6 +19,7 @@ pub mod git_http;
 pub mod github;
 pub mod hooks;
 pub mod mail;
+pub mod make;
 pub mod n8n;
 pub mod sse;
 pub mod stripe;

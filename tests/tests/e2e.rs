@@ -17,6 +17,8 @@ mod e2e {
     mod health;
     mod idempotency;
     mod isolation;
+    mod make_adapter;
+    mod make_environments;
     mod n8n_adapter;
     mod notifications;
     mod observability;

@@ -1,0 +1,682 @@
+//! The Make.com adapter against the loopback Make API peer (`workflowops_tests::make`): the
+//! `Provider` contract, team isolation, and how failures are classified.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapters::{
+    Connection, ExecutionFilter, Limits, Provider, ProviderError, ProviderKind, ProviderResult,
+};
+use serde_json::{Value, json};
+use workflowops_tests::make::{Fault, MakeConfig, MakePeer};
+
+fn connect(base_url: &str, api_key: &str, limits: Limits) -> ProviderResult<Arc<dyn Provider>> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    adapters::connect(
+        &jobs::providers::http_client(),
+        Connection {
+            kind: ProviderKind::Make,
+            base_url: base_url.to_owned(),
+            api_key: secrecy::SecretString::from(api_key.to_owned()),
+            version: None,
+            limits,
+        },
+    )
+}
+
+fn fast() -> Limits {
+    Limits {
+        per_second: 500.0,
+        ..Limits::default()
+    }
+}
+
+/// An adapter for one team of the peer, with the key that reaches every team.
+fn adapter(make: &MakePeer, team: u64) -> Arc<dyn Provider> {
+    connect(&make.base_url(team), &make.api_key(), fast()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// One try per request, so a fault comes back as the adapter classified it.
+fn single_try(make: &MakePeer, api_key: &str, timeout: Duration) -> Arc<dyn Provider> {
+    let limits = Limits {
+        tries: 1,
+        timeout,
+        ..fast()
+    };
+    connect(&make.base_url(make.team()), api_key, limits).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn ok<T>(r: ProviderResult<T>) -> T {
+    r.unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+fn num(id: &Value) -> u64 {
+    id.as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a Make id: {id}"))
+}
+
+/// A blueprint as Make's editor exports it: a webhook, a router whose routes post to Slack
+/// (filtered, with an error handler) and add a Sheets row, each through a team connection.
+fn blueprint(name: &str, slack: u64, sheets: u64) -> Value {
+    json!({
+        "name": name,
+        "flow": [
+            {"id": 1, "module": "gateway:CustomWebHook", "version": 1,
+             "parameters": {"hook": 812, "maxResults": 1}, "mapper": {},
+             "metadata": {"designer": {"x": 0, "y": 0}}},
+            {"id": 2, "module": "builtin:BasicRouter", "version": 1, "mapper": null,
+             "metadata": {"designer": {"x": 300, "y": 0}},
+             "routes": [
+                {"flow": [{"id": 3, "module": "slack:CreateMessage", "version": 4,
+                           "parameters": {"__IMTCONN__": slack},
+                           "mapper": {"channel": "C0123", "text": "{{1.summary}}"},
+                           "metadata": {"designer": {"x": 600, "y": -150}},
+                           "filter": {"name": "Urgent only", "conditions":
+                                      [[{"a": "{{1.priority}}", "o": "text:equal", "b": "high"}]]},
+                           "onerror": [{"id": 5, "module": "builtin:Ignore", "version": 1,
+                                        "metadata": {"designer": {"x": 900, "y": -150}}}]}]},
+                {"flow": [{"id": 4, "module": "google-sheets:addRow", "version": 2,
+                           "parameters": {"__IMTCONN__": sheets},
+                           "mapper": {"spreadsheetId": "/orders", "sheetId": "Sheet1",
+                                      "values": {"0": "{{1.id}}", "1": "{{1.total}}"}},
+                           "metadata": {"designer": {"x": 600, "y": 150}}}]}
+             ]}
+        ],
+        "metadata": {"instant": true, "version": 1,
+                     "scenario": {"roundtrips": 1, "maxErrors": 3, "autoCommit": true,
+                                  "autoCommitTriggerLast": true, "sequential": false,
+                                  "confidential": false, "dataloss": false, "dlq": false},
+                     "designer": {"orphans": []}, "zone": "eu1.make.com"}
+    })
+}
+
+// PROV-001, PROV-002, ENV-002, WF-010: the Make adapter's contract, scenario by scenario
+#[tokio::test]
+async fn the_make_adapter_creates_reads_updates_starts_stops_and_deletes_scenarios() {
+    let make = MakePeer::start(MakeConfig::default()).await;
+    let team = make.team();
+    let slack = make.add_connection(team, "Slack (ops)", "slack2", "oauth");
+    let sheets = make.add_connection(team, "Google (ops)", "google", "oauth");
+    let a = adapter(&make, team);
+    assert_eq!(a.kind(), ProviderKind::Make);
+
+    let info = ok(a.test_connection().await);
+    assert_eq!(info.version, None);
+    assert!(info.capabilities.list_credentials);
+    assert!(!info.capabilities.archive);
+    assert!(!info.capabilities.publish);
+
+    let created = ok(a
+        .create_workflow(&json!({"name": "Orders", "blueprint": blueprint("draft", slack, sheets)}))
+        .await);
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        created["name"], "Orders",
+        "the workflow's name names the scenario"
+    );
+    assert_eq!(created["active"], false);
+    assert_eq!(created["teamId"], team);
+    assert_eq!(
+        created["scheduling"],
+        json!({"type": "indefinitely", "interval": 900}),
+        "Make's default schedule when the workflow has none"
+    );
+    assert_eq!(created["blueprint"]["name"], "Orders");
+    assert!(created["createdAt"].is_string() && created["updatedAt"].is_string());
+    assert_eq!(
+        make.scenario(num(&created["id"]))
+            .map(|s| s["name"].clone()),
+        Some(json!("Orders"))
+    );
+
+    let read = ok(a.get_workflow(&id).await);
+    assert_eq!(read, created, "what was created is what is read");
+
+    let mut changed = read.clone();
+    changed["name"] = json!("Orders v2");
+    changed["blueprint"]["flow"][0]["parameters"]["maxResults"] = json!(5);
+    changed["scheduling"] = json!({"type": "daily", "time": "08:00"});
+    let updated = ok(a.update_workflow(&id, &changed).await);
+    assert_eq!(updated["id"], id.as_str());
+    assert_eq!(updated["name"], "Orders v2");
+    assert_eq!(
+        updated["blueprint"]["flow"][0]["parameters"]["maxResults"],
+        5
+    );
+    assert_eq!(
+        updated["scheduling"],
+        json!({"type": "daily", "time": "08:00"})
+    );
+    assert!(updated["updatedAt"].as_str() > created["updatedAt"].as_str());
+
+    let started = ok(a.set_active(&id, true).await);
+    assert_eq!(started["active"], true);
+    assert_eq!(
+        make.scenario(num(&created["id"]))
+            .map(|s| s["isActive"].clone()),
+        Some(json!(true))
+    );
+    let stopped = ok(a.set_active(&id, false).await);
+    assert_eq!(stopped["active"], false);
+    assert_eq!(stopped["blueprint"], updated["blueprint"]);
+
+    ok(a.delete_workflow(&id).await);
+    assert_eq!(make.scenario_count(team), 0);
+    let gone = a.get_workflow(&id).await;
+    assert!(matches!(gone, Err(ProviderError::NotFound(_))), "{gone:?}");
+    let again = a.delete_workflow(&id).await;
+    assert!(
+        matches!(again, Err(ProviderError::NotFound(_))),
+        "{again:?}"
+    );
+}
+
+// PROV-001, ENV-013: listing walks every page (as many as Make allows per page), each scenario
+// with its blueprint, and only the environment's team
+#[tokio::test]
+async fn listing_walks_every_page_with_each_scenarios_blueprint() {
+    let make = MakePeer::start(MakeConfig {
+        max_page: 10,
+        ..MakeConfig::default()
+    })
+    .await;
+    let team = make.team();
+    let ids = make.seed_scenarios(team, 25);
+    let other = make.add_team("Staging");
+    make.seed_scenarios(other, 3);
+    let a = adapter(&make, team);
+
+    let before = make.requests();
+    let mut cursor: Option<String> = None;
+    let mut listed: Vec<Value> = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = ok(a.list_workflows(cursor.as_deref()).await);
+        pages += 1;
+        listed.extend(page.items);
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(
+        pages, 3,
+        "Make cut pages to 10; the third, shorter one is the last"
+    );
+    let listed_ids: Vec<String> = listed
+        .iter()
+        .map(|w| w["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let expected: Vec<String> = ids.iter().map(u64::to_string).collect();
+    assert_eq!(listed_ids, expected, "every scenario once, in order");
+    assert!(listed.iter().all(|w| w["teamId"] == team));
+    assert!(
+        listed
+            .iter()
+            .all(|w| w["blueprint"]["flow"].as_array().map(Vec::len) == Some(3)),
+        "each with its blueprint"
+    );
+    assert_eq!(
+        make.requests() - before,
+        3 + 25,
+        "one list request per page and one blueprint per scenario"
+    );
+    let log = make.request_log();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("pg%5Boffset%5D=10") && l.contains("pg%5Blimit%5D=100")),
+        "the cursor is the next offset, sent with encoded brackets: {log:?}"
+    );
+
+    // The raw listing (what syncs store) is the same workflows, as text.
+    let mut cursor: Option<String> = None;
+    let mut raw = Vec::new();
+    loop {
+        let page = ok(a.list_workflows_raw(cursor.as_deref()).await);
+        for w in &page.items {
+            raw.push(serde_json::from_str::<Value>(w.text.get()).unwrap_or_default());
+        }
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(raw, listed);
+
+    let bad = a.list_workflows(Some("not-an-offset")).await;
+    assert!(matches!(bad, Err(ProviderError::Validation(_))), "{bad:?}");
+}
+
+// PROV-001, PROV-004: a blueprint survives the round trip, connection references included
+#[tokio::test]
+async fn blueprints_round_trip_with_their_connection_references() {
+    let make = MakePeer::start(MakeConfig::default()).await;
+    let team = make.team();
+    let slack = make.add_connection(team, "Slack (ops)", "slack2", "oauth");
+    let sheets = make.add_connection(team, "Google (ops)", "google", "oauth");
+    let bp = blueprint("Triage", slack, sheets);
+    let a = adapter(&make, team);
+
+    let created = ok(a
+        .create_workflow(&json!({"name": "Triage", "blueprint": bp}))
+        .await);
+    assert_eq!(created["blueprint"], bp);
+    let id = num(&created["id"]);
+    assert_eq!(
+        make.blueprint(id),
+        Some(bp.clone()),
+        "Make stored what was sent"
+    );
+
+    let read = ok(a.get_workflow(&id.to_string()).await);
+    assert_eq!(read["blueprint"], bp);
+    let route = &read["blueprint"]["flow"][1]["routes"];
+    assert_eq!(route[0]["flow"][0]["parameters"]["__IMTCONN__"], slack);
+    assert_eq!(route[1]["flow"][0]["parameters"]["__IMTCONN__"], sheets);
+    assert_eq!(route[0]["flow"][0]["filter"]["name"], "Urgent only");
+    assert_eq!(
+        route[0]["flow"][0]["onerror"][0]["module"],
+        "builtin:Ignore"
+    );
+
+    // Written back as read (what a promotion does), nothing changes.
+    let again = ok(a.update_workflow(&id.to_string(), &read).await);
+    assert_eq!(again["blueprint"], bp);
+    assert_eq!(make.blueprint(id), Some(bp));
+}
+
+// PROV-001: a scenario read from one team is created in another: its id, team and folder stay
+// behind, its blueprint and schedule travel
+#[tokio::test]
+async fn a_scenario_read_from_another_team_is_created_in_this_one() {
+    let make = MakePeer::start(MakeConfig::default()).await;
+    let production = make.team();
+    let staging = make.add_team("Staging");
+    let folder = make.add_folder(staging, "Ops");
+    let slack = make.add_connection(staging, "Slack", "slack2", "oauth");
+    let from = adapter(&make, staging);
+    let source = ok(from
+        .create_workflow(&json!({
+            "name": "Nightly sync", "folderId": folder, "description": "Copies orders at night",
+            "blueprint": blueprint("Nightly sync", slack, slack),
+            "scheduling": {"type": "daily", "time": "06:00"},
+        }))
+        .await);
+    assert_eq!(
+        source["folderId"], folder,
+        "a folder of the same team is kept"
+    );
+
+    let to = adapter(&make, production);
+    let copy = ok(to.create_workflow(&source).await);
+    assert_ne!(copy["id"], source["id"]);
+    assert_eq!(copy["teamId"], production);
+    assert_eq!(copy["folderId"], Value::Null);
+    assert_eq!(copy["name"], "Nightly sync");
+    assert_eq!(copy["description"], "Copies orders at night");
+    assert_eq!(copy["scheduling"], source["scheduling"]);
+    assert_eq!(copy["blueprint"], source["blueprint"]);
+    assert_eq!(make.scenario_count(production), 1);
+    assert_eq!(make.scenario_count(staging), 1);
+}
+
+// PROV-001: an environment is one team: another team's scenarios are not there for it
+#[tokio::test]
+async fn another_teams_scenario_is_not_found() {
+    let make = MakePeer::start(MakeConfig::default()).await;
+    let production = make.team();
+    let staging = make.add_team("Staging");
+    let theirs = make.seed_scenarios(staging, 1)[0];
+    let id = theirs.to_string();
+    let before = make.scenario(theirs);
+
+    // The key reaches both teams; the adapter keeps to its own.
+    let a = adapter(&make, production);
+    let not_found = |r: &ProviderResult<Value>| matches!(r, Err(ProviderError::NotFound(_)));
+    let got = a.get_workflow(&id).await;
+    assert!(not_found(&got), "{got:?}");
+    let updated = a.update_workflow(&id, &json!({"name": "Hijacked"})).await;
+    assert!(not_found(&updated), "{updated:?}");
+    let started = a.set_active(&id, true).await;
+    assert!(not_found(&started), "{started:?}");
+    let deleted = a.delete_workflow(&id).await;
+    assert!(
+        matches!(deleted, Err(ProviderError::NotFound(_))),
+        "{deleted:?}"
+    );
+    let logs = a
+        .list_executions(
+            None,
+            &ExecutionFilter {
+                workflow_id: Some(id.clone()),
+                ..ExecutionFilter::default()
+            },
+        )
+        .await;
+    assert!(matches!(logs, Err(ProviderError::NotFound(_))), "{logs:?}");
+    assert_eq!(make.scenario(theirs), before, "their scenario is untouched");
+
+    // A key that reaches only this team: Make itself answers 404.
+    let key = make.add_token(&[production]);
+    let narrow =
+        connect(&make.base_url(production), &key, fast()).unwrap_or_else(|e| panic!("{e}"));
+    let got = narrow.get_workflow(&id).await;
+    assert!(not_found(&got), "{got:?}");
+    // …and an environment set up with a team that key cannot reach is refused.
+    let outside = connect(&make.base_url(staging), &key, fast()).unwrap_or_else(|e| panic!("{e}"));
+    let refused = outside.test_connection().await;
+    assert!(
+        matches!(refused, Err(ProviderError::Auth(_))),
+        "{refused:?}"
+    );
+
+    let bad = a.get_workflow("../teams/1").await;
+    assert!(matches!(bad, Err(ProviderError::Validation(_))), "{bad:?}");
+}
+
+// PROV-004, ENV-013: connections, team members and scenario logs map to the catalog's rows;
+// Make has no tags and no archive
+#[tokio::test]
+async fn connections_users_and_scenario_logs_are_listed_and_mapped() {
+    let make = MakePeer::start(MakeConfig {
+        max_page: 2,
+        ..MakeConfig::default()
+    })
+    .await;
+    let team = make.team();
+    let other = make.add_team("Staging");
+    let slack = make.add_connection(team, "Slack (ops)", "slack2", "oauth");
+    make.add_connection(team, "Google (ops)", "google", "oauth");
+    make.add_connection(team, "Basic HTTP", "http", "basic");
+    make.add_connection(other, "Not ours", "slack2", "oauth");
+    let ada = make.add_user(team, "Ada Lovelace", "ada@example.com", 11);
+    make.add_user(team, "Grace Hopper", "grace@example.com", 12);
+    make.add_user(other, "Not Ours", "other@example.com", 11);
+    let a = adapter(&make, team);
+
+    let mut credentials = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = ok(a.list_credentials(cursor.as_deref()).await);
+        credentials.extend(page.items);
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let mut names: Vec<(&str, &str)> = credentials
+        .iter()
+        .map(|c| (c.name.as_str(), c.cred_type.as_str()))
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            ("Basic HTTP", "http"),
+            ("Google (ops)", "google"),
+            ("Slack (ops)", "slack2")
+        ]
+    );
+    assert!(credentials.iter().any(|c| c.id == slack.to_string()));
+
+    let mut users = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = ok(a.list_users(cursor.as_deref()).await);
+        users.extend(page.items);
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(users.len(), 2, "the team's members only");
+    let first = users
+        .iter()
+        .find(|u| u.id == ada.to_string())
+        .unwrap_or_else(|| panic!("{users:?}"));
+    assert_eq!(first.email, "ada@example.com");
+    assert_eq!(first.first_name.as_deref(), Some("Ada Lovelace"));
+    assert_eq!(first.role.as_deref(), Some("11"));
+    assert!(!first.is_pending);
+
+    let scenario = make.seed_scenarios(team, 1)[0];
+    let success = make.add_log(scenario, 1);
+    make.add_edit_log(scenario);
+    let warning = make.add_log(scenario, 2);
+    let error = make.add_log(scenario, 3);
+    let filter = ExecutionFilter {
+        workflow_id: Some(scenario.to_string()),
+        ..ExecutionFilter::default()
+    };
+    let mut runs = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = ok(a.list_executions(cursor.as_deref(), &filter).await);
+        runs.extend(page.items);
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let seen: Vec<(&str, &str)> = runs
+        .iter()
+        .map(|e| (e.id.as_str(), e.status.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (error.as_str(), "error"),
+            (warning.as_str(), "warning"),
+            (success.as_str(), "success")
+        ],
+        "newest first, the edit left out"
+    );
+    assert!(runs.iter().all(|e| e.finished
+        && e.workflow_id.as_deref() == Some(scenario.to_string().as_str())
+        && e.mode.as_deref() == Some("auto")
+        && e.started_at.is_some()
+        && e.stopped_at > e.started_at));
+
+    let errors = ok(a
+        .list_executions(
+            None,
+            &ExecutionFilter {
+                status: Some("error".into()),
+                ..filter.clone()
+            },
+        )
+        .await);
+    assert_eq!(errors.items.len(), 1);
+    assert_eq!(errors.items[0].id, error);
+    let waiting = a
+        .list_executions(
+            None,
+            &ExecutionFilter {
+                status: Some("waiting".into()),
+                ..filter.clone()
+            },
+        )
+        .await;
+    assert!(
+        matches!(waiting, Err(ProviderError::Unsupported(_))),
+        "{waiting:?}"
+    );
+    let everywhere = a.list_executions(None, &ExecutionFilter::default()).await;
+    assert!(
+        matches!(everywhere, Err(ProviderError::Unsupported(_))),
+        "Make lists runs per scenario: {everywhere:?}"
+    );
+
+    let tags = ok(a.list_tags(None).await);
+    assert!(tags.items.is_empty() && tags.next_cursor.is_none());
+    assert!(matches!(
+        a.create_tag("ops").await,
+        Err(ProviderError::Unsupported(_))
+    ));
+    assert!(matches!(
+        a.set_workflow_tags(&scenario.to_string(), &[]).await,
+        Err(ProviderError::Unsupported(_))
+    ));
+    assert!(matches!(
+        a.set_archived(&scenario.to_string(), true).await,
+        Err(ProviderError::Unsupported(_))
+    ));
+}
+
+// PROV-001: failures are classified at the boundary (one try each, so nothing is retried away)
+#[tokio::test]
+async fn faults_are_classified_at_the_boundary() {
+    let make = MakePeer::start(MakeConfig::default()).await;
+    make.seed_scenarios(make.team(), 2);
+    let a = single_try(&make, &make.api_key(), Duration::from_secs(30));
+
+    make.inject(Fault::RateLimited {
+        times: 1,
+        retry_after_secs: 7,
+    });
+    let e = a.list_workflows(None).await.err();
+    assert_eq!(
+        e,
+        Some(ProviderError::RateLimited {
+            retry_after: Some(Duration::from_secs(7))
+        })
+    );
+
+    make.inject(Fault::ServerError { times: 1 });
+    let e = a.list_workflows(None).await.err();
+    assert!(
+        matches!(e, Some(ProviderError::Transient(ref m)) if m.contains("500")),
+        "{e:?}"
+    );
+    assert!(
+        !format!("{e:?}").contains("<html"),
+        "no provider HTML in our errors"
+    );
+
+    make.inject(Fault::DropConnection { times: 1 });
+    let e = a.test_connection().await.err();
+    assert!(matches!(e, Some(ProviderError::Transient(_))), "{e:?}");
+
+    for fault in [
+        Fault::Garbage { times: 1 },
+        Fault::TruncatedJson { times: 1 },
+    ] {
+        make.inject(fault.clone());
+        let e = a.list_workflows(None).await.err();
+        assert!(
+            matches!(e, Some(ProviderError::InvalidResponse(_))),
+            "{fault:?}: {e:?}"
+        );
+    }
+
+    let impatient = single_try(&make, &make.api_key(), Duration::from_millis(200));
+    make.inject(Fault::Slow {
+        times: 1,
+        delay_ms: 5_000,
+    });
+    let e = impatient.test_connection().await.err();
+    assert!(
+        matches!(e, Some(ProviderError::Transient(ref m)) if m.contains("timed out")),
+        "{e:?}"
+    );
+
+    let wrong = single_try(&make, "not-the-key", Duration::from_secs(30));
+    let e = wrong.test_connection().await.err();
+    assert!(
+        matches!(e, Some(ProviderError::Auth(ref m)) if m.contains("Invalid access token")),
+        "{e:?}"
+    );
+
+    let refused = a
+        .create_workflow(&json!({"name": "Hourly", "blueprint": {"flow": []},
+                                 "scheduling": {"type": "hourly"}}))
+        .await;
+    assert!(
+        matches!(refused, Err(ProviderError::Validation(ref m)) if m.contains("scheduling.type must be one of")),
+        "Make's message and suberrors: {refused:?}"
+    );
+    let no_blueprint = a.create_workflow(&json!({"name": "Empty"})).await;
+    assert!(
+        matches!(no_blueprint, Err(ProviderError::Validation(_))),
+        "{no_blueprint:?}"
+    );
+}
+
+// PROV-001: reads are retried past transient failures; a create that may have reached Make is
+// never sent twice, one refused with a 429 is
+#[tokio::test]
+async fn reads_are_retried_but_a_create_is_never_sent_twice() {
+    let make = MakePeer::start(MakeConfig::default()).await;
+    let team = make.team();
+    make.seed_scenarios(team, 2);
+    let a = adapter(&make, team);
+
+    make.inject(Fault::ServerError { times: 2 });
+    let page = ok(a.list_workflows(None).await);
+    assert_eq!(page.items.len(), 2, "retried past two 500s");
+    make.inject(Fault::TruncatedJson { times: 1 });
+    ok(a.test_connection().await);
+
+    let wf = json!({"name": "Once", "blueprint": {"flow": []}});
+    make.inject(Fault::ServerError { times: 1 });
+    let before = make.requests();
+    let e = a.create_workflow(&wf).await;
+    assert!(matches!(e, Err(ProviderError::Transient(_))), "{e:?}");
+    assert_eq!(make.requests() - before, 1, "the create was not sent again");
+    assert_eq!(make.scenario_count(team), 2);
+
+    make.inject(Fault::RateLimited {
+        times: 1,
+        retry_after_secs: 0,
+    });
+    let created = ok(a.create_workflow(&wf).await);
+    assert_eq!(created["name"], "Once");
+    assert_eq!(make.scenario_count(team), 3);
+
+    // Retry-After sets the wait, not the number of tries: a 429 that persists ends the call.
+    make.inject(Fault::RateLimited {
+        times: 50,
+        retry_after_secs: 0,
+    });
+    let before = make.requests();
+    let e = a.test_connection().await;
+    assert!(matches!(e, Err(ProviderError::RateLimited { .. })), "{e:?}");
+    assert_eq!(make.requests() - before, u64::from(Limits::default().tries));
+    make.clear_faults();
+}
+
+// ENV-001, ENV-009: a Make environment's base URL names its zone and its team
+#[tokio::test]
+async fn a_base_url_without_a_team_is_refused() {
+    for base_url in [
+        "https://eu1.make.com",
+        "https://eu1.make.com/api/v2",
+        "https://eu1.make.com?teamId=",
+        "https://eu1.make.com?team=42",
+    ] {
+        match connect(base_url, "key", fast()) {
+            Err(ProviderError::Validation(m)) => assert!(
+                m.contains("https://eu1.make.com?teamId=42"),
+                "the message shows the expected form: {m}"
+            ),
+            other => panic!("{base_url}: {:?}", other.map(|_| ())),
+        }
+    }
+
+    let make = MakePeer::start(MakeConfig::default()).await;
+    let team = make.team();
+    for base_url in [
+        format!("{}?teamId={team}", make.origin()),
+        format!("{}/?teamId={team}", make.origin()),
+        format!("{}/api/v2?teamId={team}", make.origin()),
+        format!("{}/api/v2/?teamId={team}", make.origin()),
+    ] {
+        let a = connect(&base_url, &make.api_key(), fast()).unwrap_or_else(|e| panic!("{e}"));
+        ok(a.test_connection().await);
+    }
+    let missing =
+        connect(&make.base_url(999_999), &make.api_key(), fast()).unwrap_or_else(|e| panic!("{e}"));
+    let e = missing.test_connection().await;
+    assert!(matches!(e, Err(ProviderError::NotFound(_))), "{e:?}");
+}
