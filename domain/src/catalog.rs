@@ -414,6 +414,38 @@ pub struct ExecutionRow {
 }
 
 /// Upserts a page of executions; returns the highest numeric id in it.
+/// Whether any of these executions is already in the catalog (an incremental walk over ids
+/// that are not numbers stops there).
+pub async fn any_execution_stored(
+    db: &mut PgConnection,
+    environment_id: Uuid,
+    provider_ids: &[&str],
+) -> Result<bool> {
+    if provider_ids.is_empty() {
+        return Ok(false);
+    }
+    Ok(sqlx::query_scalar(
+        "select exists (select 1 from env_executions where environment_id = $1 and provider_id = any ($2))",
+    )
+    .bind(environment_id)
+    .bind(provider_ids)
+    .fetch_one(db)
+    .await?)
+}
+
+/// The provider ids of an environment's workflows that are not deleted, in id order.
+pub async fn live_workflow_ids(
+    db: impl PgExecutor<'_>,
+    environment_id: Uuid,
+) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "select provider_id from env_workflows where environment_id = $1 and deleted_at is null order by provider_id",
+    )
+    .bind(environment_id)
+    .fetch_all(db)
+    .await?)
+}
+
 pub async fn upsert_executions(
     tx: &mut PgConnection,
     tenant_id: Uuid,

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use adapters::{ExecutionFilter, Page, Provider, ProviderError, ProviderResult};
+use adapters::{ExecutionFilter, Page, Provider, ProviderError, ProviderKind, ProviderResult};
 use domain::catalog::{self, CredentialRow, ExecutionRow, ProviderUserRow, Synced};
 use domain::environments;
 use engine::{Job, JobError, NewRun, RetryPolicy, RunCtx};
@@ -591,7 +591,7 @@ impl Sync {
         input: &SyncInput,
         out: &mut SyncOutput,
     ) -> Result<(), JobError> {
-        let (tenant, env) = (input.tenant_id, input.environment_id);
+        let env = input.environment_id;
         let db = ctx.db().clone();
         // What earlier syncs stored, and the retention cutoff, fixed once for every attempt.
         let retention = input.execution_retention_seconds;
@@ -606,67 +606,53 @@ impl Sync {
                 Ok((known, cutoff))
             })
             .await?;
-        let filter = ExecutionFilter {
-            include_data: true,
-            ..ExecutionFilter::default()
+        let scope = ExecutionScope {
+            tenant: input.tenant_id,
+            env,
+            known,
+            cutoff,
         };
-        let pages = Self::walk(
-            ctx,
-            "executions",
-            {
-                let f = filter.clone();
-                fetcher(provider, move |p, c| {
-                    let f = f.clone();
-                    async move { p.list_executions(c.as_deref(), &f).await }.boxed()
-                })
-            },
-            |page| {
-                let db = db.clone();
-                async move {
-                    let expired = |x: &adapters::Execution| {
-                        cutoff.is_some_and(|c| x.started_at.is_some_and(|t| t < c))
-                    };
-                    let reached_cutoff = page.items.iter().any(expired);
-                    let rows: Vec<ExecutionRow> = page
-                        .items
-                        .iter()
-                        .filter(|x| !expired(x))
-                        .map(|x| ExecutionRow {
-                            environment_id: env,
-                            provider_id: x.id.clone(),
-                            workflow_id: x.workflow_id.clone(),
-                            workflow_name: None,
-                            status: x.status.clone(),
-                            mode: x.mode.clone(),
-                            finished: x.finished,
-                            started_at: x.started_at,
-                            stopped_at: x.stopped_at,
-                            error_message: x.error_message.clone(),
-                        })
-                        .collect();
-                    // One transaction: a page of executions is small, two would cost more.
-                    let mut tx = page_transaction(&db).await?;
-                    let high = catalog::upsert_executions(&mut tx, tenant, env, &rows)
+        let pages = if provider.kind() == ProviderKind::Make {
+            // Make lists runs per scenario only: walk each synced scenario's log, newest first,
+            // down to what an earlier sync stored.
+            let scenarios: Vec<String> = ctx
+                .step("executions:workflows", || async {
+                    catalog::live_workflow_ids(&db, env)
                         .await
-                        .map_err(domain_error)?;
-                    tx.commit().await?;
-                    let caught_up = reached_cutoff
-                        || known.is_some_and(|k| {
-                            rows.iter()
-                                .filter_map(|r| r.provider_id.parse::<i64>().ok())
-                                .any(|id| id <= k)
-                        });
-                    Ok(PageDone {
-                        next: page.next_cursor,
-                        items: rows.len() as u64,
-                        changed: 0,
-                        caught_up,
-                        high,
-                    })
-                }
-            },
-        )
-        .await?;
+                        .map_err(domain_error)
+                })
+                .await?;
+            let mut pages = Vec::new();
+            for workflow_id in scenarios {
+                let filter = ExecutionFilter {
+                    workflow_id: Some(workflow_id.clone()),
+                    include_data: true,
+                    ..ExecutionFilter::default()
+                };
+                pages.extend(
+                    Self::walk(
+                        ctx,
+                        &format!("executions:{workflow_id}"),
+                        executions_fetcher(provider, filter),
+                        |page| scope.store(db.clone(), page),
+                    )
+                    .await?,
+                );
+            }
+            pages
+        } else {
+            let filter = ExecutionFilter {
+                include_data: true,
+                ..ExecutionFilter::default()
+            };
+            Self::walk(
+                ctx,
+                "executions",
+                executions_fetcher(provider, filter),
+                |page| scope.store(db.clone(), page),
+            )
+            .await?
+        };
         out.executions = pages.iter().map(|p| p.items).sum();
         if let Some(high) = pages.iter().filter_map(|p| p.high).max() {
             ctx.step("executions:high_water", || async {
@@ -677,6 +663,90 @@ impl Sync {
             .await?;
         }
         Ok(())
+    }
+}
+
+fn executions_fetcher(
+    provider: &Arc<dyn Provider>,
+    filter: ExecutionFilter,
+) -> Fetch<adapters::Execution> {
+    fetcher(provider, move |p, c| {
+        let f = filter.clone();
+        async move { p.list_executions(c.as_deref(), &f).await }.boxed()
+    })
+}
+
+/// Where a sync's executions go and where an incremental walk may stop.
+#[derive(Debug, Clone, Copy)]
+struct ExecutionScope {
+    tenant: Uuid,
+    env: Uuid,
+    /// The highest numeric execution id stored before this sync (n8n's ids are numbers).
+    known: Option<i64>,
+    /// Executions that started before this are not kept.
+    cutoff: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl ExecutionScope {
+    /// Stores a page (newest first) and says whether the walk has caught up: the page reached
+    /// the retention cutoff, or an execution an earlier sync stored (by numeric id where the
+    /// provider's ids are numbers, else by id already in the catalog).
+    async fn store(
+        self,
+        db: sqlx::PgPool,
+        page: Page<adapters::Execution>,
+    ) -> Result<PageDone, JobError> {
+        let expired = |x: &adapters::Execution| {
+            self.cutoff
+                .is_some_and(|c| x.started_at.is_some_and(|t| t < c))
+        };
+        let reached_cutoff = page.items.iter().any(expired);
+        let rows: Vec<ExecutionRow> = page
+            .items
+            .iter()
+            .filter(|x| !expired(x))
+            .map(|x| ExecutionRow {
+                environment_id: self.env,
+                provider_id: x.id.clone(),
+                workflow_id: x.workflow_id.clone(),
+                workflow_name: None,
+                status: x.status.clone(),
+                mode: x.mode.clone(),
+                finished: x.finished,
+                started_at: x.started_at,
+                stopped_at: x.stopped_at,
+                error_message: x.error_message.clone(),
+            })
+            .collect();
+        let numeric = rows.iter().all(|r| r.provider_id.parse::<i64>().is_ok());
+        // One transaction: a page of executions is small, two would cost more.
+        let mut tx = page_transaction(&db).await?;
+        let seen_before = if numeric {
+            false
+        } else {
+            let ids: Vec<&str> = rows.iter().map(|r| r.provider_id.as_str()).collect();
+            catalog::any_execution_stored(&mut tx, self.env, &ids)
+                .await
+                .map_err(domain_error)?
+        };
+        let high = catalog::upsert_executions(&mut tx, self.tenant, self.env, &rows)
+            .await
+            .map_err(domain_error)?;
+        tx.commit().await?;
+        let caught_up = reached_cutoff
+            || seen_before
+            || self.known.is_some_and(|k| {
+                rows.iter()
+                    .filter_map(|r| r.provider_id.parse::<i64>().ok())
+                    .any(|id| id <= k)
+            });
+        Ok(PageDone {
+            next: page.next_cursor,
+            items: rows.len() as u64,
+            changed: 0,
+            caught_up,
+            high,
+        })
     }
 }
 

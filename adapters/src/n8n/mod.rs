@@ -123,7 +123,9 @@ impl N8n {
                 || matches!(e, ProviderError::RateLimited { .. });
             retriable && (!creates || unsent)
         })
-        .adjust(|e: &ProviderError, delay| e.retry_after().or(delay))
+        // Retry-After replaces the backoff's delay, never its end: `adjust` answering Some
+        // after the backoff ran out would retry a 429 forever.
+        .adjust(|e: &ProviderError, delay| delay.map(|d| e.retry_after().unwrap_or(d)))
         .notify(|e: &ProviderError, delay| {
             tracing::debug!(error = %e, ?delay, url = %url, "retrying an n8n request");
         })

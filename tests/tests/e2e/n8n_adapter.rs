@@ -221,6 +221,20 @@ async fn faults_are_retried_or_classified() {
         started.elapsed()
     );
 
+    // Retry-After sets the wait, not the number of tries: a 429 that persists ends the call.
+    n8n.inject(Fault::RateLimited {
+        times: 50,
+        retry_after_secs: 0,
+    });
+    let before = n8n.requests();
+    let e = a.list_workflows(None).await.err();
+    assert!(
+        matches!(e, Some(ProviderError::RateLimited { .. })),
+        "{e:?}"
+    );
+    assert_eq!(n8n.requests() - before, u64::from(Limits::default().tries));
+    n8n.clear_faults();
+
     for fault in [
         Fault::ServerError { times: 2 },
         Fault::DropConnection { times: 2 },

@@ -1,0 +1,276 @@
+//! Make.com through the product (ENV-009, PROV-001): a team connected as an environment, its
+//! scenarios synced into the catalog with hashes, graphs and connection references, promoted to
+//! another team with their connections remapped, and a change made in Make found as drift.
+
+use engine::RunStatus;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use workflowops_tests::TestApp;
+use workflowops_tests::engine_support::{TestWorker, wait_for};
+use workflowops_tests::make::{MakeConfig, MakePeer};
+
+use super::git::{bare_repo, run};
+
+/// A webhook feeding a Google Sheets row through `connection`, as Make's designer saves it.
+fn blueprint(name: &str, connection: u64) -> Value {
+    let hook = json!({
+        "id": 1, "module": "gateway:CustomWebHook", "version": 1,
+        "parameters": {"hook": 10, "maxResults": 1}, "mapper": {},
+        "metadata": {"designer": {"x": 0, "y": 0}}
+    });
+    let sheets = json!({
+        "id": 2, "module": "google-sheets:addRow", "version": 2,
+        "parameters": {"__IMTCONN__": connection, "mode": "select"},
+        "mapper": {"values": {"0": "{{1.order}}"}},
+        "metadata": {
+            "designer": {"x": 300, "y": 0},
+            "restore": {"parameters": {"__IMTCONN__": {
+                "label": "Sales Google", "data": {"scoped": "true", "connection": "google"}}}}
+        }
+    });
+    json!({
+        "name": name,
+        "flow": [hook, sheets],
+        "metadata": {"instant": true, "version": 1,
+                     "scenario": {"roundtrips": 1, "maxErrors": 3, "autoCommit": true},
+                     "designer": {"orphans": []}, "zone": "eu1.make.com"}
+    })
+}
+
+fn id(v: &Value) -> Uuid {
+    v["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no id in {v}"))
+}
+
+// ENV-009, PROV-001, PROMO-001, CRED-007, DRIFT-003 on Make
+#[tokio::test]
+async fn a_make_team_is_synced_promoted_to_another_team_and_checked_for_drift() {
+    let app = TestApp::spawn_with(|c| c.allow_local_git = true).await;
+    let acme = app.tenant("acme").await;
+    let make = MakePeer::start(MakeConfig::default()).await;
+    let dev_team = make.team();
+    let prod_team = make.add_team("Production");
+    let dev_google = make.add_connection(dev_team, "Sales Google", "google", "oauth");
+    let prod_google = make.add_connection(prod_team, "Sales Google", "google", "oauth");
+    let scenario = make.add_scenario(dev_team, blueprint("Orders", dev_google));
+    make.add_log(scenario, 1);
+    make.add_log(scenario, 3);
+
+    // A Make URL names the team; without one nothing is saved and the error says what to add.
+    let no_team = app
+        .post(
+            "/api/v1/environments",
+            &acme.admin,
+            &json!({"name": "Dev", "provider": "make", "base_url": make.origin(), "api_key": make.api_key(), "class": "dev"}),
+        )
+        .await;
+    assert!(no_team.status.is_client_error(), "{}", no_team.body);
+    assert!(
+        no_team.body.to_string().contains("teamId"),
+        "{}",
+        no_team.body
+    );
+    let bad_key = app
+        .post(
+            "/api/v1/environments",
+            &acme.admin,
+            &json!({"name": "Dev", "provider": "make", "base_url": make.base_url(dev_team), "api_key": "wrong", "class": "dev"}),
+        )
+        .await;
+    assert!(bad_key.status.is_client_error(), "{}", bad_key.body);
+    assert_eq!(app.count("environments").await, 0);
+
+    let mut envs = Vec::new();
+    for (name, team, class) in [("Dev", dev_team, "dev"), ("Prod", prod_team, "production")] {
+        let res = app
+            .post(
+                "/api/v1/environments",
+                &acme.admin,
+                &json!({"name": name, "provider": "make", "base_url": make.base_url(team), "api_key": make.api_key(), "class": class}),
+            )
+            .await;
+        assert_eq!(res.status, 201, "{}", res.body);
+        assert_eq!(res.body["provider"], "make");
+        envs.push(id(&res.body));
+    }
+    let (dev, prod) = (envs[0], envs[1]);
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 4);
+    for env in [dev, prod] {
+        run(
+            &app,
+            &acme,
+            &format!("/api/v1/environments/{env}/sync"),
+            Some(&json!({"scope": "full"})),
+        )
+        .await;
+    }
+
+    // The catalog: the scenario with its modules counted and its hash; the team's connections.
+    let listed = app
+        .get(
+            &format!("/api/v1/workflows?environment_id={dev}"),
+            &acme.admin,
+        )
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let item = listed.body["items"][0].clone();
+    assert_eq!(item["name"], "Orders", "{}", listed.body);
+    assert_eq!(item["id"], scenario.to_string());
+    assert_eq!(item["node_count"], 2);
+    let stored = make
+        .scenario(scenario)
+        .unwrap_or_else(|| panic!("no scenario"));
+    assert!(!stored.is_null());
+    let creds = app
+        .get(
+            &format!("/api/v1/credentials?environment_id={prod}"),
+            &acme.admin,
+        )
+        .await;
+    assert!(
+        creds.body.to_string().contains("Sales Google"),
+        "{}",
+        creds.body
+    );
+
+    // Executions come from each scenario's log; a later sync adds only what is new.
+    let executions = |env: Uuid| {
+        let app = &app;
+        let acme = &acme;
+        async move {
+            app.get(
+                &format!("/api/v1/executions?environment_id={env}"),
+                &acme.admin,
+            )
+            .await
+            .body["items"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|x| x["status"].as_str().unwrap_or("").to_owned())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        }
+    };
+    assert_eq!(executions(dev).await, ["error", "success"]);
+    make.add_log(scenario, 2);
+    run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{dev}/sync"),
+        Some(&json!({"scope": "executions"})),
+    )
+    .await;
+    assert_eq!(executions(dev).await, ["warning", "error", "success"]);
+
+    // Promote dev → prod: the connection is remapped to prod's of the same type and name.
+    let pipeline = app
+        .post(
+            "/api/v1/pipelines",
+            &acme.admin,
+            &json!({"name": "Make release", "provider": "make", "stages": [
+                {"source_environment_id": dev, "target_environment_id": prod,
+                 "gates": {"credentialsExistInTarget": true, "runPreFlightValidation": true}}]}),
+        )
+        .await;
+    assert_eq!(pipeline.status, 201, "{}", pipeline.body);
+    let body = json!({"pipeline_id": id(&pipeline.body), "stage_index": 0,
+                      "workflow_ids": [scenario.to_string()]});
+    let preview = app
+        .post("/api/v1/promotions/preview", &acme.admin, &body)
+        .await;
+    assert_eq!(preview.status, 200, "{}", preview.body);
+    assert_eq!(preview.body["blocked"], false, "{}", preview.body);
+    let started = app.post("/api/v1/promotions", &acme.admin, &body).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let run_id: Uuid = started.body["run_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
+    wait_for(&app.db.pool, run_id, RunStatus::Succeeded).await;
+    assert_eq!(make.scenario_count(prod_team), 1);
+    let listed = app
+        .get(
+            &format!("/api/v1/workflows?environment_id={prod}"),
+            &acme.admin,
+        )
+        .await;
+    let prod_id: u64 = listed.body["items"][0]["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{}", listed.body));
+    let written = make
+        .blueprint(prod_id)
+        .unwrap_or_else(|| panic!("no blueprint"));
+    assert_eq!(
+        written["flow"][1]["parameters"]["__IMTCONN__"],
+        json!(prod_google),
+        "{written}"
+    );
+    assert_eq!(
+        written["flow"][1]["mapper"],
+        json!({"values": {"0": "{{1.order}}"}})
+    );
+    assert_eq!(
+        listed.body["items"][0]["content_hash"], item["content_hash"],
+        "the same scenario: connection ids are not content"
+    );
+
+    // Drift: prod against the canonical version (from dev), in sync; then edited in Make.
+    let repo = bare_repo();
+    let put = app
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/canonical/repository",
+            Some(&acme.admin.token),
+            Some(&json!({"url": repo.0.display().to_string(), "auth": "none"})),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    run(
+        &app,
+        &acme,
+        "/api/v1/canonical/onboard",
+        Some(&json!({"items": [{"environment_id": dev, "workflow_id": scenario.to_string()}]})),
+    )
+    .await;
+    run(&app, &acme, "/api/v1/canonical/sync", None).await;
+    let check = |refresh: bool| {
+        let app = &app;
+        let acme = &acme;
+        async move {
+            run(
+                app,
+                acme,
+                &format!("/api/v1/environments/{prod}/drift-check"),
+                Some(&json!({"refresh": refresh})),
+            )
+            .await
+        }
+    };
+    let clean = check(true).await;
+    assert_eq!(clean["drifted"], 0, "{clean}");
+    let mut edited = written.clone();
+    edited["flow"][1]["mapper"]["values"]["0"] = json!("{{1.total}}");
+    let patched = reqwest::Client::new()
+        .patch(format!("{}/api/v2/scenarios/{prod_id}", make.origin()))
+        .header("Authorization", format!("Token {}", make.api_key()))
+        .json(&json!({"blueprint": edited.to_string()}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(patched.status().is_success(), "{}", patched.status());
+    let drifted = check(true).await;
+    assert_eq!(drifted["drifted"], 1, "{drifted}");
+    let incidents = app.get("/api/v1/incidents?open=true", &acme.admin).await;
+    let incident = incidents.body["items"][0].clone();
+    let change = &incident["payload"][prod_id.to_string()]["diff"]["nodes_changed"][0];
+    assert_eq!(change["name"], "google-sheets:addRow [2]", "{incident}");
+    assert_eq!(
+        change["changes"][0]["path"], "mapper.values.0",
+        "{incident}"
+    );
+}
