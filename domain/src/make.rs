@@ -444,6 +444,52 @@ pub fn diff_view(scenario: &Value) -> Value {
     Value::Object(out)
 }
 
+/// Whether a parameter of `module` is a reference to something its team owns other than a
+/// connection (which promotions remap): webhooks and keys.
+fn is_team_owned(module: &Value, key: &str) -> bool {
+    key != CONNECTION_PARAM
+        && (TEAM_REFERENCES.contains(&key)
+            || (module_name(module).starts_with("gateway:") && key == "hook"))
+}
+
+/// `scenario` with every module's webhook and key references taken from the module of the same
+/// id and kind in `target` (the copy it replaces in another team), or removed where the target
+/// has none: a promotion must not point the target at the source team's webhooks.
+pub fn with_team_references_of(scenario: &Value, target: &Value) -> Value {
+    let theirs: std::collections::HashMap<(String, String), Map<String, Value>> = modules(target)
+        .into_iter()
+        .filter_map(|m| {
+            let params = m.get("parameters")?.as_object()?;
+            let owned: Map<String, Value> = params
+                .iter()
+                .filter(|(k, _)| is_team_owned(m, k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            Some(((m.get("id")?.to_string(), module_name(m).to_owned()), owned))
+        })
+        .collect();
+    let mut out = scenario.clone();
+    for_each_module_mut(&mut out, &mut |m| {
+        let key = (
+            m.get("id").map(Value::to_string).unwrap_or_default(),
+            module_name(m).to_owned(),
+        );
+        let probe = m.clone();
+        if let Some(params) = m.get_mut("parameters").and_then(Value::as_object_mut) {
+            params.retain(|k, _| !is_team_owned(&probe, k));
+            if let Some(owned) = theirs.get(&key) {
+                params.extend(owned.clone());
+            }
+        }
+    });
+    out
+}
+
+/// `scenario` without webhook and key references (for a new copy in another team).
+pub fn without_team_references(scenario: &Value) -> Value {
+    with_team_references_of(scenario, &Value::Null)
+}
+
 /// A connection reference: the module's connection id, and what the designer cached about it
 /// (`metadata.restore.parameters.__IMTCONN__`: `label`, `data.connection` = the connection type).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -697,6 +743,31 @@ pub(crate) mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn a_copy_in_another_team_keeps_that_teams_webhook_and_never_the_sources() {
+        let source = sample();
+        let mut target = sample();
+        target["blueprint"]["flow"][0]["parameters"]["hook"] = json!(990);
+        let written = with_team_references_of(&source, &target);
+        assert_eq!(written["blueprint"]["flow"][0]["parameters"]["hook"], 990);
+        assert_eq!(
+            written["blueprint"]["flow"][0]["parameters"]["maxResults"],
+            1
+        );
+        let sheets = &written["blueprint"]["flow"][1]["routes"][0]["flow"][0]["parameters"];
+        assert_eq!(
+            sheets["__IMTCONN__"], 5501,
+            "connections are the remap's business"
+        );
+        let fresh = without_team_references(&source);
+        assert!(
+            fresh["blueprint"]["flow"][0]["parameters"]
+                .get("hook")
+                .is_none()
+        );
+        assert_eq!(normalize(&fresh), normalize(&source), "not content");
     }
 
     #[test]

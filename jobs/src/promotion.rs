@@ -1324,6 +1324,13 @@ async fn apply_one(
                 out.target_hash = Some(hash);
                 return Ok(out);
             }
+            // A Make scenario keeps the target team's own webhooks and keys.
+            let body = match &out.before {
+                Some(before) if domain::make::is_scenario(&body) => {
+                    domain::make::with_team_references_of(&body, before)
+                }
+                _ => body.clone(),
+            };
             match target.update_workflow(tid, &body).await {
                 Ok(mut w) => {
                     // Activation is preserved.
@@ -1364,6 +1371,13 @@ async fn apply_one(
                 upsert_target(db, tenant, target_env, &w).await?;
                 return Ok(out);
             }
+            // A new Make scenario in another team cannot use the source team's webhooks and
+            // keys: they are left unset, to be chosen in the target.
+            let body = if domain::make::is_scenario(&body) {
+                domain::make::without_team_references(&body)
+            } else {
+                body.clone()
+            };
             match target.create_workflow(&body).await {
                 Ok(w) => {
                     out.action = "created".into();

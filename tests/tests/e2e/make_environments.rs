@@ -210,6 +210,10 @@ async fn a_make_team_is_synced_promoted_to_another_team_and_checked_for_drift() 
         json!(prod_google),
         "{written}"
     );
+    assert!(
+        written["flow"][0]["parameters"].get("hook").is_none(),
+        "dev's webhook is not prod's: {written}"
+    );
     assert_eq!(
         written["flow"][1]["mapper"],
         json!({"values": {"0": "{{1.order}}"}})
