@@ -77,10 +77,11 @@ async fn test(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestConnectionRequest {
-    /// `n8n` (Make.com comes with its adapter).
+    /// `n8n` or `make`.
     #[schema(pattern = "^(n8n|make)$")]
     pub provider: String,
-    /// The instance's base URL, e.g. `https://n8n.example.com`.
+    /// n8n: the instance's base URL, e.g. `https://n8n.example.com`. Make.com: the zone's address
+    /// with the team, e.g. `https://eu1.make.com?teamId=42`.
     pub base_url: String,
     /// The instance's API key. Used for the test only; never stored by this call.
     #[schema(value_type = String)]
@@ -137,6 +138,8 @@ pub struct CreateEnvironmentRequest {
     /// `n8n` or `make` (ENV-009).
     #[schema(pattern = "^(n8n|make)$")]
     pub provider: String,
+    /// n8n: the instance's base URL. Make.com: the zone's address with the team, e.g.
+    /// `https://eu1.make.com?teamId=42`.
     pub base_url: String,
     #[schema(value_type = String)]
     pub api_key: SecretString,
