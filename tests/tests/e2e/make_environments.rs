@@ -278,3 +278,121 @@ async fn a_make_team_is_synced_promoted_to_another_team_and_checked_for_drift() 
         "{incident}"
     );
 }
+
+async fn make_environment(
+    app: &TestApp,
+    t: &workflowops_tests::TenantFixture,
+    make: &MakePeer,
+    team: u64,
+) -> Uuid {
+    let res = app
+        .post(
+            "/api/v1/environments",
+            &t.admin,
+            &json!({"name": format!("Team {team}"), "provider": "make", "base_url": make.base_url(team), "api_key": make.api_key(), "class": "production"}),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    id(&res.body)
+}
+
+async fn patch_blueprint(make: &MakePeer, scenario: u64, blueprint: &Value) {
+    let res = reqwest::Client::new()
+        .patch(format!("{}/api/v2/scenarios/{scenario}", make.origin()))
+        .header("Authorization", format!("Token {}", make.api_key()))
+        .json(&json!({"blueprint": blueprint.to_string()}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(res.status().is_success(), "{}", res.status());
+}
+
+// WF-016, WF-017 on Make: backups are the scenarios' storage form; a restore brings back content
+// and layout, and recreates a deleted scenario
+#[tokio::test]
+async fn a_make_teams_scenarios_are_backed_up_to_git_and_restored() {
+    let app = TestApp::spawn_with(|c| c.allow_local_git = true).await;
+    let acme = app.tenant("acme").await;
+    let make = MakePeer::start(MakeConfig::default()).await;
+    let team = make.team();
+    let google = make.add_connection(team, "Sales Google", "google", "oauth");
+    let orders = make.add_scenario(team, blueprint("Orders", google));
+    let refunds = make.add_scenario(team, blueprint("Refunds", google));
+    let env = make_environment(&app, &acme, &make, team).await;
+    let repo = bare_repo();
+    let put = app
+        .request(
+            reqwest::Method::PUT,
+            &format!("/api/v1/environments/{env}/git"),
+            Some(&acme.admin.token),
+            Some(&json!({"url": repo.0.display().to_string(), "auth": "none"})),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
+    run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{env}/sync"),
+        Some(&json!({"scope": "workflows"})),
+    )
+    .await;
+    run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{env}/backup"),
+        None,
+    )
+    .await;
+    let original = make
+        .blueprint(orders)
+        .unwrap_or_else(|| panic!("no blueprint"));
+
+    // Edited by hand in Make (a mapping, and a module moved on the canvas); another deleted.
+    let mut edited = original.clone();
+    edited["flow"][1]["mapper"]["values"]["0"] = json!("{{1.total}}");
+    edited["flow"][1]["metadata"]["designer"] = json!({"x": 900, "y": 900});
+    patch_blueprint(&make, orders, &edited).await;
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}/api/v2/scenarios/{refunds}", make.origin()))
+        .header("Authorization", format!("Token {}", make.api_key()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+
+    let out = run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{env}/restore"),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(
+        (
+            out["updated"].as_i64(),
+            out["created"].as_i64(),
+            out["unchanged"].as_i64(),
+            out["failed"].as_i64()
+        ),
+        (Some(1), Some(1), Some(0), Some(0)),
+        "{out}"
+    );
+    let restored = make
+        .blueprint(orders)
+        .unwrap_or_else(|| panic!("no blueprint"));
+    assert_eq!(
+        restored["flow"], original["flow"],
+        "content and layout are back"
+    );
+    let recreated: u64 = out["workflows"][refunds.to_string()]["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_ne!(recreated, refunds);
+    let copy = make
+        .blueprint(recreated)
+        .unwrap_or_else(|| panic!("no copy"));
+    assert_eq!(copy["flow"][1]["parameters"]["__IMTCONN__"], json!(google));
+    assert_eq!(make.scenario_count(team), 2);
+}
