@@ -8,6 +8,7 @@
 //! a delay, transient, permanent) so the engine's retry policy needs no knowledge of HTTP.
 
 pub mod git;
+mod http;
 mod limiter;
 pub mod make;
 pub mod n8n;

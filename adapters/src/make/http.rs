@@ -1,25 +1,24 @@
 //! Talking to Make's API v2: where an environment's team lives (its base URL), one paced and
 //! retried call, and the classification of what comes back.
 //!
-//! The retry and classification rules are the n8n adapter's (`n8n/mod.rs`), repeated here in
-//! small because those helpers are private to that module; only the error body differs (Make's
-//! `{message, detail, code, suberrors}`).
+//! Pacing, retries and transport failures are every adapter's ([`crate::http`]); what is Make's
+//! own is the base URL and the error body (`{message, detail, code, suberrors}`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-
-use backon::{ExponentialBuilder, Retryable};
-use chrono::{DateTime, Utc};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
+use crate::http::retry_after;
 use crate::limiter::{Limiter, Limits};
 use crate::provider::{ProviderError, ProviderResult};
 
 /// Longest provider text quoted back in an error.
 const QUOTE: usize = 300;
+
+pub(super) fn quote(text: &str) -> String {
+    crate::http::quote(text, QUOTE)
+}
 
 /// What a user is told when an environment's base URL cannot be used.
 pub const EXPECTED_BASE_URL: &str = "a Make environment's base URL is its zone's address with \
@@ -116,97 +115,28 @@ impl Api {
             ProviderError::Auth("the API key has characters no HTTP header can carry".into())
         })?;
         token.set_sensitive(true);
-        let maybe_sent = AtomicBool::new(false);
-        let once = || async {
-            let _slot = self.limiter.acquire().await;
-            let mut request = self
-                .http
-                .request(method.clone(), &url)
-                .header(AUTHORIZATION, token.clone())
-                .header("accept", "application/json")
-                .timeout(self.limits.timeout)
-                .query(query);
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let response = request.send().await.map_err(|e| {
-                if !e.is_connect() {
-                    maybe_sent.store(true, Ordering::Relaxed);
+        crate::http::call(
+            &self.limiter,
+            &self.limits,
+            "make",
+            &url,
+            creates,
+            || {
+                let request = self
+                    .http
+                    .request(method.clone(), &url)
+                    .header(AUTHORIZATION, token.clone())
+                    .header("accept", "application/json")
+                    .query(query);
+                match body {
+                    Some(body) => request.json(body),
+                    None => request,
                 }
-                transport(&e)
-            })?;
-            maybe_sent.store(true, Ordering::Relaxed);
-            read(response).await
-        };
-        once.retry(
-            ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(200))
-                .with_max_delay(Duration::from_secs(10))
-                .with_max_times(self.limits.tries.saturating_sub(1) as usize)
-                .with_jitter(),
+            },
+            read,
         )
-        .when(|e: &ProviderError| {
-            let retriable = e.is_transient() || matches!(e, ProviderError::InvalidResponse(_));
-            let unsent = !maybe_sent.load(Ordering::Relaxed)
-                || matches!(e, ProviderError::RateLimited { .. });
-            retriable && (!creates || unsent)
-        })
-        // Retry-After replaces the backoff's delay, never its end: `adjust` answering Some
-        // after the backoff ran out would retry a 429 forever.
-        .adjust(|e: &ProviderError, delay| delay.map(|d| e.retry_after().unwrap_or(d)))
-        .notify(|e: &ProviderError, delay| {
-            tracing::debug!(error = %e, ?delay, url = %url, "retrying a Make request");
-        })
         .await
     }
-}
-
-pub(super) fn quote(text: &str) -> String {
-    let clean: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if clean.chars().count() > QUOTE {
-        format!("{}…", clean.chars().take(QUOTE).collect::<String>())
-    } else {
-        clean
-    }
-}
-
-fn transport(e: &reqwest::Error) -> ProviderError {
-    let what = if e.is_timeout() {
-        "the request timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "the connection failed"
-    };
-    let url = e
-        .url()
-        .map(|u| {
-            format!(
-                " ({}://{}{})",
-                u.scheme(),
-                u.host_str().unwrap_or(""),
-                u.port().map(|p| format!(":{p}")).unwrap_or_default()
-            )
-        })
-        .unwrap_or_default();
-    ProviderError::Transient(format!("{what}{url}"))
-}
-
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    if let Ok(seconds) = value.trim().parse::<u64>() {
-        return Some(Duration::from_secs(seconds.min(3600)));
-    }
-    let at = DateTime::parse_from_rfc2822(value.trim()).ok()?;
-    let wait = at.with_timezone(&Utc) - Utc::now();
-    Some(
-        wait.to_std()
-            .unwrap_or_default()
-            .min(Duration::from_secs(3600)),
-    )
 }
 
 /// Make's error body as one sentence: `message: detail`, then each suberror's text.

@@ -5,9 +5,6 @@
 pub mod body;
 mod skim;
 
-use std::time::Duration;
-
-use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -18,6 +15,7 @@ use serde_json::value::RawValue;
 
 pub use body::{Version, write_body};
 
+use crate::http::retry_after;
 use crate::limiter::{Limiter, Limits};
 use crate::provider::{
     Capabilities, Connection, CredentialMeta, Execution, ExecutionFilter, InstanceInfo, Page,
@@ -28,6 +26,10 @@ use crate::provider::{
 pub const MAX_PAGE: u32 = 250;
 /// Longest provider text quoted back in an error.
 const QUOTE: usize = 120;
+
+fn quote(text: &str) -> String {
+    crate::http::quote(text, QUOTE)
+}
 
 #[derive(Debug)]
 pub struct N8n {
@@ -88,47 +90,26 @@ impl N8n {
     ) -> ProviderResult<T> {
         let url = format!("{}/api/v1{path}", self.root);
         let creates = method == Method::POST && (path == "/workflows" || path == "/tags");
-        let maybe_sent = std::sync::atomic::AtomicBool::new(false);
-        let once = || async {
-            let _slot = self.limiter.acquire().await;
-            let mut request = self
-                .http
-                .request(method.clone(), &url)
-                .header("X-N8N-API-KEY", self.api_key.expose_secret())
-                .header("accept", "application/json")
-                .timeout(self.limits.timeout)
-                .query(query);
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let response = request.send().await.map_err(|e| {
-                if !e.is_connect() {
-                    maybe_sent.store(true, std::sync::atomic::Ordering::Relaxed);
+        crate::http::call(
+            &self.limiter,
+            &self.limits,
+            "n8n",
+            &url,
+            creates,
+            || {
+                let request = self
+                    .http
+                    .request(method.clone(), &url)
+                    .header("X-N8N-API-KEY", self.api_key.expose_secret())
+                    .header("accept", "application/json")
+                    .query(query);
+                match body {
+                    Some(body) => request.json(body),
+                    None => request,
                 }
-                transport(&e)
-            })?;
-            maybe_sent.store(true, std::sync::atomic::Ordering::Relaxed);
-            read(response).await
-        };
-        once.retry(
-            ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(200))
-                .with_max_delay(Duration::from_secs(10))
-                .with_max_times(self.limits.tries.saturating_sub(1) as usize)
-                .with_jitter(),
+            },
+            read,
         )
-        .when(|e: &ProviderError| {
-            let retriable = e.is_transient() || matches!(e, ProviderError::InvalidResponse(_));
-            let unsent = !maybe_sent.load(std::sync::atomic::Ordering::Relaxed)
-                || matches!(e, ProviderError::RateLimited { .. });
-            retriable && (!creates || unsent)
-        })
-        // Retry-After replaces the backoff's delay, never its end: `adjust` answering Some
-        // after the backoff ran out would retry a 429 forever.
-        .adjust(|e: &ProviderError, delay| delay.map(|d| e.retry_after().unwrap_or(d)))
-        .notify(|e: &ProviderError, delay| {
-            tracing::debug!(error = %e, ?delay, url = %url, "retrying an n8n request");
-        })
         .await
     }
 
@@ -216,54 +197,6 @@ impl N8n {
             Err(e) => Err(e),
         }
     }
-}
-
-fn quote(text: &str) -> String {
-    let clean: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if clean.chars().count() > QUOTE {
-        format!("{}…", clean.chars().take(QUOTE).collect::<String>())
-    } else {
-        clean
-    }
-}
-
-fn transport(e: &reqwest::Error) -> ProviderError {
-    let what = if e.is_timeout() {
-        "the request timed out".to_owned()
-    } else if e.is_connect() {
-        "cannot connect".to_owned()
-    } else {
-        "the connection failed".to_owned()
-    };
-    let url = e
-        .url()
-        .map(|u| {
-            format!(
-                " ({}://{}{})",
-                u.scheme(),
-                u.host_str().unwrap_or(""),
-                u.port().map(|p| format!(":{p}")).unwrap_or_default()
-            )
-        })
-        .unwrap_or_default();
-    ProviderError::Transient(format!("{what}{url}"))
-}
-
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    if let Ok(seconds) = value.trim().parse::<u64>() {
-        return Some(Duration::from_secs(seconds.min(3600)));
-    }
-    let at = DateTime::parse_from_rfc2822(value.trim()).ok()?;
-    let wait = at.with_timezone(&Utc) - Utc::now();
-    Some(
-        wait.to_std()
-            .unwrap_or_default()
-            .min(Duration::from_secs(3600)),
-    )
 }
 
 /// Classifies a response: 2xx parsed as JSON, everything else an error with n8n's message.

@@ -1,0 +1,154 @@
+//! What every HTTP provider adapter does alike: one call paced by the environment's limiter and
+//! retried with backoff (Retry-After honoured, never a create sent twice), transport failures
+//! classified, provider text quoted safely.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use chrono::{DateTime, Utc};
+
+use crate::limiter::{Limiter, Limits};
+use crate::provider::{ProviderError, ProviderResult};
+
+/// Sends the request `build` makes (a new one per attempt) through `limiter`, reads the answer
+/// with `read`, and retries what may succeed later: transient failures and unreadable answers,
+/// with exponential backoff and jitter for at most `limits.tries` attempts; a `Retry-After`
+/// replaces the backoff's delay, never its end. A `create` (not idempotent) is sent again only
+/// when it surely did not arrive: a refused connection, or a 429.
+pub(crate) async fn call<T, R, Fut>(
+    limiter: &Limiter,
+    limits: &Limits,
+    provider: &'static str,
+    url: &str,
+    create: bool,
+    build: impl Fn() -> reqwest::RequestBuilder,
+    read: R,
+) -> ProviderResult<T>
+where
+    R: Fn(reqwest::Response) -> Fut,
+    Fut: Future<Output = ProviderResult<T>>,
+{
+    let maybe_sent = AtomicBool::new(false);
+    let once = || async {
+        let _slot = limiter.acquire().await;
+        let response = build().timeout(limits.timeout).send().await.map_err(|e| {
+            if !e.is_connect() {
+                maybe_sent.store(true, Ordering::Relaxed);
+            }
+            transport(&e)
+        })?;
+        maybe_sent.store(true, Ordering::Relaxed);
+        read(response).await
+    };
+    once.retry(
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(10))
+            .with_max_times(limits.tries.saturating_sub(1) as usize)
+            .with_jitter(),
+    )
+    .when(|e: &ProviderError| {
+        let retriable = e.is_transient() || matches!(e, ProviderError::InvalidResponse(_));
+        let unsent =
+            !maybe_sent.load(Ordering::Relaxed) || matches!(e, ProviderError::RateLimited { .. });
+        retriable && (!create || unsent)
+    })
+    // `adjust` answering Some after the backoff ran out would retry a 429 forever.
+    .adjust(|e: &ProviderError, delay| delay.map(|d| e.retry_after().unwrap_or(d)))
+    .notify(|e: &ProviderError, delay| {
+        tracing::debug!(error = %e, ?delay, url = %url, provider, "retrying a provider request");
+    })
+    .await
+}
+
+/// A provider's text as it may appear in our messages: control characters blanked, at most
+/// `max` characters.
+pub(crate) fn quote(text: &str, max: usize) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if clean.chars().count() > max {
+        format!("{}…", clean.chars().take(max).collect::<String>())
+    } else {
+        clean
+    }
+}
+
+/// A request that got no answer: transient, naming the host but not the path or query (which
+/// may carry ids).
+pub(crate) fn transport(e: &reqwest::Error) -> ProviderError {
+    let what = if e.is_timeout() {
+        "the request timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "the connection failed"
+    };
+    let url = e
+        .url()
+        .map(|u| {
+            format!(
+                " ({}://{}{})",
+                u.scheme(),
+                u.host_str().unwrap_or(""),
+                u.port().map(|p| format!(":{p}")).unwrap_or_default()
+            )
+        })
+        .unwrap_or_default();
+    ProviderError::Transient(format!("{what}{url}"))
+}
+
+/// `Retry-After` in seconds or as an HTTP date, at most an hour.
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    if let Ok(seconds) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(seconds.min(3600)));
+    }
+    let at = DateTime::parse_from_rfc2822(value.trim()).ok()?;
+    let wait = at.with_timezone(&Utc) - Utc::now();
+    Some(
+        wait.to_std()
+            .unwrap_or_default()
+            .min(Duration::from_secs(3600)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_text_is_quoted_short_and_on_one_line() {
+        assert_eq!(quote("a\nb", 10), "a b");
+        assert_eq!(quote("abcdef", 3), "abc…");
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates_and_caps_them() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            "7".parse().unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            "99999".parse().unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3600)));
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT"
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO), "a date in the past");
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            "soon".parse().unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert_eq!(retry_after(&h), None);
+    }
+}
