@@ -15,6 +15,7 @@ pub use app::{Caller, TenantFixture, TestApp};
 pub use db::TestDb;
 
 pub mod engine_support;
+pub mod faults;
 pub mod git_http;
 pub mod github;
 pub mod hooks;

@@ -15,14 +15,13 @@
 //! versions, `/scenarios/{id}/run`, connection tests, `cols[]` outside `/users`, and Make's
 //! checks of modules and apps inside a blueprint (any `flow` list is accepted).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Extension, OriginalUri, Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -30,6 +29,9 @@ use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
+
+pub use crate::faults::Fault;
+use crate::faults::{self, Faults};
 use tokio::task::JoinHandle;
 
 /// The organisation every team of the peer belongs to.
@@ -79,36 +81,6 @@ impl Default for MakeConfig {
         Self {
             api_key: "make-test-token".to_owned(),
             max_page: 10_000,
-        }
-    }
-}
-
-/// A misbehaviour applied to the next `times` requests under `/api/v2`, in injection order.
-#[derive(Debug, Clone)]
-pub enum Fault {
-    /// 500 with an HTML body.
-    ServerError { times: u32 },
-    /// 429 with `Retry-After` and Make's rate-limit error.
-    RateLimited { times: u32, retry_after_secs: u32 },
-    /// Wait, then answer normally.
-    Slow { times: u32, delay_ms: u64 },
-    /// Close the connection without sending a response.
-    DropConnection { times: u32 },
-    /// Handle the request, then send only the first half of the JSON body.
-    TruncatedJson { times: u32 },
-    /// 200, `application/json`, body `<html>not json</html>`.
-    Garbage { times: u32 },
-}
-
-impl Fault {
-    fn times(&self) -> u32 {
-        match self {
-            Self::ServerError { times }
-            | Self::RateLimited { times, .. }
-            | Self::Slow { times, .. }
-            | Self::DropConnection { times }
-            | Self::TruncatedJson { times }
-            | Self::Garbage { times } => *times,
         }
     }
 }
@@ -293,8 +265,7 @@ impl MakePeer {
     }
 
     pub fn inject(&self, fault: Fault) {
-        let times = fault.times();
-        self.ctx.lock().faults.push_back((fault, times));
+        self.ctx.lock().faults.push(fault);
     }
 
     pub fn clear_faults(&self) {
@@ -439,7 +410,7 @@ struct Inner {
     /// (team, user) → team role id.
     memberships: BTreeMap<(u64, u64), u64>,
     logs: Vec<Log>,
-    faults: VecDeque<(Fault, u32)>,
+    faults: Faults,
     requests: Vec<String>,
 }
 
@@ -458,7 +429,7 @@ impl Inner {
             users: BTreeMap::new(),
             memberships: BTreeMap::new(),
             logs: Vec::new(),
-            faults: VecDeque::new(),
+            faults: Faults::default(),
             requests: Vec::new(),
         }
     }
@@ -479,22 +450,6 @@ impl Inner {
             self.clock + chrono::Duration::milliseconds(1)
         };
         self.clock
-    }
-
-    fn take_fault(&mut self) -> Option<Fault> {
-        loop {
-            let front = self.faults.front_mut()?;
-            if front.1 == 0 {
-                self.faults.pop_front();
-                continue;
-            }
-            front.1 -= 1;
-            let fault = front.0.clone();
-            if front.1 == 0 {
-                self.faults.pop_front();
-            }
-            return Some(fault);
-        }
     }
 
     fn add_team(&mut self, name: &str) -> u64 {
@@ -961,56 +916,21 @@ async fn guard(State(ctx): State<Ctx>, mut req: Request, next: Next) -> Response
                 .map_or_else(|| uri.path(), |p| p.as_str())
         );
         s.requests.push(line);
-        s.take_fault()
+        s.faults.take()
     };
-    let mut truncate = false;
-    match fault {
-        None => {}
-        Some(Fault::ServerError { .. }) => {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                "<!DOCTYPE html><html><body><h1>500 Internal Server Error</h1></body></html>",
-            )
-                .into_response();
-        }
-        Some(Fault::RateLimited {
-            retry_after_secs, ..
-        }) => {
-            let mut resp = (
-                StatusCode::TOO_MANY_REQUESTS,
-                Json(json!({
-                    "detail": "Requests limit for organization exceeded, please try again later.",
-                    "message": "Too many requests",
-                    "code": "SC429",
-                })),
-            )
-                .into_response();
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-            return resp;
-        }
-        Some(Fault::Slow { delay_ms, .. }) => {
-            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        }
-        Some(Fault::DropConnection { .. }) => {
-            // A body that fails before its first byte makes hyper abandon the connection with
-            // the response head still unsent: the client sees a closed connection, no status.
-            let stream = futures::stream::iter([Err::<Bytes, std::io::Error>(
-                std::io::Error::other("connection dropped by fault injection"),
-            )]);
-            return Response::new(Body::from_stream(stream));
-        }
-        Some(Fault::Garbage { .. }) => {
-            return (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-                "<html>not json</html>",
-            )
-                .into_response();
-        }
-        Some(Fault::TruncatedJson { .. }) => truncate = true,
-    }
+    let truncate = match faults::apply(fault, || {
+        Json(json!({
+            "detail": "Requests limit for organization exceeded, please try again later.",
+            "message": "Too many requests",
+            "code": "SC429",
+        }))
+        .into_response()
+    })
+    .await
+    {
+        Ok(truncate) => truncate,
+        Err(resp) => return resp,
+    };
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -1026,16 +946,11 @@ async fn guard(State(ctx): State<Ctx>, mut req: Request, next: Next) -> Response
     };
     req.extensions_mut().insert(access);
     let resp = next.run(req).await;
-    if !truncate {
-        return resp;
+    if truncate {
+        faults::truncate(resp).await
+    } else {
+        resp
     }
-    let (mut parts, body) = resp.into_parts();
-    let bytes = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .unwrap_or_default();
-    let half = bytes.slice(..bytes.len() / 2);
-    parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(parts, Body::from(half))
 }
 
 async fn get_team(

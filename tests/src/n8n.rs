@@ -7,16 +7,15 @@
 //! can be queued to exercise clients' retry and error paths. State lives in memory; tests seed
 //! and inspect it directly, without going over HTTP.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -26,6 +25,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
+
+pub use crate::faults::Fault;
+use crate::faults::{self, Faults};
 use tokio::task::JoinHandle;
 
 /// Request bodies above this are refused, as n8n's own body parser does.
@@ -99,37 +101,6 @@ impl Default for EmulatorConfig {
         Self {
             version: "2.41.1".to_owned(),
             api_key: "n8n-test-key".to_owned(),
-        }
-    }
-}
-
-/// A misbehaviour applied to the next `times` requests under `/api/v1`. Faults queue up in the
-/// order they were injected.
-#[derive(Debug, Clone)]
-pub enum Fault {
-    /// 500 with an HTML body.
-    ServerError { times: u32 },
-    /// 429 with `Retry-After` and `{"message":"Too many requests"}`.
-    RateLimited { times: u32, retry_after_secs: u32 },
-    /// Wait, then answer normally.
-    Slow { times: u32, delay_ms: u64 },
-    /// Close the connection without sending a response.
-    DropConnection { times: u32 },
-    /// Handle the request, then send only the first half of the JSON body.
-    TruncatedJson { times: u32 },
-    /// 200, `application/json`, body `<html>not json</html>`.
-    Garbage { times: u32 },
-}
-
-impl Fault {
-    fn times(&self) -> u32 {
-        match self {
-            Self::ServerError { times }
-            | Self::RateLimited { times, .. }
-            | Self::Slow { times, .. }
-            | Self::DropConnection { times }
-            | Self::TruncatedJson { times }
-            | Self::Garbage { times } => *times,
         }
     }
 }
@@ -216,8 +187,7 @@ impl N8nEmulator {
     }
 
     pub fn inject(&self, fault: Fault) {
-        let times = fault.times();
-        self.ctx.lock().faults.push_back((fault, times));
+        self.ctx.lock().faults.push(fault);
     }
 
     /// Lets `n` workflow writes (POST/PUT) through, then refuses the next one with n8n's 400
@@ -512,7 +482,7 @@ struct Inner {
     last_execution_start: Option<DateTime<Utc>>,
     seeded: usize,
     project: Arc<Project>,
-    faults: VecDeque<(Fault, u32)>,
+    faults: Faults,
     /// Writes to workflows still let through before one fails, and how it fails (true: the
     /// write happens but the response is cut short; false: it is refused with a 400).
     write_fault: Option<(u32, bool)>,
@@ -537,7 +507,7 @@ impl Inner {
                 id: String::new(),
                 json: String::new(),
             }),
-            faults: VecDeque::new(),
+            faults: Faults::default(),
             write_fault: None,
             requests: 0,
         };
@@ -570,22 +540,6 @@ impl Inner {
             self.clock + chrono::Duration::milliseconds(1)
         };
         self.clock
-    }
-
-    fn take_fault(&mut self) -> Option<Fault> {
-        loop {
-            let front = self.faults.front_mut()?;
-            if front.1 == 0 {
-                self.faults.pop_front();
-                continue;
-            }
-            front.1 -= 1;
-            let fault = front.0.clone();
-            if front.1 == 0 {
-                self.faults.pop_front();
-            }
-            return Some(fault);
-        }
     }
 
     fn out(&self, wf: &Arc<Workflow>, pin_data: bool) -> WorkflowOut {
@@ -1798,7 +1752,7 @@ async fn guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
             }
             _ => (false, false),
         };
-        (s.take_fault(), refuse, cut)
+        (s.faults.take(), refuse, cut)
     };
     if refuse {
         return error(
@@ -1807,49 +1761,17 @@ async fn guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
         )
         .into_response();
     }
-    let mut truncate = false;
-    match fault {
-        None => {}
-        Some(Fault::ServerError { .. }) => {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                "<!DOCTYPE html><html><head><title>Error</title></head><body><pre>Internal Server Error</pre></body></html>",
-            )
-                .into_response();
-        }
-        Some(Fault::RateLimited {
-            retry_after_secs, ..
-        }) => {
-            let mut resp = json_response(
-                StatusCode::TOO_MANY_REQUESTS,
-                &json!({"message": "Too many requests"}),
-            );
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-            return resp;
-        }
-        Some(Fault::Slow { delay_ms, .. }) => {
-            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        }
-        Some(Fault::DropConnection { .. }) => {
-            // A body that fails before its first byte makes hyper abandon the connection with
-            // the response head still unsent: the client sees a closed connection, no status.
-            let stream = futures::stream::iter([Err::<Bytes, std::io::Error>(
-                std::io::Error::other("connection dropped by fault injection"),
-            )]);
-            return Response::new(Body::from_stream(stream));
-        }
-        Some(Fault::Garbage { .. }) => {
-            return (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-                "<html>not json</html>",
-            )
-                .into_response();
-        }
-        Some(Fault::TruncatedJson { .. }) => truncate = true,
-    }
+    let mut truncate = match faults::apply(fault, || {
+        json_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            &json!({"message": "Too many requests"}),
+        )
+    })
+    .await
+    {
+        Ok(truncate) => truncate,
+        Err(resp) => return resp,
+    };
     truncate |= cut;
     match req.headers().get("x-n8n-api-key") {
         None => {
@@ -1862,20 +1784,11 @@ async fn guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
         Some(_) => {}
     }
     let resp = next.run(req).await;
-    if !truncate {
-        return resp;
+    if truncate {
+        faults::truncate(resp).await
+    } else {
+        resp
     }
-    let (mut parts, body) = resp.into_parts();
-    let bytes = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .unwrap_or_default();
-    let half = bytes.slice(..bytes.len() / 2);
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    Response::from_parts(parts, Body::from(half))
 }
 
 async fn rest_settings(State(ctx): State<Ctx>) -> Response {
