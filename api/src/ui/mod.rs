@@ -34,6 +34,7 @@ mod notifications;
 mod pages;
 mod plans;
 mod platform;
+mod platform_lists;
 mod support;
 mod support_console;
 
@@ -70,6 +71,8 @@ pub fn router() -> Router<AppState> {
         .route("/workers", get(pages::workers))
         .route("/platform", get(platform::console))
         .route("/platform/tenants/{id}", get(platform::tenant))
+        .route("/platform/runs", get(platform_lists::runs))
+        .route("/platform/environments", get(platform_lists::environments))
         .route("/platform/plans", get(plans::plans))
         .route("/platform/support", get(support_console::tickets))
         .route("/platform/support/{id}", get(support_console::ticket))

@@ -835,3 +835,404 @@ async fn the_console_shows_and_sets_data_retention() {
         "the override is shown"
     );
 }
+
+/// The ids of the rows (`<tr id="{prefix}…">`) of the table with id `table`, in order.
+fn row_ids(html: &str, table: &str, prefix: &str) -> Vec<String> {
+    let marker = format!("<tr id=\"{prefix}");
+    let table = html
+        .find(&format!("id=\"{table}\""))
+        .map_or("", |at| &html[at..])
+        .split("</table>")
+        .next()
+        .unwrap_or_default();
+    table
+        .split(&marker)
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next().map(str::to_owned))
+        .collect()
+}
+
+/// The `<tr>` of the row with `id`.
+fn row<'a>(html: &'a str, id: &str) -> &'a str {
+    html.find(&format!("<tr id=\"{id}\""))
+        .map_or("", |at| &html[at..])
+        .split("</tr>")
+        .next()
+        .unwrap_or_default()
+}
+
+/// Where the page's "Next page" link goes, if it has one.
+fn next_page(html: &str) -> Option<String> {
+    let at = html.find("id=\"next-page\" href=\"")?;
+    let rest = &html[at + "id=\"next-page\" href=\"".len()..];
+    rest.split('"').next().map(|h| h.replace("&amp;", "&"))
+}
+
+/// A run of `namespace` as enqueued (no worker takes it); with `failed`, marked failed with that
+/// error message.
+async fn seed_run(
+    app: &TestApp,
+    namespace: &str,
+    kind: &str,
+    input: Value,
+    failed: Option<&str>,
+) -> Uuid {
+    let id = workflowops_tests::engine_support::enqueue(
+        &app.db.pool,
+        &engine::NewRun::new(namespace.to_owned(), kind, input),
+    )
+    .await;
+    if let Some(message) = failed {
+        sqlx::query(
+            "update engine_runs set status = 'failed', attempt = 1, started_at = now(), \
+             finished_at = now(), error = $2 where id = $1",
+        )
+        .bind(id)
+        .bind(json!({"message": message, "kind": "permanent"}))
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    id
+}
+
+/// The run ids listed at `path`, by a platform admin's browser `cookie`.
+async fn runs_at(app: &TestApp, path: &str, cookie: &str) -> (String, Vec<String>) {
+    let (status, html) = page(app, path, cookie).await;
+    assert_eq!(status, 200, "{path}: {html}");
+    let ids = row_ids(&html, "run-list", "run-");
+    (html, ids)
+}
+
+fn ids_of(runs: &[Uuid]) -> Vec<String> {
+    runs.iter().map(|r| format!("{r}")).collect()
+}
+
+// PLAT-004: the console's runs of every tenant, newest first, filtered by tenant (slug or id),
+// status and kind, paged; names and error messages escaped, inputs never shown.
+#[tokio::test]
+async fn a_platform_admin_sees_the_runs_of_every_tenant_filtered_and_paged() {
+    let app = TestApp::spawn().await;
+    let admin = app.platform_admin().await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    sqlx::query("update tenants set name = '<b>Globex</b> Inc' where id = $1")
+        .bind(globex.id)
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (acme_ns, globex_ns) = (acme.id.to_string(), globex.id.to_string());
+    let acme_sync = seed_run(
+        &app,
+        &acme_ns,
+        "environment.sync",
+        json!({"api_key": "sk-live-never-shown"}),
+        None,
+    )
+    .await;
+    let acme_failed = seed_run(
+        &app,
+        &acme_ns,
+        "diagnostics.ledger",
+        json!({}),
+        Some("<script>alert(1)</script> the peer refused"),
+    )
+    .await;
+    let globex_sync = seed_run(&app, &globex_ns, "environment.sync", json!({}), None).await;
+    let platform_own = seed_run(&app, "system", "maintenance.prune", json!({}), None).await;
+    let cookie = cookies(&admin.token, None);
+
+    let (_, html) = page(&app, "/platform", &cookie).await;
+    assert!(
+        section(&html, "platform-nav").contains("href=\"/platform/runs\""),
+        "the console links the runs: {html}"
+    );
+    let (html, listed) = runs_at(&app, "/platform/runs", &cookie).await;
+    let ours: Vec<String> = listed
+        .iter()
+        .filter(|id| ids_of(&[acme_sync, acme_failed, globex_sync, platform_own]).contains(id))
+        .cloned()
+        .collect();
+    assert_eq!(
+        ours,
+        ids_of(&[platform_own, globex_sync, acme_failed, acme_sync]),
+        "every tenant's runs, newest first"
+    );
+    let globex_row = row(&html, &format!("run-{globex_sync}"));
+    assert!(
+        globex_row.contains(&format!("href=\"/platform/tenants/{}\"", globex.id))
+            && globex_row.contains("&#60;b&#62;Globex&#60;/b&#62; Inc")
+            && globex_row.contains("<span class=\"status queued\">queued</span>"),
+        "{globex_row}"
+    );
+    let failed_row = row(&html, &format!("run-{acme_failed}"));
+    assert!(
+        failed_row.contains(&format!("href=\"/platform/tenants/{}\"", acme.id))
+            && failed_row.contains("<span class=\"status failed\">failed</span>")
+            && failed_row.contains("<td>1/")
+            && failed_row.contains("&#60;script&#62;alert(1)&#60;/script&#62; the peer refused"),
+        "{failed_row}"
+    );
+    let own_row = row(&html, &format!("run-{platform_own}"));
+    assert!(
+        own_row.contains("system") && !own_row.contains("/platform/tenants/"),
+        "the platform's own run is no tenant's: {own_row}"
+    );
+    assert!(!html.contains("<script>alert(1)"), "an error not escaped");
+    assert!(!html.contains("sk-live-never-shown"), "a run's input shown");
+
+    // Filters, alone and together; the form keeps them.
+    for (query, wanted) in [
+        ("tenant=acme", vec![acme_failed, acme_sync]),
+        (&*format!("tenant={}", globex.id), vec![globex_sync]),
+        ("status=failed", vec![acme_failed]),
+        ("kind=environment.sync", vec![globex_sync, acme_sync]),
+        ("tenant=acme&kind=environment.sync", vec![acme_sync]),
+        ("tenant=globex&status=failed", vec![]),
+    ] {
+        let (html, listed) = runs_at(&app, &format!("/platform/runs?{query}"), &cookie).await;
+        assert_eq!(listed, ids_of(&wanted), "{query}");
+        if wanted.is_empty() {
+            assert!(html.contains("No run matches."), "{query}: {html}");
+        }
+    }
+    let (html, _) = runs_at(&app, "/platform/runs?tenant=acme&status=failed", &cookie).await;
+    let form = section(&html, "run-filters");
+    assert!(
+        form.contains("name=\"tenant\" value=\"acme\"")
+            && form.contains("<option value=\"failed\" selected>"),
+        "{form}"
+    );
+    let (html, listed) = runs_at(&app, "/platform/runs?tenant=nobody-here", &cookie).await;
+    assert!(
+        listed.is_empty() && html.contains("id=\"unknown-tenant\""),
+        "{html}"
+    );
+
+    // One page at a time, the filters kept.
+    let (html, first) = runs_at(
+        &app,
+        "/platform/runs?kind=environment.sync&limit=1",
+        &cookie,
+    )
+    .await;
+    assert_eq!(first, ids_of(&[globex_sync]));
+    let next = next_page(&html).unwrap_or_else(|| panic!("no next page: {html}"));
+    assert!(next.contains("kind=environment.sync"), "{next}");
+    let (html, second) = runs_at(&app, &next, &cookie).await;
+    assert_eq!(second, ids_of(&[acme_sync]));
+    assert_eq!(next_page(&html), None, "the last page");
+}
+
+// PLAT-004: the console's environments of every tenant, filtered by tenant, provider and
+// health, paged; neither their URLs nor their keys are shown.
+#[tokio::test]
+async fn a_platform_admin_sees_the_environments_of_every_tenant_filtered_and_paged() {
+    use workflowops_tests::engine_support::TestWorker;
+    use workflowops_tests::n8n::{EmulatorConfig, N8nEmulator};
+
+    let app = TestApp::spawn().await;
+    let admin = app.platform_admin().await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    let n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    n8n.seed_workflows(2, 3);
+    let acme_prod =
+        super::canonical::environment(&app, &acme, "Acme prod", "production", &n8n).await;
+    let acme_dev = super::canonical::environment(&app, &acme, "<i>Acme</i> dev", "dev", &n8n).await;
+    let globex_prod =
+        super::canonical::environment(&app, &globex, "Globex prod", "production", &n8n).await;
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
+    super::canonical::sync(&app, &acme, acme_prod).await;
+    sqlx::query("update environments set health_status = 'unreachable' where id = $1")
+        .bind(globex_prod)
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cookie = cookies(&admin.token, None);
+    let envs_at = |path: String| {
+        let (app, cookie) = (&app, &cookie);
+        async move {
+            let (status, html) = page(app, &path, cookie).await;
+            assert_eq!(status, 200, "{path}: {html}");
+            let ids = row_ids(&html, "environment-list", "environment-");
+            (html, ids)
+        }
+    };
+
+    let (_, html) = page(&app, "/platform", &cookie).await;
+    assert!(section(&html, "platform-nav").contains("href=\"/platform/environments\""));
+    let (html, listed) = envs_at("/platform/environments".into()).await;
+    assert_eq!(listed, ids_of(&[globex_prod, acme_dev, acme_prod]));
+    let synced = row(&html, &format!("environment-{acme_prod}"));
+    assert!(
+        synced.contains(&format!("href=\"/platform/tenants/{}\"", acme.id))
+            && synced.contains("Tenant acme")
+            && synced.contains("<td>n8n</td>")
+            && synced.contains("<span class=\"badge production\">production</span>")
+            && synced.contains("<span class=\"status succeeded\">succeeded</span>")
+            && synced.contains(" UTC</span>")
+            && synced.contains("<td>2</td>"),
+        "the workflows as last synced: {synced}"
+    );
+    let never = row(&html, &format!("environment-{acme_dev}"));
+    assert!(
+        never.contains("&#60;i&#62;Acme&#60;/i&#62; dev") && never.contains(">never<"),
+        "{never}"
+    );
+    assert!(
+        row(&html, &format!("environment-{globex_prod}"))
+            .contains("<span class=\"health unreachable\">unreachable</span>")
+    );
+    assert!(!html.contains("<i>Acme</i>"), "a name not escaped");
+    assert!(
+        !html.contains(&n8n.base_url()) && !html.contains(&n8n.api_key()),
+        "an environment's URL or key shown"
+    );
+
+    for (query, wanted) in [
+        ("tenant=globex", vec![globex_prod]),
+        (&*format!("tenant={}", acme.id), vec![acme_dev, acme_prod]),
+        ("health=unreachable", vec![globex_prod]),
+        ("provider=n8n&tenant=acme", vec![acme_dev, acme_prod]),
+        ("provider=make", vec![]),
+    ] {
+        let (html, listed) = envs_at(format!("/platform/environments?{query}")).await;
+        assert_eq!(listed, ids_of(&wanted), "{query}");
+        if wanted.is_empty() {
+            assert!(html.contains("No environment matches."), "{query}: {html}");
+        }
+    }
+    let (html, _) = envs_at("/platform/environments?health=unreachable&provider=n8n".into()).await;
+    let form = section(&html, "environment-filters");
+    assert!(
+        form.contains("<option value=\"unreachable\" selected>")
+            && form.contains("<option value=\"n8n\" selected>"),
+        "{form}"
+    );
+    let (html, listed) = envs_at("/platform/environments?tenant=nobody-here".into()).await;
+    assert!(listed.is_empty() && html.contains("id=\"unknown-tenant\""));
+
+    let (html, first) = envs_at("/platform/environments?tenant=acme&limit=1".into()).await;
+    assert_eq!(first, ids_of(&[acme_dev]));
+    let next = next_page(&html).unwrap_or_else(|| panic!("no next page: {html}"));
+    let (html, second) = envs_at(next).await;
+    assert_eq!(second, ids_of(&[acme_prod]), "the tenant filter kept");
+    assert_eq!(next_page(&html), None);
+}
+
+// PLAT-001: the lists across tenants are for platform admins only, as the rest of the console.
+#[tokio::test]
+async fn tenant_admins_are_refused_the_runs_and_environments_of_every_tenant() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let run = seed_run(
+        &app,
+        &acme.id.to_string(),
+        "environment.sync",
+        json!({}),
+        None,
+    )
+    .await;
+    let cookie = cookies(&acme.admin.token, None);
+    for path in [
+        "/platform/runs",
+        "/platform/runs?tenant=acme",
+        "/platform/environments",
+    ] {
+        let (status, html) = page(&app, path, &cookie).await;
+        assert_eq!(status, 403, "{path}: {html}");
+        assert!(html.contains("for platform administrators"), "{html}");
+        assert!(
+            !html.contains("run-list")
+                && !html.contains("environment-list")
+                && !html.contains(&run.to_string()),
+            "{path}: {html}"
+        );
+        let (status, _) = page(&app, path, "").await;
+        assert_eq!(status, 303, "strangers are sent to sign in");
+    }
+}
+
+// PLAT-004 in real headless Chromium: from the console's nav to the runs of every tenant, then
+// filtered by status with the form.
+#[cfg(feature = "browser")]
+#[tokio::test]
+async fn in_a_browser_the_console_lists_every_tenants_runs_and_filters_them() {
+    use thirtyfour::prelude::*;
+    use workflowops_tests::browser::Browser;
+
+    let app = TestApp::spawn().await;
+    let admin = app.platform_admin().await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    let queued = seed_run(
+        &app,
+        &acme.id.to_string(),
+        "environment.sync",
+        json!({}),
+        None,
+    )
+    .await;
+    let failed = seed_run(
+        &app,
+        &globex.id.to_string(),
+        "diagnostics.ledger",
+        json!({}),
+        Some("the peer refused"),
+    )
+    .await;
+    let b = Browser::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let steps = async {
+        b.sign_in(&app, &admin.email).await?;
+        b.driver.find(By::Id("nav-platform")).await?.click().await?;
+        b.driver
+            .find(By::Id("platform-runs-link"))
+            .await?
+            .click()
+            .await?;
+        b.until("both tenants' runs", || async {
+            b.text(&format!("run-{queued}"))
+                .await
+                .contains("Tenant acme")
+                && b.text(&format!("run-{failed}"))
+                    .await
+                    .contains("the peer refused")
+        })
+        .await?;
+        b.screenshot("platform-runs").await?;
+        let form = b.driver.find(By::Id("run-filters")).await?;
+        form.find(By::Css("select[name='status'] option[value='failed']"))
+            .await?
+            .click()
+            .await?;
+        form.find(By::Css("button[type='submit']"))
+            .await?
+            .click()
+            .await?;
+        b.until("only the failed run", || async {
+            b.driver
+                .current_url()
+                .await
+                .is_ok_and(|u| u.query().is_some_and(|q| q.contains("status=failed")))
+                && b.text(&format!("run-{queued}")).await.is_empty()
+                && !b.text(&format!("run-{failed}")).await.is_empty()
+        })
+        .await?;
+        b.driver
+            .find(By::Id("platform-environments-link"))
+            .await?
+            .click()
+            .await?;
+        b.until("the environments page", || async {
+            !b.text("environment-filters").await.is_empty()
+        })
+        .await?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = steps.await {
+        let _ = b.screenshot("platform-runs-failed").await;
+        panic!("{e:#}");
+    }
+    b.close().await;
+}
