@@ -1,14 +1,22 @@
 //! Drift (DRIFT-001..007): checks and their history; incidents (INC-001..011) with a strict
 //! lifecycle; the tenant's drift policy (POL-001..010); approvals for incident actions
 //! (APPR-001..005); reconciliation artifacts; what blocks a promotion.
+//!
+//! A stored policy governs an environment only while the plan of the environment's provider
+//! grants it (ENT-001, so a downgrade takes effect without anyone touching the policy): without
+//! `drift_policies` the environment is handled as if no policy were set (the defaults of
+//! [`Policy::default`]); without `drift_sla` its SLA part (the TTLs, SLA enforcement and the
+//! expiration warning) is the default one. Detection itself is in every plan. See
+//! [`policy_in_force`] for one environment and [`governed`] for the sweeps across tenants.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::{FromRow, PgConnection, PgExecutor};
+use sqlx::{Acquire, FromRow, PgConnection, PgExecutor, Postgres};
 use uuid::Uuid;
 
 use crate::diff::RiskLevel;
+use crate::entitlements::{self, Feature};
 use crate::environments::{DriftMode, EnvironmentClass};
 use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
@@ -158,6 +166,34 @@ impl Policy {
         }
     }
 
+    /// The policy that governs where the plan grants drift policies (`policies`) and drift
+    /// TTL/SLA (`sla`): this one; without `policies`, the defaults (as if none were set); without
+    /// `sla`, this one with the defaults' SLA part (TTLs, SLA enforcement, expiration warning).
+    #[must_use]
+    pub fn as_granted(self, policies: bool, sla: bool) -> Self {
+        let defaults = Self::default();
+        match (policies, sla) {
+            // Retention is kept: a downgrade must not delete history the tenant chose to keep
+            // (nor keep longer what it chose to delete sooner).
+            (false, _) => Self {
+                closed_retention_days: self.closed_retention_days,
+                artifact_retention_days: self.artifact_retention_days,
+                approval_retention_days: self.approval_retention_days,
+                ..defaults
+            },
+            (true, true) => self,
+            (true, false) => Self {
+                ttl_critical_hours: defaults.ttl_critical_hours,
+                ttl_high_hours: defaults.ttl_high_hours,
+                ttl_medium_hours: defaults.ttl_medium_hours,
+                ttl_low_hours: defaults.ttl_low_hours,
+                sla_enforcement: defaults.sla_enforcement,
+                expiration_warning_hours: defaults.expiration_warning_hours,
+                ..self
+            },
+        }
+    }
+
     pub fn needs_approval(&self, action: ApprovalAction) -> bool {
         self.approval_required_for
             .iter()
@@ -221,6 +257,8 @@ const POLICY_COLUMNS: &str = "ttl_critical_hours, ttl_high_hours, ttl_medium_hou
      auto_create_incidents, block_on_expired, block_on_active_drift, notify_min_severity, expiration_warning_hours, \
      closed_retention_days, artifact_retention_days, approval_retention_days, approval_required_for, approver_roles";
 
+/// The tenant's stored policy (the defaults until one is set), whatever its plan: what it
+/// configured. What governs an environment is [`policy_in_force`].
 pub async fn policy(db: impl PgExecutor<'_>, tenant_id: Uuid) -> Result<Policy> {
     let row: Option<Policy> = sqlx::query_as(sqlf!(
         "select {POLICY_COLUMNS} from drift_policies where tenant_id = $1"
@@ -264,6 +302,126 @@ pub async fn put_policy(db: impl PgExecutor<'_>, tenant_id: Uuid, p: &Policy) ->
     .bind(&p.approver_roles)
     .fetch_one(db)
     .await?)
+}
+
+/// The policy that governs one environment, and what the plan kept from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyInForce {
+    pub policy: Policy,
+    /// The feature whose absence from the plan set the tenant's stored policy (or its SLA part)
+    /// aside, to log (ENT-011); `None` when it applies whole, or when none is stored.
+    pub withheld: Option<Feature>,
+}
+
+/// The policy that governs an environment of `provider` in `tenant_id` (see the module's rule):
+/// one query without a stored policy, five with one.
+pub async fn policy_in_force(
+    db: &mut PgConnection,
+    tenant_id: Uuid,
+    provider: &str,
+) -> Result<PolicyInForce> {
+    let stored: Option<Policy> = sqlx::query_as(sqlf!(
+        "select {POLICY_COLUMNS} from drift_policies where tenant_id = $1"
+    ))
+    .bind(tenant_id)
+    .fetch_optional(&mut *db)
+    .await?;
+    let Some(stored) = stored else {
+        return Ok(PolicyInForce {
+            policy: Policy::default(),
+            withheld: None,
+        });
+    };
+    let inputs = entitlements::load(&mut *db, tenant_id).await?;
+    let ent = entitlements::resolve(tenant_id, &inputs, Utc::now());
+    let policies = ent.allows(Feature::DriftPolicies, Some(provider));
+    let sla = ent.allows(Feature::DriftSla, Some(provider));
+    let withheld = if !policies {
+        Some(Feature::DriftPolicies)
+    } else if !sla {
+        Some(Feature::DriftSla)
+    } else {
+        None
+    };
+    Ok(PolicyInForce {
+        policy: stored.as_granted(policies, sla),
+        withheld,
+    })
+}
+
+/// Logs that a drift check of an environment of `provider` ran without the tenant's stored
+/// policy (or its SLA part) because the plan leaves `feature` out (ENT-011): by the system, not
+/// a person.
+pub async fn record_withheld(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    feature: Feature,
+    provider: &str,
+) -> Result<()> {
+    entitlements::record_denial(
+        db,
+        entitlements::Asker {
+            tenant_id,
+            user_id: None,
+            action: "drift.check",
+        },
+        feature,
+        Some(provider),
+    )
+    .await
+}
+
+/// Where stored policies apply, for the sweeps that span every tenant ([`sla_sweep`],
+/// [`prune`]): the (tenant, provider) pairs whose plan grants drift policies, and those among
+/// them whose plan grants drift TTL/SLA too. Everywhere else the defaults apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Governed {
+    policy: Pairs,
+    sla: Pairs,
+}
+
+/// (tenant, provider) pairs as two arrays, to bind and `unnest`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Pairs {
+    tenants: Vec<Uuid>,
+    providers: Vec<String>,
+}
+
+impl Pairs {
+    fn push(&mut self, tenant: Uuid, provider: &str) {
+        self.tenants.push(tenant);
+        self.providers.push(provider.to_owned());
+    }
+}
+
+/// Resolves [`Governed`]: the plans of each tenant with a stored policy (four queries per such
+/// tenant), for the providers it has environments with.
+pub async fn governed(db: &mut PgConnection) -> Result<Governed> {
+    let pairs: Vec<(Uuid, String)> = sqlx::query_as(
+        "select distinct p.tenant_id, e.provider from drift_policies p \
+         join environments e on e.tenant_id = p.tenant_id order by 1, 2",
+    )
+    .fetch_all(&mut *db)
+    .await?;
+    let mut out = Governed::default();
+    let mut resolved: Option<entitlements::Entitlements> = None;
+    for (tenant, provider) in pairs {
+        let ent = match resolved.take() {
+            Some(ent) if ent.tenant_id == tenant => ent,
+            _ => {
+                let inputs = entitlements::load(&mut *db, tenant).await?;
+                entitlements::resolve(tenant, &inputs, Utc::now())
+            }
+        };
+        if ent.allows(Feature::DriftPolicies, Some(&provider)) {
+            out.policy.push(tenant, &provider);
+            if ent.allows(Feature::DriftSla, Some(&provider)) {
+                out.sla.push(tenant, &provider);
+            }
+        }
+        resolved = Some(ent);
+    }
+    Ok(out)
 }
 
 // ---- checks ----------------------------------------------------------------------------------
@@ -652,43 +810,56 @@ pub struct SlaSweep {
 }
 
 /// POL-002/007: open incidents past their TTL are flagged expired and escalated one severity
-/// level (where the tenant's policy enforces SLAs); those within the warning window are marked
-/// warned. Each happens once per incident.
-pub async fn sla_sweep(db: &mut PgConnection) -> Result<SlaSweep> {
+/// level (where the policy in force enforces SLAs); those within the warning window are marked
+/// warned. Each happens once per incident. A stored policy counts only where `governed` says
+/// the plan grants its SLA part; elsewhere the defaults do.
+pub async fn sla_sweep(db: &mut PgConnection, governed: &Governed) -> Result<SlaSweep> {
     let expired: Vec<(Uuid, Uuid, String)> = sqlx::query_as(
         "update drift_incidents i set expired = true, escalated_at = now(), updated_at = now(), \
              severity = case i.severity when 'low' then 'medium' when 'medium' then 'high' else 'critical' end \
-         from (select i2.id from drift_incidents i2 left join drift_policies p on p.tenant_id = i2.tenant_id \
+         from (select i2.id from drift_incidents i2 join environments e on e.id = i2.environment_id \
+               left join drift_policies p on p.tenant_id = i2.tenant_id \
+                 and (i2.tenant_id, e.provider) in (select * from unnest($1::uuid[], $2::text[])) \
                where i2.status <> 'closed' and not i2.expired and i2.expires_at <= now() \
                  and coalesce(p.sla_enforcement, true) for update of i2) due \
          where i.id = due.id returning i.tenant_id, i.id, i.severity",
     )
+    .bind(&governed.sla.tenants)
+    .bind(&governed.sla.providers)
     .fetch_all(&mut *db)
     .await?;
     let warned: Vec<(Uuid, Uuid)> = sqlx::query_as(
         "update drift_incidents i set warned_at = now() \
-         from (select i2.id from drift_incidents i2 left join drift_policies p on p.tenant_id = i2.tenant_id \
+         from (select i2.id from drift_incidents i2 join environments e on e.id = i2.environment_id \
+               left join drift_policies p on p.tenant_id = i2.tenant_id \
+                 and (i2.tenant_id, e.provider) in (select * from unnest($1::uuid[], $2::text[])) \
                where i2.status <> 'closed' and not i2.expired and i2.warned_at is null \
                  and i2.expires_at <= now() + make_interval(hours => coalesce(p.expiration_warning_hours, 12)) for update of i2) due \
          where i.id = due.id returning i.tenant_id, i.id",
     )
+    .bind(&governed.sla.tenants)
+    .bind(&governed.sla.providers)
     .fetch_all(&mut *db)
     .await?;
     Ok(SlaSweep { expired, warned })
 }
 
 /// POL-008..010: closed incidents, reconciliation artifacts and decided approvals older than
-/// the tenant's retention are deleted. Returns how many rows went.
+/// the tenant's stored retention (365 days without a policy) are deleted. Retention follows the
+/// stored policy whatever the plan: a downgrade deletes nothing the tenant chose to keep.
+/// Returns how many rows went.
 pub async fn prune(db: &mut PgConnection) -> Result<u64> {
     let mut n = sqlx::query(
-        "delete from reconciliation_artifacts a using drift_incidents i left join drift_policies p on p.tenant_id = i.tenant_id \
+        "delete from reconciliation_artifacts a using drift_incidents i join environments e on e.id = i.environment_id \
+             left join drift_policies p on p.tenant_id = i.tenant_id \
          where a.incident_id = i.id and a.created_at < now() - make_interval(days => coalesce(p.artifact_retention_days, 365))",
     )
     .execute(&mut *db)
     .await?
     .rows_affected();
     n += sqlx::query(
-        "delete from drift_approvals a using drift_incidents i left join drift_policies p on p.tenant_id = i.tenant_id \
+        "delete from drift_approvals a using drift_incidents i join environments e on e.id = i.environment_id \
+             left join drift_policies p on p.tenant_id = i.tenant_id \
          where a.incident_id = i.id and a.status <> 'pending' \
            and a.decided_at < now() - make_interval(days => coalesce(p.approval_retention_days, 365))",
     )
@@ -696,7 +867,8 @@ pub async fn prune(db: &mut PgConnection) -> Result<u64> {
     .await?
     .rows_affected();
     n += sqlx::query(
-        "delete from drift_incidents i using drift_incidents x left join drift_policies p on p.tenant_id = x.tenant_id \
+        "delete from drift_incidents i using drift_incidents x join environments e on e.id = x.environment_id \
+             left join drift_policies p on p.tenant_id = x.tenant_id \
          where i.id = x.id and i.status = 'closed' \
            and i.closed_at < now() - make_interval(days => coalesce(p.closed_retention_days, 365))",
     )
@@ -707,28 +879,34 @@ pub async fn prune(db: &mut PgConnection) -> Result<u64> {
 }
 
 /// Why promotions into this environment are blocked by drift right now (POL-004, POL-005,
-/// DRIFT-006): empty when they are not.
-pub async fn blocking(
-    db: impl PgExecutor<'_>,
+/// DRIFT-006): empty when they are not. The blocking settings are those of the policy in
+/// force ([`policy_in_force`]): a plan without drift policies blocks as the defaults do.
+pub async fn blocking<'c>(
+    db: impl Acquire<'c, Database = Postgres>,
     tenant_id: Uuid,
     environment_id: Uuid,
 ) -> Result<Vec<String>> {
-    let rows: Vec<(Uuid, String, String, bool, String, bool, bool)> = sqlx::query_as(
-        "select i.id, i.status, i.severity, i.expired, e.drift_mode, \
-                coalesce(p.block_on_expired, true), coalesce(p.block_on_active_drift, false) \
+    let mut conn = db.acquire().await?;
+    let rows: Vec<(Uuid, String, String, bool, String, String)> = sqlx::query_as(
+        "select i.id, i.status, i.severity, i.expired, e.drift_mode, e.provider \
          from drift_incidents i join environments e on e.id = i.environment_id \
-         left join drift_policies p on p.tenant_id = i.tenant_id \
          where i.tenant_id = $1 and i.environment_id = $2 and i.status <> 'closed' order by i.created_at",
     )
     .bind(tenant_id)
     .bind(environment_id)
-    .fetch_all(db)
+    .fetch_all(&mut *conn)
     .await?;
+    let Some(provider) = rows.first().map(|r| r.5.clone()) else {
+        return Ok(Vec::new());
+    };
+    let policy = policy_in_force(&mut conn, tenant_id, &provider)
+        .await?
+        .policy;
     let mut out = Vec::new();
-    for (id, status, severity, expired, mode, block_expired, block_active) in rows {
-        let reason = if expired && block_expired {
+    for (id, status, severity, expired, mode, _) in rows {
+        let reason = if expired && policy.block_on_expired {
             Some("is past its TTL")
-        } else if status == "detected" && block_active {
+        } else if status == "detected" && policy.block_on_active_drift {
             Some("is active (not acknowledged)")
         } else if mode == "require_attestation" {
             Some("is open and the environment requires an attestation to close it")
@@ -959,6 +1137,52 @@ mod tests {
             .map(|s| p.ttl_hours(s)),
             [24, 48, 72, 168],
             "POL-001 defaults"
+        );
+    }
+
+    // ENT-001 after a downgrade: what the plan leaves out of a stored policy.
+    #[test]
+    fn a_stored_policy_governs_only_as_far_as_the_plan_grants_it() {
+        let stored = Policy {
+            ttl_high_hours: 2,
+            sla_enforcement: false,
+            expiration_warning_hours: 1,
+            auto_create_incidents: false,
+            block_on_active_drift: true,
+            notify_min_severity: "critical".into(),
+            closed_retention_days: 3000,
+            ..Policy::default()
+        };
+        assert_eq!(stored.clone().as_granted(true, true), stored);
+        let kept = Policy {
+            closed_retention_days: 3000,
+            ..Policy::default()
+        };
+        assert_eq!(
+            stored.clone().as_granted(false, true),
+            kept,
+            "retention is kept"
+        );
+        assert_eq!(stored.clone().as_granted(false, false), kept);
+        let without_sla = stored.clone().as_granted(true, false);
+        assert_eq!(
+            (
+                without_sla.ttl_high_hours,
+                without_sla.sla_enforcement,
+                without_sla.expiration_warning_hours
+            ),
+            (48, true, 12),
+            "the SLA part is the default one"
+        );
+        assert_eq!(
+            Policy {
+                ttl_high_hours: 2,
+                sla_enforcement: false,
+                expiration_warning_hours: 1,
+                ..without_sla
+            },
+            stored,
+            "the rest is the tenant's"
         );
     }
 

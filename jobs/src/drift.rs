@@ -2,6 +2,20 @@
 //! workflows with their canonical versions, open or update incidents), `drift.reconcile`
 //! (promote / revert / replace / acknowledge, recorded as a reconciliation artifact) and
 //! `drift.sla` (POL-002/007..010: expiry, escalation, warnings, retention).
+//!
+//! Detection is in every plan; the tenant's drift policy is not (ENT-001). A check applies the
+//! stored policy only while the plan of the environment's provider grants `drift_policies`, and
+//! its SLA part (the TTLs by severity, SLA enforcement, the expiration warning) only while it
+//! also grants `drift_sla`; otherwise the environment is handled as if no policy were set
+//! (`domain::drift::Policy::default`: TTLs of 24/48/72/168 hours, incidents opened
+//! automatically, notifications from `high` up, SLAs enforced with a 12-hour warning,
+//! promotions blocked by expired incidents only, a year's retention). A downgraded tenant keeps
+//! its policy for when it upgrades again, but it stops governing at once. A check that set a
+//! stored policy aside logs one refusal (`feature_denials`, action `drift.check`, the first
+//! feature missing, by no user), once per run however many workflows it compares. `drift.sla`
+//! (escalation, warnings, retention) and the promotion gate follow the same rule
+//! (`domain::drift::governed`, `domain::drift::blocking`) without logging: they run for every
+//! tenant every few minutes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -228,10 +242,27 @@ impl Job for DriftCheck {
                 )));
             }
         }
+        // Asked on every attempt: the plan may have changed since the last one.
+        let in_force = {
+            let mut conn = db.acquire().await?;
+            drift::policy_in_force(&mut conn, input.tenant_id, &env.provider)
+                .await
+                .map_err(domain_error)?
+        };
+        if let Some(feature) = in_force.withheld {
+            // A step, so the refusal is logged once for the run, not per attempt or workflow.
+            let (db, tenant_id, provider) = (db.clone(), input.tenant_id, env.provider.clone());
+            ctx.step("policy_withheld", || async move {
+                drift::record_withheld(&db, tenant_id, feature, &provider)
+                    .await
+                    .map_err(domain_error)
+            })
+            .await?;
+        }
+        let policy = in_force.policy;
         let check = ctx
             .step("analyze", || async {
                 let started = Instant::now();
-                let policy = drift::policy(&db, input.tenant_id).await.map_err(domain_error)?;
                 let found = analyze(&db, input.tenant_id, &env).await?;
                 let mut tx = db.begin().await?;
                 let check_id = Uuid::now_v7();
@@ -777,7 +808,11 @@ impl Job for Sla {
     async fn run(&self, ctx: &mut RunCtx, _input: SlaInput) -> Result<SlaOutput, JobError> {
         let db = ctx.db().clone();
         let mut tx = db.begin().await?;
-        let sweep = drift::sla_sweep(&mut tx).await.map_err(domain_error)?;
+        // Whose stored policy the plans still grant (ENT-001): the defaults elsewhere.
+        let governed = drift::governed(&mut tx).await.map_err(domain_error)?;
+        let sweep = drift::sla_sweep(&mut tx, &governed)
+            .await
+            .map_err(domain_error)?;
         for (tenant, id, severity) in &sweep.expired {
             Entry::new(
                 Some(*tenant),

@@ -486,7 +486,7 @@ pub async fn transition(
     let tenant_id = ctx.tenant_id();
     let actor = ctx.actor();
     let incident = drift::get(&state.db, tenant_id, id).await?;
-    let policy = drift::policy(&state.db, tenant_id).await?;
+    let policy = policy_of(&state, tenant_id, incident.environment_id).await?;
     let from = IncidentStatus::parse(&incident.status).unwrap_or(IncidentStatus::Closed);
     if !from.next().contains(&req.to) {
         // Same answer as the store would give, before any approval is requested.
@@ -600,7 +600,7 @@ pub async fn extend(
         "incident.extend",
     )
     .await?;
-    if drift::policy(&state.db, tenant_id)
+    if policy_of(&state, tenant_id, incident.environment_id)
         .await?
         .needs_approval(ApprovalAction::ExtendTtl)
     {
@@ -715,7 +715,7 @@ pub async fn reconcile(
     let tenant_id = ctx.tenant_id();
     let actor = ctx.actor();
     let incident = drift::get(&state.db, tenant_id, id).await?;
-    if drift::policy(&state.db, tenant_id)
+    if policy_of(&state, tenant_id, incident.environment_id)
         .await?
         .needs_approval(ApprovalAction::Reconcile)
     {
@@ -773,6 +773,25 @@ impl Validate for DecisionRequest {
         }
         v.finish()
     }
+}
+
+/// The drift policy governing an incident's environment: the stored one as far as the plan of
+/// the environment's provider grants it (a downgrade sets approvals it required aside).
+async fn policy_of(
+    state: &AppState,
+    tenant_id: Uuid,
+    environment_id: Uuid,
+) -> ApiResult<drift::Policy> {
+    let provider: String =
+        sqlx::query_scalar("select provider from environments where tenant_id = $1 and id = $2")
+            .bind(tenant_id)
+            .bind(environment_id)
+            .fetch_one(&state.db)
+            .await?;
+    let mut conn = state.db.acquire().await?;
+    Ok(drift::policy_in_force(&mut conn, tenant_id, &provider)
+        .await?
+        .policy)
 }
 
 async fn decide(

@@ -725,3 +725,247 @@ async fn drift_modes_decide_what_blocks_promotions_and_what_closing_needs() {
     assert_eq!(attested.status, 200, "{}", attested.body);
     assert!(blocking(attest).await.is_empty());
 }
+
+/// Puts every provider of `t` on `plan`, as a platform admin's manual assignment would.
+async fn put_on_plan(app: &TestApp, t: &TenantFixture, plan: &str) {
+    let moved = sqlx::query(
+        "update tenant_subscriptions s set plan_id = p.id, source = 'manual', updated_at = now() \
+         from plans p where s.tenant_id = $1 and p.provider = s.provider and p.key = $2",
+    )
+    .bind(t.id)
+    .bind(plan)
+    .execute(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+    .rows_affected();
+    assert!(moved > 0, "no subscription moved to {plan}");
+}
+
+/// The one open incident of `env`: (severity, TTL in minutes from its creation, expired).
+async fn open_incident(app: &TestApp, env: Uuid) -> (String, i64, bool) {
+    let rows: Vec<(String, i64, bool)> = sqlx::query_as(
+        "select severity, (extract(epoch from expires_at - created_at) / 60)::bigint, expired \
+         from drift_incidents where environment_id = $1 and status <> 'closed'",
+    )
+    .bind(env)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let [row] = &rows[..] else {
+        panic!("one open incident in {env}: {rows:?}");
+    };
+    row.clone()
+}
+
+/// The alerts raised for `env`, oldest first.
+async fn env_alerts(app: &TestApp, env: Uuid) -> Vec<String> {
+    sqlx::query_scalar(
+        "select event_type from alert_events where environment_id = $1 order by created_at, id",
+    )
+    .bind(env)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The tenant's logged refusals: (feature, provider, user, action).
+async fn denials(
+    app: &TestApp,
+    t: &TenantFixture,
+) -> Vec<(String, Option<String>, Option<Uuid>, String)> {
+    sqlx::query_as(
+        "select feature, provider, user_id, action from feature_denials where tenant_id = $1 order by id",
+    )
+    .bind(t.id)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+// ENT-001, ENT-011, POL-001..005 after a downgrade: a drift policy set on Enterprise stops
+// governing once the plan no longer includes it (the defaults apply, as if none were set);
+// detection goes on, and the refusal is logged once per check, not per workflow.
+#[tokio::test]
+async fn a_drift_policy_stops_governing_once_the_plan_no_longer_includes_it() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    // Three workflows nobody tracks, in production (DRIFT-004): each check finds them.
+    n8n.seed_workflows(3, 3);
+    let before = environment(&app, &acme, "Prod A", "production", &n8n).await;
+    let after = environment(&app, &acme, "Prod B", "production", &n8n).await;
+    let mut policy = app.get("/api/v1/drift/policy", &acme.admin).await.body;
+    policy["ttl_high_hours"] = json!(2);
+    policy["notify_min_severity"] = json!("critical");
+    policy["block_on_active_drift"] = json!(true);
+    policy["sla_enforcement"] = json!(false);
+    policy["approval_required_for"] = json!(["acknowledge"]);
+    let set = app.put("/api/v1/drift/policy", &acme.admin, &policy).await;
+    assert_eq!(set.status, 200, "{}", set.body);
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 4);
+    let check = |env: Uuid| {
+        let (app, acme) = (&app, &acme);
+        async move {
+            run(
+                app,
+                acme,
+                &format!("/api/v1/environments/{env}/drift-check"),
+                Some(&json!({})),
+            )
+            .await
+        }
+    };
+
+    // On Enterprise the policy governs: a 2-hour TTL, no incident.created below critical,
+    // promotions blocked by active drift.
+    let found = check(before).await;
+    assert_eq!(
+        (
+            found["untracked"].as_i64(),
+            found["incidents_opened"].as_i64()
+        ),
+        (Some(3), Some(1)),
+        "{found}"
+    );
+    let (severity, ttl, _) = open_incident(&app, before).await;
+    assert_eq!((severity.as_str(), ttl), ("high", 2 * 60));
+    assert_eq!(env_alerts(&app, before).await, ["drift.detected"]);
+    let blocked = domain::drift::blocking(&app.db.pool, acme.id, before)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        blocked.len() == 1 && blocked[0].contains("is active"),
+        "{blocked:?}"
+    );
+    assert_eq!(denials(&app, &acme).await, []);
+
+    // Downgraded to Pro (no drift policies, no drift SLA): the policy is kept but governs nothing.
+    put_on_plan(&app, &acme, "pro").await;
+    let found = check(after).await;
+    assert_eq!(
+        (
+            found["workflows"].as_i64(),
+            found["untracked"].as_i64(),
+            found["incidents_opened"].as_i64()
+        ),
+        (Some(3), Some(3), Some(1)),
+        "detection is in every plan: {found}"
+    );
+    let (severity, ttl, _) = open_incident(&app, after).await;
+    assert_eq!(
+        (severity.as_str(), ttl),
+        ("high", 48 * 60),
+        "POL-001: the default TTL of a high incident"
+    );
+    assert_eq!(
+        env_alerts(&app, after).await,
+        ["drift.detected", "incident.created"],
+        "POL-006: the default threshold (high) notifies"
+    );
+    for env in [before, after] {
+        let blocked = domain::drift::blocking(&app.db.pool, acme.id, env)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(blocked, Vec::<String>::new(), "POL-005 is the policy's");
+    }
+    assert_eq!(
+        denials(&app, &acme).await,
+        [(
+            "drift_policies".to_owned(),
+            Some("n8n".to_owned()),
+            None,
+            "drift.check".to_owned()
+        )],
+        "one refusal for the check of three workflows, by no person"
+    );
+    // APPR-001: acknowledging needed an approval under the policy; on Pro it does not.
+    let incident_of = |env: Uuid| {
+        let app = &app;
+        async move {
+            sqlx::query_scalar::<_, Uuid>(
+                "select id from drift_incidents where environment_id = $1 order by created_at limit 1",
+            )
+            .bind(env)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_string()
+        }
+    };
+    let ack = transition(
+        &app,
+        &acme.admin,
+        &incident_of(after).await,
+        json!({"to": "acknowledged"}),
+    )
+    .await;
+    assert_eq!(ack.status, 200, "no approval asked on Pro: {}", ack.body);
+    put_on_plan(&app, &acme, "enterprise").await;
+    let ack = transition(
+        &app,
+        &acme.admin,
+        &incident_of(before).await,
+        json!({"to": "acknowledged"}),
+    )
+    .await;
+    assert_eq!(ack.status, 202, "the policy's approval again: {}", ack.body);
+    put_on_plan(&app, &acme, "pro").await;
+
+    // POL-002: the SLA sweep escalates expired incidents, as the defaults do, though the stored
+    // policy turned enforcement off; it logs nothing (it runs for every tenant).
+    sqlx::query(
+        "update drift_incidents set expires_at = now() - interval '1 minute' where tenant_id = $1",
+    )
+    .bind(acme.id)
+    .execute(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let sla = workflowops_tests::engine_support::enqueue(
+        &app.db.pool,
+        &engine::NewRun::of::<jobs::drift::Sla>(
+            "system".to_owned(),
+            &jobs::drift::SlaInput::default(),
+        ),
+    )
+    .await;
+    wait_for(&app.db.pool, sla, RunStatus::Succeeded).await;
+    for env in [before, after] {
+        let (severity, _, expired) = open_incident(&app, env).await;
+        assert_eq!((severity.as_str(), expired), ("critical", true), "{env}");
+    }
+    assert_eq!(denials(&app, &acme).await.len(), 1);
+
+    // Back on Enterprise, the kept policy governs again: no SLA enforcement, and the check logs
+    // nothing.
+    put_on_plan(&app, &acme, "enterprise").await;
+    assert_eq!(
+        app.get("/api/v1/drift/policy", &acme.admin).await.body["ttl_high_hours"],
+        2
+    );
+    check(after).await;
+    assert_eq!(denials(&app, &acme).await.len(), 1);
+    sqlx::query(
+        "update drift_incidents set expired = false, severity = 'high', \
+         expires_at = now() - interval '1 minute' where environment_id = $1",
+    )
+    .bind(after)
+    .execute(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let sla = workflowops_tests::engine_support::enqueue(
+        &app.db.pool,
+        &engine::NewRun::of::<jobs::drift::Sla>(
+            "system".to_owned(),
+            &jobs::drift::SlaInput::default(),
+        )
+        .idempotency_key("after the upgrade"),
+    )
+    .await;
+    wait_for(&app.db.pool, sla, RunStatus::Succeeded).await;
+    let (severity, _, expired) = open_incident(&app, after).await;
+    assert_eq!(
+        (severity.as_str(), expired),
+        ("high", false),
+        "POL-002 off, as the policy says"
+    );
+}
