@@ -904,10 +904,27 @@ pub async fn require(
     .bind(refusing)
     .fetch_optional(&mut *db)
     .await?;
-    let current = ent
-        .plan_of(refusing)
-        .map(|p| format!(" (current plan: {p})"))
-        .unwrap_or_default();
+    let current = match refusing {
+        Some(_) => ent
+            .plan_of(refusing)
+            .map(|p| format!(" (current plan: {p})"))
+            .unwrap_or_default(),
+        // A tenant-wide feature: every provider's plan, none of which includes it.
+        None => {
+            let plans: Vec<String> = ent
+                .providers
+                .iter()
+                .filter(|p| p.provider_enabled)
+                .map(|p| format!("{} for {}", p.plan_name, p.provider))
+                .collect();
+            if plans.is_empty() {
+                String::new()
+            } else {
+                format!(" (current plans: {})", plans.join(", "))
+            }
+            // e.g. "your plan (current plans: Free for n8n, Free for make) does not include …"
+        }
+    };
     // A check spanning several providers names the one whose plan refuses.
     let whose = match (provider, refusing) {
         (None, Some(p)) => format!("{p} "),

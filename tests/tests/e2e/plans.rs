@@ -122,6 +122,14 @@ async fn the_free_plan_refuses_paid_features_naming_the_plan_that_has_them_and_l
         let res = app.get(path, &free.admin).await;
         assert_eq!(res.status, code, "{path}: {}", res.body);
         assert_eq!(res.code(), "feature_not_in_plan", "{path}");
+        if path == "/api/v1/audit-logs" {
+            // A tenant-wide feature names every provider's plan.
+            let message = res.body["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("current plans: Free for n8n, Free for make"),
+                "{message}"
+            );
+        }
     }
     let channel = app
         .post(
