@@ -580,8 +580,21 @@ async fn attempt(
     let result = if cancel.is_cancelled() {
         Err(JobError::Cancelled)
     } else {
-        match tokio::time::timeout(job.timeout(), job.run(&mut ctx, run.input.clone())).await {
-            Ok(result) => result,
+        // A panic in a job is a bug in it: the attempt fails permanently (a retry would panic
+        // again) instead of taking the slot's task down with the run still held, its lease
+        // renewed by the heartbeat until the process ends.
+        let running = std::panic::AssertUnwindSafe(job.run(&mut ctx, run.input.clone()));
+        match tokio::time::timeout(job.timeout(), futures::FutureExt::catch_unwind(running)).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(panic)) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".to_owned());
+                tracing::error!(run_id = %run.id, kind = %run.kind, panic = %what, "a job panicked");
+                Err(JobError::permanent(format!("the job panicked: {what}")))
+            }
             Err(_) => Err(JobError::transient(format!(
                 "timed out after {:?}",
                 job.timeout()

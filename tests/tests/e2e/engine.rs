@@ -60,6 +60,7 @@ fn registry() -> Registry {
     .register(Fanout)
     .register(Slow)
     .register(Overlapped)
+    .register(Panics)
 }
 
 #[tokio::test]
@@ -246,6 +247,61 @@ impl Job for AlwaysBusy {
 }
 
 /// Step one, then a permanent failure on the first attempt only.
+/// Checkpoints one step, then panics (a bug in a job).
+struct Panics;
+impl Job for Panics {
+    const KIND: &'static str = "test.panics";
+    type Input = Value;
+    type Output = Value;
+    async fn run(&self, ctx: &mut RunCtx, _input: Value) -> Result<Value, JobError> {
+        let (db, run, attempt) = (ctx.db().clone(), ctx.run_id, ctx.attempt);
+        ctx.step(
+            "one",
+            || async move { record(&db, run, "one", attempt).await },
+        )
+        .await?;
+        let index: usize = ctx.attempt.try_into().unwrap_or(0) + 7;
+        let nothing: Vec<u8> = Vec::new();
+        Ok(json!(nothing[index]))
+    }
+}
+
+// A job that panics fails its run with the panic's message, frees the slot and the run, and
+// the worker goes on with other runs.
+#[tokio::test]
+async fn a_job_that_panics_fails_its_run_and_the_worker_goes_on() {
+    let db = db().await;
+    let worker = TestWorker::start(&db.pool, registry(), 1);
+    let bad = enqueue(&db.pool, &NewRun::new("acme", "test.panics", json!({}))).await;
+    wait_for(&db.pool, bad, RunStatus::Failed).await;
+    let error: Value = sqlx::query_scalar("select error from engine_runs where id = $1")
+        .bind(bad)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        error.to_string().contains("the job panicked")
+            && error.to_string().contains("index out of bounds"),
+        "{error}"
+    );
+    assert_eq!(
+        ledger_rows(&db.pool, bad).await,
+        [("one".to_owned(), 1)],
+        "one attempt"
+    );
+    let (worker_id,): (Option<Uuid>,) =
+        sqlx::query_as("select worker_id from engine_runs where id = $1")
+            .bind(bad)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(worker_id, None, "nothing stays claimed");
+    // The single slot is free again.
+    let good = enqueue(&db.pool, &ledger("acme", 2)).await;
+    wait_for(&db.pool, good, RunStatus::Succeeded).await;
+    drop(worker);
+}
+
 struct FailOnce;
 impl Job for FailOnce {
     const KIND: &'static str = "test.fail_once";
