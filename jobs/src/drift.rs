@@ -541,12 +541,32 @@ impl Job for Reconcile {
                                 .map_err(domain_error)?;
                             let map = credentials_in(&db2, env_id, &body).await?;
                             remap::remap_credentials(&mut body, &map);
-                            let written = match provider2.update_workflow(&wid, &body).await {
+                            // The canonical copy of a Make scenario carries the webhooks and
+                            // keys of the team it was taken from: the environment keeps its own
+                            // (a recreated scenario gets none, to be chosen in Make).
+                            let scenario = domain::make::is_scenario(&body);
+                            let update = if scenario {
+                                match provider2.get_workflow(&wid).await {
+                                    Ok(live) => domain::make::with_team_references_of(&body, &live),
+                                    Err(e) if e.is_transient() => return Err(provider_error(e)),
+                                    Err(_) => domain::make::without_team_references(&body),
+                                }
+                            } else {
+                                body.clone()
+                            };
+                            let written = match provider2.update_workflow(&wid, &update).await {
                                 Ok(w) => Ok(("written", w)),
-                                Err(ProviderError::NotFound(_)) if replace => provider2
-                                    .create_workflow(&body)
-                                    .await
-                                    .map(|w| ("created", w)),
+                                Err(ProviderError::NotFound(_)) if replace => {
+                                    let create = if scenario {
+                                        domain::make::without_team_references(&body)
+                                    } else {
+                                        body.clone()
+                                    };
+                                    provider2
+                                        .create_workflow(&create)
+                                        .await
+                                        .map(|w| ("created", w))
+                                }
                                 Err(e) => Err(e),
                             };
                             match written {

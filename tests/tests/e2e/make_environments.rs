@@ -257,16 +257,13 @@ async fn a_make_team_is_synced_promoted_to_another_team_and_checked_for_drift() 
     };
     let clean = check(true).await;
     assert_eq!(clean["drifted"], 0, "{clean}");
-    let mut edited = written.clone();
-    edited["flow"][1]["mapper"]["values"]["0"] = json!("{{1.total}}");
-    let patched = reqwest::Client::new()
-        .patch(format!("{}/api/v2/scenarios/{prod_id}", make.origin()))
-        .header("Authorization", format!("Token {}", make.api_key()))
-        .json(&json!({"blueprint": edited.to_string()}))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(patched.status().is_success(), "{}", patched.status());
+    // Prod's own webhook, chosen in Make after the promotion (not content).
+    let mut hooked = make
+        .blueprint(prod_id)
+        .unwrap_or_else(|| panic!("no blueprint"));
+    hooked["flow"][0]["parameters"]["hook"] = json!(77);
+    hooked["flow"][1]["mapper"]["values"]["0"] = json!("{{1.total}}");
+    patch_blueprint(&make, prod_id, &hooked).await;
     let drifted = check(true).await;
     assert_eq!(drifted["drifted"], 1, "{drifted}");
     let incidents = app.get("/api/v1/incidents?open=true", &acme.admin).await;
@@ -276,6 +273,42 @@ async fn a_make_team_is_synced_promoted_to_another_team_and_checked_for_drift() 
     assert_eq!(
         change["changes"][0]["path"], "mapper.values.0",
         "{incident}"
+    );
+
+    // Reverting writes the canonical content back and keeps prod's own webhook.
+    let id = incident["id"].as_str().unwrap_or_default();
+    let ack = app
+        .post(
+            &format!("/api/v1/incidents/{id}/transition"),
+            &acme.admin,
+            &json!({"to": "acknowledged"}),
+        )
+        .await;
+    assert_eq!(ack.status, 200, "{}", ack.body);
+    let revert = app
+        .post(
+            &format!("/api/v1/incidents/{id}/reconcile"),
+            &acme.admin,
+            &json!({"resolution": "revert"}),
+        )
+        .await;
+    assert!(revert.status.is_success(), "{}", revert.body);
+    let run_id: Uuid = revert.body["run"]["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{}", revert.body));
+    wait_for(&app.db.pool, run_id, RunStatus::Succeeded).await;
+    let reverted = make
+        .blueprint(prod_id)
+        .unwrap_or_else(|| panic!("no blueprint"));
+    assert_eq!(reverted["flow"][1]["mapper"]["values"]["0"], "{{1.order}}");
+    assert_eq!(
+        reverted["flow"][0]["parameters"]["hook"], 77,
+        "prod's webhook, not dev's: {reverted}"
+    );
+    assert_eq!(
+        reverted["flow"][1]["parameters"]["__IMTCONN__"],
+        json!(prod_google)
     );
 }
 
