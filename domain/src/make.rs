@@ -20,8 +20,9 @@
 //! `flow` and `metadata.instant`/`metadata.scenario` (the scenario's settings). Removed: the
 //! scenario's ids, team, folder, timestamps and activation; every module's `metadata` (canvas
 //! position, the designer's cached labels and interface); and the references that differ per
-//! team: connection ids (`parameters.__IMTCONN__`), webhook and key ids (`__IMTHOOK__`,
-//! `__IMTKEY__`, a gateway module's `hook`). Module order is kept: it is the order Make runs
+//! team: connection ids (`parameters.__IMTCONN__`, replaced by the connection's type and the
+//! label the designer shows for it, so switching a module to another connection is a change),
+//! webhook and key ids (`__IMTHOOK__`, `__IMTKEY__`, a gateway module's `hook`). Module order is kept: it is the order Make runs
 //! them in. Null values are removed and object keys sorted.
 //!
 //! Storage form (backups, restores): `name`, `description`, `scheduling` and the whole blueprint
@@ -131,8 +132,9 @@ fn normalize_module(module: &Value) -> Value {
             continue;
         }
         let v = match k.as_str() {
-            "parameters" => Value::Object(
-                v.as_object()
+            "parameters" => {
+                let mut params: Map<String, Value> = v
+                    .as_object()
                     .map(|p| {
                         p.iter()
                             .filter(|(k, v)| {
@@ -143,8 +145,17 @@ fn normalize_module(module: &Value) -> Value {
                             .map(|(k, v)| (k.clone(), strip_nulls(v)))
                             .collect()
                     })
-                    .unwrap_or_default(),
-            ),
+                    .unwrap_or_default();
+                // Which connection, by what names it the same way in every team (its type and
+                // the label the designer shows), as n8n credentials keep type and name.
+                if let Some(c) = connection_ref(module) {
+                    params.insert(
+                        CONNECTION_PARAM.to_owned(),
+                        serde_json::json!({"type": c.connection_type, "label": c.label}),
+                    );
+                }
+                Value::Object(params)
+            }
             "routes" => Value::Array(
                 v.as_array()
                     .map(|routes| routes.iter().map(normalize_route).collect())
@@ -662,7 +673,11 @@ pub(crate) mod tests {
         );
         assert!(flow[0].get("metadata").is_none());
         let sheets = &flow[1]["routes"][0]["flow"][0];
-        assert_eq!(sheets["parameters"], json!({"mode": "select"}));
+        assert_eq!(
+            sheets["parameters"],
+            json!({"mode": "select", "__IMTCONN__": {"type": "google", "label": "Sales Google"}}),
+            "the connection by type and label, not by this team's id"
+        );
         assert_eq!(sheets["onerror"][0]["module"], "builtin:Ignore");
         assert_eq!(
             n["blueprint"]["metadata"],

@@ -1119,6 +1119,14 @@ mod make_scenarios {
             base,
             "the scenario's settings are content"
         );
+        let mut switched = sample();
+        switched["blueprint"]["flow"][1]["routes"][0]["flow"][0]["metadata"]["restore"]["parameters"]
+            ["__IMTCONN__"]["label"] = json!("Personal Google");
+        assert_ne!(
+            content_hash(&switched),
+            base,
+            "another connection of the same type is a change"
+        );
     }
 
     #[test]
