@@ -40,8 +40,22 @@ pub async fn list_in(
     after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Run>> {
+    // Run ids are UUIDv7, ordered by creation time: a time filter is also a range of the primary
+    // key, so a list across every namespace reads only that range, not all history. The range is
+    // widened by a margin (the id's clock is the enqueuing process's, `created_at` the
+    // database's); `created_at` then filters exactly.
+    let margin = chrono::Duration::minutes(10);
+    let (low, high) = (
+        filter.since.map(|t| time_bound(t - margin, false)),
+        filter.until.map(|t| time_bound(t + margin, true)),
+    );
+    let after = match (after, high) {
+        (Some(a), Some(h)) => Some(a.min(h)),
+        (a, h) => a.or(h),
+    };
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select {} from engine_runs where ($1::text is null or namespace = $1) and ($2::uuid is null or id < $2) \
+           and ($10::uuid is null or id >= $10) \
            and ($3::text is null or kind = $3) and ($4::text is null or status = $4) \
            and ($5::timestamptz is null or created_at >= $5) and ($6::timestamptz is null or created_at < $6) \
            and ($7::jsonb is null or labels @> $7) and ($8::uuid is null or parent_id = $8) \
@@ -57,8 +71,18 @@ pub async fn list_in(
     .bind(&filter.labels)
     .bind(filter.parent_id)
     .bind(limit)
+    .bind(low)
     .fetch_all(db)
     .await?)
+}
+
+/// The smallest UUIDv7 of a millisecond (or, `past`, the smallest of the next one, an exclusive
+/// upper bound): every run created at or after `t` has an id at or above it.
+fn time_bound(t: DateTime<Utc>, past: bool) -> Uuid {
+    let ms = u64::try_from(t.timestamp_millis()).unwrap_or(0) + u64::from(past);
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    Uuid::from_bytes(bytes)
 }
 
 #[derive(Debug, Clone, Serialize, FromRow)]

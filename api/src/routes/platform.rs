@@ -474,7 +474,7 @@ pub struct PlatformRunQuery {
     pub kind: Option<String>,
     /// One of queued, running, waiting, succeeded, failed, cancelled.
     pub status: Option<String>,
-    /// Created at or after (RFC 3339).
+    /// Created at or after (RFC 3339); without `tenant_id`, defaults to 30 days ago.
     pub since: Option<chrono::DateTime<chrono::Utc>>,
     /// Created before (RFC 3339).
     pub until: Option<chrono::DateTime<chrono::Utc>>,
@@ -483,15 +483,49 @@ pub struct PlatformRunQuery {
     pub limit: Option<u32>,
 }
 
-/// A run seen across tenants: the run as the tenant's API shows it, and whose it is.
+/// A run seen across tenants: its state, not its tenant's data (input, output and labels stay
+/// with the tenant's own runs API, which audits its reads).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PlatformRun {
+    pub id: Uuid,
     /// The tenant the run belongs to (null for the platform's own housekeeping runs).
     pub tenant_id: Option<Uuid>,
     /// The engine namespace (the tenant id, or the platform's own).
     pub namespace: String,
-    #[serde(flatten)]
-    pub run: super::runs::RunView,
+    pub kind: String,
+    /// `queued`, `running`, `waiting`, `succeeded`, `failed` or `cancelled`.
+    pub status: String,
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<serde_json::Value>,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub progress_done: Option<i64>,
+    pub progress_total: Option<i64>,
+    pub parent_id: Option<Uuid>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl From<engine::Run> for PlatformRun {
+    fn from(r: engine::Run) -> Self {
+        Self {
+            id: r.id,
+            tenant_id: r.namespace.parse().ok(),
+            status: r.status().to_string(),
+            namespace: r.namespace,
+            kind: r.kind,
+            error: r.error,
+            attempt: r.attempt,
+            max_attempts: r.max_attempts,
+            progress_done: r.progress_done,
+            progress_total: r.progress_total,
+            parent_id: r.parent_id,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        }
+    }
 }
 
 /// Runs of every tenant, newest first (PLAT-004): what failed where, what is stuck, which tenant
@@ -511,10 +545,17 @@ pub async fn list_runs(
         ),
         None => None,
     };
+    // Across every tenant a filter that matches little would otherwise read all history: without
+    // a tenant, the window defaults to the last 30 days.
+    let since = q.since.or_else(|| {
+        q.tenant_id
+            .is_none()
+            .then(|| chrono::Utc::now() - chrono::Duration::days(30))
+    });
     let filter = engine::read::RunFilter {
         kind: non_empty(q.kind.as_deref()).map(str::to_owned),
         status,
-        since: q.since,
+        since,
         until: q.until,
         ..engine::read::RunFilter::default()
     };
@@ -529,11 +570,7 @@ pub async fn list_runs(
     .await
     .map_err(super::runs::queue_error)?;
     Ok(Json(
-        Page::from_rows(rows, page, |r: &engine::Run| r.id).map(|r| PlatformRun {
-            tenant_id: r.namespace.parse().ok(),
-            namespace: r.namespace.clone(),
-            run: r.into(),
-        }),
+        Page::from_rows(rows, page, |r: &engine::Run| r.id).map(PlatformRun::from),
     ))
 }
 

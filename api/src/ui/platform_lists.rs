@@ -218,9 +218,15 @@ pub async fn runs(
         }
         Err(e) => return failed(&e),
     };
+    // Across every tenant, the last 30 days (as the API): a filter that matches little would
+    // otherwise read all history.
+    let since = namespace
+        .is_none()
+        .then(|| chrono::Utc::now() - chrono::Duration::days(30));
     let filter = engine::read::RunFilter {
         kind: (!kind.is_empty()).then(|| kind.clone()),
         status,
+        since,
         ..engine::read::RunFilter::default()
     };
     let rows = match engine::read::list_in(

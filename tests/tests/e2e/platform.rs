@@ -1005,6 +1005,53 @@ async fn a_platform_admin_sees_every_tenants_runs_and_environments() {
         globex_runs.body["items"][0]["namespace"],
         globex.id.to_string()
     );
+    assert!(
+        first.body["items"][0].get("input").is_none()
+            && first.body["items"][0].get("output").is_none(),
+        "a tenant's data stays with its own API: {}",
+        first.body
+    );
+    // Across tenants the window is the last 30 days unless asked otherwise; ids bound the scan.
+    sqlx::query(
+        "update engine_runs set created_at = now() - interval '40 days' where namespace = $1",
+    )
+    .bind(globex.id.to_string())
+    .execute(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let recent = app
+        .get("/api/v1/platform/runs?kind=diagnostics.steps", &admin)
+        .await;
+    assert_eq!(
+        recent.body["items"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        recent.body
+    );
+    let by_tenant = app
+        .get(
+            &format!("/api/v1/platform/runs?tenant_id={}", globex.id),
+            &admin,
+        )
+        .await;
+    assert_eq!(
+        by_tenant.body["items"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        by_tenant.body
+    );
+    let old = app
+        .get(
+            "/api/v1/platform/runs?kind=diagnostics.steps&since=2020-01-01T00:00:00Z",
+            &admin,
+        )
+        .await;
+    assert_eq!(
+        old.body["items"].as_array().map(Vec::len),
+        Some(4),
+        "{}",
+        old.body
+    );
     let bad = app.get("/api/v1/platform/runs?status=stuck", &admin).await;
     assert_eq!(
         (bad.status.as_u16(), bad.code()),
