@@ -629,13 +629,25 @@ impl Sync {
                     include_data: true,
                     ..ExecutionFilter::default()
                 };
+                // A scenario deleted (or moved to another team) since the workflows were walked
+                // has no log to read: the next sync marks it deleted.
+                let fetch: Fetch<adapters::Execution> = fetcher(provider, move |p, c| {
+                    let f = filter.clone();
+                    async move {
+                        match p.list_executions(c.as_deref(), &f).await {
+                            Err(ProviderError::NotFound(_)) => Ok(Page {
+                                items: Vec::new(),
+                                next_cursor: None,
+                            }),
+                            other => other,
+                        }
+                    }
+                    .boxed()
+                });
                 pages.extend(
-                    Self::walk(
-                        ctx,
-                        &format!("executions:{workflow_id}"),
-                        executions_fetcher(provider, filter),
-                        |page| scope.store(db.clone(), page),
-                    )
+                    Self::walk(ctx, &format!("executions:{workflow_id}"), fetch, |page| {
+                        scope.store(db.clone(), page)
+                    })
                     .await?,
                 );
             }

@@ -429,3 +429,41 @@ async fn a_make_teams_scenarios_are_backed_up_to_git_and_restored() {
     assert_eq!(copy["flow"][1]["parameters"]["__IMTCONN__"], json!(google));
     assert_eq!(make.scenario_count(team), 2);
 }
+
+// ENV-017 on Make: a scenario deleted between the workflow walk and its log's does not fail
+// the sync
+#[tokio::test]
+async fn a_scenario_deleted_during_a_sync_does_not_fail_it() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let make = MakePeer::start(MakeConfig::default()).await;
+    let team = make.team();
+    let google = make.add_connection(team, "Sales Google", "google", "oauth");
+    let kept = make.add_scenario(team, blueprint("Kept", google));
+    let gone = make.add_scenario(team, blueprint("Gone", google));
+    make.add_log(kept, 1);
+    let env = make_environment(&app, &acme, &make, team).await;
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
+    run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{env}/sync"),
+        Some(&json!({"scope": "workflows"})),
+    )
+    .await;
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}/api/v2/scenarios/{gone}", make.origin()))
+        .header("Authorization", format!("Token {}", make.api_key()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    let out = run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{env}/sync"),
+        Some(&json!({"scope": "executions"})),
+    )
+    .await;
+    assert_eq!(out["executions"], 1, "{out}");
+}
