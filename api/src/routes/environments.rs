@@ -42,6 +42,20 @@ fn validate_url(v: &mut Validator, field: &str, url: &str) {
             field,
             "must be an http:// or https:// URL of at most 2000 characters",
         );
+        return;
+    }
+    // Credentials belong in `api_key`, which is sealed; a URL is shown and logged.
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            v.error(
+                field,
+                "must not carry credentials (user:password@): put the key in api_key",
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            v.error(field, format!("is not a URL: {e}"));
+        }
     }
 }
 

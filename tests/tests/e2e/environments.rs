@@ -116,6 +116,27 @@ async fn an_environment_is_saved_only_after_its_connection_test_passes() {
         bad.body
     );
     assert_eq!(app.count("environments").await, 0, "nothing saved");
+    // Credentials go in api_key (sealed), never in the URL (shown and logged).
+    let in_url = app
+        .post(
+            "/api/v1/environments",
+            &acme.admin,
+            &json!({"name": "prod", "provider": "n8n",
+                    "base_url": n8n.base_url().replacen("://", "://ops:secret@", 1),
+                    "api_key": n8n.api_key(), "class": "production"}),
+        )
+        .await;
+    assert_eq!(
+        (in_url.status.as_u16(), in_url.code()),
+        (422, "validation_failed"),
+        "{}",
+        in_url.body
+    );
+    assert!(
+        !in_url.body.to_string().contains("secret"),
+        "{}",
+        in_url.body
+    );
     assert_eq!(app.count("secrets").await, 0, "no key stored");
 
     let tested = app
