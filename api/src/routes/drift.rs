@@ -809,7 +809,30 @@ async fn decide(
             "approvals are given by people, not API keys",
         )
     })?;
-    let policy = drift::policy(&state.db, tenant_id).await?;
+    // Who approves is the policy in force for the incident's environment; extending a TTL still
+    // needs the plan's drift SLA when the approval is given (the plan may have changed since).
+    let asked: Option<(Uuid, String, String)> = sqlx::query_as(
+        "select i.environment_id, e.provider, a.action from drift_approvals a \
+         join drift_incidents i on i.id = a.incident_id join environments e on e.id = i.environment_id \
+         where a.tenant_id = $1 and a.id = $2",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(&state.db)
+    .await?;
+    let Some((environment_id, provider, action)) = asked else {
+        return Err(ApiError::not_found("approval not found"));
+    };
+    if approve && action == ApprovalAction::ExtendTtl.as_str() {
+        ctx.require(
+            &state.db,
+            Feature::DriftSla,
+            Some(&provider),
+            "incident.extend",
+        )
+        .await?;
+    }
+    let policy = policy_of(state, tenant_id, environment_id).await?;
     if !policy
         .approver_roles
         .iter()

@@ -799,7 +799,7 @@ async fn a_drift_policy_stops_governing_once_the_plan_no_longer_includes_it() {
     policy["notify_min_severity"] = json!("critical");
     policy["block_on_active_drift"] = json!(true);
     policy["sla_enforcement"] = json!(false);
-    policy["approval_required_for"] = json!(["acknowledge"]);
+    policy["approval_required_for"] = json!(["acknowledge", "extend_ttl"]);
     let set = app.put("/api/v1/drift/policy", &acme.admin, &policy).await;
     assert_eq!(set.status, 200, "{}", set.body);
     let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 4);
@@ -839,8 +839,44 @@ async fn a_drift_policy_stops_governing_once_the_plan_no_longer_includes_it() {
     );
     assert_eq!(denials(&app, &acme).await, []);
 
+    // An extension asked for (and waiting for its approval) on Enterprise…
+    let incident_before: Uuid = sqlx::query_scalar(
+        "select id from drift_incidents where environment_id = $1 order by created_at limit 1",
+    )
+    .bind(before)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let asked = app
+        .post(
+            &format!("/api/v1/incidents/{incident_before}/extend"),
+            &acme.admin,
+            &json!({"hours": 12}),
+        )
+        .await;
+    assert_eq!(asked.status, 202, "{}", asked.body);
+    let approval = asked.body["approval"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
     // Downgraded to Pro (no drift policies, no drift SLA): the policy is kept but governs nothing.
     put_on_plan(&app, &acme, "pro").await;
+    // …is not granted once the plan has no drift SLA.
+    let approver = app.member(&acme, Role::Admin).await;
+    let granted = app
+        .post(
+            &format!("/api/v1/drift-approvals/{approval}/approve"),
+            &approver,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        (granted.status.as_u16(), granted.code()),
+        (403, "feature_not_in_plan"),
+        "{}",
+        granted.body
+    );
     let found = check(after).await;
     assert_eq!(
         (
@@ -870,13 +906,21 @@ async fn a_drift_policy_stops_governing_once_the_plan_no_longer_includes_it() {
     }
     assert_eq!(
         denials(&app, &acme).await,
-        [(
-            "drift_policies".to_owned(),
-            Some("n8n".to_owned()),
-            None,
-            "drift.check".to_owned()
-        )],
-        "one refusal for the check of three workflows, by no person"
+        [
+            (
+                "drift_sla".to_owned(),
+                Some("n8n".to_owned()),
+                approver.user_id,
+                "incident.extend".to_owned()
+            ),
+            (
+                "drift_policies".to_owned(),
+                Some("n8n".to_owned()),
+                None,
+                "drift.check".to_owned()
+            )
+        ],
+        "the refused approval, and one refusal for the check of three workflows, by no person"
     );
     // APPR-001: acknowledging needed an approval under the policy; on Pro it does not.
     let incident_of = |env: Uuid| {
@@ -933,7 +977,7 @@ async fn a_drift_policy_stops_governing_once_the_plan_no_longer_includes_it() {
         let (severity, _, expired) = open_incident(&app, env).await;
         assert_eq!((severity.as_str(), expired), ("critical", true), "{env}");
     }
-    assert_eq!(denials(&app, &acme).await.len(), 1);
+    assert_eq!(denials(&app, &acme).await.len(), 2);
 
     // Back on Enterprise, the kept policy governs again: no SLA enforcement, and the check logs
     // nothing.
@@ -943,7 +987,7 @@ async fn a_drift_policy_stops_governing_once_the_plan_no_longer_includes_it() {
         2
     );
     check(after).await;
-    assert_eq!(denials(&app, &acme).await.len(), 1);
+    assert_eq!(denials(&app, &acme).await.len(), 2);
     sqlx::query(
         "update drift_incidents set expired = false, severity = 'high', \
          expires_at = now() - interval '1 minute' where environment_id = $1",
