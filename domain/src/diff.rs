@@ -1164,5 +1164,12 @@ mod tests {
             vec!["scheduling.interval", "scheduling.type"]
         );
         assert!(diff(&old, &old).is_empty());
+        let mut relabelled = old.clone();
+        relabelled["blueprint"]["flow"][1]["routes"][0]["flow"][0]["metadata"]["designer"]["name"] =
+            json!("Append the order");
+        assert!(
+            diff(&old, &relabelled).is_empty(),
+            "a label on the canvas is not content"
+        );
     }
 }

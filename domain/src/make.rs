@@ -316,7 +316,13 @@ pub fn is_instant(scenario: &Value) -> bool {
 /// the next in its flow, from a router to the first module of each route (`output` = the
 /// route's index) and from a module to its error handler (`kind` = `error`).
 pub fn graph(scenario: &Value) -> Graph {
+    graph_named(scenario, module_label)
+}
+
+/// [`graph`] with modules named by `name`.
+fn graph_named(scenario: &Value, name: fn(&Value) -> String) -> Graph {
     fn walk(
+        name: fn(&Value) -> String,
         flow: &[Value],
         instant: bool,
         top: bool,
@@ -325,7 +331,7 @@ pub fn graph(scenario: &Value) -> Graph {
     ) {
         let mut previous: Option<String> = None;
         for (i, m) in flow.iter().enumerate() {
-            let label = module_label(m);
+            let label = name(m);
             let designer = m.get("metadata").and_then(|d| d.get("designer"));
             let coord = |k: &str| {
                 designer
@@ -362,23 +368,23 @@ pub fn graph(scenario: &Value) -> Graph {
                 if let Some(first) = flow.first() {
                     edges.push(GraphEdge {
                         from: label.clone(),
-                        to: module_label(first),
+                        to: name(first),
                         kind: "main".into(),
                         output: r,
                     });
                 }
-                walk(flow, instant, false, nodes, edges);
+                walk(name, flow, instant, false, nodes, edges);
             }
             if let Some(handlers) = m.get("onerror").and_then(Value::as_array) {
                 if let Some(first) = handlers.first() {
                     edges.push(GraphEdge {
                         from: label.clone(),
-                        to: module_label(first),
+                        to: name(first),
                         kind: "error".into(),
                         output: 0,
                     });
                 }
-                walk(handlers, instant, false, nodes, edges);
+                walk(name, handlers, instant, false, nodes, edges);
             }
             previous = Some(label);
         }
@@ -386,13 +392,33 @@ pub fn graph(scenario: &Value) -> Graph {
     let mut nodes = Vec::new();
     let mut edges = Vec::new();
     if let Some(flow) = top_flow(scenario) {
-        walk(flow, is_instant(scenario), true, &mut nodes, &mut edges);
+        walk(
+            name,
+            flow,
+            is_instant(scenario),
+            true,
+            &mut nodes,
+            &mut edges,
+        );
     }
     Graph { nodes, edges }
 }
 
+/// A module's name in diffs: `app:action [id]`, which a relabelling on the canvas does not change
+/// (the label is the designer's, not content).
+fn stable_name(module: &Value) -> String {
+    let id = module
+        .get("id")
+        .map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .unwrap_or_default();
+    format!("{} [{id}]", module_name(module))
+}
+
 /// The scenario in the shape of an n8n workflow, for the structural diff
-/// ([`crate::diff::diff`]): each module a node named by its label (its parameters without the
+/// ([`crate::diff::diff`]): each module a node named by its kind and id (its parameters without the
 /// team's references, its mapper, filter, version…; no position or designer cache), the graph's
 /// edges as connections, and the schedule and scenario settings as `settings`. Routes and error
 /// handlers are nodes of their own, linked by edges.
@@ -407,13 +433,13 @@ pub fn diff_view(scenario: &Value) -> Value {
             for key in ["id", "module", "routes", "onerror"] {
                 node.remove(key);
             }
-            node.insert("name".to_owned(), Value::String(module_label(m)));
+            node.insert("name".to_owned(), Value::String(stable_name(m)));
             node.insert("type".to_owned(), Value::String(module_name(m).to_owned()));
             Value::Object(node)
         })
         .collect();
     let mut connections = Map::new();
-    for edge in graph(scenario).edges {
+    for edge in graph_named(scenario, stable_name).edges {
         let outputs = connections
             .entry(edge.from.clone())
             .or_insert_with(|| Value::Object(Map::new()))
