@@ -11,11 +11,17 @@ use chrono::{DateTime, Utc};
 use crate::limiter::{Limiter, Limits};
 use crate::provider::{ProviderError, ProviderResult};
 
+/// The longest `Retry-After` waited out inside one call. A provider asking for more would hold
+/// a worker's slot (and its run) for that long per try: the call ends at once with the
+/// `RateLimited` error instead, and the engine sets the run's next attempt that much later.
+pub(crate) const LONGEST_WAIT: Duration = Duration::from_secs(120);
+
 /// Sends the request `build` makes (a new one per attempt) through `limiter`, reads the answer
 /// with `read`, and retries what may succeed later: transient failures and unreadable answers,
 /// with exponential backoff and jitter for at most `limits.tries` attempts; a `Retry-After`
-/// replaces the backoff's delay, never its end. A `create` (not idempotent) is sent again only
-/// when it surely did not arrive: a refused connection, or a 429.
+/// replaces the backoff's delay, never its end, and one longer than [`LONGEST_WAIT`] ends the
+/// call. A `create` (not idempotent) is sent again only when it surely did not arrive: a refused
+/// connection, or a 429.
 pub(crate) async fn call<T, R, Fut>(
     limiter: &Limiter,
     limits: &Limits,
@@ -48,18 +54,25 @@ where
             .with_max_times(limits.tries.saturating_sub(1) as usize)
             .with_jitter(),
     )
-    .when(|e: &ProviderError| {
-        let retriable = e.is_transient() || matches!(e, ProviderError::InvalidResponse(_));
-        let unsent =
-            !maybe_sent.load(Ordering::Relaxed) || matches!(e, ProviderError::RateLimited { .. });
-        retriable && (!create || unsent)
-    })
+    .when(|e: &ProviderError| worth_retrying(e, create, maybe_sent.load(Ordering::Relaxed)))
     // `adjust` answering Some after the backoff ran out would retry a 429 forever.
     .adjust(|e: &ProviderError, delay| delay.map(|d| e.retry_after().unwrap_or(d)))
     .notify(|e: &ProviderError, delay| {
         tracing::debug!(error = %e, ?delay, url = %url, provider, "retrying a provider request");
     })
     .await
+}
+
+/// Whether a failed attempt is tried again within the call: what may succeed later (transient
+/// failures, unreadable answers), unless the provider asked to wait longer than
+/// [`LONGEST_WAIT`], or it was a create that may have arrived (`maybe_sent`; a 429 did not).
+fn worth_retrying(e: &ProviderError, create: bool, maybe_sent: bool) -> bool {
+    if e.retry_after().is_some_and(|wait| wait > LONGEST_WAIT) {
+        return false;
+    }
+    let retriable = e.is_transient() || matches!(e, ProviderError::InvalidResponse(_));
+    let unsent = !maybe_sent || matches!(e, ProviderError::RateLimited { .. });
+    retriable && (!create || unsent)
 }
 
 /// A provider's text as it may appear in our messages: control characters blanked, at most
@@ -123,6 +136,39 @@ mod tests {
     fn provider_text_is_quoted_short_and_on_one_line() {
         assert_eq!(quote("a\nb", 10), "a b");
         assert_eq!(quote("abcdef", 3), "abc…");
+    }
+
+    #[test]
+    fn a_429_asking_to_wait_more_than_two_minutes_is_not_retried_within_the_call() {
+        let limited = |secs: Option<u64>| ProviderError::RateLimited {
+            retry_after: secs.map(Duration::from_secs),
+        };
+        for create in [false, true] {
+            assert!(!worth_retrying(&limited(Some(600)), create, true));
+            assert!(!worth_retrying(&limited(Some(121)), create, false));
+            assert!(worth_retrying(&limited(Some(120)), create, true));
+            assert!(worth_retrying(&limited(None), create, true));
+        }
+        let down = ProviderError::Transient("HTTP 503".into());
+        assert!(worth_retrying(&down, false, true));
+        assert!(
+            !worth_retrying(&down, true, true),
+            "a create that may have arrived"
+        );
+        assert!(
+            worth_retrying(&down, true, false),
+            "a create that surely did not"
+        );
+        assert!(worth_retrying(
+            &ProviderError::InvalidResponse("half a body".into()),
+            false,
+            true
+        ));
+        assert!(!worth_retrying(
+            &ProviderError::NotFound("gone".into()),
+            false,
+            true
+        ));
     }
 
     #[test]

@@ -5,10 +5,13 @@
 //! Token …`, one organisation of teams (an API key reaches every team, or only some), scenarios
 //! that belong to a team (another team's is 404 to a key that cannot reach it), blueprints and
 //! schedulings written as JSON *text* and served as objects, `pg[offset]`/`pg[limit]` paging
-//! with a `pg` object in every list (capped at a configurable page size), connections, team
-//! members, scenario logs, start/stop, and errors as `{message, detail, code, suberrors}`.
-//! Faults (5xx, 429 with `Retry-After`, slow answers, dropped connections, broken JSON) can be
-//! queued to exercise clients' retry and error paths, and every request is counted and logged.
+//! with a `pg` object in every list (capped at a configurable page size) and `pg[sortBy]`/
+//! `pg[sortDir]` sorting (scenarios and connections by name unless asked otherwise, members
+//! newest first, logs newest first), connections, team members, scenario logs, start/stop, and
+//! errors as `{message, detail, code, suberrors}`. Faults (5xx, 429 with `Retry-After`, slow
+//! answers, dropped connections, broken JSON) can be queued to exercise clients' retry and error
+//! paths, [`Quirk`]s make it answer as a broken or hostile server would, and every request is
+//! counted and logged.
 //! State lives in memory; tests seed and inspect it directly, without going over HTTP.
 //!
 //! Not implemented: organisations' listings, folders' endpoints, hooks, data stores, blueprint
@@ -84,6 +87,28 @@ impl Default for MakeConfig {
         }
     }
 }
+
+/// A way the peer departs from Make's API until [`MakePeer::clear_quirks`]: what a broken or
+/// hostile server answers, for clients' defences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Quirk {
+    /// Lists answer without their `pg` object.
+    ListsWithoutPg,
+    /// Lists answer from their first item whatever `pg[offset]` asks (`pg` still echoes it).
+    ListsIgnoreOffset,
+    /// `GET /scenarios?teamId=` answers the scenarios of every team the key reaches.
+    ListsIgnoreTeam,
+    /// Scenarios (read, listed or written) are answered without their `teamId`.
+    ScenariosWithoutTeam,
+    /// `GET /teams/{id}` answers a team without its `id`.
+    TeamWithoutId,
+    /// `GET /scenarios/{id}/blueprint` answers its JSON padded with whitespace to 65 MiB, with
+    /// its `Content-Length` or (`declared: false`) streamed without one.
+    HugeBlueprints { declared: bool },
+}
+
+/// How long a [`Quirk::HugeBlueprints`] answer is.
+pub const HUGE_BODY: usize = 65 << 20;
 
 /// A running peer. The server stops when this is dropped.
 pub struct MakePeer {
@@ -272,6 +297,27 @@ impl MakePeer {
         self.ctx.lock().faults.clear();
     }
 
+    pub fn set_quirk(&self, quirk: Quirk) {
+        self.ctx.lock().quirks.insert(quirk);
+    }
+
+    pub fn clear_quirks(&self) {
+        self.ctx.lock().quirks.clear();
+    }
+
+    /// Renames a scenario as if it had been edited in Make.
+    pub fn rename_scenario(&self, id: u64, name: &str) {
+        let mut s = self.ctx.lock();
+        let now = s.now();
+        match s.scenarios.get_mut(&id) {
+            Some(sc) => {
+                sc.name = name.to_owned();
+                sc.last_edit = now;
+            }
+            None => panic!("make peer: rename_scenario: no scenario {id}"),
+        }
+    }
+
     /// How many requests under `/api/v2` arrived, faulted ones included.
     pub fn requests(&self) -> u64 {
         self.ctx.lock().requests.len() as u64
@@ -411,6 +457,7 @@ struct Inner {
     memberships: BTreeMap<(u64, u64), u64>,
     logs: Vec<Log>,
     faults: Faults,
+    quirks: HashSet<Quirk>,
     requests: Vec<String>,
 }
 
@@ -430,6 +477,7 @@ impl Inner {
             memberships: BTreeMap::new(),
             logs: Vec::new(),
             faults: Faults::default(),
+            quirks: HashSet::new(),
             requests: Vec::new(),
         }
     }
@@ -560,7 +608,7 @@ impl Inner {
             || json!({"id": 1, "name": "Owner", "email": "owner@example.com"}),
             |u| json!({"id": u.id, "name": u.name, "email": u.email}),
         );
-        json!({
+        let mut out = json!({
             "id": s.id, "name": s.name, "teamId": s.team_id, "hookId": null, "deviceId": null,
             "deviceScope": null, "description": s.description, "folderId": s.folder_id,
             "isinvalid": false, "islinked": s.active, "isActive": s.active, "islocked": false,
@@ -569,7 +617,13 @@ impl Inner {
             "scheduling": s.scheduling, "iswaiting": false, "dlqCount": 0,
             "createdByUser": owner, "updatedByUser": owner, "nextExec": null,
             "operations": s.operations, "transfer": s.operations * 512,
-        })
+        });
+        if self.quirks.contains(&Quirk::ScenariosWithoutTeam)
+            && let Some(o) = out.as_object_mut()
+        {
+            o.remove("teamId");
+        }
+        out
     }
 }
 
@@ -732,19 +786,25 @@ fn path_id(raw: &str, what: &str) -> Result<u64, ApiError> {
         .map_err(|_| invalid(format!("Invalid {what}."), Vec::new()))
 }
 
-/// `pg[offset]`, `pg[limit]` (cut to the peer's page size), `pg[sortDir]`.
+/// `pg[offset]`, `pg[limit]` (cut to the peer's page size), `pg[sortBy]` (one of the list's
+/// sortable columns) and `pg[sortDir]`.
 struct Pg {
     offset: usize,
     limit: usize,
     sort_by: &'static str,
     sort_dir: &'static str,
+    /// [`Quirk::ListsIgnoreOffset`]: serve from the first item whatever the offset.
+    ignore_offset: bool,
+    /// [`Quirk::ListsWithoutPg`]: answer without `pg`.
+    hide: bool,
 }
 
 impl Pg {
+    /// `sorts` are the columns the list sorts by, the first its default.
     fn from_query(
+        s: &Inner,
         q: &[(String, String)],
-        max: usize,
-        sort_by: &'static str,
+        sorts: &[&'static str],
         sort_dir: &'static str,
     ) -> Result<Self, ApiError> {
         let number = |key: &str| -> Result<Option<usize>, ApiError> {
@@ -759,8 +819,17 @@ impl Pg {
         let offset = number("pg[offset]")?.unwrap_or(0);
         let limit = match number("pg[limit]")? {
             Some(0) => return Err(invalid("pg[limit] must be at least 1", Vec::new())),
-            Some(l) => l.min(max),
-            None => DEFAULT_LIMIT.min(max),
+            Some(l) => l.min(s.max_page),
+            None => DEFAULT_LIMIT.min(s.max_page),
+        };
+        let sort_by = match param(q, "pg[sortBy]") {
+            None => sorts[0],
+            Some(by) => *sorts.iter().find(|c| **c == by).ok_or_else(|| {
+                invalid(
+                    format!("pg[sortBy] must be one of {}", sorts.join(", ")),
+                    Vec::new(),
+                )
+            })?,
         };
         let sort_dir = match param(q, "pg[sortDir]") {
             None => sort_dir,
@@ -773,16 +842,32 @@ impl Pg {
             limit,
             sort_by,
             sort_dir,
+            ignore_offset: s.quirks.contains(&Quirk::ListsIgnoreOffset),
+            hide: s.quirks.contains(&Quirk::ListsWithoutPg),
         })
     }
 
-    fn take<T>(&self, items: impl Iterator<Item = T>) -> Vec<T> {
-        items.skip(self.offset).take(self.limit).collect()
+    /// This page of `items`, which are in ascending order of [`Pg::sort_by`].
+    fn take<T>(&self, mut items: Vec<T>) -> Vec<T> {
+        if self.sort_dir == "desc" {
+            items.reverse();
+        }
+        let skip = if self.ignore_offset { 0 } else { self.offset };
+        items.into_iter().skip(skip).take(self.limit).collect()
     }
 
-    fn json(&self) -> Value {
-        json!({"sortBy": self.sort_by, "sortDir": self.sort_dir,
-               "limit": self.limit, "offset": self.offset})
+    /// A list's answer: its items under `key`, and `pg`.
+    fn answer(&self, key: &str, page: Vec<Value>) -> Value {
+        let mut body = Map::new();
+        body.insert(key.to_owned(), Value::Array(page));
+        if !self.hide {
+            body.insert(
+                "pg".to_owned(),
+                json!({"sortBy": self.sort_by, "sortDir": self.sort_dir,
+                       "limit": self.limit, "offset": self.offset}),
+            );
+        }
+        Value::Object(body)
     }
 }
 
@@ -964,7 +1049,13 @@ async fn get_team(
     if !access.reaches(id) {
         return Err(denied());
     }
-    ok(&json!({"team": Inner::team_json(team)}))
+    let mut team = Inner::team_json(team);
+    if s.quirks.contains(&Quirk::TeamWithoutId)
+        && let Some(o) = team.as_object_mut()
+    {
+        o.remove("id");
+    }
+    ok(&json!({ "team": team }))
 }
 
 /// `teamId` or `organizationId`, exactly one, reachable by the key. None: the organisation.
@@ -997,23 +1088,24 @@ async fn list_scenarios(
 ) -> ApiResult {
     let s = ctx.lock();
     let team = team_scope(&s, &access, &q)?;
-    let pg = Pg::from_query(&q, s.max_page, "id", "asc")?;
-    let mine = s
+    let pg = Pg::from_query(&s, &q, &["name", "id"], "asc")?;
+    let every_team = s.quirks.contains(&Quirk::ListsIgnoreTeam);
+    let mut mine: Vec<&Scenario> = s
         .scenarios
         .values()
-        .filter(|sc| team.is_none_or(|t| sc.team_id == t) && access.reaches(sc.team_id));
-    let page: Vec<Value> = if pg.sort_dir == "desc" {
-        pg.take(mine.rev())
-            .into_iter()
-            .map(|sc| s.scenario_json(sc))
-            .collect()
-    } else {
-        pg.take(mine)
-            .into_iter()
-            .map(|sc| s.scenario_json(sc))
-            .collect()
-    };
-    ok(&json!({"scenarios": page, "pg": pg.json()}))
+        .filter(|sc| {
+            (every_team || team.is_none_or(|t| sc.team_id == t)) && access.reaches(sc.team_id)
+        })
+        .collect();
+    if pg.sort_by == "name" {
+        mine.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    }
+    let page: Vec<Value> = pg
+        .take(mine)
+        .into_iter()
+        .map(|sc| s.scenario_json(sc))
+        .collect();
+    ok(&pg.answer("scenarios", page))
 }
 
 /// The scenario if the key reaches its team; otherwise, as for a missing one, 404.
@@ -1042,12 +1134,35 @@ async fn get_blueprint(
 ) -> ApiResult {
     let s = ctx.lock();
     let sc = reachable(&s, &access, &id)?;
-    ok(&json!({"code": "OK", "response": {
+    let body = json!({"code": "OK", "response": {
         "blueprint": sc.blueprint,
         "scheduling": sc.scheduling,
         "idSequence": id_sequence(&sc.blueprint),
         "created": ts(sc.last_edit),
-    }}))
+    }});
+    let huge = [true, false].into_iter().find(|declared| {
+        s.quirks.contains(&Quirk::HugeBlueprints {
+            declared: *declared,
+        })
+    });
+    let Some(declared) = huge else {
+        return ok(&body);
+    };
+    let mut padded = body.to_string().into_bytes();
+    padded.resize(HUGE_BODY.max(padded.len()), b' ');
+    let json = [(header::CONTENT_TYPE, "application/json")];
+    if declared {
+        return Ok((json, padded).into_response());
+    }
+    let chunks: Vec<Result<Bytes, std::io::Error>> = padded
+        .chunks(1 << 20)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    Ok((
+        json,
+        axum::body::Body::from_stream(futures::stream::iter(chunks)),
+    )
+        .into_response())
 }
 
 async fn create_scenario(
@@ -1236,16 +1351,20 @@ async fn list_logs(
             .transpose()
     };
     let (from, to) = (bound("from")?, bound("to")?);
-    let pg = Pg::from_query(&q, s.max_page, "imtId", "desc")?;
-    let logs = s.logs.iter().rev().filter(|l| {
-        let at = l.timestamp.timestamp_millis();
-        l.scenario_id == id
-            && status.is_none_or(|st| l.status == Some(st))
-            && from.is_none_or(|f| at >= f)
-            && to.is_none_or(|t| at <= t)
-    });
+    let pg = Pg::from_query(&s, &q, &["imtId"], "desc")?;
+    let logs = s
+        .logs
+        .iter()
+        .filter(|l| {
+            let at = l.timestamp.timestamp_millis();
+            l.scenario_id == id
+                && status.is_none_or(|st| l.status == Some(st))
+                && from.is_none_or(|f| at >= f)
+                && to.is_none_or(|t| at <= t)
+        })
+        .collect();
     let page: Vec<Value> = pg.take(logs).into_iter().map(log_json).collect();
-    ok(&json!({"scenarioLogs": page, "pg": pg.json()}))
+    ok(&pg.answer("scenarioLogs", page))
 }
 
 async fn list_connections(
@@ -1262,15 +1381,17 @@ async fn list_connections(
     if !access.reaches(team) {
         return Err(denied());
     }
-    let pg = Pg::from_query(&q, s.max_page, "name", "asc")?;
+    let pg = Pg::from_query(&s, &q, &["name", "id"], "asc")?;
     let mut mine: Vec<&Connection> = s
         .connections
         .values()
         .filter(|c| c.team_id == team)
         .collect();
-    mine.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    if pg.sort_by == "name" {
+        mine.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    }
     let page: Vec<Value> = pg
-        .take(mine.into_iter())
+        .take(mine)
         .into_iter()
         .map(|c| {
             json!({
@@ -1282,11 +1403,11 @@ async fn list_connections(
             })
         })
         .collect();
-    ok(&json!({"connections": page, "pg": pg.json()}))
+    ok(&pg.answer("connections", page))
 }
 
-/// A team's or the organisation's members, newest (highest id) first; `cols[]` picks the
-/// columns, `teamRoleId` among them when listing a team.
+/// A team's or the organisation's members, newest (highest id) first unless asked otherwise;
+/// `cols[]` picks the columns, `teamRoleId` among them when listing a team.
 async fn list_users(
     State(ctx): State<Ctx>,
     Extension(access): Extension<Access>,
@@ -1313,18 +1434,27 @@ async fn list_users(
     } else {
         cols
     };
-    let pg = Pg::from_query(&q, s.max_page, "id", "desc")?;
-    let members = s.users.values().rev().filter_map(|u| {
-        let role = match team {
-            Some(t) => Some(*s.memberships.get(&(t, u.id))?),
-            None => s
-                .memberships
-                .keys()
-                .any(|(t, user)| *user == u.id && access.reaches(*t))
-                .then_some(0),
-        };
-        Some((u, role))
-    });
+    let pg = Pg::from_query(&s, &q, &["id", "name", "email"], "desc")?;
+    let mut members: Vec<(&User, u64)> = s
+        .users
+        .values()
+        .filter_map(|u| {
+            let role = match team {
+                Some(t) => *s.memberships.get(&(t, u.id))?,
+                None => s
+                    .memberships
+                    .keys()
+                    .any(|(t, user)| *user == u.id && access.reaches(*t))
+                    .then_some(0)?,
+            };
+            Some((u, role))
+        })
+        .collect();
+    match pg.sort_by {
+        "name" => members.sort_by(|(a, _), (b, _)| a.name.cmp(&b.name).then(a.id.cmp(&b.id))),
+        "email" => members.sort_by(|(a, _), (b, _)| a.email.cmp(&b.email).then(a.id.cmp(&b.id))),
+        _ => {}
+    }
     let page: Vec<Value> = pg
         .take(members)
         .into_iter()
@@ -1342,7 +1472,7 @@ async fn list_users(
             )
         })
         .collect();
-    ok(&json!({"users": page, "pg": pg.json()}))
+    ok(&pg.answer("users", page))
 }
 
 #[cfg(test)]
@@ -1512,19 +1642,54 @@ mod tests {
             .flatten()
             .filter_map(|s| s["id"].as_u64())
             .collect();
-        assert_eq!(got, ids[4..8]);
+        assert_eq!(got, ids[4..8], "seeded names sort as their ids do");
         assert_eq!(
             page["pg"],
-            json!({"sortBy": "id", "sortDir": "asc", "limit": 4, "offset": 4})
+            json!({"sortBy": "name", "sortDir": "asc", "limit": 4, "offset": 4})
         );
-        let (status, _) = call(
+
+        // Renamed, the last sorts first by name, and stays last by id.
+        make.rename_scenario(ids[9], "A first");
+        let ids_of = |page: &Value| -> Vec<u64> {
+            page["scenarios"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s["id"].as_u64())
+                .collect()
+        };
+        let (_, by_name) = call(
             &make,
             Method::GET,
-            &format!("/scenarios?teamId={team}&pg%5Blimit%5D=x"),
+            &format!("/scenarios?teamId={team}"),
             None,
         )
         .await;
-        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(ids_of(&by_name)[0], ids[9]);
+        let (_, by_id) = call(
+            &make,
+            Method::GET,
+            &format!("/scenarios?teamId={team}&pg%5BsortBy%5D=id&pg%5BsortDir%5D=desc"),
+            None,
+        )
+        .await;
+        assert_eq!(ids_of(&by_id), [ids[9], ids[8], ids[7], ids[6]]);
+        assert_eq!(by_id["pg"]["sortBy"], "id");
+
+        for bad in [
+            "pg%5Blimit%5D=x",
+            "pg%5BsortBy%5D=operations",
+            "pg%5BsortDir%5D=up",
+        ] {
+            let (status, _) = call(
+                &make,
+                Method::GET,
+                &format!("/scenarios?teamId={team}&{bad}"),
+                None,
+            )
+            .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        }
     }
 
     #[tokio::test]

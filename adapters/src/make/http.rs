@@ -15,6 +15,11 @@ use crate::provider::{ProviderError, ProviderResult};
 
 /// Longest provider text quoted back in an error.
 const QUOTE: usize = 300;
+/// The longest answer read: a scenario's blueprint is rarely more than a few MiB, and a longer
+/// answer (a broken or hostile server) is refused rather than held in memory.
+pub(super) const LONGEST_ANSWER: usize = 64 << 20;
+/// The longest error body read for its message (beyond it, the status alone speaks).
+const LONGEST_ERROR: usize = 64 << 10;
 
 pub(super) fn quote(text: &str) -> String {
     crate::http::quote(text, QUOTE)
@@ -175,14 +180,50 @@ pub(super) fn error_text(body: &[u8]) -> Option<String> {
     (!parts.is_empty()).then(|| quote(&parts.join("; ")))
 }
 
-/// Classifies a response: 2xx parsed as JSON, everything else an error with Make's message.
+/// A response's body, or None when it is longer than `max` bytes (refused unread when its
+/// declared length says so, else read no further than `max`).
+async fn body(mut response: reqwest::Response, max: usize) -> ProviderResult<Option<Vec<u8>>> {
+    if response
+        .content_length()
+        .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > max))
+    {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| ProviderError::Transient(format!("reading the response failed: {e}")))?
+    {
+        if chunk.len() > max - bytes.len() {
+            return Ok(None);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Some(bytes))
+}
+
+/// Classifies a response: 2xx parsed as JSON (at most [`LONGEST_ANSWER`] of it), everything
+/// else an error with Make's message.
 async fn read(response: reqwest::Response) -> ProviderResult<Value> {
     let status = response.status();
     let wait = retry_after(response.headers());
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| ProviderError::Transient(format!("reading the response failed: {e}")))?;
+    let max = if status.is_success() {
+        LONGEST_ANSWER
+    } else {
+        LONGEST_ERROR
+    };
+    let bytes = match body(response, max).await? {
+        Some(bytes) => bytes,
+        None if status.is_success() => {
+            return Err(ProviderError::InvalidResponse(format!(
+                "HTTP {} with an answer longer than {} MiB; not read",
+                status.as_u16(),
+                LONGEST_ANSWER >> 20
+            )));
+        }
+        None => Vec::new(),
+    };
     if status.is_success() {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Value::Null);

@@ -236,9 +236,31 @@ pub fn log_status(status: &str) -> Option<u8> {
     }
 }
 
+/// The longest run a log's `duration` is taken to say: Make ends a run long before (40 minutes
+/// at most), so anything longer is a broken or hostile answer, cut to this.
+pub const LONGEST_RUN: chrono::TimeDelta = chrono::TimeDelta::days(7);
+
+/// A log's `duration` (milliseconds) as a run's length: missing, negative or unreadable is
+/// none, more than [`LONGEST_RUN`] (a number of any size or kind) is [`LONGEST_RUN`].
+fn run_length(duration: Option<&Value>) -> chrono::TimeDelta {
+    let longest = LONGEST_RUN.num_milliseconds();
+    let ms = match duration {
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(ms), _, _) => ms.clamp(0, longest),
+            (None, Some(_), _) => longest,
+            // `as` saturates (NaN is 0) and the clamp bounds the rest.
+            (None, None, Some(ms)) => (ms as i64).clamp(0, longest),
+            (None, None, None) => 0,
+        },
+        _ => 0,
+    };
+    chrono::TimeDelta::try_milliseconds(ms).unwrap_or(chrono::TimeDelta::zero())
+}
+
 /// One scenario log entry as an execution; None for entries that are not runs (`modify`: an
 /// edit of the scenario). `timestamp` is when the run was logged; its end is that plus
-/// `duration` (milliseconds). Logs carry no error text (the log's detail endpoint does).
+/// `duration` (milliseconds, at most [`LONGEST_RUN`]; none when the sum is past what a time can
+/// be). Logs carry no error text (the log's detail endpoint does).
 pub fn execution(log: &Value, scenario_id: &str) -> ProviderResult<Option<Execution>> {
     if log.get("type").and_then(Value::as_str) == Some("modify") {
         return Ok(None);
@@ -254,10 +276,9 @@ pub fn execution(log: &Value, scenario_id: &str) -> ProviderResult<Option<Execut
         Some(_) => ("unknown", false),
     };
     let started_at = time(log, "timestamp");
-    let stopped_at = started_at.filter(|_| finished).map(|t| {
-        let ms = log.get("duration").and_then(Value::as_i64).unwrap_or(0);
-        t + chrono::Duration::milliseconds(ms.max(0))
-    });
+    let stopped_at = started_at
+        .filter(|_| finished)
+        .and_then(|t| t.checked_add_signed(run_length(log.get("duration"))));
     Ok(Some(Execution {
         id,
         workflow_id: Some(scenario_id.to_owned()),
@@ -411,6 +432,40 @@ mod tests {
         assert!(execution(&json!({"status": 1}), "1").is_err());
         assert_eq!(log_status("warning"), Some(2));
         assert_eq!(log_status("waiting"), None);
+    }
+
+    #[test]
+    fn a_hostile_log_duration_is_cut_short_instead_of_panicking() {
+        let log = |duration: Value| {
+            json!({"id": "a1", "status": 1, "type": "auto",
+                   "timestamp": "9999-12-31T23:59:59.000Z", "duration": duration})
+        };
+        let started = DateTime::parse_from_rfc3339("9999-12-31T23:59:59.000Z")
+            .map(|t| t.with_timezone(&Utc))
+            .ok();
+        let stop = |duration: Value| {
+            execution(&log(duration), "1")
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|| panic!("a run"))
+                .stopped_at
+        };
+        let longest = started.map(|t| t + LONGEST_RUN);
+        for absurd in [
+            json!(i64::MAX),
+            json!(u64::MAX),
+            json!(1e300),
+            json!(f64::MAX),
+        ] {
+            assert_eq!(stop(absurd.clone()), longest, "{absurd}");
+        }
+        for none in [json!(i64::MIN), json!(-1.5), json!("soon"), Value::Null] {
+            assert_eq!(stop(none.clone()), started, "{none}");
+        }
+        assert_eq!(
+            stop(json!(1500.9)).map(|t| t - chrono::TimeDelta::milliseconds(1500)),
+            started
+        );
+        assert_eq!(run_length(Some(&json!(2000))).num_milliseconds(), 2000);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use adapters::{
     Connection, ExecutionFilter, Limits, Provider, ProviderError, ProviderKind, ProviderResult,
 };
 use serde_json::{Value, json};
-use workflowops_tests::make::{Fault, MakeConfig, MakePeer};
+use workflowops_tests::make::{Fault, MakeConfig, MakePeer, Quirk};
 
 fn connect(base_url: &str, api_key: &str, limits: Limits) -> ProviderResult<Arc<dyn Provider>> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -679,4 +679,400 @@ async fn a_base_url_without_a_team_is_refused() {
         connect(&make.base_url(999_999), &make.api_key(), fast()).unwrap_or_else(|e| panic!("{e}"));
     let e = missing.test_connection().await;
     assert!(matches!(e, Err(ProviderError::NotFound(_))), "{e:?}");
+}
+
+/// Every workflow of a listing, page by page; a walk longer than `max_pages` is a bug.
+async fn walk(
+    a: &dyn Provider,
+    mut cursor: Option<String>,
+    max_pages: usize,
+) -> ProviderResult<Vec<Value>> {
+    let mut listed = Vec::new();
+    for _ in 0..max_pages {
+        let page = a.list_workflows(cursor.as_deref()).await?;
+        listed.extend(page.items);
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            return Ok(listed);
+        }
+    }
+    panic!("the walk did not end within {max_pages} pages");
+}
+
+fn ids(workflows: &[Value]) -> Vec<u64> {
+    workflows.iter().map(|w| num(&w["id"])).collect()
+}
+
+// PROV-001, ENV-013: lists are sorted by id, so a scenario renamed or created while a sync walks
+// the pages moves nothing across the walk's offset (Make's default order is by name)
+#[tokio::test]
+async fn a_scenario_renamed_or_created_mid_walk_is_neither_skipped_nor_listed_twice() {
+    let make = MakePeer::start(MakeConfig {
+        max_page: 5,
+        ..MakeConfig::default()
+    })
+    .await;
+    let team = make.team();
+    let seeded = make.seed_scenarios(team, 10);
+    let a = adapter(&make, team);
+
+    let first = ok(a.list_workflows(None).await);
+    assert_eq!(ids(&first.items), seeded[..5]);
+    make.rename_scenario(seeded[9], "A renamed one");
+    let created = make.add_scenario(team, json!({"name": "A new one", "flow": []}));
+    let rest = ok(walk(a.as_ref(), first.next_cursor, 10).await);
+
+    let mut all = ids(&first.items);
+    all.extend(ids(&rest));
+    let mut expected = seeded.clone();
+    expected.push(created);
+    assert_eq!(all, expected, "every scenario once, in id order");
+
+    let lists: Vec<String> = make
+        .request_log()
+        .into_iter()
+        .filter(|l| l.starts_with("GET /api/v2/scenarios?"))
+        .collect();
+    assert!(
+        lists
+            .iter()
+            .all(|l| l.contains("pg%5BsortBy%5D=id") && l.contains("pg%5BsortDir%5D=asc")),
+        "{lists:?}"
+    );
+}
+
+// PROV-004, ENV-013: connections and team members are walked in id order too; scenario logs
+// keep Make's newest-first order
+#[tokio::test]
+async fn connections_and_members_are_walked_in_id_order_and_logs_newest_first() {
+    let make = MakePeer::start(MakeConfig {
+        max_page: 2,
+        ..MakeConfig::default()
+    })
+    .await;
+    let team = make.team();
+    let zeta = make.add_connection(team, "Zeta", "slack2", "oauth");
+    let alpha = make.add_connection(team, "Alpha", "google", "oauth");
+    let mid = make.add_connection(team, "Mid", "http", "basic");
+    let ada = make.add_user(team, "Ada", "ada@example.com", 11);
+    let grace = make.add_user(team, "Grace", "grace@example.com", 12);
+    let linus = make.add_user(team, "Linus", "linus@example.com", 12);
+    let scenario = make.seed_scenarios(team, 1)[0];
+    let old = make.add_log(scenario, 1);
+    let new = make.add_log(scenario, 3);
+    let a = adapter(&make, team);
+
+    let mut connections = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = ok(a.list_credentials(cursor.as_deref()).await);
+        connections.extend(page.items.into_iter().map(|c| c.id));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(
+        connections,
+        [zeta, alpha, mid].map(|i| i.to_string()),
+        "by id, not by name"
+    );
+    let mut users = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = ok(a.list_users(cursor.as_deref()).await);
+        users.extend(page.items.into_iter().map(|u| u.id));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(
+        users,
+        [ada, grace, linus].map(|i| i.to_string()),
+        "oldest first, not newest"
+    );
+    let runs = ok(a
+        .list_executions(
+            None,
+            &ExecutionFilter {
+                workflow_id: Some(scenario.to_string()),
+                ..ExecutionFilter::default()
+            },
+        )
+        .await);
+    let runs: Vec<String> = runs.items.into_iter().map(|e| e.id).collect();
+    assert_eq!(runs, [new, old]);
+
+    let log = make.request_log();
+    let sorted = |l: &String| l.contains("pg%5BsortBy%5D=id") && l.contains("pg%5BsortDir%5D=asc");
+    for list in ["GET /api/v2/connections?", "GET /api/v2/users?"] {
+        let sent: Vec<&String> = log.iter().filter(|l| l.starts_with(list)).collect();
+        assert!(
+            !sent.is_empty() && sent.iter().all(|l| sorted(l)),
+            "{sent:?}"
+        );
+    }
+    assert!(
+        log.iter()
+            .filter(|l| l.contains("/logs"))
+            .all(|l| !l.contains("sortBy")),
+        "logs keep Make's order: {log:?}"
+    );
+}
+
+// PROV-001: a listing that does not page (no `pg`, or the same items whatever the offset) is
+// refused instead of walked forever; a cursor stored as a plain offset still works
+#[tokio::test]
+async fn a_listing_that_does_not_page_is_refused_instead_of_walked_forever() {
+    let make = MakePeer::start(MakeConfig {
+        max_page: 2,
+        ..MakeConfig::default()
+    })
+    .await;
+    let team = make.team();
+    let seeded = make.seed_scenarios(team, 5);
+    let a = adapter(&make, team);
+
+    for quirks in [
+        &[Quirk::ListsWithoutPg][..],
+        &[Quirk::ListsIgnoreOffset],
+        &[Quirk::ListsWithoutPg, Quirk::ListsIgnoreOffset],
+    ] {
+        make.clear_quirks();
+        for q in quirks {
+            make.set_quirk(*q);
+        }
+        let e = walk(a.as_ref(), None, 10).await;
+        assert!(
+            matches!(e, Err(ProviderError::InvalidResponse(_))),
+            "{quirks:?}: {:?}",
+            e.map(|w| ids(&w))
+        );
+        if quirks == [Quirk::ListsIgnoreOffset] {
+            // An offset no page can follow, from a cursor stored as a plain number.
+            let e = a.list_workflows(Some(&u64::MAX.to_string())).await;
+            assert!(
+                matches!(e, Err(ProviderError::InvalidResponse(_))),
+                "{:?}",
+                e.map(|p| p.next_cursor)
+            );
+        }
+        let e = a.list_credentials(None).await;
+        if quirks.contains(&Quirk::ListsWithoutPg) {
+            assert!(
+                matches!(e, Err(ProviderError::InvalidResponse(_))),
+                "{quirks:?}: {e:?}"
+            );
+        }
+    }
+    make.clear_quirks();
+
+    let from_stored = ok(walk(a.as_ref(), Some("2".into()), 10).await);
+    assert_eq!(ids(&from_stored), seeded[2..]);
+    let bad = a.list_workflows(Some("2:")).await;
+    assert!(bad.is_ok(), "an offset with no id: {bad:?}");
+    for bad in ["", "x:1", "-1", "18446744073709551616:1"] {
+        let e = a.list_workflows(Some(bad)).await;
+        assert!(
+            matches!(e, Err(ProviderError::Validation(_))),
+            "{bad}: {e:?}"
+        );
+    }
+}
+
+// PROV-001: ownership fails closed: a scenario or team answered without its id is refused, and
+// nothing is written on the strength of it
+#[tokio::test]
+async fn a_scenario_or_team_answered_without_its_team_is_refused() {
+    let make = MakePeer::start(MakeConfig::default()).await;
+    let team = make.team();
+    let id = make.seed_scenarios(team, 1)[0];
+    make.add_log(id, 1);
+    let key = id.to_string();
+    let a = adapter(&make, team);
+    make.set_quirk(Quirk::ScenariosWithoutTeam);
+
+    let invalid = |r: &ProviderResult<Value>| matches!(r, Err(ProviderError::InvalidResponse(_)));
+    let got = a.get_workflow(&key).await;
+    assert!(invalid(&got), "{got:?}");
+    let updated = a.update_workflow(&key, &json!({"name": "Changed"})).await;
+    assert!(invalid(&updated), "{updated:?}");
+    let started = a.set_active(&key, true).await;
+    assert!(invalid(&started), "{started:?}");
+    let deleted = a.delete_workflow(&key).await;
+    assert!(
+        matches!(deleted, Err(ProviderError::InvalidResponse(_))),
+        "{deleted:?}"
+    );
+    let listed = a.list_workflows(None).await;
+    assert!(
+        matches!(listed, Err(ProviderError::InvalidResponse(_))),
+        "{:?}",
+        listed.map(|p| p.items)
+    );
+    let logs = a
+        .list_executions(
+            None,
+            &ExecutionFilter {
+                workflow_id: Some(key.clone()),
+                ..ExecutionFilter::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(logs, Err(ProviderError::InvalidResponse(_))),
+        "{logs:?}"
+    );
+    make.clear_quirks();
+    let scenario = make.scenario(id).unwrap_or_default();
+    assert_eq!(scenario["name"], "Scenario 001", "not renamed");
+    assert_eq!(scenario["isActive"], false, "not started");
+
+    make.set_quirk(Quirk::TeamWithoutId);
+    let e = a.test_connection().await;
+    assert!(matches!(e, Err(ProviderError::InvalidResponse(_))), "{e:?}");
+}
+
+// PROV-001, ENV-013: a listing that answers another team's scenarios too (a server ignoring
+// `teamId`) yields only this team's; theirs are left out unread
+#[tokio::test]
+async fn another_teams_scenarios_in_a_listing_are_left_out() {
+    let make = MakePeer::start(MakeConfig {
+        max_page: 2,
+        ..MakeConfig::default()
+    })
+    .await;
+    let production = make.team();
+    let staging = make.add_team("Staging");
+    let theirs = make.seed_scenarios(staging, 2);
+    let ours = make.seed_scenarios(production, 3);
+    make.set_quirk(Quirk::ListsIgnoreTeam);
+    let a = adapter(&make, production);
+
+    let listed = ok(walk(a.as_ref(), None, 10).await);
+    assert_eq!(ids(&listed), ours);
+    let log = make.request_log();
+    for id in theirs {
+        assert!(
+            !log.iter().any(|l| l.contains(&format!("/scenarios/{id}"))),
+            "{id} was not read: {log:?}"
+        );
+    }
+}
+
+// PROV-001: a scenario's logs are listed only when it is this team's, whatever cursor is given,
+// and that is checked once per walk
+#[tokio::test]
+async fn another_teams_logs_are_not_listed_whatever_the_cursor() {
+    let make = MakePeer::start(MakeConfig {
+        max_page: 2,
+        ..MakeConfig::default()
+    })
+    .await;
+    let production = make.team();
+    let staging = make.add_team("Staging");
+    let theirs = make.seed_scenarios(staging, 1)[0];
+    make.add_log(theirs, 1);
+    let ours = make.seed_scenarios(production, 1)[0];
+    for _ in 0..5 {
+        make.add_log(ours, 1);
+    }
+    let filter = |id: u64| ExecutionFilter {
+        workflow_id: Some(id.to_string()),
+        ..ExecutionFilter::default()
+    };
+    let a = adapter(&make, production);
+
+    for cursor in [None, Some("0"), Some("2"), Some("2:ffff")] {
+        let e = a.list_executions(cursor, &filter(theirs)).await;
+        assert!(
+            matches!(e, Err(ProviderError::NotFound(_))),
+            "{cursor:?}: {e:?}"
+        );
+    }
+
+    let reads = |make: &MakePeer| {
+        let read = format!("GET /api/v2/scenarios/{ours}");
+        make.request_log().iter().filter(|l| **l == read).count()
+    };
+    let mut cursor: Option<String> = None;
+    let mut runs = 0;
+    let mut second_page = None;
+    loop {
+        let page = ok(a.list_executions(cursor.as_deref(), &filter(ours)).await);
+        runs += page.items.len();
+        cursor = page.next_cursor;
+        second_page = second_page.or_else(|| cursor.clone());
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(runs, 5);
+    assert_eq!(reads(&make), 1, "ownership is checked once for three pages");
+
+    // A walk resumed by another adapter (a worker that restarted) checks it again, once.
+    let b = adapter(&make, production);
+    let mut cursor = second_page;
+    while let Some(c) = cursor {
+        cursor = ok(b.list_executions(Some(&c), &filter(ours)).await).next_cursor;
+    }
+    assert_eq!(reads(&make), 2);
+}
+
+// PROV-001: a 429 asking to wait longer than two minutes ends the call at once with that wait
+// (the engine schedules the next attempt), instead of holding a worker for it
+#[tokio::test]
+async fn a_retry_after_longer_than_two_minutes_ends_the_call_at_once() {
+    let make = MakePeer::start(MakeConfig::default()).await;
+    let team = make.team();
+    let a = adapter(&make, team);
+    assert!(Limits::default().tries > 1);
+
+    make.inject(Fault::RateLimited {
+        times: 10,
+        retry_after_secs: 600,
+    });
+    let before = make.requests();
+    let e = a.test_connection().await.err();
+    assert_eq!(
+        e,
+        Some(ProviderError::RateLimited {
+            retry_after: Some(Duration::from_secs(600))
+        })
+    );
+    assert_eq!(make.requests() - before, 1, "one request, no retry");
+    let before = make.requests();
+    let e = a
+        .create_workflow(&json!({"name": "Later", "blueprint": {"flow": []}}))
+        .await
+        .err();
+    assert!(
+        matches!(e, Some(ProviderError::RateLimited { retry_after: Some(d) }) if d.as_secs() == 600),
+        "{e:?}"
+    );
+    assert_eq!(make.requests() - before, 1);
+    make.clear_faults();
+    assert_eq!(make.scenario_count(team), 0);
+}
+
+// PROV-001: a provider's answer is read up to 64 MiB; a longer one is refused, whether its
+// length is declared or streamed
+#[tokio::test]
+async fn an_answer_longer_than_64_mib_is_refused() {
+    let make = MakePeer::start(MakeConfig::default()).await;
+    let id = make.seed_scenarios(make.team(), 1)[0].to_string();
+    let a = single_try(&make, &make.api_key(), Duration::from_secs(30));
+    for declared in [true, false] {
+        make.clear_quirks();
+        make.set_quirk(Quirk::HugeBlueprints { declared });
+        let e = a.get_workflow(&id).await;
+        assert!(
+            matches!(e, Err(ProviderError::InvalidResponse(ref m)) if m.contains("64 MiB")),
+            "declared: {declared}: {:?}",
+            e.map(|w| w["id"].clone())
+        );
+    }
+    make.clear_quirks();
+    ok(a.get_workflow(&id).await);
 }
