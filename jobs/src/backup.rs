@@ -612,6 +612,7 @@ impl Job for Restore {
             .filter(|(id, _)| wanted.as_ref().is_none_or(|w| w.contains(id)))
             .collect();
         let total = i64::try_from(chosen.len()).unwrap_or(i64::MAX);
+        let retrying = ctx.attempt > 1;
         for (i, (id, stored)) in chosen.into_iter().enumerate() {
             let item = ctx
                 .step(&format!("workflow:{id}"), || async {
@@ -641,10 +642,27 @@ impl Job for Restore {
                             .update_workflow(id, stored)
                             .await
                             .map(|w| ("updated", w)),
-                        None => provider
-                            .create_workflow(stored)
-                            .await
-                            .map(|w| ("created", w)),
+                        // A create whose answer an earlier attempt lost may have happened: the
+                        // copy it made (same name, same stored content) is adopted, not made twice.
+                        None => match adoptable(provider.as_ref(), stored, retrying).await {
+                            Err(e) => Err(e),
+                            Ok(Some(wf)) => Ok(("created", wf)),
+                            Ok(None) => match provider.create_workflow(stored).await {
+                                Ok(w) => Ok(("created", w)),
+                                Err(e)
+                                    if e.is_transient()
+                                        || matches!(
+                                            e,
+                                            adapters::ProviderError::InvalidResponse(_)
+                                        ) =>
+                                {
+                                    return Err(JobError::transient(format!(
+                                        "recreating workflow {id}: {e}; whether it was created is checked on the next attempt"
+                                    )));
+                                }
+                                Err(e) => Err(e),
+                            },
+                        },
                     };
                     match written {
                         Ok((result, wf)) => {
@@ -693,5 +711,33 @@ impl Job for Restore {
         )
         .await?;
         Ok(out)
+    }
+}
+
+/// On a retried restore, a workflow of the environment with `stored`'s name and the same stored
+/// content: the copy an earlier attempt created before its answer was lost. Listing costs a walk
+/// of the environment, so a first attempt does not look.
+async fn adoptable(
+    provider: &dyn adapters::Provider,
+    stored: &Value,
+    retrying: bool,
+) -> Result<Option<Value>, adapters::ProviderError> {
+    if !retrying {
+        return Ok(None);
+    }
+    let name = stored.get("name").and_then(Value::as_str).unwrap_or("");
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = provider.list_workflows(cursor.as_deref()).await?;
+        if let Some(found) = page.items.into_iter().find(|w| {
+            w.get("name").and_then(Value::as_str) == Some(name)
+                && workflow::storage_form(w) == *stored
+        }) {
+            return Ok(Some(found));
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(None),
+        }
     }
 }

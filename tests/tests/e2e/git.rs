@@ -611,3 +611,65 @@ async fn a_retried_backup_commits_nothing_twice_and_concurrent_backups_both_land
     assert_eq!(again["commit"], Value::Null, "{again}");
     assert_eq!(head(&repo), before, "no duplicate commit");
 }
+
+// WF-017: a restore whose create was carried out but whose answer was lost adopts the copy on
+// its next attempt instead of creating the workflow twice
+#[tokio::test]
+async fn a_restore_that_lost_a_creates_answer_does_not_create_it_twice() {
+    let app = TestApp::spawn_with(|c| c.allow_local_git = true).await;
+    let acme = app.tenant("acme").await;
+    let n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    let ids = n8n.seed_workflows(2, 3);
+    let env = setup(&app, &acme, &n8n).await;
+    let repo = bare_repo();
+    let put = app
+        .request(
+            reqwest::Method::PUT,
+            &format!("/api/v1/environments/{env}/git"),
+            Some(&acme.admin.token),
+            Some(&json!({"url": repo.0.display().to_string(), "auth": "none"})),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
+    run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{env}/sync"),
+        Some(&json!({"scope": "workflows"})),
+    )
+    .await;
+    run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{env}/backup"),
+        None,
+    )
+    .await;
+    n8n.remove_workflow(&ids[1]);
+    // The restore's one write (recreating the removed workflow) happens, its answer is cut.
+    n8n.truncate_write_after(0);
+    let (restore, out) = run_with_id(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{env}/restore"),
+        Some(&json!({})),
+    )
+    .await;
+    let attempts: i32 = sqlx::query_scalar("select attempt from engine_runs where id = $1")
+        .bind(restore)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(attempts, 2, "the lost answer made the first attempt fail");
+    assert_eq!(
+        (
+            out["created"].as_i64(),
+            out["unchanged"].as_i64(),
+            out["failed"].as_i64()
+        ),
+        (Some(1), Some(1), Some(0)),
+        "{out}"
+    );
+    assert_eq!(n8n.workflow_count(), 2, "one copy, not two");
+}
