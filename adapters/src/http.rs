@@ -128,6 +128,32 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
     )
 }
 
+/// A response's body, or None when it is longer than `max` bytes (refused unread when its
+/// declared length says so, else read no further than `max`).
+pub(crate) async fn body(
+    mut response: reqwest::Response,
+    max: usize,
+) -> ProviderResult<Option<Vec<u8>>> {
+    if response
+        .content_length()
+        .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > max))
+    {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| ProviderError::Transient(format!("reading the response failed: {e}")))?
+    {
+        if chunk.len() > max - bytes.len() {
+            return Ok(None);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Some(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

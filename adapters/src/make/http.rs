@@ -180,29 +180,6 @@ pub(super) fn error_text(body: &[u8]) -> Option<String> {
     (!parts.is_empty()).then(|| quote(&parts.join("; ")))
 }
 
-/// A response's body, or None when it is longer than `max` bytes (refused unread when its
-/// declared length says so, else read no further than `max`).
-async fn body(mut response: reqwest::Response, max: usize) -> ProviderResult<Option<Vec<u8>>> {
-    if response
-        .content_length()
-        .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > max))
-    {
-        return Ok(None);
-    }
-    let mut bytes = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| ProviderError::Transient(format!("reading the response failed: {e}")))?
-    {
-        if chunk.len() > max - bytes.len() {
-            return Ok(None);
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(Some(bytes))
-}
-
 /// Classifies a response: 2xx parsed as JSON (at most [`LONGEST_ANSWER`] of it), everything
 /// else an error with Make's message.
 async fn read(response: reqwest::Response) -> ProviderResult<Value> {
@@ -213,7 +190,7 @@ async fn read(response: reqwest::Response) -> ProviderResult<Value> {
     } else {
         LONGEST_ERROR
     };
-    let bytes = match body(response, max).await? {
+    let bytes = match crate::http::body(response, max).await? {
         Some(bytes) => bytes,
         None if status.is_success() => {
             return Err(ProviderError::InvalidResponse(format!(

@@ -26,6 +26,11 @@ use crate::provider::{
 pub const MAX_PAGE: u32 = 250;
 /// Longest provider text quoted back in an error.
 const QUOTE: usize = 120;
+/// The longest answer read: a page of workflows is large, but not unbounded (a host that never
+/// stops sending must not take the worker's memory).
+const LONGEST_ANSWER: usize = 256 << 20;
+/// The longest error body read for its message.
+const LONGEST_ERROR: usize = 64 << 10;
 
 fn quote(text: &str) -> String {
     crate::http::quote(text, QUOTE)
@@ -203,10 +208,22 @@ impl N8n {
 async fn read<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> ProviderResult<T> {
     let status = response.status();
     let wait = retry_after(response.headers());
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| ProviderError::Transient(format!("reading the response failed: {e}")))?;
+    let max = if status.is_success() {
+        LONGEST_ANSWER
+    } else {
+        LONGEST_ERROR
+    };
+    let bytes = match crate::http::body(response, max).await? {
+        Some(bytes) => bytes,
+        None if status.is_success() => {
+            return Err(ProviderError::InvalidResponse(format!(
+                "HTTP {} with an answer longer than {} MiB; not read",
+                status.as_u16(),
+                LONGEST_ANSWER >> 20
+            )));
+        }
+        None => Vec::new(),
+    };
     if status.is_success() {
         // An empty body reads as `null` (n8n answers some writes with nothing).
         let json: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
