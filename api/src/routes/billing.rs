@@ -749,13 +749,16 @@ enum Applied {
     /// A second live subscription for a provider the tenant already pays for through another
     /// (the one on file, kept).
     Duplicate(Subscription),
+    /// Such a second subscription, already ended (canceled by us, its audit entry possibly lost
+    /// with a transaction that failed after Stripe's answer; or by anyone else).
+    DuplicateEnded(Subscription),
 }
 
 impl Applied {
     fn stored(self) -> Option<Subscription> {
         match self {
             Self::Stored(s) => Some(s),
-            Self::Skipped | Self::Duplicate(_) => None,
+            Self::Skipped | Self::Duplicate(_) | Self::DuplicateEnded(_) => None,
         }
     }
 }
@@ -781,6 +784,9 @@ async fn apply(
         // Only the subscription on file ends the plan: a late `deleted` of an older one must not
         // undo a newer one.
         let Some(on_file) = on_file else {
+            if let Some(kept) = live_other(&mut *tx, tenant_id, remote).await? {
+                return Ok(Applied::DuplicateEnded(kept));
+            }
             return Ok(Applied::Skipped);
         };
         let default = entitlements::plans(&mut *tx, false)
@@ -863,6 +869,29 @@ async fn apply(
 /// so the tenant is not billed twice, and audited for the tenant and the platform. The one on
 /// file stays. Stripe refunds nothing by itself: the audit entry names the canceled
 /// subscription so that its first payment can be refunded.
+/// The tenant's subscription in good standing to the provider `remote` sells, when it is
+/// another Stripe subscription than `remote`.
+async fn live_other(
+    tx: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    remote: &billing::Subscription,
+) -> ApiResult<Option<Subscription>> {
+    let price = remote.price_id.as_deref().unwrap_or_default();
+    let Some(plan) = entitlements::plan_by_stripe_price(&mut *tx, price).await? else {
+        return Ok(None);
+    };
+    Ok(entitlements::subscriptions(&mut *tx, tenant_id)
+        .await?
+        .into_iter()
+        .find(|s| {
+            s.provider == plan.provider
+                && s.in_good_standing()
+                && s.stripe_subscription_id
+                    .as_deref()
+                    .is_some_and(|id| id != remote.id)
+        }))
+}
+
 async fn cancel_duplicate(
     tx: &mut sqlx::PgConnection,
     stripe: &Stripe,
@@ -876,9 +905,34 @@ async fn cancel_duplicate(
         "a second live Stripe subscription for one provider: canceling it"
     );
     let canceled = stripe.cancel_now(&remote.id).await.map_err(stripe_error)?;
+    audit_duplicate(tx, tenant_id, &canceled, kept, actor).await
+}
+
+/// Records a canceled second subscription, for the tenant and the platform, once per Stripe
+/// subscription: a later event about it (its `deleted`, or the retry of an event whose
+/// transaction failed after Stripe canceled it) finds the entry or writes the missing one.
+async fn audit_duplicate(
+    tx: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    canceled: &billing::Subscription,
+    kept: &Subscription,
+    actor: &Actor,
+) -> ApiResult<()> {
+    let recorded: bool = sqlx::query_scalar(
+        "select exists (select 1 from audit_logs where tenant_id = $1 \
+           and action = 'subscription.duplicate_canceled' \
+           and new_value->>'canceled_stripe_subscription_id' = $2)",
+    )
+    .bind(tenant_id)
+    .bind(&canceled.id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if recorded {
+        return Ok(());
+    }
     let record = json!({
-        "canceled_stripe_subscription_id": remote.id,
-        "canceled_price_id": remote.price_id,
+        "canceled_stripe_subscription_id": canceled.id,
+        "canceled_price_id": canceled.price_id,
         "status": canceled.status,
         "kept_stripe_subscription_id": kept.stripe_subscription_id,
         "kept_plan": kept.plan_key,
@@ -1062,6 +1116,10 @@ async fn handle(
             Applied::Skipped => return Ok("not_applied"),
             Applied::Duplicate(kept) => {
                 cancel_duplicate(tx, stripe, tenant_id, &remote, &kept, actor).await?;
+                return Ok("duplicate_canceled");
+            }
+            Applied::DuplicateEnded(kept) => {
+                audit_duplicate(tx, tenant_id, &remote, &kept, actor).await?;
                 return Ok("duplicate_canceled");
             }
         }

@@ -754,4 +754,27 @@ async fn a_second_live_subscription_arriving_by_webhook_is_canceled_at_once_and_
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(outcome, "duplicate_canceled");
+
+    // Stripe canceled it but our transaction failed after (the event unclaimed, the entry
+    // lost): Stripe sends the event again and the entry is written then, once.
+    for sql in [
+        "delete from audit_logs where action = 'subscription.duplicate_canceled'",
+        "delete from stripe_events where id = $1",
+    ] {
+        sqlx::query(sql)
+            .bind(&events[before].id)
+            .execute(&b.app.db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    b.stripe
+        .resend(&events[before].id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let again = b.audit("subscription.duplicate_canceled").await;
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(
+        again[0]["new_value"]["canceled_stripe_subscription_id"],
+        second.as_str()
+    );
 }
