@@ -433,6 +433,25 @@ pub async fn any_execution_stored(
     .await?)
 }
 
+/// Up to `limit` of an environment's live workflows a walk (`run_id`) did not see: what
+/// [`mark_missing`] would mark deleted.
+pub async fn unseen_workflow_ids(
+    db: impl PgExecutor<'_>,
+    environment_id: Uuid,
+    run_id: Uuid,
+    limit: i64,
+) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "select provider_id from env_workflows where environment_id = $1 \
+           and seen_by_run is distinct from $2 and deleted_at is null order by provider_id limit $3",
+    )
+    .bind(environment_id)
+    .bind(run_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
 /// The provider ids of an environment's workflows that are not deleted, in id order.
 pub async fn live_workflow_ids(
     db: impl PgExecutor<'_>,

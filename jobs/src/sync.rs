@@ -432,6 +432,41 @@ impl Sync {
         .await?;
         out.workflows = pages.iter().map(|p| p.items).sum();
         out.workflows_changed = pages.iter().map(|p| p.changed).sum();
+        if provider.kind() == ProviderKind::Make {
+            // Make pages by offset: a scenario deleted during the walk shifts the next page,
+            // and one scenario is skipped. What the walk did not see is read by id before it
+            // is called deleted (a few at most; beyond that, deletions are real).
+            let provider = Arc::clone(provider);
+            let db = db.clone();
+            ctx.step("workflows:confirm", || async move {
+                let unseen = catalog::unseen_workflow_ids(&db, env, run_id, 50)
+                    .await
+                    .map_err(domain_error)?;
+                let mut confirmed = 0u64;
+                for id in unseen {
+                    match provider.get_workflow(&id).await {
+                        Ok(wf) => {
+                            let mut tx = db.begin().await?;
+                            catalog::upsert_workflows(
+                                &mut tx,
+                                tenant,
+                                env,
+                                run_id,
+                                std::slice::from_ref(&wf),
+                            )
+                            .await
+                            .map_err(domain_error)?;
+                            tx.commit().await?;
+                            confirmed += 1;
+                        }
+                        Err(ProviderError::NotFound(_)) => {}
+                        Err(e) => return Err(provider_error(e)),
+                    }
+                }
+                Ok(confirmed)
+            })
+            .await?;
+        }
         out.workflows_deleted = Self::mark_missing(ctx, Synced::Workflows, env).await?;
         Ok(())
     }

@@ -467,3 +467,59 @@ async fn a_scenario_deleted_during_a_sync_does_not_fail_it() {
     .await;
     assert_eq!(out["executions"], 1, "{out}");
 }
+
+// ENV-017 on Make: a scenario a listing skipped (as an offset shifted by a deletion during the
+// walk does) is read by id before it is called deleted; a real deletion still is one
+#[tokio::test]
+async fn a_scenario_a_listing_skipped_is_not_marked_deleted() {
+    use workflowops_tests::make::Quirk;
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let make = MakePeer::start(MakeConfig::default()).await;
+    let team = make.team();
+    let google = make.add_connection(team, "Sales Google", "google", "oauth");
+    let skipped = make.add_scenario(team, blueprint("Skipped", google));
+    let gone = make.add_scenario(team, blueprint("Gone", google));
+    let env = make_environment(&app, &acme, &make, team).await;
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
+    let sync = || {
+        let (app, acme) = (&app, &acme);
+        async move {
+            run(
+                app,
+                acme,
+                &format!("/api/v1/environments/{env}/sync"),
+                Some(&json!({"scope": "workflows"})),
+            )
+            .await
+        }
+    };
+    assert_eq!(sync().await["workflows"], 2);
+    make.set_quirk(Quirk::ListsSkipScenario(skipped));
+    let out = sync().await;
+    assert_eq!(
+        (out["workflows"].as_i64(), out["workflows_deleted"].as_i64()),
+        (Some(1), Some(0)),
+        "{out}"
+    );
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}/api/v2/scenarios/{gone}", make.origin()))
+        .header("Authorization", format!("Token {}", make.api_key()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    let out = sync().await;
+    assert_eq!(out["workflows_deleted"], 1, "{out}");
+    let listed = app
+        .get(
+            &format!("/api/v1/workflows?environment_id={env}"),
+            &acme.admin,
+        )
+        .await;
+    let names: Vec<&str> = listed.body["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|w| w["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["Skipped"], "{}", listed.body);
+}
