@@ -31,7 +31,7 @@
 use serde_json::{Map, Value};
 
 use crate::json::Doc;
-use crate::workflow::{Graph, GraphEdge, GraphNode};
+use crate::workflow::{Graph, GraphEdge, GraphNode, strip_nulls};
 
 /// Parameters that hold ids of things that belong to one team (a promotion remaps connections;
 /// hooks and keys are the target team's own).
@@ -64,19 +64,6 @@ pub fn to_value<D: Doc>(doc: &D) -> Value {
     let mut out = Vec::new();
     doc.write_scalar(&mut out);
     serde_json::from_slice(&out).unwrap_or(Value::Null)
-}
-
-fn strip_nulls(v: &Value) -> Value {
-    match v {
-        Value::Object(o) => Value::Object(
-            o.iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), strip_nulls(v)))
-                .collect(),
-        ),
-        Value::Array(a) => Value::Array(a.iter().map(strip_nulls).collect()),
-        other => other.clone(),
-    }
 }
 
 fn top_fields(scenario: &Value, out: &mut Map<String, Value>) {
@@ -125,7 +112,7 @@ fn normalize_module(module: &Value) -> Value {
     let Some(o) = module.as_object() else {
         return strip_nulls(module);
     };
-    let gateway = module_name(module).starts_with("gateway:");
+    let gateway = is_gateway(module);
     let mut out = Map::new();
     for (k, v) in o {
         if v.is_null() || k == "metadata" {
@@ -139,8 +126,8 @@ fn normalize_module(module: &Value) -> Value {
                         p.iter()
                             .filter(|(k, v)| {
                                 !v.is_null()
-                                    && !TEAM_REFERENCES.contains(&k.as_str())
-                                    && (!gateway || k.as_str() != "hook")
+                                    && k.as_str() != CONNECTION_PARAM
+                                    && !is_team_owned(gateway, k)
                             })
                             .map(|(k, v)| (k.clone(), strip_nulls(v)))
                             .collect()
@@ -210,13 +197,7 @@ pub fn module_name(module: &Value) -> &str {
 /// How a module is named in reports and graphs: its label on the canvas when it has one, else
 /// `app:action [id]`.
 pub fn module_label(module: &Value) -> String {
-    let id = module
-        .get("id")
-        .map(|v| match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
-        .unwrap_or_default();
+    let id = module_id(module);
     module
         .get("metadata")
         .and_then(|m| m.get("designer"))
@@ -407,14 +388,16 @@ fn graph_named(scenario: &Value, name: fn(&Value) -> String) -> Graph {
 /// A module's name in diffs: `app:action [id]`, which a relabelling on the canvas does not change
 /// (the label is the designer's, not content).
 fn stable_name(module: &Value) -> String {
-    let id = module
-        .get("id")
-        .map(|v| match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
-        .unwrap_or_default();
-    format!("{} [{id}]", module_name(module))
+    format!("{} [{}]", module_name(module), module_id(module))
+}
+
+/// A module's `id` as text (a number in Make's blueprints).
+fn module_id(module: &Value) -> String {
+    match module.get("id") {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    }
 }
 
 /// The scenario in the shape of an n8n workflow, for the structural diff
@@ -483,10 +466,13 @@ pub fn diff_view(scenario: &Value) -> Value {
 
 /// Whether a parameter of `module` is a reference to something its team owns other than a
 /// connection (which promotions remap): webhooks and keys.
-fn is_team_owned(module: &Value, key: &str) -> bool {
-    key != CONNECTION_PARAM
-        && (TEAM_REFERENCES.contains(&key)
-            || (module_name(module).starts_with("gateway:") && key == "hook"))
+fn is_team_owned(gateway: bool, key: &str) -> bool {
+    key != CONNECTION_PARAM && (TEAM_REFERENCES.contains(&key) || (gateway && key == "hook"))
+}
+
+/// Whether a module is a gateway (webhook) module, whose `hook` parameter is its team's.
+fn is_gateway(module: &Value) -> bool {
+    module_name(module).starts_with("gateway:")
 }
 
 /// `scenario` with every module's webhook and key references taken from the module of the same
@@ -499,7 +485,7 @@ pub fn with_team_references_of(scenario: &Value, target: &Value) -> Value {
             let params = m.get("parameters")?.as_object()?;
             let owned: Map<String, Value> = params
                 .iter()
-                .filter(|(k, _)| is_team_owned(m, k))
+                .filter(|(k, _)| is_team_owned(is_gateway(m), k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             Some(((m.get("id")?.to_string(), module_name(m).to_owned()), owned))
@@ -511,9 +497,9 @@ pub fn with_team_references_of(scenario: &Value, target: &Value) -> Value {
             m.get("id").map(Value::to_string).unwrap_or_default(),
             module_name(m).to_owned(),
         );
-        let probe = m.clone();
+        let gateway = is_gateway(m);
         if let Some(params) = m.get_mut("parameters").and_then(Value::as_object_mut) {
-            params.retain(|k, _| !is_team_owned(&probe, k));
+            params.retain(|k, _| !is_team_owned(gateway, k));
             if let Some(owned) = theirs.get(&key) {
                 params.extend(owned.clone());
             }

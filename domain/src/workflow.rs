@@ -21,7 +21,7 @@ use crate::json::Doc;
 const WORKFLOW_KEEP: [&str; 5] = ["name", "nodes", "connections", "settings", "description"];
 const NODE_DROP: [&str; 4] = ["id", "webhookId", "position", "notesInFlow"];
 
-fn strip_nulls(v: &Value) -> Value {
+pub(crate) fn strip_nulls(v: &Value) -> Value {
     match v {
         Value::Object(o) => Value::Object(
             o.iter()

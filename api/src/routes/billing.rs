@@ -544,18 +544,15 @@ pub async fn change(
         )
         .await
         .map_err(stripe_error)?;
-    let after = apply(
-        &mut tx,
+    answered(
+        tx,
         tenant_id,
         &remote,
+        current,
         &ctx.actor(),
         "subscription.changed",
     )
-    .await?
-    .stored()
-    .unwrap_or(current);
-    tx.commit().await?;
-    Ok(Json(after))
+    .await
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -593,18 +590,15 @@ pub async fn cancel(
         stripe.cancel_now(&sub_id).await
     }
     .map_err(stripe_error)?;
-    let after = apply(
-        &mut tx,
+    answered(
+        tx,
         tenant_id,
         &remote,
+        current,
         &ctx.actor(),
         "subscription.cancelled",
     )
-    .await?
-    .stored()
-    .unwrap_or(current);
-    tx.commit().await?;
-    Ok(Json(after))
+    .await
 }
 
 /// Take back a cancellation at the period's end.
@@ -635,18 +629,15 @@ pub async fn resume(
         .set_cancel_at_period_end(&sub_id, false)
         .await
         .map_err(stripe_error)?;
-    let after = apply(
-        &mut tx,
+    answered(
+        tx,
         tenant_id,
         &remote,
+        current,
         &ctx.actor(),
         "subscription.resumed",
     )
-    .await?
-    .stored()
-    .unwrap_or(current);
-    tx.commit().await?;
-    Ok(Json(after))
+    .await
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -752,6 +743,24 @@ enum Applied {
     /// Such a second subscription, already ended (canceled by us, its audit entry possibly lost
     /// with a transaction that failed after Stripe's answer; or by anyone else).
     DuplicateEnded(Subscription),
+}
+
+/// Stores Stripe's answer to a change the tenant asked for and commits: the subscription as
+/// now on file (as it was, if the answer was not applied).
+async fn answered(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    tenant_id: Uuid,
+    remote: &billing::Subscription,
+    current: Subscription,
+    actor: &Actor,
+    action: &str,
+) -> ApiResult<Json<Subscription>> {
+    let after = apply(&mut tx, tenant_id, remote, actor, action)
+        .await?
+        .stored()
+        .unwrap_or(current);
+    tx.commit().await?;
+    Ok(Json(after))
 }
 
 impl Applied {

@@ -214,10 +214,7 @@ async fn view(
     mut incident: Incident,
 ) -> ApiResult<IncidentView> {
     let status = IncidentStatus::parse(&incident.status).unwrap_or(IncidentStatus::Closed);
-    let provider: String = sqlx::query_scalar("select provider from environments where id = $1")
-        .bind(incident.environment_id)
-        .fetch_one(&state.db)
-        .await?;
+    let provider = provider_of(state, tenant_id, incident.environment_id).await?;
     let mut conn = state.db.acquire().await?;
     let full_diff = entitlements::entitlements(&mut conn, tenant_id)
         .await?
@@ -589,10 +586,7 @@ pub async fn extend(
     let tenant_id = ctx.tenant_id();
     let actor = ctx.actor();
     let incident = drift::get(&state.db, tenant_id, id).await?;
-    let provider: String = sqlx::query_scalar("select provider from environments where id = $1")
-        .bind(incident.environment_id)
-        .fetch_one(&state.db)
-        .await?;
+    let provider = provider_of(&state, tenant_id, incident.environment_id).await?;
     ctx.require(
         &state.db,
         Feature::DriftSla,
@@ -600,7 +594,7 @@ pub async fn extend(
         "incident.extend",
     )
     .await?;
-    if policy_of(&state, tenant_id, incident.environment_id)
+    if policy_in(&state, tenant_id, &provider)
         .await?
         .needs_approval(ApprovalAction::ExtendTtl)
     {
@@ -782,16 +776,27 @@ async fn policy_of(
     tenant_id: Uuid,
     environment_id: Uuid,
 ) -> ApiResult<drift::Policy> {
-    let provider: String =
+    let provider = provider_of(state, tenant_id, environment_id).await?;
+    policy_in(state, tenant_id, &provider).await
+}
+
+/// [`policy_of`] an environment of `provider`.
+async fn policy_in(state: &AppState, tenant_id: Uuid, provider: &str) -> ApiResult<drift::Policy> {
+    let mut conn = state.db.acquire().await?;
+    Ok(drift::policy_in_force(&mut conn, tenant_id, provider)
+        .await?
+        .policy)
+}
+
+/// The provider of one of the tenant's environments.
+async fn provider_of(state: &AppState, tenant_id: Uuid, environment_id: Uuid) -> ApiResult<String> {
+    Ok(
         sqlx::query_scalar("select provider from environments where tenant_id = $1 and id = $2")
             .bind(tenant_id)
             .bind(environment_id)
             .fetch_one(&state.db)
-            .await?;
-    let mut conn = state.db.acquire().await?;
-    Ok(drift::policy_in_force(&mut conn, tenant_id, &provider)
-        .await?
-        .policy)
+            .await?,
+    )
 }
 
 async fn decide(
@@ -811,8 +816,8 @@ async fn decide(
     })?;
     // Who approves is the policy in force for the incident's environment; extending a TTL still
     // needs the plan's drift SLA when the approval is given (the plan may have changed since).
-    let asked: Option<(Uuid, String, String)> = sqlx::query_as(
-        "select i.environment_id, e.provider, a.action from drift_approvals a \
+    let asked: Option<(String, String)> = sqlx::query_as(
+        "select e.provider, a.action from drift_approvals a \
          join drift_incidents i on i.id = a.incident_id join environments e on e.id = i.environment_id \
          where a.tenant_id = $1 and a.id = $2",
     )
@@ -820,7 +825,7 @@ async fn decide(
     .bind(id)
     .fetch_optional(&state.db)
     .await?;
-    let Some((environment_id, provider, action)) = asked else {
+    let Some((provider, action)) = asked else {
         return Err(ApiError::not_found("approval not found"));
     };
     if approve && action == ApprovalAction::ExtendTtl.as_str() {
@@ -832,7 +837,7 @@ async fn decide(
         )
         .await?;
     }
-    let policy = policy_of(state, tenant_id, environment_id).await?;
+    let policy = policy_in(state, tenant_id, &provider).await?;
     if !policy
         .approver_roles
         .iter()

@@ -26,6 +26,30 @@ pub(crate) fn bare_repo() -> Repo {
     Repo(dir)
 }
 
+/// A bare repository connected as `env`'s Git backup, then a sync of its workflows and a
+/// backup into it (a worker must be running).
+pub(crate) async fn backed_up(app: &TestApp, t: &TenantFixture, env: Uuid) -> Repo {
+    let repo = bare_repo();
+    let put = app
+        .request(
+            reqwest::Method::PUT,
+            &format!("/api/v1/environments/{env}/git"),
+            Some(&t.admin.token),
+            Some(&json!({"url": repo.0.display().to_string(), "auth": "none"})),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    run(
+        app,
+        t,
+        &format!("/api/v1/environments/{env}/sync"),
+        Some(&json!({"scope": "workflows"})),
+    )
+    .await;
+    run(app, t, &format!("/api/v1/environments/{env}/backup"), None).await;
+    repo
+}
+
 /// Files the head commit touched, and the head's file list.
 pub(crate) fn head_files(repo: &Repo) -> (Vec<String>, Vec<String>) {
     let r = git2::Repository::open_bare(&repo.0).unwrap_or_else(|e| panic!("{e}"));
@@ -440,31 +464,8 @@ async fn a_restore_brings_back_the_backed_up_workflows() {
     let n8n = N8nEmulator::start(EmulatorConfig::default()).await;
     let ids = n8n.seed_workflows(6, 4);
     let env = setup(&app, &acme, &n8n).await;
-    let repo = bare_repo();
-    let put = app
-        .request(
-            reqwest::Method::PUT,
-            &format!("/api/v1/environments/{env}/git"),
-            Some(&acme.admin.token),
-            Some(&json!({"url": repo.0.display().to_string(), "auth": "none"})),
-        )
-        .await;
-    assert_eq!(put.status, 200, "{}", put.body);
     let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
-    run(
-        &app,
-        &acme,
-        &format!("/api/v1/environments/{env}/sync"),
-        Some(&json!({"scope": "workflows"})),
-    )
-    .await;
-    run(
-        &app,
-        &acme,
-        &format!("/api/v1/environments/{env}/backup"),
-        None,
-    )
-    .await;
+    let _repo = backed_up(&app, &acme, env).await;
     let hash = |id: &str| {
         n8n.workflow(id)
             .map(|w| domain::workflow::content_hash(&w))
@@ -621,31 +622,8 @@ async fn a_restore_that_lost_a_creates_answer_does_not_create_it_twice() {
     let n8n = N8nEmulator::start(EmulatorConfig::default()).await;
     let ids = n8n.seed_workflows(2, 3);
     let env = setup(&app, &acme, &n8n).await;
-    let repo = bare_repo();
-    let put = app
-        .request(
-            reqwest::Method::PUT,
-            &format!("/api/v1/environments/{env}/git"),
-            Some(&acme.admin.token),
-            Some(&json!({"url": repo.0.display().to_string(), "auth": "none"})),
-        )
-        .await;
-    assert_eq!(put.status, 200, "{}", put.body);
     let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
-    run(
-        &app,
-        &acme,
-        &format!("/api/v1/environments/{env}/sync"),
-        Some(&json!({"scope": "workflows"})),
-    )
-    .await;
-    run(
-        &app,
-        &acme,
-        &format!("/api/v1/environments/{env}/backup"),
-        None,
-    )
-    .await;
+    let _repo = backed_up(&app, &acme, env).await;
     n8n.remove_workflow(&ids[1]);
     // The restore's one write (recreating the removed workflow) happens, its answer is cut.
     n8n.truncate_write_after(0);

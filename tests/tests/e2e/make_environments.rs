@@ -9,7 +9,7 @@ use workflowops_tests::TestApp;
 use workflowops_tests::engine_support::{TestWorker, wait_for};
 use workflowops_tests::make::{MakeConfig, MakePeer};
 
-use super::git::{bare_repo, run};
+use super::git::{backed_up, bare_repo, run};
 
 /// A webhook feeding a Google Sheets row through `connection`, as Make's designer saves it.
 fn blueprint(name: &str, connection: u64) -> Value {
@@ -135,7 +135,7 @@ async fn a_make_team_is_synced_promoted_to_another_team_and_checked_for_drift() 
         creds.body
     );
 
-    // Executions come from each scenario's log; a later sync adds only what is new.
+    // Executions come from each scenario's log; a later sync adds the new run and repeats none.
     let executions = |env: Uuid| {
         let app = &app;
         let acme = &acme;
@@ -352,31 +352,8 @@ async fn a_make_teams_scenarios_are_backed_up_to_git_and_restored() {
     let orders = make.add_scenario(team, blueprint("Orders", google));
     let refunds = make.add_scenario(team, blueprint("Refunds", google));
     let env = make_environment(&app, &acme, &make, team).await;
-    let repo = bare_repo();
-    let put = app
-        .request(
-            reqwest::Method::PUT,
-            &format!("/api/v1/environments/{env}/git"),
-            Some(&acme.admin.token),
-            Some(&json!({"url": repo.0.display().to_string(), "auth": "none"})),
-        )
-        .await;
-    assert_eq!(put.status, 200, "{}", put.body);
     let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
-    run(
-        &app,
-        &acme,
-        &format!("/api/v1/environments/{env}/sync"),
-        Some(&json!({"scope": "workflows"})),
-    )
-    .await;
-    run(
-        &app,
-        &acme,
-        &format!("/api/v1/environments/{env}/backup"),
-        None,
-    )
-    .await;
+    let _repo = backed_up(&app, &acme, env).await;
     let original = make
         .blueprint(orders)
         .unwrap_or_else(|| panic!("no blueprint"));
