@@ -394,8 +394,8 @@ impl Pairs {
     }
 }
 
-/// Resolves [`Governed`]: the plans of each tenant with a stored policy (four queries per such
-/// tenant), for the providers it has environments with.
+/// Resolves [`Governed`]: the plans of every tenant with a stored policy (five queries however
+/// many tenants), for the providers it has environments with.
 pub async fn governed(db: &mut PgConnection) -> Result<Governed> {
     let pairs: Vec<(Uuid, String)> = sqlx::query_as(
         "select distinct p.tenant_id, e.provider from drift_policies p \
@@ -403,15 +403,16 @@ pub async fn governed(db: &mut PgConnection) -> Result<Governed> {
     )
     .fetch_all(&mut *db)
     .await?;
+    let mut tenants: Vec<Uuid> = pairs.iter().map(|(t, _)| *t).collect();
+    tenants.dedup();
+    let inputs = entitlements::load_many(&mut *db, &tenants).await?;
+    let now = Utc::now();
     let mut out = Governed::default();
     let mut resolved: Option<entitlements::Entitlements> = None;
     for (tenant, provider) in pairs {
         let ent = match resolved.take() {
             Some(ent) if ent.tenant_id == tenant => ent,
-            _ => {
-                let inputs = entitlements::load(&mut *db, tenant).await?;
-                entitlements::resolve(tenant, &inputs, Utc::now())
-            }
+            _ => entitlements::resolve(tenant, &inputs[&tenant], now),
         };
         if ent.allows(Feature::DriftPolicies, Some(&provider)) {
             out.policy.push(tenant, &provider);

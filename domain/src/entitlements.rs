@@ -766,6 +766,54 @@ pub async fn load(db: &mut sqlx::PgConnection, tenant_id: Uuid) -> Result<Inputs
     })
 }
 
+/// Loads what [`resolve`] needs for many tenants at once, in four queries however many there
+/// are (the sweeps that judge every tenant): each of `tenants` gets its own subscriptions and
+/// overrides, and every plan (resolution only looks at the ones it subscribes to and the
+/// defaults).
+pub async fn load_many(
+    db: &mut sqlx::PgConnection,
+    tenants: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Inputs>> {
+    let providers = providers(&mut *db).await?;
+    let plans = plans(&mut *db, false).await?;
+    let subscriptions: Vec<Subscription> = sqlx::query_as(sqlf!(
+        "{SUBSCRIPTION_SELECT} where s.tenant_id = any($1) order by s.provider"
+    ))
+    .bind(tenants)
+    .fetch_all(&mut *db)
+    .await?;
+    let overrides: Vec<Override> = sqlx::query_as(sqlf!(
+        "select {OVERRIDE_COLUMNS} from tenant_feature_overrides where tenant_id = any($1) \
+         order by feature, provider nulls first"
+    ))
+    .bind(tenants)
+    .fetch_all(&mut *db)
+    .await?;
+    let mut out: std::collections::HashMap<Uuid, Inputs> = tenants
+        .iter()
+        .map(|t| {
+            let inputs = Inputs {
+                providers: providers.clone(),
+                plans: plans.clone(),
+                subscriptions: Vec::new(),
+                overrides: Vec::new(),
+            };
+            (*t, inputs)
+        })
+        .collect();
+    for s in subscriptions {
+        if let Some(inputs) = out.get_mut(&s.tenant_id) {
+            inputs.subscriptions.push(s);
+        }
+    }
+    for o in overrides {
+        if let Some(inputs) = out.get_mut(&o.tenant_id) {
+            inputs.overrides.push(o);
+        }
+    }
+    Ok(out)
+}
+
 /// The providers `tenant_id` has environments with, in no particular order.
 pub async fn environment_providers(
     db: impl PgExecutor<'_>,

@@ -96,12 +96,10 @@ pub struct AtLimit {
 
 /// Tenants at a limit (ADMIN-011): seats against the tenant's own limit or its plan's, and
 /// each provider's environments against the tenant's own limit or its plan's (an unlimited plan
-/// capped at the server's `max_environments`). Five queries for the whole platform; the plans
+/// capped at the server's `max_environments`). Six queries for the whole platform; the plans
 /// are resolved in memory as [`entitlements::resolve`] does for one tenant.
 pub async fn at_limit(db: &mut sqlx::PgConnection, max_environments: i64) -> Result<Vec<AtLimit>> {
-    use std::collections::HashMap;
-
-    use crate::entitlements::{self, Feature, Inputs, Override, Plan, Subscription};
+    use crate::entitlements::{self, Feature};
 
     let usages: Vec<TenantUsage> = sqlx::query_as(sqlf!("{USAGE} order by t.slug"))
         .fetch_all(&mut *db)
@@ -111,24 +109,13 @@ pub async fn at_limit(db: &mut sqlx::PgConnection, max_environments: i64) -> Res
     )
     .fetch_all(&mut *db)
     .await?;
-    let providers = entitlements::providers(&mut *db).await?;
-    let plans: Vec<Plan> = entitlements::plans(&mut *db, false).await?;
-    let mut subscriptions: HashMap<Uuid, Vec<Subscription>> = HashMap::new();
-    for s in entitlements::all_subscriptions(&mut *db, None, None, None, i64::MAX, 0).await? {
-        subscriptions.entry(s.tenant_id).or_default().push(s);
-    }
-    let mut overrides: HashMap<Uuid, Vec<Override>> = HashMap::new();
-    for o in entitlements::all_overrides(&mut *db).await? {
-        overrides.entry(o.tenant_id).or_default().push(o);
-    }
+    let tenants: Vec<Uuid> = usages.iter().map(|u| u.tenant_id).collect();
+    let mut inputs = entitlements::load_many(&mut *db, &tenants).await?;
     let now = Utc::now();
     let mut out = Vec::new();
     for usage in usages {
-        let inputs = Inputs {
-            providers: providers.clone(),
-            plans: plans.clone(),
-            subscriptions: subscriptions.remove(&usage.tenant_id).unwrap_or_default(),
-            overrides: overrides.remove(&usage.tenant_id).unwrap_or_default(),
+        let Some(inputs) = inputs.remove(&usage.tenant_id) else {
+            continue;
         };
         let ent = entitlements::resolve(usage.tenant_id, &inputs, now);
         let mut limits = Vec::new();
@@ -139,7 +126,7 @@ pub async fn at_limit(db: &mut sqlx::PgConnection, max_environments: i64) -> Res
         if seats.is_some_and(|n| usage.members + usage.open_invitations >= n) {
             limits.push("members".to_owned());
         }
-        let full = providers.iter().any(|p| {
+        let full = inputs.providers.iter().any(|p| {
             let used = per_provider
                 .iter()
                 .find(|(t, provider, _)| *t == usage.tenant_id && *provider == p.key)
