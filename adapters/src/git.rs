@@ -3,13 +3,23 @@
 //! remote's head; if another writer pushed first (non-fast-forward), the changes are applied
 //! again on the new head and pushed again, so concurrent writers never lose a commit.
 //!
+//! Remote URLs are read here as libgit2 will use them ([`parse_remote`]): a network remote's
+//! host is checked against the server's setting ([`crate::net::Outbound`]) before every fetch
+//! and push, and libgit2 follows no redirect to another host.
+//!
 //! Everything here blocks (libgit2 is synchronous): call it from `spawn_blocking`.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 pub use git2::Oid;
-use git2::{Cred, FetchOptions, IndexEntry, IndexTime, PushOptions, RemoteCallbacks, Repository};
+use git2::{
+    Cred, FetchOptions, IndexEntry, IndexTime, PushOptions, RemoteCallbacks, RemoteRedirect,
+    Repository,
+};
 use secrecy::{ExposeSecret, SecretString};
+
+use crate::net::{DestinationError, Guard, Outbound};
 
 /// Where the repository is and how to authenticate.
 #[derive(Debug, Clone)]
@@ -46,6 +56,186 @@ pub enum GitError {
     Contended(u32),
     #[error("Git: {0}")]
     Other(String),
+    /// The remote may not be reached from this server (its address is outside
+    /// `WFO_OUTBOUND_NETWORKS`, or its URL is not one a remote may have). Never retried.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// What a remote URL names, as libgit2 reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteUrl {
+    /// `https://`, `http://`, `ssh://` or scp-like `[user@]host:path`: a host on the network.
+    Network { host: String, port: u16 },
+    /// `file://…` or an absolute path: the server's own file system.
+    Local(PathBuf),
+}
+
+/// Why a string is not a remote URL WorkflowOps uses. `Display` completes "the URL …".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoteUrlError {
+    #[error(
+        "must be an https://, http:// or ssh:// URL, or `user@host:path` (a host name, then the \
+         path after `:`)"
+    )]
+    Form,
+    #[error("must not use `{0}://`; use https://, http:// or ssh://")]
+    Scheme(String),
+    #[error("must not contain `..` path segments")]
+    DotDot,
+    #[error("must not carry a password or token (`user:token@`)")]
+    Credentials,
+    #[error("must be an absolute path when it is a local path")]
+    Relative,
+}
+
+/// Reads a remote URL the way libgit2 picks its transport, so what is checked is what is
+/// reached: `https://`, `http://` and `ssh://` URLs, scp-like `[user@]host:path` (libgit2
+/// takes any other string with a `:` for ssh), and local paths (`file://` or absolute; libgit2
+/// opens any existing directory as a repository, so a string that is neither must never pass
+/// for a network remote). `..` segments are refused in every form, and so is a password (a
+/// bare user such as `git@` is fine).
+pub fn parse_remote(url: &str) -> Result<RemoteUrl, RemoteUrlError> {
+    if url.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(RemoteUrlError::Form);
+    }
+    if url.split(['/', '\\', ':']).any(is_dot_dot) {
+        return Err(RemoteUrlError::DotDot);
+    }
+    if let Some((scheme, _)) = url.split_once("://") {
+        return parse_with_scheme(url, &scheme.to_ascii_lowercase());
+    }
+    // scp-like: the host ends at the first `:` (after a bracketed IPv6 address).
+    let split = match url.find("]:") {
+        Some(i) if url[..i].contains('[') => Some(i + 1),
+        _ => url.find(':'),
+    };
+    let Some(at) = split else {
+        let path = Path::new(url);
+        return if path.is_absolute() {
+            Ok(RemoteUrl::Local(path.to_path_buf()))
+        } else {
+            Err(RemoteUrlError::Relative)
+        };
+    };
+    let (head, path) = (&url[..at], &url[at + 1..]);
+    if head.contains('/') {
+        // A path with a `:` in it: libgit2 would take it for an ssh remote.
+        return Err(RemoteUrlError::Form);
+    }
+    if let Some((before, _)) = path.split_once('@') {
+        // `user:token@host:path` reads as host `user`, path `token@host:path`.
+        return Err(if before.contains('/') {
+            RemoteUrlError::Form
+        } else {
+            RemoteUrlError::Credentials
+        });
+    }
+    let (user, host) = match head.rsplit_once('@') {
+        Some((user, host)) => (Some(user), host),
+        None => (None, head),
+    };
+    let user_ok = user.is_none_or(|u| {
+        !u.is_empty()
+            && u.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'))
+    });
+    let bracketed = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .filter(|h| h.parse::<std::net::Ipv6Addr>().is_ok());
+    let host = match bracketed {
+        Some(v6) => v6,
+        None if is_host_name(host) => host,
+        None => return Err(RemoteUrlError::Form),
+    };
+    if !user_ok || path.is_empty() {
+        return Err(RemoteUrlError::Form);
+    }
+    Ok(RemoteUrl::Network {
+        host: host.to_owned(),
+        port: 22,
+    })
+}
+
+/// `scheme://…`: https, http and ssh on the network, file on this machine, nothing else.
+fn parse_with_scheme(url: &str, scheme: &str) -> Result<RemoteUrl, RemoteUrlError> {
+    // libgit2 and libssh2 read the authority with parsers of their own: anything the two could
+    // read differently (a `\`, escapes, several `@`, non-ASCII) could make the host checked
+    // here differ from the host reached.
+    let authority = url[scheme.len() + 3..]
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    if scheme != "file"
+        && (authority.is_empty()
+            || url.contains('\\')
+            || authority.contains('%')
+            || !authority.is_ascii()
+            || authority.matches('@').count() > 1)
+    {
+        return Err(RemoteUrlError::Form);
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|_| RemoteUrlError::Form)?;
+    match scheme {
+        "https" | "http" | "ssh" => {
+            if parsed.password().is_some() {
+                return Err(RemoteUrlError::Credentials);
+            }
+            let host = parsed
+                .host_str()
+                .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+                .filter(|h| is_host_name(h) || h.parse::<IpAddr>().is_ok())
+                .ok_or(RemoteUrlError::Form)?;
+            Ok(RemoteUrl::Network {
+                host: host.to_owned(),
+                port: parsed.port_or_known_default().unwrap_or(22),
+            })
+        }
+        "file" => parsed
+            .to_file_path()
+            .map(RemoteUrl::Local)
+            .map_err(|()| RemoteUrlError::Form),
+        other => Err(RemoteUrlError::Scheme(other.to_owned())),
+    }
+}
+
+/// A `..` segment, percent-encoded or not.
+fn is_dot_dot(segment: &str) -> bool {
+    segment.to_ascii_lowercase().replace("%2e", ".") == ".."
+}
+
+/// A DNS name (or dotted IPv4 address): letters, digits, `-` and `.`, not starting with `-`.
+fn is_host_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && !host.starts_with(['-', '.'])
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+}
+
+/// Refuses a remote that `outbound` does not let this server reach: a network remote whose
+/// host is or resolves to a refused address, or a string that is no remote URL at all (as may
+/// have been stored before these rules). Whether local paths are allowed is for the API to
+/// say when the URL is saved.
+///
+/// libgit2 resolves the host again when it connects, and has no hook to be handed checked
+/// addresses: a name that changes its answer in the milliseconds between this check and that
+/// connection (DNS rebinding) is not caught. That window is accepted; the check is repeated
+/// before every fetch and push, and redirects to other hosts are not followed.
+pub fn check_remote(url: &str, outbound: Outbound) -> Result<(), GitError> {
+    match parse_remote(url) {
+        Ok(RemoteUrl::Local(_)) => Ok(()),
+        Ok(RemoteUrl::Network { host, port }) => Guard::new(outbound)
+            .lookup_blocking(&host, port)
+            .map(drop)
+            .map_err(|e| match e {
+                DestinationError::Refused(r) => GitError::Refused(r.to_string()),
+                other => GitError::Unreachable(other.to_string()),
+            }),
+        Err(e) => Err(GitError::Refused(format!("the remote URL {e}"))),
+    }
 }
 
 impl From<git2::Error> for GitError {
@@ -101,7 +291,16 @@ fn callbacks(auth: &GitAuth) -> RemoteCallbacks<'_> {
 fn fetch_options(auth: &GitAuth) -> FetchOptions<'_> {
     let mut fo = FetchOptions::new();
     fo.remote_callbacks(callbacks(auth));
+    fo.follow_redirects(RemoteRedirect::None);
     fo
+}
+
+/// Push options: `callbacks`, and no redirect to another host (see [`fetch_options`]).
+fn push_options(callbacks: RemoteCallbacks<'_>) -> PushOptions<'_> {
+    let mut options = PushOptions::new();
+    options.remote_callbacks(callbacks);
+    options.follow_redirects(RemoteRedirect::None);
+    options
 }
 
 /// A working copy following `remote.branch`. The cache directory is locked (an exclusive
@@ -110,6 +309,8 @@ fn fetch_options(auth: &GitAuth) -> FetchOptions<'_> {
 pub struct Checkout {
     repo: Repository,
     remote: GitRemote,
+    /// Which networks the remote may be on: checked before every fetch and push.
+    outbound: Outbound,
     dir: PathBuf,
     _lock: std::fs::File,
 }
@@ -125,9 +326,23 @@ impl std::fmt::Debug for Checkout {
 }
 
 impl Checkout {
-    /// Opens the repository kept at `dir` (initialising it the first time) and fetches the
-    /// remote branch. An empty remote is fine: the first commit creates the branch.
+    /// [`Checkout::open_within`] with the checks every setting makes: whatever
+    /// `WFO_OUTBOUND_NETWORKS` says, a remote on a link-local (cloud metadata), unspecified,
+    /// multicast, broadcast or reserved address is refused. Callers that know the server's
+    /// setting pass it to `open_within`.
     pub fn open(remote: &GitRemote, dir: &Path) -> Result<Self, GitError> {
+        Self::open_within(remote, dir, Outbound::Any)
+    }
+
+    /// Opens the repository kept at `dir` (initialising it the first time) and fetches the
+    /// remote branch, if `outbound` lets this server reach the remote ([`check_remote`]). An
+    /// empty remote is fine: the first commit creates the branch.
+    pub fn open_within(
+        remote: &GitRemote,
+        dir: &Path,
+        outbound: Outbound,
+    ) -> Result<Self, GitError> {
+        check_remote(&remote.url, outbound)?;
         let lock = lock_dir(dir)?;
         let repo = match Repository::open_bare(dir) {
             Ok(repo) => repo,
@@ -146,6 +361,7 @@ impl Checkout {
         let checkout = Self {
             repo,
             remote: remote.clone(),
+            outbound,
             dir: dir.to_path_buf(),
             _lock: lock,
         };
@@ -158,6 +374,7 @@ impl Checkout {
     }
 
     fn fetch(&self) -> Result<(), GitError> {
+        check_remote(&self.remote.url, self.outbound)?;
         let mut origin = self.repo.find_remote("origin")?;
         let refspec = format!(
             "+refs/heads/{0}:{1}",
@@ -267,6 +484,7 @@ impl Checkout {
         let local = format!("refs/heads/{branch}");
         self.repo
             .reference(&local, commit, true, "branch to push")?;
+        check_remote(&self.remote.url, self.outbound)?;
         let mut origin = self.repo.find_remote("origin")?;
         let mut rejected: Option<String> = None;
         let mut cb = callbacks(&self.remote.auth);
@@ -276,8 +494,7 @@ impl Checkout {
             }
             Ok(())
         });
-        let mut options = PushOptions::new();
-        options.remote_callbacks(cb);
+        let mut options = push_options(cb);
         origin.push(&[format!("+{local}:{local}")], Some(&mut options))?;
         drop(options);
         match rejected {
@@ -373,6 +590,7 @@ impl Checkout {
     }
 
     fn push(&self, commit: git2::Oid) -> Result<(), PushError> {
+        check_remote(&self.remote.url, self.outbound).map_err(PushError::Git)?;
         let local = format!("refs/heads/{}", self.remote.branch);
         self.repo
             .reference(&local, commit, true, "commit to push")
@@ -389,8 +607,7 @@ impl Checkout {
             }
             Ok(())
         });
-        let mut options = PushOptions::new();
-        options.remote_callbacks(cb);
+        let mut options = push_options(cb);
         let result = origin.push(&[format!("{local}:{local}")], Some(&mut options));
         drop(options);
         match result {
@@ -430,9 +647,14 @@ pub fn blob_id(content: &[u8]) -> Result<git2::Oid, GitError> {
 }
 
 /// Proves read and write access (ENV-004) without leaving anything behind: lists the remote's
-/// refs, pushes a probe ref and deletes it again. `scratch` is a directory this may use.
-pub fn test_connection(remote: &GitRemote, scratch: &Path) -> Result<(), GitError> {
-    let checkout = Checkout::open(remote, scratch)?;
+/// refs, pushes a probe ref and deletes it again, if `outbound` lets this server reach it.
+/// `scratch` is a directory this may use.
+pub fn test_connection(
+    remote: &GitRemote,
+    scratch: &Path,
+    outbound: Outbound,
+) -> Result<(), GitError> {
+    let checkout = Checkout::open_within(remote, scratch, outbound)?;
     let probe = format!(
         "refs/workflowops-probe/{}",
         std::time::SystemTime::now()
@@ -455,6 +677,7 @@ pub fn test_connection(remote: &GitRemote, scratch: &Path) -> Result<(), GitErro
     checkout.repo.reference(&probe, commit, true, "probe")?;
     let mut origin = checkout.repo.find_remote("origin")?;
     let push = |origin: &mut git2::Remote<'_>, spec: &str| -> Result<(), GitError> {
+        check_remote(&remote.url, outbound)?;
         let mut rejected = None;
         let mut cb = callbacks(&remote.auth);
         cb.push_update_reference(|_r, status| {
@@ -463,8 +686,7 @@ pub fn test_connection(remote: &GitRemote, scratch: &Path) -> Result<(), GitErro
             }
             Ok(())
         });
-        let mut options = PushOptions::new();
-        options.remote_callbacks(cb);
+        let mut options = push_options(cb);
         origin.push(&[spec], Some(&mut options))?;
         drop(options);
         match rejected {
@@ -602,7 +824,7 @@ mod tests {
     fn the_connection_test_writes_nothing_that_stays() {
         let (dir, remote) = bare();
         let probe = temp("probe");
-        test_connection(&remote, &probe).unwrap_or_else(|e| panic!("{e}"));
+        test_connection(&remote, &probe, Outbound::Public).unwrap_or_else(|e| panic!("{e}"));
         let bare = Repository::open_bare(&*dir).unwrap_or_else(|e| panic!("{e}"));
         let refs: Vec<String> = bare
             .references()
@@ -619,10 +841,116 @@ mod tests {
             ..remote
         };
         let probe2 = temp("probe2");
-        let e = test_connection(&missing, &probe2);
+        let e = test_connection(&missing, &probe2, Outbound::Public);
         assert!(
             matches!(e, Err(GitError::Unreachable(_) | GitError::Other(_))),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn remote_urls_are_read_as_libgit2_reaches_them() {
+        let network = |host: &str, port: u16| {
+            Ok(RemoteUrl::Network {
+                host: host.to_owned(),
+                port,
+            })
+        };
+        for (url, expected) in [
+            (
+                "https://github.com/acme/flows.git",
+                network("github.com", 443),
+            ),
+            (
+                "http://git.internal:8080/r.git",
+                network("git.internal", 8080),
+            ),
+            (
+                "https://x-access-token@github.com/a/b",
+                network("github.com", 443),
+            ),
+            (
+                "ssh://git@github.com/acme/flows.git",
+                network("github.com", 22),
+            ),
+            ("ssh://git@[::1]:2222/r.git", network("::1", 2222)),
+            ("git@github.com:acme/flows.git", network("github.com", 22)),
+            ("github.com:acme/flows.git", network("github.com", 22)),
+            ("git@[fd00::1]:r.git", network("fd00::1", 22)),
+            ("git@10.0.0.5:/srv/r.git", network("10.0.0.5", 22)),
+            (
+                "/srv/git/flows.git",
+                Ok(RemoteUrl::Local("/srv/git/flows.git".into())),
+            ),
+            (
+                "file:///srv/git/flows.git",
+                Ok(RemoteUrl::Local("/srv/git/flows.git".into())),
+            ),
+        ] {
+            assert_eq!(parse_remote(url), expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn remote_urls_that_could_reach_elsewhere_are_refused() {
+        use RemoteUrlError as E;
+        for (url, expected) in [
+            // The `@` bypass: a path libgit2 would open as another environment's cache.
+            (
+                "/tmp/workflowops-git/0190-own/refs/remotes/origin/x@y/../../../0190-victim",
+                E::DotDot,
+            ),
+            ("https://github.com/a/../../b", E::DotDot),
+            ("https://github.com/a/%2e%2e/b", E::DotDot),
+            ("git@github.com:../b", E::DotDot),
+            ("relative/path@x", E::Relative),
+            ("x@y", E::Relative),
+            ("https://user:token@github.com/a/b.git", E::Credentials),
+            ("ssh://git:secret@github.com/a/b.git", E::Credentials),
+            ("user:token@github.com:a/b.git", E::Credentials),
+            ("git://github.com/a/b.git", E::Scheme("git".into())),
+            ("ext::sh -c touch% /tmp/x", E::Form),
+            ("/tmp/a:b", E::Form),
+            ("-oProxyCommand=x:y", E::Form),
+            ("git@:repo", E::Form),
+            ("git@host:", E::Form),
+            ("bad user@host:repo", E::Form),
+            ("https:///repo", E::Form),
+            ("https://evil.example\\@127.0.0.1/r.git", E::Form),
+            ("https://a@b@127.0.0.1/r.git", E::Form),
+            ("https://%31%32%37.0.0.1/r.git", E::Form),
+            ("", E::Form),
+        ] {
+            assert_eq!(parse_remote(url), Err(expected), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_remote_outside_the_allowed_networks_is_refused_before_libgit2_sees_it() {
+        let dir = temp("refused");
+        let remote = |url: &str| GitRemote {
+            url: url.to_owned(),
+            branch: "main".into(),
+            auth: GitAuth::None,
+        };
+        for (url, outbound, class) in [
+            ("http://169.254.169.254/r.git", Outbound::Any, "link-local"),
+            ("ssh://git@127.0.0.1/r.git", Outbound::Private, "loopback"),
+            ("git@10.0.0.1:r.git", Outbound::Public, "private"),
+            (
+                "https://[::ffff:169.254.169.254]/r.git",
+                Outbound::Any,
+                "link-local",
+            ),
+        ] {
+            let e = Checkout::open_within(&remote(url), &dir, outbound).err();
+            assert!(
+                matches!(&e, Some(GitError::Refused(m)) if m.contains(class) && m.contains("WFO_OUTBOUND_NETWORKS")),
+                "{url}: {e:?}"
+            );
+        }
+        assert!(!dir.exists(), "nothing was created for a refused remote");
+        let e = Checkout::open(&remote("/srv/../etc"), &dir).err();
+        assert!(matches!(e, Some(GitError::Refused(_))), "{e:?}");
     }
 }

@@ -1,6 +1,6 @@
 //! What every HTTP provider adapter does alike: one call paced by the environment's limiter and
 //! retried with backoff (Retry-After honoured, never a create sent twice), transport failures
-//! classified, provider text quoted safely.
+//! classified, redirects and web pages refused unread, provider text quoted safely.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -45,6 +45,7 @@ where
             transport(&e)
         })?;
         maybe_sent.store(true, Ordering::Relaxed);
+        refuse_unfit(&response)?;
         read(response).await
     };
     once.retry(
@@ -75,6 +76,40 @@ fn worth_retrying(e: &ProviderError, create: bool, maybe_sent: bool) -> bool {
     retriable && (!create || unsent)
 }
 
+/// Answers no provider API gives, refused before their body is read: a redirect (the client
+/// follows none; the user is told where it pointed, to fix the URL) and a web page where JSON
+/// was due (the URL names some other web server, whose page is not quoted back).
+fn refuse_unfit(response: &reqwest::Response) -> ProviderResult<()> {
+    let status = response.status();
+    if status.is_redirection() && status != reqwest::StatusCode::NOT_MODIFIED {
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| crate::net::redirect_target(response.url(), l));
+        return Err(match location {
+            Some(to) => ProviderError::Redirected(quote(&to, 300)),
+            None => ProviderError::Permanent(format!(
+                "HTTP {}: the server answered with a redirect that names no address",
+                status.as_u16()
+            )),
+        });
+    }
+    let html = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|t| t.to_str().ok())
+        .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html"));
+    if status.is_success() && html {
+        return Err(ProviderError::InvalidResponse(format!(
+            "HTTP {} with a web page where the API answers JSON; is the base URL the instance's \
+             own address?",
+            status.as_u16()
+        )));
+    }
+    Ok(())
+}
+
 /// A provider's text as it may appear in our messages: control characters blanked, at most
 /// `max` characters.
 pub(crate) fn quote(text: &str, max: usize) -> String {
@@ -90,8 +125,11 @@ pub(crate) fn quote(text: &str, max: usize) -> String {
 }
 
 /// A request that got no answer: transient, naming the host but not the path or query (which
-/// may carry ids).
+/// may carry ids); one the destination check stopped is refused for good, with its reason.
 pub(crate) fn transport(e: &reqwest::Error) -> ProviderError {
+    if let Some(refused) = crate::net::refusal(e) {
+        return ProviderError::Refused(refused.to_string());
+    }
     let what = if e.is_timeout() {
         "the request timed out"
     } else if e.is_connect() {

@@ -67,6 +67,14 @@ pub enum ProviderError {
     Unsupported(String),
     #[error("{0}")]
     Permanent(String),
+    /// The destination may not be called (an address outside `WFO_OUTBOUND_NETWORKS`); the
+    /// message names the address, its class and the setting. Never retried.
+    #[error("{0}")]
+    Refused(String),
+    /// The provider answered with a redirect, which is never followed (the API key would go
+    /// along, and the new address would escape the destination check).
+    #[error("the server redirected to `{0}`; use that URL as the environment's URL")]
+    Redirected(String),
 }
 
 impl ProviderError {
@@ -94,6 +102,8 @@ impl ProviderError {
             Self::InvalidResponse(_) => "provider_invalid_response",
             Self::Unsupported(_) => "provider_unsupported",
             Self::Permanent(_) => "provider_error",
+            Self::Refused(_) => "destination_refused",
+            Self::Redirected(_) => "provider_redirected",
         }
     }
 }
@@ -268,13 +278,22 @@ pub trait Provider: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'a, ProviderResult<Page<Execution>>>;
 }
 
-/// The provider registry (PROV-002): the adapter for a connection's provider.
+/// The provider registry (PROV-002): the adapter for a connection's provider. An address
+/// written in the base URL is checked against the client's setting here (adapters keep the
+/// base URL's host for every request, and the client checks names as they resolve).
 pub fn connect(
-    http: &reqwest::Client,
+    http: &crate::net::HttpClient,
     connection: Connection,
 ) -> ProviderResult<Arc<dyn Provider>> {
+    // No host, or a name: the adapter's own checks and the client's resolver speak.
+    if let Ok(url) = reqwest::Url::parse(connection.base_url.trim())
+        && let Err(crate::net::DestinationError::Refused(refused)) = http.check_literal(&url)
+    {
+        return Err(ProviderError::Refused(refused.to_string()));
+    }
+    let client = http.client().clone();
     match connection.kind {
-        ProviderKind::N8n => Ok(Arc::new(crate::n8n::N8n::new(http.clone(), connection)?)),
-        ProviderKind::Make => Ok(Arc::new(crate::make::Make::new(http.clone(), connection)?)),
+        ProviderKind::N8n => Ok(Arc::new(crate::n8n::N8n::new(client, connection)?)),
+        ProviderKind::Make => Ok(Arc::new(crate::make::Make::new(client, connection)?)),
     }
 }

@@ -54,6 +54,9 @@ pub struct AppConfig {
     pub event_poll: Duration,
     /// Outgoing email and where notifications may go.
     pub notify: jobs::notify::Settings,
+    /// Which networks calls to providers, Git remotes and the GitHub API may reach
+    /// (`WFO_OUTBOUND_NETWORKS`).
+    pub outbound: adapters::net::Outbound,
     /// Stripe, when paid plans are sold (BILL-*); `None`: plans are assigned by platform admins.
     pub stripe: Option<billing::Stripe>,
 }
@@ -77,6 +80,7 @@ impl AppConfig {
             allow_local_git: false,
             event_poll: Duration::from_secs(2),
             notify: jobs::notify::Settings::default(),
+            outbound: adapters::net::Outbound::default(),
             stripe: None,
         }
     }
@@ -105,7 +109,9 @@ impl AppState {
         let read_audit = ReadAudit::start(db.clone());
         Self(Arc::new(Inner {
             db,
-            jobs: jobs::Deps::new(Arc::clone(&keyring)).with_notify(config.notify.clone()),
+            jobs: jobs::Deps::new(Arc::clone(&keyring))
+                .with_notify(config.notify.clone())
+                .with_outbound(config.outbound),
             keyring,
             auth_cache: AuthCache::new(config.auth_cache_ttl),
             events: EventHub::new(),

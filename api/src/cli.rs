@@ -126,6 +126,7 @@ fn app_config(args: &ServeArgs) -> anyhow::Result<AppConfig> {
         allow_local_git: args.git_allow_local,
         event_poll: args.event_poll,
         notify: args.notify.settings()?,
+        outbound: args.outbound.outbound_networks.into(),
         stripe: args.stripe.client()?,
     })
 }
@@ -197,7 +198,10 @@ async fn worker(
     if !db::migrations_current(&pool).await? {
         bail!("the database schema is behind this binary: run `workflowops migrate` first");
     }
-    let registry = jobs::registry(&jobs::Deps::new(keyring).with_notify(args.notify.settings()?));
+    let deps = jobs::Deps::new(keyring)
+        .with_notify(args.notify.settings()?)
+        .with_outbound(args.outbound.outbound_networks.into());
+    let registry = jobs::registry(&deps);
     if let Some(unknown) = args
         .kinds
         .as_ref()

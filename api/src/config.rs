@@ -199,6 +199,38 @@ impl NotifyArgs {
     }
 }
 
+/// Which networks calls to providers and Git may reach (`WFO_OUTBOUND_NETWORKS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutboundNetworks {
+    /// Public addresses only (multi-tenant installations).
+    Public,
+    /// Public and private addresses: RFC 1918, unique local fc00::/7, CGNAT 100.64/10
+    /// (self-hosted n8n and Git servers).
+    Private,
+    /// Public, private and loopback addresses (everything on one machine).
+    Any,
+}
+
+impl From<OutboundNetworks> for adapters::net::Outbound {
+    fn from(value: OutboundNetworks) -> Self {
+        match value {
+            OutboundNetworks::Public => Self::Public,
+            OutboundNetworks::Private => Self::Private,
+            OutboundNetworks::Any => Self::Any,
+        }
+    }
+}
+
+/// Where calls to providers (n8n, Make), Git remotes and the GitHub API may go (serve, worker).
+#[derive(Debug, Clone, Args)]
+pub struct OutboundArgs {
+    /// Networks that calls to providers, Git remotes and the GitHub API may reach: `public`,
+    /// `private` (also RFC 1918, fc00::/7, CGNAT) or `any` (also loopback). Link-local (cloud
+    /// metadata), unspecified, multicast, broadcast and reserved addresses are always refused.
+    #[arg(long, env = "WFO_OUTBOUND_NETWORKS", value_enum, default_value_t = OutboundNetworks::Private)]
+    pub outbound_networks: OutboundNetworks,
+}
+
 /// Stripe, for paid plans (BILL-*). Unset: plans are assigned by platform admins only.
 #[derive(Debug, Clone, Args)]
 pub struct StripeArgs {
@@ -292,6 +324,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub notify: NotifyArgs,
     #[command(flatten)]
+    pub outbound: OutboundArgs,
+    #[command(flatten)]
     pub stripe: StripeArgs,
     #[command(flatten)]
     pub keys: KeyArgs,
@@ -327,6 +361,8 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub notify: NotifyArgs,
     #[command(flatten)]
+    pub outbound: OutboundArgs,
+    #[command(flatten)]
     pub keys: KeyArgs,
 }
 
@@ -341,6 +377,13 @@ pub struct DevArgs {
     /// In-process worker slots.
     #[arg(long, env = "WFO_WORKER_CONCURRENCY", default_value_t = 4)]
     pub concurrency: u32,
+    /// Networks that calls to providers, Git remotes and the GitHub API may reach; `any` here
+    /// (a development machine calls emulators and servers on 127.0.0.1), see `serve --help`.
+    #[arg(long, env = "WFO_OUTBOUND_NETWORKS", value_enum, default_value_t = OutboundNetworks::Any)]
+    pub outbound_networks: OutboundNetworks,
+    /// Accept local paths as Git remotes (a bare repository on this machine).
+    #[arg(long, env = "WFO_GIT_ALLOW_LOCAL", default_value_t = false, action = clap::ArgAction::Set)]
+    pub git_allow_local: bool,
     #[command(flatten)]
     pub notify: NotifyArgs,
     #[command(flatten)]
@@ -451,6 +494,29 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn outbound_networks_default_to_private_and_to_any_for_dev() {
+        let parse =
+            |args: &[&str]| Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let Command::Serve(serve) = parse(&["workflowops", "serve"]).command else {
+            panic!("serve");
+        };
+        assert_eq!(serve.outbound.outbound_networks, OutboundNetworks::Private);
+        let Command::Worker(worker) =
+            parse(&["workflowops", "worker", "--outbound-networks", "public"]).command
+        else {
+            panic!("worker");
+        };
+        assert_eq!(worker.outbound.outbound_networks, OutboundNetworks::Public);
+        let Command::Dev(dev) = parse(&["workflowops", "dev"]).command else {
+            panic!("dev");
+        };
+        assert_eq!(dev.outbound_networks, OutboundNetworks::Any);
+        assert!(
+            Cli::try_parse_from(["workflowops", "serve", "--outbound-networks", "all"]).is_err()
+        );
     }
 
     #[test]

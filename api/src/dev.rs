@@ -48,6 +48,8 @@ pub async fn run(
     let url = format!("http://{}", listener.local_addr()?);
     let mut config = AppConfig::new(url.clone());
     config.notify = args.notify.settings()?;
+    config.outbound = args.outbound_networks.into();
+    config.allow_local_git = args.git_allow_local;
     config.stripe = args.stripe.client()?;
     let state = AppState::new(pool.clone(), keyring, config);
     let registry = jobs::registry(&state.jobs);

@@ -39,6 +39,8 @@ fn start_worker(url: &str, key: &str) -> Child {
         .env("DATABASE_URL", url)
         .env("WFO_MASTER_KEY", key)
         .env("WFO_LOG", "warn")
+        // The n8n emulator listens on loopback.
+        .env("WFO_OUTBOUND_NETWORKS", "any")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

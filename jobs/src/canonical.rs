@@ -205,8 +205,9 @@ impl Job for GitSync {
                 let cache: PathBuf = deps.git_cache.join(format!("canonical-{tenant}"));
                 let folder = access.path.clone();
                 let remote = remote(&access);
+                let outbound = deps.outbound();
                 let read = tokio::task::spawn_blocking(move || {
-                    let checkout = Checkout::open(&remote, &cache)?;
+                    let checkout = Checkout::open_within(&remote, &cache, outbound)?;
                     read_repository(&checkout, &folder, &known)
                 })
                 .await
@@ -479,10 +480,11 @@ impl Job for Onboard {
         let folder = access.path.clone();
         let target = branch.clone();
         let git_remote = remote(&access);
+        let outbound = self.deps.outbound();
         let commit: Option<String> = ctx
             .step("commit", || async move {
                 tokio::task::spawn_blocking(move || {
-                    let mut checkout = Checkout::open(&git_remote, &cache)?;
+                    let mut checkout = Checkout::open_within(&git_remote, &cache, outbound)?;
                     let prefix = folder_prefix(&folder);
                     let index_path = format!("{prefix}index.json");
                     let mut index: BTreeMap<String, Value> = checkout

@@ -743,11 +743,12 @@ impl Reconcile {
             ctx.run_id
         );
         let remote = crate::backup::remote(&access);
+        let outbound = self.deps.outbound();
         let to_write = files.clone();
         let commit: Option<String> = ctx
             .step("commit", || async move {
                 tokio::task::spawn_blocking(move || {
-                    let mut checkout = Checkout::open(&remote, &cache)?;
+                    let mut checkout = Checkout::open_within(&remote, &cache, outbound)?;
                     let prefix = if folder.is_empty() {
                         String::new()
                     } else {

@@ -1,6 +1,11 @@
 //! The part of GitHub's REST API WorkflowOps uses: opening a pull request (CAN-018), finding
 //! the open one for a branch when it already exists (a retried run opens no duplicate).
+//!
+//! The API URL is the tenant's (`github_api_url`) and the request carries the repository's
+//! token: it goes through the provider client (only the networks `WFO_OUTBOUND_NETWORKS`
+//! allows, no redirects; a redirect is reported with where it pointed).
 
+use adapters::net::{DestinationError, HttpClient};
 use engine::JobError;
 use serde_json::{Value, json};
 
@@ -33,21 +38,55 @@ pub fn owner_and_name(url: &str) -> Option<(String, String)> {
     (!owner.is_empty() && !name.is_empty()).then_some((owner, name))
 }
 
+/// A request to `url`, if the client may call it (an address written in the URL is checked
+/// here, a name as it resolves).
 fn request(
-    http: &reqwest::Client,
+    http: &HttpClient,
     method: reqwest::Method,
-    url: String,
+    url: &str,
     token: Option<&str>,
-) -> reqwest::RequestBuilder {
+) -> Result<reqwest::RequestBuilder, JobError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| JobError::permanent(format!("the GitHub API URL is not a URL: {e}")))?;
+    http.check_literal(&parsed).map_err(|e| match e {
+        DestinationError::Unresolved { .. } => JobError::transient(format!("GitHub: {e}")),
+        other => JobError::permanent(format!("GitHub: {other}")),
+    })?;
     let mut req = http
-        .request(method, url)
+        .client()
+        .request(method, parsed)
         .header("Accept", "application/vnd.github+json")
         .header("X-GitHub-Api-Version", "2022-11-28")
         .header("User-Agent", "WorkflowOps");
     if let Some(token) = token {
         req = req.bearer_auth(token);
     }
-    req
+    Ok(req)
+}
+
+/// A failed send: refused for good when the destination check stopped it, else worth a retry.
+fn send_failed(e: &reqwest::Error) -> JobError {
+    match adapters::net::refusal(e) {
+        Some(refused) => JobError::permanent(format!("GitHub: {refused}")),
+        None => JobError::transient(format!("GitHub: {e}")),
+    }
+}
+
+/// A redirect is not followed (the token would go along): the user is told where it pointed.
+fn redirected(response: &reqwest::Response) -> Option<JobError> {
+    let status = response.status();
+    if !status.is_redirection() || status == reqwest::StatusCode::NOT_MODIFIED {
+        return None;
+    }
+    let to = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .and_then(|l| adapters::net::redirect_target(response.url(), l))
+        .unwrap_or_else(|| "an address it did not name".into());
+    Some(JobError::permanent(format!(
+        "GitHub answered {status}, redirecting to `{to}`; use that URL as the repository's github_api_url"
+    )))
 }
 
 fn failure(status: reqwest::StatusCode, body: &Value) -> JobError {
@@ -77,7 +116,7 @@ fn pull(body: &Value) -> Option<PullRequest> {
 
 /// Opens the pull request, or returns the open one from `head` to `base` if there is one.
 pub async fn open_pull_request(
-    http: &reqwest::Client,
+    http: &HttpClient,
     spec: &PullRequestSpec<'_>,
 ) -> Result<PullRequest, JobError> {
     let (owner, name) = owner_and_name(spec.repo_url).ok_or_else(|| {
@@ -87,17 +126,19 @@ pub async fn open_pull_request(
         ))
     })?;
     let api = spec.api_url.trim_end_matches('/');
-    let transient = |e: reqwest::Error| JobError::transient(format!("GitHub: {e}"));
     let response = request(
         http,
         reqwest::Method::POST,
-        format!("{api}/repos/{owner}/{name}/pulls"),
+        &format!("{api}/repos/{owner}/{name}/pulls"),
         spec.token,
-    )
+    )?
     .json(&json!({"title": spec.title, "body": spec.body, "head": spec.head, "base": spec.base}))
     .send()
     .await
-    .map_err(transient)?;
+    .map_err(|e| send_failed(&e))?;
+    if let Some(e) = redirected(&response) {
+        return Err(e);
+    }
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     if status.is_success() {
@@ -109,15 +150,18 @@ pub async fn open_pull_request(
         let response = request(
             http,
             reqwest::Method::GET,
-            format!(
+            &format!(
                 "{api}/repos/{owner}/{name}/pulls?state=open&head={owner}:{}",
                 spec.head
             ),
             spec.token,
-        )
+        )?
         .send()
         .await
-        .map_err(transient)?;
+        .map_err(|e| send_failed(&e))?;
+        if let Some(e) = redirected(&response) {
+            return Err(e);
+        }
         let list: Value = response.json().await.unwrap_or(Value::Null);
         if let Some(found) = list.as_array().and_then(|a| a.first()).and_then(pull) {
             return Ok(found);

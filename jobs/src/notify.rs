@@ -14,10 +14,10 @@
 //! sends nothing more; the channels not yet done are recorded as skipped
 //! ([`notifications::NOT_IN_PLAN`]) and the refusal is logged once for the run.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use adapters::net::{DestinationError, Guard, Outbound};
 use chrono::Utc;
 use domain::notifications::{self, Alert, ChannelKind, DeliveryStatus, Target};
 use engine::{Job, JobError, NewRun, RetryPolicy, RunCtx};
@@ -451,6 +451,9 @@ async fn post(
     // reqwest names the URL in its errors: a Slack URL is a credential, so it is taken out
     // before the error is kept anywhere (deliveries, the channel's last test, the audit log).
     let response = request.send().await.map_err(|e| {
+        if let Some(refused) = adapters::net::refusal(&e) {
+            return Failure::Refused(refused.to_string());
+        }
         Failure::Transient(
             format!(
                 "could not reach the endpoint: {}",
@@ -498,11 +501,19 @@ async fn head_of(mut response: reqwest::Response, limit: usize) -> String {
     String::from_utf8_lossy(&head).into_owned()
 }
 
+/// What a connection-time refusal of a Slack or webhook URL says after naming the address.
+const NOTIFY_RULE: &str = "notifications go to public endpoints only (WFO_NOTIFY_ALLOW_PRIVATE)";
+
+/// The check of Slack and webhook destinations: public addresses only.
+fn guard() -> Guard {
+    Guard::with_rule(Outbound::Public, NOTIFY_RULE)
+}
+
 /// The clients for Slack and webhook deliveries: they never follow redirects (a public endpoint
 /// answering 30x to an internal address would walk around the private-address check; a redirect
 /// is reported as the endpoint's answer instead), and unless private addresses are allowed they
-/// connect only to the public addresses a name resolves to ([`PublicOnly`]), so a name that
-/// answers differently between the check and the connection (DNS rebinding) gets nowhere.
+/// connect only to public addresses ([`guard`] as the resolver), so a name that answers
+/// differently between the check and the connection (DNS rebinding) gets nowhere.
 fn client(allow_private: bool) -> &'static reqwest::Client {
     static GUARDED: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     static OPEN: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
@@ -514,7 +525,7 @@ fn client(allow_private: bool) -> &'static reqwest::Client {
             .connect_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(2);
         let builder = if guarded {
-            builder.dns_resolver(Arc::new(PublicOnly))
+            builder.dns_resolver(Arc::new(guard()))
         } else {
             builder
         };
@@ -529,27 +540,6 @@ fn client(allow_private: bool) -> &'static reqwest::Client {
     }
 }
 
-/// Resolves names to their public addresses only (see [`is_private`]).
-struct PublicOnly;
-
-impl reqwest::dns::Resolve for PublicOnly {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let public: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .filter(|a| !is_private(a.ip()))
-                .collect();
-            if public.is_empty() {
-                return Err(
-                    format!("{host} resolves only to private or loopback addresses").into(),
-                );
-            }
-            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -561,56 +551,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Whether `ip` is not a public unicast address: loopback, private, link-local, CGNAT,
-/// "this network", benchmarking, reserved, multicast, documentation, and the IPv6 forms that
-/// carry an IPv4 address (mapped, compatible, NAT64, 6to4), judged by that address.
-pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || a == 0 // "this network", 0.0.0.0/8
-                || (a == 100 && (64..128).contains(&b)) // CGNAT 100.64/10
-                || (a == 192 && b == 0 && c == 0) // IETF protocol assignments 192.0.0/24
-                || (a == 198 && (b == 18 || b == 19)) // benchmarking 198.18/15
-                || a >= 240 // reserved 240/4
-        }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            let embedded = |hi: u16, lo: u16| {
-                is_private(IpAddr::V4(std::net::Ipv4Addr::new(
-                    (hi >> 8) as u8,
-                    (hi & 0xff) as u8,
-                    (lo >> 8) as u8,
-                    (lo & 0xff) as u8,
-                )))
-            };
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
-                || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
-                || (s[0] & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated)
-                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation 2001:db8::/32
-                || v6.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
-                // IPv4-compatible ::a.b.c.d
-                || (s[..6].iter().all(|&x| x == 0) && embedded(s[6], s[7]))
-                // NAT64 64:ff9b::/96 and 64:ff9b:1::/48: the IPv4 address in the last 32 bits
-                || (s[0] == 0x0064 && s[1] == 0xff9b && embedded(s[6], s[7]))
-                // 6to4 2002:a.b.c.d::/48
-                || (s[0] == 0x2002 && embedded(s[1], s[2]))
-        }
-    }
-}
-
-/// Refuses a URL that is not http(s), or whose host is (or resolves to) a private address while
-/// those are not allowed, with a clear answer (the guarded client's resolver enforces the same
-/// at connection time, see [`client`]).
+/// Refuses a URL that is not http(s), or whose host is (or resolves to) an address that is not
+/// public while private addresses are not allowed, with a clear answer (the guarded client's
+/// resolver enforces the same at connection time, see [`client`]).
 async fn check_destination(url: &reqwest::Url, allow_private: bool) -> Result<(), Failure> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(Failure::Refused("the URL must be http or https".into()));
@@ -618,20 +561,17 @@ async fn check_destination(url: &reqwest::Url, allow_private: bool) -> Result<()
     if allow_private {
         return Ok(());
     }
-    let host = url
-        .host_str()
-        .ok_or_else(|| Failure::Refused("the URL has no host".into()))?;
-    let port = url.port_or_known_default().unwrap_or(443);
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
-        .await
-        .map_err(|e| Failure::Transient(format!("cannot resolve {host}: {e}"), None))?
-        .collect();
-    if addrs.iter().any(|a| is_private(a.ip())) {
-        return Err(Failure::Refused(format!(
-            "{host} is a private or loopback address: notifications go to public endpoints only"
-        )));
+    match guard().check_url(url).await {
+        Ok(()) => Ok(()),
+        Err(DestinationError::Refused(refused)) => Err(Failure::Refused(format!(
+            "{} is a private or loopback address: notifications go to public endpoints only",
+            refused.host
+        ))),
+        Err(DestinationError::NoHost) => Err(Failure::Refused("the URL has no host".into())),
+        Err(e @ DestinationError::Unresolved { .. }) => {
+            Err(Failure::Transient(e.to_string(), None))
+        }
     }
-    Ok(())
 }
 
 async fn email(
@@ -714,61 +654,48 @@ pub fn kind_label(kind: ChannelKind) -> &'static str {
 mod tests {
     use super::*;
 
-    #[test]
-    fn private_addresses_are_recognised() {
+    #[tokio::test]
+    async fn slack_and_webhook_urls_must_be_public() {
+        let url = |s: &str| reqwest::Url::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
         for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "192.168.0.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:10.0.0.1",
-            "0.0.0.0",
-            "0.1.2.3",
-            "192.0.0.8",
-            "192.0.2.1",
-            "198.18.0.1",
-            "224.0.0.1",
-            "240.0.0.1",
-            "ff02::1",
-            "fec0::1",
-            "2001:db8::1",
-            "::10.0.0.1",
-            "64:ff9b::a00:5",
-            "64:ff9b:1::a9fe:a9fe",
-            "2002:a00:1::1",
+            "http://127.0.0.1/x",
+            "http://10.1.2.3/x",
+            "http://100.64.0.1/x",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[fd00::1]/x",
+            "http://[::ffff:10.0.0.1]/x",
+            "http://localhost:9/x",
         ] {
+            let refused = check_destination(&url(private), false).await;
             assert!(
-                is_private(private.parse().unwrap_or_else(|e| panic!("{e}"))),
+                matches!(&refused, Err(Failure::Refused(m)) if m.contains("private or loopback")),
+                "{private}: {refused:?}"
+            );
+            assert!(
+                check_destination(&url(private), true).await.is_ok(),
                 "{private}"
             );
         }
-        for public in [
-            "8.8.8.8",
-            "1.1.1.1",
-            "2606:4700::1111",
-            "100.128.0.1",
-            "64:ff9b::808:808",
-            "2002:808:808::1",
-        ] {
-            assert!(
-                !is_private(public.parse().unwrap_or_else(|e| panic!("{e}"))),
-                "{public}"
-            );
-        }
+        assert!(
+            check_destination(&url("http://8.8.8.8/x"), false)
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test]
     async fn the_guarded_resolver_never_answers_a_private_address() {
         use reqwest::dns::Resolve;
         let name: reqwest::dns::Name = "localhost".parse().unwrap_or_else(|e| panic!("{e:?}"));
-        let refused = PublicOnly.resolve(name).await.err().map(|e| e.to_string());
-        assert_eq!(
-            refused.as_deref(),
-            Some("localhost resolves only to private or loopback addresses")
+        let refused = guard().resolve(name).await.err().map(|e| e.to_string());
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|r| r.starts_with("`localhost` resolves to `")
+                    && r.ends_with(
+                        "notifications go to public endpoints only (WFO_NOTIFY_ALLOW_PRIVATE)"
+                    )),
+            "{refused:?}"
         );
     }
 

@@ -1,8 +1,10 @@
-//! What jobs share to reach providers: the keyring that opens environments' API keys and one
-//! HTTP client (connection pool) for every adapter.
+//! What jobs share to reach providers: the keyring that opens environments' API keys, one
+//! HTTP client (connection pool) for every adapter, and which networks those calls and Git
+//! may reach (`WFO_OUTBOUND_NETWORKS`).
 
 use std::sync::Arc;
 
+use adapters::net::{HttpClient, Outbound};
 use adapters::{Connection, Limits, Provider, ProviderError, ProviderKind};
 use domain::crypto::Keyring;
 use engine::JobError;
@@ -12,7 +14,9 @@ use uuid::Uuid;
 #[derive(Debug, Clone)]
 pub struct Deps {
     pub keyring: Arc<Keyring>,
-    pub http: reqwest::Client,
+    /// For providers and the GitHub API: reaches only the networks `outbound` allows, follows
+    /// no redirect.
+    pub http: HttpClient,
     /// Where working copies of Git repositories are kept between backups (a cache: losing it
     /// costs one fresh fetch).
     pub git_cache: std::path::PathBuf,
@@ -21,10 +25,12 @@ pub struct Deps {
 }
 
 impl Deps {
+    /// Dependencies with the default settings: outbound calls limited to public and private
+    /// networks, notifications to public endpoints.
     pub fn new(keyring: Arc<Keyring>) -> Self {
         Self {
             keyring,
-            http: http_client(),
+            http: http_client_for(Outbound::default()),
             git_cache: std::env::var_os("WFO_GIT_CACHE_DIR")
                 .map_or_else(|| std::env::temp_dir().join("workflowops-git"), Into::into),
             notify: crate::notify::Settings::default(),
@@ -36,6 +42,18 @@ impl Deps {
     pub fn with_notify(mut self, notify: crate::notify::Settings) -> Self {
         self.notify = notify;
         self
+    }
+
+    /// These dependencies with calls to providers and Git limited to what `outbound` allows.
+    #[must_use]
+    pub fn with_outbound(mut self, outbound: Outbound) -> Self {
+        self.http = http_client_for(outbound);
+        self
+    }
+
+    /// Which networks calls to providers and Git may reach.
+    pub fn outbound(&self) -> Outbound {
+        self.http.outbound()
     }
 
     /// The adapter for an environment of `tenant_id`.
@@ -56,7 +74,7 @@ impl Deps {
 
 /// The adapter for `access` (also used by the API's connection tests).
 pub fn connect(
-    http: &reqwest::Client,
+    http: &HttpClient,
     access: &domain::environments::Access,
 ) -> Result<Arc<dyn Provider>, ProviderError> {
     let kind = ProviderKind::parse(&access.provider).ok_or_else(|| {
@@ -78,16 +96,28 @@ pub fn connect(
     )
 }
 
-/// The HTTP client adapters share: rustls (with ring, installed here if the process has not
-/// chosen a provider yet), bounded idle pool.
-pub fn http_client() -> reqwest::Client {
+/// The HTTP client adapters share, reaching what `outbound` allows and following no
+/// redirect: rustls (with ring, installed here if the process has not chosen a provider yet),
+/// bounded idle pool.
+pub fn http_client_for(outbound: Outbound) -> HttpClient {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .user_agent(concat!("workflowops/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .pool_max_idle_per_host(8)
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+    let builder = || {
+        reqwest::Client::builder()
+            .user_agent(concat!("workflowops/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .pool_max_idle_per_host(8)
+    };
+    // Building fails only without a TLS provider, installed just above; a client without the
+    // pool settings still has the guard and no redirects.
+    HttpClient::build(builder(), outbound)
+        .or_else(|_| HttpClient::build(reqwest::Client::builder(), outbound))
+        .unwrap_or_else(|e| panic!("building the provider HTTP client: {e}"))
+}
+
+/// [`http_client_for`] with loopback allowed (`Outbound::Any`): for tools and tests whose
+/// providers are loopback peers. The server's own calls use its setting (see [`Deps`]).
+pub fn http_client() -> HttpClient {
+    http_client_for(Outbound::Any)
 }
 
 /// A provider failure as the engine sees it: transient ones are retried (after the provider's

@@ -95,6 +95,9 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("local addr: {e}"));
         let base = format!("http://{addr}");
         let mut config = AppConfig::new(base.clone());
+        // Every peer of these tests (providers, Git, GitHub) listens on loopback; a test of the
+        // outbound checks sets its own `outbound` in `configure`.
+        config.outbound = adapters::net::Outbound::Any;
         configure(&mut config);
         let state = AppState::new(db.pool.clone(), keyring, config);
         let shutdown = CancellationToken::new();

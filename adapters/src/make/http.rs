@@ -205,11 +205,12 @@ async fn read(response: reqwest::Response) -> ProviderResult<Value> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Value::Null);
         }
+        // Nothing of the body goes back to the caller (the URL may be anyone's): the log has it.
         return serde_json::from_slice(&bytes).map_err(|e| {
+            tracing::warn!(status = status.as_u16(), error = %e, "a Make answer could not be read");
             ProviderError::InvalidResponse(format!(
-                "HTTP {} with a body that is not valid JSON ({e}): `{}`",
-                status.as_u16(),
-                quote(&String::from_utf8_lossy(&bytes[..bytes.len().min(120)]))
+                "HTTP {} with a body that is not valid JSON",
+                status.as_u16()
             ))
         });
     }

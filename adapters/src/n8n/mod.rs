@@ -48,14 +48,7 @@ pub struct N8n {
 
 impl N8n {
     pub fn new(http: reqwest::Client, connection: Connection) -> ProviderResult<Self> {
-        let root = connection.base_url.trim().trim_end_matches('/').to_owned();
-        let root = root.strip_suffix("/api/v1").unwrap_or(&root).to_owned();
-        if !(root.starts_with("http://") || root.starts_with("https://")) {
-            return Err(ProviderError::Validation(format!(
-                "the base URL must start with http:// or https:// (got `{}`)",
-                quote(&root)
-            )));
-        }
+        let root = root(&connection.base_url)?;
         Ok(Self {
             http,
             root,
@@ -204,6 +197,33 @@ impl N8n {
     }
 }
 
+/// The instance's address to put `/api/v1/…` after: the base URL as the URL parser writes it
+/// (so nothing in it can change which host a request goes to), without a trailing slash or
+/// `/api/v1`. A query, a fragment or credentials are refused: appended paths would land in
+/// them, and the key belongs in the API key.
+fn root(base_url: &str) -> ProviderResult<String> {
+    let raw = base_url.trim();
+    let invalid = |why: &str| {
+        ProviderError::Validation(format!(
+            "the base URL {why}, e.g. `https://n8n.example.com` (got `{}`)",
+            quote(raw)
+        ))
+    };
+    let url =
+        reqwest::Url::parse(raw).map_err(|_| invalid("must be an http:// or https:// URL"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("must be an http:// or https:// URL"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("must have no `?` or `#` part"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("must carry no credentials"));
+    }
+    let root = url.as_str().trim_end_matches('/');
+    Ok(root.strip_suffix("/api/v1").unwrap_or(root).to_owned())
+}
+
 /// Classifies a response: 2xx parsed as JSON, everything else an error with n8n's message.
 async fn read<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> ProviderResult<T> {
     let status = response.status();
@@ -231,16 +251,22 @@ async fn read<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> Pr
         } else {
             &bytes
         };
+        // The body is not quoted, nor serde's message (which quotes values from it): whatever
+        // answered may be some other server the base URL reached, and its text is not the
+        // caller's to read. The detail goes to the log.
         return serde_json::from_slice(json).map_err(|e| {
             let what = if e.is_data() {
                 "not shaped as n8n's API answers"
             } else {
                 "not valid JSON"
             };
+            tracing::warn!(status = status.as_u16(), error = %e, "an n8n answer could not be read");
             ProviderError::InvalidResponse(format!(
-                "HTTP {} with a body that is {what} ({e}): `{}`",
+                "HTTP {} with a body that is {what} (at line {}, column {}; {} bytes)",
                 status.as_u16(),
-                quote(&String::from_utf8_lossy(&bytes[..bytes.len().min(QUOTE)]))
+                e.line(),
+                e.column(),
+                bytes.len()
             ))
         });
     }
@@ -606,5 +632,42 @@ impl Provider for N8n {
             })
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_root_is_the_parsed_base_url_without_the_api_path() {
+        for (base, root_url) in [
+            ("https://n8n.example.com", "https://n8n.example.com"),
+            (" https://n8n.example.com/ ", "https://n8n.example.com"),
+            ("https://n8n.example.com/api/v1/", "https://n8n.example.com"),
+            ("http://10.0.0.5:5678/n8n", "http://10.0.0.5:5678/n8n"),
+            ("http://[::1]:5678", "http://[::1]:5678"),
+        ] {
+            assert_eq!(root(base).as_deref(), Ok(root_url), "{base}");
+        }
+    }
+
+    #[test]
+    fn a_base_url_whose_query_or_fragment_would_swallow_the_api_path_is_refused() {
+        for base in [
+            "http://169.254.169.254/latest/meta-data#",
+            "http://internal.example/secret?",
+            "http://internal.example/?x=1",
+            "http://user:pass@n8n.example.com",
+            "ftp://n8n.example.com",
+            "n8n.example.com",
+            "http://",
+        ] {
+            assert!(
+                matches!(root(base), Err(ProviderError::Validation(_))),
+                "{base}: {:?}",
+                root(base)
+            );
+        }
     }
 }

@@ -32,7 +32,8 @@ use crate::routes::runs::{RunView, start_run};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CanonicalRepoRequest {
-    /// `https://…` or `ssh://…` / `git@host:owner/repo.git`.
+    /// `https://…`, `http://…` or `ssh://…` / `git@host:owner/repo.git`; no password or token
+    /// in it (see `secret`).
     #[schema(min_length = 1, max_length = 2000)]
     pub url: String,
     /// Default `main`.
@@ -56,6 +57,7 @@ impl Validate for CanonicalRepoRequest {
     fn validate(&self) -> Result<(), domain::Error> {
         let mut v = Validator::new();
         v.text("url", &self.url, 1, 2000);
+        crate::routes::git::validate_remote(&mut v, &self.url);
         crate::routes::git::check_branch_and_path(
             &mut v,
             self.branch.as_deref(),
@@ -67,12 +69,30 @@ impl Validate for CanonicalRepoRequest {
         {
             v.error("webhook_secret", "must be 16 to 256 characters");
         }
-        if let Some(u) = &self.github_api_url
-            && !(u.starts_with("https://") || u.starts_with("http://"))
-        {
-            v.error("github_api_url", "must be an http(s) URL");
+        if let Some(u) = &self.github_api_url {
+            validate_github_api_url(&mut v, u);
         }
         v.finish()
+    }
+}
+
+/// GitHub's API URL carries the repository's token on every request: an http(s) address and
+/// path only (no credentials, query or fragment, which the request paths appended to it would
+/// land in).
+fn validate_github_api_url(v: &mut Validator, url: &str) {
+    let fine = reqwest::Url::parse(url).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.host_str().is_some_and(|h| !h.is_empty())
+            && u.username().is_empty()
+            && u.password().is_none()
+            && u.query().is_none()
+            && u.fragment().is_none()
+    });
+    if !fine {
+        v.error(
+            "github_api_url",
+            "must be an http(s) URL without credentials, `?` or `#`, e.g. `https://api.github.com`",
+        );
     }
 }
 
@@ -87,8 +107,9 @@ pub async fn put_repository(
     ApiJson(req): ApiJson<CanonicalRepoRequest>,
 ) -> ApiResult<Json<CanonicalRepo>> {
     let tenant_id = ctx.tenant_id();
-    if crate::routes::git::local_url(&req.url) && !state.config.allow_local_git {
-        return Err(domain::Error::invalid("url", "must be an https:// or ssh remote").into());
+    crate::routes::git::check_local(&state, &req.url)?;
+    if let Some(api) = &req.github_api_url {
+        check_github_api_url(&state, api).await?;
     }
     let access = GitAccess {
         url: req.url.trim().to_owned(),
@@ -128,6 +149,21 @@ pub async fn put_repository(
     .await?;
     tx.commit().await?;
     Ok(Json(repo))
+}
+
+/// Refuses a GitHub API URL whose host is or resolves to an address outside
+/// `WFO_OUTBOUND_NETWORKS` (it is called later, from onboarding runs, which check again). A
+/// name that does not resolve now is left to that later check.
+async fn check_github_api_url(state: &AppState, url: &str) -> ApiResult<()> {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return Ok(());
+    };
+    match state.jobs.http.guard().check_url(&parsed).await {
+        Err(adapters::net::DestinationError::Refused(refused)) => Err(
+            ApiError::destination_refused(format!("github_api_url: {refused}")),
+        ),
+        Ok(()) | Err(_) => Ok(()),
+    }
 }
 
 /// The canonical repository (never its secrets).

@@ -28,6 +28,9 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery, Validate};
 use crate::routes::runs::{RunView, start_run};
 
 fn connection_failed(e: &ProviderError) -> ApiError {
+    if let ProviderError::Refused(message) = e {
+        return ApiError::destination_refused(message.clone());
+    }
     ApiError::new(
         StatusCode::UNPROCESSABLE_ENTITY,
         "connection_failed",
@@ -35,7 +38,10 @@ fn connection_failed(e: &ProviderError) -> ApiError {
     )
 }
 
-fn validate_url(v: &mut Validator, field: &str, url: &str) {
+/// A base URL's form. Adapters append their API paths to it, so nothing may follow the
+/// address that would swallow them: never a fragment; for n8n no query; for Make exactly its
+/// `teamId`. `provider` is None where it is not known yet (checked again once it is).
+fn validate_url(v: &mut Validator, field: &str, url: &str, provider: Option<ProviderKind>) {
     let url = url.trim();
     if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2000 {
         v.error(
@@ -44,17 +50,45 @@ fn validate_url(v: &mut Validator, field: &str, url: &str) {
         );
         return;
     }
-    // Credentials belong in `api_key`, which is sealed; a URL is shown and logged.
-    match reqwest::Url::parse(url) {
-        Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
-            v.error(
-                field,
-                "must not carry credentials (user:password@): put the key in api_key",
-            );
-        }
-        Ok(_) => {}
+    let parsed = match reqwest::Url::parse(url) {
+        Ok(parsed) => parsed,
         Err(e) => {
             v.error(field, format!("is not a URL: {e}"));
+            return;
+        }
+    };
+    // Credentials belong in `api_key`, which is sealed; a URL is shown and logged.
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        v.error(
+            field,
+            "must not carry credentials (user:password@): put the key in api_key",
+        );
+    } else if parsed.host_str().is_none_or(str::is_empty) {
+        v.error(field, "must name a host");
+    } else if parsed.fragment().is_some() {
+        v.error(field, "must not have a `#` part");
+    } else {
+        match provider {
+            Some(ProviderKind::N8n) if parsed.query().is_some() => {
+                v.error(
+                    field,
+                    "must not have a `?` part: an n8n base URL is the instance's address, e.g. \
+                     `https://n8n.example.com`",
+                );
+            }
+            Some(ProviderKind::Make) => {
+                let pairs: Vec<_> = parsed.query_pairs().collect();
+                if !(pairs.len() == 1 && pairs[0].0 == "teamId") {
+                    v.error(
+                        field,
+                        format!(
+                            "{}; nothing but `?teamId=` may follow the address",
+                            adapters::make::EXPECTED_BASE_URL
+                        ),
+                    );
+                }
+            }
+            Some(ProviderKind::N8n) | None => {}
         }
     }
 }
@@ -105,8 +139,8 @@ pub struct TestConnectionRequest {
 impl Validate for TestConnectionRequest {
     fn validate(&self) -> Result<(), domain::Error> {
         let mut v = Validator::new();
-        parse_provider(&mut v, &self.provider);
-        validate_url(&mut v, "base_url", &self.base_url);
+        let kind = parse_provider(&mut v, &self.provider);
+        validate_url(&mut v, "base_url", &self.base_url, kind);
         v.finish()
     }
 }
@@ -185,8 +219,8 @@ impl Validate for CreateEnvironmentRequest {
     fn validate(&self) -> Result<(), domain::Error> {
         let mut v = Validator::new();
         v.text("name", &self.name, 1, 100);
-        parse_provider(&mut v, &self.provider);
-        validate_url(&mut v, "base_url", &self.base_url);
+        let kind = parse_provider(&mut v, &self.provider);
+        validate_url(&mut v, "base_url", &self.base_url, kind);
         validate_limits(&mut v, self.rate_limit, self.max_concurrency);
         v.finish()
     }
@@ -410,7 +444,7 @@ impl Validate for UpdateEnvironmentRequest {
             v.text("name", name, 1, 100);
         }
         if let Some(url) = &self.base_url {
-            validate_url(&mut v, "base_url", url);
+            validate_url(&mut v, "base_url", url, None);
         }
         validate_limits(&mut v, self.rate_limit, self.max_concurrency);
         v.finish()
@@ -430,6 +464,11 @@ pub async fn update_environment(
 ) -> ApiResult<Json<Environment>> {
     let tenant_id = ctx.tenant_id();
     let old = environments::get(&state.db, tenant_id, id).await?;
+    if let Some(url) = &req.base_url {
+        let mut v = Validator::new();
+        validate_url(&mut v, "base_url", url, ProviderKind::parse(&old.provider));
+        v.finish()?;
+    }
     let mut tx = state.db.begin().await?;
     if req.base_url.is_some() || req.api_key.is_some() {
         let current = environments::access(&mut tx, &state.keyring, tenant_id, id).await?;
@@ -798,4 +837,58 @@ pub async fn delete_type(
     .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(url: &str, provider: Option<ProviderKind>) -> Vec<String> {
+        let mut v = Validator::new();
+        validate_url(&mut v, "base_url", url, provider);
+        match v.finish() {
+            Ok(()) => Vec::new(),
+            Err(domain::Error::Validation(fields)) => {
+                fields.into_iter().map(|f| f.message).collect()
+            }
+            Err(other) => vec![other.to_string()],
+        }
+    }
+
+    #[test]
+    fn base_urls_leave_nothing_after_the_address_that_would_swallow_api_paths() {
+        let n8n = Some(ProviderKind::N8n);
+        let make = Some(ProviderKind::Make);
+        for (url, provider) in [
+            ("https://n8n.example.com", n8n),
+            ("http://10.0.0.5:5678/n8n/", n8n),
+            ("https://eu1.make.com?teamId=42", make),
+            ("https://eu1.make.com/api/v2/?teamId=42", make),
+            ("https://n8n.example.com", None),
+        ] {
+            assert_eq!(problems(url, provider), Vec::<String>::new(), "{url}");
+        }
+        for (url, provider, says) in [
+            ("http://169.254.169.254/latest/meta-data#", n8n, "`#`"),
+            ("http://169.254.169.254/x#", None, "`#`"),
+            ("https://eu1.make.com?teamId=42#x", make, "`#`"),
+            ("http://internal.example/secret?", n8n, "`?`"),
+            ("https://n8n.example.com/?teamId=1", n8n, "`?`"),
+            ("https://eu1.make.com", make, "teamId"),
+            (
+                "https://eu1.make.com?teamId=42&x=1",
+                make,
+                "nothing but `?teamId=`",
+            ),
+            ("https://eu1.make.com?x=1", make, "teamId"),
+            ("https://user:pw@n8n.example.com", n8n, "credentials"),
+            ("ftp://n8n.example.com", n8n, "http://"),
+        ] {
+            let found = problems(url, provider);
+            assert!(
+                found.len() == 1 && found[0].contains(says),
+                "{url}: {found:?}"
+            );
+        }
+    }
 }

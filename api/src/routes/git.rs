@@ -1,6 +1,8 @@
 //! An environment's Git repository (ENV-003, ENV-004) and backups to it (WF-016).
 
-use adapters::git::{self, GitError};
+use std::path::Path;
+
+use adapters::git::{self, GitError, RemoteUrl, RemoteUrlError};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -23,7 +25,8 @@ use crate::routes::runs::{RunView, start_run};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GitRequest {
-    /// `https://…` or `ssh://…` / `git@host:owner/repo.git`.
+    /// `https://…`, `http://…` or `ssh://…` / `git@host:owner/repo.git`; no password or token
+    /// in it (see `secret`).
     #[schema(min_length = 1, max_length = 2000)]
     pub url: String,
     /// Default `main`.
@@ -50,11 +53,71 @@ pub(crate) fn schedule_name(environment_id: Uuid) -> String {
     format!("environment:{environment_id}:backup")
 }
 
-pub(crate) fn local_url(url: &str) -> bool {
-    !(url.starts_with("https://")
-        || url.starts_with("http://")
-        || url.starts_with("ssh://")
-        || url.contains('@'))
+/// A remote URL's form, read as libgit2 will reach it ([`git::parse_remote`]): `https://`,
+/// `http://`, `ssh://`, scp-like `user@host:path`, or a local path; never `..` segments, never
+/// a password or token (shown to viewers, in preflight messages and the audit log).
+pub(crate) fn validate_remote(v: &mut Validator, url: &str) {
+    match git::parse_remote(url.trim()) {
+        Ok(_) => {}
+        Err(RemoteUrlError::Credentials) => {
+            v.error(
+                "url",
+                "must not carry a password or token (user:token@): set `auth` to `token`, put \
+                 the token in `secret` and the user name in `username`",
+            );
+        }
+        Err(e) => {
+            v.error("url", e.to_string());
+        }
+    }
+}
+
+/// Refuses a local remote (`file://` or a path) unless local remotes are allowed
+/// (`WFO_GIT_ALLOW_LOCAL`), and always one inside the server's Git cache: that holds every
+/// environment's working copy, and libgit2 opens any directory there as a repository.
+pub(crate) fn check_local(state: &AppState, url: &str) -> ApiResult<()> {
+    let Ok(RemoteUrl::Local(path)) = git::parse_remote(url.trim()) else {
+        return Ok(());
+    };
+    if !state.config.allow_local_git {
+        return Err(domain::Error::invalid(
+            "url",
+            "must be an https://, http:// or ssh:// remote, or user@host:path (local paths need \
+             WFO_GIT_ALLOW_LOCAL)",
+        )
+        .into());
+    }
+    let cache = &state.jobs.git_cache;
+    let resolved = |p: &Path| std::fs::canonicalize(p).ok();
+    let in_cache = path.starts_with(cache)
+        || matches!((resolved(&path), resolved(cache)), (Some(p), Some(c)) if p.starts_with(&c));
+    if in_cache {
+        return Err(domain::Error::invalid(
+            "url",
+            "must not be inside the server's Git cache (other environments' working copies)",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Whether the server may reach a stored remote now (its name may resolve elsewhere than when
+/// it was saved): before the API itself reads from it. 422 `destination_refused`, or 502
+/// `git_unavailable` when the name does not resolve.
+pub(crate) async fn check_reachable(state: &AppState, url: &str) -> ApiResult<()> {
+    let url = url.to_owned();
+    let outbound = state.jobs.outbound();
+    tokio::task::spawn_blocking(move || git::check_remote(&url, outbound))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| match e {
+            GitError::Refused(message) => ApiError::destination_refused(message),
+            other => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "git_unavailable",
+                other.to_string(),
+            ),
+        })
 }
 
 /// Branch and folder rules shared by every repository setting.
@@ -95,6 +158,7 @@ impl Validate for GitRequest {
     fn validate(&self) -> Result<(), domain::Error> {
         let mut v = Validator::new();
         v.text("url", &self.url, 1, 2000);
+        validate_remote(&mut v, &self.url);
         check_branch_and_path(&mut v, self.branch.as_deref(), self.path.as_deref());
         if let Some(cron) = &self.backup_schedule
             && let Err(e) = engine::schedule::Timetable::new(
@@ -116,15 +180,17 @@ impl Validate for GitRequest {
 }
 
 /// Proves read and write access to a repository (a probe ref pushed and deleted) or answers
-/// 422 `git_connection_failed` with what went wrong.
+/// 422 `git_connection_failed` with what went wrong (`destination_refused` for a remote outside
+/// `WFO_OUTBOUND_NETWORKS`).
 pub(crate) async fn prove_access(state: &AppState, access: &GitAccess) -> ApiResult<()> {
     let remote = backup::remote(access);
     let scratch = state
         .jobs
         .git_cache
         .join(format!("probe-{}", Uuid::now_v7()));
+    let outbound = state.jobs.outbound();
     let tested = tokio::task::spawn_blocking(move || {
-        let result = git::test_connection(&remote, &scratch);
+        let result = git::test_connection(&remote, &scratch, outbound);
         let _ = std::fs::remove_dir_all(&scratch);
         result
     })
@@ -134,6 +200,9 @@ pub(crate) async fn prove_access(state: &AppState, access: &GitAccess) -> ApiRes
 }
 
 fn git_failed(e: &GitError) -> ApiError {
+    if let GitError::Refused(message) = e {
+        return ApiError::destination_refused(message.clone());
+    }
     ApiError::new(
         StatusCode::UNPROCESSABLE_ENTITY,
         "git_connection_failed",
@@ -172,9 +241,7 @@ pub async fn put_git(
         )
         .await?;
     }
-    if local_url(&req.url) && !state.config.allow_local_git {
-        return Err(domain::Error::invalid("url", "must be an https:// or ssh remote").into());
-    }
+    check_local(&state, &req.url)?;
     let access = GitAccess {
         url: req.url.trim().to_owned(),
         branch: req.branch.clone().unwrap_or_else(|| "main".into()),

@@ -209,6 +209,7 @@ async fn snapshot_files(
         )
         .await?
     };
+    crate::routes::git::check_reachable(state, &access.url).await?;
     Ok(backup::read_files(
         &state.jobs,
         &access,

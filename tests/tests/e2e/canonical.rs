@@ -740,3 +740,123 @@ async fn the_same_workflow_from_two_environments_is_onboarded_once() {
         "{rows:?}"
     );
 }
+
+async fn put_repository(
+    app: &TestApp,
+    t: &TenantFixture,
+    body: &Value,
+) -> workflowops_tests::app::Resp {
+    app.request(
+        reqwest::Method::PUT,
+        "/api/v1/canonical/repository",
+        Some(&t.admin.token),
+        Some(body),
+    )
+    .await
+}
+
+// SSRF and credentials: the canonical repository's URL and its GitHub API URL are checked like
+// an environment's remote
+#[tokio::test]
+async fn canonical_repository_urls_are_checked_like_environment_remotes() {
+    let app = TestApp::spawn_with(|c| {
+        c.outbound = adapters::net::Outbound::Private;
+        c.allow_local_git = true;
+    })
+    .await;
+    let acme = app.tenant("acme").await;
+    let repo = bare_repo();
+    let local = repo.0.display().to_string();
+
+    let loopback = put_repository(
+        &app,
+        &acme,
+        &json!({"url": "http://127.0.0.1:9/r.git", "auth": "none"}),
+    )
+    .await;
+    assert_eq!(
+        (loopback.status.as_u16(), loopback.code()),
+        (422, "destination_refused"),
+        "{}",
+        loopback.body
+    );
+    assert!(
+        loopback.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("`127.0.0.1` is a loopback address")
+                && m.contains("WFO_OUTBOUND_NETWORKS")),
+        "{}",
+        loopback.body
+    );
+    let token = put_repository(
+        &app,
+        &acme,
+        &json!({"url": "https://bot:ghp_secret@github.example/acme/flows.git", "auth": "none"}),
+    )
+    .await;
+    assert_eq!(
+        (token.status.as_u16(), token.code()),
+        (422, "validation_failed"),
+        "{}",
+        token.body
+    );
+    assert!(
+        token.body["message"].to_string().contains("`secret`"),
+        "{}",
+        token.body
+    );
+    let bypass = put_repository(
+        &app,
+        &acme,
+        &json!({"url": format!("{local}/x@y/../../other"), "auth": "none"}),
+    )
+    .await;
+    assert_eq!(
+        (bypass.status.as_u16(), bypass.code()),
+        (422, "validation_failed"),
+        "{}",
+        bypass.body
+    );
+
+    // The GitHub API URL gets the repository's token: checked before anything is saved.
+    let metadata = put_repository(
+        &app,
+        &acme,
+        &json!({"url": local, "auth": "none", "github_api_url": "http://169.254.169.254/latest"}),
+    )
+    .await;
+    assert_eq!(
+        (metadata.status.as_u16(), metadata.code()),
+        (422, "destination_refused"),
+        "{}",
+        metadata.body
+    );
+    assert!(
+        metadata.body["message"].as_str().is_some_and(
+            |m| m.starts_with("github_api_url: `169.254.169.254` is a link-local address")
+        ),
+        "{}",
+        metadata.body
+    );
+    for bad in [
+        "https://api.github.com/#",
+        "https://api.github.com/?x=1",
+        "https://u:p@api.github.com",
+    ] {
+        let res = put_repository(
+            &app,
+            &acme,
+            &json!({"url": local, "auth": "none", "github_api_url": bad}),
+        )
+        .await;
+        assert_eq!(
+            (res.status.as_u16(), res.code()),
+            (422, "validation_failed"),
+            "{bad}: {}",
+            res.body
+        );
+    }
+    assert_eq!(app.count("canonical_repos").await, 0, "nothing saved");
+    let fine = put_repository(&app, &acme, &json!({"url": local, "auth": "none"})).await;
+    assert_eq!(fine.status, 200, "{}", fine.body);
+}

@@ -1142,3 +1142,282 @@ async fn a_sync_catalogs_workflows_created_through_the_public_api() {
         .unwrap_or_default();
     assert_eq!(statuses, ["deleted"; 3], "{}", listed.body);
 }
+
+/// A test-connection answer's status, code and message.
+async fn test_connection(
+    app: &TestApp,
+    t: &TenantFixture,
+    provider: &str,
+    base_url: &str,
+) -> (u16, String, String) {
+    let res = app
+        .post(
+            "/api/v1/environments/test-connection",
+            &t.admin,
+            &json!({"provider": provider, "base_url": base_url, "api_key": "k"}),
+        )
+        .await;
+    (
+        res.status.as_u16(),
+        res.code().to_owned(),
+        res.body["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+// SSRF: an environment's URL cannot make the server call its own networks
+#[tokio::test]
+async fn provider_urls_outside_the_allowed_networks_are_refused_with_a_stable_code() {
+    let app = TestApp::spawn_with(|c| c.outbound = adapters::net::Outbound::Private).await;
+    let acme = app.tenant("acme").await;
+    let n8n = emulator("2.41.1").await;
+    for (url, class) in [
+        (
+            "http://169.254.169.254/latest/meta-data".to_owned(),
+            "a link-local address",
+        ),
+        (
+            "http://[::ffff:169.254.169.254]/".to_owned(),
+            "a link-local address",
+        ),
+        ("http://0.0.0.0:5678".to_owned(), "the unspecified address"),
+        (n8n.base_url(), "a loopback address"),
+    ] {
+        let (status, code, message) = test_connection(&app, &acme, "n8n", &url).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (422, "destination_refused"),
+            "{url}: {message}"
+        );
+        assert!(
+            message.contains(class)
+                && message
+                    .contains("limited to public and private networks (WFO_OUTBOUND_NETWORKS)"),
+            "{url}: {message}"
+        );
+    }
+    assert_eq!(
+        test_connection(
+            &app,
+            &acme,
+            "n8n",
+            "http://169.254.169.254/latest/meta-data"
+        )
+        .await
+        .2,
+        "`169.254.169.254` is a link-local address; outbound calls to providers and Git are \
+         limited to public and private networks (WFO_OUTBOUND_NETWORKS)"
+    );
+    let (status, code, _) =
+        test_connection(&app, &acme, "make", "http://169.254.169.254/?teamId=1").await;
+    assert_eq!((status, code.as_str()), (422, "destination_refused"));
+    let create = app
+        .post(
+            "/api/v1/environments",
+            &acme.admin,
+            &json!({"name": "meta", "provider": "n8n", "base_url": "http://169.254.169.254",
+                    "api_key": "k", "class": "dev"}),
+        )
+        .await;
+    assert_eq!(
+        (create.status.as_u16(), create.code()),
+        (422, "destination_refused")
+    );
+    assert_eq!(app.count("environments").await, 0, "nothing saved");
+    assert_eq!(n8n.requests(), 0, "the loopback peer was never called");
+
+    // Multi-tenant installations: private networks are refused too.
+    let saas = TestApp::spawn_with(|c| c.outbound = adapters::net::Outbound::Public).await;
+    let tenant = saas.tenant("acme").await;
+    let (status, code, message) = test_connection(&saas, &tenant, "n8n", "http://10.0.0.1").await;
+    assert_eq!(
+        (status, code.as_str()),
+        (422, "destination_refused"),
+        "{message}"
+    );
+    assert!(
+        message.contains("`10.0.0.1` is a private address")
+            && message.contains("limited to public networks"),
+        "{message}"
+    );
+}
+
+// SSRF: a `#` or `?` in a base URL would swallow the API path the adapter appends
+#[tokio::test]
+async fn a_base_url_with_a_part_that_would_swallow_the_api_path_is_refused() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let n8n = emulator("2.41.1").await;
+    for (provider, url) in [
+        ("n8n", "http://169.254.169.254/latest/meta-data#".to_owned()),
+        ("n8n", format!("{}/rest/settings#", n8n.base_url())),
+        ("n8n", format!("{}/rest/settings?", n8n.base_url())),
+        ("make", format!("{}?teamId=1#x", n8n.base_url())),
+        ("make", format!("{}?teamId=1&limit=1", n8n.base_url())),
+    ] {
+        let (status, code, message) = test_connection(&app, &acme, provider, &url).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (422, "validation_failed"),
+            "{url}: {message}"
+        );
+    }
+    let env = connect(&app, &acme, &n8n, "prod", "production").await;
+    let patched = app
+        .patch(
+            &format!("/api/v1/environments/{env}"),
+            &acme.admin,
+            &json!({"base_url": format!("{}/?x=1", n8n.base_url())}),
+        )
+        .await;
+    assert_eq!(
+        (patched.status.as_u16(), patched.code()),
+        (422, "validation_failed")
+    );
+    assert!(
+        patched.body["message"].to_string().contains("`?`"),
+        "{}",
+        patched.body
+    );
+}
+
+// SSRF: a name is checked as it resolves, when the call is made (also for a stored environment)
+#[tokio::test]
+async fn an_environment_whose_name_resolves_to_loopback_is_refused_when_called() {
+    let app = TestApp::spawn_with(|c| c.outbound = adapters::net::Outbound::Private).await;
+    let acme = app.tenant("acme").await;
+    let n8n = emulator("2.41.1").await;
+    let by_name = n8n.base_url().replace("127.0.0.1", "localhost");
+    let (status, code, message) = test_connection(&app, &acme, "n8n", &by_name).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (422, "destination_refused"),
+        "{message}"
+    );
+    assert!(
+        message.starts_with("`localhost` resolves to `")
+            && message.contains("a loopback address")
+            && message.contains("WFO_OUTBOUND_NETWORKS"),
+        "{message}"
+    );
+
+    // Saved while it pointed elsewhere (or before the setting): the sync fails for good.
+    let env = {
+        use domain::environments::{self, DriftMode, EnvironmentClass, NewEnvironment};
+        let mut tx = app.db.pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+        let env = environments::create(
+            &mut tx,
+            &app.state.keyring,
+            NewEnvironment {
+                tenant_id: acme.id,
+                name: "rebound",
+                provider: "n8n",
+                base_url: &by_name,
+                api_key: &secrecy::SecretString::from(n8n.api_key()),
+                class: EnvironmentClass::Dev,
+                env_type: None,
+                drift_mode: DriftMode::WarnOnly,
+                provider_version: Some("2.41.1"),
+                capabilities: &json!({}),
+                rate_limit: 100.0,
+                max_concurrency: 2,
+                created_by: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+        env.id
+    };
+    let w = worker(&app, 2);
+    let run = sync(&app, &acme, env, "workflows").await;
+    let done = wait_done(&app, run).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let error = done["error"].to_string();
+    assert!(
+        error.contains("a loopback address") && error.contains("WFO_OUTBOUND_NETWORKS"),
+        "{error}"
+    );
+    let attempts: i32 = sqlx::query_scalar("select attempt from engine_runs where id = $1")
+        .bind(run)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(attempts, 1, "a refused destination is not retried");
+    assert_eq!(n8n.requests(), 0, "the loopback peer was never called");
+    w.stop().await;
+}
+
+/// A loopback server that answers every request with a 302 to `target` (same path and
+/// query), recording the API keys it was sent.
+async fn redirector(target: String) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::http::{HeaderMap, StatusCode, Uri, header};
+    let keys = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&keys);
+    let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
+        let seen = std::sync::Arc::clone(&seen);
+        let target = target.clone();
+        async move {
+            if let Some(key) = headers.get("x-n8n-api-key").and_then(|k| k.to_str().ok()) {
+                seen.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(key.to_owned());
+            }
+            let to = format!(
+                "{target}{}",
+                uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+            );
+            (StatusCode::FOUND, [(header::LOCATION, to)])
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), keys)
+}
+
+// SSRF: a provider's redirect is reported with where it pointed, never followed with the key
+#[tokio::test]
+async fn a_provider_redirect_is_reported_and_the_key_is_not_sent_to_its_location() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let elsewhere = workflowops_tests::hooks::HookPeer::start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let target = elsewhere.url("").trim_end_matches('/').to_owned();
+    let (moved, keys) = redirector(target.clone()).await;
+    let res = app
+        .post(
+            "/api/v1/environments/test-connection",
+            &acme.admin,
+            &json!({"provider": "n8n", "base_url": moved, "api_key": "the-key"}),
+        )
+        .await;
+    assert_eq!(res.status, 422, "{}", res.body);
+    assert_eq!(res.code(), "connection_failed");
+    let message = res.body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!(
+            "the server redirected to `{target}`; use that URL as the environment's URL"
+        )) && message.contains("provider_redirected"),
+        "{message}"
+    );
+    let keys = keys
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    assert_eq!(
+        keys,
+        ["the-key"],
+        "the server the URL names got its key, once"
+    );
+    assert!(
+        elsewhere.requests().is_empty(),
+        "nothing reached the redirect's location: {:?}",
+        elsewhere.requests()
+    );
+}

@@ -651,3 +651,192 @@ async fn a_restore_that_lost_a_creates_answer_does_not_create_it_twice() {
     );
     assert_eq!(n8n.workflow_count(), 2, "one copy, not two");
 }
+
+/// An environment written straight to the store (its provider is never called), for apps
+/// whose outbound setting would refuse the loopback emulator.
+async fn stored_environment(app: &TestApp, t: &TenantFixture, name: &str) -> Uuid {
+    use domain::environments::{self, DriftMode, EnvironmentClass, NewEnvironment};
+    let mut tx = app.db.pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    let env = environments::create(
+        &mut tx,
+        &app.state.keyring,
+        NewEnvironment {
+            tenant_id: t.id,
+            name,
+            provider: "n8n",
+            base_url: "https://n8n.example.invalid",
+            api_key: &secrecy::SecretString::from("k".to_owned()),
+            class: EnvironmentClass::Production,
+            env_type: None,
+            drift_mode: DriftMode::WarnOnly,
+            provider_version: Some("2.41.1"),
+            capabilities: &json!({}),
+            rate_limit: 10.0,
+            max_concurrency: 1,
+            created_by: None,
+            limit: 10,
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    env.id
+}
+
+async fn put_git(
+    app: &TestApp,
+    t: &TenantFixture,
+    env: Uuid,
+    url: &str,
+) -> workflowops_tests::app::Resp {
+    app.request(
+        reqwest::Method::PUT,
+        &format!("/api/v1/environments/{env}/git"),
+        Some(&t.admin.token),
+        Some(&json!({"url": url, "auth": "none"})),
+    )
+    .await
+}
+
+// SSRF: a Git remote cannot make the server call its own networks
+#[tokio::test]
+async fn git_remotes_outside_the_allowed_networks_are_refused_with_a_stable_code() {
+    let app = TestApp::spawn_with(|c| c.outbound = adapters::net::Outbound::Private).await;
+    let acme = app.tenant("acme").await;
+    let env = stored_environment(&app, &acme, "prod").await;
+    for (url, class) in [
+        (
+            "http://169.254.169.254/latest/r.git",
+            "`169.254.169.254` is a link-local address",
+        ),
+        (
+            "http://127.0.0.1:9/r.git",
+            "`127.0.0.1` is a loopback address",
+        ),
+        ("ssh://git@localhost/r.git", "`localhost` resolves to `"),
+        ("git@[::ffff:169.254.169.254]:r.git", "a link-local address"),
+    ] {
+        let res = put_git(&app, &acme, env, url).await;
+        assert_eq!(
+            (res.status.as_u16(), res.code()),
+            (422, "destination_refused"),
+            "{url}: {}",
+            res.body
+        );
+        let message = res.body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(class)
+                && message
+                    .ends_with("limited to public and private networks (WFO_OUTBOUND_NETWORKS)"),
+            "{url}: {message}"
+        );
+    }
+    assert_eq!(app.count("environment_git").await, 0, "nothing saved");
+
+    let saas = TestApp::spawn_with(|c| c.outbound = adapters::net::Outbound::Public).await;
+    let tenant = saas.tenant("acme").await;
+    let env = stored_environment(&saas, &tenant, "prod").await;
+    let res = put_git(&saas, &tenant, env, "http://10.0.0.1/r.git").await;
+    assert_eq!(
+        (res.status.as_u16(), res.code()),
+        (422, "destination_refused"),
+        "{}",
+        res.body
+    );
+    assert!(
+        res.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("`10.0.0.1` is a private address")),
+        "{}",
+        res.body
+    );
+}
+
+// Another tenant's cached repository through a path libgit2 opens as local (`@` bypass)
+#[tokio::test]
+async fn a_path_into_another_environments_git_cache_is_refused() {
+    for allow_local in [false, true] {
+        let app = TestApp::spawn_with(|c| c.allow_local_git = allow_local).await;
+        let acme = app.tenant("acme").await;
+        let victim = app.tenant("victim").await;
+        let own = stored_environment(&app, &acme, "own").await;
+        let theirs = stored_environment(&app, &victim, "theirs").await;
+        let cache = app.state.jobs.git_cache.clone();
+        std::fs::create_dir_all(cache.join(theirs.to_string())).unwrap_or_else(|e| panic!("{e}"));
+        let bypass = format!(
+            "{}/{own}/refs/remotes/origin/x@y/../../../{theirs}",
+            cache.display()
+        );
+        let res = put_git(&app, &acme, own, &bypass).await;
+        assert_eq!(
+            (res.status.as_u16(), res.code()),
+            (422, "validation_failed"),
+            "{}",
+            res.body
+        );
+        assert!(
+            res.body["message"].to_string().contains("`..`"),
+            "{}",
+            res.body
+        );
+        let direct = put_git(
+            &app,
+            &acme,
+            own,
+            &cache.join(theirs.to_string()).display().to_string(),
+        )
+        .await;
+        assert_eq!(
+            (direct.status.as_u16(), direct.code()),
+            (422, "validation_failed"),
+            "{}",
+            direct.body
+        );
+        let says = if allow_local {
+            "Git cache"
+        } else {
+            "WFO_GIT_ALLOW_LOCAL"
+        };
+        assert!(
+            direct.body["message"].to_string().contains(says),
+            "{}",
+            direct.body
+        );
+        let file = put_git(
+            &app,
+            &acme,
+            own,
+            &format!("file://{}/{theirs}", cache.display()),
+        )
+        .await;
+        assert_eq!(file.status, 422, "{}", file.body);
+        assert_eq!(app.count("environment_git").await, 0, "nothing saved");
+        let _ = std::fs::remove_dir_all(cache.join(theirs.to_string()));
+    }
+}
+
+// A token belongs in `secret` (sealed), never in the URL (shown to viewers and audited)
+#[tokio::test]
+async fn a_remote_url_carrying_a_token_is_refused_and_points_to_the_secret() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let env = stored_environment(&app, &acme, "prod").await;
+    for url in [
+        "https://x-access-token:ghp_secret@github.example/acme/flows.git",
+        "ssh://git:ghp_secret@github.example/acme/flows.git",
+    ] {
+        let res = put_git(&app, &acme, env, url).await;
+        assert_eq!(
+            (res.status.as_u16(), res.code()),
+            (422, "validation_failed"),
+            "{}",
+            res.body
+        );
+        let message = res.body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("`secret`") && !message.contains("ghp_secret"),
+            "{message}"
+        );
+    }
+    assert_eq!(app.count("environment_git").await, 0, "nothing saved");
+}

@@ -445,7 +445,7 @@ async fn platform_admins_change_plans_assign_them_and_every_change_is_audited() 
         .post(
             "/api/v1/environments",
             &free.admin,
-            &json!({"name": "m", "provider": "make", "base_url": "https://eu1.make.com",
+            &json!({"name": "m", "provider": "make", "base_url": "https://eu1.make.com?teamId=1",
                     "api_key": "k", "class": "dev"}),
         )
         .await;
