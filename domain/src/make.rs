@@ -25,8 +25,17 @@
 //! webhook and key ids (`__IMTHOOK__`, `__IMTKEY__`, a gateway module's `hook`). Module order is kept: it is the order Make runs
 //! them in. Null values are removed and object keys sorted.
 //!
-//! Storage form (backups, restores): `name`, `description`, `scheduling` and the whole blueprint
-//! (layout and connection ids kept, so a restore into the same team is exact), nulls removed.
+//! Storage form (backups, restores): `name`, `description`, `scheduling`, the whole blueprint
+//! (layout and connection ids kept, so a restore into the same team is exact) and `teamId`, the
+//! team those connection, webhook and key ids belong to (a restore into another team must not
+//! write them there); nulls removed.
+//!
+//! A module's connection is named by the type and label the designer cached for it
+//! (`metadata.restore`). Scenarios built by the API or imported often have no such cache: then
+//! the team's connections as the catalog lists them ([`connection_ref_in`]) say what the id is,
+//! and only a connection unknown there too falls back to the module's app.
+
+use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
@@ -186,7 +195,20 @@ pub fn storage_form(scenario: &Value) -> Value {
     if let Some(bp) = scenario.get("blueprint") {
         out.insert("blueprint".to_owned(), strip_nulls(bp));
     }
+    if let Some(team) = team_id(scenario) {
+        out.insert("teamId".to_owned(), Value::from(team));
+    }
     Value::Object(out)
+}
+
+/// The team a scenario (or its storage form) belongs to: `teamId`, a number or digits in a
+/// string. `None` for a document without one (a backup written before backups recorded it).
+pub fn team_id(scenario: &Value) -> Option<u64> {
+    match scenario.get("teamId")? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
 }
 
 /// A module's `module` (`app:action`).
@@ -479,7 +501,7 @@ fn is_gateway(module: &Value) -> bool {
 /// id and kind in `target` (the copy it replaces in another team), or removed where the target
 /// has none: a promotion must not point the target at the source team's webhooks.
 pub fn with_team_references_of(scenario: &Value, target: &Value) -> Value {
-    let theirs: std::collections::HashMap<(String, String), Map<String, Value>> = modules(target)
+    let theirs: HashMap<(String, String), Map<String, Value>> = modules(target)
         .into_iter()
         .filter_map(|m| {
             let params = m.get("parameters")?.as_object()?;
@@ -488,15 +510,13 @@ pub fn with_team_references_of(scenario: &Value, target: &Value) -> Value {
                 .filter(|(k, _)| is_team_owned(is_gateway(m), k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
-            Some(((m.get("id")?.to_string(), module_name(m).to_owned()), owned))
+            m.get("id")?;
+            Some((module_key(m), owned))
         })
         .collect();
     let mut out = scenario.clone();
     for_each_module_mut(&mut out, &mut |m| {
-        let key = (
-            m.get("id").map(Value::to_string).unwrap_or_default(),
-            module_name(m).to_owned(),
-        );
+        let key = module_key(m);
         let gateway = is_gateway(m);
         if let Some(params) = m.get_mut("parameters").and_then(Value::as_object_mut) {
             params.retain(|k, _| !is_team_owned(gateway, k));
@@ -524,34 +544,149 @@ pub struct ConnectionRef {
     pub connection_type: String,
 }
 
+/// A connection of a team as the catalog lists it: its type (Make's `accountName`, what the
+/// designer caches as `data.connection`) and its name (what the designer shows as its label).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownConnection {
+    pub connection_type: String,
+    pub name: String,
+}
+
+/// A module's connection reference from what the designer cached alone ([`connection_ref_in`]
+/// with no known connections).
 pub fn connection_ref(module: &Value) -> Option<ConnectionRef> {
-    let id = match module.get("parameters")?.get(CONNECTION_PARAM)? {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) if !s.is_empty() => s.clone(),
-        _ => return None,
-    };
+    connection_ref_in(module, &HashMap::new())
+}
+
+/// A module's connection reference. Its type and label are the designer's cache where it has
+/// them; otherwise the connection of that id in `known` (the module's team's connections by
+/// id) says them; a connection unknown there too takes the module's app as its type (which a
+/// connection type seldom is: `google-sheets` modules use `google` connections) and no label.
+pub fn connection_ref_in(
+    module: &Value,
+    known: &HashMap<String, KnownConnection>,
+) -> Option<ConnectionRef> {
+    let id = connection_id(module)?;
     let restore = module
         .get("metadata")
         .and_then(|m| m.get("restore"))
         .and_then(|r| r.get("parameters"))
         .and_then(|p| p.get(CONNECTION_PARAM));
-    let label = restore
-        .and_then(|r| r.get("label"))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned);
-    let connection_type = restore
-        .and_then(|r| r.get("data"))
-        .and_then(|d| d.get("connection"))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map_or_else(|| app(module_name(module)).to_owned(), str::to_owned);
+    let cached = |value: Option<&Value>| {
+        value
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let listed = known.get(&id);
+    let label = cached(restore.and_then(|r| r.get("label")))
+        .or_else(|| listed.map(|c| c.name.clone()).filter(|n| !n.is_empty()));
+    let connection_type = cached(
+        restore
+            .and_then(|r| r.get("data"))
+            .and_then(|d| d.get("connection")),
+    )
+    .or_else(|| {
+        listed
+            .map(|c| c.connection_type.clone())
+            .filter(|t| !t.is_empty())
+    })
+    .unwrap_or_else(|| app(module_name(module)).to_owned());
     Some(ConnectionRef {
         module: module_label(module),
         id,
         label,
         connection_type,
     })
+}
+
+/// A module's connection id (`parameters.__IMTCONN__`, a number or a string) as text.
+fn connection_id(module: &Value) -> Option<String> {
+    match module.get("parameters")?.get(CONNECTION_PARAM)? {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// What a module holds about its connection: the `__IMTCONN__` parameter and the designer's
+/// cache of it (`metadata.restore.parameters.__IMTCONN__`), to be put on another module.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModuleConnection {
+    pub id: Value,
+    pub cache: Option<Value>,
+}
+
+/// Each module's connection in `scenario`, by the module's id and kind (how a copy of the
+/// scenario in another team is matched to it, as [`with_team_references_of`] does).
+pub fn connections_by_module(scenario: &Value) -> HashMap<(String, String), ModuleConnection> {
+    modules(scenario)
+        .into_iter()
+        .filter_map(|m| {
+            m.get("id")?;
+            let id = m.get("parameters")?.get(CONNECTION_PARAM)?;
+            if id.is_null() || id.as_str().is_some_and(str::is_empty) {
+                return None;
+            }
+            Some((
+                module_key(m),
+                ModuleConnection {
+                    id: id.clone(),
+                    cache: m
+                        .pointer("/metadata/restore/parameters/__IMTCONN__")
+                        .cloned(),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// A module's id and kind, which identify it across copies of a scenario.
+pub fn module_key(module: &Value) -> (String, String) {
+    (
+        module.get("id").map(Value::to_string).unwrap_or_default(),
+        module_name(module).to_owned(),
+    )
+}
+
+/// Puts `connection` on `module` (its id, and the designer's cache of it if it has one), or
+/// with `None` leaves the module without a connection, to be chosen in Make.
+pub fn set_connection(module: &mut Value, connection: Option<&ModuleConnection>) {
+    if let Some(params) = module.get_mut("parameters").and_then(Value::as_object_mut) {
+        match connection {
+            Some(c) => {
+                params.insert(CONNECTION_PARAM.to_owned(), c.id.clone());
+            }
+            None => {
+                params.remove(CONNECTION_PARAM);
+            }
+        }
+    }
+    // The designer's cache describes the connection the module has: the new one's, or none.
+    if let Some(restore) = module
+        .pointer_mut("/metadata/restore/parameters")
+        .and_then(Value::as_object_mut)
+    {
+        restore.remove(CONNECTION_PARAM);
+    }
+    if let Some(cache) = connection.and_then(|c| c.cache.clone())
+        && let Some(restore) = object_at(module, &["metadata", "restore", "parameters"])
+    {
+        restore.insert(CONNECTION_PARAM.to_owned(), cache);
+    }
+}
+
+/// The object at `path` under `value`, made (empty) where missing; `None` where something
+/// other than an object is in the way.
+fn object_at<'a>(value: &'a mut Value, path: &[&str]) -> Option<&'a mut Map<String, Value>> {
+    let mut at = value;
+    for key in path {
+        at = at
+            .as_object_mut()?
+            .entry(*key)
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+    at.as_object_mut()
 }
 
 /// The app of `app:action`.
@@ -705,6 +840,17 @@ pub(crate) mod tests {
         assert_eq!(s["blueprint"]["metadata"]["zone"], "eu1.make.com");
         assert!(s.get("id").is_none() && s.get("updatedAt").is_none());
         assert_eq!(s["scheduling"], json!({"type": "immediately"}));
+        assert_eq!(s["teamId"], 42, "whose ids the blueprint holds");
+        assert_eq!(team_id(&s), Some(42));
+        assert_eq!(team_id(&json!({"teamId": "7"})), Some(7));
+        let mut unknown = sample();
+        unknown["teamId"] = Value::Null;
+        assert!(storage_form(&unknown).get("teamId").is_none());
+        assert_eq!(
+            normalize(&s),
+            normalize(&sample()),
+            "the team is not content"
+        );
     }
 
     #[test]
@@ -728,6 +874,66 @@ pub(crate) mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn what_the_designer_did_not_cache_comes_from_the_teams_connections() {
+        let s = sample();
+        let slack = modules(&s)[4];
+        let known = HashMap::from([
+            (
+                "7702".to_owned(),
+                KnownConnection {
+                    connection_type: "slack2".into(),
+                    name: "Ops Slack".into(),
+                },
+            ),
+            (
+                "5501".to_owned(),
+                KnownConnection {
+                    connection_type: "other".into(),
+                    name: "Renamed since".into(),
+                },
+            ),
+        ]);
+        let resolved = connection_ref_in(slack, &known).unwrap_or_else(|| panic!("no ref"));
+        assert_eq!(
+            (resolved.connection_type.as_str(), resolved.label.as_deref()),
+            ("slack2", Some("Ops Slack"))
+        );
+        let sheets = modules(&s)[2];
+        assert_eq!(
+            connection_ref_in(sheets, &known),
+            connection_ref(sheets),
+            "the designer's cache comes first"
+        );
+        let unknown = connection_ref_in(slack, &HashMap::new());
+        assert_eq!(
+            unknown.map(|r| (r.connection_type, r.label)),
+            Some(("slack".to_owned(), None)),
+            "an id the team does not list falls back to the app"
+        );
+    }
+
+    #[test]
+    fn a_connection_is_moved_between_copies_with_its_designer_cache_or_removed() {
+        let s = sample();
+        let theirs = connections_by_module(&s);
+        let sheets_key = ("3".to_owned(), "google-sheets:addRow".to_owned());
+        assert_eq!(theirs.len(), 2);
+        let mut fresh = json!({"id": 3, "module": "google-sheets:addRow",
+                               "parameters": {"__IMTCONN__": 1, "mode": "select"},
+                               "metadata": {"designer": {"x": 1, "y": 1}}});
+        set_connection(&mut fresh, theirs.get(&sheets_key));
+        assert_eq!(fresh["parameters"]["__IMTCONN__"], 5501);
+        assert_eq!(
+            fresh["metadata"]["restore"]["parameters"]["__IMTCONN__"]["label"],
+            "Sales Google"
+        );
+        set_connection(&mut fresh, None);
+        assert_eq!(fresh["parameters"], json!({"mode": "select"}));
+        assert_eq!(fresh["metadata"]["restore"]["parameters"], json!({}));
+        assert!(connection_ref(&fresh).is_none());
     }
 
     #[test]

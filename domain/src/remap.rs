@@ -5,13 +5,17 @@
 //! method and path) and the node types the target must have installed.
 //!
 //! Nothing here talks to n8n: the caller builds the maps from both environments' listings and
-//! decides what an unmapped reference means (block, warn, or create it first). Outputs follow
-//! node order, then credential type order, so a report reads the same on every run.
+//! decides what an unmapped reference means (block, warn, or create it first). Only a Make
+//! connection is never written unmapped into another team ([`remap_credentials_for_target`]):
+//! its id is one team's. Outputs follow node order, then credential type order, so a report
+//! reads the same on every run.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+
+use crate::make::KnownConnection;
 
 /// n8n's Execute Workflow node.
 const EXECUTE_WORKFLOW: &str = "n8n-nodes-base.executeWorkflow";
@@ -108,7 +112,7 @@ pub fn remap_credentials(
     map: &HashMap<(String, String), CredentialTarget>,
 ) -> Vec<UnmappedCredential> {
     if crate::make::is_scenario(&*workflow) {
-        return remap_connections(workflow, map);
+        return remap_connections(workflow, map, None).unmapped;
     }
     let mut unmapped = Vec::new();
     for node in nodes_mut(workflow) {
@@ -149,27 +153,89 @@ pub fn remap_credentials(
     unmapped
 }
 
+/// What a promotion knows besides the credential map when it writes a Make scenario into
+/// another team (see [`remap_credentials_for_target`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TargetTeam<'a> {
+    /// The source team's connections by id, as the catalog lists them: what a module's
+    /// designer did not cache about its connection (type, label).
+    pub source_connections: Option<&'a HashMap<String, KnownConnection>>,
+    /// The copy the scenario replaces in the target team, if there is one.
+    pub target_copy: Option<&'a Value>,
+}
+
+/// What [`remap_credentials_for_target`] could not map.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Remapped {
+    /// Every reference with no target (the promotion's credential gate judges these).
+    pub unmapped: Vec<UnmappedCredential>,
+    /// The Make modules among them written without a connection: neither mapped nor given one
+    /// by the target copy. Always empty for n8n.
+    pub without_connection: Vec<UnmappedCredential>,
+}
+
+/// [`remap_credentials`] for a promotion, which writes into another environment. An n8n
+/// workflow is remapped exactly as [`remap_credentials`] does (n8n resolves a kept reference by
+/// name and type in the target). A Make connection id means nothing in another team (or names
+/// another team's connection), so a Make scenario differs in two ways: a module's connection
+/// type and label come from `team.source_connections` where the designer did not cache them
+/// ([`crate::make::connection_ref_in`]); and an unmapped connection is never written as it
+/// was: the module keeps the connection the target copy's module of the same id and kind has
+/// (the target team's own, as webhooks are kept on an update), else it is left without one, to
+/// be chosen in Make, as a new copy leaves its webhooks unset.
+pub fn remap_credentials_for_target(
+    workflow: &mut Value,
+    map: &HashMap<(String, String), CredentialTarget>,
+    team: &TargetTeam<'_>,
+) -> Remapped {
+    if crate::make::is_scenario(&*workflow) {
+        return remap_connections(workflow, map, Some(team));
+    }
+    Remapped {
+        unmapped: remap_credentials(workflow, map),
+        without_connection: Vec::new(),
+    }
+}
+
 /// [`remap_credentials`] for a Make scenario: each module's connection
 /// (`parameters.__IMTCONN__`) is looked up by (connection type, source connection id) and gets
 /// the target's id (a number, as Make writes it, when it is one) and, where the designer cached
-/// the connection's label, the target's name.
+/// the connection's label, the target's name. Without `team` an unmapped connection is left as
+/// it is; with it, see [`remap_credentials_for_target`].
 fn remap_connections(
     scenario: &mut Value,
     map: &HashMap<(String, String), CredentialTarget>,
-) -> Vec<UnmappedCredential> {
-    use crate::make::{CONNECTION_PARAM, connection_ref};
-    let mut unmapped = Vec::new();
+    team: Option<&TargetTeam<'_>>,
+) -> Remapped {
+    use crate::make::{CONNECTION_PARAM, connection_ref_in, connections_by_module, module_key};
+    let no_connections = HashMap::new();
+    let known = team
+        .and_then(|t| t.source_connections)
+        .unwrap_or(&no_connections);
+    let theirs = team
+        .and_then(|t| t.target_copy)
+        .map(connections_by_module)
+        .unwrap_or_default();
+    let mut out = Remapped::default();
     crate::make::for_each_module_mut(scenario, &mut |module| {
-        let Some(r) = connection_ref(module) else {
+        let Some(r) = connection_ref_in(module, known) else {
             return;
         };
         let Some(target) = map.get(&(r.connection_type.clone(), r.id.clone())) else {
-            unmapped.push(UnmappedCredential {
+            let unmapped = UnmappedCredential {
                 node: r.module,
                 credential_type: r.connection_type,
                 id: Some(r.id),
                 name: r.label,
-            });
+            };
+            if team.is_some() {
+                let own = theirs.get(&module_key(module));
+                crate::make::set_connection(module, own);
+                if own.is_none() {
+                    out.without_connection.push(unmapped.clone());
+                }
+            }
+            out.unmapped.push(unmapped);
             return;
         };
         let id = target
@@ -186,7 +252,7 @@ fn remap_connections(
             restore.insert("label".to_owned(), Value::String(target.name.clone()));
         }
     });
-    unmapped
+    out
 }
 
 /// Splits a node into its name and its `credentials` object (if it has one) so both can be
@@ -1054,5 +1120,113 @@ mod tests {
         assert_eq!(slack["parameters"]["__IMTCONN__"], "7702", "left as it was");
         assert!(preflight_problems(&scenario).is_empty());
         assert!(webhook_paths(&scenario).is_empty() && node_types(&scenario).is_empty());
+    }
+
+    fn slack_of(scenario: &Value) -> &Value {
+        &scenario["blueprint"]["flow"][1]["routes"][1]["flow"][0]
+    }
+
+    #[test]
+    fn a_connection_the_designer_did_not_cache_is_typed_by_the_source_teams_connections() {
+        let map = HashMap::from([(
+            ("slack2".to_owned(), "7702".to_owned()),
+            CredentialTarget {
+                id: "8800".into(),
+                name: "Prod Slack".into(),
+            },
+        )]);
+        let known = HashMap::from([(
+            "7702".to_owned(),
+            KnownConnection {
+                connection_type: "slack2".into(),
+                name: "Ops Slack".into(),
+            },
+        )]);
+        let mut scenario = crate::make::tests::sample();
+        let team = TargetTeam {
+            source_connections: Some(&known),
+            target_copy: None,
+        };
+        let out = remap_credentials_for_target(&mut scenario, &map, &team);
+        assert_eq!(slack_of(&scenario)["parameters"]["__IMTCONN__"], 8800);
+        assert_eq!(out.unmapped.len(), 1, "{out:?}");
+        assert_eq!(out.unmapped[0].node, "Log order [3]");
+        // Without the source team's connections the app is taken for the type: no match.
+        let mut plain = crate::make::tests::sample();
+        let unmapped = remap_credentials(&mut plain, &map);
+        assert_eq!(unmapped.len(), 2, "{unmapped:?}");
+    }
+
+    #[test]
+    fn an_unmapped_connection_takes_the_target_copys_own_or_none() {
+        let mut target = crate::make::tests::sample();
+        target["blueprint"]["flow"][1]["routes"][1]["flow"][0]["parameters"]["__IMTCONN__"] =
+            json!(9911);
+        if let Some(p) =
+            target["blueprint"]["flow"][1]["routes"][0]["flow"][0]["parameters"].as_object_mut()
+        {
+            p.remove("__IMTCONN__");
+        }
+        let mut scenario = crate::make::tests::sample();
+        let team = TargetTeam {
+            source_connections: None,
+            target_copy: Some(&target),
+        };
+        let out = remap_credentials_for_target(&mut scenario, &HashMap::new(), &team);
+        assert_eq!(out.unmapped.len(), 2);
+        assert_eq!(
+            out.without_connection,
+            vec![UnmappedCredential {
+                node: "Log order [3]".into(),
+                credential_type: "google".into(),
+                id: Some("5501".into()),
+                name: Some("Sales Google".into()),
+            }]
+        );
+        assert_eq!(
+            slack_of(&scenario)["parameters"]["__IMTCONN__"],
+            9911,
+            "the target's own"
+        );
+        let sheets = &scenario["blueprint"]["flow"][1]["routes"][0]["flow"][0];
+        assert_eq!(sheets["parameters"], json!({"mode": "select"}));
+        assert!(
+            sheets["metadata"]["restore"]["parameters"]
+                .get("__IMTCONN__")
+                .is_none(),
+            "no cache of a connection the module no longer has"
+        );
+        // A new copy: nothing of the source team's is written.
+        let mut fresh = crate::make::tests::sample();
+        let out = remap_credentials_for_target(&mut fresh, &HashMap::new(), &TargetTeam::default());
+        assert_eq!(out.without_connection.len(), 2);
+        assert!(crate::make::connections_by_module(&fresh).is_empty());
+    }
+
+    #[test]
+    fn an_n8n_workflow_is_remapped_for_a_target_as_it_always_was() {
+        let wf = json!({"nodes": [
+            {"name": "DB", "type": "n8n-nodes-base.postgres",
+             "credentials": {"postgres": {"id": "sc1", "name": "Main DB"}}},
+            {"name": "Chat", "type": "n8n-nodes-base.slack",
+             "credentials": {"slackApi": {"id": "sc2", "name": "Alerts"}}}
+        ]});
+        let map = HashMap::from([(
+            ("postgres".to_owned(), "sc1".to_owned()),
+            CredentialTarget {
+                id: "tc1".into(),
+                name: "Main DB".into(),
+            },
+        )]);
+        let (mut a, mut b) = (wf.clone(), wf);
+        let out = remap_credentials_for_target(&mut a, &map, &TargetTeam::default());
+        let unmapped = remap_credentials(&mut b, &map);
+        assert_eq!(a, b);
+        assert_eq!(out.unmapped, unmapped);
+        assert!(out.without_connection.is_empty());
+        assert_eq!(
+            a["nodes"][1]["credentials"]["slackApi"]["id"], "sc2",
+            "kept"
+        );
     }
 }

@@ -446,19 +446,7 @@ pub struct CredentialRef {
 
 pub fn credential_refs<D: Doc>(workflow: &D) -> Vec<CredentialRef> {
     if crate::make::is_scenario(workflow) {
-        let scenario = crate::make::to_value(workflow);
-        let mut refs: Vec<CredentialRef> = crate::make::modules(&scenario)
-            .into_iter()
-            .filter_map(crate::make::connection_ref)
-            .map(|c| CredentialRef {
-                id: Some(c.id),
-                name: c.label.unwrap_or_default(),
-                cred_type: c.connection_type,
-                node: c.module,
-            })
-            .collect();
-        refs.sort();
-        return refs;
+        return scenario_credential_refs(&crate::make::to_value(workflow), &HashMap::new());
     }
     let mut refs = Vec::new();
     for node in nodes(workflow) {
@@ -475,6 +463,39 @@ pub fn credential_refs<D: Doc>(workflow: &D) -> Vec<CredentialRef> {
             });
         }
     }
+    refs.sort();
+    refs
+}
+
+/// [`credential_refs`], with a Make scenario's connections resolved through its team's
+/// connections as the catalog lists them (`known`, by id) where the designer did not cache
+/// their type or label ([`crate::make::connection_ref_in`]). An n8n workflow's references are
+/// [`credential_refs`]'s.
+pub fn credential_refs_in(
+    workflow: &Value,
+    known: &HashMap<String, crate::make::KnownConnection>,
+) -> Vec<CredentialRef> {
+    if crate::make::is_scenario(workflow) {
+        return scenario_credential_refs(workflow, known);
+    }
+    credential_refs(workflow)
+}
+
+/// A scenario's connections as credential references (the label as the name), sorted.
+fn scenario_credential_refs(
+    scenario: &Value,
+    known: &HashMap<String, crate::make::KnownConnection>,
+) -> Vec<CredentialRef> {
+    let mut refs: Vec<CredentialRef> = crate::make::modules(scenario)
+        .into_iter()
+        .filter_map(|m| crate::make::connection_ref_in(m, known))
+        .map(|c| CredentialRef {
+            id: Some(c.id),
+            name: c.label.unwrap_or_default(),
+            cred_type: c.connection_type,
+            node: c.module,
+        })
+        .collect();
     refs.sort();
     refs
 }

@@ -8,14 +8,17 @@
 //! unchanged workflow never produces a diff and a changed one shows exactly what changed. Files of
 //! workflows gone from the environment are removed. A backup with nothing new makes no commit;
 //! a backup killed after its push and retried finds nothing new, so there is never a duplicate.
+//! A Make scenario's file also says which team it was taken from (`teamId`): its connection,
+//! webhook and key ids are that team's, and a restore into another team must not write them.
 
 use std::path::PathBuf;
 
 use adapters::git::{Checkout, GitAuth, GitError, GitRemote};
 use domain::git_config::{self, GitAccess};
 use domain::notifications::{Alert, EventType};
+use domain::remap::{self, TargetTeam};
 use domain::snapshots::SnapshotWorkflow;
-use domain::{environments, workflow};
+use domain::{environments, make, workflow};
 use engine::{Job, JobError, NewRun, RetryPolicy, RunCtx};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -195,11 +198,12 @@ pub async fn back_up(
     let message_head = format!("Back up {} ({})", env.name, env.class);
     let trailer = format!("Triggered by {triggered_by}\nRun {}", ctx.run_id);
     let path = access.path.clone();
+    let outbound = deps.outbound();
     let out = ctx
         .step(step, || async move {
             let remote = remote(&access);
             tokio::task::spawn_blocking(move || {
-                let mut checkout = Checkout::open(&remote, &cache)?;
+                let mut checkout = Checkout::open_within(&remote, &cache, outbound)?;
                 let folder = access.path.trim_matches('/').to_owned();
                 let workflows_dir = if folder.is_empty() {
                     "workflows/".to_owned()
@@ -439,8 +443,9 @@ pub async fn read_files(
         .map_err(|e| GitError::Other(format!("bad commit id: {e}")))?;
     let cache: PathBuf = deps.git_cache.join(environment_id.to_string());
     let remote = remote(access);
+    let outbound = deps.outbound();
     tokio::task::spawn_blocking(move || {
-        let checkout = Checkout::open(&remote, &cache)?;
+        let checkout = Checkout::open_within(&remote, &cache, outbound)?;
         let wanted: Option<std::collections::HashSet<String>> =
             ids.map(|ids| ids.into_iter().collect());
         let mut blobs: Vec<(String, adapters::git::Oid)> =
@@ -487,6 +492,11 @@ pub struct RestoredItem {
     pub result: String,
     pub id: Option<String>,
     pub error: Option<String>,
+    /// How the workflow was restored other than exactly as backed up: a Make scenario backed
+    /// up from another team, written without that team's connections, webhooks and keys, and
+    /// each module left without a connection.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -500,7 +510,8 @@ pub struct RestoreOutput {
 
 /// `environment.restore` (WF-017): workflows written back to the environment from its Git
 /// backup, a checkpointed step per workflow (so a resumed restore does not write twice); a
-/// workflow whose content already matches is left alone.
+/// workflow whose content already matches is left alone. A Make scenario is written as stored
+/// only into the team it was backed up from ([`make_restore`]).
 #[derive(Debug, Clone)]
 pub struct Restore {
     pub deps: Deps,
@@ -600,6 +611,18 @@ impl Job for Restore {
             .deps
             .provider(&db, input.tenant_id, input.environment_id)
             .await?;
+        // The team a Make environment is now (its URL may have moved to another since the
+        // backup).
+        let env = environments::get(&db, input.tenant_id, input.environment_id)
+            .await
+            .map_err(domain_error)?;
+        let team = if env.provider == "make" {
+            let target = adapters::make::parse_base_url(&env.base_url)
+                .map_err(|e| JobError::permanent(e.to_string()))?;
+            Some(target.team_id)
+        } else {
+            None
+        };
         let mut out = RestoreOutput {
             updated: 0,
             created: 0,
@@ -627,27 +650,35 @@ impl Job for Restore {
                                 result: "failed".into(),
                                 id: None,
                                 error: Some(e.to_string()),
+                                warnings: Vec::new(),
                             });
                         }
                     };
+                    let (body, warnings) = match team {
+                        Some(team) if make::is_scenario(stored) => {
+                            make_restore(stored, current.as_ref(), team)
+                        }
+                        _ => (stored.clone(), Vec::new()),
+                    };
                     let written = match &current {
-                        Some(wf) if workflow::storage_form(wf) == *stored => {
+                        Some(wf) if is_stored(wf, &body) => {
                             return Ok(RestoredItem {
                                 result: "unchanged".into(),
                                 id: Some(id.clone()),
                                 error: None,
+                                warnings,
                             });
                         }
                         Some(_) => provider
-                            .update_workflow(id, stored)
+                            .update_workflow(id, &body)
                             .await
                             .map(|w| ("updated", w)),
                         // A create whose answer an earlier attempt lost may have happened: the
                         // copy it made (same name, same stored content) is adopted, not made twice.
-                        None => match adoptable(provider.as_ref(), stored, retrying).await {
+                        None => match adoptable(provider.as_ref(), &body, retrying).await {
                             Err(e) => Err(e),
                             Ok(Some(wf)) => Ok(("created", wf)),
-                            Ok(None) => match provider.create_workflow(stored).await {
+                            Ok(None) => match provider.create_workflow(&body).await {
                                 Ok(w) => Ok(("created", w)),
                                 Err(e)
                                     if e.is_transient()
@@ -681,6 +712,7 @@ impl Job for Restore {
                                 result: result.into(),
                                 id: wf.get("id").and_then(Value::as_str).map(str::to_owned),
                                 error: None,
+                                warnings,
                             })
                         }
                         Err(e) if e.is_transient() => Err(crate::providers::provider_error(e)),
@@ -688,10 +720,18 @@ impl Job for Restore {
                             result: "failed".into(),
                             id: None,
                             error: Some(e.to_string()),
+                            warnings: Vec::new(),
                         }),
                     }
                 })
                 .await?;
+            if !item.warnings.is_empty() {
+                ctx.log(
+                    "warn",
+                    format!("workflow {id}: {}", item.warnings.join("; ")),
+                )
+                .await?;
+            }
             match item.result.as_str() {
                 "updated" => out.updated += 1,
                 "created" => out.created += 1,
@@ -714,6 +754,75 @@ impl Job for Restore {
     }
 }
 
+/// What restoring `stored`, a backed-up Make scenario, writes into `team` over `current` (the
+/// scenario of its id in that team, if there is one), and the warnings of the item's result.
+///
+/// A scenario backed up from this team is written as stored, ids and all: the restore is exact.
+/// One backed up from another team (the environment's URL was changed since) carries that
+/// team's connection, webhook and key ids, meaningless here or, worse, naming another team's:
+/// it is written with this team's own where `current`'s module of the same id and kind has them
+/// and without them otherwise, to be chosen in Make, and the result says so and names every
+/// module left without a connection. A backup from before files recorded their team is this
+/// team's when the team has the scenario (Make never moves one to another team); otherwise it
+/// cannot be told, and is treated as another team's.
+fn make_restore(stored: &Value, current: Option<&Value>, team: u64) -> (Value, Vec<String>) {
+    let why = match make::team_id(stored) {
+        Some(from) if from == team => return (stored.clone(), Vec::new()),
+        Some(from) => {
+            format!("backed up from Make team {from}, not this environment's team {team}")
+        }
+        None if current.is_some() => return (stored.clone(), Vec::new()),
+        None => format!(
+            "the backup does not say which Make team it was taken from and team {team} has no scenario of its id"
+        ),
+    };
+    let mut body = stored.clone();
+    let team_copy = TargetTeam {
+        source_connections: None,
+        target_copy: current,
+    };
+    let remapped = remap::remap_credentials_for_target(
+        &mut body,
+        &std::collections::HashMap::new(),
+        &team_copy,
+    );
+    let mut body = match current {
+        Some(current) => make::with_team_references_of(&body, current),
+        None => make::without_team_references(&body),
+    };
+    if let Some(o) = body.as_object_mut() {
+        o.insert("teamId".to_owned(), team.into());
+    }
+    let kept = if current.is_some() {
+        " (the scenario's own in this team kept)"
+    } else {
+        ""
+    };
+    let mut warnings = vec![format!(
+        "{why}: written without that team's connections, webhooks and keys{kept}; choose them in Make"
+    )];
+    warnings.extend(
+        remapped
+            .without_connection
+            .iter()
+            .map(|c| format!("module `{}` was left without a connection", c.node)),
+    );
+    (body, warnings)
+}
+
+/// Whether `current` (as the provider returns it) already is `stored`. A Make scenario backed
+/// up before files recorded their team has no `teamId`; its team is then not compared.
+fn is_stored(current: &Value, stored: &Value) -> bool {
+    let mut form = workflow::storage_form(current);
+    if make::is_scenario(stored)
+        && stored.get("teamId").is_none()
+        && let Some(o) = form.as_object_mut()
+    {
+        o.remove("teamId");
+    }
+    form == *stored
+}
+
 /// On a retried restore, a workflow of the environment with `stored`'s name and the same stored
 /// content: the copy an earlier attempt created before its answer was lost. Listing costs a walk
 /// of the environment, so a first attempt does not look.
@@ -729,15 +838,97 @@ async fn adoptable(
     let mut cursor: Option<String> = None;
     loop {
         let page = provider.list_workflows(cursor.as_deref()).await?;
-        if let Some(found) = page.items.into_iter().find(|w| {
-            w.get("name").and_then(Value::as_str) == Some(name)
-                && workflow::storage_form(w) == *stored
-        }) {
+        if let Some(found) = page
+            .items
+            .into_iter()
+            .find(|w| w.get("name").and_then(Value::as_str) == Some(name) && is_stored(w, stored))
+        {
             return Ok(Some(found));
         }
         match page.next_cursor {
             Some(next) => cursor = Some(next),
             None => return Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A backed-up scenario of team 41: a webhook, and a Sheets row through connection 5501.
+    fn stored(team: Option<u64>) -> Value {
+        let mut s = json!({
+            "name": "Orders", "scheduling": {"type": "immediately"},
+            "blueprint": {"name": "Orders", "flow": [
+                {"id": 1, "module": "gateway:CustomWebHook", "parameters": {"hook": 10, "maxResults": 1}},
+                {"id": 2, "module": "google-sheets:addRow", "parameters": {"__IMTCONN__": 5501, "mode": "select"},
+                 "metadata": {"designer": {"x": 300, "y": 0}}}
+            ]}
+        });
+        if let Some(team) = team {
+            s["teamId"] = json!(team);
+        }
+        s
+    }
+
+    #[test]
+    fn a_scenario_backed_up_from_this_team_is_restored_exactly() {
+        let (body, warnings) = make_restore(&stored(Some(41)), None, 41);
+        assert_eq!(body, stored(Some(41)));
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn a_scenario_from_another_team_is_restored_without_that_teams_ids() {
+        let (body, warnings) = make_restore(&stored(Some(41)), None, 42);
+        assert_eq!(body["teamId"], 42);
+        let flow = &body["blueprint"]["flow"];
+        assert_eq!(flow[0]["parameters"], json!({"maxResults": 1}));
+        assert_eq!(flow[1]["parameters"], json!({"mode": "select"}));
+        assert_eq!(
+            warnings,
+            vec![
+                "backed up from Make team 41, not this environment's team 42: written without that team's connections, webhooks and keys; choose them in Make".to_owned(),
+                "module `google-sheets:addRow [2]` was left without a connection".to_owned(),
+            ]
+        );
+        // Over the scenario this team has: its own connection and webhook are kept.
+        let mut current = stored(Some(42));
+        current["id"] = json!("77");
+        current["blueprint"]["flow"][0]["parameters"]["hook"] = json!(99);
+        current["blueprint"]["flow"][1]["parameters"]["__IMTCONN__"] = json!(6601);
+        let (body, warnings) = make_restore(&stored(Some(41)), Some(&current), 42);
+        assert_eq!(body["blueprint"]["flow"][0]["parameters"]["hook"], 99);
+        assert_eq!(
+            body["blueprint"]["flow"][1]["parameters"]["__IMTCONN__"],
+            6601
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(is_stored(&current, &body), "nothing left to write");
+    }
+
+    #[test]
+    fn a_backup_that_does_not_name_its_team_is_trusted_only_for_a_scenario_the_team_has() {
+        let legacy = stored(None);
+        let mut current = stored(Some(42));
+        current["id"] = json!("77");
+        let (body, warnings) = make_restore(&legacy, Some(&current), 42);
+        assert_eq!(body, legacy, "Make never moves a scenario to another team");
+        assert!(warnings.is_empty());
+        assert!(is_stored(&current, &legacy), "the team is not compared");
+        assert!(!is_stored(&current, &stored(Some(41))));
+        let (body, warnings) = make_restore(&legacy, None, 42);
+        assert!(
+            body["blueprint"]["flow"][1]["parameters"]
+                .get("__IMTCONN__")
+                .is_none()
+        );
+        assert!(
+            warnings[0].starts_with("the backup does not say which Make team"),
+            "{warnings:?}"
+        );
     }
 }

@@ -3,7 +3,9 @@
 //! preflight (diff, risk, gates — against live data) → approvals (an engine signal; the run
 //! holds no worker while it waits) → the scheduled time and the stage's window (timers) →
 //! pre-promotion snapshot → each workflow written to the target, credentials and sub-workflow
-//! references remapped (a checkpointed step each) → on a failure, every workflow already
+//! references remapped (a checkpointed step each; a Make connection with no counterpart is never
+//! written with the source team's id: the module keeps the target copy's own or is left without
+//! one, and the item's `warnings` say which) → on a failure, every workflow already
 //! written is put back as it was (PROMO-007) → the catalog, deployments and canonical links
 //! recorded → post-promotion snapshot.
 //!
@@ -14,10 +16,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use adapters::{Provider, ProviderError};
 use domain::diff::{self, RiskLevel};
+use domain::make::KnownConnection;
 use domain::notifications::{Alert, EventType};
 use domain::pipelines::{self, Stage};
 use domain::promotions::{self, DiffStatus, PromotionStatus};
-use domain::remap::{self, CredentialTarget, UnmappedCredential, UnmappedSubworkflow};
+use domain::remap::{
+    self, CredentialTarget, Remapped, TargetTeam, UnmappedCredential, UnmappedSubworkflow,
+};
 use domain::snapshots::SnapshotKind;
 use domain::{catalog, git_config, workflow};
 use engine::{Job, JobError, NewRun, RetryPolicy, RunCtx};
@@ -98,6 +103,9 @@ pub struct Context {
     target_hashes: HashMap<String, String>,
     /// Target credentials (type, name) → id.
     target_credentials: HashMap<(String, String), String>,
+    /// Source credentials by id (type, name): what a Make module's designer cache does not say
+    /// about its connection.
+    source_connections: HashMap<String, KnownConnection>,
     /// User mappings (type, source id) → target.
     mappings: HashMap<(String, String), CredentialTarget>,
     deployed: HashMap<String, promotions::Deployed>,
@@ -161,6 +169,15 @@ pub async fn load_context(
     .into_iter()
     .map(|(t, n, id)| ((t, n), id))
     .collect();
+    let source_connections: HashMap<String, KnownConnection> = sqlx::query_as::<_, (String, String, String)>(
+        "select provider_id, type, name from env_credentials where environment_id = $1 and deleted_at is null",
+    )
+    .bind(source_env)
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .map(|(id, connection_type, name)| (id, KnownConnection { connection_type, name }))
+    .collect();
     let mappings = promotions::mappings(db, tenant_id, source_env, target_env)
         .await?
         .into_iter()
@@ -198,7 +215,8 @@ pub async fn load_context(
     .collect();
     let drift_blocking = domain::drift::blocking(db, tenant_id, target_env).await?;
     let open_incidents: i64 = sqlx::query_scalar(
-        "select count(*) from drift_incidents where environment_id = $1 and status <> 'closed'",
+        // A reconciled incident's drift is gone: it waits only to be closed.
+        "select count(*) from drift_incidents where environment_id = $1 and status not in ('reconciled', 'closed')",
     )
     .bind(target_env)
     .fetch_one(db)
@@ -211,6 +229,7 @@ pub async fn load_context(
         targets,
         target_hashes,
         target_credentials,
+        source_connections,
         mappings,
         deployed,
         source_canonical,
@@ -246,10 +265,11 @@ impl Context {
     }
 
     /// Credential targets for every reference: the user's mapping, else a target credential
-    /// of the same type and name.
+    /// of the same type and name. A Make connection's type and name are the source team's
+    /// connection's where the designer did not cache them.
     fn credential_map(&self, wf: &Value) -> HashMap<(String, String), CredentialTarget> {
         let mut out = HashMap::new();
-        for r in workflow::credential_refs(wf) {
+        for r in workflow::credential_refs_in(wf, &self.source_connections) {
             let key_id = (r.cred_type.clone(), r.id.clone().unwrap_or_default());
             let target = self.mappings.get(&key_id).cloned().or_else(|| {
                 self.target_credentials
@@ -281,23 +301,29 @@ impl Context {
             .collect()
     }
 
-    /// The source workflow as it will be written to the target, and what could not be mapped.
+    /// The source workflow as it will be written over `target` (the copy it replaces, if
+    /// any), and what could not be mapped.
     pub fn remapped(
         &self,
         wf: &Value,
-    ) -> (Value, Vec<UnmappedCredential>, Vec<UnmappedSubworkflow>) {
+        target: Option<&Value>,
+    ) -> (Value, Remapped, Vec<UnmappedSubworkflow>) {
         let mut out = wf.clone();
-        let creds = remap::remap_credentials(&mut out, &self.credential_map(wf));
+        let team = TargetTeam {
+            source_connections: Some(&self.source_connections),
+            target_copy: target,
+        };
+        let creds = remap::remap_credentials_for_target(&mut out, &self.credential_map(wf), &team);
         let subs = remap::remap_subworkflows(&mut out, &self.subworkflow_map(wf));
         (out, creds, subs)
     }
 
     fn item(&self, wf: &Value) -> PlanItem {
         let (source_id, name) = (id_of(wf), name_of(wf));
-        let (written, unmapped_credentials, unmapped_subworkflows) = self.remapped(wf);
-        let source_hash = workflow::content_hash(&written);
         let target_id = self.counterpart(&source_id, &name);
         let target = target_id.as_ref().and_then(|t| self.targets.get(t));
+        let (written, credentials, unmapped_subworkflows) = self.remapped(wf, target);
+        let source_hash = workflow::content_hash(&written);
         let target_hash = target_id
             .as_ref()
             .and_then(|t| self.target_hashes.get(t))
@@ -347,7 +373,7 @@ impl Context {
             } else {
                 diff::render_summary(&d)
             },
-            unmapped_credentials,
+            unmapped_credentials: credentials.unmapped,
             unmapped_subworkflows,
         }
     }
@@ -455,6 +481,10 @@ impl Context {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
+        // A Make connection id is never written into another team (see `remap`).
+        let scenarios = self.sources.iter().any(|wf| {
+            domain::make::is_scenario(wf) && missing.iter().any(|i| i.source_id == id_of(wf))
+        });
         out.push(result(
             "credentialsExistInTarget",
             !missing.is_empty(),
@@ -463,10 +493,12 @@ impl Context {
             format!(
                 "credentials missing in the target: {}{}",
                 names.join(", "),
-                if stage.policy.allow_placeholder_credentials {
-                    " (placeholders allowed: references kept)"
-                } else {
-                    ""
+                match (stage.policy.allow_placeholder_credentials, scenarios) {
+                    (false, _) => "",
+                    (true, false) => " (placeholders allowed: references kept)",
+                    (true, true) => {
+                        " (placeholders allowed: those modules keep the target copy's own connection or are left without one, to be chosen in Make)"
+                    }
                 }
             ),
             missing.iter().map(|i| i.source_id.clone()).collect(),
@@ -669,6 +701,10 @@ pub struct AppliedItem {
     /// The target's content hash after the write.
     pub target_hash: Option<String>,
     pub error: Option<String>,
+    /// What was written but needs a hand in the target: Make modules left without a
+    /// connection (their source connection has no counterpart there).
+    #[serde(default)]
+    pub warnings: Vec<String>,
     /// The target workflow before the write (to roll back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
@@ -1069,6 +1105,7 @@ impl Promote {
                     target_id: item.target_id.clone(),
                     target_hash: item.target_hash.clone(),
                     error: None,
+                    warnings: Vec::new(),
                     before: None,
                 });
                 continue;
@@ -1094,6 +1131,13 @@ impl Promote {
                     .await
                 })
                 .await?;
+            if !result.warnings.is_empty() {
+                ctx.log(
+                    "warn",
+                    format!("`{}`: {}", result.name, result.warnings.join("; ")),
+                )
+                .await?;
+            }
             let failed = result.action == "failed";
             if failed {
                 failure = Some(format!(
@@ -1295,6 +1339,7 @@ async fn apply_one(
         target_id: item.target_id.clone(),
         target_hash: None,
         error: None,
+        warnings: Vec::new(),
         before: None,
     };
     let wf = match source.get_workflow(&item.source_id).await {
@@ -1305,23 +1350,31 @@ async fn apply_one(
             return Ok(out);
         }
     };
-    let (body, _, _) = context.remapped(&wf);
+    // The copy it replaces first: a Make module whose connection has no counterpart keeps the
+    // one that copy's module has in the target team.
+    let before = match &item.target_id {
+        Some(tid) => match target.get_workflow(tid).await {
+            Ok(b) => Some(b),
+            Err(e) if e.is_transient() => return Err(provider_error(e)),
+            Err(e) => {
+                out.error = Some(format!("reading the target copy: {e}"));
+                return Ok(out);
+            }
+        },
+        None => None,
+    };
+    let (body, credentials, _) = context.remapped(&wf, before.as_ref());
+    let warnings = connection_warnings(&credentials.without_connection);
     let hash = workflow::content_hash(&body);
-    let written = match &item.target_id {
-        Some(tid) => {
-            let before = match target.get_workflow(tid).await {
-                Ok(b) => b,
-                Err(e) if e.is_transient() => return Err(provider_error(e)),
-                Err(e) => {
-                    out.error = Some(format!("reading the target copy: {e}"));
-                    return Ok(out);
-                }
-            };
+    let written = match (&item.target_id, before) {
+        (Some(tid), Some(before)) => {
             let was_active = before.get("active").and_then(Value::as_bool) == Some(true);
+            let unchanged = workflow::content_hash(&before) == hash;
             out.before = Some(before);
-            if workflow::content_hash(out.before.as_ref().unwrap_or(&Value::Null)) == hash {
+            if unchanged {
                 out.action = "unchanged".into();
                 out.target_hash = Some(hash);
+                out.warnings = warnings;
                 return Ok(out);
             }
             // A Make scenario keeps the target team's own webhooks and keys.
@@ -1357,7 +1410,7 @@ async fn apply_one(
                 }
             }
         }
-        None => {
+        _ => {
             // A create from an earlier attempt that died before its checkpoint is adopted: a
             // workflow of that name the target did not have when the promotion started.
             if let Some(tid) = existing
@@ -1368,6 +1421,7 @@ async fn apply_one(
                 out.action = "created".into();
                 out.target_id = Some(tid.clone());
                 out.target_hash = Some(hash);
+                out.warnings = warnings;
                 upsert_target(db, tenant, target_env, &w).await?;
                 return Ok(out);
             }
@@ -1400,8 +1454,23 @@ async fn apply_one(
         }
     };
     out.target_hash = Some(workflow::content_hash(&written));
+    out.warnings = warnings;
     upsert_target(db, tenant, target_env, &written).await?;
     Ok(out)
+}
+
+/// What an item's result says about Make modules written without a connection.
+fn connection_warnings(left: &[UnmappedCredential]) -> Vec<String> {
+    left.iter()
+        .map(|c| {
+            format!(
+                "module `{}` was left without a connection: its source connection `{}` ({}) has no counterpart in the target; choose one in Make",
+                c.node,
+                c.name.as_deref().or(c.id.as_deref()).unwrap_or_default(),
+                c.credential_type
+            )
+        })
+        .collect()
 }
 
 async fn rollback(
@@ -1505,6 +1574,7 @@ mod tests {
                 ("postgres".to_owned(), "Main DB".to_owned()),
                 "tc1".to_owned(),
             )]),
+            source_connections: HashMap::new(),
             mappings: HashMap::new(),
             deployed: HashMap::new(),
             source_canonical: HashMap::new(),

@@ -1,15 +1,17 @@
 //! Make.com through the product (ENV-009, PROV-001): a team connected as an environment, its
 //! scenarios synced into the catalog with hashes, graphs and connection references, promoted to
-//! another team with their connections remapped, and a change made in Make found as drift.
+//! another team with their connections remapped (never with the source team's ids), a change
+//! made in Make found as drift, and backups restored into the team they came from or, after the
+//! environment moved, into another without the old team's ids.
 
 use engine::RunStatus;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use workflowops_tests::TestApp;
-use workflowops_tests::engine_support::{TestWorker, wait_for};
+use workflowops_tests::engine_support::{TestWorker, eventually, wait_for};
 use workflowops_tests::make::{MakeConfig, MakePeer};
 
-use super::git::{backed_up, bare_repo, run};
+use super::git::{backed_up, bare_repo, head_files, read, run};
 
 /// A webhook feeding a Google Sheets row through `connection`, as Make's designer saves it.
 fn blueprint(name: &str, connection: u64) -> Value {
@@ -499,4 +501,341 @@ async fn a_scenario_a_listing_skipped_is_not_marked_deleted() {
         .map(|a| a.iter().filter_map(|w| w["name"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(names, ["Skipped"], "{}", listed.body);
+}
+
+/// A webhook and two Google Sheets modules as a scenario built through Make's API saves them:
+/// no designer cache (`metadata.restore`), so nothing in the blueprint says a module's
+/// connection is a `google` one or what it is called.
+fn uncached_blueprint(name: &str, sales: u64, ops: u64) -> Value {
+    json!({
+        "name": name,
+        "flow": [
+            {"id": 1, "module": "gateway:CustomWebHook", "version": 1,
+             "parameters": {"hook": 10, "maxResults": 1}, "mapper": {},
+             "metadata": {"designer": {"x": 0, "y": 0}}},
+            {"id": 2, "module": "google-sheets:addRow", "version": 2,
+             "parameters": {"__IMTCONN__": sales},
+             "mapper": {"spreadsheetId": "sales", "values": {"0": "{{1.order}}"}},
+             "metadata": {"designer": {"x": 300, "y": 0}}},
+            {"id": 3, "module": "google-sheets:updateRow", "version": 2,
+             "parameters": {"__IMTCONN__": ops},
+             "mapper": {"spreadsheetId": "ops", "rowNumber": "1", "values": {"0": "{{1.order}}"}},
+             "metadata": {"designer": {"x": 600, "y": 0}}}
+        ],
+        "metadata": {"instant": true, "version": 1,
+                     "scenario": {"roundtrips": 1, "maxErrors": 3, "autoCommit": true},
+                     "designer": {"orphans": []}, "zone": "eu1.make.com"}
+    })
+}
+
+/// Two Make environments of `tenant` (dev and prod teams), synced, and a one-stage pipeline
+/// between them with `stage`'s gates and policy; returns (dev, prod, pipeline).
+async fn dev_and_prod(
+    app: &TestApp,
+    t: &workflowops_tests::TenantFixture,
+    make: &MakePeer,
+    (dev_team, prod_team): (u64, u64),
+    stage: &Value,
+) -> (Uuid, Uuid, Uuid) {
+    let dev = make_environment(app, t, make, dev_team).await;
+    let prod = make_environment(app, t, make, prod_team).await;
+    for env in [dev, prod] {
+        run(
+            app,
+            t,
+            &format!("/api/v1/environments/{env}/sync"),
+            Some(&json!({"scope": "full"})),
+        )
+        .await;
+    }
+    let mut stage = stage.clone();
+    stage["source_environment_id"] = json!(dev);
+    stage["target_environment_id"] = json!(prod);
+    let pipeline = app
+        .post(
+            "/api/v1/pipelines",
+            &t.admin,
+            &json!({"name": "Make release", "provider": "make", "stages": [stage]}),
+        )
+        .await;
+    assert_eq!(pipeline.status, 201, "{}", pipeline.body);
+    (dev, prod, id(&pipeline.body))
+}
+
+/// Promotes `scenario` through the pipeline's first stage and waits for the run to succeed;
+/// returns the promotion as the API shows it.
+async fn promote(
+    app: &TestApp,
+    t: &workflowops_tests::TenantFixture,
+    pipeline: Uuid,
+    scenario: u64,
+) -> Value {
+    let body = json!({"pipeline_id": pipeline, "stage_index": 0,
+                      "workflow_ids": [scenario.to_string()]});
+    let started = app.post("/api/v1/promotions", &t.admin, &body).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let run_id: Uuid = started.body["run_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
+    let finished = eventually(
+        &format!("promotion run {run_id} to finish"),
+        std::time::Duration::from_secs(20),
+        || async {
+            let run = app
+                .get(&format!("/api/v1/runs/{run_id}"), &t.admin)
+                .await
+                .body;
+            ["succeeded", "failed", "cancelled"]
+                .contains(&run["status"].as_str().unwrap_or_default())
+                .then_some(run)
+        },
+    )
+    .await;
+    let promotion = app
+        .get(
+            &format!("/api/v1/promotions/{}", id(&started.body)),
+            &t.admin,
+        )
+        .await
+        .body;
+    assert_eq!(finished["status"], "succeeded", "{finished}\n{promotion}");
+    promotion
+}
+
+/// The one scenario of a Make environment's catalog.
+async fn only_scenario(app: &TestApp, t: &workflowops_tests::TenantFixture, env: Uuid) -> u64 {
+    let listed = app
+        .get(&format!("/api/v1/workflows?environment_id={env}"), &t.admin)
+        .await;
+    assert_eq!(
+        listed.body["items"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        listed.body
+    );
+    listed.body["items"][0]["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{}", listed.body))
+}
+
+// CRED-007, PROMO-001 on Make: a module without the designer's cache still names a `google`
+// connection (the source team's connection of that id says so), so the user's mapping and the
+// same-type-and-name match both apply and the credential gate passes
+#[tokio::test]
+async fn a_connection_the_designer_did_not_cache_is_typed_by_the_source_teams_connections() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let make = MakePeer::start(MakeConfig::default()).await;
+    let dev_team = make.team();
+    let prod_team = make.add_team("Production");
+    let dev_sales = make.add_connection(dev_team, "Sales Google", "google", "oauth");
+    let dev_ops = make.add_connection(dev_team, "Ops Google", "google", "oauth");
+    let prod_sales = make.add_connection(prod_team, "Sales Google", "google", "oauth");
+    let prod_shared = make.add_connection(prod_team, "Shared Google", "google", "oauth");
+    let scenario = make.add_scenario(dev_team, uncached_blueprint("Orders", dev_sales, dev_ops));
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
+    let stage = json!({"gates": {"credentialsExistInTarget": true}});
+    let (dev, prod, pipeline) =
+        dev_and_prod(&app, &acme, &make, (dev_team, prod_team), &stage).await;
+
+    // Ops Google is mapped by hand (its name differs in prod), under the connection's type.
+    let put = app
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/credential-mappings",
+            Some(&acme.admin.token),
+            Some(
+                &json!({"source_environment_id": dev, "target_environment_id": prod,
+                "credential_type": "google", "source_credential_id": dev_ops.to_string(),
+                "target_credential_id": prod_shared.to_string()}),
+            ),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+
+    let body = json!({"pipeline_id": pipeline, "stage_index": 0,
+                      "workflow_ids": [scenario.to_string()]});
+    let preview = app
+        .post("/api/v1/promotions/preview", &acme.admin, &body)
+        .await;
+    assert_eq!(preview.status, 200, "{}", preview.body);
+    assert_eq!(preview.body["blocked"], false, "{}", preview.body);
+    assert_eq!(
+        preview.body["items"][0]["unmapped_credentials"],
+        json!([]),
+        "{}",
+        preview.body
+    );
+    let done = promote(&app, &acme, pipeline, scenario).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let copy = only_scenario(&app, &acme, prod).await;
+    let written = make
+        .blueprint(copy)
+        .unwrap_or_else(|| panic!("no blueprint"));
+    assert_eq!(
+        written["flow"][1]["parameters"]["__IMTCONN__"],
+        json!(prod_sales),
+        "same type and name: {written}"
+    );
+    assert_eq!(
+        written["flow"][2]["parameters"]["__IMTCONN__"],
+        json!(prod_shared),
+        "the user's mapping: {written}"
+    );
+}
+
+// PROMO-001, CRED-007 on Make: a connection with no counterpart in the target team is never
+// written there with the source team's id; the module is left without one (the result says
+// which), and once a connection is chosen in Make a later promotion keeps it
+#[tokio::test]
+async fn an_unmapped_connection_is_left_unset_in_the_target_team_and_the_result_says_so() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let make = MakePeer::start(MakeConfig::default()).await;
+    let dev_team = make.team();
+    let prod_team = make.add_team("Production");
+    let dev_google = make.add_connection(dev_team, "Sales Google", "google", "oauth");
+    let prod_personal = make.add_connection(prod_team, "Personal Google", "google", "oauth");
+    let scenario = make.add_scenario(dev_team, blueprint("Orders", dev_google));
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
+    // No credential gate; choosing a connection in prod is a change there, overwritten on
+    // purpose by the second promotion.
+    let stage = json!({"policy": {"allowOverwritingHotfixes": true}});
+    let (_, prod, pipeline) = dev_and_prod(&app, &acme, &make, (dev_team, prod_team), &stage).await;
+
+    let done = promote(&app, &acme, pipeline, scenario).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let result = &done["results"][0];
+    assert_eq!(result["action"], "created", "{done}");
+    assert_eq!(
+        result["warnings"],
+        json!([
+            "module `google-sheets:addRow [2]` was left without a connection: its source connection `Sales Google` (google) has no counterpart in the target; choose one in Make"
+        ]),
+        "{done}"
+    );
+    let copy = only_scenario(&app, &acme, prod).await;
+    let written = make
+        .blueprint(copy)
+        .unwrap_or_else(|| panic!("no blueprint"));
+    assert_eq!(
+        written["flow"][1]["parameters"],
+        json!({"mode": "select"}),
+        "not dev's connection id: {written}"
+    );
+    assert!(
+        written["flow"][1]["metadata"]["restore"]["parameters"]
+            .get("__IMTCONN__")
+            .is_none(),
+        "no label of a connection it does not have: {written}"
+    );
+    assert_eq!(
+        written["flow"][1]["mapper"],
+        json!({"values": {"0": "{{1.order}}"}})
+    );
+
+    // Prod's own connection, chosen in Make; then dev changes and is promoted again.
+    let mut chosen = written.clone();
+    chosen["flow"][1]["parameters"]["__IMTCONN__"] = json!(prod_personal);
+    patch_blueprint(&make, copy, &chosen).await;
+    let mut changed = make
+        .blueprint(scenario)
+        .unwrap_or_else(|| panic!("no blueprint"));
+    changed["flow"][1]["mapper"]["values"]["0"] = json!("{{1.total}}");
+    patch_blueprint(&make, scenario, &changed).await;
+    let again = promote(&app, &acme, pipeline, scenario).await;
+    let result = &again["results"][0];
+    assert_eq!(result["action"], "updated", "{again}");
+    assert_eq!(result["warnings"], json!([]), "{again}");
+    let updated = make
+        .blueprint(copy)
+        .unwrap_or_else(|| panic!("no blueprint"));
+    assert_eq!(updated["flow"][1]["mapper"]["values"]["0"], "{{1.total}}");
+    assert_eq!(
+        updated["flow"][1]["parameters"]["__IMTCONN__"],
+        json!(prod_personal),
+        "the target's own connection is kept: {updated}"
+    );
+}
+
+// WF-016, WF-017 on Make: a backup says which team it was taken from; restored after the
+// environment's URL moved to another team, the scenario is recreated there without the old
+// team's connection and webhook ids, and the result says so
+#[tokio::test]
+async fn a_backup_restored_into_another_team_leaves_the_old_teams_ids_behind() {
+    let app = TestApp::spawn_with(|c| c.allow_local_git = true).await;
+    let acme = app.tenant("acme").await;
+    let make = MakePeer::start(MakeConfig::default()).await;
+    let old_team = make.team();
+    let new_team = make.add_team("Reorganised");
+    let google = make.add_connection(old_team, "Sales Google", "google", "oauth");
+    let orders = make.add_scenario(old_team, blueprint("Orders", google));
+    let env = make_environment(&app, &acme, &make, old_team).await;
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
+    let repo = backed_up(&app, &acme, env).await;
+    let (_, files) = head_files(&repo);
+    let file = files
+        .iter()
+        .find(|f| f.ends_with(&format!("workflows/{orders}.json")))
+        .unwrap_or_else(|| panic!("{files:?}"));
+    assert_eq!(read(&repo, file)["teamId"], json!(old_team));
+    let original = make
+        .blueprint(orders)
+        .unwrap_or_else(|| panic!("no blueprint"));
+
+    let moved = app
+        .patch(
+            &format!("/api/v1/environments/{env}"),
+            &acme.admin,
+            &json!({"base_url": make.base_url(new_team)}),
+        )
+        .await;
+    assert_eq!(moved.status, 200, "{}", moved.body);
+    let out = run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{env}/restore"),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(
+        (out["created"].as_i64(), out["failed"].as_i64()),
+        (Some(1), Some(0)),
+        "{out}"
+    );
+    let item = &out["workflows"][orders.to_string()];
+    assert_eq!(
+        item["warnings"],
+        json!([
+            format!(
+                "backed up from Make team {old_team}, not this environment's team {new_team}: written without that team's connections, webhooks and keys; choose them in Make"
+            ),
+            "module `google-sheets:addRow [2]` was left without a connection"
+        ]),
+        "{out}"
+    );
+    let copy: u64 = item["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(make.scenario_count(new_team), 1);
+    let written = make.blueprint(copy).unwrap_or_else(|| panic!("no copy"));
+    assert_eq!(
+        written["flow"][0]["parameters"],
+        json!({"maxResults": 1}),
+        "not the old team's webhook: {written}"
+    );
+    assert_eq!(
+        written["flow"][1]["parameters"],
+        json!({"mode": "select"}),
+        "not the old team's connection: {written}"
+    );
+    assert_eq!(written["flow"][1]["mapper"], original["flow"][1]["mapper"]);
+    assert_eq!(
+        make.blueprint(orders),
+        Some(original),
+        "the old team's scenario is not touched"
+    );
 }
