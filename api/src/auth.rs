@@ -47,6 +47,8 @@ pub enum Subject {
         key_id: Uuid,
         prefix: String,
         name: String,
+        /// The person who created the key: answerable for what it does.
+        created_by: Option<Uuid>,
     },
 }
 
@@ -81,6 +83,24 @@ impl Principal {
         match &self.subject {
             Subject::User { user_id, .. } => Some(*user_id),
             Subject::ApiKey { .. } => None,
+        }
+    }
+
+    /// When the API key making a call expires: nothing it creates may outlive it.
+    pub fn key_expiry(&self) -> Option<DateTime<Utc>> {
+        match &self.subject {
+            Subject::ApiKey { .. } => self.expires_at,
+            Subject::User { .. } => None,
+        }
+    }
+
+    /// The person answerable for a call: the user, or the one who created the API key used. A
+    /// request is recorded under this person, so that they cannot approve it themselves with
+    /// another credential.
+    pub fn accountable_user(&self) -> Option<Uuid> {
+        match &self.subject {
+            Subject::User { user_id, .. } => Some(*user_id),
+            Subject::ApiKey { created_by, .. } => *created_by,
         }
     }
 
@@ -506,6 +526,7 @@ async fn resolve_key(state: &AppState, hash: &[u8; 32]) -> Result<Principal, Aut
         key_id: k.key_id,
         prefix: k.prefix,
         name: k.name,
+        created_by: k.created_by,
     };
     if k.expires_at.is_some_and(|at| at <= Utc::now()) {
         return Err(expired(&subject));

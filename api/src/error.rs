@@ -19,6 +19,8 @@ pub struct ApiError {
     pub errors: Vec<FieldError>,
     /// Logged, never sent.
     internal: Option<String>,
+    /// Seconds for a `Retry-After` header.
+    retry_after: Option<u64>,
 }
 
 /// The body of every error response (RFC 9457 problem details, plus `code` and `errors`).
@@ -56,6 +58,7 @@ impl ApiError {
             message: message.into(),
             errors: Vec::new(),
             internal: None,
+            retry_after: None,
         }
     }
 
@@ -85,12 +88,35 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, code, message)
     }
 
+    /// A 429 with a `Retry-After` of `wait` (rounded up to whole seconds).
+    pub fn too_many(
+        code: &'static str,
+        message: impl Into<String>,
+        wait: std::time::Duration,
+    ) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Self {
+            retry_after: Some(secs.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+        }
+    }
+
     pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, code, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 422 `destination_refused`: an address the server may not call (`WFO_OUTBOUND_NETWORKS`);
+    /// `message` names the address, its class and the setting.
+    pub fn destination_refused(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "destination_refused",
+            message,
+        )
     }
 
     pub fn validation(errors: Vec<FieldError>) -> Self {
@@ -140,6 +166,21 @@ impl From<sqlx::Error> for ApiError {
                     "this conflicts with something that already exists",
                 )
             },
+            // A value the request carried that PostgreSQL cannot store or compare: a date
+            // before 4713 BC or after 294276 AD, a number past its column's range.
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("22008" | "22003")) =>
+            {
+                let what = if db.code().as_deref() == Some("22008") {
+                    "a date or time in the request is outside the range this service stores (4713 BC to 294276 AD)"
+                } else {
+                    "a number in the request is outside the range this service stores"
+                };
+                Self {
+                    internal: Some(err.to_string()),
+                    ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "out_of_range", what)
+                }
+            }
             _ => Self::internal(err),
         }
     }
@@ -147,6 +188,7 @@ impl From<sqlx::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retry_after = self.retry_after;
         if let Some(detail) = &self.internal {
             if self.status.is_server_error() {
                 tracing::error!(status = self.status.as_u16(), code = %self.code, error = %detail, "request failed");
@@ -173,6 +215,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         response
     }
 }

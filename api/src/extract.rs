@@ -70,7 +70,9 @@ where
     }
 }
 
-/// Deserializes JSON, telling syntax errors (400) from shape errors (422, with the path).
+/// Deserializes a JSON object, telling syntax errors (400) from shape errors (422, with the
+/// path). Every request body of this API is an object: anything else is refused before serde
+/// sees it, which would otherwise fill a struct's fields from an array by position.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let malformed = |e: &serde_json::Error| {
         ApiError::new(
@@ -79,6 +81,18 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             format!("the request body is not valid JSON: {e}"),
         )
     };
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        // Valid JSON of another kind is a shape error; anything else a syntax error.
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => ApiError::validation(vec![domain::FieldError {
+                    field: String::new(),
+                    message: "the request body must be a JSON object".into(),
+                }]),
+                Err(e) => malformed(&e),
+            },
+        );
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
@@ -121,10 +135,21 @@ fn has_nul_escape(json: &[u8]) -> bool {
     false
 }
 
-/// serde's messages end in "at line 1 column 12": noise once the field path is given.
+/// serde's messages end in "at line 1 column 12": noise once the field path is given. They
+/// also name our Rust types ("expected struct StageRequest"): a client knows them as objects.
 fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_owned(),
+    let message = match message.rfind(" at line ") {
+        Some(i) => &message[..i],
+        None => message,
+    };
+    match message.find("expected struct ") {
+        Some(i) => {
+            let rest = &message[i + "expected struct ".len()..];
+            let name_end = rest
+                .find(|c: char| !c.is_alphanumeric() && c != '_')
+                .unwrap_or(rest.len());
+            format!("{}expected an object{}", &message[..i], &rest[name_end..])
+        }
         None => message.to_owned(),
     }
 }

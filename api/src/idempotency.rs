@@ -67,16 +67,30 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     else {
         return next.run(Request::from_parts(parts, body)).await;
     };
-    let scope = match &caller.principal.subject {
-        Subject::User { user_id, .. } => format!(
-            "{}:user:{user_id}",
-            caller
-                .principal
+    // A replay skips the handler and its permission checks: the scope holds everything those
+    // checks depend on, so a demoted user, or an admin impersonating the user, never gets the
+    // answer the handler gave the caller as they were.
+    let principal = &caller.principal;
+    let scope = match &principal.subject {
+        Subject::User { user_id, .. } => {
+            let (tenant, role) = principal
                 .tenant
                 .as_ref()
-                .map(|t| t.id.to_string())
-                .unwrap_or_default()
-        ),
+                .map(|t| (t.id.to_string(), t.role.as_str()))
+                .unwrap_or_default();
+            let platform = if principal.platform_admin {
+                ":platform"
+            } else {
+                ""
+            };
+            let acting = principal
+                .impersonator
+                .as_ref()
+                .map(|i| format!(":as:{}", i.user_id))
+                .unwrap_or_default();
+            format!("{tenant}:user:{user_id}:{role}{platform}{acting}")
+        }
+        // A key's role never changes; revoked or expired, it does not get this far.
         Subject::ApiKey { key_id, .. } => format!("key:{key_id}"),
     };
     let Ok(bytes) = to_bytes(body, state.config.max_body_bytes).await else {

@@ -83,7 +83,7 @@ pub async fn lock_pending(
     tx: &mut PgConnection,
     tenant_id: Uuid,
     id: Uuid,
-    decider: Option<Uuid>,
+    decider: Uuid,
 ) -> Result<ActionRequest> {
     let req: ActionRequest = sqlx::query_as(sqlf!(
         "select {COLUMNS} from workflow_action_requests where tenant_id = $1 and id = $2 for update"
@@ -99,7 +99,7 @@ pub async fn lock_pending(
             format!("this request is already {}", req.status),
         ));
     }
-    if decider.is_some() && decider == req.requested_by {
+    if req.requested_by == Some(decider) {
         return Err(Error::Forbidden {
             code: "self_approval",
             message: "a request must be decided by someone other than its requester".into(),

@@ -118,6 +118,7 @@ pub struct Policy {
     /// Promotions into an environment with an unacknowledged incident are blocked.
     pub block_on_active_drift: bool,
     /// Incidents this severe or worse raise a notification event.
+    #[schema(pattern = "^(low|medium|high|critical)$")]
     pub notify_min_severity: String,
     #[schema(minimum = 0, maximum = 720)]
     pub expiration_warning_hours: i32,
@@ -128,9 +129,10 @@ pub struct Policy {
     #[schema(minimum = 1, maximum = 3650)]
     pub approval_retention_days: i32,
     /// Actions that need an approval: acknowledge, extend_ttl, close, reconcile.
+    #[schema(value_type = Vec<ApprovalAction>)]
     pub approval_required_for: Vec<String>,
     /// Who may approve: admin, developer, viewer.
-    #[schema(min_items = 1)]
+    #[schema(min_items = 1, value_type = Vec<crate::Role>)]
     pub approver_roles: Vec<String>,
 }
 
@@ -447,7 +449,7 @@ pub struct Check {
     pub duration_ms: i32,
     pub note: Option<String>,
     /// Per drifted or untracked workflow: id, name, canonical id, status, risk, summary.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub details: Value,
     pub created_at: DateTime<Utc>,
 }
@@ -821,7 +823,7 @@ pub async fn sla_sweep(db: &mut PgConnection, governed: &Governed) -> Result<Sla
          from (select i2.id from drift_incidents i2 join environments e on e.id = i2.environment_id \
                left join drift_policies p on p.tenant_id = i2.tenant_id \
                  and (i2.tenant_id, e.provider) in (select * from unnest($1::uuid[], $2::text[])) \
-               where i2.status <> 'closed' and not i2.expired and i2.expires_at <= now() \
+               where i2.status not in ('reconciled', 'closed') and not i2.expired and i2.expires_at <= now() \
                  and coalesce(p.sla_enforcement, true) for update of i2) due \
          where i.id = due.id returning i.tenant_id, i.id, i.severity",
     )
@@ -834,7 +836,7 @@ pub async fn sla_sweep(db: &mut PgConnection, governed: &Governed) -> Result<Sla
          from (select i2.id from drift_incidents i2 join environments e on e.id = i2.environment_id \
                left join drift_policies p on p.tenant_id = i2.tenant_id \
                  and (i2.tenant_id, e.provider) in (select * from unnest($1::uuid[], $2::text[])) \
-               where i2.status <> 'closed' and not i2.expired and i2.warned_at is null \
+               where i2.status not in ('reconciled', 'closed') and not i2.expired and i2.warned_at is null \
                  and i2.expires_at <= now() + make_interval(hours => coalesce(p.expiration_warning_hours, 12)) for update of i2) due \
          where i.id = due.id returning i.tenant_id, i.id",
     )
@@ -905,7 +907,10 @@ pub async fn blocking<'c>(
         .policy;
     let mut out = Vec::new();
     for (id, status, severity, expired, mode, _) in rows {
-        let reason = if expired && policy.block_on_expired {
+        // A reconciled incident's drift is gone: only an attestation still owed holds it.
+        let reason = if status == "reconciled" && mode != "require_attestation" {
+            None
+        } else if expired && policy.block_on_expired {
             Some("is past its TTL")
         } else if status == "detected" && policy.block_on_active_drift {
             Some("is active (not acknowledged)")

@@ -300,7 +300,7 @@ pub struct Override {
     /// Null: every provider.
     pub provider: Option<String>,
     pub feature: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub value: Option<Value>,
     pub reason: String,
     pub expires_at: Option<DateTime<Utc>>,
@@ -331,7 +331,7 @@ pub struct EffectiveFeature {
     pub feature: Feature,
     pub kind: FeatureKind,
     /// true/false for flags; a number, or null for unlimited, for limits.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub value: Value,
     pub source: GrantSource,
     pub override_expires_at: Option<DateTime<Utc>>,

@@ -41,6 +41,8 @@ pub struct KeyAuth {
     pub role: Role,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Who created the key (gone once they are deleted).
+    pub created_by: Option<Uuid>,
 }
 
 pub struct NewKey<'a> {
@@ -115,14 +117,16 @@ pub async fn revoke(db: impl PgExecutor<'_>, tenant_id: Uuid, id: Uuid) -> Resul
     .ok_or(Error::not_found("api key"))
 }
 
-/// Issues a replacement for key `id` with the same name and role. The old key stops working
-/// now, or after `overlap` so clients can switch over without downtime.
+/// Issues a replacement for key `id` with the same name, role and expiry (at the latest
+/// `not_after`: the expiry of the key asking for the rotation). The old key stops working now,
+/// or after `overlap` so clients can switch over without downtime.
 pub async fn rotate(
     db: &mut sqlx::PgConnection,
     tenant_id: Uuid,
     id: Uuid,
     overlap: Option<Duration>,
     rotated_by: Option<Uuid>,
+    not_after: Option<DateTime<Utc>>,
 ) -> Result<(MintedKey, ApiKey, ApiKey)> {
     let old: ApiKey = sqlx::query_as(sqlf!(
         "select {COLUMNS} from api_keys where tenant_id = $1 and id = $2 for update"
@@ -145,7 +149,10 @@ pub async fn rotate(
             name: &old.name,
             role: old.role,
             created_by: rotated_by,
-            expires_at: old.expires_at,
+            expires_at: match (old.expires_at, not_after) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
             rotated_from: Some(old.id),
         },
     )
@@ -170,7 +177,7 @@ pub async fn rotate(
 pub async fn resolve(db: impl PgExecutor<'_>, secret_hash: &[u8; 32]) -> Result<Option<KeyAuth>> {
     Ok(sqlx::query_as(
         "select k.id as key_id, k.prefix, k.name, t.id as tenant_id, t.slug as tenant_slug, \
-                t.name as tenant_name, k.role, k.expires_at, k.revoked_at \
+                t.name as tenant_name, k.role, k.expires_at, k.revoked_at, k.created_by \
          from api_keys k join tenants t on t.id = k.tenant_id where k.secret_hash = $1",
     )
     .bind(secret_hash.as_slice())

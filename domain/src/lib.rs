@@ -48,6 +48,7 @@ pub mod sessions;
 pub mod snapshots;
 pub mod support;
 pub mod tenancy;
+pub mod throttle;
 pub mod tokens;
 pub mod usage;
 pub mod validate;

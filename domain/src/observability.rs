@@ -210,7 +210,8 @@ pub struct EnvironmentHealth {
     pub environment_id: Uuid,
     pub name: String,
     pub class: String,
-    /// `healthy`, `degraded` (failing checks or drift) or `unreachable`.
+    /// `healthy`, `degraded` (drift not yet reconciled), `unreachable`, or `unknown` (never
+    /// checked yet).
     pub status: String,
     pub health_status: String,
     pub last_latency_ms: Option<i32>,
@@ -219,6 +220,7 @@ pub struct EnvironmentHealth {
     pub active_workflows: i64,
     pub total_workflows: i64,
     pub last_deployment_status: Option<String>,
+    /// Drift incidents not yet reconciled (a reconciled one waits only to be closed).
     pub open_incidents: i64,
     /// Credentials referenced by workflows but unknown to the instance.
     pub missing_credentials: i64,
@@ -228,7 +230,8 @@ pub async fn environment_health(db: &PgPool, tenant: Uuid) -> Result<Vec<Environ
     Ok(sqlx::query_as(
         "select e.id as environment_id, e.name, e.class, \
                 case when e.health_status in ('unreachable', 'auth_failed', 'error') then 'unreachable' \
-                     when exists (select 1 from drift_incidents i where i.environment_id = e.id and i.status <> 'closed') then 'degraded' \
+                     when exists (select 1 from drift_incidents i where i.environment_id = e.id and i.status not in ('reconciled', 'closed')) then 'degraded' \
+                     when e.health_status = 'unknown' then 'unknown' \
                      else 'healthy' end as status, \
                 e.health_status, e.last_latency_ms, \
                 (select 100.0 * count(*) filter (where h.status = 'healthy') / nullif(count(*), 0) \
@@ -236,7 +239,7 @@ pub async fn environment_health(db: &PgPool, tenant: Uuid) -> Result<Vec<Environ
                 (select count(*) from env_workflows w where w.environment_id = e.id and w.deleted_at is null and w.active) as active_workflows, \
                 (select count(*) from env_workflows w where w.environment_id = e.id and w.deleted_at is null) as total_workflows, \
                 (select p.status from promotions p where p.target_environment_id = e.id and p.deleted_at is null order by p.id desc limit 1) as last_deployment_status, \
-                (select count(*) from drift_incidents i where i.environment_id = e.id and i.status <> 'closed') as open_incidents, \
+                (select count(*) from drift_incidents i where i.environment_id = e.id and i.status not in ('reconciled', 'closed')) as open_incidents, \
                 (select count(*) from env_credentials c where c.environment_id = e.id and c.source = 'derived' and c.deleted_at is null) as missing_credentials \
          from environments e where e.tenant_id = $1 order by case e.class when 'dev' then 0 when 'staging' then 1 else 2 end, lower(e.name)",
     )

@@ -70,14 +70,14 @@ pub struct Promotion {
     pub force: bool,
     pub scheduled_at: Option<DateTime<Utc>>,
     /// Per workflow: diff status, risk, reasons, counterpart in the target.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub diff: Option<Value>,
     /// Each gate's result.
     #[schema(value_type = Option<Object>)]
     pub gates: Option<Value>,
     pub risk: Option<String>,
     /// Per workflow: what was done in the target.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub results: Option<Value>,
     /// What a rollback put back, when one ran.
     #[schema(value_type = Option<Object>)]

@@ -45,9 +45,17 @@ pub async fn list_in(
     // widened by a margin (the id's clock is the enqueuing process's, `created_at` the
     // database's); `created_at` then filters exactly.
     let margin = chrono::Duration::minutes(10);
+    // At the ends of chrono's range the margin would overflow: no key bound there (a time that
+    // far out bounds nothing, and `created_at` still filters).
     let (low, high) = (
-        filter.since.map(|t| time_bound(t - margin, false)),
-        filter.until.map(|t| time_bound(t + margin, true)),
+        filter
+            .since
+            .and_then(|t| t.checked_sub_signed(margin))
+            .map(|t| time_bound(t, false)),
+        filter
+            .until
+            .and_then(|t| t.checked_add_signed(margin))
+            .map(|t| time_bound(t, true)),
     );
     let after = match (after, high) {
         (Some(a), Some(h)) => Some(a.min(h)),
@@ -79,7 +87,10 @@ pub async fn list_in(
 /// The smallest UUIDv7 of a millisecond (or, `past`, the smallest of the next one, an exclusive
 /// upper bound): every run created at or after `t` has an id at or above it.
 fn time_bound(t: DateTime<Utc>, past: bool) -> Uuid {
-    let ms = u64::try_from(t.timestamp_millis()).unwrap_or(0) + u64::from(past);
+    // A UUIDv7 holds 48 bits of milliseconds (until the year 10889): later times bound at its
+    // end, earlier than 1970 at its start.
+    let ms =
+        (u64::try_from(t.timestamp_millis()).unwrap_or(0) + u64::from(past)).min((1 << 48) - 1);
     let mut bytes = [0u8; 16];
     bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
     Uuid::from_bytes(bytes)

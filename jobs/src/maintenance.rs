@@ -125,6 +125,9 @@ impl Job for Prune {
             .execute(ctx.db())
             .await?;
         let overrides_expired = expire_overrides(ctx.db()).await?;
+        domain::throttle::prune(ctx.db())
+            .await
+            .map_err(crate::providers::domain_error)?;
         let audit_entries_deleted = domain::entitlements::prune_audit_by_plan(ctx.db())
             .await
             .map_err(crate::providers::domain_error)?;

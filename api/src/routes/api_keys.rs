@@ -4,7 +4,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use domain::Role;
 use domain::audit::Entry;
 use domain::keys::{self, ApiKey};
@@ -60,7 +60,16 @@ pub struct ApiKeyCreated {
     pub previous: Option<ApiKey>,
 }
 
-/// Create an API key. The response carries the secret, shown once.
+/// The earlier of two expiries (`None` = never).
+fn not_after(wanted: Option<DateTime<Utc>>, limit: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (wanted, limit) {
+        (Some(w), Some(l)) => Some(w.min(l)),
+        (w, l) => w.or(l),
+    }
+}
+
+/// Create an API key. The response carries the secret, shown once. A key created with an API
+/// key expires no later than that key.
 #[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys", security(("bearer" = [])),
     request_body = CreateApiKeyRequest,
     responses((status = 201, body = ApiKeyCreated), (status = 403, body = Problem), (status = 422, body = Problem)))]
@@ -86,10 +95,12 @@ pub async fn create_api_key(
             tenant_id,
             name: &req.name,
             role,
-            created_by: ctx.principal.user_id(),
-            expires_at: req
-                .expires_in_days
-                .map(|d| Utc::now() + Duration::days(i64::from(d))),
+            created_by: ctx.principal.accountable_user(),
+            expires_at: not_after(
+                req.expires_in_days
+                    .map(|d| Utc::now() + Duration::days(i64::from(d))),
+                ctx.principal.key_expiry(),
+            ),
             rotated_from: None,
         },
     )
@@ -179,6 +190,7 @@ pub async fn revoke_api_key(
 pub struct RotateApiKeyRequest {
     /// Keep the old key working this many seconds (at most 7 days) so clients can switch over;
     /// omit to revoke it at once.
+    #[schema(maximum = 604_800)]
     pub overlap_seconds: Option<u32>,
 }
 
@@ -215,7 +227,8 @@ pub async fn rotate_api_key(
         tenant_id,
         key_id,
         req.overlap_seconds.map(|s| Duration::seconds(i64::from(s))),
-        ctx.principal.user_id(),
+        ctx.principal.accountable_user(),
+        ctx.principal.key_expiry(),
     )
     .await?;
     Entry::new(Some(tenant_id), &ctx.actor(), "api_key.rotated", "api_key")

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use domain::audit::{Actor, Entry};
 use domain::validate::Validator;
-use domain::{Permission, Role, invitations, password, sessions, tenancy};
+use domain::{Permission, Role, invitations, password, sessions, tenancy, throttle};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -50,6 +50,28 @@ pub struct LoginResponse {
 
 fn invalid_credentials() -> ApiError {
     ApiError::unauthenticated("invalid_credentials", "the email or password is wrong")
+}
+
+/// Refuses a sign-in whose account or address failed too often lately (see
+/// [`domain::throttle`]), before its password is checked.
+async fn refuse_if_throttled(state: &AppState, meta: &ClientMeta, email: &str) -> ApiResult<()> {
+    match throttle::locked(&state.db, email, meta.ip.as_deref()).await? {
+        Some(wait) => Err(ApiError::too_many(
+            "too_many_attempts",
+            format!(
+                "too many failed sign-ins; try again in {} seconds",
+                wait.as_secs().max(1)
+            ),
+            wait,
+        )),
+        None => Ok(()),
+    }
+}
+
+async fn count_failure(state: &AppState, meta: &ClientMeta, email: &str) -> ApiResult<()> {
+    let mut db = state.db.acquire().await?;
+    throttle::failed(&mut db, email, meta.ip.as_deref()).await?;
+    Ok(())
 }
 
 /// Checks a password off the async runtime: argon2 is deliberately slow.
@@ -104,6 +126,7 @@ async fn open_session(
     (status = 401, description = "Wrong email or password", body = Problem),
     (status = 403, description = "Not a member of the requested tenant", body = Problem),
     (status = 422, body = Problem),
+    (status = 429, description = "Too many failed sign-ins lately: wait `Retry-After` seconds", body = Problem),
 ))]
 pub async fn login(
     State(state): State<AppState>,
@@ -119,12 +142,14 @@ pub(crate) async fn sign_in(
     meta: &ClientMeta,
     req: LoginRequest,
 ) -> ApiResult<LoginResponse> {
+    refuse_if_throttled(state, meta, &req.email).await?;
     let found = tenancy::user_with_password(&state.db, &req.email).await?;
     let (user, stored) = match found {
         Some((user, hash)) => (Some(user), Some(hash)),
         None => (None, None),
     };
     if !verify_password(req.password, stored).await {
+        count_failure(state, meta, &req.email).await?;
         // Failed sign-ins are security events: kept at platform level (no tenant is known).
         let actor = Actor {
             user_id: user.as_ref().map(|u| u.id),
@@ -139,6 +164,7 @@ pub(crate) async fn sign_in(
         return Err(invalid_credentials());
     }
     let user = user.ok_or_else(invalid_credentials)?;
+    throttle::succeeded(&state.db, &req.email, meta.ip.as_deref()).await?;
     let memberships = tenancy::memberships_of(&state.db, user.id).await?;
     let tenant = match &req.tenant {
         Some(slug) => Some(
@@ -199,9 +225,20 @@ pub async fn logout(State(state): State<AppState>, caller: Authenticated) -> Api
         crate::routes::impersonation::end(&state, id, "logout", &caller.actor()).await?;
         return Ok(StatusCode::NO_CONTENT);
     }
+    end_session(&state, &caller, *session_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Ends a user's session (the API's and the web UI's sign-out): revoked, every server told (its
+/// cache and open streams), audited.
+pub async fn end_session(
+    state: &AppState,
+    caller: &Authenticated,
+    session_id: Uuid,
+) -> Result<(), ApiError> {
     let mut tx = state.db.begin().await?;
-    sessions::revoke(&mut *tx, *session_id).await?;
-    publish(&mut *tx, Invalidation::Session(*session_id)).await?;
+    sessions::revoke(&mut *tx, session_id).await?;
+    publish(&mut *tx, Invalidation::Session(session_id)).await?;
     Entry::new(
         caller.principal.tenant.as_ref().map(|t| t.id),
         &caller.actor(),
@@ -212,8 +249,8 @@ pub async fn logout(State(state): State<AppState>, caller: Authenticated) -> Api
     .record(&mut *tx)
     .await?;
     tx.commit().await?;
-    state.auth_cache.evict(Invalidation::Session(*session_id));
-    Ok(StatusCode::NO_CONTENT)
+    state.auth_cache.evict(Invalidation::Session(session_id));
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -330,6 +367,7 @@ pub async fn me(caller: Authenticated) -> Json<MeResponse> {
             key_id,
             prefix,
             name,
+            ..
         } => (
             CallerKind::ApiKey,
             None,
@@ -417,18 +455,32 @@ impl Validate for AcceptInvitationRequest {
     (status = 409, description = "Already a member, or the seat limit is reached", body = Problem),
     (status = 410, description = "Expired, revoked or already used", body = Problem),
     (status = 422, body = Problem),
+    (status = 429, description = "Too many failed sign-ins lately: wait `Retry-After` seconds", body = Problem),
 ))]
 pub async fn accept_invitation(
     State(state): State<AppState>,
     meta: axum::Extension<ClientMeta>,
     ApiJson(req): ApiJson<AcceptInvitationRequest>,
 ) -> ApiResult<(StatusCode, Json<LoginResponse>)> {
+    Ok((StatusCode::CREATED, Json(accept(&state, &meta, req).await?)))
+}
+
+/// Accepts an invitation (the API's and the web UI's): joins its tenant, creating the account
+/// when the invited email has none (else checking that account's password), and opens a session
+/// there. The token works once.
+pub(crate) async fn accept(
+    state: &AppState,
+    meta: &ClientMeta,
+    req: AcceptInvitationRequest,
+) -> ApiResult<LoginResponse> {
     let mut tx = state.db.begin().await?;
     let invitation = invitations::claim(&mut tx, &req.token).await?;
     let tenant = tenancy::lock_tenant(&mut *tx, invitation.tenant_id).await?;
     let user = match tenancy::user_with_password(&mut *tx, &invitation.email).await? {
         Some((user, stored)) => {
+            refuse_if_throttled(state, meta, &invitation.email).await?;
             if !verify_password(req.password, Some(stored)).await {
+                count_failure(state, meta, &invitation.email).await?;
                 return Err(ApiError::unauthenticated(
                     "invalid_credentials",
                     "an account with this email exists: give its current password to accept",
@@ -453,8 +505,8 @@ pub async fn accept_invitation(
     };
     tenancy::add_member(&mut *tx, tenant.id, user.id, invitation.role).await?;
     invitations::mark_accepted(&mut *tx, invitation.id, user.id).await?;
-    let session = open_session(&mut tx, &state, &meta, user.id, Some(tenant.id)).await?;
-    let actor = self_actor(&user, &meta);
+    let session = open_session(&mut tx, state, meta, user.id, Some(tenant.id)).await?;
+    let actor = self_actor(&user, meta);
     Entry::new(Some(tenant.id), &actor, "invitation.accepted", "invitation")
         .target(invitation.id)
         .new_value(
@@ -464,20 +516,17 @@ pub async fn accept_invitation(
         .await?;
     tx.commit().await?;
     let platform_admin = tenancy::is_platform_admin(&state.db, user.id).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(LoginResponse {
-            token: session.token.plaintext,
-            token_type: "Bearer",
-            expires_at: session.expires_at,
-            tenant: Some(TenantView {
-                id: tenant.id,
-                slug: tenant.slug,
-                name: tenant.name,
-                role: invitation.role,
-            }),
-            user,
-            platform_admin,
+    Ok(LoginResponse {
+        token: session.token.plaintext,
+        token_type: "Bearer",
+        expires_at: session.expires_at,
+        tenant: Some(TenantView {
+            id: tenant.id,
+            slug: tenant.slug,
+            name: tenant.name,
+            role: invitation.role,
         }),
-    ))
+        user,
+        platform_admin,
+    })
 }

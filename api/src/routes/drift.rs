@@ -436,6 +436,7 @@ async fn request_approval(
     state: &AppState,
     tenant_id: Uuid,
     actor: &domain::audit::Actor,
+    requested_by: Option<Uuid>,
     id: Uuid,
     action: ApprovalAction,
     payload: &Value,
@@ -447,7 +448,7 @@ async fn request_approval(
         id,
         action,
         payload,
-        actor.user_id,
+        requested_by,
         &actor.label,
     )
     .await?;
@@ -503,7 +504,16 @@ pub async fn transition(
     if let Some(action) = action_of(req.to)
         && policy.needs_approval(action)
     {
-        let approval = request_approval(&state, tenant_id, &actor, id, action, &json!(req)).await?;
+        let approval = request_approval(
+            &state,
+            tenant_id,
+            &actor,
+            ctx.principal.accountable_user(),
+            id,
+            action,
+            &json!(req),
+        )
+        .await?;
         return Ok((
             StatusCode::ACCEPTED,
             Json(ActionOutcome {
@@ -602,6 +612,7 @@ pub async fn extend(
             &state,
             tenant_id,
             &actor,
+            ctx.principal.accountable_user(),
             id,
             ApprovalAction::ExtendTtl,
             &json!(req),
@@ -724,6 +735,7 @@ pub async fn reconcile(
             &state,
             tenant_id,
             &actor,
+            ctx.principal.accountable_user(),
             id,
             ApprovalAction::Reconcile,
             &json!(req),

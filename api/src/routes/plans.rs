@@ -637,7 +637,7 @@ pub struct OverrideRequest {
     #[schema(pattern = "^(n8n|make)$")]
     pub provider: Option<String>,
     /// true/false for flags; a number, or null for unlimited, for limits.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub value: Value,
     /// Why (kept with it and in the audit trail), 3-500 characters.
     #[schema(min_length = 3, max_length = 500)]
@@ -758,7 +758,7 @@ pub struct SubscriptionsQuery {
     /// 1-200 (default 50).
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 2_147_483_647)]
     pub offset: Option<u32>,
 }
 

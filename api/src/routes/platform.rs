@@ -473,6 +473,7 @@ pub struct PlatformRunQuery {
     pub tenant_id: Option<Uuid>,
     pub kind: Option<String>,
     /// One of queued, running, waiting, succeeded, failed, cancelled.
+    #[param(pattern = "^(queued|running|waiting|succeeded|failed|cancelled)$")]
     pub status: Option<String>,
     /// Created at or after (RFC 3339); without `tenant_id`, defaults to 30 days ago.
     pub since: Option<chrono::DateTime<chrono::Utc>>,
@@ -580,8 +581,10 @@ pub struct PlatformEnvironmentQuery {
     /// Only this tenant's environments.
     pub tenant_id: Option<Uuid>,
     /// `n8n` or `make`.
+    #[param(pattern = "^(n8n|make)$")]
     pub provider: Option<String>,
     /// One of unknown, healthy, unreachable, auth_failed, error.
+    #[param(pattern = "^(unknown|healthy|unreachable|auth_failed|error)$")]
     pub health: Option<String>,
     pub cursor: Option<String>,
     #[param(minimum = 1, maximum = 200)]

@@ -669,7 +669,7 @@ pub async fn create_promotion(
             source_environment_id: stage.source_environment_id,
             target_environment_id: stage.target_environment_id,
             workflow_ids: &req.workflow_ids,
-            requested_by: actor.user_id,
+            requested_by: ctx.principal.accountable_user(),
             requested_by_label: &actor.label,
             note: req.note.as_deref(),
             force: req.force,

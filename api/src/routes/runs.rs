@@ -40,7 +40,7 @@ pub struct RunView {
     pub status: String,
     #[schema(value_type = Object)]
     pub input: Value,
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub output: Option<Value>,
     #[schema(value_type = Option<Object>)]
     pub error: Option<Value>,
@@ -139,6 +139,7 @@ pub(crate) fn queue_error(e: queue::Error) -> ApiError {
 pub struct RunQuery {
     pub kind: Option<String>,
     /// One of queued, running, waiting, succeeded, failed, cancelled.
+    #[param(pattern = "^(queued|running|waiting|succeeded|failed|cancelled)$")]
     pub status: Option<String>,
     /// Created at or after (RFC 3339).
     pub since: Option<DateTime<Utc>>,
@@ -451,7 +452,7 @@ pub struct SignalRequest {
     pub name: String,
     /// Any JSON the waiting run receives.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub payload: Value,
 }
 

@@ -237,6 +237,7 @@ pub async fn close_ticket(
 #[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     /// The file's name as shown (1-200 characters, no path); default `attachment`.
+    #[param(min_length = 1, max_length = 200)]
     pub filename: Option<String>,
 }
 

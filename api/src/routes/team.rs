@@ -135,14 +135,33 @@ pub async fn remove_member(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInvitationRequest {
-    #[schema(format = Email)]
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
     pub role: Role,
 }
 
+/// The longest address mail can be delivered to (RFC 5321: a 256-character path less its angle
+/// brackets), and the longest part before its `@`. The shared email check allows 320 (the
+/// sign-in form's limit); an invitation is meant to be emailed, so it holds to these.
+const MAX_EMAIL_LEN: usize = 254;
+const MAX_LOCAL_PART_LEN: usize = 64;
+
 impl Validate for CreateInvitationRequest {
     fn validate(&self) -> Result<(), domain::Error> {
-        Validator::new().email("email", self.email.trim()).finish()
+        let email = self.email.trim();
+        let mut v = Validator::new();
+        v.email("email", email);
+        let local = email.split_once('@').map_or(email, |(local, _)| local);
+        // Past 320 the shared check has refused it already.
+        if email.len() <= 320 && (email.len() > MAX_EMAIL_LEN || local.len() > MAX_LOCAL_PART_LEN) {
+            v.error(
+                "email",
+                format!(
+                    "must be at most {MAX_EMAIL_LEN} characters, at most {MAX_LOCAL_PART_LEN} before the @ (longer addresses cannot receive mail)"
+                ),
+            );
+        }
+        v.finish()
     }
 }
 

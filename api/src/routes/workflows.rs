@@ -28,9 +28,11 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery, Validate};
 /// A provider's refusal or failure as an API error (the provider's own message kept).
 fn provider_failed(e: &ProviderError) -> ApiError {
     let status = match e {
-        ProviderError::Validation(_) | ProviderError::Unsupported(_) => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
+        // The environment's URL is what must change: the request's own data, not a gateway's.
+        ProviderError::Validation(_)
+        | ProviderError::Unsupported(_)
+        | ProviderError::Refused(_)
+        | ProviderError::Redirected(_) => StatusCode::UNPROCESSABLE_ENTITY,
         ProviderError::NotFound(_) => StatusCode::NOT_FOUND,
         ProviderError::RateLimited { .. } | ProviderError::Transient(_) => {
             StatusCode::SERVICE_UNAVAILABLE
@@ -69,10 +71,24 @@ async fn carry_out(
     .await
 }
 
+/// The actions a request or a bulk operation may ask for (the policy's other actions have
+/// their own endpoints): the document's enum, the API's rule.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum RequestableAction {
+    Activate,
+    Deactivate,
+    Archive,
+    Unarchive,
+    Delete,
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionRequestBody {
     /// `activate`, `deactivate`, `archive`, `unarchive` or `delete`.
+    #[schema(value_type = RequestableAction)]
     pub action: Action,
     /// Why; shown to approvers.
     #[schema(max_length = 2000)]
@@ -142,7 +158,7 @@ pub async fn workflow_action(
                 workflow_name: &wf.name,
                 action: req.action,
                 reason: req.reason.as_deref(),
-                requested_by: ctx.principal.user_id(),
+                requested_by: ctx.principal.accountable_user(),
                 requested_by_label: &actor.label,
             },
         )
@@ -391,6 +407,7 @@ pub struct ExportQuery {
     /// Only these workflow ids (comma-separated); all live workflows when omitted.
     pub ids: Option<String>,
     /// `zip` (default: one JSON file per workflow) or `json` (one bundle document).
+    #[param(pattern = "^(zip|json)$")]
     pub format: Option<String>,
 }
 
@@ -533,9 +550,15 @@ async fn decide(
     let tenant_id = ctx.tenant_id();
     let actor = ctx.actor();
     debug_assert!(ctx.tenant.role == Role::Admin);
+    // "Another admin": a person, or a key could decide its own creator's request.
+    let user = ctx.principal.user_id().ok_or_else(|| {
+        ApiError::forbidden(
+            "user_required",
+            "approvals are given by people, not API keys",
+        )
+    })?;
     let mut tx = state.db.begin().await?;
-    let req =
-        action_requests::lock_pending(&mut tx, tenant_id, id, ctx.principal.user_id()).await?;
+    let req = action_requests::lock_pending(&mut tx, tenant_id, id, user).await?;
     let (status, error) = if approve {
         let env = environments::get(&mut *tx, tenant_id, req.environment_id).await?;
         let provider = provider_for(state, tenant_id, env.id).await?;
@@ -550,7 +573,7 @@ async fn decide(
         &mut *tx,
         id,
         status,
-        ctx.principal.user_id(),
+        Some(user),
         &actor.label,
         comment,
         error.as_deref(),
@@ -575,11 +598,17 @@ async fn decide(
     Ok(Json(decided))
 }
 
+/// A tag name.
+#[derive(utoipa::ToSchema)]
+#[schema(min_length = 1, max_length = 100)]
+#[allow(dead_code)]
+pub struct TagName(String);
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TagsBody {
     /// Tag names (1-100 characters each); missing tags are created in the provider.
-    #[schema(max_items = 50)]
+    #[schema(max_items = 50, inline, value_type = Vec<TagName>)]
     pub tags: Vec<String>,
 }
 
@@ -682,6 +711,7 @@ pub async fn set_workflow_tags(
 #[serde(deny_unknown_fields)]
 pub struct BulkActionBody {
     /// `activate`, `deactivate`, `archive`, `unarchive` or `delete`.
+    #[schema(value_type = RequestableAction)]
     pub action: Action,
     /// 1-200 workflow ids of this environment.
     #[schema(min_items = 1, max_items = 200)]
@@ -779,7 +809,7 @@ pub async fn bulk_action(
                             workflow_name: known.get(id).map_or("", String::as_str),
                             action: req.action,
                             reason: req.reason.as_deref(),
-                            requested_by: ctx.principal.user_id(),
+                            requested_by: ctx.principal.accountable_user(),
                             requested_by_label: &actor.label,
                         },
                     )

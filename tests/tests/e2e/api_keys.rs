@@ -203,3 +203,64 @@ async fn a_key_created_with_an_expiry_carries_it() {
     assert_eq!(bad.status, 422);
     assert_eq!(bad.body["errors"][0]["field"], "expires_in_days");
 }
+
+// SEC-001: a key cannot mint or rotate its way past its own expiry
+#[tokio::test]
+async fn what_a_key_creates_or_rotates_expires_no_later_than_the_key() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let res = app
+        .post(
+            "/api/v1/api-keys",
+            &acme.admin,
+            &json!({"name": "short-lived admin", "role": "admin", "expires_in_days": 1}),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    let expiry = res.body["key"]["expires_at"].clone();
+    let short = Caller::bearer(res.body["secret"].as_str().unwrap_or_default());
+
+    for body in [
+        json!({"name": "forever"}),
+        json!({"name": "a year", "expires_in_days": 365}),
+    ] {
+        let minted = app.post("/api/v1/api-keys", &short, &body).await;
+        assert_eq!(minted.status, 201, "{}", minted.body);
+        assert_eq!(minted.body["key"]["expires_at"], expiry, "{body}");
+        assert_eq!(minted.body["key"]["created_by"], json!(acme.admin.user_id));
+    }
+    let sooner = app
+        .post(
+            "/api/v1/api-keys",
+            &short,
+            &json!({"name": "an hour", "expires_in_days": 1}),
+        )
+        .await;
+    assert!(
+        sooner.body["key"]["expires_at"].as_str() <= expiry.as_str(),
+        "{}",
+        sooner.body
+    );
+
+    // Rotating a key that never expires, with the short-lived one, gives one that expires.
+    let forever = app
+        .post("/api/v1/api-keys", &acme.admin, &json!({"name": "forever"}))
+        .await;
+    assert!(
+        forever.body["key"]["expires_at"].is_null(),
+        "{}",
+        forever.body
+    );
+    let rotated = app
+        .post(
+            &format!(
+                "/api/v1/api-keys/{}/rotate",
+                forever.body["key"]["id"].as_str().unwrap_or_default()
+            ),
+            &short,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(rotated.status, 201, "{}", rotated.body);
+    assert_eq!(rotated.body["key"]["expires_at"], expiry);
+}

@@ -196,3 +196,78 @@ async fn switching_tenant_changes_where_the_session_acts() {
         .await;
     assert_eq!(res.status, 404);
 }
+
+// SEC-005: repeated failed sign-ins lock the account from that address for a growing time; a
+// locked attempt is refused before its password is checked, with Retry-After, and not audited
+#[tokio::test]
+async fn failed_sign_ins_are_throttled_and_a_success_clears_the_count() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let dev = app.member(&acme, Role::Developer).await;
+    let login = |password: &'static str| {
+        let body = json!({"email": dev.email.to_uppercase(), "password": password});
+        let app = &app;
+        async move {
+            app.request(Method::POST, "/api/v1/auth/login", None, Some(&body))
+                .await
+        }
+    };
+    for _ in 0..4 {
+        assert_eq!(login("wrong password!").await.status, 401);
+    }
+    // A success before the threshold clears the count.
+    assert_eq!(login(FIXTURE_PASSWORD).await.status, 200);
+    for _ in 0..5 {
+        assert_eq!(login("wrong password!").await.status, 401);
+    }
+    let locked = login(FIXTURE_PASSWORD).await;
+    assert_eq!(locked.status, 429, "{}", locked.body);
+    assert_eq!(locked.code(), "too_many_attempts");
+    let wait: u64 = locked
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!((1..=30).contains(&wait), "Retry-After {wait}");
+    // The other tenant members are not affected.
+    let other = app
+        .request(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(&json!({"email": acme.admin.email, "password": FIXTURE_PASSWORD})),
+        )
+        .await;
+    assert_eq!(other.status, 200, "{}", other.body);
+    let failures: i64 =
+        sqlx::query_scalar("select count(*) from audit_logs where action = 'auth.login_failed'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap_or(-1);
+    assert_eq!(
+        failures, 9,
+        "each checked failure is audited, the refused attempt is not"
+    );
+
+    // Once the lock has passed, the next failure locks for twice as long.
+    sqlx::query("update login_throttle set locked_until = now() - interval '1 second'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(login("wrong password!").await.status, 401);
+    let longer = login(FIXTURE_PASSWORD).await;
+    assert_eq!(longer.status, 429);
+    let wait: u64 = longer
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!((31..=60).contains(&wait), "Retry-After {wait}");
+    sqlx::query("update login_throttle set locked_until = null")
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(login(FIXTURE_PASSWORD).await.status, 200);
+}

@@ -363,6 +363,44 @@ async fn production_drift_is_found_blocks_promotions_and_is_reverted() {
     assert_eq!(reconciled["status"], "reconciled", "{reconciled}");
     assert_eq!(reconciled["artifacts"][0]["resolution"], "revert");
     assert_eq!(reconciled["approvals"][0]["status"], "approved");
+    // A reconciled incident's drift is gone: the environment is no longer degraded by it, and
+    // the dashboard no longer counts it (it waits only to be closed).
+    let overview = app
+        .get("/api/v1/observability/overview", &acme.admin)
+        .await
+        .body;
+    let prod_health = overview["environments"]
+        .as_array()
+        .and_then(|envs| envs.iter().find(|e| e["environment_id"] == json!(prod)))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(prod_health["open_incidents"], 0, "{prod_health}");
+    assert_ne!(prod_health["status"], "degraded", "{prod_health}");
+    // … nor does it hold promotions back ("reconcile them first" was done).
+    let preview = app
+        .post(
+            "/api/v1/promotions/preview",
+            &acme.admin,
+            &json!({"pipeline_id": pipeline.body["id"], "stage_index": 0, "workflow_ids": [dev_ids[1]]}),
+        )
+        .await;
+    let gates = preview.body["gates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let gate = |name: &str| {
+        gates
+            .iter()
+            .find(|g| g["gate"] == name)
+            .map(|g| g["status"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(gate("requireCleanDrift"), "pass", "{}", preview.body);
+    assert!(
+        gate("driftPolicy").is_null() || gate("driftPolicy") == "pass",
+        "{}",
+        preview.body
+    );
     let closed = transition(
         &app,
         &acme.admin,

@@ -116,3 +116,44 @@ async fn a_refused_request_is_replayed_as_refused_and_bad_keys_are_400() {
         (400, "invalid_idempotency_key")
     );
 }
+
+// SEC-001, PLAT-005: a replay skips the handler's checks, so it is only for the caller as it
+// was: an admin impersonating the user, or the user after a demotion, gets no stored answer
+#[tokio::test]
+async fn a_replay_is_not_given_to_an_impersonator_or_to_the_caller_after_a_demotion() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let admin2 = app.member(&acme, domain::Role::Admin).await;
+    let first = create_key(&app, &admin2.token, "ci-key-1", "deploy").await;
+    assert_eq!(first.status, 201, "{}", first.body);
+
+    let platform = app.platform_admin().await;
+    let started = app
+        .post(
+            "/api/v1/platform/impersonations",
+            &platform,
+            &json!({"tenant_id": acme.id, "user_id": admin2.user_id, "reason": "ticket SUP-7: key rotation", "minutes": 30}),
+        )
+        .await;
+    assert_eq!(started.status, 201, "{}", started.body);
+    let token = started.body["token"].as_str().unwrap_or_default();
+    let as_admin2 = create_key(&app, token, "ci-key-1", "deploy").await;
+    assert_eq!(as_admin2.status, 403, "{}", as_admin2.body);
+    assert!(as_admin2.body.get("secret").is_none());
+
+    let demoted = app
+        .patch(
+            &format!(
+                "/api/v1/team/members/{}",
+                admin2.user_id.unwrap_or_default()
+            ),
+            &acme.admin,
+            &json!({"role": "viewer"}),
+        )
+        .await;
+    assert_eq!(demoted.status, 200, "{}", demoted.body);
+    let after = create_key(&app, &admin2.token, "ci-key-1", "deploy").await;
+    assert_eq!(after.status, 403, "{}", after.body);
+    assert!(after.body.get("secret").is_none());
+    assert_eq!(app.count("api_keys").await, 1);
+}

@@ -259,6 +259,37 @@ async fn the_openapi_document_states_the_limits_the_api_validates() {
             .map(|p| p["schema"].clone())
             .unwrap_or_default()
     };
+    // Enumerations and bounds the handlers check, stated in the document too (schemathesis).
+    assert!(
+        param("/api/v1/runs", "status")["pattern"]
+            .as_str()
+            .is_some_and(|p| p.contains("succeeded")),
+        "{}",
+        param("/api/v1/runs", "status")
+    );
+    assert_eq!(
+        param("/api/v1/platform/environments", "provider")["pattern"],
+        "^(n8n|make)$"
+    );
+    assert_eq!(
+        prop("RotateApiKeyRequest", "overlap_seconds")["maximum"],
+        604_800
+    );
+    assert_eq!(
+        prop("Policy", "notify_min_severity")["pattern"],
+        "^(low|medium|high|critical)$"
+    );
+    let action = &prop("ActionRequestBody", "action");
+    let action = if action["$ref"].is_string() {
+        schemas["RequestableAction"].clone()
+    } else {
+        action.clone()
+    };
+    assert_eq!(
+        action["enum"],
+        serde_json::json!(["activate", "deactivate", "archive", "unarchive", "delete"]),
+        "{action}"
+    );
     let range = param("/api/v1/executions/analytics", "range");
     assert!(
         range.to_string().contains("\"90d\""),

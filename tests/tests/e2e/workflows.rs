@@ -296,6 +296,70 @@ async fn production_activation_waits_for_another_admins_approval() {
     assert!(audit >= 4, "requests and decisions are audited ({audit})");
 }
 
+// WF-007, SEC-001: a request made with an API key is its creator's: neither the key nor its
+// creator can approve it, and keys never decide
+#[tokio::test]
+async fn an_api_key_cannot_approve_its_own_request_nor_its_creators() {
+    let f = fixture().await;
+    let (id, _) = nth_workflow(&f, f.prod, 2).await;
+    let minted = f
+        .app
+        .post(
+            "/api/v1/api-keys",
+            &f.acme.admin,
+            &json!({"name": "ops bot", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(minted.status, 201, "{}", minted.body);
+    let key = workflowops_tests::Caller::bearer(minted.body["secret"].as_str().unwrap_or_default());
+    let held = f
+        .app
+        .post(
+            &format!("/api/v1/environments/{}/workflows/{id}/actions", f.prod),
+            &key,
+            &json!({"action": "activate"}),
+        )
+        .await;
+    assert_eq!(held.status, 202, "{}", held.body);
+    assert_eq!(
+        held.body["request"]["requested_by"],
+        json!(f.acme.admin.user_id),
+        "{}",
+        held.body
+    );
+    let approve = format!(
+        "/api/v1/workflow-action-requests/{}/approve",
+        held.body["request"]["id"].as_str().unwrap_or_default()
+    );
+
+    let by_key = f.app.post(&approve, &key, &json!({})).await;
+    assert_eq!(
+        (by_key.status.as_u16(), by_key.code()),
+        (403, "user_required"),
+        "{}",
+        by_key.body
+    );
+    let by_creator = f.app.post(&approve, &f.acme.admin, &json!({})).await;
+    assert_eq!(
+        (by_creator.status.as_u16(), by_creator.code()),
+        (403, "self_approval"),
+        "{}",
+        by_creator.body
+    );
+    assert_eq!(
+        f.n8n.workflow(&id).map(|w| w["active"].clone()),
+        Some(json!(false)),
+        "nothing happened"
+    );
+    let other_admin = f.app.member(&f.acme, Role::Admin).await;
+    let approved = f.app.post(&approve, &other_admin, &json!({})).await;
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    assert_eq!(
+        f.n8n.workflow(&id).map(|w| w["active"].clone()),
+        Some(json!(true))
+    );
+}
+
 // WF-009, WF-011, WF-012, WF-013, WF-015: upload, archive and restore, hard delete, export
 #[tokio::test]
 async fn upload_archive_hard_delete_and_export_follow_the_policy() {
