@@ -31,9 +31,19 @@ async function answer(res) {
   return data;
 }
 
+// The error box of a control: its section's, form's or card's, else the page's first.
+const errorBox = (scope) => scope.closest("section, form, .card")?.querySelector("[data-error]") ?? document.querySelector("[data-error]");
+
 function showError(scope, message) {
-  const box = scope.closest("section, form, .card")?.querySelector("[data-error]") ?? document.querySelector("[data-error]");
+  const box = errorBox(scope);
   if (box) { box.textContent = message; box.hidden = false; } else { alert(message); }
+}
+
+// A new attempt clears what the last one said: its error, and a "Saved." that is no longer news.
+function clearMessages(scope) {
+  const box = errorBox(scope);
+  if (box) { box.hidden = true; box.textContent = ""; }
+  for (const m of scope.querySelectorAll("[data-saved]")) m.hidden = true;
 }
 
 // A form's fields as JSON: checkboxes as booleans, numbers as numbers, multi-selects,
@@ -74,11 +84,12 @@ function formBody(form) {
 async function act(el, body) {
   const [method, url] = el.dataset.api.split(" ");
   el.setAttribute("aria-busy", "true");
+  clearMessages(el);
   try {
     const data = await api(method, url, body);
     const then = el.dataset.then ?? "";
     if (then === "reload") { location.reload(); }
-    else if (then === "watch" && data?.id) { watch(data.id); }
+    else if (then === "watch" && data?.id) { watch(data.id, { refresh: true }); }
     else if (then === "show-secret" && data?.secret) {
       document.getElementById("secret-value").textContent = data.secret;
       document.getElementById("secret").hidden = false;
@@ -118,8 +129,14 @@ document.addEventListener("submit", (ev) => {
   act(form, formBody(form));
 });
 
+// Following a run live (`#live`). With `refresh`, the page's server-rendered parts that the run
+// changes (`[data-refresh]`, by id) are fetched again when the run ends, and when it parks
+// waiting (a promotion's approval) after `since` (the cursor of its last event when the page
+// was rendered: the stream replays what came before). Pages ask for it only for a run that was
+// still going when they were rendered; a finished run's stream ends at once, and refreshing on
+// that would repeat. A refresh never reloads the page nor opens another stream.
 let source = null;
-function watch(runId) {
+function watch(runId, { refresh = false, since = "" } = {}) {
   const live = document.getElementById("live");
   if (!live) return;
   live.hidden = false;
@@ -129,6 +146,7 @@ function watch(runId) {
   const status = document.getElementById("run-status");
   const log = document.getElementById("log");
   if (log) log.replaceChildren();
+  for (const c of live.querySelectorAll("[data-cancel]")) c.hidden = false;
   if (source) source.close();
   source = new EventSource(`/api/v1/runs/${runId}/events`);
   source.onerror = () => checkConnection();
@@ -143,26 +161,65 @@ function watch(runId) {
   });
   source.addEventListener("state", (e) => {
     const s = payload(e);
-    if (status) { status.textContent = s.status; status.className = `status ${s.status}`; }
+    const st = document.getElementById("run-status") ?? status;
+    if (st) { st.textContent = s.status; st.className = `status ${s.status}`; }
     if (s.status === "succeeded" && bar) { bar.value = bar.max; if (text && !text.textContent) text.textContent = "100%"; }
+    if (refresh && s.status === "waiting" && newer(e.lastEventId, since)) refreshParts();
   });
-  source.addEventListener("end", () => {
+  source.addEventListener("end", (e) => {
     source.close();
     source = null;
-    if (live.dataset.reloadOnEnd) setTimeout(() => location.reload(), 300);
+    let reason = null;
+    try { reason = JSON.parse(e.data || "{}").reason ?? null; } catch { reason = null; }
+    if (reason) {
+      // The session ended (expired, revoked), not the run.
+      showError(live, "The live view stopped: your session has ended. Sign in again to follow the run.");
+      return;
+    }
+    for (const c of document.querySelectorAll("button[data-cancel]")) c.hidden = true;
+    if (refresh) refreshParts();
   });
+}
+
+// Whether the event cursor `id` ("tx-id") comes after `since` (none: everything is news).
+function newer(id, since) {
+  if (!since || !id) return true;
+  const [a, b] = id.split("-").map(Number);
+  const [c, d] = since.split("-").map(Number);
+  return a > c || (a === c && b > d);
+}
+
+// Fetches the page again and swaps in its fresh `[data-refresh]` parts (one refresh at a time).
+let refreshing = Promise.resolve();
+function refreshParts() {
+  refreshing = refreshing.then(async () => {
+    try {
+      const res = await fetch(location.href, { credentials: "same-origin", headers: { accept: "text/html" }, cache: "no-store" });
+      if (!res.ok) return;
+      const doc = new DOMParser().parseFromString(await res.text(), "text/html");
+      for (const el of document.querySelectorAll("[data-refresh][id]")) {
+        const fresh = doc.getElementById(el.id);
+        if (fresh) el.replaceWith(document.adoptNode(fresh));
+      }
+      const html = document.documentElement;
+      html.dataset.refreshed = String(Number(html.dataset.refreshed ?? 0) + 1);
+    } catch { /* the page stays as it was; the live view still shows the outcome */ }
+  });
+  return refreshing;
 }
 
 document.addEventListener("click", (ev) => {
   const el = ev.target.closest("button[data-cancel]");
   if (!el || el.disabled) return;
   const run = document.getElementById("live")?.dataset.run;
+  clearMessages(el);
   if (run) api("POST", `/api/v1/runs/${run}/cancel`).catch((e) => showError(el, e.message));
 });
 
 document.addEventListener("DOMContentLoaded", () => {
-  const run = document.getElementById("live")?.dataset.run;
-  if (run) watch(run);
+  const live = document.getElementById("live");
+  const run = live?.dataset.run;
+  if (run) watch(run, { refresh: live.dataset.refreshOnEnd !== undefined, since: live.dataset.since ?? "" });
 });
 
 // ---- the promotion wizard -------------------------------------------------------------------
@@ -209,7 +266,10 @@ function renderPreview(p) {
   verdict.id = "preview-verdict";
   verdict.className = p.blocked ? "error" : "";
   verdict.textContent = p.blocked ? "Blocked by a gate: fix it before promoting." : `Ready: overall risk ${p.risk}.`;
-  out.append(verdict, table, gates);
+  const scroll = document.createElement("div");
+  scroll.className = "scroll";
+  scroll.append(table);
+  out.append(verdict, scroll, gates);
   out.scrollIntoView({ block: "start" });
 }
 
@@ -219,6 +279,7 @@ document.addEventListener("click", async (ev) => {
   if ((!preview && !promote) || ev.target.disabled) return;
   ev.preventDefault();
   const el = preview ?? promote;
+  clearMessages(el);
   try {
     if (preview) renderPreview(await api("POST", "/api/v1/promotions/preview", wizardBody()));
     else location.href = `/promotions/${(await api("POST", "/api/v1/promotions", wizardBody())).id}`;
@@ -231,13 +292,52 @@ document.addEventListener("change", (ev) => {
 });
 
 // ---- the pipeline editor (PIPE-006) ---------------------------------------------------------
+// Environments are listed in promotion order (dev, staging, production); a new stage goes from
+// where the last one ended to the next environment of the pipeline's provider. What the editor
+// does not show (a stage's promotion window) is kept as it was.
+const editor = () => document.getElementById("pipeline-editor");
+const pipelineProvider = () => editor()?.querySelector('[name="provider"]')?.value ?? "n8n";
+
+// The template's environments: [{id, name, provider}] in promotion order.
+function editorEnvironments() {
+  const tpl = document.getElementById("stage-template");
+  return [...(tpl?.content.querySelectorAll('[data-field="source_environment_id"] option') ?? [])]
+    .map((o) => ({ id: o.value, name: o.dataset.name, provider: o.dataset.provider }));
+}
+
+// Offers only the pipeline provider's environments in a stage's selects.
+function limitToProvider(node) {
+  const provider = pipelineProvider();
+  for (const o of node.querySelectorAll("[data-field$=_environment_id] option")) {
+    const other = o.dataset.provider !== provider;
+    o.hidden = other;
+    o.disabled = other;
+  }
+}
+
+function stageDefaults(node) {
+  const envs = editorEnvironments().filter((e) => e.provider === pipelineProvider());
+  if (!envs.length) return;
+  const last = [...document.querySelectorAll("#stages fieldset.stage")].pop();
+  const after = last?.querySelector('[data-field="target_environment_id"]').value;
+  const from = envs.findIndex((e) => e.id === after);
+  const source = envs[from >= 0 ? from : 0];
+  const target = envs.slice(envs.indexOf(source) + 1)[0] ?? envs.find((e) => e.id !== source.id) ?? source;
+  node.querySelector('[data-field="source_environment_id"]').value = source.id;
+  node.querySelector('[data-field="target_environment_id"]').value = target.id;
+}
+
 function addStage(stage) {
   const tpl = document.getElementById("stage-template");
   const node = tpl.content.firstElementChild.cloneNode(true);
+  limitToProvider(node);
   if (stage) {
     node.querySelector('[data-field="source_environment_id"]').value = stage.source_environment_id;
     node.querySelector('[data-field="target_environment_id"]').value = stage.target_environment_id;
     node.querySelector('[data-field="approvals"]').value = stage.approvals?.required ?? 0;
+    const roles = stage.approvals?.roles ?? ["admin"];
+    for (const c of node.querySelectorAll("[data-approval-role]")) c.checked = roles.includes(c.dataset.approvalRole);
+    node.querySelector('[data-field="allow_self_approval"]').checked = !!stage.approvals?.allow_self_approval;
     for (const [k, v] of Object.entries(stage.gates ?? {})) {
       const el = node.querySelector(`[data-gate="${k}"]`);
       if (!el) continue;
@@ -247,6 +347,15 @@ function addStage(stage) {
       const el = node.querySelector(`[data-policy="${k}"]`);
       if (el) el.checked = !!v;
     }
+    if (stage.window) {
+      node.dataset.window = JSON.stringify(stage.window);
+      const note = node.querySelector(".window-note");
+      const w = stage.window;
+      note.textContent = `Promotions run ${w.days.join(", ")} ${w.start}–${w.end} (${w.timezone ?? "UTC"}); the API changes this window.`;
+      note.hidden = false;
+    }
+  } else {
+    stageDefaults(node);
   }
   document.getElementById("stages").append(node);
 }
@@ -261,43 +370,103 @@ function pipelineBody(form) {
     const policy = {};
     for (const el of f.querySelectorAll("[data-policy]")) policy[el.dataset.policy] = el.checked;
     const required = Number(f.querySelector('[data-field="approvals"]').value || 0);
-    return {
+    const roles = [...f.querySelectorAll("[data-approval-role]:checked")].map((c) => c.dataset.approvalRole);
+    const allow_self_approval = f.querySelector('[data-field="allow_self_approval"]').checked;
+    const stage = {
       source_environment_id: f.querySelector('[data-field="source_environment_id"]').value,
       target_environment_id: f.querySelector('[data-field="target_environment_id"]').value,
-      gates, policy, approvals: { required, roles: ["admin"], allow_self_approval: false },
+      gates, policy, approvals: { required, roles, allow_self_approval },
     };
+    if (f.dataset.window) stage.window = JSON.parse(f.dataset.window);
+    return stage;
   });
-  const body = { name: form.querySelector('[name="name"]').value, provider: "n8n", stages };
+  const body = {
+    name: form.querySelector('[name="name"]').value,
+    provider: form.querySelector('[name="provider"]').value,
+    active: form.querySelector('[name="active"]').checked,
+    stages,
+  };
   const d = form.querySelector('[name="description"]').value;
   if (d) body.description = d;
   return body;
 }
 
+// What is wrong with the stages before asking the API (the API checks it all again).
+function stageProblems(body) {
+  const envs = new Map(editorEnvironments().map((e) => [e.id, e]));
+  const name = new Map([...envs].map(([id, e]) => [id, e.name]));
+  const problems = [];
+  body.stages.forEach((s, i) => {
+    const other = [s.source_environment_id, s.target_environment_id].find((id) => envs.get(id)?.provider !== body.provider);
+    if (other !== undefined) {
+      problems.push(other && name.has(other)
+        ? `stage ${i + 1}: ${name.get(other)} is not a ${body.provider} environment`
+        : `stage ${i + 1}: no ${body.provider} environment to pick; connect two first`);
+    }
+    else if (s.source_environment_id === s.target_environment_id) {
+      problems.push(`stage ${i + 1}: From and To are both ${name.get(s.source_environment_id) ?? "the same environment"}; pick another target`);
+    }
+    if (s.approvals.required > 0 && !s.approvals.roles.length) {
+      problems.push(`stage ${i + 1}: say which roles may approve`);
+    }
+  });
+  if (!body.stages.length) problems.push("add a stage");
+  return problems;
+}
+
+// The API names stages by index and environments by id: the editor shows numbers and names.
+function editorMessage(message) {
+  const name = new Map(editorEnvironments().map((e) => [e.id, e.name]));
+  return message
+    .replace(/stages\[(\d+)\](?:\.([\w.]+))?/g, (_, i, rest) => `stage ${Number(i) + 1}${rest ? ` ${rest.replace(/[._]/g, " ")}` : ""}`)
+    .replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/gi, (id) => name.get(id.toLowerCase()) ?? id);
+}
+
 document.addEventListener("click", (ev) => {
+  if (ev.target.matches?.(":disabled")) return;
   if (ev.target.id === "add-stage") { addStage(); return; }
   if (ev.target.classList.contains("remove-stage")) { ev.target.closest("fieldset").remove(); return; }
   const edit = ev.target.closest("button[data-edit-pipeline]");
   if (!edit || edit.disabled) return;
   const doc = JSON.parse(edit.dataset.json);
-  const form = document.getElementById("pipeline-editor");
+  const form = editor();
   form.dataset.method = "PUT";
   form.dataset.url = `/api/v1/pipelines/${edit.dataset.editPipeline}`;
+  clearMessages(form);
   document.getElementById("editor-title").textContent = `Edit ${doc.name}`;
   form.querySelector('[name="name"]').value = doc.name;
   form.querySelector('[name="description"]').value = doc.description ?? "";
+  const provider = form.querySelector('[name="provider"]');
+  provider.value = doc.provider;
+  // A pipeline keeps its provider: its stages are that provider's environments.
+  provider.disabled = true;
+  provider.title = "a pipeline keeps its provider";
+  form.querySelector('[name="active"]').checked = doc.active !== false;
   document.getElementById("stages").replaceChildren();
   for (const s of doc.stages) addStage(s);
   form.scrollIntoView();
+});
+
+// Another provider: its environments, and stages that start over from them.
+document.addEventListener("change", (ev) => {
+  if (ev.target.id !== "pipeline-provider") return;
+  const stages = document.getElementById("stages");
+  stages.replaceChildren();
+  addStage();
 });
 
 document.addEventListener("submit", async (ev) => {
   const form = ev.target.closest("#pipeline-editor");
   if (!form) return;
   ev.preventDefault();
+  clearMessages(form);
+  const body = pipelineBody(form);
+  const problems = stageProblems(body);
+  if (problems.length) { showError(form, problems.join("; ")); return; }
   try {
-    await api(form.dataset.method, form.dataset.url, pipelineBody(form));
+    await api(form.dataset.method, form.dataset.url, body);
     location.reload();
-  } catch (e) { showError(form, e.message); }
+  } catch (e) { showError(form, editorMessage(e.message)); }
 });
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -327,6 +496,7 @@ document.addEventListener("click", async (ev) => {
   const el = ev.target.closest("button[data-show]");
   if (!el) return;
   ev.preventDefault();
+  clearMessages(el);
   try {
     const d = await api("GET", el.dataset.show);
     if ("diff" in d && "summary" in d) {
@@ -361,6 +531,7 @@ document.addEventListener("DOMContentLoaded", () => {
 document.addEventListener("change", async (ev) => {
   const sel = ev.target.closest("select[data-member]");
   if (!sel) return;
+  clearMessages(sel);
   try { await api("PATCH", `/api/v1/team/members/${sel.dataset.member}`, { role: sel.value }); }
   catch (e) { showError(sel, e.message); location.reload(); }
 });
@@ -372,11 +543,12 @@ document.addEventListener("click", async (ev) => {
   ev.preventDefault();
   const form = document.getElementById("bulk");
   const ids = [...document.querySelectorAll('input[name="workflow_ids"]:checked')].map((c) => c.value);
+  clearMessages(el);
   try {
     const out = await api("POST", `/api/v1/environments/${form.dataset.environment}/workflows/bulk-actions`,
       { action: form.querySelector('[name="action"]').value, workflow_ids: ids });
     const msg = document.getElementById("bulk-message");
-    if (out.run) { msg.textContent = `Started on ${ids.length} workflow(s).`; watch(out.run.id); }
+    if (out.run) { msg.textContent = `Started on ${ids.length} workflow(s).`; watch(out.run.id, { refresh: true }); }
     else msg.textContent = `${out.requests.length} approval request(s) created: another admin decides.`;
   } catch (e) { showError(el, e.message); }
 });
@@ -385,6 +557,7 @@ document.addEventListener("click", async (ev) => {
 document.addEventListener("change", async (ev) => {
   const input = ev.target.closest("input[data-upload]");
   if (!input || !input.files.length) return;
+  clearMessages(input);
   try {
     const doc = JSON.parse(await input.files[0].text());
     const workflows = Array.isArray(doc) ? doc : (doc.workflows ?? [doc]);
@@ -402,11 +575,19 @@ document.addEventListener("click", async (ev) => {
     const [environment_id, workflow_id] = c.value.split("/");
     return { environment_id, workflow_id };
   });
+  clearMessages(el);
   try {
     const run = await api("POST", "/api/v1/canonical/onboard", { items });
-    watch(run.id);
-    document.getElementById("live").dataset.reloadOnEnd = "1";
+    watch(run.id, { refresh: true });
   } catch (e) { showError(el, e.message); }
+});
+
+// The header's Menu button (narrow screens, see app.css): shows or hides the links.
+document.addEventListener("click", (ev) => {
+  const toggle = ev.target.closest("#menu-toggle");
+  if (!toggle) return;
+  const open = toggle.closest("header").classList.toggle("open");
+  toggle.setAttribute("aria-expanded", String(open));
 });
 
 // The connection indicator (HEALTH-003): /readyz every 20 s, and when a live stream breaks.
@@ -485,6 +666,7 @@ document.addEventListener("click", async (ev) => {
   const out = el.closest("section")?.querySelector("[data-upcoming-out]");
   if (!out) return;
   el.setAttribute("aria-busy", "true");
+  clearMessages(el);
   try {
     const inv = await api("GET", el.dataset.upcoming);
     const table = document.createElement("table");

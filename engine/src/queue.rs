@@ -566,7 +566,7 @@ pub async fn request_cancel(db: &mut PgConnection, namespace: &str, run_id: Uuid
     .ok_or(Error::NotFound)?;
     if run.status().is_terminal() {
         return Err(Error::Conflict(format!(
-            "the run is already {}",
+            "the run has already finished ({})",
             run.status()
         )));
     }

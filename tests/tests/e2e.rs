@@ -35,5 +35,7 @@ mod e2e {
     mod team;
     #[cfg(feature = "browser")]
     mod ui;
+    mod ui_pages;
+    mod ui_team;
     mod workflows;
 }

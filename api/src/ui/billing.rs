@@ -11,7 +11,7 @@
 //! Also the upgrade notice of pages whose feature the tenant's plan leaves out ([`upgrade`]).
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use domain::Permission;
@@ -109,8 +109,15 @@ pub(super) fn date(t: DateTime<Utc>) -> String {
 fn feature_name(catalog: &[FeatureInfo], key: &str) -> (String, String) {
     catalog.iter().find(|f| f.key == key).map_or_else(
         || (key.to_owned(), String::new()),
-        |f| (f.name.clone(), f.description.clone()),
+        |f| (f.name.clone(), described(&f.description, "no limit")),
     )
+}
+
+/// A catalog feature's description for a page: the catalog speaks of limits as the API sends
+/// them ("(null: forever)"); a page says what `null` is there (`unset`: "no limit" for
+/// customers, "empty" beside the platform's inputs).
+pub(super) fn described(description: &str, unset: &str) -> String {
+    description.replace("(null: ", &format!("({unset}: "))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -399,7 +406,7 @@ fn provider_view(
             let kind = Feature::parse(&f.key).map_or(FeatureKind::Flag, Feature::kind);
             ComparisonRow {
                 name: f.name.clone(),
-                description: f.description.clone(),
+                description: described(&f.description, "no limit"),
                 cells: plans
                     .iter()
                     .map(|plan| value_text(kind, plan.features.get(&f.key)))
@@ -493,7 +500,7 @@ async fn invoices(db: &sqlx::PgPool, tenant_id: Uuid) -> Result<Vec<InvoiceRow>,
 pub async fn billing(
     State(state): State<AppState>,
     v: Viewer,
-    Query(q): Query<BillingQuery>,
+    super::pages::PageQuery(q): super::pages::PageQuery<BillingQuery>,
 ) -> Response {
     let nav = v.nav("billing");
     let can_bill = nav.can(Permission::AccessBilling);
@@ -558,6 +565,15 @@ pub async fn billing(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descriptions_say_what_null_means_on_the_page() {
+        assert_eq!(
+            described("Days the audit log is kept (null: forever)", "no limit"),
+            "Days the audit log is kept (no limit: forever)"
+        );
+        assert_eq!(described("Workflows synced", "empty"), "Workflows synced");
+    }
 
     #[test]
     fn money_reads_like_a_price() {

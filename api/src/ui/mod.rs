@@ -7,16 +7,20 @@
 //!
 //! Platform admins also get the console (`/platform`) and may impersonate a tenant's user; the
 //! browser then keeps the admin's own session in a second cookie (see `impersonation.rs`).
+//!
+//! Every HTML page is sent with `Cache-Control: no-store`, so that Back after signing out cannot
+//! show a signed-in page from the browser's cache; a path no route knows gets an HTML 404 page
+//! when a browser asks for one (the API's paths always answer JSON).
 
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{Form, FromRequestParts, Query, State};
+use axum::extract::{Form, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::routing::{any, get, post};
+use axum::{Extension, Router, middleware};
 use domain::page::PageRequest;
 use domain::{Permission, Role};
 use serde::Deserialize;
@@ -28,8 +32,10 @@ use crate::auth::{
     session_cookie,
 };
 
+mod approvals;
 mod billing;
 mod impersonation;
+mod invitations;
 mod notifications;
 mod pages;
 mod plans;
@@ -37,15 +43,34 @@ mod platform;
 mod platform_lists;
 mod support;
 mod support_console;
+mod team;
 
 pub use impersonation::ADMIN_SESSION_COOKIE;
 
 pub fn router() -> Router<AppState> {
+    let assets = Router::new()
+        .route("/static/app.js", get(script))
+        .route("/static/team.js", get(team_script))
+        .route("/static/app.css", get(style))
+        .route("/static/favicon.svg", get(favicon))
+        .route("/favicon.ico", get(favicon));
+    pages()
+        // Any other path: an HTML 404 for a browser, the API's JSON problem for the rest.
+        .route("/{*path}", any(not_found_page))
+        .layer(middleware::map_response(no_store))
+        .merge(assets)
+}
+
+fn pages() -> Router<AppState> {
     Router::new()
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
-        .route("/static/app.js", get(script))
-        .route("/static/app.css", get(style))
+        .route(
+            "/invitations/accept",
+            get(invitations::page).post(invitations::accept),
+        )
+        .route("/approvals", get(approvals::approvals))
+        .route("/approvals/pending-count", get(approvals::pending_count))
         .route("/", get(pages::dashboard))
         .route("/environments", get(pages::environments))
         .route("/environments/{id}", get(pages::environment))
@@ -60,7 +85,7 @@ pub fn router() -> Router<AppState> {
         .route("/promotions/{id}", get(pages::promotion))
         .route("/incidents", get(pages::incidents))
         .route("/incidents/{id}", get(pages::incident))
-        .route("/team", get(pages::team))
+        .route("/team", get(team::team))
         .route("/settings", get(pages::settings))
         .route("/notifications", get(notifications::notifications))
         .route("/billing", get(billing::billing))
@@ -343,12 +368,13 @@ async fn logout(
                 impersonation::revoke_token(&state, &admin).await;
             }
         } else {
-            if let Err(e) = domain::sessions::revoke(&state.db, *session_id).await {
-                tracing::warn!(error = %e, "revoking a session at sign-out failed");
+            let caller = Authenticated {
+                principal: Arc::clone(&v.principal),
+                meta,
+            };
+            if let Err(e) = crate::routes::auth::end_session(&state, &caller, *session_id).await {
+                tracing::warn!(error = ?e, "ending a session at sign-out failed");
             }
-            state
-                .auth_cache
-                .evict(crate::auth::Invalidation::Session(*session_id));
         }
     }
     let mut resp = Redirect::to("/login").into_response();
@@ -398,6 +424,79 @@ async fn script() -> Response {
             (header::CACHE_CONTROL, "no-cache"),
         ],
         include_str!("../../static/app.js"),
+    )
+        .into_response()
+}
+
+/// The team, approvals and invitation pages' script (kept apart from `app.js`).
+async fn team_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../static/team.js"),
+    )
+        .into_response()
+}
+
+/// The icon browsers show in tabs, also answering their automatic `/favicon.ico` request.
+async fn favicon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        include_str!("../../static/favicon.svg"),
+    )
+        .into_response()
+}
+
+/// `Cache-Control: no-store` on every HTML page: a page shows one signed-in user's data, and
+/// Back after signing out must ask the server again (which sends the browser to sign in) rather
+/// than show it from the cache.
+async fn no_store(mut res: Response) -> Response {
+    let html = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if html && !res.headers().contains_key(header::CACHE_CONTROL) {
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res
+}
+
+#[derive(Template)]
+#[template(path = "not_found.html")]
+struct NotFoundPage {
+    path: String,
+}
+
+/// A path no route knows. A browser's page request (outside `/api/`, accepting HTML) gets a page
+/// to find its way back from; anything else the API's JSON problem, as every unknown API path.
+async fn not_found_page(req: Request) -> Response {
+    let wants_html = matches!(*req.method(), Method::GET | Method::HEAD)
+        && !req.uri().path().starts_with("/api/")
+        && req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"));
+    if !wants_html {
+        return crate::error::ApiError::new(
+            StatusCode::NOT_FOUND,
+            "route_not_found",
+            "no such endpoint; the API is described at /api/v1/openapi.json",
+        )
+        .into_response();
+    }
+    (
+        StatusCode::NOT_FOUND,
+        render(&NotFoundPage {
+            path: req.uri().path().to_owned(),
+        }),
     )
         .into_response()
 }

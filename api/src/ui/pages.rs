@@ -1,7 +1,7 @@
 //! The pages: each reads through the domain (tenant-scoped, like the API) and renders a template.
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use domain::catalog::{self, WorkflowFilter, WorkflowItem};
@@ -13,6 +13,15 @@ use uuid::Uuid;
 
 use super::{Nav, Viewer, page_of, render};
 use crate::app::AppState;
+
+mod live;
+mod query;
+mod run_list;
+
+use live::{LiveRun, last_event};
+pub(super) use query::{PageQuery, empty_as_none};
+use run_list::recent_runs;
+pub use run_list::{RunRow, runs};
 
 pub(super) fn not_found(what: &str) -> Response {
     (
@@ -29,54 +38,6 @@ pub(super) fn failed(e: &impl std::fmt::Display) -> Response {
     super::difficulties()
 }
 
-/// A run as pages list it.
-pub struct RunRow {
-    pub id: Uuid,
-    pub kind: String,
-    pub status: String,
-    pub progress: Option<(i64, i64)>,
-    pub created_at: String,
-    pub created_by: String,
-}
-
-async fn recent_runs(
-    state: &AppState,
-    tenant_id: Uuid,
-    label_env: Option<Uuid>,
-    limit: i64,
-) -> Result<Vec<RunRow>, sqlx::Error> {
-    type Row = (
-        Uuid,
-        String,
-        String,
-        Option<i64>,
-        Option<i64>,
-        chrono::DateTime<chrono::Utc>,
-        Option<String>,
-    );
-    let rows: Vec<Row> = sqlx::query_as(
-        "select id, kind, status, progress_done, progress_total, created_at, created_by from engine_runs \
-         where namespace = $1 and parent_id is null and ($2::text is null or labels->>'environment_id' = $2) \
-         order by id desc limit $3",
-    )
-    .bind(tenant_id.to_string())
-    .bind(label_env.map(|e| e.to_string()))
-    .bind(limit)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, kind, status, done, total, at, by)| RunRow {
-            id,
-            kind,
-            status,
-            progress: done.zip(total),
-            created_at: at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-            created_by: by.unwrap_or_default(),
-        })
-        .collect())
-}
-
 #[derive(Template)]
 #[template(path = "dashboard.html")]
 struct Dashboard {
@@ -89,6 +50,8 @@ struct Dashboard {
     metrics: Option<Metrics>,
     /// Shown instead of the metrics (ENT-005), as the API refuses the overview.
     metrics_upgrade: Option<super::billing::Upgrade>,
+    /// A `?range=` the dashboard does not know, shown as the 24 hours it falls back to.
+    unknown_range: Option<String>,
 }
 
 /// The dashboard's execution metrics: status, insights, KPIs, errors, environment health.
@@ -146,10 +109,12 @@ pub struct DashboardQuery {
 pub async fn dashboard(
     State(state): State<AppState>,
     v: Viewer,
-    Query(q): Query<DashboardQuery>,
+    PageQuery(q): PageQuery<DashboardQuery>,
 ) -> Response {
-    let range = domain::observability::Range::parse(q.range.as_deref().unwrap_or("24h"))
-        .unwrap_or(domain::observability::Range::Day);
+    let asked = q.range.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    let parsed = domain::observability::Range::parse(asked.unwrap_or("24h"));
+    let unknown_range = asked.filter(|_| parsed.is_err()).map(str::to_owned);
+    let range = parsed.unwrap_or(domain::observability::Range::Day);
     let result: Result<Dashboard, domain::Error> = async {
         let mut conn = state.db.acquire().await?;
         let ent = domain::entitlements::entitlements(&mut conn, v.tenant_id).await?;
@@ -175,6 +140,7 @@ pub async fn dashboard(
         Ok(Dashboard {
             metrics,
             metrics_upgrade,
+            unknown_range,
             environments: environments::list(&state.db, v.tenant_id).await?,
             runs: recent_runs(&state, v.tenant_id, None, 10).await?,
             incidents: drift::list(
@@ -263,8 +229,8 @@ struct EnvironmentPage {
     env: Environment,
     workflows: i64,
     runs: Vec<RunRow>,
-    /// The sync in progress, to follow live.
-    running: Option<Uuid>,
+    /// The newest of its runs in progress (a sync, a backup, a drift check…), to follow live.
+    running: Option<LiveRun>,
     /// Its Git repository, if connected.
     git: Option<domain::git_config::GitConfig>,
     snapshots: Vec<domain::snapshots::Snapshot>,
@@ -304,12 +270,18 @@ pub async fn environment(
         Ok(r) => r,
         Err(e) => return failed(&e),
     };
-    let running = runs
+    // Its events are read after the list: a change in between may be taken for history, and a
+    // run waiting for an approval is not one this page refreshes for; its end always refreshes.
+    let running = match runs
         .iter()
-        .find(|r| {
-            r.kind == "environment.sync" && ["queued", "running"].contains(&r.status.as_str())
-        })
-        .map(|r| r.id);
+        .find(|r| ["queued", "running"].contains(&r.status.as_str()))
+    {
+        Some(r) => match last_event(&state.db, &v.tenant_id.to_string(), r.id).await {
+            Ok(since) => Some(LiveRun::new(r.id, &r.status, since)),
+            Err(e) => return failed(&e),
+        },
+        None => None,
+    };
     let git = domain::git_config::get(&state.db, v.tenant_id, id)
         .await
         .ok();
@@ -329,9 +301,42 @@ pub async fn environment(
     })
 }
 
+/// Searches are cut to this many characters (the API refuses longer ones).
+const MAX_SEARCH: usize = 200;
+
+/// A search box's text as a page uses it: trimmed, cut to [`MAX_SEARCH`] characters.
+#[derive(Debug, Default, PartialEq)]
+struct Search {
+    text: String,
+    /// It was cut: the page says it searched for less than was typed.
+    shortened: bool,
+}
+
+impl Search {
+    fn of(q: Option<&str>) -> Self {
+        let text = q.map(str::trim).unwrap_or_default();
+        match text.char_indices().nth(MAX_SEARCH) {
+            Some((at, _)) => Self {
+                text: text[..at].trim_end().to_owned(),
+                shortened: true,
+            },
+            None => Self {
+                text: text.to_owned(),
+                shortened: false,
+            },
+        }
+    }
+
+    /// The filter: `None` for an empty box.
+    fn filter(&self) -> Option<String> {
+        Some(self.text.clone()).filter(|t| !t.is_empty())
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct ListQuery {
     search: Option<String>,
+    #[serde(default, deserialize_with = "empty_as_none")]
     environment_id: Option<Uuid>,
     cursor: Option<String>,
     status: Option<String>,
@@ -343,7 +348,7 @@ struct Workflows {
     nav: Nav,
     items: Vec<WorkflowItem>,
     next_cursor: Option<String>,
-    search: String,
+    search: Search,
     environments: Vec<Environment>,
     environment_id: Option<Uuid>,
 }
@@ -351,14 +356,12 @@ struct Workflows {
 pub async fn workflows(
     State(state): State<AppState>,
     v: Viewer,
-    Query(q): Query<ListQuery>,
+    PageQuery(q): PageQuery<ListQuery>,
 ) -> Response {
+    let search = Search::of(q.search.as_deref());
     let filter = WorkflowFilter {
         environment_id: q.environment_id,
-        search: q
-            .search
-            .clone()
-            .filter(|s| !s.trim().is_empty() && s.len() <= 200),
+        search: search.filter(),
         ..WorkflowFilter::default()
     };
     let page =
@@ -382,7 +385,7 @@ pub async fn workflows(
         nav: v.nav("workflows"),
         items: page.items,
         next_cursor: page.next_cursor,
-        search: q.search.unwrap_or_default(),
+        search,
         environments,
         environment_id: q.environment_id,
     })
@@ -400,7 +403,7 @@ struct MatrixPage {
 pub async fn matrix(
     State(state): State<AppState>,
     v: Viewer,
-    Query(q): Query<ListQuery>,
+    PageQuery(q): PageQuery<ListQuery>,
 ) -> Response {
     let mut conn = match state.db.acquire().await {
         Ok(c) => c,
@@ -434,63 +437,28 @@ pub async fn matrix(
 }
 
 #[derive(Template)]
-#[template(path = "runs.html")]
-struct Runs {
-    nav: Nav,
-    runs: Vec<RunRow>,
-    status: String,
-    kind: String,
-}
-
-pub async fn runs(
-    State(state): State<AppState>,
-    v: Viewer,
-    Query(q): Query<ListQuery>,
-) -> Response {
-    let status = q.status.clone().filter(|s| {
-        [
-            "queued",
-            "running",
-            "waiting",
-            "succeeded",
-            "failed",
-            "cancelled",
-        ]
-        .contains(&s.as_str())
-    });
-    let kind = q
-        .search
-        .clone()
-        .filter(|s| !s.trim().is_empty() && s.len() <= 100);
-    match recent_runs(&state, v.tenant_id, None, 500).await {
-        Ok(runs) => render(&Runs {
-            nav: v.nav("runs"),
-            runs: runs
-                .into_iter()
-                .filter(|r| status.as_ref().is_none_or(|s| &r.status == s))
-                .filter(|r| kind.as_ref().is_none_or(|k| r.kind.contains(k.as_str())))
-                .take(100)
-                .collect(),
-            status: status.unwrap_or_default(),
-            kind: kind.unwrap_or_default(),
-        }),
-        Err(e) => failed(&e),
-    }
-}
-
-#[derive(Template)]
 #[template(path = "run.html")]
 struct RunPage {
     nav: Nav,
     run: RunRow,
+    live: LiveRun,
     error: String,
     steps: Vec<(String, i32, String)>,
 }
 
 pub async fn run(State(state): State<AppState>, v: Viewer, Path(id): Path<Uuid>) -> Response {
-    let run = match engine::queue::get(&state.db, &v.tenant_id.to_string(), id).await {
+    let namespace = v.tenant_id.to_string();
+    let since = match last_event(&state.db, &namespace, id).await {
+        Ok(since) => since,
+        Err(e) => return failed(&e),
+    };
+    let run = match engine::queue::get(&state.db, &namespace, id).await {
         Ok(r) => r,
         Err(engine::queue::Error::NotFound) => return not_found("run"),
+        Err(e) => return failed(&e),
+    };
+    let names = match env_names(&state, v.tenant_id).await {
+        Ok(n) => n,
         Err(e) => return failed(&e),
     };
     let steps: Vec<(String, i32, String)> = match sqlx::query_as(
@@ -514,14 +482,8 @@ pub async fn run(State(state): State<AppState>, v: Viewer, Path(id): Path<Uuid>)
                     .map_or_else(|| e.to_string(), str::to_owned)
             })
             .unwrap_or_default(),
-        run: RunRow {
-            id: run.id,
-            kind: run.kind,
-            status: run.status.0.as_str().to_owned(),
-            progress: run.progress_done.zip(run.progress_total),
-            created_at: run.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-            created_by: run.created_by.unwrap_or_default(),
-        },
+        live: LiveRun::new(run.id, run.status().as_str(), since),
+        run: RunRow::of(&run, &names),
         steps,
     })
 }
@@ -534,6 +496,8 @@ struct Promotions {
     names: std::collections::HashMap<Uuid, String>,
     status: String,
     next_cursor: Option<String>,
+    /// Whether the tenant has a pipeline to promote through (the empty state says what next).
+    has_pipeline: bool,
 }
 
 async fn env_names(
@@ -550,7 +514,7 @@ async fn env_names(
 pub async fn promotions(
     State(state): State<AppState>,
     v: Viewer,
-    Query(q): Query<ListQuery>,
+    PageQuery(q): PageQuery<ListQuery>,
 ) -> Response {
     let status = q
         .status
@@ -569,9 +533,15 @@ pub async fn promotions(
             page_of(q.cursor.as_deref(), 50),
         )
         .await?;
+        let has_pipeline = !page.items.is_empty()
+            || !domain::pipelines::list(&state.db, v.tenant_id, page_of(None, 1))
+                .await?
+                .items
+                .is_empty();
         Ok(Promotions {
             status: status.map(|s| s.as_str().to_owned()).unwrap_or_default(),
             next_cursor: page.next_cursor,
+            has_pipeline,
             promotions: page.items,
             names: env_names(&state, v.tenant_id).await?,
             nav: v.nav("promotions"),
@@ -596,13 +566,47 @@ struct PromotionPage {
     rollback: Vec<serde_json::Value>,
     names: std::collections::HashMap<Uuid, String>,
     can_decide: bool,
+    /// Its run, as the page follows it.
+    live: Option<LiveRun>,
 }
 
 pub async fn promotion(State(state): State<AppState>, v: Viewer, Path(id): Path<Uuid>) -> Response {
+    // How its run stands is read before the promotion the page shows (see `last_event`): if the
+    // run had finished then, the page shows it finished and never refreshes.
+    let namespace = v.tenant_id.to_string();
+    let (run_id, live) = match promotions::get(&state.db, v.tenant_id, id).await {
+        Ok(Promotion {
+            run_id: Some(run), ..
+        }) => {
+            let since = match last_event(&state.db, &namespace, run).await {
+                Ok(since) => since,
+                Err(e) => return failed(&e),
+            };
+            match engine::queue::get(&state.db, &namespace, run).await {
+                Ok(r) => (
+                    Some(run),
+                    Some(LiveRun::new(run, r.status().as_str(), since)),
+                ),
+                // Pruned long after it finished: nothing to follow.
+                Err(engine::queue::Error::NotFound) => (Some(run), None),
+                Err(e) => return failed(&e),
+            }
+        }
+        Ok(_) => (None, None),
+        Err(domain::Error::NotFound { .. }) => return not_found("promotion"),
+        Err(e) => return failed(&e),
+    };
     let p = match promotions::get(&state.db, v.tenant_id, id).await {
         Ok(p) => p,
         Err(domain::Error::NotFound { .. }) => return not_found("promotion"),
         Err(e) => return failed(&e),
+    };
+    // A run given to it meanwhile has just started.
+    let live = if p.run_id == run_id {
+        live
+    } else {
+        p.run_id
+            .map(|run| LiveRun::new(run, "queued", String::new()))
     };
     let approvals = match promotions::approvals(&state.db, id).await {
         Ok(a) => a,
@@ -633,6 +637,7 @@ pub async fn promotion(State(state): State<AppState>, v: Viewer, Path(id): Path<
         approvals,
         names,
         can_decide,
+        live,
         nav,
         p,
     })
@@ -651,7 +656,7 @@ struct Incidents {
 pub async fn incidents(
     State(state): State<AppState>,
     v: Viewer,
-    Query(q): Query<ListQuery>,
+    PageQuery(q): PageQuery<ListQuery>,
 ) -> Response {
     let status = q.status.clone().unwrap_or_else(|| "open".into());
     let filter = IncidentFilter {
@@ -868,6 +873,17 @@ impl IncidentPage {
     fn field(&self, v: &serde_json::Value, key: &str) -> String {
         field(v, key)
     }
+
+    /// The button that moves the incident to `to`, as a verb.
+    fn verb(&self, to: &IncidentStatus) -> &'static str {
+        match to {
+            IncidentStatus::Detected => "Reopen",
+            IncidentStatus::Acknowledged => "Acknowledge",
+            IncidentStatus::Stabilized => "Mark stabilized",
+            IncidentStatus::Reconciled => "Mark reconciled",
+            IncidentStatus::Closed => "Close",
+        }
+    }
 }
 
 /// A JSON field as text, for templates.
@@ -969,6 +985,8 @@ struct WorkflowPage {
     credentials: Vec<domain::workflow::CredentialRef>,
     /// (action, allowed, note): what the environment's policy says of each action (PRD 3.1.3).
     actions: Vec<(&'static str, bool, String)>,
+    /// This workflow's actions waiting for an admin's decision.
+    pending: Vec<domain::action_requests::ActionRequest>,
 }
 
 /// The policy's answer for each workflow action in this environment, for this role.
@@ -1017,10 +1035,19 @@ pub async fn workflow(
         Err(domain::Error::NotFound { .. }) => return not_found("workflow"),
         Err(e) => return failed(&e),
     };
+    let pending = domain::action_requests::list(&state.db, v.tenant_id, Some("pending")).await;
+    let pending = match pending {
+        Ok(list) => list
+            .into_iter()
+            .filter(|r| r.environment_id == env_id && r.workflow_id == wid)
+            .collect(),
+        Err(e) => return failed(&e),
+    };
     let nav = v.nav("workflows");
     let actions = policy_actions(env.class, nav.role, &w);
     render(&WorkflowPage {
         actions,
+        pending,
         nav,
         svg: graph_svg(&domain::workflow::graph(&w.definition)),
         complexity: domain::workflow::complexity(&w.definition),
@@ -1047,11 +1074,29 @@ mod tests {
         assert!(svg.contains("Start &lt;x&gt;") && svg.contains("Call &quot;API&quot;"));
         assert!(!svg.contains("<x>"));
     }
+
+    #[test]
+    fn a_long_search_is_cut_on_a_character_and_says_so() {
+        let typed = "é".repeat(MAX_SEARCH + 5);
+        let s = Search::of(Some(&typed));
+        assert!(s.shortened);
+        assert_eq!(s.text.chars().count(), MAX_SEARCH);
+        assert_eq!(
+            Search::of(Some("  orders ")),
+            Search {
+                text: "orders".into(),
+                shortened: false
+            }
+        );
+        assert_eq!(Search::of(Some("   ")).filter(), None);
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub struct WizardQuery {
+    #[serde(default, deserialize_with = "empty_as_none")]
     pipeline_id: Option<Uuid>,
+    #[serde(default, deserialize_with = "empty_as_none")]
     stage: Option<usize>,
     search: Option<String>,
 }
@@ -1077,7 +1122,7 @@ impl PromotionWizard {
 pub async fn promotion_new(
     State(state): State<AppState>,
     v: Viewer,
-    Query(q): Query<WizardQuery>,
+    PageQuery(q): PageQuery<WizardQuery>,
 ) -> Response {
     let pipelines = match domain::pipelines::list(&state.db, v.tenant_id, page_of(None, 200)).await
     {
@@ -1093,14 +1138,12 @@ pub async fn promotion_new(
         let stage = q.stage.unwrap_or(0);
         (stage < p.stages.len()).then_some((p, stage))
     });
+    let search = Search::of(q.search.as_deref());
     let mut workflows = Vec::new();
     if let Some((p, stage)) = &chosen {
         let filter = WorkflowFilter {
             environment_id: Some(p.stages[*stage].source_environment_id),
-            search: q
-                .search
-                .clone()
-                .filter(|s| !s.trim().is_empty() && s.len() <= 200),
+            search: search.filter(),
             ..WorkflowFilter::default()
         };
         workflows = match catalog::list_workflows(&state.db, v.tenant_id, &filter, None, 200).await
@@ -1115,7 +1158,7 @@ pub async fn promotion_new(
         names,
         chosen,
         workflows,
-        search: q.search.unwrap_or_default(),
+        search: search.text,
     })
 }
 
@@ -1128,11 +1171,38 @@ struct Pipelines {
     names: std::collections::HashMap<Uuid, String>,
     /// Each pipeline as the JSON the editor starts from.
     json: std::collections::HashMap<Uuid, String>,
+    /// The roles a stage may let approve.
+    roles: Vec<&'static str>,
 }
 
 impl Pipelines {
     fn env_name(&self, id: &Uuid) -> &str {
         self.names.get(id).map_or("?", String::as_str)
+    }
+
+    /// The editor is for roles that configure pipelines; others see it disabled.
+    fn can_edit(&self) -> bool {
+        self.nav.can(domain::Permission::ConfigurePipelines)
+    }
+
+    /// Who may approve promotions through a stage, in words ("" when none are needed).
+    fn approvals_of(&self, s: &domain::pipelines::Stage) -> String {
+        let a = &s.approvals;
+        if a.required == 0 {
+            return String::new();
+        }
+        let roles: Vec<&str> = a.roles.iter().map(|r| r.as_str()).collect();
+        format!(
+            "{} approval{} by {}{}",
+            a.required,
+            if a.required == 1 { "" } else { "s" },
+            roles.join(" or "),
+            if a.allow_self_approval {
+                ", the requester may approve"
+            } else {
+                ""
+            }
+        )
     }
 
     fn json_of(&self, id: &Uuid) -> &str {
@@ -1171,10 +1241,19 @@ pub async fn pipelines(State(state): State<AppState>, v: Viewer) -> Response {
         Ok(p) => p.items,
         Err(e) => return failed(&e),
     };
-    let environments = match environments::list(&state.db, v.tenant_id).await {
+    let mut environments = match environments::list(&state.db, v.tenant_id).await {
         Ok(e) => e,
         Err(e) => return failed(&e),
     };
+    // In the order promotions go, so a new stage's default "To" is the next one.
+    environments.sort_by_cached_key(|e| {
+        let rank = match e.class {
+            environments::EnvironmentClass::Dev => 0,
+            environments::EnvironmentClass::Staging => 1,
+            environments::EnvironmentClass::Production => 2,
+        };
+        (rank, e.name.to_lowercase())
+    });
     let json = pipelines
         .iter()
         .map(|p| {
@@ -1192,45 +1271,7 @@ pub async fn pipelines(State(state): State<AppState>, v: Viewer) -> Response {
         environments,
         pipelines,
         json,
-    })
-}
-
-#[derive(Template)]
-#[template(path = "team.html")]
-struct TeamPage {
-    nav: Nav,
-    members: Vec<domain::tenancy::Member>,
-    keys: Vec<domain::keys::ApiKey>,
-    me: Option<Uuid>,
-}
-
-impl TeamPage {
-    fn is_me(&self, id: &Uuid) -> bool {
-        self.me.as_ref() == Some(id)
-    }
-}
-
-/// Team and roles, invitations, API keys (a new key is shown once).
-pub async fn team(State(state): State<AppState>, v: Viewer) -> Response {
-    let members =
-        match domain::tenancy::list_members(&state.db, v.tenant_id, page_of(None, 200)).await {
-            Ok(p) => p.items,
-            Err(e) => return failed(&e),
-        };
-    let nav = v.nav("team");
-    let keys = if nav.can(domain::Permission::ManageApiKeys) {
-        match domain::keys::list(&state.db, v.tenant_id, false, page_of(None, 200)).await {
-            Ok(p) => p.items,
-            Err(e) => return failed(&e),
-        }
-    } else {
-        Vec::new()
-    };
-    render(&TeamPage {
-        nav,
-        members,
-        keys,
-        me: v.principal.user_id(),
+        roles: domain::Role::ALL.iter().map(|r| r.as_str()).collect(),
     })
 }
 
@@ -1239,7 +1280,7 @@ pub async fn team(State(state): State<AppState>, v: Viewer) -> Response {
 struct AuditPage {
     nav: Nav,
     entries: Vec<domain::audit::Record>,
-    search: String,
+    search: Search,
     allowed: bool,
     next_cursor: Option<String>,
     /// The tenant's plan leaves the audit log out: this instead of entries (ENT-005).
@@ -1250,14 +1291,14 @@ struct AuditPage {
 pub async fn audit(
     State(state): State<AppState>,
     v: Viewer,
-    Query(q): Query<ListQuery>,
+    PageQuery(q): PageQuery<ListQuery>,
 ) -> Response {
     let nav = v.nav("audit");
     if !nav.can(domain::Permission::ViewAuditLogs) {
         return render(&AuditPage {
             nav,
             entries: Vec::new(),
-            search: String::new(),
+            search: Search::default(),
             allowed: false,
             next_cursor: None,
             upgrade: None,
@@ -1281,7 +1322,7 @@ pub async fn audit(
             return render(&AuditPage {
                 nav,
                 entries: Vec::new(),
-                search: String::new(),
+                search: Search::default(),
                 allowed: true,
                 next_cursor: None,
                 upgrade,
@@ -1289,11 +1330,9 @@ pub async fn audit(
         }
         Err(e) => return failed(&e),
     }
+    let search = Search::of(q.search.as_deref());
     let filter = domain::audit::Filter {
-        search: q
-            .search
-            .clone()
-            .filter(|s| !s.trim().is_empty() && s.len() <= 200),
+        search: search.filter(),
         ..Default::default()
     };
     match domain::audit::list(
@@ -1308,7 +1347,7 @@ pub async fn audit(
             nav,
             next_cursor: p.next_cursor,
             entries: p.items,
-            search: q.search.unwrap_or_default(),
+            search,
             allowed: true,
             upgrade: None,
         }),

@@ -120,7 +120,7 @@ fn matrix_rows(features: &[FeatureInfo], plans: &[Plan]) -> Vec<MatrixRow> {
             MatrixRow {
                 key: f.key.clone(),
                 name: f.name.clone(),
-                description: f.description.clone(),
+                description: super::billing::described(&f.description, "empty"),
                 limit,
                 tenant_wide: f.scope == entitlements::FeatureScope::Tenant,
                 cells: plans

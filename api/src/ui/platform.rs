@@ -7,7 +7,7 @@
 //! act through the JSON API, starting one through the UI's own route (it switches cookies).
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use domain::impersonation::{self, Filter, Impersonation, TenantUser};
@@ -126,7 +126,7 @@ impl ConsolePage {
 pub async fn console(
     State(state): State<AppState>,
     v: Viewer,
-    Query(q): Query<ConsoleQuery>,
+    super::pages::PageQuery(q): super::pages::PageQuery<ConsoleQuery>,
 ) -> Response {
     let nav = v.nav("platform");
     if !v.principal.platform_admin {
@@ -218,7 +218,7 @@ pub async fn tenant(
     State(state): State<AppState>,
     v: Viewer,
     Path(id): Path<Uuid>,
-    Query(q): Query<TenantQuery>,
+    super::pages::PageQuery(q): super::pages::PageQuery<TenantQuery>,
 ) -> Response {
     tenant_page(&state, &v, id, &q, None).await
 }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use domain::environments::{self, AcrossFilter, HealthStatus, PlatformEnvironment};
@@ -91,6 +91,7 @@ pub struct RunsQuery {
     status: Option<String>,
     kind: Option<String>,
     cursor: Option<String>,
+    #[serde(default, deserialize_with = "super::pages::empty_as_none")]
     limit: Option<u32>,
 }
 
@@ -193,7 +194,7 @@ async fn tenant_names(
 pub async fn runs(
     State(state): State<AppState>,
     v: Viewer,
-    Query(q): Query<RunsQuery>,
+    super::pages::PageQuery(q): super::pages::PageQuery<RunsQuery>,
 ) -> Response {
     let nav = v.nav("platform");
     if !v.principal.platform_admin {
@@ -294,6 +295,7 @@ pub struct EnvironmentsQuery {
     provider: Option<String>,
     health: Option<String>,
     cursor: Option<String>,
+    #[serde(default, deserialize_with = "super::pages::empty_as_none")]
     limit: Option<u32>,
 }
 
@@ -355,7 +357,7 @@ impl EnvironmentsPage {
 pub async fn environments(
     State(state): State<AppState>,
     v: Viewer,
-    Query(q): Query<EnvironmentsQuery>,
+    super::pages::PageQuery(q): super::pages::PageQuery<EnvironmentsQuery>,
 ) -> Response {
     let nav = v.nav("platform");
     if !v.principal.platform_admin {

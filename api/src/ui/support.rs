@@ -5,7 +5,7 @@
 //! console (`support_console.rs`).
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::Response;
 use domain::Permission;
 use domain::support::{
@@ -209,7 +209,7 @@ struct SupportPage {
 pub async fn tickets(
     State(state): State<AppState>,
     v: Viewer,
-    Query(q): Query<ListQuery>,
+    super::pages::PageQuery(q): super::pages::PageQuery<ListQuery>,
 ) -> Response {
     let nav = v.nav("support");
     let status = q.status.as_deref().and_then(TicketStatus::parse);

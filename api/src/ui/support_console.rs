@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::Response;
 use domain::support::{self, Filter, TicketKind, TicketStatus};
 use domain::tenancy;
@@ -88,7 +88,7 @@ async fn tenant_names(
 pub async fn tickets(
     State(state): State<AppState>,
     v: Viewer,
-    Query(q): Query<ListQuery>,
+    super::pages::PageQuery(q): super::pages::PageQuery<ListQuery>,
 ) -> Response {
     let nav = v.nav("platform");
     if !v.principal.platform_admin {

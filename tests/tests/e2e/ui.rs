@@ -912,6 +912,15 @@ async fn the_web_ui_signs_in_syncs_live_promotes_and_acknowledges() {
         .map(|u| u.path().to_owned())
         .unwrap_or_default();
     assert_eq!(url, "/login");
+    // The web UI's sign-out is the API's: audited, and every server told.
+    let logged_out: i64 = sqlx::query_scalar(
+        "select count(*) from audit_logs where action = 'auth.logout' and actor_user_id = $1",
+    )
+    .bind(viewer.user_id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap_or(-1);
+    assert_eq!(logged_out, 1, "the viewer's sign-out is audited");
     // HEALTH-003: when the service cannot reach its database, the indicator says so.
     sign_in(&b, &app, &acme.admin)
         .await
