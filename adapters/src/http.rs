@@ -166,6 +166,27 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
     )
 }
 
+/// A provider's answer read within its caps: a 2xx body of at most `answer` bytes (a longer one
+/// is an invalid response, not read), an error body of at most `error` bytes (a longer one
+/// reads as empty: the status still says what happened).
+pub(crate) async fn capped_body(
+    response: reqwest::Response,
+    answer: usize,
+    error: usize,
+) -> ProviderResult<Vec<u8>> {
+    let status = response.status();
+    let max = if status.is_success() { answer } else { error };
+    match body(response, max).await? {
+        Some(bytes) => Ok(bytes),
+        None if status.is_success() => Err(ProviderError::InvalidResponse(format!(
+            "HTTP {} with an answer longer than {} MiB; not read",
+            status.as_u16(),
+            answer >> 20
+        ))),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// A response's body, or None when it is longer than `max` bytes (refused unread when its
 /// declared length says so, else read no further than `max`).
 pub(crate) async fn body(

@@ -117,6 +117,14 @@ pub async fn revoke(db: impl PgExecutor<'_>, tenant_id: Uuid, id: Uuid) -> Resul
     .ok_or(Error::not_found("api key"))
 }
 
+/// The earlier of two expiries (`None` = never).
+pub fn earlier(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Issues a replacement for key `id` with the same name, role and expiry (at the latest
 /// `not_after`: the expiry of the key asking for the rotation). The old key stops working now,
 /// or after `overlap` so clients can switch over without downtime.
@@ -149,10 +157,7 @@ pub async fn rotate(
             name: &old.name,
             role: old.role,
             created_by: rotated_by,
-            expires_at: match (old.expires_at, not_after) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
+            expires_at: earlier(old.expires_at, not_after),
             rotated_from: Some(old.id),
         },
     )

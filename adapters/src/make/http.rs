@@ -185,22 +185,7 @@ pub(super) fn error_text(body: &[u8]) -> Option<String> {
 async fn read(response: reqwest::Response) -> ProviderResult<Value> {
     let status = response.status();
     let wait = retry_after(response.headers());
-    let max = if status.is_success() {
-        LONGEST_ANSWER
-    } else {
-        LONGEST_ERROR
-    };
-    let bytes = match crate::http::body(response, max).await? {
-        Some(bytes) => bytes,
-        None if status.is_success() => {
-            return Err(ProviderError::InvalidResponse(format!(
-                "HTTP {} with an answer longer than {} MiB; not read",
-                status.as_u16(),
-                LONGEST_ANSWER >> 20
-            )));
-        }
-        None => Vec::new(),
-    };
+    let bytes = crate::http::capped_body(response, LONGEST_ANSWER, LONGEST_ERROR).await?;
     if status.is_success() {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Value::Null);

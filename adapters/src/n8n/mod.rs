@@ -228,22 +228,7 @@ fn root(base_url: &str) -> ProviderResult<String> {
 async fn read<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> ProviderResult<T> {
     let status = response.status();
     let wait = retry_after(response.headers());
-    let max = if status.is_success() {
-        LONGEST_ANSWER
-    } else {
-        LONGEST_ERROR
-    };
-    let bytes = match crate::http::body(response, max).await? {
-        Some(bytes) => bytes,
-        None if status.is_success() => {
-            return Err(ProviderError::InvalidResponse(format!(
-                "HTTP {} with an answer longer than {} MiB; not read",
-                status.as_u16(),
-                LONGEST_ANSWER >> 20
-            )));
-        }
-        None => Vec::new(),
-    };
+    let bytes = crate::http::capped_body(response, LONGEST_ANSWER, LONGEST_ERROR).await?;
     if status.is_success() {
         // An empty body reads as `null` (n8n answers some writes with nothing).
         let json: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {

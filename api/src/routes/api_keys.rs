@@ -4,7 +4,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{Duration, Utc};
 use domain::Role;
 use domain::audit::Entry;
 use domain::keys::{self, ApiKey};
@@ -60,14 +60,6 @@ pub struct ApiKeyCreated {
     pub previous: Option<ApiKey>,
 }
 
-/// The earlier of two expiries (`None` = never).
-fn not_after(wanted: Option<DateTime<Utc>>, limit: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
-    match (wanted, limit) {
-        (Some(w), Some(l)) => Some(w.min(l)),
-        (w, l) => w.or(l),
-    }
-}
-
 /// Create an API key. The response carries the secret, shown once. A key created with an API
 /// key expires no later than that key.
 #[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys", security(("bearer" = [])),
@@ -96,7 +88,7 @@ pub async fn create_api_key(
             name: &req.name,
             role,
             created_by: ctx.principal.accountable_user(),
-            expires_at: not_after(
+            expires_at: keys::earlier(
                 req.expires_in_days
                     .map(|d| Utc::now() + Duration::days(i64::from(d))),
                 ctx.principal.key_expiry(),
