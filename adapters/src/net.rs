@@ -289,6 +289,25 @@ impl Guard {
         }
     }
 
+    /// The check of Slack and webhook notification destinations: public addresses only, or with
+    /// `WFO_NOTIFY_ALLOW_PRIVATE` public, private and loopback ones. Link-local (cloud metadata),
+    /// multicast, broadcast, documentation and reserved addresses are refused either way.
+    /// Channels are checked with it when saved and every delivery connects through it.
+    pub fn notifications(allow_private: bool) -> Self {
+        if allow_private {
+            Self::with_rule(
+                Outbound::Any,
+                "notifications never go to link-local (cloud metadata), multicast, broadcast, \
+                 documentation or reserved addresses, whatever WFO_NOTIFY_ALLOW_PRIVATE says",
+            )
+        } else {
+            Self::with_rule(
+                Outbound::Public,
+                "notifications go to public endpoints only (WFO_NOTIFY_ALLOW_PRIVATE)",
+            )
+        }
+    }
+
     pub fn outbound(&self) -> Outbound {
         self.outbound
     }

@@ -176,8 +176,9 @@ pub struct NotifyArgs {
         default_value = "WorkflowOps <workflowops@localhost>"
     )]
     pub smtp_from: String,
-    /// Let Slack and webhook channels reach loopback, private and link-local addresses (a
-    /// single-network installation; otherwise tenants could make the server call into its network).
+    /// Let Slack and webhook channels reach loopback and private addresses (a single-network
+    /// installation; otherwise tenants could make the server call into its network). Link-local
+    /// (cloud metadata), multicast, documentation and reserved addresses stay refused.
     #[arg(long, env = "WFO_NOTIFY_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
     pub notify_allow_private: bool,
 }

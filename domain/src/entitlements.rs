@@ -44,6 +44,7 @@ text_enum! {
         ExecutionMetrics = "execution_metrics",
         Alerting = "alerting",
         CredentialRemapping = "credential_remapping",
+        RoleBasedAccess = "role_based_access",
     }
 }
 
@@ -75,9 +76,11 @@ impl Feature {
 
     pub fn scope(self) -> FeatureScope {
         match self {
-            Self::Members | Self::AuditRetentionDays | Self::AuditLogs | Self::Alerting => {
-                FeatureScope::Tenant
-            }
+            Self::Members
+            | Self::AuditRetentionDays
+            | Self::AuditLogs
+            | Self::Alerting
+            | Self::RoleBasedAccess => FeatureScope::Tenant,
             _ => FeatureScope::Provider,
         }
     }
@@ -1006,6 +1009,7 @@ fn feature_label(feature: Feature) -> &'static str {
         Feature::ExecutionMetrics => "execution metrics",
         Feature::Alerting => "alerting",
         Feature::CredentialRemapping => "credential remapping",
+        Feature::RoleBasedAccess => "role-based access (viewer and developer roles)",
     }
 }
 

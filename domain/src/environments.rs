@@ -311,6 +311,61 @@ pub async fn update(
     get(&mut *tx, tenant_id, id).await
 }
 
+/// Which connection an environment has: its URL and sealed key. Replacing either changes it,
+/// so a change that was tested against one connection can tell whether it is still the one
+/// in place when it is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionStamp {
+    base_url: String,
+    api_key_secret_id: Uuid,
+}
+
+/// The environment's connection as it is now (no lock).
+pub async fn connection_stamp(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> Result<ConnectionStamp> {
+    let row: Option<(String, Uuid)> = sqlx::query_as(
+        "select base_url, api_key_secret_id from environments where tenant_id = $1 and id = $2",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    let (base_url, api_key_secret_id) = row.ok_or(Error::not_found("environment"))?;
+    Ok(ConnectionStamp {
+        base_url,
+        api_key_secret_id,
+    })
+}
+
+/// Locks the environment's row for a change (until the transaction ends) and returns it as it
+/// is now, with its connection.
+pub async fn lock(
+    tx: &mut PgConnection,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> Result<(Environment, ConnectionStamp)> {
+    let row: Option<(String, Uuid)> = sqlx::query_as(
+        "select base_url, api_key_secret_id from environments where tenant_id = $1 and id = $2 \
+         for update",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (base_url, api_key_secret_id) = row.ok_or(Error::not_found("environment"))?;
+    let env = get(&mut *tx, tenant_id, id).await?;
+    Ok((
+        env,
+        ConnectionStamp {
+            base_url,
+            api_key_secret_id,
+        },
+    ))
+}
+
 /// A new connection for an environment, after a successful test.
 pub struct Reconnect<'a> {
     pub base_url: &'a str,

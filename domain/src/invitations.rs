@@ -152,15 +152,34 @@ pub async fn revoke(db: impl PgExecutor<'_>, tenant_id: Uuid, id: Uuid) -> Resul
     ))
 }
 
+/// Finds the invitation a token names and checks that it is still pending, without locking it:
+/// what an invitation offers, and the checks acceptance makes before its slow work (a password
+/// hash), which [`claim`] then repeats under the lock.
+pub async fn pending(db: impl PgExecutor<'_>, token: &str) -> Result<Invitation> {
+    let invitation: Option<Invitation> = sqlx::query_as(sqlf!(
+        "select {COLUMNS} from invitations where token_hash = $1"
+    ))
+    .bind(tokens::hash(token).as_slice())
+    .fetch_optional(db)
+    .await?;
+    still_pending(invitation)
+}
+
 /// Finds the invitation a token names and locks it for acceptance; checks it is still pending.
 pub async fn claim(db: &mut sqlx::PgConnection, token: &str) -> Result<Invitation> {
-    let invitation: Invitation = sqlx::query_as(sqlf!(
+    let invitation: Option<Invitation> = sqlx::query_as(sqlf!(
         "select {COLUMNS} from invitations where token_hash = $1 for update"
     ))
     .bind(tokens::hash(token).as_slice())
     .fetch_optional(&mut *db)
-    .await?
-    .ok_or(Error::not_found("invitation"))?;
+    .await?;
+    still_pending(invitation)
+}
+
+/// The invitation if it can be accepted now: 404 when the token names none, 410 when it was
+/// used, revoked or has expired.
+fn still_pending(invitation: Option<Invitation>) -> Result<Invitation> {
+    let invitation = invitation.ok_or(Error::not_found("invitation"))?;
     match invitation.status(Utc::now()) {
         InvitationStatus::Pending => Ok(invitation),
         InvitationStatus::Accepted => Err(Error::Gone {
@@ -178,11 +197,22 @@ pub async fn claim(db: &mut sqlx::PgConnection, token: &str) -> Result<Invitatio
     }
 }
 
+/// Marks a pending invitation accepted; fenced on its still being pending, so an invitation
+/// is never accepted twice (the caller holds its lock from [`claim`]; this is the last guard).
 pub async fn mark_accepted(db: impl PgExecutor<'_>, id: Uuid, user_id: Uuid) -> Result<()> {
-    sqlx::query("update invitations set accepted_at = now(), accepted_by = $2 where id = $1")
-        .bind(id)
-        .bind(user_id)
-        .execute(db)
-        .await?;
+    let done = sqlx::query(
+        "update invitations set accepted_at = now(), accepted_by = $2 \
+         where id = $1 and accepted_at is null and revoked_at is null",
+    )
+    .bind(id)
+    .bind(user_id)
+    .execute(db)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(Error::Gone {
+            code: "invitation_used",
+            message: "this invitation is no longer pending".into(),
+        });
+    }
     Ok(())
 }

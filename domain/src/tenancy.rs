@@ -356,6 +356,16 @@ pub async fn count_admins(db: impl PgExecutor<'_>, tenant_id: Uuid) -> Result<i6
     .await?)
 }
 
+/// Members of the tenant (the seats taken for good; [`seats_used`] adds open invitations).
+pub async fn member_count(db: impl PgExecutor<'_>, tenant_id: Uuid) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("select count(*) from memberships where tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_one(db)
+            .await?,
+    )
+}
+
 /// Seats in use: members plus open, unexpired invitations.
 pub async fn seats_used(db: impl PgExecutor<'_>, tenant_id: Uuid) -> Result<i64> {
     Ok(sqlx::query_scalar(

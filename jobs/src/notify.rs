@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapters::net::{DestinationError, Guard, Outbound};
+use adapters::net::{DestinationError, Guard};
 use chrono::Utc;
 use domain::notifications::{self, Alert, ChannelKind, DeliveryStatus, Target};
 use engine::{Job, JobError, NewRun, RetryPolicy, RunCtx};
@@ -501,42 +501,30 @@ async fn head_of(mut response: reqwest::Response, limit: usize) -> String {
     String::from_utf8_lossy(&head).into_owned()
 }
 
-/// What a connection-time refusal of a Slack or webhook URL says after naming the address.
-const NOTIFY_RULE: &str = "notifications go to public endpoints only (WFO_NOTIFY_ALLOW_PRIVATE)";
-
-/// The check of Slack and webhook destinations: public addresses only.
-fn guard() -> Guard {
-    Guard::with_rule(Outbound::Public, NOTIFY_RULE)
-}
-
 /// The clients for Slack and webhook deliveries: they never follow redirects (a public endpoint
-/// answering 30x to an internal address would walk around the private-address check; a redirect
-/// is reported as the endpoint's answer instead), and unless private addresses are allowed they
-/// connect only to public addresses ([`guard`] as the resolver), so a name that answers
-/// differently between the check and the connection (DNS rebinding) gets nowhere.
+/// answering 30x to an internal address would walk around the address check; a redirect is
+/// reported as the endpoint's answer instead), and they connect only to addresses
+/// [`Guard::notifications`] allows (it is their resolver), so a name that answers differently
+/// between the check and the connection (DNS rebinding) gets nowhere, and link-local addresses
+/// (cloud metadata) are never reached, whatever `WFO_NOTIFY_ALLOW_PRIVATE` says.
 fn client(allow_private: bool) -> &'static reqwest::Client {
-    static GUARDED: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    static OPEN: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    let build = |guarded: bool| {
+    static PUBLIC: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    static PRIVATE: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let build = || {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let builder = reqwest::Client::builder()
+        reqwest::Client::builder()
             .user_agent(concat!("workflowops/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(2);
-        let builder = if guarded {
-            builder.dns_resolver(Arc::new(guard()))
-        } else {
-            builder
-        };
-        builder
+            .pool_max_idle_per_host(2)
+            .dns_resolver(Arc::new(Guard::notifications(allow_private)))
             .build()
             .unwrap_or_else(|e| panic!("building the notification HTTP client: {e}"))
     };
     if allow_private {
-        OPEN.get_or_init(|| build(false))
+        PRIVATE.get_or_init(build)
     } else {
-        GUARDED.get_or_init(|| build(true))
+        PUBLIC.get_or_init(build)
     }
 }
 
@@ -551,22 +539,16 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Refuses a URL that is not http(s), or whose host is (or resolves to) an address that is not
-/// public while private addresses are not allowed, with a clear answer (the guarded client's
-/// resolver enforces the same at connection time, see [`client`]).
+/// Refuses a URL that is not http(s), or whose host is (or resolves to) an address
+/// [`Guard::notifications`] refuses, with a clear answer (the client's resolver enforces the
+/// same at connection time, see [`client`]).
 async fn check_destination(url: &reqwest::Url, allow_private: bool) -> Result<(), Failure> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(Failure::Refused("the URL must be http or https".into()));
     }
-    if allow_private {
-        return Ok(());
-    }
-    match guard().check_url(url).await {
+    match Guard::notifications(allow_private).check_url(url).await {
         Ok(()) => Ok(()),
-        Err(DestinationError::Refused(refused)) => Err(Failure::Refused(format!(
-            "{} is a private or loopback address: notifications go to public endpoints only",
-            refused.host
-        ))),
+        Err(DestinationError::Refused(refused)) => Err(Failure::Refused(refused.to_string())),
         Err(DestinationError::NoHost) => Err(Failure::Refused("the URL has no host".into())),
         Err(e @ DestinationError::Unresolved { .. }) => {
             Err(Failure::Transient(e.to_string(), None))
@@ -668,13 +650,19 @@ mod tests {
         ] {
             let refused = check_destination(&url(private), false).await;
             assert!(
-                matches!(&refused, Err(Failure::Refused(m)) if m.contains("private or loopback")),
+                matches!(&refused, Err(Failure::Refused(m)) if m.ends_with("notifications go to public endpoints only (WFO_NOTIFY_ALLOW_PRIVATE)")),
                 "{private}: {refused:?}"
             );
-            assert!(
-                check_destination(&url(private), true).await.is_ok(),
-                "{private}"
-            );
+            let allowed = check_destination(&url(private), true).await;
+            if private.contains("169.254.") {
+                // Cloud metadata stays out of reach whatever the setting.
+                assert!(
+                    matches!(&allowed, Err(Failure::Refused(m)) if m.contains("link-local")),
+                    "{private}: {allowed:?}"
+                );
+            } else {
+                assert!(allowed.is_ok(), "{private}: {allowed:?}");
+            }
         }
         assert!(
             check_destination(&url("http://8.8.8.8/x"), false)
@@ -687,7 +675,11 @@ mod tests {
     async fn the_guarded_resolver_never_answers_a_private_address() {
         use reqwest::dns::Resolve;
         let name: reqwest::dns::Name = "localhost".parse().unwrap_or_else(|e| panic!("{e:?}"));
-        let refused = guard().resolve(name).await.err().map(|e| e.to_string());
+        let refused = Guard::notifications(false)
+            .resolve(name)
+            .await
+            .err()
+            .map(|e| e.to_string());
         assert!(
             refused
                 .as_deref()

@@ -468,30 +468,40 @@ pub async fn accept_invitation(
 /// Accepts an invitation (the API's and the web UI's): joins its tenant, creating the account
 /// when the invited email has none (else checking that account's password), and opens a session
 /// there. The token works once.
+///
+/// The slow part — argon2, to check the account's password or hash the new one — runs before
+/// any lock is taken: the invitation is looked at without locking it first. Then one
+/// transaction locks the invitation and the tenant, checks again that the invitation is still
+/// pending and that the tenant has a seat for one more member (TEAM-005), and writes. A refusal
+/// there (already a member, no seat left) writes nothing: the invitation stays pending.
+///
+/// The seat check counts members only: the invitation being accepted holds one of the seats
+/// that invitations are counted against, and other open invitations do not stand in its way.
+/// A tenant whose limit was lowered below its members and invitations lets invitees in until
+/// its members reach the limit; the next one is refused (409 `member_limit_reached`).
 pub(crate) async fn accept(
     state: &AppState,
     meta: &ClientMeta,
     req: AcceptInvitationRequest,
 ) -> ApiResult<LoginResponse> {
-    let mut tx = state.db.begin().await?;
-    let invitation = invitations::claim(&mut tx, &req.token).await?;
-    let tenant = tenancy::lock_tenant(&mut *tx, invitation.tenant_id).await?;
-    let user = match tenancy::user_with_password(&mut *tx, &invitation.email).await? {
+    let seen = invitations::pending(&state.db, &req.token).await?;
+    let account = match tenancy::user_with_password(&state.db, &seen.email).await? {
         Some((user, stored)) => {
-            refuse_if_throttled(state, meta, &invitation.email).await?;
+            refuse_if_throttled(state, meta, &seen.email).await?;
             if !verify_password(req.password, Some(stored)).await {
-                count_failure(state, meta, &invitation.email).await?;
+                count_failure(state, meta, &seen.email).await?;
                 return Err(ApiError::unauthenticated(
                     "invalid_credentials",
                     "an account with this email exists: give its current password to accept",
                 ));
             }
-            user
+            Account::Existing(user)
         }
         None => {
             let mut v = Validator::new();
             password::check_policy(&mut v, "password", &req.password);
-            if req.name.is_none() {
+            let name = req.name.as_deref().map(str::trim).unwrap_or_default();
+            if name.is_empty() {
                 v.error("name", "is required to create your account");
             }
             v.finish()?;
@@ -499,8 +509,59 @@ pub(crate) async fn accept(
             let hash = tokio::task::spawn_blocking(move || password::hash(&candidate))
                 .await
                 .map_err(ApiError::internal)??;
-            let name = req.name.as_deref().unwrap_or_default();
-            tenancy::create_user(&mut *tx, &invitation.email, name, &hash).await?
+            Account::New {
+                name: name.to_owned(),
+                hash,
+            }
+        }
+    };
+
+    let mut tx = state.db.begin().await?;
+    // Used, revoked or expired while the password was being checked: 410 as before.
+    let invitation = invitations::claim(&mut tx, &req.token).await?;
+    let tenant = tenancy::lock_tenant(&mut *tx, invitation.tenant_id).await?;
+    if let Account::Existing(user) = &account
+        && tenancy::member(&mut *tx, tenant.id, user.id).await.is_ok()
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_member",
+            format!("`{}` is already a member of this tenant", user.email),
+        ));
+    }
+    if let Some(limit) = domain::entitlements::member_limit(&mut tx, tenant.id).await?
+        && tenancy::member_count(&mut *tx, tenant.id).await? >= limit
+    {
+        tx.rollback().await?;
+        domain::entitlements::record_denial(
+            &state.db,
+            domain::entitlements::Asker {
+                tenant_id: tenant.id,
+                user_id: match &account {
+                    Account::Existing(user) => Some(user.id),
+                    Account::New { .. } => None,
+                },
+                action: "invitation.accept",
+            },
+            domain::entitlements::Feature::Members,
+            None,
+        )
+        .await?;
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "member_limit_reached",
+            format!(
+                "{} has no seat left: its plan allows {limit} members and all are taken. \
+                 The invitation is still open; ask an admin of the team to free a seat or upgrade, \
+                 then accept it again",
+                tenant.name
+            ),
+        ));
+    }
+    let user = match account {
+        Account::Existing(user) => user,
+        Account::New { name, hash } => {
+            tenancy::create_user(&mut *tx, &invitation.email, &name, &hash).await?
         }
     };
     tenancy::add_member(&mut *tx, tenant.id, user.id, invitation.role).await?;
@@ -529,4 +590,13 @@ pub(crate) async fn accept(
         user,
         platform_admin,
     })
+}
+
+/// Who accepts an invitation, as found (and their password checked or hashed) before the
+/// acceptance's transaction.
+enum Account {
+    /// The invited email's account, its password checked.
+    Existing(tenancy::User),
+    /// No account yet: created in the transaction, with this name and password hash.
+    New { name: String, hash: String },
 }

@@ -130,6 +130,7 @@ pub struct TestConnectionRequest {
     pub provider: String,
     /// n8n: the instance's base URL, e.g. `https://n8n.example.com`. Make.com: the zone's address
     /// with the team, e.g. `https://eu1.make.com?teamId=42`.
+    #[schema(max_length = 2000, pattern = "^https?://")]
     pub base_url: String,
     /// The instance's API key. Used for the test only; never stored by this call.
     #[schema(value_type = String)]
@@ -188,6 +189,7 @@ pub struct CreateEnvironmentRequest {
     pub provider: String,
     /// n8n: the instance's base URL. Make.com: the zone's address with the team, e.g.
     /// `https://eu1.make.com?teamId=42`.
+    #[schema(max_length = 2000, pattern = "^https?://")]
     pub base_url: String,
     #[schema(value_type = String)]
     pub api_key: SecretString,
@@ -198,8 +200,10 @@ pub struct CreateEnvironmentRequest {
     /// ENV-011 (default `warn_only`).
     pub drift_mode: Option<DriftMode>,
     /// Requests per second to this instance (default 100).
+    #[schema(minimum = 0.1, maximum = 10000.0)]
     pub rate_limit: Option<f64>,
     /// Requests in flight to this instance (default 4).
+    #[schema(minimum = 1, maximum = 64)]
     pub max_concurrency: Option<i32>,
 }
 
@@ -418,9 +422,12 @@ pub struct UpdateEnvironmentRequest {
     #[schema(value_type = Option<String>)]
     pub env_type: Option<Option<String>>,
     pub drift_mode: Option<DriftMode>,
+    #[schema(minimum = 0.1, maximum = 10000.0)]
     pub rate_limit: Option<f64>,
+    #[schema(minimum = 1, maximum = 64)]
     pub max_concurrency: Option<i32>,
     /// A new URL and/or key: tested before anything changes.
+    #[schema(max_length = 2000, pattern = "^https?://")]
     pub base_url: Option<String>,
     #[schema(value_type = Option<String>)]
     pub api_key: Option<SecretString>,
@@ -452,10 +459,22 @@ impl Validate for UpdateEnvironmentRequest {
 }
 
 /// Change an environment. A new URL or key is tested first (ENV-002); audited with old and new.
+///
+/// The connection test is a call to the provider that can take seconds, so it runs before
+/// anything is locked: the change is validated and tested, then one transaction locks the
+/// environment, applies the change to it as it is then, and audits it (the old value in the
+/// audit entry is the one replaced). Settings that need no test (name, class, type, drift
+/// mode, limits) are applied to the current row, as a PATCH does. A new URL or key, though,
+/// was tested in combination with the connection in place when the test started (the current
+/// key with a new URL, or the current URL with a new key): when someone else replaced the
+/// URL or key meanwhile, that combination is not what would be stored, so nothing is changed
+/// and the answer is 409 `environment_changed` — reload and decide again.
 #[utoipa::path(patch, path = "/api/v1/environments/{environment_id}", tag = "environments", security(("bearer" = [])),
     params(("environment_id" = Uuid, Path, description = "The environment's id")),
     request_body = UpdateEnvironmentRequest,
-    responses((status = 200, body = Environment), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = Environment), (status = 404, body = Problem),
+        (status = 409, description = "Name taken, or the URL or key was replaced while the new one was being tested", body = Problem),
+        (status = 422, description = "Invalid input or the connection test failed", body = Problem)))]
 pub async fn update_environment(
     State(state): State<AppState>,
     ctx: TenantCtx<perm::ManageEnvironments>,
@@ -463,26 +482,47 @@ pub async fn update_environment(
     ApiJson(req): ApiJson<UpdateEnvironmentRequest>,
 ) -> ApiResult<Json<Environment>> {
     let tenant_id = ctx.tenant_id();
-    let old = environments::get(&state.db, tenant_id, id).await?;
+    let seen = environments::get(&state.db, tenant_id, id).await?;
     if let Some(url) = &req.base_url {
         let mut v = Validator::new();
-        validate_url(&mut v, "base_url", url, ProviderKind::parse(&old.provider));
+        validate_url(&mut v, "base_url", url, ProviderKind::parse(&seen.provider));
         v.finish()?;
     }
-    let mut tx = state.db.begin().await?;
-    if req.base_url.is_some() || req.api_key.is_some() {
-        let current = environments::access(&mut tx, &state.keyring, tenant_id, id).await?;
+    // The new connection, tested with no transaction open.
+    let tested = if req.base_url.is_some() || req.api_key.is_some() {
+        let mut conn = state.db.acquire().await?;
+        // Read before the URL and key it stamps, so a change between the two reads is seen
+        // as a change (never the other way round).
+        let stamp = environments::connection_stamp(&mut *conn, tenant_id, id).await?;
+        let current = environments::access(&mut conn, &state.keyring, tenant_id, id).await?;
+        drop(conn);
         let base_url = req.base_url.clone().unwrap_or(current.base_url);
         let key = req.api_key.clone().unwrap_or(current.api_key);
         let info = test(
             &state,
-            &old.provider,
+            &seen.provider,
             &base_url,
             &key,
-            (old.rate_limit, old.max_concurrency),
+            (seen.rate_limit, seen.max_concurrency),
         )
         .await
         .map_err(|e| connection_failed(&e))?;
+        Some((stamp, base_url, info))
+    } else {
+        None
+    };
+    let mut tx = state.db.begin().await?;
+    let (old, connection) = environments::lock(&mut tx, tenant_id, id).await?;
+    if let Some((stamp, base_url, info)) = &tested {
+        if *stamp != connection {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "environment_changed",
+                "the environment's URL or API key was replaced by someone else while the new \
+                 connection was being tested, so nothing was changed: reload the environment \
+                 and make the change again",
+            ));
+        }
         let capabilities = serde_json::to_value(&info.capabilities).unwrap_or_default();
         environments::reconnect(
             &mut tx,
@@ -490,7 +530,7 @@ pub async fn update_environment(
             tenant_id,
             id,
             &Reconnect {
-                base_url: &base_url,
+                base_url,
                 api_key: req.api_key.as_ref(),
                 version: info.version.as_deref(),
                 capabilities: &capabilities,

@@ -1,6 +1,7 @@
 //! Notifications (PRD 3.15, NOTIF-001..009): channels, rules, the event catalog, connectivity
 //! tests and the alert history. Members read; admins change (`ManageNotifications`).
 
+use adapters::net::{DestinationError, Guard};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -19,7 +20,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::{TenantCtx, perm};
-use crate::error::{ApiResult, Problem};
+use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Validate};
 use crate::routes::environments::serde_with_null;
 
@@ -66,6 +67,34 @@ fn check_url(v: &mut Validator, field: &str, url: &str) {
         Err(e) => {
             v.error(field, format!("is not a URL: {e}"));
         }
+    }
+}
+
+/// How long a Slack or webhook URL's name may take to resolve when a channel is saved.
+const RESOLVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Refuses (422 `destination_refused`, as for environments) a Slack or webhook URL that
+/// delivery would refuse, when the channel is saved rather than at its first test or alert:
+/// a host that is, or resolves to, an address outside public networks — or, with
+/// `WFO_NOTIFY_ALLOW_PRIVATE`, outside public, private and loopback networks (link-local
+/// addresses, where cloud metadata services answer, are refused whatever the setting). As at
+/// delivery, one refused address refuses a name (a name that also points inside is never
+/// called). A name that does not resolve now, or not within [`RESOLVE_WITHIN`], is saved:
+/// it may resolve later, and every delivery checks the addresses it connects to.
+async fn refuse_internal_destination(state: &AppState, url: &str) -> ApiResult<()> {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        // Validation has answered already.
+        return Ok(());
+    };
+    let guard = Guard::notifications(state.config.notify.allow_private);
+    match tokio::time::timeout(RESOLVE_WITHIN, guard.check_url(&parsed)).await {
+        // The refusal names the host and the address, never the path (a Slack URL's path is
+        // its credential).
+        Ok(Err(DestinationError::Refused(refused))) => {
+            Err(ApiError::destination_refused(refused.to_string()))
+        }
+        Ok(Ok(()) | Err(DestinationError::Unresolved { .. } | DestinationError::NoHost))
+        | Err(_) => Ok(()),
     }
 }
 
@@ -133,11 +162,12 @@ impl Validate for CreateChannelRequest {
     }
 }
 
-/// Create a notification channel (NOTIF-001..003).
+/// Create a notification channel (NOTIF-001..003). A Slack or webhook URL whose host is, or
+/// resolves to, an address delivery may not call is refused here (422 `destination_refused`).
 #[utoipa::path(post, path = "/api/v1/notifications/channels", tag = "notifications", security(("bearer" = [])),
     request_body = CreateChannelRequest,
     responses((status = 201, body = Channel), (status = 403, body = Problem), (status = 409, body = Problem),
-        (status = 422, body = Problem)))]
+        (status = 422, description = "Invalid input, or a URL delivery may not call (`destination_refused`)", body = Problem)))]
 pub async fn create_channel(
     State(state): State<AppState>,
     ctx: TenantCtx<perm::ManageNotifications>,
@@ -151,6 +181,9 @@ pub async fn create_channel(
         "notification_channel.create",
     )
     .await?;
+    if let Some(url) = &req.url {
+        refuse_internal_destination(&state, url).await?;
+    }
     let mut tx = state.db.begin().await?;
     let channel = notif::create_channel(
         &mut tx,
@@ -254,12 +287,12 @@ impl Validate for UpdateChannelRequest {
 }
 
 /// Change a channel: rename, enable or disable (NOTIF-004), new recipients, URL or signing
-/// secret. Settings not given stay as they are.
+/// secret. Settings not given stay as they are. A new URL is checked as at creation.
 #[utoipa::path(patch, path = "/api/v1/notifications/channels/{channel_id}", tag = "notifications", security(("bearer" = [])),
     params(("channel_id" = Uuid, Path, description = "The channel's id")),
     request_body = UpdateChannelRequest,
     responses((status = 200, body = Channel), (status = 404, body = Problem), (status = 409, body = Problem),
-        (status = 422, body = Problem)))]
+        (status = 422, description = "Invalid input, or a URL delivery may not call (`destination_refused`)", body = Problem)))]
 pub async fn update_channel(
     State(state): State<AppState>,
     ctx: TenantCtx<perm::ManageNotifications>,
@@ -281,6 +314,9 @@ pub async fn update_channel(
             "notification_channel.update",
         )
         .await?;
+    }
+    if let Some(url) = &req.url {
+        refuse_internal_destination(&state, url).await?;
     }
     let mut tx = state.db.begin().await?;
     let (old, new) = notif::update_channel(

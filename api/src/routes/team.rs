@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
 use domain::audit::Entry;
+use domain::entitlements::Feature;
 use domain::invitations::{Invitation, InvitationStatus};
 use domain::page::Page;
 use domain::tenancy::Member;
@@ -62,11 +63,29 @@ fn last_admin() -> ApiError {
     )
 }
 
-/// Change a member's role (TEAM-002).
+/// Refuses (403 `feature_not_in_plan`, logged) giving someone `role` unless it is admin or the
+/// tenant's plan includes role-based access (the PRD's plan table: not on Free, where every
+/// member is an admin).
+async fn require_roles<P>(
+    state: &AppState,
+    ctx: &TenantCtx<P>,
+    role: Role,
+    action: &str,
+) -> ApiResult<()> {
+    if role == Role::Admin {
+        return Ok(());
+    }
+    ctx.require(&state.db, Feature::RoleBasedAccess, None, action)
+        .await
+}
+
+/// Change a member's role (TEAM-002). Roles other than admin need a plan with role-based
+/// access (403 `feature_not_in_plan`); members keep the roles they hold after a downgrade.
 #[utoipa::path(patch, path = "/api/v1/team/members/{user_id}", tag = "team", security(("bearer" = [])),
     params(("user_id" = Uuid, Path, description = "The member's user id")),
     request_body = UpdateMemberRequest,
     responses((status = 200, body = Member), (status = 404, body = Problem),
+        (status = 403, description = "A role other than admin on a plan without role-based access", body = Problem),
         (status = 409, description = "Would leave the tenant without an admin", body = Problem)))]
 pub async fn update_member(
     State(state): State<AppState>,
@@ -75,6 +94,11 @@ pub async fn update_member(
     ApiJson(req): ApiJson<UpdateMemberRequest>,
 ) -> ApiResult<Json<Member>> {
     let tenant_id = ctx.tenant_id();
+    // Checked before the tenant is locked: a refusal is logged from another connection.
+    let current = tenancy::member(&state.db, tenant_id, user_id).await?;
+    if current.role != req.role {
+        require_roles(&state, &ctx, req.role, "member.role_change").await?;
+    }
     let mut tx = state.db.begin().await?;
     tenancy::lock_tenant(&mut *tx, tenant_id).await?;
     let before = tenancy::member(&mut *tx, tenant_id, user_id).await?;
@@ -198,6 +222,7 @@ pub struct InvitationCreated {
 #[utoipa::path(post, path = "/api/v1/team/invitations", tag = "team", security(("bearer" = [])),
     request_body = CreateInvitationRequest,
     responses((status = 201, body = InvitationCreated),
+        (status = 403, description = "A role other than admin on a plan without role-based access", body = Problem),
         (status = 409, description = "Already a member, already invited, or no seats left", body = Problem),
         (status = 422, body = Problem)))]
 pub async fn create_invitation(
@@ -207,6 +232,7 @@ pub async fn create_invitation(
 ) -> ApiResult<(StatusCode, Json<InvitationCreated>)> {
     // An invitation would let someone in after the impersonation ended.
     ctx.principal.refuse_impersonation("inviting people")?;
+    require_roles(&state, &ctx, req.role, "invitation.create").await?;
     let tenant_id = ctx.tenant_id();
     let mut tx = state.db.begin().await?;
     let tenant = tenancy::lock_tenant(&mut *tx, tenant_id).await?;

@@ -10,13 +10,13 @@
 use askama::Template;
 use axum::Extension;
 use axum::extract::{Form, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 use domain::{Role, invitations, tenancy};
 use serde::Deserialize;
 
-use super::{ADMIN_SESSION_COOKIE, clear_cookie, render, set_cookie};
+use super::{ADMIN_SESSION_COOKIE, clear_cookie, refuse_cross_site, render, set_cookie};
 use crate::app::AppState;
 use crate::auth::{ClientMeta, SESSION_COOKIE};
 use crate::error::ApiError;
@@ -80,11 +80,19 @@ pub struct AcceptForm {
     password: Option<String>,
 }
 
+/// Both posts are refused when another site sent them (see [`refuse_cross_site`]): accepting
+/// signs the browser in, so a page elsewhere could otherwise sign a visitor in to an account
+/// of its choosing.
 pub async fn accept(
     State(state): State<AppState>,
     Extension(meta): Extension<ClientMeta>,
+    headers: HeaderMap,
+    uri: Uri,
     Form(form): Form<AcceptForm>,
 ) -> Response {
+    if let Err(e) = refuse_cross_site(&headers, &uri, &state.config.public_url) {
+        return closed(e.status, &sentence(&e.message));
+    }
     let token = form.token.trim().to_owned();
     if token.is_empty() {
         return closed(
@@ -150,15 +158,12 @@ async fn open(state: &AppState, token: &str) -> Result<Invited, ApiError> {
     if token.len() > 200 {
         return Err(domain::Error::not_found("invitation").into());
     }
-    // `claim` finds and checks the invitation as acceptance does (and locks it, briefly: this
-    // transaction only reads, and is rolled back).
-    let mut tx = state.db.begin().await?;
-    let invitation = invitations::claim(&mut tx, token).await?;
-    let tenant = tenancy::tenant(&mut *tx, invitation.tenant_id).await?;
-    let has_account = tenancy::user_with_password(&mut *tx, &invitation.email)
+    // The same checks acceptance makes, without a lock: this only shows what the link offers.
+    let invitation = invitations::pending(&state.db, token).await?;
+    let tenant = tenancy::tenant(&state.db, invitation.tenant_id).await?;
+    let has_account = tenancy::user_with_password(&state.db, &invitation.email)
         .await?
         .is_some();
-    tx.rollback().await?;
     Ok(Invited {
         tenant: tenant.name,
         email: invitation.email,

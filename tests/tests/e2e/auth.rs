@@ -271,3 +271,134 @@ async fn failed_sign_ins_are_throttled_and_a_success_clears_the_count() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(login(FIXTURE_PASSWORD).await.status, 200);
 }
+
+/// A browser-like form post to one of the UI's sign-in forms, with the headers a browser adds.
+async fn post_form(
+    app: &TestApp,
+    path: &str,
+    fields: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut req = http
+        .post(app.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "text/html")
+        .body(
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(fields)
+                .finish(),
+        );
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn session_cookie_set(res: &reqwest::Response) -> bool {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|c| c.starts_with("wfo_session=") && !c.starts_with("wfo_session=;"))
+}
+
+// Login CSRF: another site cannot sign a visitor's browser in to an account of its choosing.
+#[tokio::test]
+async fn the_sign_in_form_refuses_posts_from_other_sites() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let fields = [
+        ("email", acme.admin.email.as_str()),
+        ("password", FIXTURE_PASSWORD),
+    ];
+    for headers in [
+        vec![("origin", "https://evil.example")],
+        // Same host, another port: another origin.
+        vec![("origin", "http://127.0.0.1:1")],
+        // A sandboxed frame or a redirect across sites.
+        vec![("origin", "null")],
+        vec![("sec-fetch-site", "cross-site")],
+        vec![
+            ("origin", "https://evil.example"),
+            ("sec-fetch-site", "cross-site"),
+        ],
+        // A sibling subdomain is another origin too.
+        vec![
+            ("origin", "https://sub.evil.example"),
+            ("sec-fetch-site", "same-site"),
+        ],
+    ] {
+        let res = post_form(&app, "/login", &fields, &headers).await;
+        assert_eq!(res.status(), 403, "{headers:?}");
+        assert!(!session_cookie_set(&res), "{headers:?}: signed in");
+        let html = res.text().await.unwrap_or_default();
+        assert!(
+            html.contains("id=\"login-error\"") && html.contains("another website"),
+            "{headers:?}: {html}"
+        );
+    }
+    let sessions: i64 =
+        sqlx::query_scalar("select count(*) from audit_logs where action = 'auth.login'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sessions, 0, "a refused post opened a session");
+}
+
+#[tokio::test]
+async fn the_sign_in_form_accepts_same_origin_posts_and_posts_without_an_origin() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let fields = [
+        ("email", acme.admin.email.as_str()),
+        ("password", FIXTURE_PASSWORD),
+    ];
+    for headers in [
+        // A browser on the server's own page.
+        vec![
+            ("origin", app.base.as_str()),
+            ("sec-fetch-site", "same-origin"),
+        ],
+        vec![("origin", app.base.as_str())],
+        // A page of ours with `Referrer-Policy: no-referrer`: the browser hides its origin.
+        vec![("origin", "null"), ("sec-fetch-site", "same-origin")],
+        // Typed into the address bar (no page sent it).
+        vec![("sec-fetch-site", "none")],
+        // Not a browser (curl, scripts): no Origin.
+        vec![],
+    ] {
+        let res = post_form(&app, "/login", &fields, &headers).await;
+        assert_eq!(res.status(), 303, "{headers:?}");
+        assert!(session_cookie_set(&res), "{headers:?}: not signed in");
+    }
+
+    // Behind a proxy that rewrites Host: the configured public URL is this server's origin too.
+    let proxied =
+        TestApp::spawn_with(|c| c.public_url = "https://wfo.example.com".to_owned()).await;
+    let globex = proxied.tenant("globex").await;
+    let fields = [
+        ("email", globex.admin.email.as_str()),
+        ("password", FIXTURE_PASSWORD),
+    ];
+    let res = post_form(
+        &proxied,
+        "/login",
+        &fields,
+        &[("origin", "https://wfo.example.com")],
+    )
+    .await;
+    assert_eq!(res.status(), 303);
+    assert!(session_cookie_set(&res));
+    let res = post_form(
+        &proxied,
+        "/login",
+        &fields,
+        &[("origin", "https://other.example.com")],
+    )
+    .await;
+    assert_eq!(res.status(), 403);
+}

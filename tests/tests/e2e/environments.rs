@@ -1421,3 +1421,155 @@ async fn a_provider_redirect_is_reported_and_the_key_is_not_sent_to_its_location
         elsewhere.requests()
     );
 }
+
+/// The environment's `environment.updated` audit entries: (old base_url, new base_url, new name).
+async fn update_audits(app: &TestApp, env: Uuid) -> Vec<(String, String, String)> {
+    sqlx::query_as(
+        "select old_value->>'base_url', new_value->>'base_url', new_value->>'name' from audit_logs \
+         where action = 'environment.updated' and target_id = $1 order by id",
+    )
+    .bind(env.to_string())
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+// ENV-002: a new URL and key are tested first, then applied together with the other changes,
+// and audited with the old and new values.
+#[tokio::test]
+async fn an_environment_moved_to_another_instance_is_tested_then_updated_and_audited() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let old = emulator("2.41.1").await;
+    let new = N8nEmulator::start(EmulatorConfig {
+        version: "1.123.81".into(),
+        api_key: "the-new-instance-key".into(),
+    })
+    .await;
+    let id = connect(&app, &acme, &old, "prod", "production").await;
+
+    // A key the new instance refuses: nothing changes, not even the name sent with it.
+    let refused = app
+        .patch(
+            &format!("/api/v1/environments/{id}"),
+            &acme.admin,
+            &json!({"name": "prod-eu", "base_url": new.base_url(), "api_key": "wrong-key"}),
+        )
+        .await;
+    assert_eq!(
+        (refused.status.as_u16(), refused.code()),
+        (422, "connection_failed"),
+        "{}",
+        refused.body
+    );
+    let env = app
+        .get(&format!("/api/v1/environments/{id}"), &acme.admin)
+        .await;
+    assert_eq!(env.body["name"], "prod");
+    assert_eq!(env.body["base_url"], old.base_url().as_str());
+
+    let moved = app
+        .patch(
+            &format!("/api/v1/environments/{id}"),
+            &acme.admin,
+            &json!({"name": "prod-eu", "base_url": new.base_url(), "api_key": new.api_key(),
+                    "drift_mode": "require_attestation"}),
+        )
+        .await;
+    assert_eq!(moved.status, 200, "{}", moved.body);
+    assert_eq!(moved.body["name"], "prod-eu");
+    assert_eq!(moved.body["base_url"], new.base_url().as_str());
+    assert_eq!(moved.body["provider_version"], "1.123.81");
+    assert_eq!(moved.body["drift_mode"], "require_attestation");
+    assert!(new.requests() > 0, "the new instance was tested");
+    assert_eq!(
+        update_audits(&app, id).await,
+        [(old.base_url(), new.base_url(), "prod-eu".to_owned())]
+    );
+    // The new key is the one in use: a sync reaches the new instance.
+    let before = new.requests();
+    let _worker = worker(&app, 2);
+    let run = sync(&app, &acme, id, "workflows").await;
+    assert_eq!(wait_done(&app, run).await["status"], "succeeded");
+    assert!(new.requests() > before);
+}
+
+// ENV-002: the connection test runs with no transaction open; a URL or key replaced by someone
+// else meanwhile is not overwritten by a combination that was never tested.
+#[tokio::test]
+async fn a_new_connection_is_not_applied_over_one_replaced_while_it_was_being_tested() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let current = emulator("2.41.1").await;
+    let slow = N8nEmulator::start(EmulatorConfig {
+        version: "2.41.1".into(),
+        api_key: "the-slow-instance-key".into(),
+    })
+    .await;
+    let id = connect(&app, &acme, &current, "prod", "production").await;
+    slow.inject(Fault::Slow {
+        times: 1,
+        delay_ms: 3_000,
+    });
+    let first = {
+        let url = app.url(&format!("/api/v1/environments/{id}"));
+        let token = acme.admin.token.clone();
+        let body = json!({"base_url": slow.base_url(), "api_key": slow.api_key()});
+        let http = app.http.clone();
+        tokio::spawn(async move {
+            let res = http
+                .patch(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            TestApp::read(res).await
+        })
+    };
+    // The first change is in its connection test: another one (a new key for the current
+    // instance) goes through meanwhile, unhindered.
+    eventually(
+        "the first change's connection test",
+        Duration::from_secs(10),
+        || async { (slow.requests() > 0).then_some(()) },
+    )
+    .await;
+    let second = app
+        .patch(
+            &format!("/api/v1/environments/{id}"),
+            &acme.admin,
+            &json!({"api_key": current.api_key(), "name": "prod-rotated"}),
+        )
+        .await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert!(
+        !first.is_finished(),
+        "the first change was not slow enough to overlap"
+    );
+
+    let first = first.await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (first.status.as_u16(), first.code()),
+        (409, "environment_changed"),
+        "{}",
+        first.body
+    );
+    let env = app
+        .get(&format!("/api/v1/environments/{id}"), &acme.admin)
+        .await;
+    assert_eq!(env.body["base_url"], current.base_url().as_str());
+    assert_eq!(env.body["name"], "prod-rotated");
+    assert_eq!(update_audits(&app, id).await.len(), 1, "one change applied");
+
+    // Tried again, against what is in place now: applied.
+    let again = app
+        .patch(
+            &format!("/api/v1/environments/{id}"),
+            &acme.admin,
+            &json!({"base_url": slow.base_url(), "api_key": slow.api_key()}),
+        )
+        .await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["base_url"], slow.base_url().as_str());
+}

@@ -791,42 +791,77 @@ async fn a_channel_test_sends_now_and_reports_what_the_peer_said() {
 }
 
 /// Without `WFO_NOTIFY_ALLOW_PRIVATE`, Slack and webhook channels cannot reach the server's own
-/// networks: a tenant cannot use them to probe internal services.
+/// networks: a tenant cannot use them to probe internal services. Such a URL is refused when
+/// the channel is saved, and delivery checks again (a name may resolve inside later).
 #[tokio::test]
 async fn channels_do_not_reach_private_addresses_unless_allowed() {
     let hooks = HookPeer::start().await.unwrap_or_else(|e| panic!("{e}"));
     let app = TestApp::spawn().await;
     let acme = app.tenant("acme").await;
-    for url in [
-        hooks.url("/hook/internal"),
-        "http://localhost:9/x".to_owned(),
-        "http://169.254.169.254/latest/meta-data".to_owned(),
-        "http://[::1]:9/x".to_owned(),
+    for (url, says) in [
+        (hooks.url("/hook/internal"), "a loopback address"),
+        ("http://localhost:9/x".to_owned(), "a loopback address"),
+        (
+            "http://169.254.169.254/latest/meta-data".to_owned(),
+            "a link-local address",
+        ),
+        ("http://[::1]:9/x".to_owned(), "a loopback address"),
+        ("http://10.1.2.3/x".to_owned(), "a private address"),
     ] {
-        let hook = channel(
-            &app,
-            &acme,
-            json!({"name": format!("Internal {url}"), "kind": "webhook", "url": url}),
-        )
-        .await;
-        let test = app
+        let res = app
             .post(
-                &format!("/api/v1/notifications/channels/{}/test", id(&hook)),
+                "/api/v1/notifications/channels",
                 &acme.admin,
-                &json!({}),
+                &json!({"name": format!("Internal {url}"), "kind": "webhook", "url": url}),
             )
             .await;
-        assert_eq!(test.body["ok"], false, "{url}: {}", test.body);
-        assert!(
-            test.body["error"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("private or loopback"),
+        assert_eq!(
+            (res.status.as_u16(), res.code()),
+            (422, "destination_refused"),
             "{url}: {}",
-            test.body
+            res.body
+        );
+        let message = res.body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(says) && message.contains("WFO_NOTIFY_ALLOW_PRIVATE"),
+            "{url}: {message}"
+        );
+        assert!(
+            !message.contains("/x") && !message.contains("meta-data"),
+            "{message}"
         );
     }
+    assert_eq!(app.count("notification_channels").await, 0);
+
+    // A channel cannot be moved inside either.
+    let public = channel(
+        &app,
+        &acme,
+        json!({"name": "Public", "kind": "webhook", "url": "https://8.8.8.8/hook"}),
+    )
+    .await;
+    let moved = app
+        .patch(
+            &format!("/api/v1/notifications/channels/{}", id(&public)),
+            &acme.admin,
+            &json!({"url": hooks.url("/hook/internal")}),
+        )
+        .await;
+    assert_eq!(
+        (moved.status.as_u16(), moved.code()),
+        (422, "destination_refused"),
+        "{}",
+        moved.body
+    );
+    let kept = app
+        .get(
+            &format!("/api/v1/notifications/channels/{}", id(&public)),
+            &acme.admin,
+        )
+        .await;
+    assert_eq!(kept.body["config"]["target"], "8.8.8.8");
     assert!(hooks.requests().is_empty());
+
     // Email without an SMTP server configured: a clear refusal.
     let email = channel(
         &app,
@@ -849,6 +884,106 @@ async fn channels_do_not_reach_private_addresses_unless_allowed() {
         "{}",
         test.body
     );
+}
+
+/// Delivery keeps its own check: a channel whose address is no longer allowed (saved while
+/// private addresses were, or a name that now resolves inside) is refused when sent to.
+#[tokio::test]
+async fn delivery_refuses_a_private_address_whatever_was_allowed_when_the_channel_was_saved() {
+    let hooks = HookPeer::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let app = TestApp::spawn_with(|c| c.notify.allow_private = true).await;
+    let acme = app.tenant("acme").await;
+    let hook = channel(
+        &app,
+        &acme,
+        json!({"name": "Internal", "kind": "webhook", "url": hooks.url("/hook/internal")}),
+    )
+    .await;
+    let channel_id: Uuid = id(&hook).parse().unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = app
+        .db
+        .pool
+        .acquire()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (_, target) =
+        domain::notifications::target(&mut conn, &app.state.keyring, acme.id, channel_id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    let mut deps = app.state.jobs.clone();
+    deps.notify.allow_private = false;
+    let alert = Alert {
+        tenant_id: acme.id,
+        event_type: EventType::SystemError,
+        environment_id: None,
+        title: "internal".into(),
+        data: json!({}),
+    };
+    let sent = jobs::notify::send(&deps, &target, Uuid::now_v7(), &alert).await;
+    assert!(
+        matches!(&sent, Err(jobs::notify::Failure::Refused(m))
+            if m.contains("is a loopback address") && m.ends_with("public endpoints only (WFO_NOTIFY_ALLOW_PRIVATE)")),
+        "{sent:?}"
+    );
+    assert!(hooks.requests().is_empty());
+}
+
+/// With `WFO_NOTIFY_ALLOW_PRIVATE`, channels may point at private and loopback addresses, but
+/// never at link-local ones (cloud metadata services): refused under every setting.
+#[tokio::test]
+async fn a_link_local_channel_url_is_refused_under_every_setting() {
+    let hooks = HookPeer::start().await.unwrap_or_else(|e| panic!("{e}"));
+    for allow_private in [false, true] {
+        let app = TestApp::spawn_with(|c| c.notify.allow_private = allow_private).await;
+        let acme = app.tenant("acme").await;
+        for url in [
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::ffff:169.254.169.254]/latest/meta-data",
+            "http://[fe80::1]/x",
+        ] {
+            for kind in ["webhook", "slack"] {
+                let res = app
+                    .post(
+                        "/api/v1/notifications/channels",
+                        &acme.admin,
+                        &json!({"name": "Metadata", "kind": kind, "url": url}),
+                    )
+                    .await;
+                assert_eq!(
+                    (res.status.as_u16(), res.code()),
+                    (422, "destination_refused"),
+                    "allow_private={allow_private} {kind} {url}: {}",
+                    res.body
+                );
+                assert!(
+                    res.body["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("a link-local address"),
+                    "{}",
+                    res.body
+                );
+            }
+        }
+        assert_eq!(app.count("notification_channels").await, 0);
+        let audited: i64 = sqlx::query_scalar(
+            "select count(*) from audit_logs where action = 'notification.channel_created'",
+        )
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(audited, 0);
+        // Loopback: refused unless allowed.
+        let loopback = app
+            .post(
+                "/api/v1/notifications/channels",
+                &acme.admin,
+                &json!({"name": "Local", "kind": "webhook", "url": hooks.url("/hook/local")}),
+            )
+            .await;
+        let expected = if allow_private { 201 } else { 422 };
+        assert_eq!(loopback.status, expected, "{}", loopback.body);
+    }
 }
 
 // NOTIF-001..009: the web UI's notifications page, for an admin and for a viewer.

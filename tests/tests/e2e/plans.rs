@@ -242,7 +242,7 @@ async fn environment_and_seat_limits_come_from_the_plan() {
             .post(
                 "/api/v1/team/invitations",
                 &free.admin,
-                &json!({"email": format!("p{n}@freeco.example"), "role": "developer"}),
+                &json!({"email": format!("p{n}@freeco.example"), "role": "admin"}),
             )
             .await;
         assert_eq!(res.status, 201, "{}", res.body);
@@ -251,7 +251,7 @@ async fn environment_and_seat_limits_come_from_the_plan() {
         .post(
             "/api/v1/team/invitations",
             &free.admin,
-            &json!({"email": "p3@freeco.example", "role": "developer"}),
+            &json!({"email": "p3@freeco.example", "role": "admin"}),
         )
         .await;
     assert_eq!(over.status, 409, "{}", over.body);
@@ -274,7 +274,7 @@ async fn platform_admins_change_plans_assign_them_and_every_change_is_audited() 
 
     let matrix = app.get("/api/v1/platform/plans", &admin).await;
     assert_eq!(matrix.status, 200, "{}", matrix.body);
-    assert_eq!(matrix.body["features"].as_array().map(Vec::len), Some(14));
+    assert_eq!(matrix.body["features"].as_array().map(Vec::len), Some(15));
     assert_eq!(matrix.body["plans"].as_array().map(Vec::len), Some(8));
     assert_eq!(
         app.get("/api/v1/platform/plans", &free.admin).await.status,

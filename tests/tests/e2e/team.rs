@@ -425,3 +425,333 @@ async fn an_invitation_is_emailed_with_its_link_when_email_is_configured() {
             .contains("WFO_SMTP_URL")
     );
 }
+
+async fn invite_token(
+    app: &TestApp,
+    admin: &workflowops_tests::app::Caller,
+    email: &str,
+) -> String {
+    let res = app
+        .post(
+            "/api/v1/team/invitations",
+            admin,
+            &json!({"email": email, "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    res.body["token"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn set_member_limit(app: &TestApp, tenant: uuid::Uuid, limit: i32) {
+    sqlx::query("update tenants set member_limit = $2 where id = $1")
+        .bind(tenant)
+        .bind(limit)
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+// TEAM-005: the seat limit holds when an invitation is accepted, not only when it is sent.
+#[tokio::test]
+async fn accepting_an_invitation_is_refused_when_the_seats_are_full_and_leaves_it_pending() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    set_member_limit(&app, acme.id, 3).await;
+    // Two invitations fill the seats (the admin holds the third): one for a new account, one
+    // for an existing one.
+    let new_person = invite_token(&app, &acme.admin, "new.person@acme.example").await;
+    let existing = invite_token(&app, &acme.admin, &globex.admin.email).await;
+    // The plan shrinks: one seat for the admin only.
+    set_member_limit(&app, acme.id, 1).await;
+
+    let refused = app
+        .request(
+            Method::POST,
+            "/api/v1/invitations/accept",
+            None,
+            Some(&json!({"token": new_person, "name": "New Person", "password": "a-long-enough-password"})),
+        )
+        .await;
+    assert_eq!(
+        (refused.status.as_u16(), refused.code()),
+        (409, "member_limit_reached"),
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no seat left"),
+        "{}",
+        refused.body
+    );
+    let refused = app
+        .request(
+            Method::POST,
+            "/api/v1/invitations/accept",
+            None,
+            Some(&json!({"token": existing, "password": FIXTURE_PASSWORD})),
+        )
+        .await;
+    assert_eq!(
+        (refused.status.as_u16(), refused.code()),
+        (409, "member_limit_reached"),
+        "{}",
+        refused.body
+    );
+    // Nothing written: no account, no member, both invitations still open.
+    let users: i64 =
+        sqlx::query_scalar("select count(*) from users where email = 'new.person@acme.example'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(users, 0);
+    let members = app.get("/api/v1/team/members", &acme.admin).await;
+    assert_eq!(members.body["items"].as_array().map(Vec::len), Some(1));
+    let pending = app
+        .get("/api/v1/team/invitations?status=pending", &acme.admin)
+        .await;
+    assert_eq!(
+        pending.body["items"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        pending.body
+    );
+    // The refusal is logged as the plan's (ENT-011).
+    let denials: i64 = sqlx::query_scalar(
+        "select count(*) from feature_denials where tenant_id = $1 and action = 'invitation.accept'",
+    )
+    .bind(acme.id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(denials, 2);
+
+    // A seat freed: the same invitation works, once; then the seats are full again.
+    set_member_limit(&app, acme.id, 2).await;
+    let accepted = app
+        .request(
+            Method::POST,
+            "/api/v1/invitations/accept",
+            None,
+            Some(&json!({"token": new_person, "name": "New Person", "password": "a-long-enough-password"})),
+        )
+        .await;
+    assert_eq!(accepted.status, 201, "{}", accepted.body);
+    assert_eq!(accepted.body["tenant"]["slug"], "acme");
+    let refused = app
+        .request(
+            Method::POST,
+            "/api/v1/invitations/accept",
+            None,
+            Some(&json!({"token": existing, "password": FIXTURE_PASSWORD})),
+        )
+        .await;
+    assert_eq!(refused.code(), "member_limit_reached", "{}", refused.body);
+    let members = app.get("/api/v1/team/members", &acme.admin).await;
+    assert_eq!(members.body["items"].as_array().map(Vec::len), Some(2));
+}
+
+// TEAM-005: other open invitations do not stand in the way of one being accepted: it holds
+// one of the seats they are all counted against.
+#[tokio::test]
+async fn an_invitation_is_accepted_while_seats_are_held_by_invitations() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    set_member_limit(&app, acme.id, 3).await;
+    let first = invite_token(&app, &acme.admin, "first@acme.example").await;
+    let _second = invite_token(&app, &acme.admin, "second@acme.example").await;
+    let accepted = app
+        .request(
+            Method::POST,
+            "/api/v1/invitations/accept",
+            None,
+            Some(&json!({"token": first, "name": "First", "password": "a-long-enough-password"})),
+        )
+        .await;
+    assert_eq!(accepted.status, 201, "{}", accepted.body);
+    let members = app.get("/api/v1/team/members", &acme.admin).await;
+    assert_eq!(members.body["items"].as_array().map(Vec::len), Some(2));
+}
+
+/// A browser-like post of the invitation page's form, with the headers a browser adds.
+async fn post_accept_form(
+    app: &TestApp,
+    fields: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut req = http
+        .post(app.url("/invitations/accept"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "text/html")
+        .body(
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(fields)
+                .finish(),
+        );
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.send().await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+// TEAM-001, login CSRF: accepting signs the browser in, so another site cannot post the form.
+#[tokio::test]
+async fn the_invitation_form_refuses_posts_from_other_sites() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let token = invite_token(&app, &acme.admin, "new.person@acme.example").await;
+    let fields = [
+        ("token", token.as_str()),
+        ("name", "New Person"),
+        ("password", "a-long-enough-password"),
+    ];
+    for headers in [
+        vec![("origin", "https://evil.example")],
+        vec![("sec-fetch-site", "cross-site")],
+    ] {
+        // Neither opening the invitation nor accepting it.
+        for fields in [&fields[..1], &fields[..]] {
+            let res = post_accept_form(&app, fields, &headers).await;
+            assert_eq!(res.status(), 403, "{headers:?}");
+            assert!(
+                res.headers().get("set-cookie").is_none(),
+                "{headers:?}: a cookie was set"
+            );
+            let html = res.text().await.unwrap_or_default();
+            assert!(html.contains("another website"), "{headers:?}: {html}");
+        }
+    }
+    let pending = app
+        .get("/api/v1/team/invitations?status=pending", &acme.admin)
+        .await;
+    assert_eq!(pending.body["items"].as_array().map(Vec::len), Some(1));
+
+    // From the server's own page: accepted and signed in. The page asks for no referrer, so
+    // the browser sends `Origin: null` and says where the post comes from in Sec-Fetch-Site.
+    let res = post_accept_form(
+        &app,
+        &fields,
+        &[("origin", "null"), ("sec-fetch-site", "same-origin")],
+    )
+    .await;
+    assert_eq!(res.status(), 303);
+    let cookie = res
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(cookie.starts_with("wfo_session=wfo_s_"), "{cookie}");
+}
+
+// Without an Origin (not a browser), the form works as before.
+#[tokio::test]
+async fn the_invitation_form_accepts_a_post_without_an_origin() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let token = invite_token(&app, &acme.admin, "new.person@acme.example").await;
+    let res = post_accept_form(
+        &app,
+        &[
+            ("token", token.as_str()),
+            ("name", "New Person"),
+            ("password", "a-long-enough-password"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(res.status(), 303);
+    let members = app.get("/api/v1/team/members", &acme.admin).await;
+    assert_eq!(members.body["items"].as_array().map(Vec::len), Some(2));
+}
+
+// TEAM-002, ENT-001, PROV-007: the PRD's plan table has no role-based access on Free — every
+// member a Free tenant adds is an admin. Viewer and developer roles need a paid plan; a member
+// who already holds one keeps it, and refusals are logged like every missing feature.
+#[tokio::test]
+async fn roles_other_than_admin_need_a_plan_with_role_based_access() {
+    let app = TestApp::spawn().await;
+    let free = app.tenant_on("freeco", "free").await;
+    let kept = app.member(&free, Role::Viewer).await;
+    let kept_id = kept
+        .user_id
+        .unwrap_or_else(|| panic!("a member has a user id"));
+
+    let refused = app
+        .post(
+            "/api/v1/team/invitations",
+            &free.admin,
+            &json!({"email": "dev@freeco.example", "role": "developer"}),
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(refused.body["code"], "feature_not_in_plan");
+    let detail = refused.body["message"].as_str().unwrap_or_default();
+    assert!(detail.contains("role-based access"), "{detail}");
+    assert!(detail.contains("Pro plan includes it"), "{detail}");
+    let admin_invite = app
+        .post(
+            "/api/v1/team/invitations",
+            &free.admin,
+            &json!({"email": "admin@freeco.example", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(admin_invite.status, 201, "{}", admin_invite.body);
+
+    // The viewer stays a viewer (re-stating the role is no change), cannot become a developer,
+    // and can become an admin.
+    let path = format!("/api/v1/team/members/{kept_id}");
+    let same = app
+        .patch(&path, &free.admin, &json!({"role": "viewer"}))
+        .await;
+    assert_eq!(same.status, 200, "{}", same.body);
+    let demote = app
+        .patch(&path, &free.admin, &json!({"role": "developer"}))
+        .await;
+    assert_eq!(demote.status, 403, "{}", demote.body);
+    assert_eq!(demote.body["code"], "feature_not_in_plan");
+    let promote = app
+        .patch(&path, &free.admin, &json!({"role": "admin"}))
+        .await;
+    assert_eq!(promote.status, 200, "{}", promote.body);
+    assert_eq!(promote.body["role"], "admin");
+
+    let denials: Vec<(String, String)> = sqlx::query_as(
+        "select feature, action from feature_denials where tenant_id = $1 order by id",
+    )
+    .bind(free.id)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        denials,
+        [
+            (
+                "role_based_access".to_owned(),
+                "invitation.create".to_owned()
+            ),
+            (
+                "role_based_access".to_owned(),
+                "member.role_change".to_owned()
+            ),
+        ]
+    );
+
+    // Pro includes it.
+    let pro = app.tenant_on("proco", "pro").await;
+    let dev = app
+        .post(
+            "/api/v1/team/invitations",
+            &pro.admin,
+            &json!({"email": "dev@proco.example", "role": "developer"}),
+        )
+        .await;
+    assert_eq!(dev.status, 201, "{}", dev.body);
+}
