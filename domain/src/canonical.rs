@@ -180,6 +180,48 @@ pub async fn webhook_secret(
     }
 }
 
+/// How often a rejected webhook delivery is audited per tenant: the endpoint answers anyone, so
+/// a flood of forged deliveries must not become a flood of audit rows.
+pub const WEBHOOK_REJECTION_AUDIT_EVERY: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
+
+/// Counts a rejected delivery to the tenant's push webhook. Returns `Some(n)` when this one is
+/// to be audited, `n` being how many were rejected without an audit row since the last one;
+/// `None` when one was audited less than [`WEBHOOK_REJECTION_AUDIT_EVERY`] ago (this one is
+/// counted for the next). Call it in the transaction that writes the audit row.
+pub async fn webhook_rejected(tx: &mut PgConnection, tenant_id: Uuid) -> Result<Option<i32>> {
+    sqlx::query(
+        "insert into webhook_rejections (tenant_id, last_audited_at) values ($1, '-infinity') \
+         on conflict (tenant_id) do nothing",
+    )
+    .bind(tenant_id)
+    .execute(&mut *tx)
+    .await?;
+    let (recent, suppressed): (bool, i32) = sqlx::query_as(
+        "select last_audited_at > now() - $2, suppressed from webhook_rejections \
+         where tenant_id = $1 for update",
+    )
+    .bind(tenant_id)
+    .bind(WEBHOOK_REJECTION_AUDIT_EVERY)
+    .fetch_one(&mut *tx)
+    .await?;
+    if recent {
+        sqlx::query(
+            "update webhook_rejections set suppressed = suppressed + 1 where tenant_id = $1",
+        )
+        .bind(tenant_id)
+        .execute(&mut *tx)
+        .await?;
+        return Ok(None);
+    }
+    sqlx::query(
+        "update webhook_rejections set last_audited_at = now(), suppressed = 0 where tenant_id = $1",
+    )
+    .bind(tenant_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(Some(suppressed))
+}
+
 pub async fn record_git_sync(
     db: impl PgExecutor<'_>,
     tenant_id: Uuid,
@@ -406,6 +448,117 @@ pub async fn record_onboarded(
         .await?;
     }
     Ok(())
+}
+
+/// Onboarded copies of canonical workflows that already exist (or that an earlier item of the
+/// same onboarding creates): each is only linked, at its own hash, so a copy that differs from
+/// the canonical version is `out_of_date` (the next promotion brings it up to date), never a
+/// second canonical workflow, and the canonical content and Git state stay as they were.
+pub async fn record_onboarded_links(
+    tx: &mut PgConnection,
+    tenant_id: Uuid,
+    by: Option<Uuid>,
+    items: &[Onboarded],
+) -> Result<()> {
+    for item in items {
+        let hash = workflow::content_hash(&item.definition);
+        link(
+            &mut *tx,
+            tenant_id,
+            &item.canonical_id,
+            item.environment_id,
+            &item.provider_id,
+            &hash,
+            by,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A canonical workflow as onboarding matches environment copies to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub id: String,
+    pub provider: String,
+    pub name: String,
+    pub content_hash: String,
+    /// Environments where it already has a copy linked.
+    pub linked: Vec<Uuid>,
+}
+
+/// How an onboarded workflow was found to be a copy of a canonical workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchedBy {
+    /// The same content (as reconciliation links copies, CAN-005).
+    Content,
+    /// The only one of the same name (case-insensitive), as promotions find counterparts.
+    Name,
+}
+
+/// The tenant's canonical workflows (not deleted) with where each is linked: what onboarding
+/// matches workflows to.
+pub async fn known(db: impl PgExecutor<'_>, tenant_id: Uuid) -> Result<Vec<Known>> {
+    let rows: Vec<(String, String, String, String, Vec<Uuid>)> = sqlx::query_as(
+        "select c.id, c.provider, c.name, c.content_hash, \
+                coalesce(array_agg(m.environment_id) filter (where m.environment_id is not null), '{}') \
+         from canonical_workflows c \
+         left join workflow_env_map m on m.tenant_id = c.tenant_id and m.canonical_id = c.id \
+         where c.tenant_id = $1 and c.deleted_at is null \
+         group by c.id, c.provider, c.name, c.content_hash order by c.id",
+    )
+    .bind(tenant_id)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, provider, name, content_hash, linked)| Known {
+            id,
+            provider,
+            name,
+            content_hash,
+            linked,
+        })
+        .collect())
+}
+
+/// CAN-010: the canonical workflow an untracked workflow of `environment_id` (its provider,
+/// name and content hash) is a copy of, if any: among those of the provider not yet linked in
+/// that environment, the only one of the same content, else the only one of the same name
+/// (case-insensitive). Several of either is no answer: two distinct workflows may share a
+/// name, and a guess would link one to the other's canonical version.
+pub fn copy_of<'a>(
+    known: &'a [Known],
+    environment_id: Uuid,
+    provider: &str,
+    name: &str,
+    content_hash: &str,
+) -> Option<(&'a Known, MatchedBy)> {
+    let free: Vec<&Known> = known
+        .iter()
+        .filter(|k| k.provider == provider && !k.linked.contains(&environment_id))
+        .collect();
+    let only = |hits: Vec<&'a Known>| match hits.as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    };
+    only(
+        free.iter()
+            .copied()
+            .filter(|k| k.content_hash == content_hash)
+            .collect(),
+    )
+    .map(|k| (k, MatchedBy::Content))
+    .or_else(|| {
+        only(
+            free.iter()
+                .copied()
+                .filter(|k| k.name.to_lowercase() == name.to_lowercase())
+                .collect(),
+        )
+        .map(|k| (k, MatchedBy::Name))
+    })
 }
 
 /// Links a canonical workflow to its copy in an environment, recording `linked_hash` as the
@@ -987,6 +1140,46 @@ pub async fn settle_pulls(db: impl PgExecutor<'_>, tenant_id: Uuid) -> Result<u6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // CAN-010
+    #[test]
+    fn an_onboarded_copy_matches_one_canonical_workflow_by_content_then_by_name() {
+        let (dev, prod) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let k = |id: &str, name: &str, hash: &str, linked: Vec<Uuid>| Known {
+            id: id.into(),
+            provider: "n8n".into(),
+            name: name.into(),
+            content_hash: hash.into(),
+            linked,
+        };
+        let known = vec![
+            k("orders-1", "Orders", "h1", vec![dev]),
+            k("billing-1", "Billing", "h2", vec![dev]),
+            k("twin-a", "Twin", "h3", vec![dev]),
+            k("twin-b", "Twin", "h4", vec![dev]),
+        ];
+        let id = |m: Option<(&Known, MatchedBy)>| m.map(|(k, by)| (k.id.clone(), by));
+        assert_eq!(
+            id(copy_of(&known, prod, "n8n", "Renamed", "h1")),
+            Some(("orders-1".into(), MatchedBy::Content))
+        );
+        assert_eq!(
+            id(copy_of(&known, prod, "n8n", "orders", "changed")),
+            Some(("orders-1".into(), MatchedBy::Name)),
+            "a copy changed in production is still the same workflow"
+        );
+        assert_eq!(
+            id(copy_of(&known, prod, "n8n", "Twin", "h9")),
+            None,
+            "ambiguous"
+        );
+        assert_eq!(
+            id(copy_of(&known, dev, "n8n", "Orders", "h1")),
+            None,
+            "already linked in that environment: another workflow"
+        );
+        assert_eq!(id(copy_of(&known, prod, "make", "Orders", "h1")), None);
+    }
 
     #[test]
     fn canonical_ids_are_readable_slugs_and_valid_file_names() {

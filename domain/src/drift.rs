@@ -447,6 +447,7 @@ pub struct Check {
     pub incidents_opened: i32,
     pub incidents_updated: i32,
     pub duration_ms: i32,
+    /// Why a check was skipped, or why it opened no incident for what it found (POL-003).
     pub note: Option<String>,
     /// Per drifted or untracked workflow: id, name, canonical id, status, risk, summary.
     #[schema(value_type = Value)]
@@ -612,12 +613,26 @@ pub async fn create_incident(
     .await?)
 }
 
-/// A new detection on an open incident: the affected list and payload take the latest, the
-/// severity never goes down.
+/// An incident's title from what the check found: workflows changed outside WorkflowOps
+/// (tracked ones whose version differs from the canonical one) and untracked production
+/// workflows are counted apart, since only the first are changes to something governed.
+pub fn incident_title(environment: &str, changed: usize, untracked: usize) -> String {
+    match (changed, untracked) {
+        (0, u) => format!("Drift in {environment}: {u} untracked workflow(s)"),
+        (c, 0) => format!("Drift in {environment}: {c} workflow(s) changed outside WorkflowOps"),
+        (c, u) => format!(
+            "Drift in {environment}: {c} workflow(s) changed outside WorkflowOps, {u} untracked"
+        ),
+    }
+}
+
+/// A new detection on an open incident: the affected list, payload and title take the latest,
+/// the severity never goes down.
 pub async fn redetected(
     db: impl PgExecutor<'_>,
     id: Uuid,
     severity: Severity,
+    title: &str,
     affected: &Value,
     payload: &Value,
     check_id: Uuid,
@@ -625,7 +640,8 @@ pub async fn redetected(
     sqlx::query(
         "update drift_incidents set affected = $2, payload = $3, detected_by_check = $4, last_detected_at = now(), updated_at = now(), \
              severity = case when array_position(array['low','medium','high','critical'], $5) > \
-                                  array_position(array['low','medium','high','critical'], severity) then $5 else severity end \
+                                  array_position(array['low','medium','high','critical'], severity) then $5 else severity end, \
+             title = $6 \
          where id = $1",
     )
     .bind(id)
@@ -633,6 +649,7 @@ pub async fn redetected(
     .bind(payload)
     .bind(check_id)
     .bind(severity.as_str())
+    .bind(title)
     .execute(db)
     .await?;
     Ok(())
@@ -690,6 +707,9 @@ pub async fn transition(
 ) -> Result<Incident> {
     let incident = lock(&mut *db, tenant_id, id).await?;
     let from = IncidentStatus::parse(&incident.status).unwrap_or(IncidentStatus::Closed);
+    if let Some(refusal) = reconciled_only_by_reconciliation(from, to, id) {
+        return Err(refusal);
+    }
     if !from.next().contains(&to) {
         let allowed: Vec<&str> = from.next().iter().map(|s| s.as_str()).collect();
         return Err(Error::conflict(
@@ -747,6 +767,32 @@ pub async fn transition(
     .bind(notes)
     .fetch_one(&mut *db)
     .await?)
+}
+
+/// INC-004/INC-005: `reconciled` is reached only by a reconciliation run, which records the
+/// artifact and goes through the policy's `reconcile` approval; a plain transition to it would
+/// skip both (and let the incident then be closed with any resolution). From a state that can
+/// be reconciled, the refusal names the endpoint to use instead.
+pub fn reconciled_only_by_reconciliation(
+    from: IncidentStatus,
+    to: IncidentStatus,
+    id: Uuid,
+) -> Option<Error> {
+    (to == IncidentStatus::Reconciled
+        && matches!(
+            from,
+            IncidentStatus::Acknowledged | IncidentStatus::Stabilized
+        ))
+    .then(|| {
+        Error::conflict(
+            "reconcile_required",
+            format!(
+                "an incident becomes reconciled only by reconciling it: \
+                 POST /api/v1/incidents/{id}/reconcile with a resolution \
+                 (promote, revert, replace or acknowledge)"
+            ),
+        )
+    })
 }
 
 /// The reconciliation run's move: from acknowledged or stabilized straight to reconciled.
@@ -1106,6 +1152,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn incident_titles_count_untracked_workflows_apart_from_changed_ones() {
+        assert_eq!(
+            incident_title("Prod", 1, 0),
+            "Drift in Prod: 1 workflow(s) changed outside WorkflowOps"
+        );
+        assert_eq!(
+            incident_title("Prod", 1, 39),
+            "Drift in Prod: 1 workflow(s) changed outside WorkflowOps, 39 untracked"
+        );
+        assert_eq!(
+            incident_title("Prod", 0, 39),
+            "Drift in Prod: 39 untracked workflow(s)"
+        );
+    }
+
+    #[test]
     fn the_lifecycle_only_moves_forward() {
         use IncidentStatus::*;
         assert_eq!(Detected.next(), [Acknowledged]);
@@ -1114,6 +1176,25 @@ mod tests {
         assert_eq!(Stabilized.next(), [Reconciled]);
         assert_eq!(Reconciled.next(), [Closed]);
         assert!(Closed.next().is_empty());
+    }
+
+    // INC-004, INC-005
+    #[test]
+    fn reconciled_is_reached_only_through_the_reconcile_endpoint() {
+        use IncidentStatus::*;
+        let id = Uuid::nil();
+        for from in [Acknowledged, Stabilized] {
+            let refusal = reconciled_only_by_reconciliation(from, Reconciled, id);
+            assert!(
+                matches!(&refusal, Some(Error::Conflict { code, message })
+                    if *code == "reconcile_required" && message.contains("/reconcile")),
+                "{from:?}: {refusal:?}"
+            );
+        }
+        assert!(reconciled_only_by_reconciliation(Stabilized, Closed, id).is_none());
+        assert!(reconciled_only_by_reconciliation(Acknowledged, Stabilized, id).is_none());
+        // Elsewhere the lifecycle's own refusal (illegal_transition) answers.
+        assert!(reconciled_only_by_reconciliation(Detected, Reconciled, id).is_none());
     }
 
     #[test]

@@ -369,7 +369,8 @@ pub async fn decide(
 
 // ---- deployed workflows ----------------------------------------------------------------------
 
-/// Where a source workflow was last deployed in a target, and the copy's hash right after.
+/// Where a source workflow was last deployed in a target, and the hash of the copy WorkflowOps
+/// last wrote there: the deployment's, or a later restore's or drift revert's.
 #[derive(Debug, Clone, FromRow)]
 pub struct Deployed {
     pub source_workflow_id: String,
@@ -378,14 +379,29 @@ pub struct Deployed {
     pub target_hash: String,
 }
 
+/// The deployments from a source into a target. A target copy that differs from `target_hash`
+/// was changed outside WorkflowOps (PROMO-003, `TARGET_HOTFIX`), so `target_hash` follows every
+/// write WorkflowOps made to the copy since: a drift revert records its own
+/// ([`record_written`]); a restore of a snapshot (a rollback) wrote the snapshot's content of
+/// every workflow its outcome says it updated or found unchanged, whose hash the snapshot holds.
 pub async fn deployed(
     db: impl PgExecutor<'_>,
     source_environment_id: Uuid,
     target_environment_id: Uuid,
 ) -> Result<HashMap<String, Deployed>> {
     let rows: Vec<Deployed> = sqlx::query_as(
-        "select source_workflow_id, target_workflow_id, source_hash, target_hash from deployed_workflows \
-         where source_environment_id = $1 and target_environment_id = $2",
+        "select d.source_workflow_id, d.target_workflow_id, d.source_hash, coalesce(r.hash, d.target_hash) as target_hash \
+         from deployed_workflows d \
+         left join lateral ( \
+             select w->>'hash' as hash from restores r \
+             join engine_runs x on x.id = r.run_id \
+             join snapshots s on s.id = r.snapshot_id \
+             cross join lateral jsonb_array_elements(s.workflows) w \
+             where r.tenant_id = d.tenant_id and r.environment_id = d.target_environment_id and r.created_at > d.deployed_at \
+               and w->>'id' = d.target_workflow_id \
+               and x.output->'workflows'->d.target_workflow_id->>'result' in ('updated', 'unchanged') \
+             order by r.created_at desc limit 1) r on true \
+         where d.source_environment_id = $1 and d.target_environment_id = $2",
     )
     .bind(source_environment_id)
     .bind(target_environment_id)
@@ -427,6 +443,30 @@ pub async fn record_deployed(
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// WorkflowOps wrote `hash` over the target copy `target_workflow_id` (a drift revert), or
+/// replaced it with `written_workflow_id` (a drift replace recreating a deleted copy): the
+/// deployments of that copy take it as theirs, so the next promotion does not mistake it for a
+/// hotfix. `deployed_at` moves too: it orders this write against later restores.
+pub async fn record_written(
+    db: impl PgExecutor<'_>,
+    target_environment_id: Uuid,
+    target_workflow_id: &str,
+    written_workflow_id: &str,
+    hash: &str,
+) -> Result<u64> {
+    Ok(sqlx::query(
+        "update deployed_workflows set target_workflow_id = $3, target_hash = $4, deployed_at = now() \
+         where target_environment_id = $1 and target_workflow_id = $2",
+    )
+    .bind(target_environment_id)
+    .bind(target_workflow_id)
+    .bind(written_workflow_id)
+    .bind(hash)
+    .execute(db)
+    .await?
+    .rows_affected())
 }
 
 /// Forgets deployments of a promotion (after it was rolled back).

@@ -315,6 +315,10 @@ pub struct PlannedItem {
     pub workflow_id: String,
     pub name: String,
     pub provider: String,
+    /// Set when the workflow is a copy of a canonical workflow that exists, or that another
+    /// item of this onboarding creates: it is only linked to it (CAN-010), at its own content.
+    #[serde(default)]
+    pub matched_by: Option<canonical::MatchedBy>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -350,6 +354,114 @@ struct Plan {
     skipped: BTreeMap<String, String>,
 }
 
+/// Which of `items` are onboarded, under which canonical ids. A workflow that is a copy of a
+/// canonical workflow ([`canonical::copy_of`]: not yet linked in its environment, the same
+/// content, else the only one of the same name) is linked to it rather than made a second
+/// one; that includes one that another item of the same onboarding creates, so dev and
+/// production onboarded together, or one after the other, give one canonical workflow. Items
+/// are considered dev first, then staging, then production, so a new canonical workflow takes
+/// the dev copy's content; the plan keeps the order of `items`.
+///
+/// Onboarding runs one at a time per tenant, with Git syncs (`canonical_key`), so what this
+/// reads is not changed under it before the run records its result.
+async fn plan(db: &sqlx::PgPool, tenant: Uuid, items: &[OnboardItem]) -> Result<Plan, JobError> {
+    let mut plan = Plan {
+        items: Vec::new(),
+        skipped: BTreeMap::new(),
+    };
+    let mut known = canonical::known(db, tenant).await.map_err(domain_error)?;
+    let mut candidates = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (index, item) in items.iter().enumerate() {
+        let key = format!("{}/{}", item.environment_id, item.workflow_id);
+        let record =
+            match catalog::get_workflow(db, tenant, item.environment_id, &item.workflow_id).await {
+                Ok(r) => r,
+                Err(domain::Error::NotFound { .. }) => {
+                    plan.skipped
+                        .insert(key, "no such workflow in the catalog".into());
+                    continue;
+                }
+                Err(e) => return Err(domain_error(e)),
+            };
+        if record.deleted_at.is_some() {
+            plan.skipped
+                .insert(key, "deleted in the environment".into());
+            continue;
+        }
+        let tracked: Option<String> = sqlx::query_scalar(
+            "select canonical_id from workflow_env_map where environment_id = $1 and provider_id = $2",
+        )
+        .bind(item.environment_id)
+        .bind(&item.workflow_id)
+        .fetch_optional(db)
+        .await?;
+        if let Some(c) = tracked {
+            plan.skipped
+                .insert(key, format!("already tracked as `{c}`"));
+            continue;
+        }
+        if !seen.insert((item.environment_id, item.workflow_id.as_str())) {
+            plan.skipped.insert(key, "listed twice".into());
+            continue;
+        }
+        let env = environments::get(db, tenant, item.environment_id)
+            .await
+            .map_err(domain_error)?;
+        candidates.push((index, env, record, item));
+    }
+    let rank = |class: environments::EnvironmentClass| match class {
+        environments::EnvironmentClass::Dev => 0,
+        environments::EnvironmentClass::Staging => 1,
+        environments::EnvironmentClass::Production => 2,
+    };
+    candidates.sort_by_key(|(index, env, _, _)| (rank(env.class), *index));
+    let mut planned = Vec::new();
+    for (index, env, record, item) in candidates {
+        let copy = match &item.canonical_id {
+            Some(_) => None,
+            None => canonical::copy_of(
+                &known,
+                env.id,
+                &env.provider,
+                &record.name,
+                &record.content_hash,
+            )
+            .map(|(k, by)| (k.id.clone(), by)),
+        };
+        let (canonical_id, matched_by) = match (copy, &item.canonical_id) {
+            (Some((id, by)), _) => (id, Some(by)),
+            (None, Some(chosen)) => (chosen.clone(), None),
+            (None, None) => (canonical::new_canonical_id(&record.name), None),
+        };
+        // Linked in this environment now, a match for the other environments' copies.
+        match known.iter_mut().find(|k| k.id == canonical_id) {
+            Some(k) => k.linked.push(env.id),
+            None => known.push(canonical::Known {
+                id: canonical_id.clone(),
+                provider: env.provider.clone(),
+                name: record.name.clone(),
+                content_hash: record.content_hash.clone(),
+                linked: vec![env.id],
+            }),
+        }
+        planned.push((
+            index,
+            PlannedItem {
+                canonical_id,
+                environment_id: item.environment_id,
+                workflow_id: item.workflow_id.clone(),
+                name: record.name,
+                provider: env.provider,
+                matched_by,
+            },
+        ));
+    }
+    planned.sort_by_key(|(index, _)| *index);
+    plan.items = planned.into_iter().map(|(_, p)| p).collect();
+    Ok(plan)
+}
+
 impl Job for Onboard {
     const KIND: &'static str = "canonical.onboard";
     type Input = OnboardInput;
@@ -364,60 +476,7 @@ impl Job for Onboard {
         let tenant = input.tenant_id;
         // 1. Which workflows, under which canonical ids (checkpointed: ids stay on a retry).
         let plan: Plan = ctx
-            .step("plan", || async {
-                let mut plan = Plan {
-                    items: Vec::new(),
-                    skipped: BTreeMap::new(),
-                };
-                let mut same_content: HashMap<(String, String), String> = HashMap::new();
-                for item in &input.items {
-                    let key = format!("{}/{}", item.environment_id, item.workflow_id);
-                    let record =
-                        match catalog::get_workflow(&db, tenant, item.environment_id, &item.workflow_id).await {
-                            Ok(r) => r,
-                            Err(domain::Error::NotFound { .. }) => {
-                                plan.skipped.insert(key, "no such workflow in the catalog".into());
-                                continue;
-                            }
-                            Err(e) => return Err(domain_error(e)),
-                        };
-                    if record.deleted_at.is_some() {
-                        plan.skipped.insert(key, "deleted in the environment".into());
-                        continue;
-                    }
-                    let tracked: Option<String> = sqlx::query_scalar(
-                        "select canonical_id from workflow_env_map where environment_id = $1 and provider_id = $2",
-                    )
-                    .bind(item.environment_id)
-                    .bind(&item.workflow_id)
-                    .fetch_optional(&db)
-                    .await?;
-                    if let Some(c) = tracked {
-                        plan.skipped.insert(key, format!("already tracked as `{c}`"));
-                        continue;
-                    }
-                    let env = environments::get(&db, tenant, item.environment_id)
-                        .await
-                        .map_err(domain_error)?;
-                    // The same workflow from several environments becomes one canonical
-                    // workflow, linked in each.
-                    let key = (env.provider.clone(), record.content_hash.clone());
-                    let canonical_id = match (&item.canonical_id, same_content.get(&key)) {
-                        (Some(c), _) => c.clone(),
-                        (None, Some(c)) => c.clone(),
-                        (None, None) => canonical::new_canonical_id(&record.name),
-                    };
-                    same_content.entry(key).or_insert_with(|| canonical_id.clone());
-                    plan.items.push(PlannedItem {
-                        canonical_id,
-                        environment_id: item.environment_id,
-                        workflow_id: item.workflow_id.clone(),
-                        name: record.name,
-                        provider: env.provider,
-                    });
-                }
-                Ok(plan)
-            })
+            .step("plan", || async { plan(&db, tenant, &input.items).await })
             .await?;
         let mut out = OnboardOutput {
             skipped: plan.skipped.clone(),
@@ -427,20 +486,50 @@ impl Job for Onboard {
             ctx.log("info", "nothing to onboard").await?;
             return Ok(out);
         }
-        // 2. The files, committed (or pushed to the onboarding branch).
-        let mut onboarded = Vec::new();
+        // 2. The new canonical workflows' files, committed (or pushed to the onboarding
+        // branch); copies of canonical workflows are only linked.
+        let (mut onboarded, mut links) = (Vec::new(), Vec::new());
         for item in &plan.items {
             let record = catalog::get_workflow(&db, tenant, item.environment_id, &item.workflow_id)
                 .await
                 .map_err(domain_error)?;
-            onboarded.push(Onboarded {
+            let o = Onboarded {
                 canonical_id: item.canonical_id.clone(),
                 environment_id: item.environment_id,
                 provider_id: item.workflow_id.clone(),
                 provider: item.provider.clone(),
                 name: item.name.clone(),
                 definition: workflow::storage_form(&record.definition),
-            });
+            };
+            if item.matched_by.is_some() {
+                links.push(o);
+            } else {
+                onboarded.push(o);
+            }
+        }
+        if onboarded.is_empty() {
+            let db2 = db.clone();
+            let by = input.requested_by;
+            ctx.step("record", || async move {
+                let mut tx = db2.begin().await?;
+                canonical::record_onboarded_links(&mut tx, tenant, by, &links)
+                    .await
+                    .map_err(domain_error)?;
+                tx.commit().await?;
+                Ok(())
+            })
+            .await?;
+            out.onboarded = plan.items;
+            ctx.log(
+                "info",
+                format!(
+                    "linked {} workflow(s) to existing canonical workflows, skipped {}",
+                    out.onboarded.len(),
+                    out.skipped.len()
+                ),
+            )
+            .await?;
+            return Ok(out);
         }
         let access = {
             let mut conn = db.acquire().await?;
@@ -573,6 +662,9 @@ impl Job for Onboard {
         ctx.step("record", || async {
             let mut tx = db.begin().await?;
             canonical::record_onboarded(&mut tx, tenant, by, committed.as_deref(), &onboarded)
+                .await
+                .map_err(domain_error)?;
+            canonical::record_onboarded_links(&mut tx, tenant, by, &links)
                 .await
                 .map_err(domain_error)?;
             if let Some(branch) = &record_branch {

@@ -27,8 +27,9 @@ use domain::audit::{Actor, Entry};
 use domain::diff::{self, RiskLevel};
 use domain::drift::{self, Check, NewIncident, Resolution, Severity};
 use domain::environments::{self, EnvironmentClass};
+use domain::make::KnownConnection;
 use domain::notifications::{Alert, EventType};
-use domain::remap::{self, CredentialTarget};
+use domain::remap::{self, CredentialTarget, TargetTeam};
 use domain::{canonical, catalog, workflow};
 use engine::{Job, JobError, NewRun, RetryPolicy, RunCtx};
 use serde::{Deserialize, Serialize};
@@ -313,19 +314,17 @@ impl Job for DriftCheck {
                         .collect();
                     let payload = json!(payload);
                     let ids: Vec<String> = payload.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+                    // Untracked workflows are not changes to governed ones: counted apart.
+                    let untracked_affected = found.affected.len() - drifted;
+                    let title = drift::incident_title(&env.name, drifted, untracked_affected);
                     match drift::open_covering(&mut *tx, env.id, &ids).await.map_err(domain_error)? {
                         Some(incident) => {
-                            drift::redetected(&mut *tx, incident.id, severity, &affected, &payload, check_id)
+                            drift::redetected(&mut *tx, incident.id, severity, &title, &affected, &payload, check_id)
                                 .await
                                 .map_err(domain_error)?;
                             updated += 1;
                         }
                         None => {
-                            let title = format!(
-                                "Drift in {}: {} workflow(s) changed outside WorkflowOps",
-                                env.name,
-                                found.affected.len()
-                            );
                             let incident = drift::create_incident(
                                 &mut *tx,
                                 input.tenant_id,
@@ -348,7 +347,7 @@ impl Job for DriftCheck {
                             Entry::new(Some(input.tenant_id), &system(), "drift.incident_opened", "incident")
                                 .target(incident.id)
                                 .new_value(&json!({"environment_id": env.id, "severity": severity, "notify": notify,
-                                    "workflows": found.affected.len()}))
+                                    "workflows": found.affected.len(), "changed": drifted, "untracked": untracked_affected}))
                                 .record(&mut *tx)
                                 .await
                                 .map_err(domain_error)?;
@@ -359,7 +358,8 @@ impl Job for DriftCheck {
                                     environment_id: Some(env.id),
                                     title: title.clone(),
                                     data: json!({"incident_id": incident.id, "environment": env.name,
-                                        "severity": severity, "workflows": found.affected.len()}),
+                                        "severity": severity, "workflows": found.affected.len(), "changed": drifted,
+                                        "untracked": untracked_affected}),
                                 })
                                 .await
                                 .map_err(domain_error)?;
@@ -367,6 +367,14 @@ impl Job for DriftCheck {
                         }
                     }
                 }
+                // POL-003: the check still reports what it found; it says why no incident.
+                let note = (!found.affected.is_empty() && !policy.auto_create_incidents).then(|| {
+                    format!(
+                        "no incident opened: the drift policy turns off automatic incidents \
+                         (auto_create_incidents); {} workflow(s) affected",
+                        found.affected.len()
+                    )
+                });
                 let details = Value::Array(found.affected.iter().map(|a| a.0.clone()).collect());
                 let check = drift::record_check(
                     &mut *tx,
@@ -386,7 +394,7 @@ impl Job for DriftCheck {
                         incidents_opened: opened,
                         incidents_updated: updated,
                         duration_ms: i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX),
-                        note: None,
+                        note,
                         details,
                         created_at: chrono::Utc::now(),
                     },
@@ -431,6 +439,10 @@ pub struct Reconciled {
     pub action: String,
     pub content_hash: Option<String>,
     pub note: Option<String>,
+    /// What was written but needs a hand in the environment: Make modules left without a
+    /// connection (the canonical version's has no counterpart in the environment's team).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -444,29 +456,80 @@ pub fn new_reconcile(input: &ReconcileInput, environment_id: Uuid) -> NewRun {
         .labels(json!({"incident_id": input.incident_id, "environment_id": environment_id}))
 }
 
-/// Credential references of a canonical version, pointed at the environment's credentials of
-/// the same type and name.
+/// The connections a canonical Make scenario's ids may name, by id: those of every environment
+/// its copies are linked in (it was taken from one of them), the reverted environment's own
+/// first. What a module's designer did not cache about its connection (type, label) is read
+/// here, as a promotion reads it from the source team's ([`workflow::credential_refs_in`]).
+async fn known_connections(
+    db: &PgPool,
+    tenant: Uuid,
+    canonical_id: &str,
+    env: Uuid,
+) -> Result<HashMap<String, KnownConnection>, JobError> {
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "select distinct on (c.provider_id) c.provider_id, c.type, c.name from env_credentials c \
+         where c.deleted_at is null and (c.environment_id = $3 or c.environment_id in \
+             (select m.environment_id from workflow_env_map m where m.tenant_id = $1 and m.canonical_id = $2)) \
+         order by c.provider_id, (c.environment_id = $3) desc",
+    )
+    .bind(tenant)
+    .bind(canonical_id)
+    .bind(env)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, connection_type, name)| {
+            (
+                id,
+                KnownConnection {
+                    connection_type,
+                    name,
+                },
+            )
+        })
+        .collect())
+}
+
+/// Credential references of a canonical version (a Make connection typed and named through
+/// `known` where the designer did not cache it), pointed at the environment's credentials of
+/// the same type and name, else at the environment's own credential of that id (the version
+/// was taken from this environment).
 async fn credentials_in(
     db: &PgPool,
     env: Uuid,
     wf: &Value,
+    known: &HashMap<String, KnownConnection>,
 ) -> Result<HashMap<(String, String), CredentialTarget>, JobError> {
-    let creds: HashMap<(String, String), String> = sqlx::query_as::<_, (String, String, String)>(
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
         "select type, name, provider_id from env_credentials where environment_id = $1 and deleted_at is null",
     )
     .bind(env)
     .fetch_all(db)
-    .await?
-    .into_iter()
-    .map(|(t, n, id)| ((t, n), id))
-    .collect();
+    .await?;
+    let by_name: HashMap<(String, String), String> = rows
+        .iter()
+        .map(|(t, n, id)| ((t.clone(), n.clone()), id.clone()))
+        .collect();
+    let by_id: HashMap<(String, String), String> =
+        rows.into_iter().map(|(t, n, id)| ((t, id), n)).collect();
     let mut out = HashMap::new();
-    for r in workflow::credential_refs(wf) {
-        if let Some(id) = creds.get(&(r.cred_type.clone(), r.name.clone())) {
-            let target = CredentialTarget {
+    for r in workflow::credential_refs_in(wf, known) {
+        let named = by_name
+            .get(&(r.cred_type.clone(), r.name.clone()))
+            .map(|id| CredentialTarget {
                 id: id.clone(),
                 name: r.name.clone(),
-            };
+            });
+        let own = || {
+            let id = r.id.clone()?;
+            let name = by_id.get(&(r.cred_type.clone(), id.clone()))?;
+            Some(CredentialTarget {
+                id,
+                name: name.clone(),
+            })
+        };
+        if let Some(target) = named.or_else(own) {
             if let Some(source) = &r.id {
                 out.insert((r.cred_type.clone(), source.clone()), target.clone());
             }
@@ -474,6 +537,20 @@ async fn credentials_in(
         }
     }
     Ok(out)
+}
+
+/// What a revert's result says about Make modules written without a connection.
+fn connection_warnings(left: &[remap::UnmappedCredential]) -> Vec<String> {
+    left.iter()
+        .map(|c| {
+            format!(
+                "module `{}` was left without a connection: the canonical version's connection `{}` ({}) has no counterpart in this team; choose one in Make",
+                c.node,
+                c.name.as_deref().or(c.id.as_deref()).unwrap_or_default(),
+                c.credential_type
+            )
+        })
+        .collect()
 }
 
 impl Job for Reconcile {
@@ -529,6 +606,7 @@ impl Job for Reconcile {
                                 "untracked: onboard it, there is no canonical version to put back"
                                     .into(),
                             ),
+                            warnings: Vec::new(),
                         });
                         continue;
                     };
@@ -539,20 +617,35 @@ impl Job for Reconcile {
                             let mut body = canonical::definition(&db2, tenant, &cid)
                                 .await
                                 .map_err(domain_error)?;
-                            let map = credentials_in(&db2, env_id, &body).await?;
-                            remap::remap_credentials(&mut body, &map);
-                            // The canonical copy of a Make scenario carries the webhooks and
-                            // keys of the team it was taken from: the environment keeps its own
-                            // (a recreated scenario gets none, to be chosen in Make).
+                            // The canonical copy of a Make scenario carries the connections,
+                            // webhooks and keys of the team it was taken from: the environment
+                            // keeps its own (a recreated scenario gets none, to be chosen in
+                            // Make), as a promotion into another team does.
                             let scenario = domain::make::is_scenario(&body);
-                            let update = if scenario {
-                                match provider2.get_workflow(&wid).await {
-                                    Ok(live) => domain::make::with_team_references_of(&body, &live),
+                            let (live, known) = if scenario {
+                                let live = match provider2.get_workflow(&wid).await {
+                                    Ok(live) => Some(live),
                                     Err(e) if e.is_transient() => return Err(provider_error(e)),
-                                    Err(_) => domain::make::without_team_references(&body),
-                                }
+                                    Err(_) => None,
+                                };
+                                (live, known_connections(&db2, tenant, &cid, env_id).await?)
                             } else {
-                                body.clone()
+                                (None, HashMap::new())
+                            };
+                            let map = credentials_in(&db2, env_id, &body, &known).await?;
+                            let remapped = remap::remap_credentials_for_target(
+                                &mut body,
+                                &map,
+                                &TargetTeam {
+                                    source_connections: Some(&known),
+                                    target_copy: live.as_ref(),
+                                },
+                            );
+                            let warnings = connection_warnings(&remapped.without_connection);
+                            let update = match &live {
+                                Some(live) => domain::make::with_team_references_of(&body, live),
+                                None if scenario => domain::make::without_team_references(&body),
+                                None => body.clone(),
                             };
                             let written = match provider2.update_workflow(&wid, &update).await {
                                 Ok(w) => Ok(("written", w)),
@@ -571,6 +664,12 @@ impl Job for Reconcile {
                             };
                             match written {
                                 Ok((action, w)) => {
+                                    let hash = workflow::content_hash(&w);
+                                    let written_id = w
+                                        .get("id")
+                                        .and_then(Value::as_str)
+                                        .unwrap_or(&wid)
+                                        .to_owned();
                                     let mut tx = db2.begin().await?;
                                     catalog::upsert_workflows(
                                         &mut tx,
@@ -581,12 +680,23 @@ impl Job for Reconcile {
                                     )
                                     .await
                                     .map_err(domain_error)?;
+                                    // Written by WorkflowOps: not a hotfix for the next promotion.
+                                    domain::promotions::record_written(
+                                        &mut *tx,
+                                        env_id,
+                                        &wid,
+                                        &written_id,
+                                        &hash,
+                                    )
+                                    .await
+                                    .map_err(domain_error)?;
                                     tx.commit().await?;
                                     Ok(Reconciled {
                                         workflow_id: wid,
                                         action: action.into(),
-                                        content_hash: Some(workflow::content_hash(&w)),
+                                        content_hash: Some(hash),
                                         note: None,
+                                        warnings,
                                     })
                                 }
                                 Err(e) if e.is_transient() => Err(provider_error(e)),
@@ -595,10 +705,22 @@ impl Job for Reconcile {
                                     action: "failed".into(),
                                     content_hash: None,
                                     note: Some(e.to_string()),
+                                    warnings: Vec::new(),
                                 }),
                             }
                         })
                         .await?;
+                    if !item.warnings.is_empty() {
+                        ctx.log(
+                            "warn",
+                            format!(
+                                "workflow {}: {}",
+                                item.workflow_id,
+                                item.warnings.join("; ")
+                            ),
+                        )
+                        .await?;
+                    }
                     results.push(item);
                 }
             }
@@ -627,6 +749,7 @@ impl Job for Reconcile {
                                 action: "accepted".into(),
                                 content_hash: hash,
                                 note: None,
+                                warnings: Vec::new(),
                             });
                         }
                         Ok(out)
@@ -797,6 +920,7 @@ impl Reconcile {
                 action: "promoted".into(),
                 content_hash: Some(hash),
                 note: commit.clone(),
+                warnings: Vec::new(),
             });
         }
         tx.commit().await?;

@@ -112,12 +112,110 @@ pub struct Context {
     /// Source workflow id → canonical id; canonical id → (target id, drifted).
     source_canonical: HashMap<String, String>,
     target_canonical: HashMap<String, (String, bool)>,
-    /// The target answered a live connection test (None: not asked).
-    target_healthy: Option<Result<(), String>>,
+    /// What is known of the target's health (`targetEnvironmentHealthy`).
+    target_healthy: TargetHealth,
     /// Why drift policy blocks promotions into the target (POL-004/005, DRIFT-006).
     drift_blocking: Vec<String>,
     /// Open drift incidents in the target.
     open_incidents: i64,
+}
+
+/// What the `targetEnvironmentHealthy` gate judges by: a connection test made now (a
+/// promotion's run), or in a preview, which makes no call to the target, the environment's last
+/// recorded health check while it is recent ([`RECORDED_HEALTH_MAX_AGE`]); an older or missing
+/// one is not a measurement, and the gate says so without failing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetHealth {
+    /// No measurement: the time of the last recorded check, if any.
+    Unknown {
+        last_checked_at: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// A connection test made for this preflight.
+    Tested(Result<(), String>),
+    /// The environment's last recorded health check, recent enough to judge by.
+    Recorded {
+        checked_at: chrono::DateTime<chrono::Utc>,
+        /// `healthy`, `unreachable`, `auth_failed` or `error`.
+        status: String,
+        error: Option<String>,
+    },
+}
+
+/// How old a recorded health check a preview still judges the target by: three of the
+/// scheduled checks (every five minutes).
+pub const RECORDED_HEALTH_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
+
+impl TargetHealth {
+    /// From the environment's last recorded health check (`checked_at`, `status`, `error`), as
+    /// of `now`.
+    pub fn from_recorded(
+        last: Option<(chrono::DateTime<chrono::Utc>, String, Option<String>)>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
+        match last {
+            Some((checked_at, status, error)) if now - checked_at <= RECORDED_HEALTH_MAX_AGE => {
+                Self::Recorded {
+                    checked_at,
+                    status,
+                    error,
+                }
+            }
+            last => Self::Unknown {
+                last_checked_at: last.map(|l| l.0),
+            },
+        }
+    }
+
+    /// The gate's verdict: (failed, whether a failure blocks, message when it passes, message
+    /// when it does not).
+    fn verdict(&self) -> (bool, bool, String, String) {
+        const AGAIN: &str = "the promotion tests the connection again before writing";
+        match self {
+            Self::Tested(Ok(())) => (
+                false,
+                true,
+                "the target answered a connection test".to_owned(),
+                String::new(),
+            ),
+            Self::Tested(Err(e)) => (
+                true,
+                true,
+                String::new(),
+                format!("the target is not reachable: a connection test failed: {e}"),
+            ),
+            Self::Recorded {
+                checked_at,
+                status,
+                error,
+            } => {
+                let at = checked_at.format("%Y-%m-%d %H:%M:%S UTC");
+                (
+                    status != "healthy",
+                    true,
+                    format!("the target's last health check, at {at}, passed; {AGAIN}"),
+                    format!(
+                        "the target's last health check, at {at}, found it {}{}; {AGAIN}",
+                        status.replace('_', " "),
+                        error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+                    ),
+                )
+            }
+            Self::Unknown { last_checked_at } => (
+                true,
+                false,
+                String::new(),
+                format!(
+                    "not measured: the target has no health check in the last {} minutes ({}); {AGAIN}; \
+                     run a health check of the target to see it now",
+                    RECORDED_HEALTH_MAX_AGE.num_minutes(),
+                    last_checked_at.map_or_else(
+                        || "never checked".to_owned(),
+                        |at| format!("last checked at {}", at.format("%Y-%m-%d %H:%M:%S UTC"))
+                    )
+                ),
+            ),
+        }
+    }
 }
 
 fn id_of(wf: &Value) -> String {
@@ -234,7 +332,9 @@ pub async fn load_context(
         deployed,
         source_canonical,
         target_canonical,
-        target_healthy: None,
+        target_healthy: TargetHealth::Unknown {
+            last_checked_at: None,
+        },
     })
 }
 
@@ -628,17 +728,13 @@ impl Context {
             ));
         }
         if g.target_environment_healthy {
-            let (fail, message) = match &self.target_healthy {
-                Some(Ok(())) => (false, String::new()),
-                Some(Err(e)) => (true, format!("the target is not reachable: {e}")),
-                None => (true, "the target was not checked".to_owned()),
-            };
+            let (fail, strict, ok, bad) = self.target_healthy.verdict();
             out.push(result(
                 "targetEnvironmentHealthy",
                 fail,
-                true,
-                "the target answered a connection test",
-                message,
+                strict,
+                &ok,
+                bad,
                 Vec::new(),
             ));
         }
@@ -660,8 +756,9 @@ impl Context {
         out
     }
 
+    /// The result of a connection test of the target made for this preflight.
     pub fn set_target_health(&mut self, health: Result<(), String>) {
-        self.target_healthy = Some(health);
+        self.target_healthy = TargetHealth::Tested(health);
     }
 
     /// Replaces catalog definitions of the chosen counterparts with live ones.
@@ -1017,6 +1114,21 @@ impl Promote {
                         .ok_or_else(|| JobError::permanent("the stage's window never opens"))
                 })
                 .await?;
+            // PIPE-005: say what the run waits for and until when (not again once it woke).
+            if chrono::Utc::now() < open {
+                ctx.log(
+                    "info",
+                    format!(
+                        "waiting for the stage's deployment window: it opens at {} ({} {}-{} {})",
+                        open.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        window.days.join(","),
+                        window.start,
+                        window.end,
+                        window.timezone
+                    ),
+                )
+                .await?;
+            }
             ctx.sleep_until("window", open).await?;
         }
         // The promotion may have been cancelled while it waited.
@@ -1540,7 +1652,7 @@ pub async fn preview(
             format!("no workflow {missing} in the source environment"),
         ));
     }
-    let context = load_context(
+    let mut context = load_context(
         db,
         tenant,
         stage.source_environment_id,
@@ -1548,6 +1660,18 @@ pub async fn preview(
         sources,
     )
     .await?;
+    if stage.gates.target_environment_healthy {
+        // A preview calls no provider: the target's last recorded health check, if recent.
+        let last: Option<(chrono::DateTime<chrono::Utc>, String, Option<String>)> = sqlx::query_as(
+            "select checked_at, status, error from environment_health_checks \
+                 where tenant_id = $1 and environment_id = $2 order by checked_at desc limit 1",
+        )
+        .bind(tenant)
+        .bind(stage.target_environment_id)
+        .fetch_optional(db)
+        .await?;
+        context.target_healthy = TargetHealth::from_recorded(last, chrono::Utc::now());
+    }
     Ok(context.preflight(stage, force))
 }
 
@@ -1579,7 +1703,7 @@ mod tests {
             deployed: HashMap::new(),
             source_canonical: HashMap::new(),
             target_canonical: HashMap::new(),
-            target_healthy: Some(Err("connection refused".into())),
+            target_healthy: TargetHealth::Tested(Err("connection refused".into())),
             drift_blocking: Vec::new(),
             open_incidents: 0,
         }
@@ -1668,6 +1792,58 @@ mod tests {
             vec![("t7".to_owned(), "Legacy intake".to_owned())],
             "TARGET_ONLY"
         );
+    }
+
+    // PROMO-009: a preview judges the target's health by a recent recorded check only.
+    #[test]
+    fn a_preview_fails_the_health_gate_only_on_a_recent_failed_check() {
+        let now = chrono::Utc::now();
+        let gated = stage(
+            Gates {
+                target_environment_healthy: true,
+                ..Gates::default()
+            },
+            StagePolicy::default(),
+        );
+        let mut ctx = context(Vec::new(), Vec::new());
+        let gate = |ctx: &Context| {
+            ctx.preflight(&gated, false)
+                .gates
+                .into_iter()
+                .find(|g| g.gate == "targetEnvironmentHealthy")
+                .map(|g| (g.status, g.message))
+                .unwrap_or_default()
+        };
+        let recent = now - chrono::TimeDelta::minutes(4);
+        ctx.target_healthy =
+            TargetHealth::from_recorded(Some((recent, "healthy".into(), None)), now);
+        let (status, message) = gate(&ctx);
+        assert_eq!(status, "pass", "{message}");
+        assert!(message.contains("last health check"), "{message}");
+        ctx.target_healthy = TargetHealth::from_recorded(
+            Some((
+                recent,
+                "unreachable".into(),
+                Some("connection refused".into()),
+            )),
+            now,
+        );
+        let (status, message) = gate(&ctx);
+        assert_eq!(status, "fail");
+        assert!(
+            message.contains("found it unreachable: connection refused"),
+            "{message}"
+        );
+        // Too old, or never: not measured, so not a failure.
+        let old = now - RECORDED_HEALTH_MAX_AGE - chrono::TimeDelta::minutes(1);
+        ctx.target_healthy =
+            TargetHealth::from_recorded(Some((old, "unreachable".into(), None)), now);
+        let (status, message) = gate(&ctx);
+        assert_eq!(status, "warn");
+        assert!(message.starts_with("not measured"), "{message}");
+        ctx.target_healthy = TargetHealth::from_recorded(None, now);
+        assert_eq!(gate(&ctx).0, "warn");
+        assert!(!ctx.preflight(&gated, false).blocked);
     }
 
     // PROMO-003: UNCHANGED after remapping; TARGET_HOTFIX when the target moved since deployed.

@@ -37,17 +37,20 @@ pub struct CanonicalRepoRequest {
     #[schema(min_length = 1, max_length = 2000)]
     pub url: String,
     /// Default `main`.
+    #[schema(min_length = 1, max_length = 200)]
     pub branch: Option<String>,
     /// The folder of the canonical files (default `canonical`).
+    #[schema(max_length = 300)]
     pub path: Option<String>,
     /// `none`, `token` (HTTPS) or `ssh_key` (deploy key).
+    #[schema(pattern = "^(none|token|ssh_key)$")]
     pub auth: String,
     pub username: Option<String>,
     /// The token or private key; never returned.
     #[schema(value_type = Option<String>)]
     pub secret: Option<SecretString>,
     /// The secret GitHub signs push webhooks with (WF-020); never returned.
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 16, max_length = 256)]
     pub webhook_secret: Option<SecretString>,
     /// GitHub's REST API for onboarding pull requests, e.g. `https://api.github.com`.
     pub github_api_url: Option<String>,
@@ -65,7 +68,7 @@ impl Validate for CanonicalRepoRequest {
         );
         crate::routes::git::check_auth(&mut v, &self.auth, self.secret.is_some());
         if let Some(s) = &self.webhook_secret
-            && !(16..=256).contains(&s.expose_secret().len())
+            && !(16..=256).contains(&s.expose_secret().chars().count())
         {
             v.error("webhook_secret", "must be 16 to 256 characters");
         }
@@ -925,25 +928,30 @@ pub struct WebhookAccepted {
 
 /// GitHub push webhook (WF-020): configure `…/api/v1/webhooks/github/{tenant_id}` with content
 /// type `application/json` and the repository's webhook secret. A signed push to the canonical
-/// branch starts a canonical sync (once per pushed commit); a bad signature is refused and
-/// audited.
+/// branch starts a canonical sync (once per pushed commit). Anything else is refused with the
+/// same 401 whether or not the tenant has a webhook configured (the answer reveals nothing
+/// about the tenant); a refused delivery to a configured webhook is audited, at most once a
+/// minute per tenant, with the count of those refused since the last audit row.
 #[utoipa::path(post, path = "/api/v1/webhooks/github/{tenant_id}", tag = "canonical",
     params(("tenant_id" = Uuid, Path, description = "The tenant's id")),
     request_body(content = Object, content_type = "application/json", description = "GitHub's event payload, signed in X-Hub-Signature-256"),
     responses((status = 202, body = WebhookAccepted), (status = 200, body = WebhookAccepted),
-        (status = 401, description = "Missing or bad X-Hub-Signature-256", body = Problem), (status = 404, body = Problem)))]
+        (status = 401, description = "Missing or bad X-Hub-Signature-256, or no webhook configured", body = Problem)))]
 pub async fn github_webhook(
     State(state): State<AppState>,
     ApiPath(tenant_id): ApiPath<Uuid>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<WebhookAccepted>)> {
-    let not_found = || ApiError::not_found("no webhook is configured here");
+    let refused = || {
+        ApiError::unauthenticated(
+            "invalid_signature",
+            "X-Hub-Signature-256 is missing or does not match the body",
+        )
+    };
     let secret = {
         let mut conn = state.db.acquire().await?;
-        canonical::webhook_secret(&mut conn, &state.keyring, tenant_id)
-            .await?
-            .ok_or_else(not_found)?
+        canonical::webhook_secret(&mut conn, &state.keyring, tenant_id).await?
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let actor = Actor {
@@ -954,24 +962,36 @@ pub async fn github_webhook(
         ip: None,
         request_id: header("x-github-delivery").map(str::to_owned),
     };
-    if !verify_signature(&secret, &body, header("x-hub-signature-256")) {
-        Entry::new(
-            Some(tenant_id),
-            &actor,
-            "canonical.webhook_rejected",
-            "tenant",
-        )
-        .target(tenant_id)
-        .new_value(
-            &serde_json::json!({"reason": "bad or missing X-Hub-Signature-256",
-                "event": header("x-github-event")}),
-        )
-        .record(&state.db)
-        .await?;
-        return Err(ApiError::unauthenticated(
-            "invalid_signature",
-            "X-Hub-Signature-256 is missing or does not match the body",
+    let Some(secret) = secret else {
+        // The same work and answer as a bad signature: no oracle for which tenants have one.
+        let unset = SecretString::from(Uuid::new_v4().to_string());
+        std::hint::black_box(verify_signature(
+            &unset,
+            &body,
+            header("x-hub-signature-256"),
         ));
+        return Err(refused());
+    };
+    if !verify_signature(&secret, &body, header("x-hub-signature-256")) {
+        let mut tx = state.db.begin().await?;
+        if let Some(suppressed) = canonical::webhook_rejected(&mut tx, tenant_id).await? {
+            Entry::new(
+                Some(tenant_id),
+                &actor,
+                "canonical.webhook_rejected",
+                "tenant",
+            )
+            .target(tenant_id)
+            .new_value(
+                &serde_json::json!({"reason": "bad or missing X-Hub-Signature-256",
+                "event": header("x-github-event"),
+                "suppressed_since_last": suppressed}),
+            )
+            .record(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        return Err(refused());
     }
     let event = header("x-github-event").unwrap_or_default();
     if event == "ping" {

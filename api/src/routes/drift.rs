@@ -336,7 +336,8 @@ pub async fn patch_incident(
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransitionRequest {
-    /// `acknowledged`, `stabilized`, `reconciled` or `closed`.
+    /// `acknowledged`, `stabilized` or `closed`. `reconciled` is reached only by
+    /// `POST /incidents/{id}/reconcile` (409 `reconcile_required` here).
     pub to: IncidentStatus,
     /// Needed to close: promote, revert, replace or acknowledge.
     pub resolution_type: Option<Resolution>,
@@ -468,8 +469,10 @@ async fn request_approval(
 
 /// Move an incident along its lifecycle (INC-003..006): detected → acknowledged → stabilized →
 /// reconciled → closed (or acknowledged → closed as `acknowledge`). An illegal move is a 409
-/// naming the allowed states. Where the policy puts the action behind an approval, an approval
-/// request is created instead (202).
+/// naming the allowed states. `reconciled` is refused (409 `reconcile_required`): only the
+/// reconcile endpoint records the artifact and honours an approval required for `reconcile`.
+/// Where the policy puts the action behind an approval, an approval request is created instead
+/// (202).
 #[utoipa::path(post, path = "/api/v1/incidents/{incident_id}/transition", tag = "drift", security(("bearer" = [])),
     params(("incident_id" = Uuid, Path, description = "The incident's id")),
     request_body = TransitionRequest,

@@ -78,7 +78,7 @@ async fn matrix(
 }
 
 /// Commits `content` at `path` to the repository's main branch, as a person would.
-fn commit_file(url: &str, path: &str, content: &Value) {
+pub(crate) fn commit_file(url: &str, path: &str, content: &Value) {
     let cache = std::env::temp_dir().join(format!("wfo-e2e-person-{}", Uuid::now_v7().simple()));
     let remote = adapters::git::GitRemote {
         url: url.to_owned(),
@@ -657,7 +657,8 @@ async fn pull_request_onboarding_completes_after_the_merge_and_its_webhook() {
         webhook(&app, Uuid::now_v7(), "push", &push, secret)
             .await
             .status,
-        404
+        401,
+        "no webhook there: the same answer as a bad signature"
     );
 
     // The pull request is merged; GitHub's push webhook starts the canonical sync.
@@ -739,6 +740,188 @@ async fn the_same_workflow_from_two_environments_is_onboarded_once() {
         rows.iter().any(|(_, cells)| cells == &["linked", "linked"]),
         "{rows:?}"
     );
+}
+
+// CAN-010: dev and production onboarded in two runs started together (the engine runs them one
+// after the other) still give one canonical workflow per workflow, linked in both; a copy
+// changed in production is matched by its name and is out of date, not a second workflow.
+#[tokio::test]
+async fn dev_and_prod_onboarded_in_separate_runs_share_one_canonical_workflow_each() {
+    let app = TestApp::spawn_with(|c| c.allow_local_git = true).await;
+    let acme = app.tenant("acme").await;
+    let dev_n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    let prod_n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    let dev_ids = dev_n8n.seed_workflows(3, 3);
+    let prod_ids = prod_n8n.seed_workflows(3, 3);
+    prod_n8n.modify_workflow(&prod_ids[1], |wf| {
+        wf["nodes"][0]["name"] = json!("Changed in production");
+    });
+    let dev = environment(&app, &acme, "Dev", "dev", &dev_n8n).await;
+    let prod = environment(&app, &acme, "Prod", "production", &prod_n8n).await;
+    let repo = bare_repo();
+    let put = put_repository(
+        &app,
+        &acme,
+        &json!({"url": repo.0.display().to_string(), "auth": "none"}),
+    )
+    .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 4);
+    sync(&app, &acme, dev).await;
+    sync(&app, &acme, prod).await;
+
+    let mut runs = Vec::new();
+    for (env, ids) in [(dev, &dev_ids), (prod, &prod_ids)] {
+        let res = app
+            .post(
+                "/api/v1/canonical/onboard",
+                &acme.admin,
+                &json!({"items": ids.iter().map(|w| json!({"environment_id": env, "workflow_id": w})).collect::<Vec<_>>()}),
+            )
+            .await;
+        assert_eq!(res.status, 202, "{}", res.body);
+        runs.push(
+            res.body["id"]
+                .as_str()
+                .and_then(|s| s.parse::<Uuid>().ok())
+                .unwrap_or_default(),
+        );
+    }
+    let mut matched = Vec::new();
+    for run in runs {
+        wait_for(&app.db.pool, run, engine::RunStatus::Succeeded).await;
+        let out = app
+            .get(&format!("/api/v1/runs/{run}"), &acme.admin)
+            .await
+            .body["output"]
+            .clone();
+        let mut by: Vec<String> = out["onboarded"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|o| o["matched_by"].as_str().unwrap_or("new").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        by.sort();
+        matched.push(by);
+    }
+    matched.sort();
+    assert_eq!(
+        matched,
+        [
+            vec!["content", "content", "name"],
+            vec!["new", "new", "new"]
+        ],
+        "the second run links to what the first created"
+    );
+
+    let canonical: i64 = sqlx::query_scalar("select count(*) from canonical_workflows")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(canonical, 3, "one canonical row per workflow");
+    assert_eq!(
+        read(&repo, "canonical/index.json")["workflows"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+    let (_, rows) = matrix(&app, &acme, "").await;
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let mut cells: Vec<Vec<String>> = rows.into_iter().map(|(_, c)| c).collect();
+    cells.sort();
+    assert_eq!(
+        cells,
+        [
+            vec!["linked", "linked"],
+            vec!["linked", "linked"],
+            // Whichever environment ran first made the canonical version; the other's copy of
+            // the workflow changed in production is behind it.
+            if cells.iter().any(|c| c[0] == "out_of_date") {
+                vec!["out_of_date", "linked"]
+            } else {
+                vec!["linked", "out_of_date"]
+            }
+        ]
+    );
+}
+
+/// The `canonical.webhook_rejected` audit rows of a tenant, oldest first: their details.
+async fn webhook_rejections(app: &TestApp, tenant: Uuid) -> Vec<Value> {
+    sqlx::query_scalar(
+        "select coalesce(new_value, 'null') from audit_logs \
+         where tenant_id = $1 and action = 'canonical.webhook_rejected' order by occurred_at, id",
+    )
+    .bind(tenant)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+// WF-020: the push webhook answers anyone, so a refusal says nothing about whether a tenant has
+// a webhook, and forged deliveries cost at most one audit row a minute per tenant.
+#[tokio::test]
+async fn refused_webhook_deliveries_reveal_nothing_and_are_audited_once_a_minute() {
+    let app = TestApp::spawn_with(|c| c.allow_local_git = true).await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    let repo = bare_repo();
+    let put = put_repository(
+        &app,
+        &acme,
+        &json!({"url": repo.0.display().to_string(), "auth": "none",
+                "webhook_secret": "a-webhook-secret-of-some-length"}),
+    )
+    .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let push = push_event(
+        "acme",
+        "flows",
+        "main",
+        "0123456789abcdef0123456789abcdef01234567",
+    );
+
+    // A bad signature, a tenant without a webhook, no tenant at all: one answer.
+    let forged = webhook(&app, acme.id, "push", &push, "not-the-secret").await;
+    let unconfigured = webhook(&app, globex.id, "push", &push, "not-the-secret").await;
+    let nobody = webhook(&app, Uuid::now_v7(), "push", &push, "not-the-secret").await;
+    for res in [&forged, &unconfigured, &nobody] {
+        assert_eq!(
+            (
+                res.status.as_u16(),
+                res.code(),
+                res.body["message"].as_str()
+            ),
+            (401, "invalid_signature", forged.body["message"].as_str()),
+            "{}",
+            res.body
+        );
+    }
+    assert!(webhook_rejections(&app, globex.id).await.is_empty());
+
+    // A flood within the minute: still one row.
+    for _ in 0..4 {
+        let again = webhook(&app, acme.id, "push", &push, "not-the-secret").await;
+        assert_eq!(again.status, 401);
+    }
+    let rows = webhook_rejections(&app, acme.id).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["suppressed_since_last"], 0, "{rows:?}");
+    // A minute later the next refusal is audited, with the count of those in between.
+    sqlx::query(
+        "update webhook_rejections set last_audited_at = last_audited_at - interval '61 seconds' \
+         where tenant_id = $1",
+    )
+    .bind(acme.id)
+    .execute(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let later = webhook(&app, acme.id, "push", &push, "not-the-secret").await;
+    assert_eq!(later.code(), "invalid_signature");
+    let rows = webhook_rejections(&app, acme.id).await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[1]["suppressed_since_last"], 4, "{rows:?}");
 }
 
 async fn put_repository(

@@ -1051,3 +1051,720 @@ async fn a_drift_policy_stops_governing_once_the_plan_no_longer_includes_it() {
         "POL-002 off, as the policy says"
     );
 }
+
+/// The title of the environment's one open incident.
+async fn open_title(app: &TestApp, t: &TenantFixture) -> String {
+    let open = incidents(app, t, "?open=true").await;
+    assert_eq!(open.len(), 1, "one open incident: {open:?}");
+    open[0]["title"].as_str().unwrap_or_default().to_owned()
+}
+
+// DRIFT-004, INC-001, INC-008
+#[tokio::test]
+async fn incident_titles_count_untracked_workflows_apart_and_follow_redetection() {
+    let app = TestApp::spawn_with(|c| c.allow_local_git = true).await;
+    let acme = app.tenant("acme").await;
+    let dev_n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    let prod_n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    let dev_ids = dev_n8n.seed_workflows(3, 4);
+    let prod_ids = prod_n8n.seed_workflows(3, 4);
+    let dev = environment(&app, &acme, "Dev", "dev", &dev_n8n).await;
+    let prod = environment(&app, &acme, "Prod", "production", &prod_n8n).await;
+    let repo = bare_repo();
+    let put = app
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/canonical/repository",
+            Some(&acme.admin.token),
+            Some(&json!({"url": repo.0.display().to_string(), "auth": "none"})),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 4);
+    sync(&app, &acme, dev).await;
+    sync(&app, &acme, prod).await;
+    run(
+        &app,
+        &acme,
+        "/api/v1/canonical/onboard",
+        Some(&json!({"items": dev_ids.iter().map(|w| json!({"environment_id": dev, "workflow_id": w})).collect::<Vec<_>>()})),
+    )
+    .await;
+    run(&app, &acme, "/api/v1/canonical/sync", None).await;
+    let check = || async {
+        run(
+            &app,
+            &acme,
+            &format!("/api/v1/environments/{prod}/drift-check"),
+            Some(&json!({"refresh": true})),
+        )
+        .await
+    };
+
+    // Two workflows made in production that nobody tracks, and one hotfix of a tracked one.
+    for name in ["Prod-only export", "Prod-only cleanup"] {
+        prod_n8n.insert_workflow(json!({"name": name, "nodes": [
+            {"name": "Set", "type": "n8n-nodes-base.set", "typeVersion": 3, "position": [0, 0], "parameters": {}}],
+            "connections": {}, "settings": {}}));
+    }
+    prod_n8n.modify_workflow(&prod_ids[0], |wf| {
+        wf["nodes"][0]["name"] = json!("Renamed in production");
+    });
+    let first = check().await;
+    assert_eq!(
+        (first["drifted"].as_i64(), first["untracked"].as_i64()),
+        (Some(1), Some(2)),
+        "{first}"
+    );
+    assert_eq!(
+        open_title(&app, &acme).await,
+        "Drift in Prod: 1 workflow(s) changed outside WorkflowOps, 2 untracked"
+    );
+
+    // A second hotfix: the same incident, its title follows what the check found.
+    prod_n8n.modify_workflow(&prod_ids[1], |wf| {
+        wf["nodes"][0]["name"] = json!("Also renamed in production");
+    });
+    let second = check().await;
+    assert_eq!(
+        (
+            second["incidents_opened"].as_i64(),
+            second["incidents_updated"].as_i64()
+        ),
+        (Some(0), Some(1)),
+        "{second}"
+    );
+    assert_eq!(
+        open_title(&app, &acme).await,
+        "Drift in Prod: 2 workflow(s) changed outside WorkflowOps, 2 untracked"
+    );
+}
+
+// PROMO-003, DRIFT reconciliation: a revert is WorkflowOps' own write to the target; the next
+// promotion into it does not take it for a hotfix.
+#[tokio::test]
+async fn a_drift_revert_is_not_a_target_hotfix_for_the_next_promotion() {
+    let app = TestApp::spawn_with(|c| c.allow_local_git = true).await;
+    let acme = app.tenant("acme").await;
+    let dev_n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    let prod_n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    let dev_ids = dev_n8n.seed_workflows(1, 4);
+    for i in 1..=3 {
+        prod_n8n.add_credential(&format!("Seed basic auth {i}"), "httpBasicAuth");
+    }
+    let dev = environment(&app, &acme, "Dev", "dev", &dev_n8n).await;
+    let prod = environment(&app, &acme, "Prod", "production", &prod_n8n).await;
+    let repo = bare_repo();
+    let url = repo.0.display().to_string();
+    let put = app
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/canonical/repository",
+            Some(&acme.admin.token),
+            Some(&json!({"url": url, "auth": "none"})),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 4);
+    sync(&app, &acme, dev).await;
+    sync(&app, &acme, prod).await;
+    let onboarded = run(
+        &app,
+        &acme,
+        "/api/v1/canonical/onboard",
+        Some(&json!({"items": [{"environment_id": dev, "workflow_id": dev_ids[0]}]})),
+    )
+    .await;
+    let canonical = onboarded["onboarded"][0]["canonical_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    // Released to prod, which is then linked to the canonical workflow.
+    let pipeline = app
+        .post(
+            "/api/v1/pipelines",
+            &acme.admin,
+            &json!({"name": "release", "provider": "n8n", "stages": [
+                {"source_environment_id": dev, "target_environment_id": prod}]}),
+        )
+        .await;
+    assert_eq!(pipeline.status, 201, "{}", pipeline.body);
+    let body =
+        json!({"pipeline_id": pipeline.body["id"], "stage_index": 0, "workflow_ids": dev_ids});
+    let started = app.post("/api/v1/promotions", &acme.admin, &body).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let promotion_run: Uuid = started.body["run_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
+    wait_for(&app.db.pool, promotion_run, RunStatus::Succeeded).await;
+    let copy = app
+        .get(
+            &format!(
+                "/api/v1/promotions/{}",
+                started.body["id"].as_str().unwrap_or_default()
+            ),
+            &acme.admin,
+        )
+        .await
+        .body["results"][0]["target_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    // The canonical version moves on in Git; prod is hotfixed by hand, then reverted to it.
+    let path = format!("canonical/workflows/{canonical}.json");
+    let mut file = super::git::read(&repo, &path);
+    file["nodes"][1]["parameters"]["release"] = json!("from git");
+    super::canonical::commit_file(&url, &path, &file);
+    run(&app, &acme, "/api/v1/canonical/sync", None).await;
+    prod_n8n.modify_workflow(&copy, |wf| {
+        wf["nodes"][1]["parameters"]["hotfix"] = json!(true);
+    });
+    let checked = run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{prod}/drift-check"),
+        Some(&json!({"refresh": true})),
+    )
+    .await;
+    assert_eq!(checked["drifted"], 1, "{checked}");
+    let incident = incidents(&app, &acme, "?open=true").await[0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let acked = transition(&app, &acme.admin, &incident, json!({"to": "acknowledged"})).await;
+    assert_eq!(acked.status, 200, "{}", acked.body);
+    let revert = app
+        .post(
+            &format!("/api/v1/incidents/{incident}/reconcile"),
+            &acme.admin,
+            &json!({"resolution": "revert"}),
+        )
+        .await;
+    assert!(revert.status.is_success(), "{}", revert.body);
+    let revert_run: Uuid = revert.body["run"]["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{}", revert.body));
+    wait_for(&app.db.pool, revert_run, RunStatus::Succeeded).await;
+    assert_eq!(
+        prod_n8n
+            .workflow(&copy)
+            .map(|w| w["nodes"][1]["parameters"]["release"].clone()),
+        Some(json!("from git"))
+    );
+
+    // Releasing dev's version again replaces what the revert wrote: a plain modification.
+    let preview = app
+        .post("/api/v1/promotions/preview", &acme.admin, &body)
+        .await;
+    assert_eq!(preview.status, 200, "{}", preview.body);
+    assert_eq!(
+        preview.body["items"][0]["status"], "MODIFIED",
+        "{}",
+        preview.body
+    );
+}
+
+/// A production environment whose workflows nobody tracks, with the one incident a drift check
+/// opened for them (DRIFT-004), and a worker to run what the tests start.
+struct UntrackedIncident {
+    acme: TenantFixture,
+    id: String,
+    _n8n: N8nEmulator,
+    _worker: TestWorker,
+}
+
+/// Stores the tenant's drift policy with `change` applied to the current one.
+async fn set_policy(app: &TestApp, t: &TenantFixture, change: impl FnOnce(&mut Value)) {
+    let mut policy = app.get("/api/v1/drift/policy", &t.admin).await.body;
+    change(&mut policy);
+    let set = app.put("/api/v1/drift/policy", &t.admin, &policy).await;
+    assert_eq!(set.status, 200, "{}", set.body);
+}
+
+/// Production with two untracked workflows, the policy changed by `policy`, then checked.
+async fn untracked_incident(app: &TestApp, policy: impl FnOnce(&mut Value)) -> UntrackedIncident {
+    let acme = app.tenant("acme").await;
+    let n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    n8n.seed_workflows(2, 3);
+    let prod = environment(app, &acme, "Prod", "production", &n8n).await;
+    let worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 4);
+    sync(app, &acme, prod).await;
+    set_policy(app, &acme, policy).await;
+    let found = run(
+        app,
+        &acme,
+        &format!("/api/v1/environments/{prod}/drift-check"),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(found["untracked"], 2, "{found}");
+    let id = incidents(app, &acme, "?open=true")
+        .await
+        .first()
+        .and_then(|i| i["id"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    UntrackedIncident {
+        acme,
+        id,
+        _n8n: n8n,
+        _worker: worker,
+    }
+}
+
+async fn incident(app: &TestApp, t: &TenantFixture, id: &str) -> Value {
+    let res = app.get(&format!("/api/v1/incidents/{id}"), &t.admin).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    res.body
+}
+
+/// The tenant's `drift.*` audit rows whose action starts with `prefix`: (action, target id).
+async fn drift_audit(app: &TestApp, t: &TenantFixture, prefix: &str) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "select action, coalesce(target_id, '') from audit_logs \
+         where tenant_id = $1 and starts_with(action, $2) order by occurred_at, id",
+    )
+    .bind(t.id)
+    .bind(prefix)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+// INC-004, INC-005: an acknowledged incident is stabilized; `reconciled` is not a transition
+// (it would skip the approval the policy requires for `reconcile` and the artifact), only the
+// reconcile endpoint gets there, from stabilized too.
+#[tokio::test]
+async fn a_stabilized_incident_is_reconciled_only_through_the_reconcile_endpoint() {
+    let app = TestApp::spawn().await;
+    let s = untracked_incident(&app, |p| {
+        p["approval_required_for"] = json!(["reconcile"]);
+    })
+    .await;
+    let (acme, id) = (&s.acme, s.id.as_str());
+    let acked = transition(&app, &acme.admin, id, json!({"to": "acknowledged"})).await;
+    assert_eq!(acked.status, 200, "{}", acked.body);
+    let early = transition(&app, &acme.admin, id, json!({"to": "reconciled"})).await;
+    assert_eq!(
+        (early.status.as_u16(), early.code()),
+        (409, "reconcile_required"),
+        "{}",
+        early.body
+    );
+
+    // INC-004: stabilized.
+    let stabilized = transition(&app, &acme.admin, id, json!({"to": "stabilized"})).await;
+    assert_eq!(
+        (
+            stabilized.status.as_u16(),
+            stabilized.body["result"].as_str()
+        ),
+        (200, Some("done")),
+        "{}",
+        stabilized.body
+    );
+    let now = &stabilized.body["incident"];
+    assert_eq!(now["status"], "stabilized", "{now}");
+    assert!(now["stabilized_at"].is_string(), "{now}");
+    assert_eq!(now["allowed_next"], json!(["reconciled"]), "{now}");
+
+    // The loophole: straight to reconciled, then closed with any resolution.
+    let skipped = transition(&app, &acme.admin, id, json!({"to": "reconciled"})).await;
+    assert_eq!(
+        (skipped.status.as_u16(), skipped.code()),
+        (409, "reconcile_required"),
+        "{}",
+        skipped.body
+    );
+    let message = skipped.body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("POST /api/v1/incidents/{id}/reconcile")),
+        "{message}"
+    );
+    let after = incident(&app, acme, id).await;
+    assert_eq!(after["status"], "stabilized", "{after}");
+    assert_eq!(after["artifacts"], json!([]), "{after}");
+    assert_eq!(after["approvals"], json!([]), "{after}");
+    let closed = transition(
+        &app,
+        &acme.admin,
+        id,
+        json!({"to": "closed", "resolution_type": "promote"}),
+    )
+    .await;
+    assert_eq!(closed.status, 409, "{}", closed.body);
+
+    // The reconcile endpoint still works from stabilized: approval, run, artifact.
+    let asked = app
+        .post(
+            &format!("/api/v1/incidents/{id}/reconcile"),
+            &acme.admin,
+            &json!({"resolution": "acknowledge"}),
+        )
+        .await;
+    assert_eq!(
+        (asked.status.as_u16(), asked.body["result"].as_str()),
+        (202, Some("approval_required")),
+        "{}",
+        asked.body
+    );
+    let approver = app.member(acme, Role::Admin).await;
+    let approved = app
+        .post(
+            &format!(
+                "/api/v1/drift-approvals/{}/approve",
+                asked.body["approval"]["id"].as_str().unwrap_or_default()
+            ),
+            &approver,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    let run_id: Uuid = approved.body["run"]["id"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_default();
+    wait_for(&app.db.pool, run_id, RunStatus::Succeeded).await;
+    let reconciled = incident(&app, acme, id).await;
+    assert_eq!(
+        (
+            reconciled["status"].as_str(),
+            reconciled["resolution_type"].as_str(),
+            reconciled["artifacts"][0]["resolution"].as_str()
+        ),
+        (Some("reconciled"), Some("acknowledge"), Some("acknowledge")),
+        "{reconciled}"
+    );
+    let closed = transition(&app, &acme.admin, id, json!({"to": "closed"})).await;
+    assert_eq!(
+        closed.body["incident"]["status"], "closed",
+        "{}",
+        closed.body
+    );
+}
+
+// APPR-002, APPR-003, APPR-005: acknowledge, extend_ttl and close behind approvals; an approved
+// request is carried out, a rejected one is not; nobody decides their own request; each step
+// is in the audit trail under its own action.
+#[tokio::test]
+async fn approved_drift_actions_are_carried_out_and_rejected_ones_are_not() {
+    let app = TestApp::spawn().await;
+    let s = untracked_incident(&app, |p| {
+        p["approval_required_for"] = json!(["acknowledge", "extend_ttl", "close"]);
+        p["approver_roles"] = json!(["admin"]);
+    })
+    .await;
+    let (acme, id) = (&s.acme, s.id.as_str());
+    let developer = app.member(acme, Role::Developer).await;
+    let approver = app.member(acme, Role::Admin).await;
+    let approval_id = |r: &workflowops_tests::app::Resp| {
+        r.body["approval"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let decide = |approval: String, verdict: &'static str, who: workflowops_tests::Caller| {
+        let app = &app;
+        async move {
+            app.post(
+                &format!("/api/v1/drift-approvals/{approval}/{verdict}"),
+                &who,
+                &json!({}),
+            )
+            .await
+        }
+    };
+
+    // Acknowledge: asked by an admin, who cannot approve it; another admin does.
+    let asked = transition(&app, &acme.admin, id, json!({"to": "acknowledged"})).await;
+    assert_eq!(
+        (asked.status.as_u16(), asked.body["result"].as_str()),
+        (202, Some("approval_required")),
+        "{}",
+        asked.body
+    );
+    assert_eq!(asked.body["approval"]["action"], "acknowledge");
+    let ack = approval_id(&asked);
+    let own = decide(ack.clone(), "approve", acme.admin.clone()).await;
+    assert_eq!(
+        (own.status.as_u16(), own.code()),
+        (403, "self_approval"),
+        "{}",
+        own.body
+    );
+    assert_eq!(incident(&app, acme, id).await["status"], "detected");
+    let done = decide(ack.clone(), "approve", approver.clone()).await;
+    assert_eq!(
+        (
+            done.status.as_u16(),
+            done.body["result"].as_str(),
+            done.body["approval"]["status"].as_str(),
+            done.body["incident"]["status"].as_str()
+        ),
+        (200, Some("done"), Some("approved"), Some("acknowledged")),
+        "{}",
+        done.body
+    );
+
+    // Extend the TTL: rejected first (nothing changes), approved the second time.
+    let before = incident(&app, acme, id).await["expires_at"].clone();
+    let asked = app
+        .post(
+            &format!("/api/v1/incidents/{id}/extend"),
+            &developer,
+            &json!({"hours": 12}),
+        )
+        .await;
+    assert_eq!(asked.status, 202, "{}", asked.body);
+    let refused = approval_id(&asked);
+    let rejected = decide(refused.clone(), "reject", approver.clone()).await;
+    assert_eq!(
+        (
+            rejected.status.as_u16(),
+            rejected.body["result"].as_str(),
+            rejected.body["approval"]["status"].as_str()
+        ),
+        (200, Some("rejected"), Some("rejected")),
+        "{}",
+        rejected.body
+    );
+    assert_eq!(rejected.body["run"], Value::Null);
+    assert_eq!(incident(&app, acme, id).await["expires_at"], before);
+    let late = decide(refused.clone(), "approve", approver.clone()).await;
+    assert_eq!(late.status, 409, "a rejected request stays rejected");
+    assert_eq!(incident(&app, acme, id).await["expires_at"], before);
+    let asked = app
+        .post(
+            &format!("/api/v1/incidents/{id}/extend"),
+            &developer,
+            &json!({"hours": 12}),
+        )
+        .await;
+    let extend = approval_id(&asked);
+    let done = decide(extend.clone(), "approve", approver.clone()).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let parse = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{v}: {e}"))
+    };
+    assert_eq!(
+        (parse(&done.body["incident"]["expires_at"]) - parse(&before)).num_hours(),
+        12,
+        "{}",
+        done.body
+    );
+
+    // Close: asked, not carried out until approved.
+    let asked = transition(
+        &app,
+        &developer,
+        id,
+        json!({"to": "closed", "resolution_type": "acknowledge", "resolution_notes": "accepted"}),
+    )
+    .await;
+    assert_eq!(
+        (
+            asked.status.as_u16(),
+            asked.body["approval"]["action"].as_str()
+        ),
+        (202, Some("close")),
+        "{}",
+        asked.body
+    );
+    assert_eq!(incident(&app, acme, id).await["status"], "acknowledged");
+    let close = approval_id(&asked);
+    let done = decide(close.clone(), "approve", approver.clone()).await;
+    assert_eq!(
+        (
+            done.body["incident"]["status"].as_str(),
+            done.body["incident"]["resolution_type"].as_str()
+        ),
+        (Some("closed"), Some("acknowledge")),
+        "{}",
+        done.body
+    );
+    let statuses: Vec<(String, String)> = incident(&app, acme, id).await["approvals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            (
+                a["id"].as_str().unwrap_or_default().to_owned(),
+                a["status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    for (approval, status) in [
+        (&ack, "approved"),
+        (&refused, "rejected"),
+        (&extend, "approved"),
+        (&close, "approved"),
+    ] {
+        assert!(
+            statuses.contains(&(approval.clone(), status.to_owned())),
+            "{approval} {status}: {statuses:?}"
+        );
+    }
+
+    // APPR-005: the trail, step by step, each on the incident.
+    let target = |action: &str| (action.to_owned(), id.to_owned());
+    assert_eq!(
+        drift_audit(&app, acme, "drift.approval_").await,
+        [
+            target("drift.approval_requested"),
+            target("drift.approval_approved"),
+            target("drift.approval_requested"),
+            target("drift.approval_rejected"),
+            target("drift.approval_requested"),
+            target("drift.approval_approved"),
+            target("drift.approval_requested"),
+            target("drift.approval_approved"),
+        ]
+    );
+    // What the approvals carried out, once each (nothing for the rejected one).
+    let carried: Vec<(String, String)> = drift_audit(&app, acme, "drift.")
+        .await
+        .into_iter()
+        .filter(|(a, t)| {
+            t == id && !a.starts_with("drift.approval_") && a != "drift.incident_opened"
+        })
+        .collect();
+    assert_eq!(
+        carried,
+        [
+            target("drift.incident_transitioned"),
+            target("drift.ttl_extended"),
+            target("drift.incident_transitioned"),
+        ]
+    );
+}
+
+// POL-003: with automatic incidents off, a check still finds the drift, opens no incident and
+// says so.
+#[tokio::test]
+async fn a_drift_check_opens_no_incident_when_the_policy_turns_them_off() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    n8n.seed_workflows(2, 3);
+    let prod = environment(&app, &acme, "Prod", "production", &n8n).await;
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 4);
+    sync(&app, &acme, prod).await;
+    set_policy(&app, &acme, |p| p["auto_create_incidents"] = json!(false)).await;
+    let found = run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{prod}/drift-check"),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(
+        (
+            found["untracked"].as_i64(),
+            found["incidents_opened"].as_i64(),
+            found["incidents_updated"].as_i64()
+        ),
+        (Some(2), Some(0), Some(0)),
+        "{found}"
+    );
+    assert_eq!(
+        found["details"].as_array().map(Vec::len),
+        Some(2),
+        "{found}"
+    );
+    let note = found["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("no incident opened") && note.contains("auto_create_incidents"),
+        "{found}"
+    );
+    assert!(incidents(&app, &acme, "").await.is_empty());
+    let history = app
+        .get(
+            &format!("/api/v1/environments/{prod}/drift-checks"),
+            &acme.admin,
+        )
+        .await;
+    assert_eq!(history.body["items"][0]["note"], note, "{}", history.body);
+
+    // Turned back on, the same drift opens one.
+    set_policy(&app, &acme, |p| p["auto_create_incidents"] = json!(true)).await;
+    let found = run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{prod}/drift-check"),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(
+        (found["incidents_opened"].as_i64(), found["note"].clone()),
+        (Some(1), Value::Null),
+        "{found}"
+    );
+}
+
+// POL-010: decided approvals older than the policy's retention are pruned; recent and pending
+// ones are kept.
+#[tokio::test]
+async fn approvals_past_their_retention_are_pruned_and_recent_ones_kept() {
+    let app = TestApp::spawn().await;
+    let s = untracked_incident(&app, |p| {
+        p["approval_required_for"] = json!(["acknowledge"]);
+        p["approval_retention_days"] = json!(30);
+    })
+    .await;
+    let (acme, id) = (&s.acme, s.id.as_str());
+    let approver = app.member(acme, Role::Admin).await;
+    let mut ids = Vec::new();
+    for verdict in ["reject", "reject", "pending"] {
+        let asked = transition(&app, &acme.admin, id, json!({"to": "acknowledged"})).await;
+        assert_eq!(asked.status, 202, "{}", asked.body);
+        let approval: Uuid = asked.body["approval"]["id"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_default();
+        if verdict == "reject" {
+            let decided = app
+                .post(
+                    &format!("/api/v1/drift-approvals/{approval}/reject"),
+                    &approver,
+                    &json!({}),
+                )
+                .await;
+            assert_eq!(decided.status, 200, "{}", decided.body);
+        }
+        ids.push(approval);
+    }
+    let (old, recent, pending) = (ids[0], ids[1], ids[2]);
+    // `old` was decided 31 days ago; the pending one was asked as long ago.
+    sqlx::query("update drift_approvals set decided_at = now() - interval '31 days' where id = $1")
+        .bind(old)
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    sqlx::query("update drift_approvals set created_at = now() - interval '31 days' where id = $1")
+        .bind(pending)
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = app
+        .db
+        .pool
+        .acquire()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pruned = domain::drift::prune(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pruned, 1);
+    let left: Vec<Uuid> =
+        sqlx::query_scalar("select id from drift_approvals where incident_id = $1 order by id")
+            .bind(id.parse::<Uuid>().unwrap_or_default())
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(left, [recent, pending]);
+}

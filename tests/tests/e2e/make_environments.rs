@@ -839,3 +839,126 @@ async fn a_backup_restored_into_another_team_leaves_the_old_teams_ids_behind() {
         "the old team's scenario is not touched"
     );
 }
+
+// DRIFT-003, CRED-007 on Make: reverting a scenario writes the canonical version with this
+// team's connections (typed by the connections of the team it was taken from where the designer
+// cached nothing), never another team's ids; a module whose connection has no counterpart keeps
+// the one it has here or is left without one, and the result names it
+#[tokio::test]
+async fn a_make_revert_never_writes_another_teams_connection_ids() {
+    let app = TestApp::spawn_with(|c| c.allow_local_git = true).await;
+    let acme = app.tenant("acme").await;
+    let make = MakePeer::start(MakeConfig::default()).await;
+    let dev_team = make.team();
+    let prod_team = make.add_team("Production");
+    let dev_sales = make.add_connection(dev_team, "Sales Google", "google", "oauth");
+    let dev_ops = make.add_connection(dev_team, "Ops Google", "google", "oauth");
+    let prod_sales = make.add_connection(prod_team, "Sales Google", "google", "oauth");
+    let scenario = make.add_scenario(dev_team, uncached_blueprint("Orders", dev_sales, dev_ops));
+    // Prod's copy, edited there: another mapping, and no connection on the third module.
+    let mut edited = uncached_blueprint("Orders", prod_sales, prod_sales);
+    edited["flow"][1]["mapper"]["values"]["0"] = json!("{{1.total}}");
+    if let Some(params) = edited["flow"][2]["parameters"].as_object_mut() {
+        params.remove("__IMTCONN__");
+    }
+    let copy = make.add_scenario(prod_team, edited);
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
+    let (dev, prod, _) = dev_and_prod(&app, &acme, &make, (dev_team, prod_team), &json!({})).await;
+    let repo = bare_repo();
+    let put = app
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/canonical/repository",
+            Some(&acme.admin.token),
+            Some(&json!({"url": repo.0.display().to_string(), "auth": "none"})),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let onboarded = run(
+        &app,
+        &acme,
+        "/api/v1/canonical/onboard",
+        Some(&json!({"items": [{"environment_id": dev, "workflow_id": scenario.to_string()}]})),
+    )
+    .await;
+    let canonical = onboarded["onboarded"][0]["canonical_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let linked = app
+        .request(
+            reqwest::Method::PUT,
+            &format!("/api/v1/canonical/workflows/{canonical}/environments/{prod}"),
+            Some(&acme.admin.token),
+            Some(&json!({"workflow_id": copy.to_string()})),
+        )
+        .await;
+    assert_eq!(linked.status, 200, "{}", linked.body);
+    let checked = run(
+        &app,
+        &acme,
+        &format!("/api/v1/environments/{prod}/drift-check"),
+        Some(&json!({"refresh": true})),
+    )
+    .await;
+    assert_eq!(checked["drifted"], 1, "{checked}");
+    let incidents = app
+        .get(
+            &format!("/api/v1/incidents?open=true&environment_id={prod}"),
+            &acme.admin,
+        )
+        .await;
+    let incident = incidents.body["items"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let ack = app
+        .post(
+            &format!("/api/v1/incidents/{incident}/transition"),
+            &acme.admin,
+            &json!({"to": "acknowledged"}),
+        )
+        .await;
+    assert_eq!(ack.status, 200, "{}", ack.body);
+    let revert = app
+        .post(
+            &format!("/api/v1/incidents/{incident}/reconcile"),
+            &acme.admin,
+            &json!({"resolution": "revert"}),
+        )
+        .await;
+    assert!(revert.status.is_success(), "{}", revert.body);
+    let run_id: Uuid = revert.body["run"]["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{}", revert.body));
+    wait_for(&app.db.pool, run_id, RunStatus::Succeeded).await;
+    let out = app
+        .get(&format!("/api/v1/runs/{run_id}"), &acme.admin)
+        .await
+        .body["output"]
+        .clone();
+    assert_eq!(
+        out[0]["warnings"],
+        json!([
+            "module `google-sheets:updateRow [3]` was left without a connection: the canonical version's connection `Ops Google` (google) has no counterpart in this team; choose one in Make"
+        ]),
+        "{out}"
+    );
+
+    let reverted = make
+        .blueprint(copy)
+        .unwrap_or_else(|| panic!("no blueprint"));
+    assert_eq!(reverted["flow"][1]["mapper"]["values"]["0"], "{{1.order}}");
+    assert_eq!(
+        reverted["flow"][1]["parameters"]["__IMTCONN__"],
+        json!(prod_sales),
+        "typed by dev's connection of that id, found by type and name: {reverted}"
+    );
+    assert!(
+        reverted["flow"][2]["parameters"]
+            .get("__IMTCONN__")
+            .is_none(),
+        "not dev's connection id: {reverted}"
+    );
+}

@@ -8,6 +8,7 @@ use engine::RunStatus;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use workflowops_tests::engine_support::{TestWorker, eventually, wait_for};
+use workflowops_tests::faults::Fault;
 use workflowops_tests::n8n::{EmulatorConfig, N8nEmulator};
 use workflowops_tests::{Caller, TenantFixture, TestApp, sse};
 
@@ -129,6 +130,20 @@ async fn pipeline(l: &Landscape, stages: Value) -> Uuid {
     id(&res.body)
 }
 
+/// A fixed-offset time zone (`Etc/GMT±N`) where the local time at `now` is between 12:00 and
+/// 13:00, and its offset from UTC in hours: windows relative to it are far from midnight.
+fn zone_at_noon(now: chrono::DateTime<chrono::Utc>) -> (String, i64) {
+    use chrono::Timelike;
+    let offset = 12 - i64::from(now.hour());
+    // The sign of `Etc/GMT` names is inverted: `Etc/GMT-3` is UTC+3.
+    let zone = match offset {
+        0 => "Etc/GMT".to_owned(),
+        o if o > 0 => format!("Etc/GMT-{o}"),
+        o => format!("Etc/GMT+{}", -o),
+    };
+    (zone, offset)
+}
+
 // PIPE-001..005, PIPE-007, PROMO-001..004, PROMO-009, DEP-001..003, CRED-007, credential remapping
 #[tokio::test]
 async fn promotions_flow_dev_to_staging_to_prod_with_gates_approvals_and_remapping() {
@@ -165,6 +180,9 @@ async fn promotions_flow_dev_to_staging_to_prod_with_gates_approvals_and_remappi
         )
         .await;
     assert_eq!(forbidden.status, 403);
+    // PIPE-005: a window open all day, in a zone where it is about noon now (a window of
+    // 00:00-23:59 UTC would make a run in the day's last minute wait for the next day).
+    let (zone, _) = zone_at_noon(chrono::Utc::now());
     let pipeline_id = pipeline(
         &l,
         json!([
@@ -174,7 +192,8 @@ async fn promotions_flow_dev_to_staging_to_prod_with_gates_approvals_and_remappi
              "gates": {"credentialsExistInTarget": true, "nodesSupportedInTarget": true, "webhooksAvailable": true,
                        "maxAllowedRiskLevel": "high"},
              "approvals": {"required": 1, "roles": ["admin"], "allow_self_approval": false},
-             "window": {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "00:00", "end": "23:59"}}
+             "window": {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "00:00", "end": "23:59",
+                        "timezone": zone}}
         ]),
     )
     .await;
@@ -780,4 +799,518 @@ async fn scheduled_promotions_wait_and_stale_ones_are_settled() {
         "takes its run's outcome: {}",
         settled.body
     );
+}
+
+/// The preview's diff status of each item, in order.
+async fn preview_statuses(app: &TestApp, caller: &Caller, body: &Value) -> Vec<String> {
+    let preview = app.post("/api/v1/promotions/preview", caller, body).await;
+    assert_eq!(preview.status, 200, "{}", preview.body);
+    preview.body["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| i["status"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// PROMO-003, SNAP-008: a rollback to the pre-promotion snapshot is WorkflowOps' own write, not
+// a hotfix in the target; a change by hand after it still is.
+#[tokio::test]
+async fn a_rollback_to_the_pre_promotion_snapshot_is_not_a_target_hotfix() {
+    let l = landscape(2).await;
+    let (app, acme) = (&l.app, &l.acme);
+    let (dev, staging) = (l.dev.0, l.staging.0);
+    for i in 1..=3 {
+        l.staging
+            .1
+            .add_credential(&format!("Seed basic auth {i}"), "httpBasicAuth");
+    }
+    full_sync(app, acme, staging).await;
+    let repo = bare_repo();
+    let git = app
+        .request(
+            reqwest::Method::PUT,
+            &format!("/api/v1/environments/{staging}/git"),
+            Some(&acme.admin.token),
+            Some(&json!({"url": repo.0.display().to_string(), "auth": "none"})),
+        )
+        .await;
+    assert_eq!(git.status, 200, "{}", git.body);
+    let pipeline_id = pipeline(
+        &l,
+        json!([{"source_environment_id": dev, "target_environment_id": staging}]),
+    )
+    .await;
+    let body = json!({"pipeline_id": pipeline_id, "stage_index": 0, "workflow_ids": l.dev_ids});
+    let first = promote(app, &acme.admin, &body, RunStatus::Succeeded).await;
+    assert_eq!(first["status"], "completed", "{first}");
+    let targets: Vec<String> = first["results"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r["target_id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(targets.len(), 2, "{first}");
+
+    // A second release, then rolled back to the snapshot taken just before it.
+    for i in &l.dev_ids {
+        l.dev
+            .1
+            .modify_workflow(i, |wf| wf["nodes"][1]["parameters"]["release"] = json!(2));
+    }
+    full_sync(app, acme, dev).await;
+    let released = hashes(&l.staging.1, &targets);
+    let second = promote(app, &acme.admin, &body, RunStatus::Succeeded).await;
+    assert_eq!(second["status"], "completed", "{second}");
+    assert_ne!(hashes(&l.staging.1, &targets), released);
+    let pre = second["pre_snapshot_id"].as_str().unwrap_or_default();
+    let restored = run(
+        app,
+        acme,
+        &format!("/api/v1/snapshots/{pre}/restore"),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(restored["updated"], 2, "{restored}");
+    assert_eq!(hashes(&l.staging.1, &targets), released, "rolled back");
+    full_sync(app, acme, staging).await;
+
+    // Promoting the second release again is a plain modification.
+    assert_eq!(
+        preview_statuses(app, &acme.admin, &body).await,
+        ["MODIFIED", "MODIFIED"]
+    );
+    // A change by hand after the rollback is a hotfix again.
+    l.staging.1.modify_workflow(&targets[0], |wf| {
+        wf["nodes"][1]["parameters"]["hotfix"] = json!(true);
+    });
+    full_sync(app, acme, staging).await;
+    assert_eq!(
+        preview_statuses(app, &acme.admin, &body).await,
+        ["TARGET_HOTFIX", "MODIFIED"]
+    );
+}
+
+/// The preview's `targetEnvironmentHealthy` gate: (status, message).
+async fn health_gate(app: &TestApp, caller: &Caller, body: &Value) -> (String, String) {
+    let preview = app.post("/api/v1/promotions/preview", caller, body).await;
+    assert_eq!(preview.status, 200, "{}", preview.body);
+    preview.body["gates"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["gate"] == "targetEnvironmentHealthy"))
+        .map(|g| {
+            (
+                g["status"].as_str().unwrap_or_default().to_owned(),
+                g["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .unwrap_or_else(|| panic!("no health gate: {}", preview.body))
+}
+
+// PROMO-009, HEALTH-006: a preview judges the healthy-target gate by the target's last health
+// check; it never fails the gate without one.
+#[tokio::test]
+async fn a_preview_judges_the_target_by_its_last_health_check() {
+    let l = landscape(1).await;
+    let (app, acme) = (&l.app, &l.acme);
+    let (dev, staging) = (l.dev.0, l.staging.0);
+    let pipeline_id = pipeline(
+        &l,
+        json!([{"source_environment_id": dev, "target_environment_id": staging,
+            "gates": {"targetEnvironmentHealthy": true}}]),
+    )
+    .await;
+    let body = json!({"pipeline_id": pipeline_id, "stage_index": 0, "workflow_ids": l.dev_ids});
+
+    // Never checked: not measured, so not a failure.
+    let (status, message) = health_gate(app, &acme.admin, &body).await;
+    assert_eq!(status, "warn", "{message}");
+    assert!(
+        message.starts_with("not measured") && message.contains("never checked"),
+        "{message}"
+    );
+
+    // The target answers its health check: the gate passes, saying what it judged by.
+    let check = format!("/api/v1/environments/{staging}/health-check");
+    let healthy = run(app, acme, &check, None).await;
+    assert_eq!(healthy["status"], "healthy", "{healthy}");
+    let (status, message) = health_gate(app, &acme.admin, &body).await;
+    assert_eq!(status, "pass", "{message}");
+    assert!(message.contains("last health check"), "{message}");
+
+    // It stops answering: the next check records it and the gate fails, saying why.
+    l.staging.1.inject(Fault::DropConnection { times: 1000 });
+    let down = run(app, acme, &check, None).await;
+    assert_eq!(down["status"], "unreachable", "{down}");
+    let (status, message) = health_gate(app, &acme.admin, &body).await;
+    assert_eq!(status, "fail", "{message}");
+    assert!(
+        message.contains("last health check") && message.contains("found it unreachable"),
+        "{message}"
+    );
+    let preview = app
+        .post("/api/v1/promotions/preview", &acme.admin, &body)
+        .await;
+    assert_eq!(preview.body["blocked"], true, "{}", preview.body);
+}
+
+/// A landscape of `workflows` whose staging has the credentials dev's workflows use, and a
+/// pipeline dev → staging with `stage` merged into its one stage.
+async fn staging_ready(workflows: usize, stage: Value) -> (Landscape, Uuid) {
+    let l = landscape(workflows).await;
+    for i in 1..=3 {
+        l.staging
+            .1
+            .add_credential(&format!("Seed basic auth {i}"), "httpBasicAuth");
+    }
+    full_sync(&l.app, &l.acme, l.staging.0).await;
+    let mut one = json!({"source_environment_id": l.dev.0, "target_environment_id": l.staging.0});
+    if let (Some(o), Some(extra)) = (one.as_object_mut(), stage.as_object()) {
+        o.extend(extra.clone());
+    }
+    let pipeline_id = pipeline(&l, json!([one])).await;
+    (l, pipeline_id)
+}
+
+/// The run of a promotion answer (`run_id`).
+fn run_of(v: &Value) -> Uuid {
+    v["run_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default()
+}
+
+/// The audit actions recorded on `target`, oldest first.
+async fn audit_actions(app: &TestApp, tenant: Uuid, target: Uuid) -> Vec<String> {
+    sqlx::query_scalar(
+        "select action from audit_logs where tenant_id = $1 and target_id = $2 order by occurred_at, id",
+    )
+    .bind(tenant)
+    .bind(target.to_string())
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+// DEP-006: a promotion still under way is not deleted (409); a finished one is hidden from the
+// history and its audit rows stay.
+#[tokio::test]
+async fn an_unfinished_promotion_cannot_be_deleted_and_a_deleted_one_keeps_its_audit_trail() {
+    let (l, pipeline_id) = staging_ready(1, json!({})).await;
+    let (app, acme) = (&l.app, &l.acme);
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    let body = json!({"pipeline_id": pipeline_id, "stage_index": 0, "workflow_ids": l.dev_ids,
+        "scheduled_at": later});
+    let res = app.post("/api/v1/promotions", &acme.admin, &body).await;
+    assert_eq!(res.status, 202, "{}", res.body);
+    let pid = id(&res.body);
+    wait_for(&app.db.pool, run_of(&res.body), RunStatus::Waiting).await;
+    promotion_status(app, &acme.admin, pid, "approved").await;
+
+    let refused = app
+        .delete(&format!("/api/v1/promotions/{pid}"), &acme.admin)
+        .await;
+    assert_eq!(
+        (refused.status.as_u16(), refused.code()),
+        (409, "promotion_in_progress"),
+        "{}",
+        refused.body
+    );
+    let listed = || async {
+        app.get("/api/v1/promotions", &acme.admin).await.body["items"]
+            .as_array()
+            .map(|a| a.iter().map(id).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert!(listed().await.contains(&pid), "still listed");
+    assert_eq!(
+        app.get(&format!("/api/v1/promotions/{pid}"), &acme.admin)
+            .await
+            .body["status"],
+        "approved"
+    );
+
+    let cancelled = app
+        .post(
+            &format!("/api/v1/promotions/{pid}/cancel"),
+            &acme.admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(cancelled.body["status"], "cancelled", "{}", cancelled.body);
+    let deleted = app
+        .delete(&format!("/api/v1/promotions/{pid}"), &acme.admin)
+        .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    assert_eq!(
+        app.get(&format!("/api/v1/promotions/{pid}"), &acme.admin)
+            .await
+            .status,
+        404
+    );
+    assert!(!listed().await.contains(&pid), "hidden from the history");
+    assert_eq!(
+        app.delete(&format!("/api/v1/promotions/{pid}"), &acme.admin)
+            .await
+            .status,
+        404
+    );
+    let kept: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("select deleted_at from promotions where id = $1")
+            .bind(pid)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert!(kept.is_some(), "soft-deleted, not removed");
+    assert_eq!(
+        audit_actions(app, acme.id, pid).await,
+        [
+            "promotion.requested",
+            "promotion.cancelled",
+            "promotion.deleted"
+        ]
+    );
+}
+
+// DEP-007: a promotion left unfinished by a process that died (its run ended, the row did not
+// follow) is settled by the hourly maintenance run, taking its run's outcome.
+#[tokio::test]
+async fn stale_promotions_are_settled_by_the_maintenance_run() {
+    let l = landscape(1).await;
+    let (app, acme) = (&l.app, &l.acme);
+    // Without the credentials in staging the gate fails the first run.
+    let gated = pipeline(
+        &l,
+        json!([{"source_environment_id": l.dev.0, "target_environment_id": l.staging.0,
+            "gates": {"credentialsExistInTarget": true}}]),
+    )
+    .await;
+    let body = json!({"pipeline_id": gated, "stage_index": 0, "workflow_ids": l.dev_ids});
+    let failed = promote(app, &acme.admin, &body, RunStatus::Failed).await;
+    for i in 1..=3 {
+        l.staging
+            .1
+            .add_credential(&format!("Seed basic auth {i}"), "httpBasicAuth");
+    }
+    full_sync(app, acme, l.staging.0).await;
+    let done = promote(app, &acme.admin, &body, RunStatus::Succeeded).await;
+
+    // As a process that died would leave them: the rows say running / approved, their runs
+    // have ended.
+    let mut stale = Vec::new();
+    for (from, status) in [(id(&failed), "running"), (id(&done), "approved")] {
+        let copy = Uuid::now_v7();
+        sqlx::query(
+            "insert into promotions (id, tenant_id, pipeline_id, stage_index, source_environment_id, target_environment_id, \
+             workflow_ids, status, run_id, requested_by_label) \
+             select $1, tenant_id, pipeline_id, stage_index, source_environment_id, target_environment_id, workflow_ids, \
+                    $3, run_id, 'fixture' from promotions where id = $2",
+        )
+        .bind(copy)
+        .bind(from)
+        .bind(status)
+        .execute(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        stale.push(copy);
+    }
+
+    let prune = workflowops_tests::engine_support::enqueue(
+        &app.db.pool,
+        &engine::NewRun::of::<jobs::maintenance::Prune>(
+            jobs::maintenance::SYSTEM_NAMESPACE.to_owned(),
+            &jobs::maintenance::PruneInput {
+                retention_seconds: 86_400,
+                execution_retention_seconds: None,
+                snapshot_retention_days: None,
+            },
+        ),
+    )
+    .await;
+    wait_for(&app.db.pool, prune, RunStatus::Succeeded).await;
+    // A system run: no tenant sees it through the API.
+    let output: Value = sqlx::query_scalar("select output from engine_runs where id = $1")
+        .bind(prune)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(output["promotions_settled"], 2, "{output}");
+    let settled = |p: Uuid| async move {
+        app.get(&format!("/api/v1/promotions/{p}"), &acme.admin)
+            .await
+            .body
+    };
+    let from_failed = settled(stale[0]).await;
+    assert_eq!(from_failed["status"], "failed", "{from_failed}");
+    assert!(
+        from_failed["error"].is_string() && from_failed["finished_at"].is_string(),
+        "{from_failed}"
+    );
+    let from_done = settled(stale[1]).await;
+    assert_eq!(from_done["status"], "completed", "{from_done}");
+    // The promotions that finished normally are left as they were.
+    assert_eq!(settled(id(&failed)).await["status"], "failed");
+    assert_eq!(settled(id(&done)).await["status"], "completed");
+}
+
+// PIPE-005: a promotion approved outside its stage's window waits (holding no worker) for the
+// window's next opening, and says so with the opening time.
+#[tokio::test]
+async fn a_promotion_outside_its_window_waits_for_the_opening() {
+    let now = chrono::Utc::now();
+    let (zone, offset) = zone_at_noon(now);
+    // Local time is about noon: 23:00-23:30 today has not opened yet.
+    let (l, pipeline_id) = staging_ready(
+        1,
+        json!({"window": {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+            "start": "23:00", "end": "23:30", "timezone": zone}}),
+    )
+    .await;
+    let (app, acme) = (&l.app, &l.acme);
+    let local_date = (now + chrono::Duration::hours(offset)).date_naive();
+    let opens = local_date
+        .and_hms_opt(23, 0, 0)
+        .map(|t| t.and_utc() - chrono::Duration::hours(offset))
+        .unwrap_or_default();
+    assert!(opens > now + chrono::Duration::hours(10), "{opens}");
+
+    let body = json!({"pipeline_id": pipeline_id, "stage_index": 0, "workflow_ids": l.dev_ids});
+    let res = app.post("/api/v1/promotions", &acme.admin, &body).await;
+    assert_eq!(res.status, 202, "{}", res.body);
+    let (pid, run) = (id(&res.body), run_of(&res.body));
+    wait_for(&app.db.pool, run, RunStatus::Waiting).await;
+    let waiting = app.get(&format!("/api/v1/runs/{run}"), &acme.admin).await;
+    assert_eq!(
+        (
+            waiting.body["status"].as_str(),
+            waiting.body["run_at"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc))
+        ),
+        (Some("waiting"), Some(opens)),
+        "waits until the window opens: {}",
+        waiting.body
+    );
+    let said: Vec<String> = sqlx::query_scalar(
+        "select data->>'message' from engine_events where run_id = $1 and kind = 'log' order by id",
+    )
+    .bind(run)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let opening = opens.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert!(
+        said.iter().any(
+            |m| m.contains("waiting for the stage's deployment window") && m.contains(&opening)
+        ),
+        "{opening}: {said:?}"
+    );
+    let p = app
+        .get(&format!("/api/v1/promotions/{pid}"), &acme.admin)
+        .await
+        .body;
+    assert_eq!(p["status"], "approved", "{p}");
+    assert_eq!(l.staging.1.workflow_count(), 0, "nothing before the window");
+    let cancelled = app
+        .post(
+            &format!("/api/v1/promotions/{pid}/cancel"),
+            &acme.admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(cancelled.body["status"], "cancelled", "{}", cancelled.body);
+    wait_for(&app.db.pool, run, RunStatus::Cancelled).await;
+}
+
+// WF-019, SNAP-006: the post-promotion snapshot is a commit of the target's repository that
+// holds the promoted workflows as they are in the target.
+#[tokio::test]
+async fn the_post_promotion_snapshot_commit_holds_the_promoted_workflows() {
+    let (l, pipeline_id) = staging_ready(2, json!({})).await;
+    let (app, acme) = (&l.app, &l.acme);
+    let repo = bare_repo();
+    let git = app
+        .put(
+            &format!("/api/v1/environments/{}/git", l.staging.0),
+            &acme.admin,
+            &json!({"url": repo.0.display().to_string(), "auth": "none"}),
+        )
+        .await;
+    assert_eq!(git.status, 200, "{}", git.body);
+    let body = json!({"pipeline_id": pipeline_id, "stage_index": 0, "workflow_ids": l.dev_ids});
+    let done = promote(app, &acme.admin, &body, RunStatus::Succeeded).await;
+    let snapshot = |key: &'static str| {
+        let sid = done[key].as_str().unwrap_or_default().to_owned();
+        async move {
+            let res = app
+                .get(&format!("/api/v1/snapshots/{sid}"), &acme.admin)
+                .await;
+            assert_eq!(res.status, 200, "{key}: {}", res.body);
+            res.body
+        }
+    };
+    let post = snapshot("post_snapshot_id").await;
+    let pre = snapshot("pre_snapshot_id").await;
+    assert_eq!(post["kind"], "post_promotion", "{post}");
+    assert_eq!(post["promotion_id"], done["id"], "{post}");
+    let commit = post["git_commit"].as_str().unwrap_or_default();
+    assert_ne!(
+        Some(commit),
+        pre["git_commit"].as_str(),
+        "a commit of its own"
+    );
+
+    let r = git2::Repository::open_bare(&repo.0).unwrap_or_else(|e| panic!("{e}"));
+    let tree = git2::Oid::from_str(commit)
+        .and_then(|oid| r.find_commit(oid))
+        .and_then(|c| c.tree())
+        .unwrap_or_else(|e| panic!("commit {commit}: {e}"));
+    let folder = post["git_path"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_matches('/');
+    let results = done["results"].as_array().cloned().unwrap_or_default();
+    assert_eq!(results.len(), 2, "{done}");
+    for result in &results {
+        let target = result["target_id"].as_str().unwrap_or_default();
+        let path = if folder.is_empty() {
+            format!("workflows/{target}.json")
+        } else {
+            format!("{folder}/workflows/{target}.json")
+        };
+        let stored: Value = tree
+            .get_path(std::path::Path::new(&path))
+            .and_then(|e| r.find_blob(e.id()))
+            .map(|b| serde_json::from_slice(b.content()).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{path} in {commit}: {e}"));
+        let live = l
+            .staging
+            .1
+            .workflow(target)
+            .unwrap_or_else(|| panic!("{target} is not in staging"));
+        assert_eq!(
+            domain::workflow::content_hash(&stored),
+            domain::workflow::content_hash(&live),
+            "{path}: the promoted content"
+        );
+        let source = result["source_id"].as_str().unwrap_or_default();
+        let dev = l.dev.1.workflow(source).unwrap_or_default();
+        assert_eq!(stored["name"], dev["name"], "{path}: {result}");
+        let indexed = post["workflows"]
+            .as_array()
+            .and_then(|w| w.iter().find(|w| w["id"] == target))
+            .map(|w| w["hash"].clone())
+            .unwrap_or_default();
+        assert_eq!(
+            indexed,
+            json!(domain::workflow::content_hash(&stored)),
+            "{post}"
+        );
+    }
 }

@@ -461,3 +461,70 @@ async fn a_bulk_restore_restores_each_environment_and_git_status_follows() {
         .await;
     assert_eq!(mixed.status, 422, "{}", mixed.body);
 }
+
+// SNAP-008: a restore of several chosen workflows restores those, and leaves the others as
+// they are now.
+#[tokio::test]
+async fn restoring_chosen_workflows_leaves_the_others_untouched() {
+    let app = TestApp::spawn_with(|c| c.allow_local_git = true).await;
+    let acme = app.tenant("acme").await;
+    let n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    let ids = n8n.seed_workflows(4, 3);
+    let env = setup(&app, &acme, &n8n).await;
+    let repo = bare_repo();
+    connect(&app, &acme, env, &repo, json!({})).await;
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
+    sync(&app, &acme, env).await;
+    let normalized = |id: &str| {
+        n8n.workflow(id)
+            .map(|w| domain::workflow::normalize(&w))
+            .unwrap_or_else(|| panic!("workflow {id} is gone"))
+    };
+    let taken: Vec<Value> = ids.iter().map(|id| normalized(id)).collect();
+    let snap = snapshot(&app, &acme, env, "before the edits").await;
+    let snap_id = snap["id"].as_str().unwrap_or_default().to_owned();
+
+    // Every workflow is edited afterwards.
+    for id in &ids {
+        n8n.modify_workflow(id, |wf| {
+            wf["nodes"][0]["name"] = json!("Edited after the snapshot");
+        });
+    }
+    sync(&app, &acme, env).await;
+    let edited: Vec<Value> = ids.iter().map(|id| normalized(id)).collect();
+    assert!(taken.iter().zip(&edited).all(|(a, b)| a != b));
+
+    let chosen = [ids[0].clone(), ids[2].clone()];
+    let restored = run(
+        &app,
+        &acme,
+        &format!("/api/v1/snapshots/{snap_id}/restore"),
+        Some(&json!({"workflow_ids": chosen})),
+    )
+    .await;
+    assert_eq!(
+        (
+            restored["updated"].as_i64(),
+            restored["created"].as_i64(),
+            restored["failed"].as_i64()
+        ),
+        (Some(2), Some(0), Some(0)),
+        "{restored}"
+    );
+    let mut touched: Vec<&str> = restored["workflows"]
+        .as_object()
+        .map(|w| w.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    touched.sort_unstable();
+    let mut expected = vec![ids[0].as_str(), ids[2].as_str()];
+    expected.sort_unstable();
+    assert_eq!(touched, expected, "{restored}");
+    for (i, id) in ids.iter().enumerate() {
+        let want = if chosen.contains(id) {
+            &taken[i]
+        } else {
+            &edited[i]
+        };
+        assert_eq!(&normalized(id), want, "workflow {id}");
+    }
+}
