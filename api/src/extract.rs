@@ -10,6 +10,8 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
+mod strict;
+
 /// Checks a request body's content beyond its shape. Returns every bad field at once.
 pub trait Validate {
     fn validate(&self) -> Result<(), domain::Error> {
@@ -71,8 +73,10 @@ where
 }
 
 /// Deserializes a JSON object, telling syntax errors (400) from shape errors (422, with the
-/// path). Every request body of this API is an object: anything else is refused before serde
-/// sees it, which would otherwise fill a struct's fields from an array by position.
+/// path). Every request body of this API is an object, and so is every value read into a
+/// struct inside it: serde would otherwise fill a struct's fields from an array by position.
+/// The body itself is checked before serde sees it; nested values as they are read
+/// ([`strict::Strict`]).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let malformed = |e: &serde_json::Error| {
         ApiError::new(
@@ -94,7 +98,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         );
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+    let value: T = serde_path_to_error::deserialize(strict::Strict(&mut de)).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         match inner.classify() {
@@ -238,6 +242,83 @@ mod tests {
         let e = parse_json::<Body>(b"{\"name\": \"\xff\xfe\", \"count\": 1}").err();
         assert_eq!(e.map(|e| e.code), Some("malformed_json".into()));
         assert!(parse_json::<Body>(br#"{"name": "x", "count": 1} trailing"#).is_err());
+    }
+
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Stage {
+        source: String,
+        target: String,
+    }
+
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Gate {
+        Manual { approvers: u32 },
+        Tests(Vec<String>),
+    }
+
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Pipeline {
+        stages: Vec<Stage>,
+        first: Option<Stage>,
+        by_name: Option<std::collections::HashMap<String, Stage>>,
+        gate: Option<Gate>,
+        tags: Option<Vec<String>>,
+        pair: Option<(u32, u32)>,
+        definition: Option<serde_json::Value>,
+    }
+
+    /// The field and message of a 422.
+    fn refused(body: &str) -> Option<(String, String)> {
+        let e = parse_json::<Pipeline>(body.as_bytes()).err()?;
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {e:?}");
+        Some((e.errors[0].field.clone(), e.errors[0].message.clone()))
+    }
+
+    #[test]
+    fn an_array_is_refused_wherever_an_object_is_expected_with_the_fields_path() {
+        let expected = "invalid type: sequence, expected an object".to_owned();
+        for (body, field) in [
+            (r#"{"stages": [["a", "b"]]}"#, "stages[0]"),
+            (
+                r#"{"stages": [{"source": "a", "target": "b"}, ["a", "b"]]}"#,
+                "stages[1]",
+            ),
+            (r#"{"stages": [], "first": ["a", "b"]}"#, "first"),
+            (
+                r#"{"stages": [], "by_name": {"x": ["a", "b"]}}"#,
+                "by_name.x",
+            ),
+            (r#"{"stages": [], "gate": {"manual": [2]}}"#, "gate.manual"),
+        ] {
+            assert_eq!(
+                refused(body),
+                Some((field.to_owned(), expected.clone())),
+                "{body}"
+            );
+        }
+        // Arrays are still arrays where a list, a tuple, a tuple variant or any JSON is wanted.
+        let ok = parse_json::<Pipeline>(
+            br#"{"stages": [{"source": "a", "target": "b"}], "gate": {"tests": ["smoke"]},
+                 "tags": ["x"], "pair": [1, 2], "definition": {"nodes": [[1, 2], {"a": [3]}]}}"#,
+        );
+        let ok = ok.unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(ok.gate, Some(Gate::Tests(vec!["smoke".into()])));
+        assert_eq!(ok.pair, Some((1, 2)));
+        assert_eq!(
+            ok.definition,
+            Some(serde_json::json!({"nodes": [[1, 2], {"a": [3]}]}))
+        );
+        // Other shape errors still name the field, and no Rust type.
+        assert_eq!(
+            refused(r#"{"stages": ["ab"]}"#),
+            Some((
+                "stages[0]".into(),
+                "invalid type: string \"ab\", expected an object".into()
+            ))
+        );
     }
 
     #[test]

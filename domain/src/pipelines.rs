@@ -51,7 +51,8 @@ pub struct StagePolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Approvals {
-    /// How many distinct approvers (0: none needed).
+    /// How many distinct approvers (0: none needed; at most 5).
+    #[schema(maximum = 5)]
     pub required: u32,
     /// Which roles may approve.
     pub roles: Vec<Role>,
@@ -75,10 +76,13 @@ impl Default for Approvals {
 #[serde(deny_unknown_fields)]
 pub struct Window {
     /// `mon` … `sun`.
+    #[schema(min_items = 1)]
     pub days: Vec<String>,
     /// `HH:MM`.
+    #[schema(pattern = "^([01]?[0-9]|2[0-3]):[0-5][0-9]$")]
     pub start: String,
     /// `HH:MM`, after `start`.
+    #[schema(pattern = "^([01]?[0-9]|2[0-3]):[0-5][0-9]$")]
     pub end: String,
     /// An IANA time zone (default UTC).
     #[serde(default = "utc")]
@@ -188,7 +192,7 @@ pub fn check(provider: &str, stages: &[Stage], environments: &HashMap<Uuid, Stri
         if stage.source_environment_id == stage.target_environment_id {
             err(
                 format!("stages[{i}]"),
-                "source and target must differ".into(),
+                "source and target must be different environments".into(),
             );
         }
         if !edges.insert((stage.source_environment_id, stage.target_environment_id)) {
@@ -228,10 +232,14 @@ pub fn check(provider: &str, stages: &[Stage], environments: &HashMap<Uuid, Stri
     }
 }
 
-/// An environment on a cycle of stages, if there is one.
+/// An environment on a cycle of stages, if there is one. A stage from an environment to itself
+/// is not a cycle: it is refused as a stage of its own.
 fn find_cycle(stages: &[Stage]) -> Option<Uuid> {
     let mut next: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
-    for s in stages {
+    for s in stages
+        .iter()
+        .filter(|s| s.source_environment_id != s.target_environment_id)
+    {
         next.entry(s.source_environment_id)
             .or_default()
             .push(s.target_environment_id);
@@ -422,7 +430,11 @@ mod tests {
             unknown.iter().any(|e| e.contains("no environment")),
             "{unknown:?}"
         );
-        assert!(!fields(check("n8n", &[stage(dev, dev)], &envs)).is_empty());
+        assert_eq!(
+            fields(check("n8n", &[stage(dev, stg), stage(stg, stg)], &envs)),
+            ["stages[1]: source and target must be different environments"],
+            "its own error, not a cycle"
+        );
         assert!(!fields(check("n8n", &[], &envs)).is_empty());
         let mut s = stage(dev, stg);
         s.window = Some(Window {

@@ -262,12 +262,16 @@ pub async fn delete_note(db: impl PgExecutor<'_>, tenant_id: Uuid, id: Uuid) -> 
 #[serde(deny_unknown_fields)]
 pub struct RetentionOverrides {
     /// Finished runs, their steps and events, and alerts.
+    #[schema(minimum = 1, maximum = 3650)]
     pub runs_days: Option<i32>,
     /// Executions synced from providers.
+    #[schema(minimum = 1, maximum = 3650)]
     pub executions_days: Option<i32>,
     /// Scheduled (`auto_backup`) snapshots, unless an environment says otherwise.
+    #[schema(minimum = 1, maximum = 3650)]
     pub snapshots_days: Option<i32>,
     /// Audited reads of the runs API (audited changes are kept).
+    #[schema(minimum = 1, maximum = 3650)]
     pub read_audit_days: Option<i32>,
 }
 

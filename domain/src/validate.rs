@@ -2,6 +2,24 @@
 
 use crate::error::{Error, FieldError};
 
+/// `1 character`, `200 characters`.
+fn characters(n: usize) -> String {
+    if n == 1 {
+        "1 character".to_owned()
+    } else {
+        format!("{n} characters")
+    }
+}
+
+/// What a text shorter than `min` (trimmed) is told: a required text is just "not empty".
+fn too_short(min: usize) -> String {
+    if min == 1 {
+        "must not be empty".to_owned()
+    } else {
+        format!("must be at least {}", characters(min))
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Validator {
     errors: Vec<FieldError>,
@@ -24,9 +42,9 @@ impl Validator {
     pub fn text(&mut self, field: &str, value: &str, min: usize, max: usize) -> &mut Self {
         let len = value.trim().chars().count();
         if len < min {
-            self.error(field, format!("must be at least {min} characters"));
+            self.error(field, too_short(min));
         } else if value.chars().count() > max {
-            self.error(field, format!("must be at most {max} characters"));
+            self.error(field, format!("must be at most {}", characters(max)));
         } else if value.chars().any(char::is_control) {
             self.error(field, "must not contain control characters");
         }
@@ -37,9 +55,9 @@ impl Validator {
     pub fn multiline(&mut self, field: &str, value: &str, min: usize, max: usize) -> &mut Self {
         let len = value.trim().chars().count();
         if len < min {
-            self.error(field, format!("must be at least {min} characters"));
+            self.error(field, too_short(min));
         } else if value.chars().count() > max {
-            self.error(field, format!("must be at most {max} characters"));
+            self.error(field, format!("must be at most {}", characters(max)));
         } else if value
             .chars()
             .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
@@ -116,6 +134,34 @@ mod tests {
         };
         let names: Vec<_> = fields.iter().map(|f| f.field.as_str()).collect();
         assert_eq!(names, ["name", "email", "slug"]);
+    }
+
+    /// The messages of a validation.
+    fn messages(v: &mut Validator) -> Vec<String> {
+        match std::mem::take(v).finish() {
+            Err(Error::Validation(fields)) => fields.into_iter().map(|f| f.message).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn length_messages_agree_in_number() {
+        let mut v = Validator::new();
+        v.text("a", "  ", 1, 10)
+            .multiline("b", "", 1, 10)
+            .text("c", "x", 2, 10)
+            .text("d", "xy", 1, 1)
+            .multiline("e", "xyz", 0, 2);
+        assert_eq!(
+            messages(&mut v),
+            [
+                "must not be empty",
+                "must not be empty",
+                "must be at least 2 characters",
+                "must be at most 1 character",
+                "must be at most 2 characters",
+            ]
+        );
     }
 
     #[test]

@@ -656,7 +656,8 @@ impl Job for Restore {
                     };
                     let (body, warnings) = match team {
                         Some(team) if make::is_scenario(stored) => {
-                            make_restore(stored, current.as_ref(), team)
+                            let plan = make_restore(stored, current.as_ref(), team);
+                            (plan.body, plan.warnings)
                         }
                         _ => (stored.clone(), Vec::new()),
                     };
@@ -754,8 +755,37 @@ impl Job for Restore {
     }
 }
 
+/// A connection, webhook or key id of a backed-up Make scenario's module that a restore into
+/// another team does not write as backed up (it names the old team's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StrippedReference {
+    /// The module, as reports name it (`google-sheets:addRow [2]`).
+    pub module: String,
+    /// `connection`, `webhook` or `key`.
+    pub kind: String,
+    /// The module's parameter that holds it (`__IMTCONN__`, `hook`, …).
+    pub parameter: String,
+    /// The id in the backup (the old team's).
+    pub backed_up: String,
+    /// What is written instead: the id the scenario of this id already has in this team, else
+    /// none (to be chosen in Make).
+    pub written: Option<String>,
+}
+
+/// How a backed-up Make scenario is restored into a team ([`make_restore`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MakeRestore {
+    /// What is written.
+    pub body: Value,
+    /// The restore result's warnings; empty when the scenario is written as backed up.
+    pub warnings: Vec<String>,
+    /// Every team reference not written as backed up, in module order.
+    pub stripped: Vec<StrippedReference>,
+}
+
 /// What restoring `stored`, a backed-up Make scenario, writes into `team` over `current` (the
-/// scenario of its id in that team, if there is one), and the warnings of the item's result.
+/// scenario of its id in that team, if there is one): the body, the warnings of the item's
+/// result and the old team's references left out (what a restore preview shows).
 ///
 /// A scenario backed up from this team is written as stored, ids and all: the restore is exact.
 /// One backed up from another team (the environment's URL was changed since) carries that
@@ -765,13 +795,18 @@ impl Job for Restore {
 /// module left without a connection. A backup from before files recorded their team is this
 /// team's when the team has the scenario (Make never moves one to another team); otherwise it
 /// cannot be told, and is treated as another team's.
-fn make_restore(stored: &Value, current: Option<&Value>, team: u64) -> (Value, Vec<String>) {
+pub fn make_restore(stored: &Value, current: Option<&Value>, team: u64) -> MakeRestore {
+    let exact = || MakeRestore {
+        body: stored.clone(),
+        warnings: Vec::new(),
+        stripped: Vec::new(),
+    };
     let why = match make::team_id(stored) {
-        Some(from) if from == team => return (stored.clone(), Vec::new()),
+        Some(from) if from == team => return exact(),
         Some(from) => {
             format!("backed up from Make team {from}, not this environment's team {team}")
         }
-        None if current.is_some() => return (stored.clone(), Vec::new()),
+        None if current.is_some() => return exact(),
         None => format!(
             "the backup does not say which Make team it was taken from and team {team} has no scenario of its id"
         ),
@@ -807,7 +842,80 @@ fn make_restore(stored: &Value, current: Option<&Value>, team: u64) -> (Value, V
             .iter()
             .map(|c| format!("module `{}` was left without a connection", c.node)),
     );
-    (body, warnings)
+    let stripped = stripped_references(stored, &body);
+    MakeRestore {
+        body,
+        warnings,
+        stripped,
+    }
+}
+
+/// The module parameters of `stored` that `written` (the same scenario with another team's
+/// references) does not carry as they were. A restore changes nothing else in a module's
+/// parameters, so each is a team reference: a connection, a webhook or a key.
+fn stripped_references(stored: &Value, written: &Value) -> Vec<StrippedReference> {
+    let written_params: std::collections::HashMap<
+        (String, String),
+        &serde_json::Map<String, Value>,
+    > = make::modules(written)
+        .into_iter()
+        .filter_map(|m| Some((make::module_key(m), m.get("parameters")?.as_object()?)))
+        .collect();
+    let id_text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut out = Vec::new();
+    for module in make::modules(stored) {
+        let Some(params) = module.get("parameters").and_then(Value::as_object) else {
+            continue;
+        };
+        let now = written_params.get(&make::module_key(module));
+        for (parameter, backed_up) in params {
+            let written = now.and_then(|p| p.get(parameter));
+            if written == Some(backed_up) || backed_up.is_null() {
+                continue;
+            }
+            let kind = match parameter.as_str() {
+                make::CONNECTION_PARAM => "connection",
+                "hook" | "__IMTHOOK__" => "webhook",
+                _ => "key",
+            };
+            out.push(StrippedReference {
+                module: make::module_label(module),
+                kind: kind.to_owned(),
+                parameter: parameter.clone(),
+                backed_up: id_text(backed_up),
+                written: written.filter(|w| !w.is_null()).map(id_text),
+            });
+        }
+    }
+    out
+}
+
+/// What a restore of `stored` (a workflow file of the backup) does to the environment whose
+/// workflow of that id is `current` (as last synced): `create`, `update` or `unchanged`, and
+/// for a Make scenario what is not written as backed up. `team` is a Make environment's team.
+/// A synced copy of another team (the environment's URL moved since its last sync) is not
+/// there any more: Make never moves a scenario between teams.
+pub fn restore_preview(
+    stored: &Value,
+    current: Option<&Value>,
+    team: Option<u64>,
+) -> (&'static str, Option<MakeRestore>) {
+    let current = current
+        .filter(|c| team.is_none_or(|team| make::team_id(c).is_none_or(|their| their == team)));
+    let plan = match team {
+        Some(team) if make::is_scenario(stored) => Some(make_restore(stored, current, team)),
+        _ => None,
+    };
+    let body = plan.as_ref().map_or(stored, |p| &p.body);
+    let action = match current {
+        None => "create",
+        Some(c) if is_stored(c, body) => "unchanged",
+        Some(_) => "update",
+    };
+    (action, plan.filter(|p| !p.warnings.is_empty()))
 }
 
 /// Whether `current` (as the provider returns it) already is `stored`. A Make scenario backed
@@ -876,14 +984,19 @@ mod tests {
 
     #[test]
     fn a_scenario_backed_up_from_this_team_is_restored_exactly() {
-        let (body, warnings) = make_restore(&stored(Some(41)), None, 41);
-        assert_eq!(body, stored(Some(41)));
-        assert!(warnings.is_empty());
+        let plan = make_restore(&stored(Some(41)), None, 41);
+        assert_eq!(plan.body, stored(Some(41)));
+        assert!(plan.warnings.is_empty());
+        assert!(plan.stripped.is_empty());
     }
 
     #[test]
     fn a_scenario_from_another_team_is_restored_without_that_teams_ids() {
-        let (body, warnings) = make_restore(&stored(Some(41)), None, 42);
+        let MakeRestore {
+            body,
+            warnings,
+            stripped,
+        } = make_restore(&stored(Some(41)), None, 42);
         assert_eq!(body["teamId"], 42);
         let flow = &body["blueprint"]["flow"];
         assert_eq!(flow[0]["parameters"], json!({"maxResults": 1}));
@@ -895,13 +1008,43 @@ mod tests {
                 "module `google-sheets:addRow [2]` was left without a connection".to_owned(),
             ]
         );
+        assert_eq!(
+            stripped,
+            vec![
+                StrippedReference {
+                    module: "gateway:CustomWebHook [1]".into(),
+                    kind: "webhook".into(),
+                    parameter: "hook".into(),
+                    backed_up: "10".into(),
+                    written: None,
+                },
+                StrippedReference {
+                    module: "google-sheets:addRow [2]".into(),
+                    kind: "connection".into(),
+                    parameter: "__IMTCONN__".into(),
+                    backed_up: "5501".into(),
+                    written: None,
+                },
+            ]
+        );
         // Over the scenario this team has: its own connection and webhook are kept.
         let mut current = stored(Some(42));
         current["id"] = json!("77");
         current["blueprint"]["flow"][0]["parameters"]["hook"] = json!(99);
         current["blueprint"]["flow"][1]["parameters"]["__IMTCONN__"] = json!(6601);
-        let (body, warnings) = make_restore(&stored(Some(41)), Some(&current), 42);
+        let MakeRestore {
+            body,
+            warnings,
+            stripped,
+        } = make_restore(&stored(Some(41)), Some(&current), 42);
         assert_eq!(body["blueprint"]["flow"][0]["parameters"]["hook"], 99);
+        assert_eq!(
+            stripped
+                .iter()
+                .map(|r| (r.kind.as_str(), r.written.as_deref()))
+                .collect::<Vec<_>>(),
+            [("webhook", Some("99")), ("connection", Some("6601"))]
+        );
         assert_eq!(
             body["blueprint"]["flow"][1]["parameters"]["__IMTCONN__"],
             6601
@@ -915,12 +1058,15 @@ mod tests {
         let legacy = stored(None);
         let mut current = stored(Some(42));
         current["id"] = json!("77");
-        let (body, warnings) = make_restore(&legacy, Some(&current), 42);
-        assert_eq!(body, legacy, "Make never moves a scenario to another team");
-        assert!(warnings.is_empty());
+        let plan = make_restore(&legacy, Some(&current), 42);
+        assert_eq!(
+            plan.body, legacy,
+            "Make never moves a scenario to another team"
+        );
+        assert!(plan.warnings.is_empty());
         assert!(is_stored(&current, &legacy), "the team is not compared");
         assert!(!is_stored(&current, &stored(Some(41))));
-        let (body, warnings) = make_restore(&legacy, None, 42);
+        let MakeRestore { body, warnings, .. } = make_restore(&legacy, None, 42);
         assert!(
             body["blueprint"]["flow"][1]["parameters"]
                 .get("__IMTCONN__")
@@ -930,5 +1076,28 @@ mod tests {
             warnings[0].starts_with("the backup does not say which Make team"),
             "{warnings:?}"
         );
+    }
+
+    #[test]
+    fn a_restore_preview_ignores_a_synced_copy_of_another_team() {
+        // The catalog still holds team 41's scenario after the environment moved to team 42.
+        let mut synced = stored(Some(41));
+        synced["id"] = json!("77");
+        let (action, plan) = restore_preview(&stored(Some(41)), Some(&synced), Some(42));
+        assert_eq!(action, "create");
+        let plan = plan.unwrap_or_else(|| panic!("a plan"));
+        assert_eq!(plan.stripped.len(), 2, "{:?}", plan.stripped);
+        assert!(plan.stripped.iter().all(|r| r.written.is_none()));
+        // In the team it came from, nothing is stripped (and the copy already is the backup).
+        let (action, plan) = restore_preview(&stored(Some(41)), Some(&synced), Some(41));
+        assert_eq!((action, plan), ("unchanged", None));
+        synced["name"] = json!("Orders (renamed)");
+        assert_eq!(
+            restore_preview(&stored(Some(41)), Some(&synced), Some(41)),
+            ("update", None)
+        );
+        // An n8n workflow is never planned.
+        let n8n = json!({"id": "1", "name": "Flow", "nodes": [], "connections": {}});
+        assert_eq!(restore_preview(&n8n, None, None), ("create", None));
     }
 }

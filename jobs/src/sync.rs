@@ -99,6 +99,31 @@ pub struct SyncOutput {
     pub executions: u64,
 }
 
+impl SyncOutput {
+    /// The run log's last line: what was synced, counted in words that agree with the numbers.
+    fn summary(&self) -> String {
+        format!(
+            "sync done: {} ({} new or changed, {} deleted in the provider), {}, {}, {}, {}",
+            counted(self.workflows, "workflow"),
+            self.workflows_changed,
+            self.workflows_deleted,
+            counted(self.credentials, "credential"),
+            counted(self.tags, "tag"),
+            counted(self.users, "user"),
+            counted(self.executions, "execution"),
+        )
+    }
+}
+
+/// `1 workflow`, `0 workflows`, `2 workflows`.
+fn counted(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// One page's checkpoint: where the next page starts and what this one held.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct PageDone {
@@ -303,14 +328,7 @@ impl Sync {
             Ok(())
         })
         .await?;
-        ctx.log(
-            "info",
-            format!(
-                "sync done: {} workflows ({} new or changed, {} deleted in the provider), {} credentials, {} tags, {} users, {} executions",
-                out.workflows, out.workflows_changed, out.workflows_deleted, out.credentials, out.tags, out.users, out.executions
-            ),
-        )
-        .await?;
+        ctx.log("info", out.summary()).await?;
         Ok(out)
     }
 
@@ -841,5 +859,24 @@ mod tests {
         assert!(Scope::Full.includes(Scope::Executions));
         assert!(Scope::Workflows.includes(Scope::Workflows));
         assert!(!Scope::Workflows.includes(Scope::Credentials));
+    }
+
+    #[test]
+    fn the_summary_counts_in_the_singular_only_for_one() {
+        let out = SyncOutput {
+            workflows: 1,
+            workflows_changed: 1,
+            workflows_deleted: 0,
+            credentials: 0,
+            credentials_derived: false,
+            tags: 2,
+            users: 1,
+            executions: 1,
+        };
+        assert_eq!(
+            out.summary(),
+            "sync done: 1 workflow (1 new or changed, 0 deleted in the provider), 0 credentials, \
+             2 tags, 1 user, 1 execution"
+        );
     }
 }

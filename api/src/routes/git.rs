@@ -6,6 +6,7 @@ use adapters::git::{self, GitError, RemoteUrl, RemoteUrlError};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use domain::audit::Entry;
 use domain::entitlements::Feature;
 use domain::environments;
@@ -13,7 +14,7 @@ use domain::git_config::{self, GitAccess, GitConfig, NewGitConfig};
 use domain::validate::Validator;
 use jobs::backup::{self, BackupInput};
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -30,10 +31,13 @@ pub struct GitRequest {
     #[schema(min_length = 1, max_length = 2000)]
     pub url: String,
     /// Default `main`.
+    #[schema(min_length = 1, max_length = 200)]
     pub branch: Option<String>,
     /// The folder for this environment's files (default: `environments/<environment name>`).
+    #[schema(max_length = 300)]
     pub path: Option<String>,
     /// `none`, `token` (HTTPS) or `ssh_key` (deploy key).
+    #[schema(pattern = "^(none|token|ssh_key)$")]
     pub auth: String,
     /// For `token`: the user name (default `x-access-token`).
     pub username: Option<String>,
@@ -45,6 +49,7 @@ pub struct GitRequest {
     pub backup_schedule: Option<String>,
     pub backup_timezone: Option<String>,
     /// Days to keep scheduled (`auto_backup`) snapshots (1-3650; default `WFO_SNAPSHOT_RETENTION_DAYS`).
+    #[schema(minimum = 1, maximum = 3650)]
     pub snapshot_retention_days: Option<i32>,
 }
 
@@ -395,7 +400,8 @@ pub async fn backup_environment(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkBackupRequest {
-    #[schema(min_items = 1, max_items = 100)]
+    /// 1-100 environments, none twice.
+    #[schema(value_type = BTreeSet<Uuid>, min_items = 1, max_items = 100)]
     pub environment_ids: Vec<Uuid>,
 }
 
@@ -453,6 +459,10 @@ pub struct RestoreRequest {
     /// Workflow ids as in the backup; the whole backup when omitted.
     #[schema(min_items = 1, max_items = 1000)]
     pub workflow_ids: Option<Vec<String>>,
+    /// Only say what the restore would do, per workflow (200); nothing is written
+    /// and no run is started.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 impl Validate for RestoreRequest {
@@ -472,19 +482,132 @@ impl Validate for RestoreRequest {
     }
 }
 
+/// What a restore would do to one workflow of the backup.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GitRestorePreviewItem {
+    /// The workflow's id as in the backup.
+    pub id: String,
+    pub name: String,
+    /// `update`, `create` (the environment has no workflow of this id) or `unchanged`, against
+    /// the environment as last synced.
+    pub action: String,
+    /// A Make scenario backed up from another team than the environment's now: that team's
+    /// connection, webhook and key ids are not written (the scenario's own in this team where
+    /// it has one, else none, to be chosen in Make). Absent when written as backed up.
+    pub team_references: Option<TeamReferencesPreview>,
+}
+
+/// The old team's references a restore leaves out of one Make scenario.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TeamReferencesPreview {
+    /// The warnings the restore's result will carry for the scenario.
+    pub warnings: Vec<String>,
+    /// Each reference not written as backed up, module by module.
+    pub stripped: Vec<backup::StrippedReference>,
+}
+
+/// A restore's dry run (`dry_run`): per workflow of the backup that it would restore, what it
+/// would do.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GitRestorePreview {
+    pub environment_id: Uuid,
+    pub update: usize,
+    pub create: usize,
+    pub unchanged: usize,
+    /// How many Make scenarios would be written without some of their backed-up team
+    /// references (`team_references`).
+    pub stripped: usize,
+    pub workflows: Vec<GitRestorePreviewItem>,
+}
+
+/// A restore's dry run: the backup's workflows (`ids`, or all) read from Git and set against the
+/// environment as last synced; a Make scenario backed up from another team is flagged with the
+/// references it would lose.
+async fn preview_restore(
+    state: &AppState,
+    tenant_id: Uuid,
+    env: &environments::Environment,
+    ids: Option<Vec<String>>,
+) -> ApiResult<GitRestorePreview> {
+    let access = {
+        let mut conn = state.db.acquire().await?;
+        git_config::access(&mut conn, &state.keyring, tenant_id, env.id).await?
+    };
+    check_reachable(state, &access.url).await?;
+    let files = backup::read_files(&state.jobs, &access, env.id, None, &access.path, ids)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "git_unavailable", e.to_string()))?;
+    let team = if env.provider == "make" {
+        Some(
+            adapters::make::parse_base_url(&env.base_url)
+                .map_err(|e| domain::Error::invalid("base_url", e.to_string()))?
+                .team_id,
+        )
+    } else {
+        None
+    };
+    let wanted: Vec<String> = files.iter().map(|(id, _)| id.clone()).collect();
+    let current: std::collections::HashMap<String, serde_json::Value> =
+        domain::catalog::definitions(&state.db, tenant_id, env.id, Some(&wanted))
+            .await?
+            .into_iter()
+            .filter_map(|d| Some((d.get("id")?.as_str()?.to_owned(), d)))
+            .collect();
+    let mut preview = GitRestorePreview {
+        environment_id: env.id,
+        update: 0,
+        create: 0,
+        unchanged: 0,
+        stripped: 0,
+        workflows: Vec::with_capacity(files.len()),
+    };
+    for (id, stored) in &files {
+        let (action, plan) = backup::restore_preview(stored, current.get(id), team);
+        match action {
+            "create" => preview.create += 1,
+            "update" => preview.update += 1,
+            _ => preview.unchanged += 1,
+        }
+        if plan.is_some() {
+            preview.stripped += 1;
+        }
+        preview.workflows.push(GitRestorePreviewItem {
+            id: id.clone(),
+            name: stored
+                .get("name")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            action: action.to_owned(),
+            team_references: plan.map(|p| TeamReferencesPreview {
+                warnings: p.warnings,
+                stripped: p.stripped,
+            }),
+        });
+    }
+    Ok(preview)
+}
+
 /// Restore workflows from the environment's Git backup as a run (WF-017): each is updated in
 /// place (or created again if it was deleted); one already matching is left alone. In a
-/// production environment only admins may restore.
+/// production environment only admins may restore. With `dry_run`, only what the restore
+/// would do, per workflow (200): a Make scenario backed up from another team than the
+/// environment's now is flagged with the connection, webhook and key ids it would lose.
 #[utoipa::path(post, path = "/api/v1/environments/{environment_id}/restore", tag = "git", security(("bearer" = [])),
     params(("environment_id" = Uuid, Path, description = "The environment's id")),
     request_body = RestoreRequest,
-    responses((status = 202, body = RunView), (status = 403, body = Problem), (status = 404, description = "Unknown environment, or no Git configured", body = Problem)))]
+    responses(
+        (status = 200, description = "`dry_run`: what the restore would do", body = GitRestorePreview),
+        (status = 202, body = RunView),
+        (status = 403, body = Problem),
+        (status = 404, description = "Unknown environment, or no Git configured", body = Problem),
+        (status = 502, description = "`dry_run`: Git unreachable", body = Problem)))]
 pub async fn restore_environment(
     State(state): State<AppState>,
     ctx: TenantCtx<perm::UploadWorkflows>,
     ApiPath(environment_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<RestoreRequest>,
-) -> ApiResult<(StatusCode, Json<RunView>)> {
+) -> ApiResult<Response> {
     let tenant_id = ctx.tenant_id();
     let env = environments::get(&state.db, tenant_id, environment_id).await?;
     ctx.require(
@@ -496,6 +619,10 @@ pub async fn restore_environment(
     .await?;
     git_config::get(&state.db, tenant_id, environment_id).await?;
     crate::routes::snapshots::check_restore_allowed(&env, ctx.tenant.role)?;
+    if req.dry_run {
+        let preview = preview_restore(&state, tenant_id, &env, req.workflow_ids).await?;
+        return Ok(Json(preview).into_response());
+    }
     let actor = ctx.actor();
     let input = backup::RestoreInput {
         tenant_id,
@@ -524,5 +651,5 @@ pub async fn restore_environment(
         actor.user_id,
     )
     .await?;
-    Ok((StatusCode::ACCEPTED, Json(view)))
+    Ok((StatusCode::ACCEPTED, Json(view)).into_response())
 }

@@ -255,6 +255,7 @@ pub struct CreatePlanRequest {
     pub key: String,
     #[schema(min_length = 1, max_length = 100)]
     pub name: String,
+    #[schema(max_length = 500)]
     pub description: Option<String>,
     /// Minor units per interval; null: custom pricing.
     #[schema(minimum = 0, maximum = 100_000_000)]
@@ -402,18 +403,20 @@ async fn set_feature(
 pub struct PlanPatch {
     #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
+    #[schema(max_length = 500)]
     pub description: Option<String>,
-    /// null: custom pricing.
+    /// Minor units per interval; null: custom pricing.
     #[serde(default, with = "serde_with_null")]
-    #[schema(value_type = Option<i32>)]
+    #[schema(value_type = Option<i32>, minimum = 0, maximum = 100_000_000)]
     pub price_cents: Option<Option<i32>>,
-    /// null: not sold by checkout.
+    /// A Stripe price id (`price_…`); null: not sold by checkout.
     #[serde(default, with = "serde_with_null")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^price_[A-Za-z0-9_]+$", max_length = 255)]
     pub stripe_price_id: Option<Option<String>>,
     pub public: Option<bool>,
     /// false: can no longer be bought or assigned; subscriptions on it keep it.
     pub active: Option<bool>,
+    #[schema(minimum = 0, maximum = 1000)]
     pub rank: Option<i32>,
     /// true: the provider's plan for tenants without a subscription (the previous default stops
     /// being one).

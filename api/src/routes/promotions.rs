@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use domain::audit::Entry;
 use domain::entitlements::Feature;
+use domain::make::KnownConnection;
 use domain::page::Page;
 use domain::pipelines::{self, NewPipeline, Pipeline, Stage};
 use domain::promotions::{
@@ -41,7 +42,8 @@ pub struct PipelineRequest {
     /// `n8n` or `make`: every stage's environments must be of this provider (PIPE-007).
     #[schema(pattern = "^(n8n|make)$")]
     pub provider: String,
-    /// Ordered stages, source → target (PIPE-002..005).
+    /// Ordered stages, source → target (PIPE-002..005): 1 to 10.
+    #[schema(min_items = 1, max_items = 10)]
     pub stages: Vec<Stage>,
     /// Default true; inactive pipelines accept no promotions.
     pub active: Option<bool>,
@@ -283,13 +285,34 @@ pub async fn get_mappings(
     .into_iter()
     .map(|(t, n, id)| ((t, n), id))
     .collect();
+    // A Make module's connection is typed and named as promotion types it: from the designer's
+    // cache, else from the source team's synced connection of that id (not the module's app,
+    // which would never match a mapping or a target connection).
+    let source_connections: HashMap<String, KnownConnection> =
+        sqlx::query_as::<_, (String, String, String)>(
+            "select provider_id, type, name from env_credentials where environment_id = $1 and deleted_at is null",
+        )
+        .bind(q.source_environment_id)
+        .fetch_all(&state.db)
+        .await?
+        .into_iter()
+        .map(|(id, connection_type, name)| {
+            (
+                id,
+                KnownConnection {
+                    connection_type,
+                    name,
+                },
+            )
+        })
+        .collect();
     let mut used: std::collections::BTreeMap<(String, String), (String, usize)> =
         Default::default();
     for def in
         domain::catalog::definitions(&state.db, tenant_id, q.source_environment_id, None).await?
     {
         let mut seen = std::collections::HashSet::new();
-        for r in workflow::credential_refs(&def) {
+        for r in workflow::credential_refs_in(&def, &source_connections) {
             let key = (
                 r.cred_type.clone(),
                 r.id.clone().unwrap_or_else(|| r.name.clone()),
@@ -497,8 +520,8 @@ pub struct PromotionRequest {
     pub pipeline_id: Uuid,
     /// Which stage (0-based).
     pub stage_index: usize,
-    /// Source workflow ids (1-1000).
-    #[schema(min_items = 1, max_items = 1000)]
+    /// Source workflow ids (1-1000), none twice.
+    #[schema(value_type = BTreeSet<String>, min_items = 1, max_items = 1000)]
     pub workflow_ids: Vec<String>,
     #[schema(max_length = 2000)]
     pub note: Option<String>,

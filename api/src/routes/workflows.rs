@@ -261,8 +261,42 @@ pub async fn hard_delete_workflow(
 #[serde(deny_unknown_fields)]
 pub struct UploadRequest {
     /// Workflow JSON as n8n exports it (fields the instance does not accept are left out).
-    #[schema(value_type = Vec<Object>, min_items = 1, max_items = 100)]
+    #[schema(schema_with = upload_workflows_schema)]
     pub workflows: Vec<Value>,
+}
+
+/// The schema of [`UploadRequest::workflows`]: 1-100 workflow objects, each with a name of 1-200
+/// characters and a list of nodes (and, when given, connections as an object); any other field
+/// n8n exports is accepted.
+fn upload_workflows_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{AdditionalProperties, ArrayBuilder, ObjectBuilder, Type};
+    let workflow = ObjectBuilder::new()
+        .property(
+            "name",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(200)),
+        )
+        .required("name")
+        .property(
+            "nodes",
+            ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::Object)),
+        )
+        .required("nodes")
+        .property(
+            "connections",
+            ObjectBuilder::new().schema_type(Type::Object),
+        )
+        .additional_properties(Some(AdditionalProperties::FreeForm(true)));
+    ArrayBuilder::new()
+        .items(workflow)
+        .min_items(Some(1))
+        .max_items(Some(100))
+        .description(Some(
+            "Workflow JSON as n8n exports it (fields the instance does not accept are left out).",
+        ))
+        .build()
 }
 
 impl Validate for UploadRequest {
@@ -273,7 +307,7 @@ impl Validate for UploadRequest {
         }
         for (i, wf) in self.workflows.iter().enumerate() {
             let name = wf.get("name").and_then(Value::as_str).unwrap_or("");
-            if name.trim().is_empty() || name.len() > 200 {
+            if name.trim().is_empty() || name.chars().count() > 200 {
                 v.error(
                     &format!("workflows[{i}].name"),
                     "must be a name of 1-200 characters",
@@ -713,8 +747,8 @@ pub struct BulkActionBody {
     /// `activate`, `deactivate`, `archive`, `unarchive` or `delete`.
     #[schema(value_type = RequestableAction)]
     pub action: Action,
-    /// 1-200 workflow ids of this environment.
-    #[schema(min_items = 1, max_items = 200)]
+    /// 1-200 workflow ids of this environment, none twice.
+    #[schema(value_type = BTreeSet<String>, min_items = 1, max_items = 200)]
     pub workflow_ids: Vec<String>,
     #[schema(max_length = 2000)]
     pub reason: Option<String>,

@@ -330,3 +330,49 @@ async fn dates_out_of_the_stored_range_are_422_or_bound_nothing() {
         listed.body
     );
 }
+
+// Bad input: serde fills a struct's fields from an array by position, so `[true]` for a
+// stage's gates would switch on whichever gate happens to be declared first; an array where an
+// object is expected is refused at any depth, naming the field, and nothing is written
+#[tokio::test]
+async fn an_array_where_a_nested_object_is_expected_is_422_naming_its_path() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let (dev, prod) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let pipeline =
+        |stages: serde_json::Value| json!({"name": "Release", "provider": "n8n", "stages": stages});
+    let cases = [
+        (pipeline(json!([[dev, prod]])), "stages[0]"),
+        (
+            pipeline(
+                json!([{"source_environment_id": dev, "target_environment_id": prod,
+                             "gates": [true]}]),
+            ),
+            "stages[0].gates",
+        ),
+        (
+            pipeline(
+                json!([{"source_environment_id": dev, "target_environment_id": prod,
+                             "approvals": [true, 2]}]),
+            ),
+            "stages[0].approvals",
+        ),
+    ];
+    for (body, field) in cases {
+        let res = app.post("/api/v1/pipelines", &acme.admin, &body).await;
+        assert_eq!(res.status, 422, "{body}: {}", res.body);
+        assert_eq!(res.code(), "validation_failed");
+        assert_eq!(
+            res.body["errors"],
+            json!([{"field": field, "message": "invalid type: sequence, expected an object"}]),
+            "{body}: {}",
+            res.body
+        );
+        assert!(
+            !res.body.to_string().contains("struct"),
+            "no internal type names: {}",
+            res.body
+        );
+    }
+    assert_eq!(app.count("pipelines").await, 0);
+}

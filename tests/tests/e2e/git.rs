@@ -840,3 +840,237 @@ async fn a_remote_url_carrying_a_token_is_refused_and_points_to_the_secret() {
     }
     assert_eq!(app.count("environment_git").await, 0, "nothing saved");
 }
+
+/// A webhook feeding a Google Sheets row through `connection`, as Make's designer saves it.
+fn make_blueprint(name: &str, connection: u64) -> Value {
+    json!({
+        "name": name,
+        "flow": [
+            {"id": 1, "module": "gateway:CustomWebHook", "version": 1,
+             "parameters": {"hook": 10, "maxResults": 1}, "mapper": {},
+             "metadata": {"designer": {"x": 0, "y": 0}}},
+            {"id": 2, "module": "google-sheets:addRow", "version": 2,
+             "parameters": {"__IMTCONN__": connection, "mode": "select"},
+             "mapper": {"values": {"0": "{{1.order}}"}},
+             "metadata": {"designer": {"x": 300, "y": 0},
+                          "restore": {"parameters": {"__IMTCONN__": {
+                              "label": "Sales Google",
+                              "data": {"scoped": "true", "connection": "google"}}}}}}
+        ],
+        "metadata": {"instant": true, "version": 1,
+                     "scenario": {"roundtrips": 1, "maxErrors": 3, "autoCommit": true},
+                     "designer": {"orphans": []}, "zone": "eu1.make.com"}
+    })
+}
+
+// WF-017 on Make: a restore's dry run says, before anything is written, which scenarios a
+// restore into another team than the backup's would write without the old team's connection,
+// webhook and key ids (which ones, and what replaces them); into the backup's own team none is
+// flagged
+#[tokio::test]
+async fn a_restore_dry_run_flags_the_scenarios_that_would_lose_another_teams_ids() {
+    use workflowops_tests::make::{MakeConfig, MakePeer};
+
+    let app = TestApp::spawn_with(|c| c.allow_local_git = true).await;
+    let acme = app.tenant("acme").await;
+    let make = MakePeer::start(MakeConfig::default()).await;
+    let old_team = make.team();
+    let new_team = make.add_team("Reorganised");
+    let google = make.add_connection(old_team, "Sales Google", "google", "oauth");
+    let orders = make.add_scenario(old_team, make_blueprint("Orders", google));
+    let created = app
+        .post(
+            "/api/v1/environments",
+            &acme.admin,
+            &json!({"name": "Make", "provider": "make", "base_url": make.base_url(old_team),
+                    "api_key": make.api_key(), "class": "dev"}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let env: Uuid = created.body["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{}", created.body));
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
+    let _repo = backed_up(&app, &acme, env).await;
+    let restore = format!("/api/v1/environments/{env}/restore");
+    let dry_run = json!({"dry_run": true});
+
+    let same_team = app.post(&restore, &acme.admin, &dry_run).await;
+    assert_eq!(same_team.status, 200, "{}", same_team.body);
+    assert_eq!(
+        same_team.body["workflows"],
+        json!([{"id": orders.to_string(), "name": "Orders", "action": "unchanged",
+                "team_references": null}]),
+        "{}",
+        same_team.body
+    );
+    assert_eq!(same_team.body["stripped"], 0);
+
+    let moved = app
+        .patch(
+            &format!("/api/v1/environments/{env}"),
+            &acme.admin,
+            &json!({"base_url": make.base_url(new_team)}),
+        )
+        .await;
+    assert_eq!(moved.status, 200, "{}", moved.body);
+    let runs_before = app.count("engine_runs").await;
+    let other_team = app.post(&restore, &acme.admin, &dry_run).await;
+    assert_eq!(other_team.status, 200, "{}", other_team.body);
+    assert_eq!(
+        (
+            other_team.body["create"].as_u64(),
+            other_team.body["stripped"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{}",
+        other_team.body
+    );
+    let item = &other_team.body["workflows"][0];
+    assert_eq!(
+        item["action"], "create",
+        "the old team's synced copy is not this team's"
+    );
+    assert_eq!(
+        item["team_references"],
+        json!({
+            "warnings": [
+                format!("backed up from Make team {old_team}, not this environment's team {new_team}: written without that team's connections, webhooks and keys; choose them in Make"),
+                "module `google-sheets:addRow [2]` was left without a connection"
+            ],
+            "stripped": [
+                {"module": "gateway:CustomWebHook [1]", "kind": "webhook", "parameter": "hook",
+                 "backed_up": "10", "written": null},
+                {"module": "google-sheets:addRow [2]", "kind": "connection",
+                 "parameter": "__IMTCONN__", "backed_up": google.to_string(), "written": null}
+            ]
+        }),
+        "{}",
+        other_team.body
+    );
+    assert_eq!(
+        app.count("engine_runs").await,
+        runs_before,
+        "a dry run starts no run"
+    );
+    assert_eq!(make.scenario_count(new_team), 0, "nothing written");
+
+    let unknown = app
+        .post(
+            &restore,
+            &acme.admin,
+            &json!({"dry_run": true, "workflow_ids": ["404"]}),
+        )
+        .await;
+    assert_eq!(unknown.status, 200, "{}", unknown.body);
+    assert_eq!(unknown.body["workflows"], json!([]), "{}", unknown.body);
+}
+
+/// Migration 0039, run again over whatever the tables hold now (it only rewrites URLs that
+/// still carry a password, so running it twice changes nothing more).
+const STRIP_PASSWORDS: &str =
+    include_str!("../../../migrations/0039_git_urls_without_passwords.sql");
+
+// ENV-003, CAN-001: Git URLs saved with a password before such URLs were refused lose the
+// password (the user name stays); URLs without one are left exactly as they were
+#[tokio::test]
+async fn stored_git_urls_lose_their_passwords_and_keep_their_user_names() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    let env = setup(&app, &acme, &n8n).await;
+    let pool = &app.db.pool;
+    sqlx::query(
+        "insert into environment_git (environment_id, tenant_id, url, path, auth_kind) \
+         values ($1, $2, 'https://github.com/acme/flows.git', 'environments/prod', 'none')",
+    )
+    .bind(env)
+    .bind(acme.id)
+    .execute(pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let stored = || async {
+        sqlx::query_scalar::<_, String>("select url from environment_git where environment_id = $1")
+            .bind(env)
+            .fetch_one(pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    for (before, after) in [
+        (
+            "https://user:token@github.com/a/b.git",
+            "https://user@github.com/a/b.git",
+        ),
+        (
+            "https://:token@github.com/a/b.git",
+            "https://github.com/a/b.git",
+        ),
+        (
+            "HTTP://ci-bot:p@ss@git.example.com:8443/r.git",
+            "HTTP://ci-bot@git.example.com:8443/r.git",
+        ),
+        (
+            "ssh://git:secret@github.com/a/b.git",
+            "ssh://git@github.com/a/b.git",
+        ),
+        ("user:token@github.com:a/b.git", "user@github.com:a/b.git"),
+        ("https://github.com/a/b.git", "https://github.com/a/b.git"),
+        (
+            "https://x-access-token@github.com/a/b.git",
+            "https://x-access-token@github.com/a/b.git",
+        ),
+        (
+            "https://git.example.com:8443/r@v1.git",
+            "https://git.example.com:8443/r@v1.git",
+        ),
+        ("git@github.com:a/b@v2.git", "git@github.com:a/b@v2.git"),
+        ("/srv/git/flows@2.git", "/srv/git/flows@2.git"),
+    ] {
+        sqlx::query("update environment_git set url = $1 where environment_id = $2")
+            .bind(before)
+            .bind(env)
+            .execute(pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        sqlx::raw_sql(STRIP_PASSWORDS)
+            .execute(pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stored().await, after, "{before}");
+    }
+
+    sqlx::query("update environment_git set url = 'https://ops:hunter2@github.com/acme/flows.git'")
+        .execute(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    sqlx::query(
+        "insert into canonical_repos (tenant_id, url, auth_kind) \
+         values ($1, 'https://ops:hunter2@github.com/acme/canonical.git', 'none')",
+    )
+    .bind(acme.id)
+    .execute(pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    sqlx::raw_sql(STRIP_PASSWORDS)
+        .execute(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let git = app
+        .get(&format!("/api/v1/environments/{env}/git"), &acme.admin)
+        .await;
+    assert_eq!(git.status, 200, "{}", git.body);
+    assert_eq!(git.body["url"], "https://ops@github.com/acme/flows.git");
+    let canonical = app.get("/api/v1/canonical/repository", &acme.admin).await;
+    assert_eq!(canonical.status, 200, "{}", canonical.body);
+    assert_eq!(
+        canonical.body["url"],
+        "https://ops@github.com/acme/canonical.git"
+    );
+    assert!(
+        !format!("{}{}", git.body, canonical.body).contains("hunter2"),
+        "{git:?} {canonical:?}",
+        git = git.body,
+        canonical = canonical.body
+    );
+}

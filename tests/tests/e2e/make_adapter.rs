@@ -1076,3 +1076,114 @@ async fn an_answer_longer_than_64_mib_is_refused() {
     make.clear_quirks();
     ok(a.get_workflow(&id).await);
 }
+
+/// Two Google Sheets modules as a scenario built through Make's API saves them: no designer
+/// cache, so the blueprint does not say that their connections are `google` ones, nor their
+/// names.
+fn uncached_sheets(name: &str, sales: u64, ops: u64) -> Value {
+    json!({
+        "name": name,
+        "flow": [
+            {"id": 1, "module": "google-sheets:addRow", "version": 2,
+             "parameters": {"__IMTCONN__": sales},
+             "mapper": {"spreadsheetId": "sales", "values": {"0": "x"}},
+             "metadata": {"designer": {"x": 0, "y": 0}}},
+            {"id": 2, "module": "google-sheets:updateRow", "version": 2,
+             "parameters": {"__IMTCONN__": ops},
+             "mapper": {"spreadsheetId": "ops", "rowNumber": "1", "values": {"0": "x"}},
+             "metadata": {"designer": {"x": 300, "y": 0}}}
+        ],
+        "metadata": {"instant": false, "version": 1,
+                     "scenario": {"roundtrips": 1, "maxErrors": 3, "autoCommit": true},
+                     "designer": {"orphans": []}, "zone": "eu1.make.com"}
+    })
+}
+
+// CRED-007 on Make: the credential-mapping view types a connection the designer did not cache
+// as promotion does (by the source team's synced connection of that id), so it is listed as a
+// `google` connection with its name, matched to the target's connection of that type and name,
+// and a user's mapping under that type shows as mapped
+#[tokio::test]
+async fn the_mapping_view_types_uncached_connections_by_the_source_teams_connections() {
+    let app = workflowops_tests::TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let make = MakePeer::start(MakeConfig::default()).await;
+    let dev_team = make.team();
+    let prod_team = make.add_team("Production");
+    let dev_sales = make.add_connection(dev_team, "Sales Google", "google", "oauth");
+    let dev_ops = make.add_connection(dev_team, "Ops Google", "google", "oauth");
+    let prod_sales = make.add_connection(prod_team, "Sales Google", "google", "oauth");
+    let prod_shared = make.add_connection(prod_team, "Shared Google", "google", "oauth");
+    make.add_scenario(dev_team, uncached_sheets("Orders", dev_sales, dev_ops));
+    let _worker = workflowops_tests::engine_support::TestWorker::start(
+        &app.db.pool,
+        jobs::registry(&app.state.jobs),
+        2,
+    );
+    let mut envs = Vec::new();
+    for (name, team) in [("Dev", dev_team), ("Prod", prod_team)] {
+        let res = app
+            .post(
+                "/api/v1/environments",
+                &acme.admin,
+                &json!({"name": name, "provider": "make", "base_url": make.base_url(team),
+                        "api_key": make.api_key(), "class": "dev"}),
+            )
+            .await;
+        assert_eq!(res.status, 201, "{}", res.body);
+        let env = res.body["id"].as_str().unwrap_or_default().to_owned();
+        super::git::run(
+            &app,
+            &acme,
+            &format!("/api/v1/environments/{env}/sync"),
+            Some(&json!({"scope": "full"})),
+        )
+        .await;
+        envs.push(env);
+    }
+    let view_path = format!(
+        "/api/v1/credential-mappings?source_environment_id={}&target_environment_id={}",
+        envs[0], envs[1]
+    );
+    let view = app.get(&view_path, &acme.admin).await;
+    assert_eq!(view.status, 200, "{}", view.body);
+    assert_eq!(
+        view.body["credentials"],
+        json!([
+            {"credential_type": "google", "source_credential_id": dev_sales.to_string(),
+             "source_name": "Sales Google", "workflows": 1, "state": "suggested",
+             "target_credential_id": prod_sales.to_string(), "target_name": "Sales Google"},
+            {"credential_type": "google", "source_credential_id": dev_ops.to_string(),
+             "source_name": "Ops Google", "workflows": 1, "state": "missing",
+             "target_credential_id": null, "target_name": null}
+        ]),
+        "{}",
+        view.body
+    );
+
+    let put = app
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/credential-mappings",
+            Some(&acme.admin.token),
+            Some(
+                &json!({"source_environment_id": envs[0], "target_environment_id": envs[1],
+                         "credential_type": "google", "source_credential_id": dev_ops.to_string(),
+                         "target_credential_id": prod_shared.to_string()}),
+            ),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let view = app.get(&view_path, &acme.admin).await;
+    assert_eq!(
+        view.body["credentials"][1]["state"], "mapped",
+        "{}",
+        view.body
+    );
+    assert_eq!(
+        view.body["credentials"][1]["target_credential_id"],
+        prod_shared.to_string(),
+        "{}",
+        view.body
+    );
+}

@@ -304,3 +304,61 @@ async fn the_openapi_document_states_the_limits_the_api_validates() {
         "status documents no pattern: {status}"
     );
 }
+
+// Limits that were only in descriptions are in the schemas: enumerations as patterns, ranges,
+// id lists the API refuses to see twice as `uniqueItems`, and the upload's items as objects
+// with a name and nodes.
+#[tokio::test]
+async fn the_openapi_document_states_uniqueness_ranges_and_upload_items() {
+    let app = TestApp::spawn().await;
+    let doc = app
+        .request(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
+    let schemas = &doc.body["components"]["schemas"];
+    let prop = |schema: &str, field: &str| schemas[schema]["properties"][field].clone();
+
+    assert_eq!(
+        prop("GitRequest", "auth")["pattern"],
+        "^(none|token|ssh_key)$"
+    );
+    let days = prop("GitRequest", "snapshot_retention_days");
+    assert_eq!(
+        (days["minimum"].clone(), days["maximum"].clone()),
+        (1.into(), 3650.into())
+    );
+    for (schema, field) in [
+        ("BulkBackupRequest", "environment_ids"),
+        ("PromotionRequest", "workflow_ids"),
+        ("BulkActionBody", "workflow_ids"),
+    ] {
+        assert_eq!(
+            prop(schema, field)["uniqueItems"],
+            true,
+            "{schema}.{field}: {}",
+            prop(schema, field)
+        );
+    }
+    for schema in ["CreatePlanRequest", "PlanPatch"] {
+        let price = prop(schema, "stripe_price_id");
+        assert_eq!(price["pattern"], "^price_[A-Za-z0-9_]+$", "{schema}");
+        assert_eq!(price["maxLength"], 255, "{schema}");
+        assert_eq!(prop(schema, "rank")["maximum"], 1000, "{schema}");
+    }
+    let stages = prop("PipelineRequest", "stages");
+    assert_eq!(
+        (stages["minItems"].clone(), stages["maxItems"].clone()),
+        (1.into(), 10.into())
+    );
+    assert_eq!(prop("Approvals", "required")["maximum"], 5);
+
+    let upload = prop("UploadRequest", "workflows");
+    assert_eq!(
+        (upload["minItems"].clone(), upload["maxItems"].clone()),
+        (1.into(), 100.into())
+    );
+    let item = &upload["items"];
+    assert_eq!(item["type"], "object", "{upload}");
+    assert_eq!(item["required"], serde_json::json!(["name", "nodes"]));
+    assert_eq!(item["properties"]["name"]["maxLength"], 200);
+    assert_eq!(item["properties"]["nodes"]["type"], "array");
+}
