@@ -210,11 +210,7 @@ async fn time_limit(State(state): State<AppState>, req: Request, next: Next) -> 
 }
 
 async fn route_not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "route_not_found",
-        "no such endpoint; the API is described at /api/v1/openapi.json",
-    )
+    crate::ui::route_not_found()
 }
 
 async fn method_not_allowed() -> ApiError {

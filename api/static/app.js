@@ -31,12 +31,73 @@ async function answer(res) {
   return data;
 }
 
-// The error box of a control: its section's, form's or card's, else the page's first.
-const errorBox = (scope) => scope.closest("section, form, .card")?.querySelector("[data-error]") ?? document.querySelector("[data-error]");
+// The error box of a control: its section's, form's or card's, else the page's first; never one
+// folded away in a closed <details> (a form the user did not open), where nobody would see it.
+const shown = (box) => !box.closest("details:not([open])");
+const errorBox = (scope) => [...(scope.closest("section, form, .card")?.querySelectorAll("[data-error]") ?? [])].find(shown)
+  ?? [...document.querySelectorAll("[data-error]")].find(shown);
 
 function showError(scope, message) {
   const box = errorBox(scope);
   if (box) { box.textContent = message; box.hidden = false; } else { alert(message); }
+  // An action that reports in the page's notice reports its refusal there too.
+  if (scope.dataset?.announce) notify(`${scope.dataset.announce}: ${message}`, { kind: "error" });
+}
+
+// The page's notice (#notice): fixed at the bottom of the window, so an action's outcome shows
+// where the user is even when its progress is elsewhere on the page. `href`: its run.
+function notify(message, { kind = "", href = "" } = {}) {
+  const box = document.getElementById("notice");
+  if (!box) return;
+  document.getElementById("notice-text").textContent = message;
+  const link = document.getElementById("notice-link");
+  link.hidden = !href;
+  if (href) link.href = href;
+  box.className = `toast ${kind}`.trim();
+  box.hidden = false;
+}
+document.addEventListener("click", (ev) => {
+  if (ev.target.closest("#notice-close")) document.getElementById("notice").hidden = true;
+});
+
+// What a finished run says, for the control that started it (`data-result` names how, and
+// `data-result-into` the element that shows it): {text, kind}.
+const results = {
+  health(run) {
+    const o = run.output ?? {};
+    if (run.status !== "succeeded" || !o.status) {
+      return { text: `The health check ${run.status}${run.error?.message ? `: ${run.error.message}` : ""}.`, kind: "unhealthy" };
+    }
+    const parts = [o.status.replace("_", " ")];
+    if (o.latency_ms != null) parts.push(`${o.latency_ms} ms`);
+    if (o.version) parts.push(`version ${o.version}`);
+    if (o.error) parts.push(o.error);
+    const at = run.finished_at ? ` (checked ${new Date(run.finished_at).toLocaleTimeString()})` : "";
+    return { text: `Health: ${parts.join(" · ")}${at}`, kind: o.status === "healthy" ? "healthy" : "unhealthy" };
+  },
+};
+
+// What to do when a run started by `el` ends: show its result and/or announce its outcome.
+function onRunEnd(el, runId) {
+  const into = el.dataset.resultInto ? document.getElementById(el.dataset.resultInto) : null;
+  const result = results[el.dataset.result];
+  const label = el.dataset.announce;
+  if (into && result) { into.textContent = "Checking…"; into.className = "notice"; into.hidden = false; }
+  if (label) notify(`${label} has started; this notice says how it ends.`, { href: `/runs/${runId}` });
+  if (!(into && result) && !label) return undefined;
+  return (run) => {
+    if (into && result) {
+      const r = result(run);
+      into.textContent = r.text;
+      into.className = `notice ${r.kind}`;
+    }
+    if (label) {
+      const message = run.status === "succeeded" ? `${label} succeeded.`
+        : run.status === "cancelled" ? `${label} was cancelled.`
+        : `${label} ${run.status}${run.error?.message ? `: ${run.error.message}` : "."}`;
+      notify(message, { kind: run.status === "succeeded" ? "succeeded" : "error", href: `/runs/${runId}` });
+    }
+  };
 }
 
 // A new attempt clears what the last one said: its error, and a "Saved." that is no longer news.
@@ -62,6 +123,9 @@ function formBody(form) {
       continue;
     }
     if (!el.name || el.disabled) continue;
+    // `data-if-changed`: sent only when changed from what the page showed (a PATCH that tests a
+    // connection when its URL is sent must not test it for an unchanged one).
+    if (el.dataset.ifChanged !== undefined && !changed(el)) continue;
     if (el.dataset.emptyNull !== undefined && el.value === "") body[el.name] = null;
     else if (el.dataset.cents !== undefined) { if (el.value !== "") body[el.name] = Math.round(Number(el.value) * 100); }
     else if (el.dataset.json !== undefined) {
@@ -81,15 +145,43 @@ function formBody(form) {
   return body;
 }
 
+function changed(el) {
+  if (el.tagName === "SELECT") return [...el.options].some((o) => o.selected !== o.defaultSelected);
+  if (el.type === "checkbox") return el.checked !== el.defaultChecked;
+  return el.value !== el.defaultValue;
+}
+
+// `data-query="a b"` on a form: those fields go in the URL's query string, not the body (the
+// API's `?confirm=` of a delete).
+function withQuery(url, body, names) {
+  const q = new URLSearchParams();
+  for (const name of names) {
+    if (body[name] !== undefined) q.set(name, body[name]);
+    delete body[name];
+  }
+  const query = q.toString();
+  return query ? `${url}${url.includes("?") ? "&" : "?"}${query}` : url;
+}
+
 async function act(el, body) {
-  const [method, url] = el.dataset.api.split(" ");
+  let [method, url] = el.dataset.api.split(" ");
+  if (el.dataset.query) url = withQuery(url, body, el.dataset.query.split(" "));
   el.setAttribute("aria-busy", "true");
   clearMessages(el);
   try {
-    const data = await api(method, url, body);
+    const data = await api(method, url, method === "DELETE" ? undefined : body);
     const then = el.dataset.then ?? "";
     if (then === "reload") { location.reload(); }
-    else if (then === "watch" && data?.id) { watch(data.id, { refresh: true }); }
+    else if (then === "watch" && data?.id) { watch(data.id, { refresh: true, onEnd: onRunEnd(el, data.id) }); }
+    else if (then === "outcome" && data) {
+      // A drift action's outcome: a run to follow, or an approval to wait for.
+      const label = el.dataset.announce ?? el.textContent.trim();
+      if (data.run?.id) watch(data.run.id, { refresh: true, onEnd: onRunEnd(el, data.run.id) });
+      else if (data.result === "approval_required") {
+        notify(`${label} needs another admin's approval: the request waits for their decision.`);
+        refreshParts();
+      } else refreshParts();
+    }
     else if (then === "show-secret" && data?.secret) {
       document.getElementById("secret-value").textContent = data.secret;
       document.getElementById("secret").hidden = false;
@@ -126,6 +218,7 @@ document.addEventListener("submit", (ev) => {
   const form = ev.target.closest("form[data-api]");
   if (!form) return;
   ev.preventDefault();
+  if (form.dataset.confirm && !confirm(form.dataset.confirm)) return;
   act(form, formBody(form));
 });
 
@@ -135,8 +228,9 @@ document.addEventListener("submit", (ev) => {
 // was rendered: the stream replays what came before). Pages ask for it only for a run that was
 // still going when they were rendered; a finished run's stream ends at once, and refreshing on
 // that would repeat. A refresh never reloads the page nor opens another stream.
+// `onEnd(run)`: called with the finished run (the API's view of it) when its stream ends.
 let source = null;
-function watch(runId, { refresh = false, since = "" } = {}) {
+function watch(runId, { refresh = false, since = "", onEnd = undefined } = {}) {
   const live = document.getElementById("live");
   if (!live) return;
   live.hidden = false;
@@ -178,6 +272,7 @@ function watch(runId, { refresh = false, since = "" } = {}) {
     }
     for (const c of document.querySelectorAll("button[data-cancel]")) c.hidden = true;
     if (refresh) refreshParts();
+    if (onEnd) api("GET", `/api/v1/runs/${runId}`).then(onEnd).catch((err) => showError(live, err.message));
   });
 }
 
@@ -273,17 +368,49 @@ function renderPreview(p) {
   out.scrollIntoView({ block: "start" });
 }
 
+// A random key (crypto.randomUUID needs a secure context; getRandomValues does not).
+function randomKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// The wizard's Idempotency-Key for `body`: one per wizard page in the tab's history and per
+// request, kept in its history entry. Back from the new promotion and Promote again sends the
+// same key, and the API answers with the promotion already made instead of a second one; a
+// different choice of workflows, or the wizard opened anew, is a new request with a new key.
+function promotionKey(body) {
+  const request = JSON.stringify(body);
+  const kept = history.state?.promotionRequest;
+  if (kept?.request === request) return kept.key;
+  const key = `wizard-${randomKey()}`;
+  history.replaceState({ ...(history.state ?? {}), promotionRequest: { request, key } }, "");
+  return key;
+}
+
+async function createPromotion(body) {
+  const res = await fetch("/api/v1/promotions", {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "content-type": "application/json", "x-csrf-token": csrf(), accept: "application/json", "idempotency-key": promotionKey(body) },
+    body: JSON.stringify(body),
+  });
+  return answer(res);
+}
+
 document.addEventListener("click", async (ev) => {
   const preview = ev.target.closest("button[data-preview]");
   const promote = ev.target.closest("button[data-promote]");
   if ((!preview && !promote) || ev.target.disabled) return;
   ev.preventDefault();
   const el = preview ?? promote;
+  if (el.getAttribute("aria-busy")) return;
   clearMessages(el);
+  el.setAttribute("aria-busy", "true");
   try {
     if (preview) renderPreview(await api("POST", "/api/v1/promotions/preview", wizardBody()));
-    else location.href = `/promotions/${(await api("POST", "/api/v1/promotions", wizardBody())).id}`;
+    else location.href = `/promotions/${(await createPromotion(wizardBody())).id}`;
   } catch (e) { showError(el, e.message); }
+  finally { el.removeAttribute("aria-busy"); }
 });
 
 document.addEventListener("change", (ev) => {

@@ -101,6 +101,46 @@ impl Browser {
         .await
     }
 
+    /// A browser signed in to `app` as `email`: how most browser tests start. A failed sign-in
+    /// leaves a screenshot (`sign-in-failed`) and closes the browser.
+    pub async fn signed_in(app: &crate::TestApp, email: &str) -> anyhow::Result<Self> {
+        let b = Self::start().await?;
+        if let Err(e) = b.sign_in(app, email).await {
+            let _ = b.screenshot("sign-in-failed").await;
+            b.close().await;
+            return Err(e);
+        }
+        Ok(b)
+    }
+
+    /// Closes the browser after a test's `steps`; when they failed, first saves a screenshot
+    /// (`<name>-failed`), then fails the test with their error.
+    pub async fn finish(self, name: &str, steps: anyhow::Result<()>) {
+        if let Err(e) = steps {
+            let _ = self.screenshot(&format!("{name}-failed")).await;
+            self.close().await;
+            panic!("{e:#}");
+        }
+        self.close().await;
+    }
+
+    /// Runs `script` in the page; what it returns.
+    pub async fn js(&self, script: &str) -> anyhow::Result<serde_json::Value> {
+        Ok(self.driver.execute(script, vec![]).await?.json().clone())
+    }
+
+    /// Waits until the element `id` shows `needle`; the error says what it showed instead.
+    pub async fn until_text(&self, id: &str, needle: &str) -> anyhow::Result<()> {
+        let what = format!("#{id} to show {needle:?}");
+        match self
+            .until(&what, || async { self.text(id).await.contains(needle) })
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) => Err(anyhow::anyhow!("{e}; it shows {:?}", self.text(id).await)),
+        }
+    }
+
     /// Waits until `check` holds (polling every 100 ms, up to 20 s).
     pub async fn until<F, Fut>(&self, what: &str, mut check: F) -> anyhow::Result<()>
     where

@@ -10,14 +10,15 @@
 //!
 //! Every HTML page is sent with `Cache-Control: no-store`, so that Back after signing out cannot
 //! show a signed-in page from the browser's cache; a path no route knows gets an HTML 404 page
-//! when a browser asks for one (the API's paths always answer JSON).
+//! when a browser asks for one, in the layout when signed in (the API's paths always answer
+//! JSON), and so does a page link whose id does not parse (`/runs/xyz`, see `pages/path.rs`).
 
 use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Form, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Router, middleware};
@@ -79,6 +80,7 @@ fn pages() -> Router<AppState> {
         .route("/matrix", get(pages::matrix))
         .route("/runs", get(pages::runs))
         .route("/runs/{id}", get(pages::run))
+        .route("/executions", get(pages::executions))
         .route("/promotions", get(pages::promotions))
         .route("/promotions/new", get(pages::promotion_new))
         .route("/pipelines", get(pages::pipelines))
@@ -301,8 +303,22 @@ pub struct LoginForm {
 async fn login(
     State(state): State<AppState>,
     Extension(meta): Extension<ClientMeta>,
+    headers: HeaderMap,
+    uri: Uri,
     Form(form): Form<LoginForm>,
 ) -> Response {
+    if let Err(e) = refuse_cross_site(&headers, &uri, &state.config.public_url) {
+        // Nothing of the other site's post is echoed back (not even the email it chose).
+        return (
+            e.status,
+            render(&LoginPage {
+                error: Some(e.message),
+                email: String::new(),
+                restore: None,
+            }),
+        )
+            .into_response();
+    }
     let req = crate::routes::auth::LoginRequest {
         email: form.email.clone(),
         password: form.password,
@@ -332,6 +348,73 @@ async fn login(
             )
                 .into_response()
         }
+    }
+}
+
+/// Refuses a form post that another site made the browser send (403 `cross_site_request`).
+///
+/// The sign-in and invitation forms are posted before anyone is signed in, so they carry no
+/// CSRF token; without this, a page elsewhere could post its own credentials through a
+/// visitor's browser and leave it signed in to the other site's account (login CSRF), where
+/// whatever the visitor then types lands. A browser says where a post comes from, in headers
+/// no page can set:
+/// - `Sec-Fetch-Site`, when sent, decides: `same-origin` (a page of this server) and `none`
+///   (the visitor's own doing: the address bar, a bookmark) pass; `cross-site` and
+///   `same-site` (a sibling subdomain is another origin) are refused. It is asked first
+///   because a page with `Referrer-Policy: no-referrer` (the invitation page) makes the
+///   browser send `Origin: null` even for its own posts.
+/// - Otherwise (an older browser) `Origin` must be this server's: the origin of its public
+///   URL (`WFO_PUBLIC_URL`), or the host the request was addressed to (its `Host`, which the
+///   browser sets), so that an installation reached under another name than its public URL
+///   still works. `Origin: null` (a sandboxed frame, a redirect across sites) is refused.
+/// - A request with neither passes: every current browser sends `Origin` with a form post, so
+///   such a request is a script's or curl's, which signs nobody's browser in.
+pub(crate) fn refuse_cross_site(
+    headers: &HeaderMap,
+    uri: &Uri,
+    public_url: &str,
+) -> Result<(), crate::error::ApiError> {
+    let refused = || {
+        crate::error::ApiError::forbidden(
+            "cross_site_request",
+            "this form was sent from another website, so it was not accepted: open the page at \
+             WorkflowOps's own address and send the form from there",
+        )
+    };
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.to_str().unwrap_or_default().trim();
+        return if site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none") {
+            Ok(())
+        } else {
+            Err(refused())
+        };
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let Some(origin) = origin
+        .to_str()
+        .ok()
+        .and_then(|o| reqwest::Url::parse(o.trim()).ok())
+        .filter(|o| matches!(o.scheme(), "http" | "https"))
+    else {
+        return Err(refused());
+    };
+    let ours = reqwest::Url::parse(public_url).is_ok_and(|u| u.origin() == origin.origin());
+    // The host the browser addressed, with the origin's scheme: the server cannot tell the
+    // scheme behind a proxy that ends TLS, and the host is what another site cannot forge.
+    let addressed = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(axum::http::uri::Authority::as_str))
+        .and_then(|host| {
+            reqwest::Url::parse(&format!("{}://{}", origin.scheme(), host.trim())).ok()
+        })
+        .is_some_and(|u| u.origin() == origin.origin());
+    if ours || addressed {
+        Ok(())
+    } else {
+        Err(refused())
     }
 }
 
@@ -474,9 +557,23 @@ struct NotFoundPage {
     path: String,
 }
 
+/// The API's answer to a path no route knows: the one `route_not_found` problem, whoever serves
+/// it (this catch-all answers every path outside the pages, so the API's unknown paths too).
+pub(crate) const ROUTE_NOT_FOUND: (&str, &str) = (
+    "route_not_found",
+    "no such endpoint; the API is described at /api/v1/openapi.json",
+);
+
+/// [`ROUTE_NOT_FOUND`] as the API's error.
+pub(crate) fn route_not_found() -> crate::error::ApiError {
+    let (code, message) = ROUTE_NOT_FOUND;
+    crate::error::ApiError::new(StatusCode::NOT_FOUND, code, message)
+}
+
 /// A path no route knows. A browser's page request (outside `/api/`, accepting HTML) gets a page
-/// to find its way back from; anything else the API's JSON problem, as every unknown API path.
-async fn not_found_page(req: Request) -> Response {
+/// to find its way back from, in the layout when signed in; anything else the API's JSON
+/// problem, as every unknown API path.
+async fn not_found_page(viewer: Option<Viewer>, req: Request) -> Response {
     let wants_html = matches!(*req.method(), Method::GET | Method::HEAD)
         && !req.uri().path().starts_with("/api/")
         && req
@@ -485,20 +582,19 @@ async fn not_found_page(req: Request) -> Response {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("text/html"));
     if !wants_html {
-        return crate::error::ApiError::new(
-            StatusCode::NOT_FOUND,
-            "route_not_found",
-            "no such endpoint; the API is described at /api/v1/openapi.json",
-        )
-        .into_response();
+        return route_not_found().into_response();
     }
-    (
-        StatusCode::NOT_FOUND,
-        render(&NotFoundPage {
-            path: req.uri().path().to_owned(),
-        }),
-    )
-        .into_response()
+    let path = req.uri().path();
+    match viewer {
+        Some(v) => pages::no_such_page(v.nav(""), path),
+        None => (
+            StatusCode::NOT_FOUND,
+            render(&NotFoundPage {
+                path: path.to_owned(),
+            }),
+        )
+            .into_response(),
+    }
 }
 
 async fn style() -> Response {

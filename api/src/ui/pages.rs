@@ -1,7 +1,7 @@
 //! The pages: each reads through the domain (tenant-scoped, like the API) and renders a template.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use domain::catalog::{self, WorkflowFilter, WorkflowItem};
@@ -14,21 +14,51 @@ use uuid::Uuid;
 use super::{Nav, Viewer, page_of, render};
 use crate::app::AppState;
 
+mod executions;
 mod live;
+mod path;
 mod query;
 mod run_list;
 
+pub use executions::executions;
 use live::{LiveRun, last_event};
+pub(super) use path::PagePath;
 pub(super) use query::{PageQuery, empty_as_none};
 use run_list::recent_runs;
 pub use run_list::{RunRow, runs};
 
-pub(super) fn not_found(what: &str) -> Response {
+#[derive(Template)]
+#[template(path = "missing.html")]
+struct Missing<'a> {
+    nav: Nav,
+    /// What the link named ("run", "environment"…), or `None` for a path no page has.
+    what: Option<&'a str>,
+    path: &'a str,
+}
+
+/// The 404 page in the layout: the link's `what` (a run, an environment…) does not exist, or
+/// is not this tenant's.
+pub(super) fn not_found(nav: Nav, what: &str) -> Response {
     (
         StatusCode::NOT_FOUND,
-        axum::response::Html(format!(
-            "<h1>Not found</h1><p>No such {what}. <a href=\"/\">Back to the dashboard</a></p>"
-        )),
+        render(&Missing {
+            nav,
+            what: Some(what),
+            path: "",
+        }),
+    )
+        .into_response()
+}
+
+/// The 404 page in the layout for a path no page has (signed-in browsers; see `not_found_page`).
+pub(super) fn no_such_page(nav: Nav, path: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        render(&Missing {
+            nav,
+            what: None,
+            path,
+        }),
     )
         .into_response()
 }
@@ -237,6 +267,11 @@ struct EnvironmentPage {
 }
 
 impl EnvironmentPage {
+    /// Changing and deleting environments is for roles that manage them; others see it disabled.
+    fn can_manage(&self) -> bool {
+        self.nav.can(domain::Permission::ManageEnvironments)
+    }
+
     /// The snapshot before the one at `i` in the (newest-first) list, to compare with.
     fn previous(&self, i: &usize) -> String {
         self.snapshots
@@ -249,11 +284,13 @@ impl EnvironmentPage {
 pub async fn environment(
     State(state): State<AppState>,
     v: Viewer,
-    Path(id): Path<Uuid>,
+    PagePath(id): PagePath<Uuid>,
 ) -> Response {
     let env = match environments::get(&state.db, v.tenant_id, id).await {
         Ok(env) => env,
-        Err(domain::Error::NotFound { .. }) => return not_found("environment"),
+        Err(domain::Error::NotFound { .. }) => {
+            return not_found(v.nav("environments"), "environment");
+        }
         Err(e) => return failed(&e),
     };
     let workflows: i64 = match sqlx::query_scalar(
@@ -446,7 +483,11 @@ struct RunPage {
     steps: Vec<(String, i32, String)>,
 }
 
-pub async fn run(State(state): State<AppState>, v: Viewer, Path(id): Path<Uuid>) -> Response {
+pub async fn run(
+    State(state): State<AppState>,
+    v: Viewer,
+    PagePath(id): PagePath<Uuid>,
+) -> Response {
     let namespace = v.tenant_id.to_string();
     let since = match last_event(&state.db, &namespace, id).await {
         Ok(since) => since,
@@ -454,7 +495,7 @@ pub async fn run(State(state): State<AppState>, v: Viewer, Path(id): Path<Uuid>)
     };
     let run = match engine::queue::get(&state.db, &namespace, id).await {
         Ok(r) => r,
-        Err(engine::queue::Error::NotFound) => return not_found("run"),
+        Err(engine::queue::Error::NotFound) => return not_found(v.nav("runs"), "run"),
         Err(e) => return failed(&e),
     };
     let names = match env_names(&state, v.tenant_id).await {
@@ -570,7 +611,11 @@ struct PromotionPage {
     live: Option<LiveRun>,
 }
 
-pub async fn promotion(State(state): State<AppState>, v: Viewer, Path(id): Path<Uuid>) -> Response {
+pub async fn promotion(
+    State(state): State<AppState>,
+    v: Viewer,
+    PagePath(id): PagePath<Uuid>,
+) -> Response {
     // How its run stands is read before the promotion the page shows (see `last_event`): if the
     // run had finished then, the page shows it finished and never refreshes.
     let namespace = v.tenant_id.to_string();
@@ -593,12 +638,12 @@ pub async fn promotion(State(state): State<AppState>, v: Viewer, Path(id): Path<
             }
         }
         Ok(_) => (None, None),
-        Err(domain::Error::NotFound { .. }) => return not_found("promotion"),
+        Err(domain::Error::NotFound { .. }) => return not_found(v.nav("promotions"), "promotion"),
         Err(e) => return failed(&e),
     };
     let p = match promotions::get(&state.db, v.tenant_id, id).await {
         Ok(p) => p,
-        Err(domain::Error::NotFound { .. }) => return not_found("promotion"),
+        Err(domain::Error::NotFound { .. }) => return not_found(v.nav("promotions"), "promotion"),
         Err(e) => return failed(&e),
     };
     // A run given to it meanwhile has just started.
@@ -797,10 +842,14 @@ fn change_rows(
     rows
 }
 
-pub async fn incident(State(state): State<AppState>, v: Viewer, Path(id): Path<Uuid>) -> Response {
+pub async fn incident(
+    State(state): State<AppState>,
+    v: Viewer,
+    PagePath(id): PagePath<Uuid>,
+) -> Response {
     let mut i = match drift::get(&state.db, v.tenant_id, id).await {
         Ok(i) => i,
-        Err(domain::Error::NotFound { .. }) => return not_found("incident"),
+        Err(domain::Error::NotFound { .. }) => return not_found(v.nav("incidents"), "incident"),
         Err(e) => return failed(&e),
     };
     let (env, provider) = environments::get(&state.db, v.tenant_id, i.environment_id)
@@ -822,9 +871,14 @@ pub async fn incident(State(state): State<AppState>, v: Viewer, Path(id): Path<U
     if !full_diff {
         crate::routes::drift::strip_diffs(&mut i.payload);
     }
-    let next = IncidentStatus::parse(&i.status)
+    // Reconciled is reached only by reconciling (the Revert to Git button), never by a plain
+    // transition (409 `reconcile_required`).
+    let next: Vec<IncidentStatus> = IncidentStatus::parse(&i.status)
         .map(|s| s.next().to_vec())
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| *s != IncidentStatus::Reconciled)
+        .collect();
     let affected = i.affected.as_array().cloned().unwrap_or_default();
     let approvals = match drift::approvals(&state.db, v.tenant_id, i.id).await {
         Ok(a) => a,
@@ -844,6 +898,25 @@ pub async fn incident(State(state): State<AppState>, v: Viewer, Path(id): Path<U
 impl PromotionPage {
     fn field(&self, v: &serde_json::Value, key: &str) -> String {
         field(v, key)
+    }
+
+    /// What an applied item says needs a hand in the target (its `warnings`, e.g. Make modules
+    /// left without a connection).
+    fn warnings(&self, item: &serde_json::Value) -> Vec<String> {
+        item.get("warnings")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w.as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// How many applied items carry warnings.
+    fn warned(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| !self.warnings(r).is_empty())
+            .count()
     }
 
     fn env_name(&self, id: &Uuid) -> &str {
@@ -1023,16 +1096,16 @@ fn policy_actions(
 pub async fn workflow(
     State(state): State<AppState>,
     v: Viewer,
-    Path((env_id, wid)): Path<(Uuid, String)>,
+    PagePath((env_id, wid)): PagePath<(Uuid, String)>,
 ) -> Response {
     let env = match environments::get(&state.db, v.tenant_id, env_id).await {
         Ok(e) => e,
-        Err(domain::Error::NotFound { .. }) => return not_found("environment"),
+        Err(domain::Error::NotFound { .. }) => return not_found(v.nav("workflows"), "environment"),
         Err(e) => return failed(&e),
     };
     let w = match catalog::get_workflow(&state.db, v.tenant_id, env_id, &wid).await {
         Ok(w) => w,
-        Err(domain::Error::NotFound { .. }) => return not_found("workflow"),
+        Err(domain::Error::NotFound { .. }) => return not_found(v.nav("workflows"), "workflow"),
         Err(e) => return failed(&e),
     };
     let pending = domain::action_requests::list(&state.db, v.tenant_id, Some("pending")).await;
@@ -1408,7 +1481,7 @@ struct SwitchPage {
 /// Switch tenant: the signed-in user's memberships.
 pub async fn switch_tenant(State(state): State<AppState>, v: Viewer) -> Response {
     let Some(user) = v.principal.user_id() else {
-        return not_found("user");
+        return not_found(v.nav("switch"), "user");
     };
     match domain::tenancy::memberships_of(&state.db, user).await {
         Ok(tenants) => render(&SwitchPage {

@@ -7,7 +7,7 @@
 //! act through the JSON API, starting one through the UI's own route (it switches cookies).
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use domain::impersonation::{self, Filter, Impersonation, TenantUser};
@@ -16,7 +16,7 @@ use domain::usage::{self, AtLimit, Metric, PlatformUsage, TenantNote, TenantUsag
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::pages::{failed, not_found};
+use super::pages::{PagePath, failed, not_found};
 use super::{Nav, Viewer, page_of, render};
 use crate::app::AppState;
 
@@ -217,7 +217,7 @@ struct TenantPage {
 pub async fn tenant(
     State(state): State<AppState>,
     v: Viewer,
-    Path(id): Path<Uuid>,
+    PagePath(id): PagePath<Uuid>,
     super::pages::PageQuery(q): super::pages::PageQuery<TenantQuery>,
 ) -> Response {
     tenant_page(&state, &v, id, &q, None).await
@@ -237,7 +237,7 @@ pub(super) async fn tenant_page(
     }
     let usage = match usage::tenant(&state.db, id).await {
         Ok(u) => u,
-        Err(domain::Error::NotFound { .. }) => return not_found("tenant"),
+        Err(domain::Error::NotFound { .. }) => return not_found(nav, "tenant"),
         Err(e) => return failed(&e),
     };
     let search = search_of(q.q.as_deref());

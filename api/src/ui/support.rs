@@ -5,7 +5,7 @@
 //! console (`support_console.rs`).
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use domain::Permission;
 use domain::support::{
@@ -14,7 +14,7 @@ use domain::support::{
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::pages::{failed, not_found};
+use super::pages::{PagePath, failed, not_found};
 use super::{Nav, Viewer, page_of, render};
 use crate::app::AppState;
 
@@ -271,10 +271,14 @@ struct TicketPage {
 }
 
 /// `/support/{id}`: one of the tenant's tickets (404 for anyone else's).
-pub async fn ticket(State(state): State<AppState>, v: Viewer, Path(id): Path<Uuid>) -> Response {
+pub async fn ticket(
+    State(state): State<AppState>,
+    v: Viewer,
+    PagePath(id): PagePath<Uuid>,
+) -> Response {
     let nav = v.nav("support");
     if !nav.can(Permission::UseSupport) {
-        return not_found("ticket");
+        return not_found(nav, "ticket");
     }
     let mut conn = match state.db.acquire().await {
         Ok(c) => c,
@@ -282,7 +286,7 @@ pub async fn ticket(State(state): State<AppState>, v: Viewer, Path(id): Path<Uui
     };
     let detail = match support::detail(&mut conn, Some(v.tenant_id), id).await {
         Ok(d) => d,
-        Err(domain::Error::NotFound { .. }) => return not_found("ticket"),
+        Err(domain::Error::NotFound { .. }) => return not_found(nav, "ticket"),
         Err(e) => return failed(&e),
     };
     render(&TicketPage {

@@ -6,14 +6,14 @@
 use std::collections::HashMap;
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use domain::support::{self, Filter, TicketKind, TicketStatus};
 use domain::tenancy;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::pages::{failed, not_found};
+use super::pages::{PagePath, failed, not_found};
 use super::platform::{PLATFORM_ONLY, denied};
 use super::support::{
     Choice, FileRow, MessageRow, TICKETS_PER_PAGE, TicketRow, kinds, open_choices, open_of,
@@ -169,7 +169,11 @@ impl TicketPage {
 }
 
 /// `/platform/support/{id}`: one ticket, for support.
-pub async fn ticket(State(state): State<AppState>, v: Viewer, Path(id): Path<Uuid>) -> Response {
+pub async fn ticket(
+    State(state): State<AppState>,
+    v: Viewer,
+    PagePath(id): PagePath<Uuid>,
+) -> Response {
     let nav = v.nav("platform");
     let (true, Some(me)) = (v.principal.platform_admin, v.principal.user_id()) else {
         return denied(nav, PLATFORM_ONLY);
@@ -180,7 +184,7 @@ pub async fn ticket(State(state): State<AppState>, v: Viewer, Path(id): Path<Uui
     };
     let detail = match support::detail(&mut conn, None, id).await {
         Ok(d) => d,
-        Err(domain::Error::NotFound { .. }) => return not_found("ticket"),
+        Err(domain::Error::NotFound { .. }) => return not_found(nav, "ticket"),
         Err(e) => return failed(&e),
     };
     let assignee = match detail.ticket.assignee_user_id {

@@ -75,7 +75,8 @@ fn tag<'a>(html: &'a str, id: &str) -> &'a str {
 
 /// The page's own content, without the layout (whose sign-out button every page has).
 fn main_of(html: &str) -> &str {
-    html.split("<main>").nth(1).unwrap_or_default()
+    let after = html.split("<main>").nth(1).unwrap_or_default();
+    after.split("</main>").next().unwrap_or_default()
 }
 
 async fn n8n_plan_features(app: &TestApp, plan: &str) -> Value {
@@ -441,25 +442,16 @@ mod browser {
         panic!("timed out waiting for {what}");
     }
 
-    /// Closes the browser after the steps, with a screenshot of where they failed.
-    async fn finish(b: Browser, name: &str, steps: anyhow::Result<()>) {
-        if let Err(e) = steps {
-            let _ = b.screenshot(&format!("{name}-failed")).await;
-            b.close().await;
-            panic!("{e:#}");
-        }
-        b.close().await;
-    }
-
     // ENT-006, ENT-007, ADMIN-008: a feature ticked in the matrix is what the plan grants.
     #[tokio::test]
     async fn in_a_browser_a_platform_admin_ticks_a_feature_in_the_matrix_and_saves_the_plan() {
         let app = TestApp::spawn().await;
         let admin = app.platform_admin().await;
         assert_eq!(n8n_plan_features(&app, "free").await["promotions"], false);
-        let b = Browser::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+        let b = Browser::signed_in(&app, &admin.email)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let steps = async {
-            b.sign_in(&app, &admin.email).await?;
             b.driver.goto(app.url("/platform")).await?;
             b.driver.find(By::Id("plans-link")).await?.click().await?;
             let tick = b.driver.find(By::Id("plan-n8n-free-promotions")).await?;
@@ -493,7 +485,7 @@ mod browser {
             anyhow::Ok(())
         };
         let steps = steps.await;
-        finish(b, "platform-plans", steps).await;
+        b.finish("platform-plans", steps).await;
         // The API says so too, and nothing else of the plan changed.
         let matrix = app.get("/api/v1/platform/plans", &admin).await;
         let free = matrix.body["plans"]
@@ -528,7 +520,9 @@ mod browser {
         let app = TestApp::spawn().await;
         let admin = app.platform_admin().await;
         let acme = app.tenant_on("acme", "free").await;
-        let b = Browser::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+        let b = Browser::signed_in(&app, &admin.email)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let plan_of = || async {
             sqlx::query_as::<_, (String, String)>(
                 "select p.key, s.source from tenant_subscriptions s join plans p on p.id = s.plan_id \
@@ -551,7 +545,6 @@ mod browser {
             .unwrap_or_else(|e| panic!("{e}"))
         };
         let steps = async {
-            b.sign_in(&app, &admin.email).await?;
             b.driver
                 .goto(app.url(&format!("/platform/tenants/{}", acme.id)))
                 .await?;
@@ -644,7 +637,7 @@ mod browser {
             anyhow::Ok(())
         };
         let steps = steps.await;
-        finish(b, "platform-tenant-plans", steps).await;
+        b.finish("platform-tenant-plans", steps).await;
         let ent = app
             .get(
                 &format!("/api/v1/platform/tenants/{}/entitlements", acme.id),
@@ -666,10 +659,11 @@ mod browser {
     async fn in_a_browser_upgrade_goes_to_stripe_checkout_and_comes_back_on_pro() {
         let (app, stripe) = selling_pro().await;
         let acme = app.tenant_on("acme", "free").await;
-        let b = Browser::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+        let b = Browser::signed_in(&app, &acme.admin.email)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let steps =
             async {
-                b.sign_in(&app, &acme.admin.email).await?;
                 b.driver.find(By::Id("nav-billing")).await?.click().await?;
                 b.until("the billing page", || async {
                     b.text("plan-n8n").await == "Free"
@@ -729,7 +723,7 @@ mod browser {
                 anyhow::Ok(())
             };
         let steps = steps.await;
-        finish(b, "billing", steps).await;
+        b.finish("billing", steps).await;
         let canceling: bool = sqlx::query_scalar(
             "select cancel_at_period_end from tenant_subscriptions \
              where tenant_id = $1 and provider = 'n8n'",

@@ -685,9 +685,10 @@ async fn in_a_browser_impersonate_asks_why_and_the_banner_ends_it() {
     let acme = app.tenant("acme").await;
     let developer = app.member(&acme, Role::Developer).await;
     let dev_id = developer.user_id.unwrap_or_default();
-    let b = Browser::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let b = Browser::signed_in(&app, &admin.email)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let steps = async {
-        b.sign_in(&app, &admin.email).await?;
         b.driver.find(By::Id("nav-platform")).await?.click().await?;
         b.until("the console", || async { b.text("n-tenants").await == "2" })
             .await?;
@@ -740,11 +741,8 @@ async fn in_a_browser_impersonate_asks_why_and_the_banner_ends_it() {
         assert!(b.text("impersonation-banner").await.is_empty());
         anyhow::Ok(())
     };
-    if let Err(e) = steps.await {
-        let _ = b.screenshot("console-failed").await;
-        panic!("{e:#}");
-    }
-    b.close().await;
+    let steps = steps.await;
+    b.finish("console", steps).await;
 }
 
 /// A kept-session cookie someone planted (a session not of the impersonating admin, or not a
@@ -1182,9 +1180,10 @@ async fn in_a_browser_the_console_lists_every_tenants_runs_and_filters_them() {
         Some("the peer refused"),
     )
     .await;
-    let b = Browser::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let b = Browser::signed_in(&app, &admin.email)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let steps = async {
-        b.sign_in(&app, &admin.email).await?;
         b.driver.find(By::Id("nav-platform")).await?.click().await?;
         b.driver
             .find(By::Id("platform-runs-link"))
@@ -1230,9 +1229,6 @@ async fn in_a_browser_the_console_lists_every_tenants_runs_and_filters_them() {
         .await?;
         anyhow::Ok(())
     };
-    if let Err(e) = steps.await {
-        let _ = b.screenshot("platform-runs-failed").await;
-        panic!("{e:#}");
-    }
-    b.close().await;
+    let steps = steps.await;
+    b.finish("platform-runs", steps).await;
 }

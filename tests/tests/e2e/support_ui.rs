@@ -338,9 +338,10 @@ async fn in_a_browser_a_member_opens_a_ticket_replies_and_attaches_files() {
     let large = dir.join("huge.log");
     std::fs::write(&small, "line 1\nline 2\n").unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(&large, vec![b'x'; 20 * 1024]).unwrap_or_else(|e| panic!("{e}"));
-    let b = Browser::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let b = Browser::signed_in(&app, &member.email)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let steps = async {
-        b.sign_in(&app, &member.email).await?;
         b.driver.find(By::Id("nav-support")).await?.click().await?;
         let form = b.driver.find(By::Id("new-ticket")).await?;
         form.find(By::Name("title"))
@@ -398,11 +399,7 @@ async fn in_a_browser_a_member_opens_a_ticket_replies_and_attaches_files() {
     };
     let outcome = steps.await;
     let _ = std::fs::remove_dir_all(&dir);
-    if let Err(e) = outcome {
-        let _ = b.screenshot("support-failed").await;
-        panic!("{e:#}");
-    }
-    b.close().await;
+    b.finish("support", outcome).await;
     let tickets = app.get("/api/v1/support/tickets", &member).await;
     assert_eq!(
         tickets.body["items"][0]["attachments"], 1,

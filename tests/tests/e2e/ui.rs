@@ -1207,10 +1207,9 @@ async fn the_notifications_page_tests_a_channel_in_place() {
         .await;
     assert_eq!(created.status, 201, "{}", created.body);
     let channel = created.body["id"].as_str().unwrap_or_default().to_owned();
-    let b = Browser::start().await.unwrap_or_else(|e| panic!("{e:#}"));
-    sign_in(&b, &app, &acme.admin)
+    let b = Browser::signed_in(&app, &acme.admin.email)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap_or_else(|e| panic!("{e:#}"));
     b.driver
         .goto(app.url("/notifications"))
         .await

@@ -399,13 +399,335 @@ async fn the_dashboard_marks_its_range_and_says_when_it_does_not_know_one() {
     );
 }
 
+/// Inserts an execution of `env` as a sync would have stored it.
+async fn execution(
+    app: &TestApp,
+    t: &TenantFixture,
+    env: Uuid,
+    (id, workflow, status): (&str, &str, &str),
+    minutes_ago: i64,
+) {
+    sqlx::query(
+        "insert into env_executions (environment_id, tenant_id, provider_id, workflow_id, status, mode, finished, started_at, stopped_at, error_message) \
+         values ($1, $2, $3, $4, $5, 'trigger', true, now() - make_interval(mins => $6::int), now() - make_interval(mins => $6::int) + interval '1500 milliseconds', $7)",
+    )
+    .bind(env)
+    .bind(t.id)
+    .bind(id)
+    .bind(workflow)
+    .bind(status)
+    .bind(i32::try_from(minutes_ago).unwrap_or(i32::MAX))
+    .bind((status == "error").then_some("Boom: the node failed"))
+    .execute(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The opening tag of the element with `id` ("" when absent).
+fn tag_of<'a>(html: &'a str, id: &str) -> &'a str {
+    let Some(at) = html.find(&format!("id=\"{id}\"")) else {
+        return "";
+    };
+    let start = html[..at].rfind('<').unwrap_or(at);
+    let end = html[at..].find('>').map_or(html.len(), |e| at + e);
+    &html[start..end]
+}
+
+/// The execution ids a page lists, in order.
+fn listed_executions(html: &str) -> Vec<String> {
+    html.split("<tr><td><code>")
+        .skip(1)
+        .filter_map(|row| row.split('<').next().map(str::to_owned))
+        .collect()
+}
+
+// The walkthrough: executions were synced but no page listed them.
+#[tokio::test]
+async fn the_executions_page_lists_filters_and_pages_the_synced_executions() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    let (dev_n8n, prod_n8n, other_n8n) = (
+        N8nEmulator::start(EmulatorConfig::default()).await,
+        N8nEmulator::start(EmulatorConfig::default()).await,
+        N8nEmulator::start(EmulatorConfig::default()).await,
+    );
+    let dev = environment(&app, &acme, "Dev", "dev", &dev_n8n).await;
+    let prod = environment(&app, &acme, "Prod", "production", &prod_n8n).await;
+    let theirs = environment(&app, &globex, "Theirs", "dev", &other_n8n).await;
+    // 60 in Dev (every fifth an error of workflow wf-b), 3 in Prod, 1 of another tenant.
+    for i in 0..60 {
+        let (workflow, status) = if i % 5 == 0 {
+            ("wf-b", "error")
+        } else {
+            ("wf-a", "success")
+        };
+        execution(&app, &acme, dev, (&format!("d{i:03}"), workflow, status), i).await;
+    }
+    for i in 0..3 {
+        execution(
+            &app,
+            &acme,
+            prod,
+            (&format!("p{i}"), "wf-a", "success"),
+            100 + i,
+        )
+        .await;
+    }
+    execution(&app, &globex, theirs, ("g0", "wf-a", "success"), 1).await;
+
+    let (status, first) = page(&app, "/executions", &acme.admin).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert!(first.contains("id=\"nav-executions\""), "in the nav");
+    let page1 = listed_executions(&first);
+    assert_eq!(page1.len(), 50);
+    assert_eq!(page1[0], "d000", "newest first");
+    assert!(!page1.contains(&"g0".to_owned()), "another tenant's");
+    assert!(href_of(&first, "previous-page").is_none());
+    let next = href_of(&first, "next-page").unwrap_or_else(|| panic!("a next page"));
+    let (_, second) = page(&app, &next, &acme.admin).await;
+    let page2 = listed_executions(&second);
+    assert_eq!(page2.len(), 13);
+    assert_eq!(page2.last().map(String::as_str), Some("p2"));
+    assert!(href_of(&second, "next-page").is_none(), "the last page");
+    let back = href_of(&second, "previous-page").unwrap_or_else(|| panic!("a previous page"));
+    assert_eq!(back, "/executions");
+    // What each row says: its workflow and environment linked, status, duration, error.
+    assert!(
+        first.contains(&format!("href=\"/environments/{dev}\">Dev</a>"))
+            && first.contains(&format!("href=\"/environments/{dev}/workflows/wf-b\">")),
+        "{first}"
+    );
+    assert!(first.contains("1.5 s") && first.contains("Boom: the node failed"));
+
+    // Filters as the API's: environment, workflow, status; they ride along in the page links.
+    let (_, html) = page(
+        &app,
+        &format!("/executions?environment_id={prod}&workflow_id=&status="),
+        &acme.admin,
+    )
+    .await;
+    assert_eq!(listed_executions(&html), ["p0", "p1", "p2"]);
+    let (_, html) = page(&app, "/executions?status=error", &acme.admin).await;
+    assert_eq!(listed_executions(&html).len(), 12);
+    let (_, html) = page(
+        &app,
+        &format!("/executions?environment_id={dev}&workflow_id=wf-a&status=success"),
+        &acme.admin,
+    )
+    .await;
+    let listed = listed_executions(&html);
+    assert_eq!(listed.len(), 48);
+    assert!(listed.iter().all(|x| x.starts_with('d')));
+    let (_, html) = page(&app, "/executions?status=waiting", &acme.admin).await;
+    assert!(
+        html.contains("No execution matches these filters."),
+        "{html}"
+    );
+    // A status the API does not know is a bad link, named; a stale cursor is the first page.
+    let (status, html) = page(&app, "/executions?status=exploded", &acme.admin).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.contains("<code>status</code>"), "{html}");
+    let (status, html) = page(&app, "/executions?cursor=garbage", &acme.admin).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed_executions(&html), page1);
+    // The environment's page links to its executions.
+    let (_, html) = page(&app, &format!("/environments/{dev}"), &acme.admin).await;
+    assert!(html.contains(&format!("href=\"/executions?environment_id={dev}\"")));
+    // So does a workflow's page, to the workflow's.
+    let n8n = N8nEmulator::start(EmulatorConfig::default()).await;
+    let wf = n8n.seed_workflows(1, 1).remove(0);
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
+    let synced_env = environment(&app, &acme, "Synced", "dev", &n8n).await;
+    sync(&app, &acme, synced_env).await;
+    let (_, html) = page(
+        &app,
+        &format!("/environments/{synced_env}/workflows/{wf}"),
+        &acme.admin,
+    )
+    .await;
+    let link = href_of(&html, "workflow-executions").unwrap_or_else(|| panic!("{html}"));
+    assert_eq!(
+        link,
+        format!("/executions?environment_id={synced_env}&workflow_id={wf}")
+    );
+    // Viewers see them too (the API lets every role list executions).
+    let viewer = app.member(&acme, Role::Viewer).await;
+    let (status, html) = page(&app, "/executions", &viewer).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed_executions(&html).len(), 50);
+}
+
+// The walkthrough: `/runs/xyz` answered a plain-text 400, and not-found pages had no layout.
+#[tokio::test]
+async fn a_bad_or_unknown_id_in_a_page_link_gets_the_not_found_page_in_the_layout() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let nobody = Uuid::now_v7();
+    for (path, what) in [
+        ("/runs/xyz".to_owned(), "run"),
+        (format!("/runs/{nobody}"), "run"),
+        ("/environments/nope".to_owned(), "environment"),
+        (format!("/environments/{nobody}"), "environment"),
+        ("/environments/nope/workflows/1".to_owned(), "workflow"),
+        ("/promotions/12".to_owned(), "promotion"),
+        (format!("/promotions/{nobody}"), "promotion"),
+        ("/incidents/x".to_owned(), "incident"),
+        ("/support/x".to_owned(), "ticket"),
+    ] {
+        let (status, html) = page(&app, &path, &acme.admin).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {html}");
+        assert!(html.contains("id=\"not-found\""), "{path}: {html}");
+        assert!(
+            html.contains(&format!("There is no such {what} here.")),
+            "{path}: {html}"
+        );
+        assert!(
+            html.contains(&acme.admin.email) && html.contains("id=\"main-nav\""),
+            "{path}: in the layout"
+        );
+        assert!(!html.contains("Invalid URL"), "{path}: axum's text");
+    }
+    // Signed out, a bad link is the sign-in page, as any page.
+    let res = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get(app.url("/runs/xyz"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    // A path no page has: in the layout when signed in, the bare page when not.
+    let browse = |who: Option<String>| {
+        let url = app.url("/no-such-page");
+        async move {
+            let mut req = reqwest::Client::new()
+                .get(url)
+                .header("accept", "text/html");
+            if let Some(token) = who {
+                req = req.header("cookie", format!("wfo_session={token}"));
+            }
+            let res = req.send().await.unwrap_or_else(|e| panic!("{e}"));
+            (res.status(), res.text().await.unwrap_or_default())
+        }
+    };
+    let (status, html) = browse(Some(acme.admin.token.clone())).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        html.contains("Page not found") && html.contains("id=\"main-nav\""),
+        "{html}"
+    );
+    assert!(html.contains("<code id=\"missing-path\">/no-such-page</code>"));
+    let (status, html) = browse(None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(html.contains("Page not found") && !html.contains("id=\"main-nav\""));
+}
+
+// The walkthrough: a promotion's result carried warnings (Make modules left without a
+// connection) that its page did not show.
+#[tokio::test]
+async fn the_promotion_page_shows_the_warnings_of_its_results() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 4);
+    let (_dev_n8n, dev) = synced(&app, &acme, "Dev", "dev", 2).await;
+    let (_prod_n8n, prod) = synced(&app, &acme, "Prod", "production", 0).await;
+    let release = pipeline(&app, &acme, dev, prod, 0).await;
+    let (promotion, run) =
+        promote(&app, &acme, release, &workflow_ids(&app, &acme, dev).await).await;
+    workflowops_tests::engine_support::wait_for(&app.db.pool, run, engine::RunStatus::Succeeded)
+        .await;
+    let path = format!("/promotions/{promotion}");
+    let (_, html) = page(&app, &path, &acme.admin).await;
+    assert!(html.contains("id=\"results\"") && !html.contains("result-warnings-summary"));
+    // The first item as a Make promotion writes one whose connection has no counterpart
+    // (the n8n emulator has no such thing; the result is what the promotion job stores).
+    let warning = "module `Slack` was left without a connection: its source connection `Team <Slack>` (slack) has no counterpart in the target; choose one in Make";
+    sqlx::query(
+        "update promotions set results = jsonb_set(results, '{0,warnings}', jsonb_build_array($2::text)) where id = $1",
+    )
+    .bind(promotion)
+    .bind(warning)
+    .execute(&app.db.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (_, html) = page(&app, &path, &acme.admin).await;
+    assert!(
+        html.contains("id=\"result-warnings-summary\"")
+            && html.contains("1 workflow(s) were written but need a hand in Prod"),
+        "{html}"
+    );
+    assert!(
+        html.contains("module `Slack` was left without a connection: its source connection `Team &#60;Slack&#62;`")
+            || html.contains("module `Slack` was left without a connection: its source connection `Team &lt;Slack&gt;`"),
+        "the warning, escaped: {html}"
+    );
+}
+
+// The walkthrough: environments could not be changed or deleted, nor pipelines deleted, from
+// the UI; what is offered follows the role.
+#[tokio::test]
+async fn environment_and_pipeline_changes_are_offered_to_the_roles_that_may_make_them() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let (dev_n8n, prod_n8n) = (
+        N8nEmulator::start(EmulatorConfig::default()).await,
+        N8nEmulator::start(EmulatorConfig::default()).await,
+    );
+    let dev = environment(&app, &acme, "Dev", "dev", &dev_n8n).await;
+    let prod = environment(&app, &acme, "Prod", "production", &prod_n8n).await;
+    let release = pipeline(&app, &acme, dev, prod, 0).await;
+    let env_page = format!("/environments/{dev}");
+
+    let (_, html) = page(&app, &env_page, &acme.admin).await;
+    assert!(html.contains("id=\"edit-environment\"") && html.contains("id=\"delete-environment\""));
+    assert!(!html.contains("id=\"settings-denied\""));
+    assert!(
+        html.contains(&format!("value=\"{}\"", dev_n8n.base_url())),
+        "the URL to edit"
+    );
+    assert!(
+        !html.contains(&dev_n8n.api_key()),
+        "the stored key is never shown"
+    );
+    assert!(html.contains("id=\"check-health\""));
+    let (_, html) = page(&app, "/pipelines", &acme.admin).await;
+    let delete = format!("delete-pipeline-{release}");
+    assert!(tag_of(&html, &delete).contains("data-confirm"), "{html}");
+    assert!(!tag_of(&html, &delete).contains("disabled"));
+
+    // A developer may check health but neither change nor delete the environment.
+    let developer = app.member(&acme, Role::Developer).await;
+    let (_, html) = page(&app, &env_page, &developer).await;
+    assert!(
+        html.contains("Your role (developer) cannot change or delete environments."),
+        "{html}"
+    );
+    assert_eq!(
+        html.matches("<fieldset class=\"editor\" disabled>").count(),
+        2
+    );
+    assert!(!tag_of(&html, "check-health").is_empty());
+    assert!(!tag_of(&html, "check-health").contains("disabled"));
+    // A viewer cannot delete a pipeline.
+    let viewer = app.member(&acme, Role::Viewer).await;
+    let (_, html) = page(&app, "/pipelines", &viewer).await;
+    assert!(
+        tag_of(&html, &delete).contains("disabled title=\"your role (viewer) cannot do this\""),
+        "{html}"
+    );
+    let (_, html) = page(&app, &env_page, &viewer).await;
+    assert!(tag_of(&html, "check-health").contains("disabled"));
+}
+
 #[cfg(feature = "browser")]
 mod browser {
     use std::time::Duration;
 
     use domain::Role;
     use engine::RunStatus;
-    use serde_json::{Value, json};
+    use serde_json::json;
     use thirtyfour::prelude::*;
     use uuid::Uuid;
     use workflowops_tests::TestApp;
@@ -415,57 +737,29 @@ mod browser {
     use super::{pipeline, promote, synced, workflow_ids};
     use crate::e2e::canonical::environment;
 
-    /// Closes the browser; a failed `steps` first leaves a screenshot, then fails the test.
-    async fn finish(b: Browser, name: &str, steps: anyhow::Result<()>) {
-        if let Err(e) = steps {
-            let _ = b.screenshot(&format!("{name}-failed")).await;
-            b.close().await;
-            panic!("{e:#}");
-        }
-        b.close().await;
-    }
-
-    async fn js(b: &Browser, script: &str) -> anyhow::Result<Value> {
-        Ok(b.driver.execute(script, vec![]).await?.json().clone())
-    }
-
     /// Marks the page: a reload loses the mark (see [`stayed`]).
     async fn mark(b: &Browser) -> anyhow::Result<()> {
-        js(b, "window.__stay = 42; return true;").await?;
+        b.js("window.__stay = 42; return true;").await?;
         Ok(())
     }
 
     async fn stayed(b: &Browser) -> anyhow::Result<bool> {
-        Ok(js(b, "return window.__stay === 42;").await? == json!(true))
+        Ok(b.js("return window.__stay === 42;").await? == json!(true))
     }
 
     /// How many times the page swapped in fresh parts after its run changed.
     async fn refreshes(b: &Browser) -> anyhow::Result<i64> {
-        Ok(js(
-            b,
-            "return Number(document.documentElement.dataset.refreshed ?? 0);",
+        Ok(
+            b.js("return Number(document.documentElement.dataset.refreshed ?? 0);")
+                .await?
+                .as_i64()
+                .unwrap_or(-1),
         )
-        .await?
-        .as_i64()
-        .unwrap_or(-1))
-    }
-
-    async fn until_text(b: &Browser, id: &str, needle: &str) -> anyhow::Result<()> {
-        let what = format!("#{id} to show {needle:?}");
-        match b
-            .until(&what, || async { b.text(id).await.contains(needle) })
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) => Err(anyhow::anyhow!("{e}; it shows {:?}", b.text(id).await)),
-        }
     }
 
     /// The pipeline editor's error, as shown ("" when hidden).
     async fn editor_error(b: &Browser) -> String {
-        js(
-            b,
-            "const e = document.querySelector('#pipeline-editor [data-error]'); return e.hidden ? '' : e.textContent;",
+        b.js("const e = document.querySelector('#pipeline-editor [data-error]'); return e.hidden ? '' : e.textContent;",
         )
         .await
         .ok()
@@ -496,16 +790,17 @@ mod browser {
         let (promotion, run) =
             promote(&app, &acme, release, &workflow_ids(&app, &acme, dev).await).await;
         wait_for(&app.db.pool, run, RunStatus::Succeeded).await;
-        let b = Browser::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+        let b = Browser::signed_in(&app, &acme.admin.email)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let steps = async {
-            b.sign_in(&app, &acme.admin.email).await?;
             b.driver
                 .goto(app.url(&format!("/promotions/{promotion}")))
                 .await?;
             mark(&b).await?;
             assert_eq!(b.text("promotion-status").await, "completed");
             // The stream replays the run's history (its log, its last state) and ends.
-            until_text(&b, "run-status", "succeeded").await?;
+            b.until_text("run-status", "succeeded").await?;
             eventually(
                 "the stream's audit entry",
                 Duration::from_secs(10),
@@ -524,17 +819,14 @@ mod browser {
                 "the stream was opened again"
             );
             assert!(
-                js(
-                    &b,
-                    "return document.getElementById('live').dataset.refreshOnEnd === undefined;"
-                )
-                .await?
+                b.js("return document.getElementById('live').dataset.refreshOnEnd === undefined;")
+                    .await?
                     == json!(true)
             );
             anyhow::Ok(())
         };
         let steps = steps.await;
-        finish(b, "finished-promotion", steps).await;
+        b.finish("finished-promotion", steps).await;
     }
 
     // The audit: a new promotion's page stayed `pending` with empty diff and gates, and never
@@ -552,9 +844,10 @@ mod browser {
         worker.stop().await;
         let (promotion, run) = promote(&app, &acme, release, &workflows).await;
         let admin2 = app.member(&acme, Role::Admin).await;
-        let b = Browser::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+        let b = Browser::signed_in(&app, &acme.admin.email)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let steps = async {
-            b.sign_in(&app, &acme.admin.email).await?;
             b.driver
                 .goto(app.url(&format!("/promotions/{promotion}")))
                 .await?;
@@ -567,8 +860,8 @@ mod browser {
                 b.driver.find(By::Id("approval")).await.is_ok()
             })
             .await?;
-            until_text(&b, "promotion-status", "pending_approval").await?;
-            until_text(&b, "diff", "ADDED").await?;
+            b.until_text("promotion-status", "pending_approval").await?;
+            b.until_text("diff", "ADDED").await?;
             b.screenshot("promotion-waiting").await?;
             assert!(stayed(&b).await?, "without a reload");
             let decided = app
@@ -580,8 +873,8 @@ mod browser {
                 .await;
             anyhow::ensure!(decided.status == 200, "{}", decided.body);
             // The run goes on and ends: the page shows the outcome, once.
-            until_text(&b, "promotion-status", "completed").await?;
-            until_text(&b, "results", "created").await?;
+            b.until_text("promotion-status", "completed").await?;
+            b.until_text("results", "created").await?;
             wait_for(&app.db.pool, run, RunStatus::Succeeded).await;
             assert!(stayed(&b).await?, "without a reload");
             assert!(refreshes(&b).await? >= 2, "the approval, then the end");
@@ -589,7 +882,7 @@ mod browser {
             anyhow::Ok(())
         };
         let steps = steps.await;
-        finish(b, "new-promotion", steps).await;
+        b.finish("new-promotion", steps).await;
     }
 
     // The audit: after a successful sync the page still said "Last sync: never · 0 workflows",
@@ -602,39 +895,42 @@ mod browser {
         n8n.seed_workflows(3, 1);
         let env = environment(&app, &acme, "Dev", "dev", &n8n).await;
         let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 4);
-        let b = Browser::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+        let b = Browser::signed_in(&app, &acme.admin.email)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let steps = async {
-            b.sign_in(&app, &acme.admin.email).await?;
             b.driver
                 .goto(app.url(&format!("/environments/{env}")))
                 .await?;
             assert!(b.text("last-sync").await.contains("never"));
             assert!(b.text("env-runs").await.contains("Nothing has run yet"));
             // The file input of "Upload JSON" stays hidden (`input {display: block}` showed it).
-            let display = js(
-                &b,
-                "return getComputedStyle(document.querySelector('input[data-upload]')).display;",
+            let display = b.js("return getComputedStyle(document.querySelector('input[data-upload]')).display;",
             )
             .await?;
             assert_eq!(display, json!("none"));
             mark(&b).await?;
             b.driver.find(By::Id("sync")).await?.click().await?;
-            until_text(&b, "last-sync", "succeeded").await?;
-            until_text(&b, "env-summary", "3 workflows").await?;
-            until_text(&b, "env-runs", "environment.sync").await?;
+            b.until_text("last-sync", "succeeded").await?;
+            b.until_text("env-summary", "3 workflows").await?;
+            b.until_text("env-runs", "environment.sync").await?;
             assert!(stayed(&b).await?, "without a reload");
             assert!(!b.text("log").await.is_empty(), "the live log stays");
-            let cancel_hidden = js(&b, "return document.getElementById('cancel').hidden;").await?;
+            let cancel_hidden = b
+                .js("return document.getElementById('cancel').hidden;")
+                .await?;
             assert_eq!(cancel_hidden, json!(true), "no Cancel for a finished run");
             // Opened again, the finished sync is no longer followed.
             b.driver.refresh().await?;
             assert!(b.text("last-sync").await.contains("succeeded"));
-            let live = js(&b, "return document.getElementById('live').hidden;").await?;
+            let live = b
+                .js("return document.getElementById('live').hidden;")
+                .await?;
             assert_eq!(live, json!(true));
             anyhow::Ok(())
         };
         let steps = steps.await;
-        finish(b, "environment-sync", steps).await;
+        b.finish("environment-sync", steps).await;
     }
 
     // The audit: with Environment "all" the Workflows form sent `environment_id=`, answered by
@@ -646,9 +942,10 @@ mod browser {
         let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
         let (_dev, _) = synced(&app, &acme, "Dev", "dev", 3).await;
         let (_prod, _) = synced(&app, &acme, "Prod", "production", 2).await;
-        let b = Browser::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+        let b = Browser::signed_in(&app, &acme.admin.email)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let steps = async {
-            b.sign_in(&app, &acme.admin.email).await?;
             b.driver.goto(app.url("/workflows")).await?;
             let search = b.driver.find(By::Name("search")).await?;
             search.send_keys("Seeded workflow 00001").await?;
@@ -664,7 +961,7 @@ mod browser {
                     .is_ok_and(|u| u.query().is_some_and(|q| q.contains("environment_id=")))
             })
             .await?;
-            until_text(&b, "workflows", "Seeded workflow 00001").await?;
+            b.until_text("workflows", "Seeded workflow 00001").await?;
             let listed = b.text("workflows").await;
             // Both environments have a workflow of that name; nothing else matches.
             assert!(
@@ -675,7 +972,7 @@ mod browser {
             anyhow::Ok(())
         };
         let steps = steps.await;
-        finish(b, "workflows-filter", steps).await;
+        b.finish("workflows-filter", steps).await;
     }
 
     // The audit: a new stage went dev → dev; the editor sent n8n and admin-only approvals
@@ -692,21 +989,22 @@ mod browser {
         // Created production first: the editor still lists them in promotion order.
         let prod = environment(&app, &acme, "Prod", "production", &prod_n8n).await;
         let dev = environment(&app, &acme, "Dev", "dev", &dev_n8n).await;
-        let b = Browser::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+        let b = Browser::signed_in(&app, &acme.admin.email)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let stage_value = |i: usize, field: &str| {
             format!(
                 "return document.querySelectorAll('#stages fieldset.stage')[{i}].querySelector('[data-field={field}]').value;"
             )
         };
         let steps = async {
-            b.sign_in(&app, &acme.admin.email).await?;
             b.driver.goto(app.url("/pipelines")).await?;
             assert_eq!(
-                js(&b, &stage_value(0, "source_environment_id")).await?,
+                b.js(&stage_value(0, "source_environment_id")).await?,
                 json!(dev.to_string())
             );
             assert_eq!(
-                js(&b, &stage_value(0, "target_environment_id")).await?,
+                b.js(&stage_value(0, "target_environment_id")).await?,
                 json!(prod.to_string())
             );
             b.driver
@@ -718,7 +1016,7 @@ mod browser {
             // API refuses: its message names the environment.
             b.driver.find(By::Id("add-stage")).await?.click().await?;
             assert_eq!(
-                js(&b, &stage_value(1, "source_environment_id")).await?,
+                b.js(&stage_value(1, "source_environment_id")).await?,
                 json!(prod.to_string())
             );
             b.driver
@@ -739,15 +1037,10 @@ mod browser {
                 !message.contains(&dev.to_string()) && !message.contains(&prod.to_string()),
                 "{message}"
             );
-            js(
-                &b,
-                "document.querySelectorAll('#stages .remove-stage')[1].click(); return true;",
-            )
-            .await?;
+            b.js("document.querySelectorAll('#stages .remove-stage')[1].click(); return true;")
+                .await?;
             // Same From and To: said before asking the API, with the name.
-            js(
-                &b,
-                &format!("document.querySelector('#stages [data-field=target_environment_id]').value = '{dev}'; return true;"),
+            b.js(&format!("document.querySelector('#stages [data-field=target_environment_id]').value = '{dev}'; return true;"),
             )
             .await?;
             b.driver
@@ -761,9 +1054,7 @@ mod browser {
                 "{message}"
             );
             // Two approvals by developers or admins, the requester allowed.
-            js(
-                &b,
-                &format!(
+            b.js(&format!(
                     "const f = document.querySelector('#stages fieldset.stage'); \
                      f.querySelector('[data-field=target_environment_id]').value = '{prod}'; \
                      f.querySelector('[data-field=approvals]').value = '2'; \
@@ -810,7 +1101,7 @@ mod browser {
                 .await?
                 .click()
                 .await?;
-            let provider_kept = js(&b, "const p = document.getElementById('pipeline-provider'); return [p.value, p.disabled];").await?;
+            let provider_kept = b.js("const p = document.getElementById('pipeline-provider'); return [p.value, p.disabled];").await?;
             assert_eq!(provider_kept, json!(["n8n", true]));
             b.screenshot("pipeline-editor").await?;
             b.driver
@@ -839,7 +1130,7 @@ mod browser {
             anyhow::Ok(())
         };
         let steps = steps.await;
-        finish(b, "pipeline-editor", steps).await;
+        b.finish("pipeline-editor", steps).await;
     }
 
     // The audit: the drift policy showed an old error beside "Saved."; the promotion wizard kept
@@ -852,21 +1143,22 @@ mod browser {
         let (_dev_n8n, dev) = synced(&app, &acme, "Dev", "dev", 2).await;
         let (_prod_n8n, prod) = synced(&app, &acme, "Prod", "production", 0).await;
         let release = pipeline(&app, &acme, dev, prod, 0).await;
-        let b = Browser::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+        let b = Browser::signed_in(&app, &acme.admin.email)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let visible = |form: &'static str| {
             format!(
                 "const e = document.querySelector('{form} [data-error]'); return e.hidden ? '' : e.textContent;"
             )
         };
         let steps = async {
-            b.sign_in(&app, &acme.admin.email).await?;
             b.driver.goto(app.url("/settings")).await?;
             let ttl = b.driver.find(By::Name("ttl_low_hours")).await?;
             ttl.clear().await?;
             ttl.send_keys("99999").await?;
             b.driver.find(By::Id("save-policy")).await?.click().await?;
             b.until("the refusal", || async {
-                js(&b, &visible("#drift-policy"))
+                b.js(&visible("#drift-policy"))
                     .await
                     .is_ok_and(|t| t.as_str().is_some_and(|t| !t.is_empty()))
             })
@@ -875,16 +1167,13 @@ mod browser {
             ttl.send_keys("48").await?;
             b.driver.find(By::Id("save-policy")).await?.click().await?;
             b.until("saved", || async {
-                js(
-                    &b,
-                    "return !document.getElementById('policy-saved').hidden;",
-                )
-                .await
-                .is_ok_and(|v| v == json!(true))
+                b.js("return !document.getElementById('policy-saved').hidden;")
+                    .await
+                    .is_ok_and(|v| v == json!(true))
             })
             .await?;
             assert_eq!(
-                js(&b, &visible("#drift-policy")).await?,
+                b.js(&visible("#drift-policy")).await?,
                 json!(""),
                 "the old error is gone"
             );
@@ -894,7 +1183,7 @@ mod browser {
                 .await?;
             b.driver.find(By::Id("preview")).await?.click().await?;
             b.until("the refusal", || async {
-                js(&b, &visible("#wizard"))
+                b.js(&visible("#wizard"))
                     .await
                     .is_ok_and(|t| t.as_str().is_some_and(|t| t.contains("workflow_ids")))
             })
@@ -905,16 +1194,16 @@ mod browser {
                 .click()
                 .await?;
             b.driver.find(By::Id("preview")).await?.click().await?;
-            until_text(&b, "preview-table", "ADDED").await?;
+            b.until_text("preview-table", "ADDED").await?;
             assert_eq!(
-                js(&b, &visible("#wizard")).await?,
+                b.js(&visible("#wizard")).await?,
                 json!(""),
                 "the old error is gone"
             );
             anyhow::Ok(())
         };
         let steps = steps.await;
-        finish(b, "errors-clear", steps).await;
+        b.finish("errors-clear", steps).await;
     }
 
     // The audit, at 390 px: a 303 px header of 16 links; pages 669–908 px wide; a long
@@ -927,9 +1216,10 @@ mod browser {
         let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
         let long_name = format!("Environment-{}", "x".repeat(88));
         let (_n8n, env) = synced(&app, &acme, &long_name, "dev", 3).await;
-        let b = Browser::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+        let b = Browser::signed_in(&app, &acme.admin.email)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let steps = async {
-            b.sign_in(&app, &acme.admin.email).await?;
             for path in [
                 "/".to_owned(),
                 format!("/environments/{env}"),
@@ -943,13 +1233,13 @@ mod browser {
                 "/settings".to_owned(),
             ] {
                 phone(&b, &path).await?;
-                let size = js(
-                    &b,
-                    "const d = document.getElementById('phone').contentDocument; \
+                let size = b
+                    .js(
+                        "const d = document.getElementById('phone').contentDocument; \
                      return [d.documentElement.scrollWidth, d.documentElement.clientWidth, \
                      d.querySelector('header.top').getBoundingClientRect().height];",
-                )
-                .await?;
+                    )
+                    .await?;
                 let n = |i: usize| size[i].as_f64().unwrap_or(f64::MAX);
                 assert!(n(1) <= 390.0, "{path}: the frame is {} px wide", n(1));
                 assert!(n(0) <= n(1), "{path} scrolls sideways: {size}");
@@ -958,19 +1248,15 @@ mod browser {
             // The links behind the Menu button.
             let nav = "const f = document.getElementById('phone'); \
                        return f.contentWindow.getComputedStyle(f.contentDocument.getElementById('main-nav')).display;";
-            assert_eq!(js(&b, nav).await?, json!("none"));
-            js(
-                &b,
-                "document.getElementById('phone').contentDocument.getElementById('menu-toggle').click(); return true;",
+            assert_eq!(b.js(nav).await?, json!("none"));
+            b.js("document.getElementById('phone').contentDocument.getElementById('menu-toggle').click(); return true;",
             )
             .await?;
-            assert_eq!(js(&b, nav).await?, json!("flex"));
+            assert_eq!(b.js(nav).await?, json!("flex"));
             b.screenshot("narrow-menu").await?;
             // The long name breaks inside its heading.
             phone(&b, &format!("/environments/{env}")).await?;
-            let fits = js(
-                &b,
-                "const h = document.getElementById('phone').contentDocument.querySelector('h1'); \
+            let fits = b.js("const h = document.getElementById('phone').contentDocument.querySelector('h1'); \
                  return h.scrollWidth <= h.clientWidth;",
             )
             .await?;
@@ -979,33 +1265,413 @@ mod browser {
             anyhow::Ok(())
         };
         let steps = steps.await;
-        finish(b, "narrow", steps).await;
+        b.finish("narrow", steps).await;
     }
 
     /// Opens `path` in a 390 × 844 frame (`#phone`) of the current page, and waits for it.
     async fn phone(b: &Browser, path: &str) -> anyhow::Result<()> {
-        js(
-            b,
-            &format!(
-                "document.getElementById('phone')?.remove(); \
+        b.js(&format!(
+            "document.getElementById('phone')?.remove(); \
                  const f = document.createElement('iframe'); f.id = 'phone'; \
                  f.style.cssText = 'width: 390px; height: 844px; border: 0; display: block'; \
                  f.src = {path:?}; document.body.prepend(f); return true;"
-            ),
-        )
+        ))
         .await?;
         b.until(&format!("{path} in the frame"), || async {
-            js(
-                b,
-                &format!(
-                    "const f = document.getElementById('phone'); \
+            b.js(&format!(
+                "const f = document.getElementById('phone'); \
                      return !!f && f.contentWindow.location.pathname === {path:?} \
                        && f.contentDocument.readyState === 'complete';"
-                ),
-            )
+            ))
             .await
             .is_ok_and(|v| v == json!(true))
         })
         .await
+    }
+
+    /// Whether the element `id` is shown and wholly inside the browser's window.
+    async fn in_view(b: &Browser, id: &str) -> anyhow::Result<bool> {
+        Ok(b.js(&format!(
+            "const e = document.getElementById({id:?}); if (!e || e.hidden) return false; \
+             const r = e.getBoundingClientRect(); \
+             return r.width > 0 && r.height > 0 && r.top >= 0 && r.left >= 0 \
+               && r.bottom <= window.innerHeight && r.right <= window.innerWidth;"
+        ))
+        .await?
+            == json!(true))
+    }
+
+    // The walkthrough: the environment page had no way to check health now.
+    #[tokio::test]
+    async fn check_health_now_shows_the_result_beside_its_button() {
+        let app = TestApp::spawn().await;
+        let acme = app.tenant("acme").await;
+        let n8n = workflowops_tests::n8n::N8nEmulator::start(Default::default()).await;
+        let env = environment(&app, &acme, "Dev", "dev", &n8n).await;
+        let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 2);
+        let b = Browser::signed_in(&app, &acme.admin.email)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let steps = async {
+            b.driver
+                .goto(app.url(&format!("/environments/{env}")))
+                .await?;
+            assert!(b.text("env-summary").await.contains("health unknown"));
+            b.driver.find(By::Id("check-health")).await?.click().await?;
+            b.until_text("health-result", "Health: healthy").await?;
+            assert!(b.text("health-result").await.contains(" ms"));
+            assert!(in_view(&b, "health-result").await?, "where the user is");
+            // The page's summary follows, without a reload.
+            b.until_text("env-summary", "health healthy").await?;
+            let checks = app
+                .get(&format!("/api/v1/environments/{env}/health"), &acme.admin)
+                .await;
+            assert_eq!(checks.body["checks"].as_array().map(Vec::len), Some(1));
+
+            // An instance that fails: the result says so.
+            n8n.inject(workflowops_tests::faults::Fault::ServerError { times: 100 });
+            b.driver.find(By::Id("check-health")).await?.click().await?;
+            b.until("the failed check's result", || async {
+                let t = b.text("health-result").await;
+                t.starts_with("Health: ") && !t.contains("healthy")
+            })
+            .await?;
+            assert!(in_view(&b, "health-result").await?);
+            anyhow::Ok(())
+        };
+        let steps = steps.await;
+        b.finish("check-health", steps).await;
+    }
+
+    // The walkthrough: environments could be connected but not changed or deleted in the UI.
+    #[tokio::test]
+    async fn an_environment_is_changed_and_deleted_from_its_page() {
+        let app = TestApp::spawn().await;
+        let acme = app.tenant("acme").await;
+        let n8n = workflowops_tests::n8n::N8nEmulator::start(Default::default()).await;
+        let env = environment(&app, &acme, "Dev", "dev", &n8n).await;
+        let b = Browser::signed_in(&app, &acme.admin.email)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let steps = async {
+            let path = format!("/environments/{env}");
+            b.driver.goto(app.url(&path)).await?;
+            assert!(!b.driver.source().await?.contains(&n8n.api_key()));
+            let form = b.driver.find(By::Id("edit-environment")).await?;
+            form.scroll_into_view().await?;
+            // A key the instance refuses: tested first, refused, nothing changed.
+            let name = form.find(By::Name("name")).await?;
+            name.clear().await?;
+            name.send_keys("Development").await?;
+            form.find(By::Name("api_key"))
+                .await?
+                .send_keys("not-the-key")
+                .await?;
+            b.driver
+                .find(By::Id("save-environment"))
+                .await?
+                .click()
+                .await?;
+            b.until("the refusal", || async {
+                b.js("return document.querySelector('#edit-environment [data-error]').textContent;")
+                    .await
+                    .is_ok_and(|t| t.as_str().is_some_and(|t| !t.is_empty()))
+            })
+            .await?;
+            let unchanged = app.get(&format!("/api/v1{path}"), &acme.admin).await;
+            assert_eq!(unchanged.body["name"], "Dev", "{}", unchanged.body);
+            // Without the key: the name and class change; the URL, unchanged, is not sent
+            // (with it, an unreachable instance would refuse the change).
+            b.driver.refresh().await?;
+            let form = b.driver.find(By::Id("edit-environment")).await?;
+            let name = form.find(By::Name("name")).await?;
+            name.clear().await?;
+            name.send_keys("Development").await?;
+            b.js("document.querySelector('#edit-environment [name=class]').value = 'staging'; return true;")
+                .await?;
+            n8n.inject(workflowops_tests::faults::Fault::ServerError { times: 100 });
+            b.driver
+                .find(By::Id("save-environment"))
+                .await?
+                .click()
+                .await?;
+            b.until("the page with its new name", || async {
+                b.driver.find(By::Css("h1")).await.ok().is_some()
+                    && b.js("return document.querySelector('h1').textContent;")
+                        .await
+                        .is_ok_and(|t| t.as_str().is_some_and(|t| t.contains("Development")))
+            })
+            .await?;
+            let changed = app.get(&format!("/api/v1{path}"), &acme.admin).await;
+            assert_eq!(changed.body["name"], "Development");
+            assert_eq!(changed.body["class"], "staging");
+
+            // Delete: the name typed wrong is refused by the API, shown; typed right and
+            // confirmed, it is gone and the list is shown.
+            let confirm = b.driver.find(By::Id("delete-confirm")).await?;
+            confirm.scroll_into_view().await?;
+            confirm.send_keys("Dev").await?;
+            b.driver
+                .find(By::Id("delete-environment-button"))
+                .await?
+                .click()
+                .await?;
+            b.driver.accept_alert().await?;
+            b.until("the refusal", || async {
+                b.js("return document.querySelector('#delete-environment [data-error]').textContent;")
+                    .await
+                    .is_ok_and(|t| t.as_str().is_some_and(|t| t.contains("exact name")))
+            })
+            .await?;
+            // Dismissing the confirmation deletes nothing.
+            confirm.clear().await?;
+            confirm.send_keys("Development").await?;
+            let button = b.driver.find(By::Id("delete-environment-button")).await?;
+            button.click().await?;
+            b.driver.dismiss_alert().await?;
+            assert_eq!(
+                app.get(&format!("/api/v1{path}"), &acme.admin).await.status,
+                200
+            );
+            button.click().await?;
+            b.driver.accept_alert().await?;
+            b.until("the environments page", || async {
+                b.driver
+                    .current_url()
+                    .await
+                    .is_ok_and(|u| u.path() == "/environments")
+            })
+            .await?;
+            assert_eq!(
+                app.get(&format!("/api/v1{path}"), &acme.admin).await.status,
+                404
+            );
+            anyhow::Ok(())
+        };
+        let steps = steps.await;
+        b.finish("environment-edit", steps).await;
+    }
+
+    // The walkthrough: a pipeline could not be deleted in the UI.
+    #[tokio::test]
+    async fn a_pipeline_is_deleted_from_its_page_once_confirmed() {
+        let app = TestApp::spawn().await;
+        let acme = app.tenant("acme").await;
+        let (dev_n8n, prod_n8n) = (
+            workflowops_tests::n8n::N8nEmulator::start(Default::default()).await,
+            workflowops_tests::n8n::N8nEmulator::start(Default::default()).await,
+        );
+        let dev = environment(&app, &acme, "Dev", "dev", &dev_n8n).await;
+        let prod = environment(&app, &acme, "Prod", "production", &prod_n8n).await;
+        let release = pipeline(&app, &acme, dev, prod, 0).await;
+        let b = Browser::signed_in(&app, &acme.admin.email)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let steps = async {
+            b.driver.goto(app.url("/pipelines")).await?;
+            let delete = b
+                .driver
+                .find(By::Id(format!("delete-pipeline-{release}")))
+                .await?;
+            delete.click().await?;
+            assert!(b.driver.get_alert_text().await?.contains("release 0"));
+            b.driver.dismiss_alert().await?;
+            let kept = app
+                .get(&format!("/api/v1/pipelines/{release}"), &acme.admin)
+                .await;
+            assert_eq!(kept.status, 200);
+            delete.click().await?;
+            b.driver.accept_alert().await?;
+            b.until("the pipeline gone from the page", || async {
+                b.driver
+                    .find(By::Id(format!("pipeline-{release}")))
+                    .await
+                    .is_err()
+            })
+            .await?;
+            let gone = app
+                .get(&format!("/api/v1/pipelines/{release}"), &acme.admin)
+                .await;
+            assert_eq!(gone.status, 404);
+            anyhow::Ok(())
+        };
+        let steps = steps.await;
+        b.finish("pipeline-delete", steps).await;
+    }
+
+    async fn promotions_made(app: &TestApp) -> i64 {
+        app.count("promotions").await
+    }
+
+    /// Ticks every workflow of the wizard (a Back may have kept them ticked), then Promote;
+    /// the promotion page it lands on.
+    async fn promote_in_wizard(b: &Browser) -> anyhow::Result<String> {
+        b.until("the wizard", || async {
+            b.driver.find(By::Id("submit-promotion")).await.is_ok()
+        })
+        .await?;
+        b.js("for (const c of document.querySelectorAll('input[name=workflow_ids]')) c.checked = true; return true;")
+            .await?;
+        let before = b.driver.current_url().await?.to_string();
+        b.driver
+            .find(By::Id("submit-promotion"))
+            .await?
+            .click()
+            .await?;
+        b.until("the promotion's page", || async {
+            b.driver.current_url().await.is_ok_and(|u| {
+                u.as_str() != before
+                    && u.path().starts_with("/promotions/")
+                    && u.path() != "/promotions/new"
+            })
+        })
+        .await?;
+        Ok(b.driver.current_url().await?.path().to_owned())
+    }
+
+    // The walkthrough: Promote, Back, Promote made the same promotion twice.
+    #[tokio::test]
+    async fn back_then_promote_again_opens_the_promotion_already_made() {
+        let app = TestApp::spawn().await;
+        let acme = app.tenant("acme").await;
+        let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 4);
+        let (_dev_n8n, dev) = synced(&app, &acme, "Dev", "dev", 2).await;
+        let (_prod_n8n, prod) = synced(&app, &acme, "Prod", "production", 0).await;
+        let release = pipeline(&app, &acme, dev, prod, 1).await;
+        let b = Browser::signed_in(&app, &acme.admin.email)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let steps = async {
+            let wizard = app.url(&format!("/promotions/new?pipeline_id={release}&stage=0"));
+            b.driver.goto(&wizard).await?;
+            let first = promote_in_wizard(&b).await?;
+            assert_eq!(promotions_made(&app).await, 1);
+            b.driver.back().await?;
+            let again = promote_in_wizard(&b).await?;
+            assert_eq!(again, first, "the same promotion");
+            assert_eq!(promotions_made(&app).await, 1, "not a second one");
+            // Back again, another choice of workflows is another promotion.
+            b.driver.back().await?;
+            b.until("the wizard", || async {
+                b.driver.find(By::Id("submit-promotion")).await.is_ok()
+            })
+            .await?;
+            b.js(
+                "const boxes = document.querySelectorAll('input[name=workflow_ids]'); \
+                  boxes.forEach((c, i) => { c.checked = i === 0; }); return true;",
+            )
+            .await?;
+            b.driver
+                .find(By::Id("submit-promotion"))
+                .await?
+                .click()
+                .await?;
+            b.until("another promotion's page", || async {
+                b.driver.current_url().await.is_ok_and(|u| {
+                    u.path().starts_with("/promotions/")
+                        && u.path() != "/promotions/new"
+                        && u.path() != first
+                })
+            })
+            .await?;
+            assert_eq!(promotions_made(&app).await, 2);
+            // The wizard opened anew is a new request, even for the same workflows.
+            b.driver.goto(&wizard).await?;
+            let fresh = promote_in_wizard(&b).await?;
+            assert_ne!(fresh, first);
+            assert_eq!(promotions_made(&app).await, 3);
+            anyhow::Ok(())
+        };
+        let steps = steps.await;
+        b.finish("wizard-back", steps).await;
+    }
+
+    // The walkthrough: a restore's progress and outcome showed at the top of the page, out of
+    // sight of its button at the bottom; an incident's revert reloaded with no word of its run.
+    #[tokio::test]
+    async fn restore_and_revert_outcomes_show_in_the_window_where_the_user_is() {
+        let app = TestApp::spawn_with(|c| c.allow_local_git = true).await;
+        let acme = app.tenant("acme").await;
+        let _worker = TestWorker::start(&app.db.pool, jobs::registry(&app.state.jobs), 4);
+        let n8n = workflowops_tests::n8n::N8nEmulator::start(Default::default()).await;
+        n8n.seed_workflows(3, 1);
+        let env = environment(&app, &acme, "Dev", "dev", &n8n).await;
+        let _repo = crate::e2e::git::backed_up(&app, &acme, env).await;
+        crate::e2e::git::run(
+            &app,
+            &acme,
+            &format!("/api/v1/environments/{env}/snapshots"),
+            Some(&json!({"reason": "before"})),
+        )
+        .await;
+        let incident = domain::drift::create_incident(
+            &app.db.pool,
+            acme.id,
+            &domain::drift::NewIncident {
+                environment_id: env,
+                severity: domain::drift::Severity::High,
+                title: "Drift in Dev",
+                ttl_hours: 24,
+                affected: &json!([{"workflow_id": "wf1", "name": "Orders", "kind": "drift", "risk": "high", "summary": "1 changed"}]),
+                payload: &json!({}),
+                check_id: Uuid::now_v7(),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let acknowledged = app
+            .post(
+                &format!("/api/v1/incidents/{}/transition", incident.id),
+                &acme.admin,
+                &json!({"to": "acknowledged"}),
+            )
+            .await;
+        assert_eq!(acknowledged.status, 200, "{}", acknowledged.body);
+        let b = Browser::signed_in(&app, &acme.admin.email)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let steps = async {
+            b.driver
+                .goto(app.url(&format!("/environments/{env}")))
+                .await?;
+            let restore = b
+                .driver
+                .find(By::Css("#snapshots button.danger[data-api$='/restore']"))
+                .await?;
+            restore.scroll_into_view().await?;
+            restore.click().await?;
+            b.driver.accept_alert().await?;
+            b.until_text("notice", "The restore into Dev").await?;
+            assert!(in_view(&b, "notice").await?, "the notice where the user is");
+            b.until_text("notice", "succeeded").await?;
+            assert!(in_view(&b, "notice").await?);
+            let link = b
+                .js("return document.getElementById('notice-link').getAttribute('href');")
+                .await?;
+            assert!(
+                link.as_str().is_some_and(|l| l.starts_with("/runs/")),
+                "{link}"
+            );
+            b.driver.find(By::Id("notice-close")).await?.click().await?;
+            assert!(!in_view(&b, "notice").await?, "dismissed");
+
+            // Revert to Git: its run followed on the page, its outcome in the notice.
+            b.driver
+                .goto(app.url(&format!("/incidents/{}", incident.id)))
+                .await?;
+            b.driver.find(By::Id("revert")).await?.click().await?;
+            // It starts (the run may end before the notice is read: then it says how).
+            b.until_text("notice", "Revert to Git").await?;
+            assert!(in_view(&b, "notice").await?);
+            b.until("the revert's outcome", || async {
+                let t = b.text("notice").await;
+                t.contains("Revert to Git succeeded") || t.contains("Revert to Git failed")
+            })
+            .await?;
+            assert!(in_view(&b, "notice").await?);
+            anyhow::Ok(())
+        };
+        let steps = steps.await;
+        b.finish("restore-revert", steps).await;
     }
 }

@@ -299,28 +299,6 @@ mod browser {
     use super::invite;
     use crate::e2e::canonical::environment;
 
-    /// Closes the browser after the steps, with a screenshot of where they failed.
-    async fn finish(b: Browser, name: &str, steps: anyhow::Result<()>) {
-        if let Err(e) = steps {
-            let _ = b.screenshot(&format!("{name}-failed")).await;
-            b.close().await;
-            panic!("{e:#}");
-        }
-        b.close().await;
-    }
-
-    /// Waits until the element `id` shows `needle`.
-    async fn until_text(b: &Browser, id: &str, needle: &str) -> anyhow::Result<()> {
-        let what = format!("#{id} to show {needle:?}");
-        match b
-            .until(&what, || async { b.text(id).await.contains(needle) })
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) => Err(anyhow::anyhow!("{e}; it shows {:?}", b.text(id).await)),
-        }
-    }
-
     async fn type_into(b: &Browser, id: &str, text: &str) -> anyhow::Result<()> {
         let el = b.driver.find(By::Id(id)).await?;
         el.clear().await?;
@@ -372,10 +350,11 @@ mod browser {
     async fn an_admin_invites_on_the_team_page_and_the_invitee_joins_from_the_link() {
         let app = TestApp::spawn().await;
         let acme = app.tenant("acme").await;
-        let admin = Browser::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+        let admin = Browser::signed_in(&app, &acme.admin.email)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let mut link = String::new();
         let steps = async {
-            admin.sign_in(&app, &acme.admin.email).await?;
             admin.driver.goto(app.url("/team")).await?;
             assert!(
                 admin
@@ -435,13 +414,13 @@ mod browser {
                 "{pending}"
             );
             click(&admin, "copy-invite-link").await?;
-            until_text(&admin, "copy-status", "Cop").await?;
+            admin.until_text("copy-status", "Cop").await?;
             admin.screenshot("team-invited").await?;
             anyhow::Ok(())
         };
         let steps = steps.await;
         if steps.is_err() {
-            finish(admin, "team-invite", steps).await;
+            admin.finish("team-invite", steps).await;
             return;
         }
 
@@ -470,7 +449,9 @@ mod browser {
             type_into(&invitee, "name", "New Comer").await?;
             type_into(&invitee, "password", "short").await?;
             click(&invitee, "accept").await?;
-            until_text(&invitee, "password-error", "at least 12 characters").await?;
+            invitee
+                .until_text("password-error", "at least 12 characters")
+                .await?;
             let name = invitee
                 .driver
                 .find(By::Id("name"))
@@ -482,7 +463,7 @@ mod browser {
             assert_eq!(role_in(&app, acme.id, "newcomer@acme.example").await, None);
             type_into(&invitee, "password", "a-long-enough-password").await?;
             click(&invitee, "accept").await?;
-            until_text(&invitee, "who", "newcomer@acme.example").await?;
+            invitee.until_text("who", "newcomer@acme.example").await?;
             assert_eq!(path(&invitee).await, "/");
             let who = invitee.text("who").await;
             assert!(
@@ -497,12 +478,14 @@ mod browser {
             );
             // The link works once.
             invitee.driver.goto(&link).await?;
-            until_text(&invitee, "accept-error", "already been accepted").await?;
+            invitee
+                .until_text("accept-error", "already been accepted")
+                .await?;
             invitee.screenshot("invitation-used").await?;
             anyhow::Ok(())
         };
         let steps = steps.await;
-        finish(invitee, "invitation-accept", steps).await;
+        invitee.finish("invitation-accept", steps).await;
 
         // Back on the Team page: a member now, no longer pending; a role change is confirmed
         // and acknowledged; a new API key is listed at once.
@@ -554,12 +537,9 @@ mod browser {
                 .select_by_value("viewer")
                 .await?;
             admin.driver.accept_alert().await?;
-            until_text(
-                &admin,
-                "role-status",
-                "Saved: newcomer@acme.example is now viewer",
-            )
-            .await?;
+            admin
+                .until_text("role-status", "Saved: newcomer@acme.example is now viewer")
+                .await?;
             assert_eq!(
                 role_in(&app, acme.id, "newcomer@acme.example")
                     .await
@@ -577,7 +557,7 @@ mod browser {
                 .await?
                 .click()
                 .await?;
-            until_text(&admin, "secret-value", "wfo_k_").await?;
+            admin.until_text("secret-value", "wfo_k_").await?;
             let keys = admin.text("keys").await;
             assert!(
                 keys.contains("CI pipeline") && !keys.contains("No keys."),
@@ -587,7 +567,7 @@ mod browser {
             anyhow::Ok(())
         };
         let steps = steps.await;
-        finish(admin, "team-roles", steps).await;
+        admin.finish("team-roles", steps).await;
     }
 
     // TEAM-001: an account that exists joins with its own password, into the tenant it joined.
@@ -610,10 +590,11 @@ mod browser {
             );
             type_into(&b, "password", "not-the-password").await?;
             click(&b, "accept").await?;
-            until_text(&b, "accept-error", "give its current password").await?;
+            b.until_text("accept-error", "give its current password")
+                .await?;
             type_into(&b, "password", FIXTURE_PASSWORD).await?;
             click(&b, "accept").await?;
-            until_text(&b, "who", &globex.admin.email).await?;
+            b.until_text("who", &globex.admin.email).await?;
             let who = b.text("who").await;
             assert!(
                 who.contains("Tenant acme") && who.contains("(viewer)"),
@@ -622,7 +603,7 @@ mod browser {
             anyhow::Ok(())
         };
         let steps = steps.await;
-        finish(b, "invitation-existing-account", steps).await;
+        b.finish("invitation-existing-account", steps).await;
     }
 
     // TEAM-006: expired, revoked, unknown and incomplete links say why; admins revoke on the
@@ -640,9 +621,10 @@ mod browser {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
         let revoked = invite(&app, &acme, "changed-mind@acme.example", "developer").await;
-        let b = Browser::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+        let b = Browser::signed_in(&app, &acme.admin.email)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let steps = async {
-            b.sign_in(&app, &acme.admin.email).await?;
             b.driver.goto(app.url("/team")).await?;
             let pending = b.text("invitations").await;
             assert!(
@@ -675,14 +657,15 @@ mod browser {
                 (revoked.as_str(), "This invitation was revoked"),
             ] {
                 b.driver.goto(link).await?;
-                until_text(&b, "accept-error", why).await?;
+                b.until_text("accept-error", why).await?;
                 assert!(b.driver.find(By::Id("password")).await.is_err(), "no form");
             }
             b.screenshot("invitation-revoked").await?;
             b.driver
                 .goto(app.url("/invitations/accept#wfo_i_not-a-real-token"))
                 .await?;
-            until_text(&b, "accept-error", "No invitation has this link").await?;
+            b.until_text("accept-error", "No invitation has this link")
+                .await?;
             // The link cut short before its fragment.
             b.driver.goto(app.url("/invitations/accept")).await?;
             b.until("the incomplete link noticed", || async {
@@ -693,7 +676,7 @@ mod browser {
             anyhow::Ok(())
         };
         let steps = steps.await;
-        finish(b, "invitation-errors", steps).await;
+        b.finish("invitation-errors", steps).await;
     }
 
     /// The workflows of an environment as (id, name).
@@ -764,7 +747,7 @@ mod browser {
             let request = requested(&b).await?;
             assert!(!active(&n8n, id), "held, not done");
             b.screenshot("workflow-approval-requested").await?;
-            until_text(&b, "pending-approvals", "1").await?;
+            b.until_text("pending-approvals", "1").await?;
 
             // The requester (a developer) cannot decide it, and is told why.
             click(&b, "approval-link").await?;
@@ -791,7 +774,8 @@ mod browser {
             );
             // The workflow page remembers it is waiting.
             b.driver.goto(page_of(id)).await?;
-            until_text(&b, "pending-requests", "decide on the Approvals page").await?;
+            b.until_text("pending-requests", "decide on the Approvals page")
+                .await?;
             sign_out(&b).await?;
 
             // An admin's own request: "another admin must decide"; the developer's is theirs
@@ -801,14 +785,15 @@ mod browser {
             click(&b, "action-activate").await?;
             let own = requested(&b).await?;
             b.driver.goto(app.url("/approvals")).await?;
-            until_text(&b, &own, "you requested this; another admin must decide").await?;
+            b.until_text(&own, "you requested this; another admin must decide")
+                .await?;
             assert!(!decidable(&b, &own).await?);
             assert!(decidable(&b, &request).await?);
             sign_out(&b).await?;
 
             // Another admin approves the developer's (confirming) and rejects the other.
             b.sign_in(&app, &second_admin.email).await?;
-            until_text(&b, "pending-approvals", "2").await?;
+            b.until_text("pending-approvals", "2").await?;
             b.driver.goto(app.url("/approvals")).await?;
             b.screenshot("approvals").await?;
             let comment = format!("comment-{}", request.trim_start_matches("request-"));
@@ -821,7 +806,7 @@ mod browser {
             b.driver.accept_alert().await?;
             b.until("the activation carried out", || async { active(&n8n, id) })
                 .await?;
-            until_text(&b, "decided", "ok for Monday").await?;
+            b.until_text("decided", "ok for Monday").await?;
             let decided = b.text("decided").await;
             assert!(
                 decided.contains("approved") && decided.contains(&second_admin.email),
@@ -832,9 +817,9 @@ mod browser {
                 .await?
                 .click()
                 .await?;
-            until_text(&b, "decided", "rejected").await?;
+            b.until_text("decided", "rejected").await?;
             assert!(!active(&n8n, other), "a rejected request changes nothing");
-            until_text(&b, "no-pending", "Nothing waits").await?;
+            b.until_text("no-pending", "Nothing waits").await?;
             b.until("the nav's count gone", || async {
                 b.driver.find(By::Id("pending-approvals")).await.is_ok()
                     && b.text("pending-approvals").await.is_empty()
@@ -846,14 +831,13 @@ mod browser {
             anyhow::Ok(())
         };
         let steps = steps.await;
-        finish(b, "approvals", steps).await;
+        b.finish("approvals", steps).await;
     }
 
     /// After a click on a held action: the page's notice, and the id of the request it links
     /// to (`request-<uuid>`, the card's id on the Approvals page).
     async fn requested(b: &Browser) -> anyhow::Result<String> {
-        until_text(
-            b,
+        b.until_text(
             "approval-requested",
             "Approval requested from another admin",
         )
@@ -885,9 +869,10 @@ mod browser {
     async fn back_after_signing_out_shows_the_sign_in_page_not_the_cached_one() {
         let app = TestApp::spawn().await;
         let acme = app.tenant("acme").await;
-        let b = Browser::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+        let b = Browser::signed_in(&app, &acme.admin.email)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let steps = async {
-            b.sign_in(&app, &acme.admin.email).await?;
             b.driver.goto(app.url("/team")).await?;
             b.until("the team page", || async {
                 b.driver.find(By::Id("members")).await.is_ok()
@@ -904,6 +889,6 @@ mod browser {
             anyhow::Ok(())
         };
         let steps = steps.await;
-        finish(b, "back-after-sign-out", steps).await;
+        b.finish("back-after-sign-out", steps).await;
     }
 }
