@@ -288,6 +288,62 @@ impl N8nEmulator {
     pub fn remove_workflow(&self, id: &str) {
         self.ctx.lock().remove_workflow(id);
     }
+
+    /// Adds one finished execution exactly as described (workflow, status, start, duration,
+    /// error) — for tests that assert numbers computed from executions. Ids keep increasing, so
+    /// an incremental sync picks it up whatever its start time. Returns its id.
+    pub fn add_execution(&self, e: &NewExecution<'_>) -> String {
+        let mut s = self.ctx.lock();
+        let id = s.next_execution;
+        s.next_execution += 1;
+        let last_node = s
+            .workflows
+            .get(e.workflow_id)
+            .and_then(|wf| wf.nodes.last_name.clone())
+            .unwrap_or_else(|| "Start".to_owned());
+        s.executions.insert(
+            id,
+            Execution {
+                id,
+                workflow_id: e.workflow_id.to_owned(),
+                status: e.status,
+                mode: "trigger",
+                started_at: e.started_at,
+                stopped_at: e.started_at + e.duration,
+                last_node,
+                error: e.error.map(str::to_owned),
+            },
+        );
+        id.to_string()
+    }
+
+    /// Deletes a credential, as a user in n8n would.
+    pub fn remove_credential(&self, id: &str) {
+        self.ctx.lock().credentials.remove(id);
+    }
+
+    /// The names of every tag the instance has, in id (creation) order.
+    pub fn tag_names(&self) -> Vec<String> {
+        self.ctx
+            .lock()
+            .tags
+            .values()
+            .map(|t| t.name.clone())
+            .collect()
+    }
+}
+
+/// One execution for [`N8nEmulator::add_execution`].
+#[derive(Debug, Clone)]
+pub struct NewExecution<'a> {
+    pub workflow_id: &'a str,
+    /// `success`, `error`, `canceled`, `waiting` or `running` (n8n lists running ones only when
+    /// asked for them).
+    pub status: &'static str,
+    pub started_at: DateTime<Utc>,
+    pub duration: chrono::Duration,
+    /// The error message of a failed execution.
+    pub error: Option<&'a str>,
 }
 
 // ---------------------------------------------------------------------------------------------

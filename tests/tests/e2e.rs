@@ -8,6 +8,7 @@ mod e2e {
     mod billing;
     mod billing_ui;
     mod canonical;
+    mod catalog;
     mod cli;
     mod console_ui;
     mod drift;

@@ -205,7 +205,7 @@ pub async fn credential_usage(
 pub struct ExecutionQuery {
     pub environment_id: Option<Uuid>,
     pub workflow_id: Option<String>,
-    /// `success`, `error`, `running`, `waiting` or `canceled`.
+    /// `success`, `error`, `running`, `waiting`, `canceled`, `crashed`, `new` or `unknown`.
     #[param(pattern = "^(success|error|running|waiting|canceled|crashed|new|unknown)$")]
     pub status: Option<String>,
     pub cursor: Option<String>,
@@ -229,7 +229,7 @@ pub async fn list_executions(
     {
         return Err(domain::Error::invalid(
             "status",
-            "must be success, error, running, waiting or canceled",
+            "must be success, error, running, waiting, canceled, crashed, new or unknown",
         )
         .into());
     }

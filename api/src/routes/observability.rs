@@ -16,7 +16,8 @@ use crate::extract::ApiQuery;
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct OverviewQuery {
-    /// 1h, 6h, 24h (default), 7d, 30d or 90d.
+    /// 1h, 6h, 24h (default), 7d, 30d or 90d; any other value is refused with 422
+    /// (`validation_failed`).
     #[param(value_type = Option<Range>, inline)]
     pub range: Option<String>,
 }
@@ -48,7 +49,8 @@ pub async fn overview(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AnalyticsQuery {
-    /// 24h, 7d (default), 30d or 90d (also 1h, 6h).
+    /// 24h, 7d (default), 30d or 90d (also 1h, 6h); any other value is refused with 422
+    /// (`validation_failed`).
     #[param(value_type = Option<Range>, inline)]
     pub range: Option<String>,
     pub environment_id: Option<Uuid>,

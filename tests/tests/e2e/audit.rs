@@ -163,14 +163,40 @@ async fn audit_records_belong_to_their_tenant_only() {
     let app = TestApp::spawn().await;
     let acme = app.tenant("acme").await;
     let globex = app.tenant("globex").await;
-    app.post(
-        "/api/v1/api-keys",
-        &acme.admin,
-        &json!({"name": "acme key"}),
-    )
-    .await;
+    let created = app
+        .post(
+            "/api/v1/api-keys",
+            &acme.admin,
+            &json!({"name": "acme key"}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    // The positive control: acme sees the record, so an empty list for globex means isolation,
+    // not a mutation that was never audited.
+    let ours = app
+        .get("/api/v1/audit-logs?action=api_key.created", &acme.admin)
+        .await;
+    assert_eq!(ours.status, 200, "{}", ours.body);
+    let entries = ours.body["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 1, "{}", ours.body);
+    assert_eq!(
+        entries[0]["tenant_id"],
+        acme.id.to_string(),
+        "{}",
+        ours.body
+    );
+    assert_eq!(
+        entries[0]["target_id"], created.body["key"]["id"],
+        "{}",
+        ours.body
+    );
     let theirs = app.get("/api/v1/audit-logs", &globex.admin).await;
+    assert_eq!(theirs.status, 200, "{}", theirs.body);
     assert_eq!(theirs.body["items"].as_array().map(Vec::len), Some(0));
+    let by_action = app
+        .get("/api/v1/audit-logs?action=api_key.created", &globex.admin)
+        .await;
+    assert_eq!(by_action.body["items"], json!([]), "{}", by_action.body);
 }
 
 // Audited reads (the runs API's) are kept for their retention, then pruned; changes stay. The

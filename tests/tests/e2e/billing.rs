@@ -778,3 +778,83 @@ async fn a_second_live_subscription_arriving_by_webhook_is_canceled_at_once_and_
         second.as_str()
     );
 }
+
+// BILL-004: the portal session is opened for the caller's tenant's own Stripe customer and
+// brings the user back to the billing page.
+#[tokio::test]
+async fn the_billing_portal_opens_for_the_tenants_own_customer_and_returns_to_billing() {
+    let b = billing().await;
+    let app = &b.app;
+    // Another tenant buys first, so "some customer" would not be good enough.
+    let globex = app.tenant_on("globex", "free").await;
+    let started = app
+        .post(
+            "/api/v1/billing/checkout",
+            &globex.admin,
+            &json!({"provider": "n8n", "plan": "pro"}),
+        )
+        .await;
+    assert_eq!(started.status, 201, "{}", started.body);
+    let theirs = b
+        .stripe
+        .complete_checkout(started.body["session_id"].as_str().unwrap_or_default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .subscription;
+    let ours = b.buy("pro").await;
+    let customer_of = |sub: &str| {
+        b.stripe.object(sub).unwrap_or_default()["customer"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (acme_customer, globex_customer) = (customer_of(&ours), customer_of(&theirs));
+    assert!(acme_customer.starts_with("cus_"), "{acme_customer}");
+    assert_ne!(acme_customer, globex_customer);
+
+    let before = b.stripe.requests().len();
+    let portal = app
+        .post("/api/v1/billing/portal", &b.acme.admin, &json!({}))
+        .await;
+    assert_eq!(portal.status, 201, "{}", portal.body);
+    let sent: Vec<_> = b.stripe.requests()[before..]
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "/v1/billing_portal/sessions")
+        .cloned()
+        .collect();
+    assert_eq!(sent.len(), 1, "one portal session: {sent:?}");
+    assert_eq!(sent[0].param("customer"), Some(acme_customer));
+    assert_eq!(
+        sent[0].param("return_url"),
+        Some(format!("{}/billing", app.base))
+    );
+    // The URL handed out is that session's page, which links back to the billing page.
+    let url = portal.body["url"].as_str().unwrap_or_default();
+    assert!(
+        url.starts_with(&format!("{}/portal/bps_", b.stripe.base_url())),
+        "{url}"
+    );
+    let page = app
+        .http
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(page.contains(&format!("{}/billing", app.base)), "{page}");
+
+    // Globex's portal is globex's customer.
+    let before = b.stripe.requests().len();
+    let other = app
+        .post("/api/v1/billing/portal", &globex.admin, &json!({}))
+        .await;
+    assert_eq!(other.status, 201, "{}", other.body);
+    let sent = b.stripe.requests()[before..]
+        .iter()
+        .find(|r| r.path == "/v1/billing_portal/sessions")
+        .and_then(|r| r.param("customer"));
+    assert_eq!(sent, Some(globex_customer));
+    b.deliveries_ok();
+}
