@@ -990,3 +990,20 @@ pub async fn names(
     .await?;
     Ok(rows.into_iter().collect())
 }
+
+/// An environment's synced connections (credentials) by provider id: what a Make module's
+/// designer did not cache about its connection (type, label) is read from them
+/// ([`workflow::credential_refs_in`]).
+pub async fn known_connections(
+    db: impl PgExecutor<'_>,
+    environment_id: Uuid,
+) -> Result<std::collections::HashMap<String, crate::make::KnownConnection>> {
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "select provider_id, type, name from env_credentials \
+         where environment_id = $1 and deleted_at is null",
+    )
+    .bind(environment_id)
+    .fetch_all(db)
+    .await?;
+    Ok(crate::make::known_by_id(rows))
+}

@@ -552,6 +552,23 @@ pub struct KnownConnection {
     pub name: String,
 }
 
+/// Connections as `(provider id, type, name)` rows, by provider id.
+pub fn known_by_id(
+    rows: impl IntoIterator<Item = (String, String, String)>,
+) -> HashMap<String, KnownConnection> {
+    rows.into_iter()
+        .map(|(id, connection_type, name)| {
+            (
+                id,
+                KnownConnection {
+                    connection_type,
+                    name,
+                },
+            )
+        })
+        .collect()
+}
+
 /// A module's connection reference from what the designer cached alone ([`connection_ref_in`]
 /// with no known connections).
 pub fn connection_ref(module: &Value) -> Option<ConnectionRef> {

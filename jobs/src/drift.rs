@@ -477,18 +477,7 @@ async fn known_connections(
     .bind(env)
     .fetch_all(db)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, connection_type, name)| {
-            (
-                id,
-                KnownConnection {
-                    connection_type,
-                    name,
-                },
-            )
-        })
-        .collect())
+    Ok(domain::make::known_by_id(rows))
 }
 
 /// Credential references of a canonical version (a Make connection typed and named through

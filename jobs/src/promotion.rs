@@ -267,15 +267,7 @@ pub async fn load_context(
     .into_iter()
     .map(|(t, n, id)| ((t, n), id))
     .collect();
-    let source_connections: HashMap<String, KnownConnection> = sqlx::query_as::<_, (String, String, String)>(
-        "select provider_id, type, name from env_credentials where environment_id = $1 and deleted_at is null",
-    )
-    .bind(source_env)
-    .fetch_all(db)
-    .await?
-    .into_iter()
-    .map(|(id, connection_type, name)| (id, KnownConnection { connection_type, name }))
-    .collect();
+    let source_connections = domain::catalog::known_connections(db, source_env).await?;
     let mappings = promotions::mappings(db, tenant_id, source_env, target_env)
         .await?
         .into_iter()

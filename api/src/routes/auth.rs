@@ -523,40 +523,26 @@ pub(crate) async fn accept(
     if let Account::Existing(user) = &account
         && tenancy::member(&mut *tx, tenant.id, user.id).await.is_ok()
     {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "already_member",
-            format!("`{}` is already a member of this tenant", user.email),
-        ));
+        return Err(crate::routes::team::already_member(&user.email));
     }
     if let Some(limit) = domain::entitlements::member_limit(&mut tx, tenant.id).await?
         && tenancy::member_count(&mut *tx, tenant.id).await? >= limit
     {
-        tx.rollback().await?;
-        domain::entitlements::record_denial(
-            &state.db,
-            domain::entitlements::Asker {
-                tenant_id: tenant.id,
-                user_id: match &account {
-                    Account::Existing(user) => Some(user.id),
-                    Account::New { .. } => None,
-                },
-                action: "invitation.accept",
+        let asker = domain::entitlements::Asker {
+            tenant_id: tenant.id,
+            user_id: match &account {
+                Account::Existing(user) => Some(user.id),
+                Account::New { .. } => None,
             },
-            domain::entitlements::Feature::Members,
-            None,
-        )
-        .await?;
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "member_limit_reached",
-            format!(
-                "{} has no seat left: its plan allows {limit} members and all are taken. \
-                 The invitation is still open; ask an admin of the team to free a seat or upgrade, \
-                 then accept it again",
-                tenant.name
-            ),
-        ));
+            action: "invitation.accept",
+        };
+        let message = format!(
+            "{} has no seat left: its plan allows {limit} members and all are taken. \
+             The invitation is still open; ask an admin of the team to free a seat or upgrade, \
+             then accept it again",
+            tenant.name
+        );
+        return Err(crate::routes::team::no_seat_left(state, tx, asker, message).await?);
     }
     let user = match account {
         Account::Existing(user) => user,

@@ -9,7 +9,6 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use domain::audit::Entry;
 use domain::entitlements::Feature;
-use domain::make::KnownConnection;
 use domain::page::Page;
 use domain::pipelines::{self, NewPipeline, Pipeline, Stage};
 use domain::promotions::{
@@ -288,24 +287,8 @@ pub async fn get_mappings(
     // A Make module's connection is typed and named as promotion types it: from the designer's
     // cache, else from the source team's synced connection of that id (not the module's app,
     // which would never match a mapping or a target connection).
-    let source_connections: HashMap<String, KnownConnection> =
-        sqlx::query_as::<_, (String, String, String)>(
-            "select provider_id, type, name from env_credentials where environment_id = $1 and deleted_at is null",
-        )
-        .bind(q.source_environment_id)
-        .fetch_all(&state.db)
-        .await?
-        .into_iter()
-        .map(|(id, connection_type, name)| {
-            (
-                id,
-                KnownConnection {
-                    connection_type,
-                    name,
-                },
-            )
-        })
-        .collect();
+    let source_connections =
+        domain::catalog::known_connections(&state.db, q.source_environment_id).await?;
     let mut used: std::collections::BTreeMap<(String, String), (String, usize)> =
         Default::default();
     for def in

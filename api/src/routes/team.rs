@@ -63,6 +63,33 @@ fn last_admin() -> ApiError {
     )
 }
 
+/// The refusal of someone who already is a member (409 `already_member`).
+pub(crate) fn already_member(email: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "already_member",
+        format!("`{email}` is already a member of this tenant"),
+    )
+}
+
+/// The refusal of a member beyond the plan's seats (409 `member_limit_reached`, TEAM-005),
+/// logged as a refused feature (ENT-011). `tx`, which counted the seats, is rolled back first: it
+/// holds the tenant's lock, which the log's foreign key would wait for.
+pub(crate) async fn no_seat_left(
+    state: &AppState,
+    tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    asker: domain::entitlements::Asker<'_>,
+    message: String,
+) -> ApiResult<ApiError> {
+    tx.rollback().await?;
+    domain::entitlements::record_denial(&state.db, asker, Feature::Members, None).await?;
+    Ok(ApiError::new(
+        StatusCode::CONFLICT,
+        "member_limit_reached",
+        message,
+    ))
+}
+
 /// Refuses (403 `feature_not_in_plan`, logged) giving someone `role` unless it is admin or the
 /// tenant's plan includes role-based access (the PRD's plan table: not on Free, where every
 /// member is an admin).
@@ -239,30 +266,15 @@ pub async fn create_invitation(
     if let Some(user) = tenancy::user_by_email(&mut *tx, &req.email).await?
         && tenancy::member(&mut *tx, tenant_id, user.id).await.is_ok()
     {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "already_member",
-            format!("`{}` is already a member of this tenant", user.email),
-        ));
+        return Err(already_member(&user.email));
     }
     if let Some(limit) = domain::entitlements::member_limit(&mut tx, tenant_id).await?
         && tenancy::seats_used(&mut *tx, tenant_id).await? >= limit
     {
-        tx.rollback().await?;
-        domain::entitlements::record_denial(
-            &state.db,
-            ctx.asker("invitation.create"),
-            domain::entitlements::Feature::Members,
-            None,
-        )
-        .await?;
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "member_limit_reached",
-            format!(
-                "this tenant's plan allows {limit} members (invitations included): remove someone or upgrade"
-            ),
-        ));
+        let message = format!(
+            "this tenant's plan allows {limit} members (invitations included): remove someone or upgrade"
+        );
+        return Err(no_seat_left(&state, tx, ctx.asker("invitation.create"), message).await?);
     }
     let ttl = chrono::Duration::from_std(state.config.invitation_ttl)
         .unwrap_or(chrono::Duration::days(7));
