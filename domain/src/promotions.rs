@@ -69,6 +69,10 @@ pub struct Promotion {
     pub note: Option<String>,
     pub force: bool,
     pub scheduled_at: Option<DateTime<Utc>>,
+    /// While its run waits for a time (the scheduled time or the stage's deployment window, not
+    /// an approval): when it will start.
+    #[serde(default)]
+    pub waiting_until: Option<DateTime<Utc>>,
     /// Per workflow: diff status, risk, reasons, counterpart in the target.
     #[schema(value_type = Option<Value>)]
     pub diff: Option<Value>,
@@ -92,7 +96,10 @@ pub struct Promotion {
 }
 
 const COLUMNS: &str = "id, pipeline_id, stage_index, source_environment_id, target_environment_id, workflow_ids, \
-     status, run_id, requested_by, requested_by_label, note, force, scheduled_at, diff, gates, risk, results, rollback, \
+     status, run_id, requested_by, requested_by_label, note, force, scheduled_at, \
+     (select r.run_at from engine_runs r where r.id = run_id and r.status = 'waiting' \
+         and r.wait_signal is null and not r.wait_children) as waiting_until, \
+     diff, gates, risk, results, rollback, \
      pre_snapshot_id, post_snapshot_id, error, created_at, updated_at, started_at, finished_at";
 
 pub struct NewPromotion<'a> {

@@ -1216,6 +1216,29 @@ async fn a_promotion_outside_its_window_waits_for_the_opening() {
         .await
         .body;
     assert_eq!(p["status"], "approved", "{p}");
+    assert_eq!(
+        p["waiting_until"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc)),
+        Some(opens),
+        "the promotion says when it starts: {p}"
+    );
+    // So does its page.
+    let html = reqwest::Client::new()
+        .get(app.url(&format!("/promotions/{pid}")))
+        .header("cookie", format!("wfo_session={}", acme.admin.token))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    let starts = format!("starts {}", opens.format("%Y-%m-%d %H:%M UTC"));
+    assert!(
+        html.contains("id=\"waiting-until\"") && html.contains(&starts),
+        "{starts}: {html}"
+    );
     assert_eq!(l.staging.1.workflow_count(), 0, "nothing before the window");
     let cancelled = app
         .post(
