@@ -30,6 +30,30 @@ async fn page(app: &TestApp, path: &str, who: &Caller) -> (StatusCode, String) {
     (res.status(), res.text().await.unwrap_or_default())
 }
 
+/// A high-severity drift incident on `environment` with one drifted workflow (`wf1`, Orders).
+async fn high_drift_incident(
+    app: &TestApp,
+    tenant: Uuid,
+    environment: Uuid,
+    title: &str,
+) -> domain::drift::Incident {
+    domain::drift::create_incident(
+        &app.db.pool,
+        tenant,
+        &domain::drift::NewIncident {
+            environment_id: environment,
+            severity: domain::drift::Severity::High,
+            title,
+            ttl_hours: 24,
+            affected: &json!([{"workflow_id": "wf1", "name": "Orders", "kind": "drift", "risk": "high", "summary": "1 changed"}]),
+            payload: &json!({}),
+            check_id: Uuid::now_v7(),
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// The `href` of the link with `id`, its `&` unescaped as a browser does.
 fn href_of(html: &str, id: &str) -> Option<String> {
     let at = html.find(&format!("id=\"{id}\""))?;
@@ -343,21 +367,7 @@ async fn incident_buttons_say_what_they_do_and_affected_workflows_link_to_their_
     let acme = app.tenant("acme").await;
     let n8n = N8nEmulator::start(EmulatorConfig::default()).await;
     let prod = environment(&app, &acme, "Prod", "production", &n8n).await;
-    let incident = domain::drift::create_incident(
-        &app.db.pool,
-        acme.id,
-        &domain::drift::NewIncident {
-            environment_id: prod,
-            severity: domain::drift::Severity::High,
-            title: "Drift in Prod",
-            ttl_hours: 24,
-            affected: &json!([{"workflow_id": "wf1", "name": "Orders", "kind": "drift", "risk": "high", "summary": "1 changed"}]),
-            payload: &json!({}),
-            check_id: Uuid::now_v7(),
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    let incident = high_drift_incident(&app, acme.id, prod, "Drift in Prod").await;
     let path = format!("/incidents/{}", incident.id);
     let (_, html) = page(&app, &path, &acme.admin).await;
     assert!(html.contains(">Acknowledge</button>"), "{html}");
@@ -1604,21 +1614,7 @@ mod browser {
             Some(&json!({"reason": "before"})),
         )
         .await;
-        let incident = domain::drift::create_incident(
-            &app.db.pool,
-            acme.id,
-            &domain::drift::NewIncident {
-                environment_id: env,
-                severity: domain::drift::Severity::High,
-                title: "Drift in Dev",
-                ttl_hours: 24,
-                affected: &json!([{"workflow_id": "wf1", "name": "Orders", "kind": "drift", "risk": "high", "summary": "1 changed"}]),
-                payload: &json!({}),
-                check_id: Uuid::now_v7(),
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        let incident = super::high_drift_incident(&app, acme.id, env, "Drift in Dev").await;
         let acknowledged = app
             .post(
                 &format!("/api/v1/incidents/{}/transition", incident.id),
